@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package thinsnap needs to build, test and benchmark.
+# Idempotent: does nothing (and needs no network) when all are present.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  libdevmapper-dev libext2fs-dev e2fsprogs libblkid-dev libjson-c-dev
+  libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev liblmdb-dev
+  libcurl4-openssl-dev check
+  # real-kernel lane (QEMU guest booting Debian's kernel)
+  qemu-system-x86 busybox-static cpio kmod dmsetup
+  # peers and independent clients used by tests and benchmarks
+  containerd golang-go golang-github-containerd-containerd-dev
+  python3-grpcio python3-protobuf
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+echo "deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+$SUDO apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

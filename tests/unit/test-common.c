@@ -1,0 +1,113 @@
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/parse.h"
+
+START_TEST(size_suffixes) {
+        uint64_t v;
+        ck_assert_int_eq(ts_parse_size("512", &v), 0);
+        ck_assert_uint_eq(v, 512);
+        ck_assert_int_eq(ts_parse_size("64M", &v), 0);
+        ck_assert_uint_eq(v, 64ULL << 20);
+        ck_assert_int_eq(ts_parse_size("10G", &v), 0);
+        ck_assert_uint_eq(v, 10ULL << 30);
+        ck_assert_int_eq(ts_parse_size("4KiB", &v), 0);
+        ck_assert_uint_eq(v, 4096);
+        ck_assert_int_eq(ts_parse_size("1t", &v), 0);
+        ck_assert_uint_eq(v, 1ULL << 40);
+        ck_assert_int_eq(ts_parse_size("0", &v), 0);
+        ck_assert_uint_eq(v, 0);
+}
+END_TEST
+
+START_TEST(size_rejects) {
+        uint64_t v = 7;
+        ck_assert_int_eq(ts_parse_size("", &v), -EINVAL);
+        ck_assert_int_eq(ts_parse_size("M", &v), -EINVAL);
+        ck_assert_int_eq(ts_parse_size("-1G", &v), -EINVAL);
+        ck_assert_int_eq(ts_parse_size("1.5G", &v), -EINVAL);
+        ck_assert_int_eq(ts_parse_size("10X", &v), -EINVAL);
+        ck_assert_int_eq(ts_parse_size(" 10", &v), -EINVAL);
+        ck_assert_int_eq(ts_parse_size("16384P", &v), -ERANGE);
+        ck_assert_int_eq(ts_parse_size("99999999999999999999", &v), -ERANGE);
+        ck_assert_uint_eq(v, 7); /* untouched on failure */
+}
+END_TEST
+
+START_TEST(numbers) {
+        uint64_t v;
+        uint32_t w;
+        ck_assert_int_eq(ts_parse_u64("18446744073709551615", &v), 0);
+        ck_assert_uint_eq(v, UINT64_MAX);
+        ck_assert_int_eq(ts_parse_u64("18446744073709551616", &v), -ERANGE);
+        ck_assert_int_eq(ts_parse_u32("4294967296", &w), -ERANGE);
+        ck_assert_int_eq(ts_parse_u32("12a", &w), -EINVAL);
+        ck_assert_int_eq(ts_parse_u32("", &w), -EINVAL);
+        ck_assert_int_eq(ts_parse_mode("0755", &w), 0);
+        ck_assert_uint_eq(w, 0755);
+        ck_assert_int_eq(ts_parse_mode("4755", &w), 0);
+        ck_assert_uint_eq(w, 04755);
+        ck_assert_int_eq(ts_parse_mode("0789", &w), -EINVAL);
+        ck_assert_int_eq(ts_parse_mode("17777", &w), -ERANGE);
+}
+END_TEST
+
+START_TEST(format_size) {
+        char buf[32];
+        ck_assert_str_eq(ts_format_size(512, buf, sizeof buf), "512 B");
+        ck_assert_str_eq(ts_format_size(1 << 20, buf, sizeof buf), "1 MiB");
+        ck_assert_str_eq(ts_format_size(3ULL << 29, buf, sizeof buf), "1.5 GiB");
+}
+END_TEST
+
+static int fail_deep(ts_error **err) {
+        return ts_error_set(err, ENOENT, "open %s", "/nope");
+}
+
+START_TEST(error_context) {
+        _cleanup_error_ ts_error *err = NULL;
+        int r = fail_deep(&err);
+        ck_assert_int_eq(r, -ENOENT);
+        ck_assert_int_eq(ts_error_prefix(&err, "pool %s", "tp"), -ENOENT);
+        ck_assert_str_eq(err->msg, "pool tp: open /nope: No such file or directory");
+        /* The first error wins: a second set does not overwrite it. */
+        ck_assert_int_eq(ts_error_set(&err, EBUSY, "later"), -EBUSY);
+        ck_assert_int_eq(err->errnum, ENOENT);
+        /* NULL err is allowed everywhere. */
+        ck_assert_int_eq(fail_deep(NULL), -ENOENT);
+        ck_assert_str_eq(ts_error_message(NULL, -EBUSY), strerror(EBUSY));
+}
+END_TEST
+
+START_TEST(log_levels) {
+        enum ts_log_level l;
+        ck_assert_int_eq(ts_log_parse_level("debug", &l), 0);
+        ck_assert_int_eq(l, TS_LOG_DEBUG);
+        ck_assert_int_eq(ts_log_parse_level("WARNING", &l), 0);
+        ck_assert_int_eq(l, TS_LOG_WARN);
+        ck_assert_int_eq(ts_log_parse_level("loud", &l), -EINVAL);
+        ck_assert_int_eq(log_error_errno(EIO, "x"), -EIO);
+        ck_assert_int_eq(log_error_errno(-EBUSY, "y"), -EBUSY);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("common");
+        TCase *tc = tcase_create("core");
+        tcase_add_test(tc, size_suffixes);
+        tcase_add_test(tc, size_rejects);
+        tcase_add_test(tc, numbers);
+        tcase_add_test(tc, format_size);
+        tcase_add_test(tc, error_context);
+        tcase_add_test(tc, log_levels);
+        suite_add_tcase(s, tc);
+        SRunner *sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        int failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
