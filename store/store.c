@@ -1,4 +1,5 @@
 #include "store.h"
+#include "store-internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -455,12 +456,15 @@ static int make_key(ts_store_txn *t, const char *ns, const char *key, dbkey *ret
                 return ts_error_setf_plain(err, ENAMETOOLONG,
                                            "snapshot key %s/%.64s...: namespace and key longer than %zu bytes",
                                            ns, key, t->store->max_key - 1);
-        char *d = malloc(nl + 1 + kl);
+        /* "ns\0key" plus a terminating NUL that is not part of the DB key, so both
+         * halves read as C strings in messages */
+        char *d = malloc(nl + 1 + kl + 1);
         if (!d)
                 return -ENOMEM;
         memcpy(d, ns, nl);
         d[nl] = 0;
         memcpy(d + nl + 1, key, kl);
+        d[nl + 1 + kl] = 0;
         ret->data = d;
         ret->len = nl + 1 + kl;
         return 0;
@@ -1116,6 +1120,7 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
                 labels_free(i.labels, i.n_labels);
                 i.labels = TAKE_PTR(in);
                 i.n_labels = in_n;
+                in_n = 0;
         } else {
                 for (size_t f = 0; f < n_fieldpaths; f++) {
                         const char *p = fieldpaths[f];
@@ -1407,4 +1412,15 @@ int ts_store_base_list(ts_store_txn *t, ts_store_base **ret, size_t *ret_n, ts_e
         *ret = list;
         *ret_n = n;
         return 0;
+}
+
+/* ---- test hooks (store-internal.h) ---- */
+
+int ts_store_set_dev_cursor(ts_store_txn *t, uint32_t id, ts_error **err) {
+        int r = need_write(t, "set device cursor", err);
+        if (r < 0)
+                return r;
+        if (id < 1 || id > t->store->dev_id_max)
+                return ts_error_setf_plain(err, ERANGE, "device id %u outside 1..%u", id, t->store->dev_id_max);
+        return meta_put_u64(t, "next_dev", id, err);
 }
