@@ -21,14 +21,20 @@
  * ""); "~=" searches (unanchored) the value, or "" when absent.
  *
  * Regular expressions: containerd uses Go's RE2; this uses POSIX extended regular
- * expressions (regcomp, REG_EXTENDED) after rewriting the RE2 spellings that ERE
- * lacks: \d \D (digits, also inside brackets), (?:...) groups, a leading (?i) flag
- * (case-insensitive), \A and \z anchors. glibc supplies \w \W \s \S \b \B. Known
- * differences: no lazy quantifiers (for a yes/no search they match the same
- * strings), no \pL classes, no (?flags) other than a leading (?i)/(?s), and "."
- * matches one byte, not one UTF-8 rune, and also matches a newline. A regexp that
- * does not compile parses fine and matches nothing, as in containerd (which logs
- * and returns false).
+ * expressions (glibc regcomp, REG_EXTENDED) after translating RE2's syntax:
+ *   - \d \D, \A \z, \n \t \r \f \v \a, \x41 \x{263a}, escaped punctuation,
+ *     escapes inside brackets ([\]\-], [\d\w\s]), (?:...) and (?P<name>...) groups,
+ *     leading (?i) / (?s) flags, lazy quantifiers (same yes/no answer);
+ *   - "." does not match a newline unless (?s), as in RE2;
+ *   - \w \W \s \S \b \B and [[:class:]] are glibc's own.
+ * What Go's regexp/syntax rejects is rejected too: nested repetition (a**),
+ * repeat counts above 1000, back-references, a repetition with nothing to repeat.
+ * Also rejected, because glibc would copy the sub-expression once per repeat and
+ * could need gigabytes: nested repeats whose product passes 1000 copies (a+ counts
+ * as 2). Not supported (rejected): \pL classes, \Q...\E, flags other than a
+ * leading (?i)/(?s), \D \W \S inside brackets. "." and classes match one byte,
+ * not one UTF-8 rune. A regexp that does not compile parses fine and matches
+ * nothing, as in containerd (which logs and returns false).
  *
  * Unicode: a value run ends at a character that is not graphic in Go's sense; this
  * implementation knows the control, space, format and private-use ranges and treats

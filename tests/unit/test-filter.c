@@ -196,6 +196,28 @@ START_TEST(regexp_re2_spellings) {
         /* an invalid regexp parses and matches nothing, as containerd */
         ck_assert(!one_value("name~=/[/", "["));
         ck_assert(!one_value("name~=(", "("));
+        /* what Go's regexp/syntax rejects parses here too and matches nothing */
+        ck_assert(!one_value("name~=a**", "aaa"));
+        ck_assert(!one_value("name~=x+++", "xxx"));
+        ck_assert(!one_value("name~=a{1001}", "a"));
+        ck_assert(!one_value("name~=/a{2,1}/", "aa"));
+        ck_assert(!one_value("name~=(a)\\1", "aa")); /* no back-references in RE2 */
+        ck_assert(!one_value("name~=*a", "a"));
+        ck_assert(!one_value("name~=((a{100}){100}){100}", "a"));  /* glibc would copy 10^6 trees */
+        ck_assert(one_value("name~=^(a{10}){10}$", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+        ck_assert(one_value("name~=^a+?b*?c??$", "aab")); /* lazy forms */
+        ck_assert(one_value("name~=/a{,/", "xa{,"));          /* not a repeat: literal, as RE2 */
+        ck_assert(one_value("name~=^[\\]\\-]+$", "]-]"));  /* RE2 escapes inside a bracket */
+        ck_assert(one_value("name~=^[\\w.]+$", "a_b.c"));
+        ck_assert(one_value("name~=^(?P<n>x)y$", "xy"));
+        ck_assert(one_value("name~=^\\x41\\.$", "A."));
+        ck_assert(!one_value("name~=^\\x41\\.$", "Ab"));
+        ck_assert(one_value("name~=a.b", "axb"));
+        ck_assert(!one_value("name~=a.b", "a\nb")); /* RE2's . does not match a newline */
+        ck_assert(one_value("name~=(?s)a.b", "a\nb"));
+        ck_assert(one_value("name~=a\\nb", "a\nb"));
+        /* the input that made glibc's regcomp exhaust memory under the fuzzer */
+        ck_assert(!one_value("x~=x~++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++=b", "x"));
         /* unanchored search; absent field reads as "" */
         ck_assert(one_value("name~=b", "abc"));
         ck_assert(one_value("other~=^$", "x"));
