@@ -619,16 +619,21 @@ static int parse_fieldpath(parser *p, selector *sel) {
 
 typedef struct rebuf {
         char *out;
-        size_t o;
+        size_t o, cap;
+        bool overflow;
 } rebuf;
 
 static void re_put(rebuf *b, const char *s, size_t n) {
+        if (b->overflow || n > b->cap - b->o) {
+                b->overflow = true;
+                return;
+        }
         memcpy(b->out + b->o, s, n);
         b->o += n;
 }
 
 static void re_putc(rebuf *b, char c) {
-        b->out[b->o++] = c;
+        re_put(b, &c, 1);
 }
 
 static bool is_ere_special(char c) {
@@ -818,7 +823,9 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
                 return NULL;
         }
         _cleanup_free_ uint64_t *frames = calloc(RE_MAX_DEPTH + 1, sizeof(uint64_t));
-        rebuf b = { .out = malloc(len * 3 + 16) };
+        /* one input byte makes at most 5 (a "[" in a bracket becomes "[.[.]"; \w
+         * there, 2 bytes, becomes 10); the terminating NUL is outside cap */
+        rebuf b = { .out = malloc(len * 5 + 17), .cap = len * 5 + 16 };
         if (!b.out || !frames) {
                 free(b.out);
                 *why = "out of memory";
@@ -999,9 +1006,9 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
         }
 #undef FAIL
 #undef ATOM
-        if (depth != 0) {
+        if (depth != 0 || b.overflow) {
                 free(b.out);
-                *why = "missing closing )";
+                *why = b.overflow ? "expression too large" : "missing closing )";
                 return NULL;
         }
         b.out[b.o] = 0;

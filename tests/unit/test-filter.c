@@ -218,6 +218,9 @@ START_TEST(regexp_re2_spellings) {
         ck_assert(one_value("name~=a\\nb", "a\nb"));
         /* the input that made glibc's regcomp exhaust memory under the fuzzer */
         ck_assert(!one_value("x~=x~++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++=b", "x"));
+        /* the fuzzer's find: many "[" inside a bracket outgrew the output buffer */
+        ck_assert(one_value("name~=^[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[=x]+$", "[=x["));
+        ck_assert(!one_value("me~=(zSHd+me~[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[=(zSHd+", "x"));
         /* unanchored search; absent field reads as "" */
         ck_assert(one_value("name~=b", "abc"));
         ck_assert(one_value("other~=^$", "x"));
