@@ -898,15 +898,7 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
         if (r < 0)
                 return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
 
-        uint64_t next_id;
-        r = meta_get_u64(t, "next_id", 1, &next_id, err);
-        if (r < 0)
-                return r;
-        i.id = next_id;
-        r = meta_put_u64(t, "next_id", next_id + 1, err);
-        if (r < 0)
-                return r;
-
+        /* the device id first: running out of ids must fail before any write */
         _cleanup_free_ uint8_t *ob = NULL;
         buf b = {};
         MDB_val owner;
@@ -917,6 +909,15 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
         r = dev_alloc(t, &owner, &i.dev_id, err);
         if (r < 0)
                 return ts_error_prefix(err, "snapshot %s", key);
+
+        uint64_t next_id;
+        r = meta_get_u64(t, "next_id", 1, &next_id, err);
+        if (r < 0)
+                return r;
+        i.id = next_id;
+        r = meta_put_u64(t, "next_id", next_id + 1, err);
+        if (r < 0)
+                return r;
 
         i.created_ns = i.updated_ns = now_ns();
         r = put_record(t, &k, &i, true, err);

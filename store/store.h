@@ -28,6 +28,11 @@
  *   -EIO, others   Internal            (LMDB corruption, I/O)
  * Functions taking `ts_error **err` also describe the failure there (NULL allowed).
  *
+ * A call that fails with a rule violation (-ENOENT, -EEXIST, -EINVAL, -ENAMETOOLONG,
+ * -ENOTEMPTY, -EBUSY, -ENOSPC for device ids, -EROFS) has written nothing, and the
+ * transaction stays usable. After any other failure (LMDB's own, -ENOMEM) the
+ * transaction must be aborted.
+ *
  * Threads: the environment is opened with MDB_NOTLS, so read transactions may be
  * begun on one thread and used or ended on another. A write transaction must be
  * begun, used and ended on one thread, and a thread must not begin a second write

@@ -748,6 +748,80 @@ START_TEST(readers_with_one_writer) {
 }
 END_TEST
 
+/* Two writer threads: LMDB serialises them; every record lands, with unique ids. */
+static void *writer(void *p) {
+        shared *sh = p;
+        long self = __atomic_add_fetch(&sh->reads, 1, __ATOMIC_RELAXED);
+        for (int i = 0; i < 100; i++) {
+                ts_store_txn *t = NULL;
+                char k[32];
+                snprintf(k, sizeof(k), "w%ld-%d", self, i);
+                if (ts_store_begin(sh->s, true, &t, NULL) < 0 ||
+                    ts_store_create(t, "ns", k, NULL, TS_KIND_ACTIVE, NULL, 0, 1, NULL, NULL) < 0 ||
+                    ts_store_txn_commit(TAKE_PTR(t), NULL) < 0) {
+                        ts_store_txn_abort(t);
+                        __atomic_add_fetch(&sh->failures, 1, __ATOMIC_RELAXED);
+                }
+        }
+        return NULL;
+}
+
+static int unique_ids(const ts_store_info *i, void *ud) {
+        uint8_t *seen = ud;
+        if (i->dev_id >= 256 || i->id >= 256 || seen[i->dev_id] & 1 || seen[i->id] & 2)
+                return -EIO;
+        seen[i->dev_id] |= 1;
+        seen[i->id] |= 2;
+        return 0;
+}
+
+START_TEST(two_writers) {
+        ts_store_options o = { .no_sync = true };
+        shared sh = { .s = open_store(&o) };
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+                ck_assert_int_eq(pthread_create(&th[i], NULL, writer, &sh), 0);
+        for (int i = 0; i < 2; i++)
+                pthread_join(th[i], NULL);
+        ck_assert_int_eq(sh.failures, 0);
+        ts_store_txn *t = rtxn(sh.s);
+        uint8_t seen[256] = {};
+        ck_assert_int_eq(ts_store_walk(t, "ns", unique_ids, seen, NULL), 0);
+        int n = 0;
+        for (int i = 0; i < 256; i++)
+                n += seen[i] & 1;
+        ck_assert_int_eq(n, 200);
+        ts_store_txn_abort(t);
+        ts_store_close(sh.s);
+}
+END_TEST
+
+START_TEST(failed_rules_leave_txn_usable) {
+        ts_store_options o = { .dev_id_max = 1 };
+        ts_store *s = open_store(&o);
+        ts_store_txn *t = wtxn(s);
+        ts_error *err = NULL;
+        ts_store_info a = mk(t, "ns", "a", NULL, TS_KIND_ACTIVE);
+        expect_err(ts_store_create(t, "ns", "b", NULL, TS_KIND_ACTIVE, NULL, 0, 1, NULL, &err), &err, -ENOSPC);
+        expect_err(ts_store_create(t, "ns", "a", NULL, TS_KIND_ACTIVE, NULL, 0, 1, NULL, &err), &err, -EEXIST);
+        commit(t);
+        t = rtxn(s);
+        collected c = {};
+        ck_assert_int_eq(ts_store_walk(t, "ns", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 1);
+        ts_store_txn_abort(t);
+        /* the failed create took no snapshot id */
+        t = wtxn(s);
+        ck_assert_int_eq(ts_store_delete(t, "ns", "a", NULL), 0);
+        ts_store_info b = mk(t, "ns", "b", NULL, TS_KIND_ACTIVE);
+        ck_assert_uint_eq(b.id, a.id + 1);
+        commit(t);
+        ts_store_info_done(&a);
+        ts_store_info_done(&b);
+        ts_store_close(s);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("store");
@@ -764,6 +838,8 @@ int main(void) {
         tcase_add_test(tc, base_devices);
         tcase_add_test(tc, map_full_is_enospc);
         tcase_add_test(tc, readers_with_one_writer);
+        tcase_add_test(tc, two_writers);
+        tcase_add_test(tc, failed_rules_leave_txn_usable);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
