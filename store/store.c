@@ -549,6 +549,15 @@ int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret
                 goto fail;
         }
         s->max_key = (size_t) mdb_env_get_maxkeysize(s->env);
+        /* Reader slots of a process that died (a crash) would pin old pages forever. */
+        int dead = 0;
+        rc = mdb_reader_check(s->env, &dead);
+        if (rc) {
+                r = mdb_fail(err, rc, "store %s: check reader table", root);
+                goto fail;
+        }
+        if (dead > 0)
+                log_debug("store cleared stale readers root=%s count=%d", root, dead);
 
         rc = mdb_txn_begin(s->env, NULL, 0, &txn);
         if (rc) {

@@ -3,6 +3,8 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -822,6 +824,43 @@ START_TEST(failed_rules_leave_txn_usable) {
 }
 END_TEST
 
+/* A process killed in the middle of Prepare: its committed intent survives, its
+ * open write transaction is gone, and the writer lock and reader slot it held do
+ * not block the next process. */
+START_TEST(killed_process) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                ts_store *s = NULL;
+                ts_store_txn *t = NULL, *r = NULL;
+                if (ts_store_open(root, NULL, &s, NULL) < 0 || ts_store_begin(s, true, &t, NULL) < 0 ||
+                    ts_store_create(t, "ns", "creating", NULL, TS_KIND_ACTIVE, NULL, 0, 1, NULL, NULL) < 0 ||
+                    ts_store_txn_commit(t, NULL) < 0 || ts_store_begin(s, false, &r, NULL) < 0 ||
+                    ts_store_begin(s, true, &t, NULL) < 0 ||
+                    ts_store_create(t, "ns", "lost", NULL, TS_KIND_ACTIVE, NULL, 0, 1, NULL, NULL) < 0)
+                        _exit(1);
+                raise(SIGKILL);
+                _exit(2);
+        }
+        int status = 0;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+        ts_store *s = open_store(NULL);
+        ts_store_txn *t = wtxn(s); /* the dead writer's lock is recovered */
+        ts_store_info i = {};
+        ck_assert_int_eq(ts_store_get(t, "ns", "creating", &i, NULL), 0);
+        ck_assert_int_eq(i.state, TS_STATE_CREATING);
+        ts_error *err = NULL;
+        expect_err(ts_store_get(t, "ns", "lost", &i, &err), &err, -ENOENT);
+        /* reconciliation rolls the intent back */
+        ck_assert_int_eq(ts_store_delete(t, "ns", "creating", NULL), 0);
+        commit(t);
+        ts_store_info_done(&i);
+        ts_store_close(s);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("store");
@@ -840,6 +879,7 @@ int main(void) {
         tcase_add_test(tc, readers_with_one_writer);
         tcase_add_test(tc, two_writers);
         tcase_add_test(tc, failed_rules_leave_txn_usable);
+        tcase_add_test(tc, killed_process);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
