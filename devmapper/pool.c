@@ -120,6 +120,7 @@ int ts_pool_parse_table(const char *params, char *meta_dev, char *data_dev, ts_p
 }
 
 int ts_pool_parse_status(const char *params, ts_pool_status *ret) {
+        ts_dm_init(); /* libdevmapper logs parse errors: route them */
         struct dm_pool *mem = dm_pool_create("ts-pool-status", 256);
         if (!mem)
                 return -ENOMEM;

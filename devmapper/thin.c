@@ -143,6 +143,7 @@ int ts_thin_delete(const ts_pool *pool, uint32_t id, ts_error **err) {
 }
 
 int ts_thin_parse_status(const char *params, ts_thin_status *ret) {
+        ts_dm_init(); /* libdevmapper logs parse errors: route them */
         struct dm_pool *mem = dm_pool_create("ts-thin-status", 128);
         if (!mem)
                 return -ENOMEM;
