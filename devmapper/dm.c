@@ -165,8 +165,15 @@ int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const cha
         /* libdevmapper creates, loads and resumes in one run, and removes the
          * new device again when the table load or the resume fails. */
         r = task_run(dmt, true);
-        if (r < 0)
+        if (r < 0) {
+                /* libdevmapper refuses a taken name without an ioctl errno;
+                 * after a failed create it removed what it made, so a device
+                 * still there was there before. */
+                ts_dm_info info;
+                if ((r == -EIO || r == -EBUSY) && ts_dm_info_get(name, &info, NULL) == 0 && info.exists)
+                        r = -EEXIST;
                 return ts_error_set(err, r, "create %s (%s %s)", name, target, params);
+        }
         return 0;
 }
 
@@ -212,7 +219,7 @@ int ts_dm_message(const char *name, const char *message, ts_error **err) {
                 return ts_error_set(err, ENOMEM, "message %s", name);
         r = task_run(dmt, false);
         if (r < 0)
-                return ts_error_set(err, r, "%s on %s", message, name);
+                return ts_error_set(err, r, "%s in pool %s", message, name);
         return 0;
 }
 

@@ -34,7 +34,8 @@ static uint64_t kernel_encode_dev(dev_t d) {
 
 static int configure(int loop_fd, int file_fd, unsigned flags) {
         struct loop_config cfg = { .fd = (__u32) file_fd };
-        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        if (flags & TS_LOOP_AUTOCLEAR)
+                cfg.info.lo_flags |= LO_FLAGS_AUTOCLEAR;
         if (flags & TS_LOOP_READ_ONLY)
                 cfg.info.lo_flags |= LO_FLAGS_READ_ONLY;
         if (flags & TS_LOOP_DIRECT_IO)
@@ -47,7 +48,7 @@ static int configure(int loop_fd, int file_fd, unsigned flags) {
         /* Kernels before 5.8: the old three-step way. */
         if (ioctl(loop_fd, LOOP_SET_FD, file_fd) < 0)
                 return negative_errno();
-        struct loop_info64 info = { .lo_flags = LO_FLAGS_AUTOCLEAR };
+        struct loop_info64 info = { .lo_flags = (flags & TS_LOOP_AUTOCLEAR) ? LO_FLAGS_AUTOCLEAR : 0 };
         if (ioctl(loop_fd, LOOP_SET_STATUS64, &info) < 0) {
                 int r = negative_errno();
                 (void) ioctl(loop_fd, LOOP_CLR_FD, 0);
@@ -58,7 +59,10 @@ static int configure(int loop_fd, int file_fd, unsigned flags) {
         return 0;
 }
 
-int ts_loop_attach(const char *file, unsigned flags, char **ret_dev, ts_error **err) {
+int ts_loop_attach(const char *file, unsigned flags, char **ret_dev, int *ret_fd, ts_error **err) {
+        if ((flags & TS_LOOP_AUTOCLEAR) && !ret_fd)
+                return ts_error_setf_plain(err, EINVAL, "attach %s: autoclear needs the caller to "
+                                                        "hold the loop device open", file);
         int oflags = ((flags & TS_LOOP_READ_ONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC;
         _cleanup_close_ int file_fd = open(file, oflags);
         if (file_fd < 0)
@@ -96,6 +100,8 @@ int ts_loop_attach(const char *file, unsigned flags, char **ret_dev, ts_error **
                 }
                 log_debug("attached %s to %s", file, dev);
                 *ret_dev = d;
+                if (ret_fd)
+                        *ret_fd = TAKE_FD(loop_fd);
                 return 0;
         }
         return ts_error_setf_plain(err, EBUSY, "attach %s: no free loop device after 64 tries",
@@ -143,17 +149,19 @@ int ts_loop_find(const char *file, char **ret_dev, ts_error **err) {
         return 0;
 }
 
-int ts_loop_get(const char *file, unsigned flags, char **ret_dev, bool *ret_attached,
+int ts_loop_get(const char *file, unsigned flags, char **ret_dev, int *ret_fd, bool *ret_attached,
                 ts_error **err) {
         int r = ts_loop_find(file, ret_dev, err);
         if (r == 0) {
+                if (ret_fd)
+                        *ret_fd = -1;
                 if (ret_attached)
                         *ret_attached = false;
                 return 0;
         }
         if (r != -ENXIO)
                 return r;
-        r = ts_loop_attach(file, flags, ret_dev, err);
+        r = ts_loop_attach(file, flags, ret_dev, ret_fd, err);
         if (r == 0 && ret_attached)
                 *ret_attached = true;
         return r;

@@ -184,6 +184,13 @@ int ts_pool_create(const char *name, const char *meta_path, const char *data_pat
         if (r < 0)
                 return r;
 
+        ts_dm_info info;
+        r = ts_dm_info_get(name, &info, err);
+        if (r < 0)
+                return r;
+        if (info.exists)
+                return ts_error_setf_plain(err, EEXIST, "a device named %s exists already", name);
+
         char meta_mm[32], data_mm[32];
         uint64_t meta_bytes, data_bytes;
         r = block_dev(meta_path, "metadata", meta_mm, &meta_bytes, err);
@@ -210,13 +217,6 @@ int ts_pool_create(const char *name, const char *meta_path, const char *data_pat
                                            "one data block (%" PRIu64 " bytes)",
                                            data_path, data_bytes,
                                            p->data_block_sectors * TS_SECTOR_SIZE);
-
-        ts_dm_info info;
-        r = ts_dm_info_get(name, &info, err);
-        if (r < 0)
-                return r;
-        if (info.exists)
-                return ts_error_setf_plain(err, EEXIST, "a device named %s exists already", name);
 
         _cleanup_free_ char *table = NULL;
         if (ts_pool_format_table(meta_mm, data_mm, p, &table) < 0)

@@ -44,12 +44,17 @@ typedef struct devplan {
         bool exists;
         bool created_file;
         char *loop;       /* the loop device of a file */
+        int loop_fd;      /* held until the pool holds the loop device */
         bool attached_loop;
 } devplan;
+
+#define DEVPLAN_INIT(r, f) { .role = (r), .flag = (f), .loop_fd = -1 }
 
 static void devplan_done(devplan *p) {
         free(p->dev.path);
         free(p->loop);
+        if (p->loop_fd >= 0)
+                close(p->loop_fd);
 }
 
 /* Makes path absolute without requiring it to exist (its directory must). */
@@ -152,7 +157,8 @@ static int create_file(devplan *p, ts_error **err) {
 static int bring_up(devplan *p, ts_error **err) {
         if (!p->dev.is_file)
                 return 0;
-        int r = ts_loop_get(p->dev.path, TS_LOOP_DIRECT_IO, &p->loop, &p->attached_loop, err);
+        int r = ts_loop_get(p->dev.path, TS_LOOP_DIRECT_IO | TS_LOOP_AUTOCLEAR, &p->loop,
+                            &p->loop_fd, &p->attached_loop, err);
         if (r < 0)
                 return ts_error_prefix(err, "%s", p->role);
         return 0;
@@ -163,7 +169,10 @@ static const char *blockdev(const devplan *p) {
 }
 
 static void undo(devplan *p) {
-        if (p->attached_loop && p->loop)
+        /* Closing the last fd of an autoclear loop device detaches it. */
+        if (p->loop_fd >= 0)
+                p->loop_fd = (close(p->loop_fd), -1);
+        else if (p->attached_loop && p->loop)
                 (void) ts_loop_detach(p->loop, NULL);
         if (p->created_file)
                 (void) unlink(p->dev.path);
@@ -242,8 +251,8 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
         if (r < 0)
                 return r;
 
-        devplan data = { .role = "data", .flag = "--data-size" };
-        devplan meta = { .role = "metadata", .flag = "--meta-size" };
+        devplan data = DEVPLAN_INIT("data", "--data-size");
+        devplan meta = DEVPLAN_INIT("metadata", "--meta-size");
         bool pool_created = false;
         ts_poolprov_outcome outcome = TS_POOLPROV_CREATED;
         _cleanup_poolspec_ ts_poolspec *recorded = NULL;
@@ -376,8 +385,8 @@ int ts_poolprov_attach(const char *state_dir, const char *name, ts_poolprov_outc
                 return 0;
         }
 
-        devplan data = { .role = "data", .flag = "--data-size" };
-        devplan meta = { .role = "metadata", .flag = "--meta-size" };
+        devplan data = DEVPLAN_INIT("data", "--data-size");
+        devplan meta = DEVPLAN_INIT("metadata", "--meta-size");
         const ts_pooldev *devs[2] = { &s->data, &s->meta };
         devplan *plans[2] = { &data, &meta };
         for (int i = 0; i < 2; i++) {

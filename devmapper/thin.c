@@ -21,10 +21,7 @@ int ts_thin_check_id(uint64_t id, ts_error **err) {
 }
 
 static int pool_message(const ts_pool *pool, const char *msg, ts_error **err) {
-        int r = ts_dm_message(pool->name, msg, err);
-        if (r < 0)
-                return ts_error_prefix(err, "pool %s", pool->name);
-        return 0;
+        return ts_dm_message(pool->name, msg, err);
 }
 
 int ts_thin_create(const ts_pool *pool, uint32_t id, ts_error **err) {
