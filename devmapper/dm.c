@@ -151,30 +151,42 @@ int ts_dm_info_get(const char *name, ts_dm_info *ret, ts_error **err) {
 
 int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const char *target,
                  const char *params, bool read_only, ts_error **err) {
-        _cleanup_dm_task_ struct dm_task *dmt = NULL;
-        int r = task_new(DM_DEVICE_CREATE, name, &dmt, "create", err);
+        /* Create, load and resume as three tasks rather than libdevmapper's
+         * one-call create: the ioctl count is the same, and a rejected table
+         * keeps the kernel's own errno instead of that of the clean-up. */
+        _cleanup_dm_task_ struct dm_task *create = NULL, *load = NULL;
+        int r = task_new(DM_DEVICE_CREATE, name, &create, "create", err);
         if (r < 0)
                 return r;
-        if (uuid && !dm_task_set_uuid(dmt, uuid))
+        if (uuid && !dm_task_set_uuid(create, uuid))
                 return ts_error_set(err, EINVAL, "create %s: uuid '%s'", name, uuid);
-        if (read_only && !dm_task_set_ro(dmt))
-                return ts_error_set(err, ENOMEM, "create %s", name);
-        if (!dm_task_add_target(dmt, 0, sectors, target, params))
-                return ts_error_set(err, ENOMEM, "create %s", name);
-        dm_task_skip_lockfs(dmt);
-        /* libdevmapper creates, loads and resumes in one run, and removes the
-         * new device again when the table load or the resume fails. */
-        r = task_run(dmt, true);
+        r = task_run(create, true);
         if (r < 0) {
-                /* libdevmapper refuses a taken name without an ioctl errno;
-                 * after a failed create it removed what it made, so a device
-                 * still there was there before. */
+                /* libdevmapper refuses a taken name before any ioctl. */
                 ts_dm_info info;
                 if ((r == -EIO || r == -EBUSY) && ts_dm_info_get(name, &info, NULL) == 0 && info.exists)
                         r = -EEXIST;
-                return ts_error_set(err, r, "create %s (%s %s)", name, target, params);
+                return ts_error_set(err, r, "create %s", name);
         }
-        return 0;
+
+        r = task_new(DM_DEVICE_RELOAD, name, &load, "load", err);
+        if (r >= 0 && read_only && !dm_task_set_ro(load))
+                r = ts_error_set(err, ENOMEM, "load %s", name);
+        if (r >= 0 && !dm_task_add_target(load, 0, sectors, target, params))
+                r = ts_error_set(err, ENOMEM, "load %s", name);
+        if (r >= 0) {
+                r = task_run(load, false);
+                if (r < 0)
+                        ts_error_set(err, r, "create %s: load table '%s %s'", name, target, params);
+        }
+        if (r >= 0) {
+                r = ts_dm_resume(name, err);
+                if (r < 0)
+                        ts_error_prefix(err, "create %s", name);
+        }
+        if (r < 0)
+                (void) ts_dm_remove(name, 0, NULL);
+        return r;
 }
 
 int ts_dm_remove(const char *name, unsigned flags, ts_error **err) {
