@@ -313,7 +313,7 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
          * anything else on it is refused rather than overwritten. */
         if (meta.exists) {
                 unsigned char head[4096];
-                size_t n;
+                size_t n = 0;
                 r = read_head(meta.dev.path, head, sizeof(head), &n, err);
                 if (r < 0)
                         goto fail;

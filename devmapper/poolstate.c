@@ -57,7 +57,7 @@ int ts_poolstate_to_json(const ts_poolspec *s, char **ret) {
 
 static int get_field(json_object *o, const char *key, json_type type, json_object **ret,
                      ts_error **err) {
-        json_object *v;
+        json_object *v = NULL;
         if (!json_object_object_get_ex(o, key, &v))
                 return ts_error_setf_plain(err, EINVAL, "pool state: field '%s' is missing", key);
         if (!json_object_is_type(v, type))
@@ -68,7 +68,7 @@ static int get_field(json_object *o, const char *key, json_type type, json_objec
 }
 
 static int get_u64(json_object *o, const char *key, uint64_t *ret, ts_error **err) {
-        json_object *v;
+        json_object *v = NULL;
         int r = get_field(o, key, json_type_int, &v, err);
         if (r < 0)
                 return r;
@@ -82,7 +82,7 @@ static int get_u64(json_object *o, const char *key, uint64_t *ret, ts_error **er
 }
 
 static int get_bool(json_object *o, const char *key, bool *ret, ts_error **err) {
-        json_object *v;
+        json_object *v = NULL;
         int r = get_field(o, key, json_type_boolean, &v, err);
         if (r < 0)
                 return r;
@@ -91,7 +91,7 @@ static int get_bool(json_object *o, const char *key, bool *ret, ts_error **err) 
 }
 
 static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_error **err) {
-        json_object *dev, *v;
+        json_object *dev = NULL, *v = NULL;
         int r = get_field(o, key, json_type_object, &dev, err);
         if (r < 0)
                 return r;
@@ -138,7 +138,7 @@ int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) 
         _cleanup_poolspec_ ts_poolspec *s = calloc(1, sizeof(*s));
         if (!s)
                 return ts_error_set(err, ENOMEM, "pool state");
-        json_object *v;
+        json_object *v = NULL;
         r = get_field(o, "name", json_type_string, &v, err);
         if (r < 0)
                 return r;
