@@ -198,7 +198,7 @@ int main(int argc, char **argv) {
                 close(fd);
         }
         char *dloop, *mloop;
-        int dfd, mfd, r;
+        int dfd = -1, mfd = -1, r;
         if ((r = ts_loop_attach(data, TS_LOOP_AUTOCLEAR, &dloop, &dfd, NULL)) < 0 ||
             (r = ts_loop_attach(meta, TS_LOOP_AUTOCLEAR, &mloop, &mfd, NULL)) < 0)
                 die("attach loop devices", r);

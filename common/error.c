@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
+_printf_(4, 0) static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
         if (errnum < 0)
                 errnum = -errnum;
         if (errnum == 0)

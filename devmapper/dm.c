@@ -22,7 +22,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
  * status and info queries do not touch it and run unlocked. */
 static pthread_mutex_t node_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
+_printf_(5, 6) static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
                       const char *f, ...) {
         if (ts_log_get_level() < TS_LOG_DEBUG)
                 return;
