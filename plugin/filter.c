@@ -828,8 +828,7 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
         rebuf b = { .out = malloc(len * 5 + 17), .cap = len * 5 + 16 };
         if (!b.out || !frames) {
                 free(b.out);
-                *why = "out of memory";
-                return NULL;
+                return NULL; /* *why stays NULL: out of memory */
         }
         size_t depth = 0, i = 0;
         frames[0] = 1;
@@ -1015,26 +1014,33 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
         return b.out;
 }
 
-static void compile_regexp(selector *sel) {
+/* Compiles sel's regexp. A regexp that does not compile is not an error (it
+ * matches nothing, as in containerd); running out of memory is. */
+static int compile_regexp(selector *sel) {
         if (memchr(sel->value, 0, sel->value_len)) {
                 log_debug("filter regexp holds a NUL: matches nothing");
-                return;
+                return 0;
         }
         int cflags = REG_EXTENDED | REG_NOSUB;
         const char *why = NULL;
         _cleanup_free_ char *ere = re2_to_ere(sel->value, sel->value_len, &cflags, &why);
         if (!ere) {
+                if (!why)
+                        return -ENOMEM;
                 log_debug("error compiling filter regexp \"%s\": %s: matches nothing", sel->value, why);
-                return;
+                return 0;
         }
         int rc = regcomp(&sel->re, ere, cflags);
+        if (rc == REG_ESPACE)
+                return -ENOMEM;
         if (rc != 0) {
                 char buf[128];
                 regerror(rc, &sel->re, buf, sizeof(buf));
                 log_debug("error compiling filter regexp \"%s\": %s: matches nothing", sel->value, buf);
-                return;
+                return 0;
         }
         sel->re_ok = true;
+        return 0;
 }
 
 static int parse_selector(parser *p, selector *sel) {
@@ -1085,7 +1091,7 @@ static int parse_selector(parser *p, selector *sel) {
                 return mkerr(p, pos, "expected value or quoted");
         }
         if (sel->op == OP_MATCHES)
-                compile_regexp(sel);
+                return compile_regexp(sel);
         return 0;
 }
 

@@ -849,8 +849,10 @@ static int adjust_children(ts_store_txn *t, const char *ns, const char *parent, 
         if (r < 0)
                 return r;
         r = get_record(t, &pk, &p, err);
-        if (r < 0)
-                return ts_error_prefix(err, "parent %s", parent);
+        if (r < 0) {
+                ts_error_prefix(err, "parent %s", parent);
+                return r;
+        }
         if (delta < 0 && p.children == 0)
                 return ts_error_setf_plain(err, EIO, "parent %s: child count underflow", parent);
         p.children = (uint32_t) ((int64_t) p.children + delta);
@@ -916,8 +918,10 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
         if (r < 0)
                 return r;
         r = dev_alloc(t, &owner, &i.dev_id, err);
-        if (r < 0)
-                return ts_error_prefix(err, "snapshot %s", key);
+        if (r < 0) {
+                ts_error_prefix(err, "snapshot %s", key);
+                return r;
+        }
 
         uint64_t next_id;
         r = meta_get_u64(t, "next_id", 1, &next_id, err);
@@ -1224,7 +1228,9 @@ int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_
                 r = ts_store_get(t, ns, cur.parent, &p, err);
                 if (r < 0) {
                         ts_store_infos_free(list, n);
-                        return r == -ENOENT ? ts_error_prefix(err, "missing parent of %s", cur.name) : r;
+                        if (r == -ENOENT)
+                                ts_error_prefix(err, "missing parent of %s", cur.name);
+                        return r;
                 }
                 ts_store_info *nl = realloc(list, (n + 1) * sizeof(*list));
                 if (!nl) {
@@ -1351,8 +1357,10 @@ int ts_store_base_create(ts_store_txn *t, uint64_t size, ts_store_base *ret, ts_
         MDB_val owner = { .mv_size = 9, .mv_data = ob };
         b = (ts_store_base){ .size = size };
         r = dev_alloc(t, &owner, &b.dev_id, err);
-        if (r < 0)
-                return ts_error_prefix(err, "base device of size %" PRIu64, size);
+        if (r < 0) {
+                ts_error_prefix(err, "base device of size %" PRIu64, size);
+                return r;
+        }
         r = base_put(t, &b, err);
         if (r < 0)
                 return r;

@@ -7,6 +7,7 @@
 
 #include "plugin/filter.h"
 #include "store/store.h"
+#include "tests/unit/failalloc.h"
 
 /* containerd's test corpus: name, other, labels */
 typedef struct entry {
@@ -292,6 +293,38 @@ START_TEST(snapshot_adaptor) {
 }
 END_TEST
 
+/* Every allocation in parse and match may fail: the result is -ENOMEM (or a
+ * clean success), never a crash or a leak (LeakSanitizer fails the test). */
+START_TEST(allocation_failures) {
+        const char *ss[] = { "labels.\"a b\"==\"x\\ty\",name~=/(?i)^a[\\\\d\\\\w]+$/,kind!=view,parent",
+                             "name==x,labels.k.l~=\\d{2}" };
+        ts_label l[] = { { (char *) "a b", (char *) "x\ty" } };
+        ts_store_info info = { .name = (char *) "A12", .parent = (char *) "", .kind = TS_KIND_ACTIVE,
+                               .labels = l, .n_labels = 1 };
+        unsigned long n;
+        for (n = 1; n < 10000; n++) {
+                ts_filter *f = NULL;
+                ts_error *err = NULL;
+                ts_failalloc_arm(n);
+                int r = ts_filter_parse_all(ss, 2, &f, &err);
+                bool m = r == 0 && ts_filter_match(f, ts_store_info_field, &info);
+                int fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                ck_assert_msg(r == 0 || r == -ENOMEM, "allocation %lu: %d", n, r);
+                if (!fired) {
+                        ck_assert_int_eq(r, 0);
+                        ck_assert(m);
+                }
+                ts_filter_free(f);
+                ts_error_free(err);
+                if (!fired)
+                        break;
+        }
+        ck_assert_uint_gt(n, 10); /* the injection reached the parser's allocations */
+        ck_assert_uint_lt(n, 10000);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("filter");
         TCase *tc = tcase_create("filter");
@@ -302,6 +335,7 @@ int main(void) {
         tcase_add_test(tc, regexp_re2_spellings);
         tcase_add_test(tc, any_of_strings);
         tcase_add_test(tc, snapshot_adaptor);
+        tcase_add_test(tc, allocation_failures);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -12,6 +12,7 @@
 
 #include "store/store.h"
 #include "store/store-internal.h"
+#include "tests/unit/failalloc.h"
 
 static char root[64];
 
@@ -861,6 +862,81 @@ START_TEST(killed_process) {
 }
 END_TEST
 
+/* One of each operation in a write transaction, with the n-th allocation failing:
+ * the first failure is -ENOMEM, nothing crashes or leaks, and the aborted
+ * transaction leaves the store as it was. */
+static int ops_sequence(ts_store *s) {
+        ts_store_txn *t = NULL;
+        int r = ts_store_begin(s, true, &t, NULL);
+        if (r < 0)
+                return r;
+        ts_label l[] = { { (char *) "a", (char *) "1" }, { (char *) "b", (char *) "2" } };
+        const char *fp[] = { "labels.a", "labels" };
+        ts_store_info i = {};
+        ts_store_info *ps = NULL;
+        size_t n = 0;
+        collected c = {};
+        devs d = {};
+        ts_store_base *bl = NULL;
+        size_t bn = 0;
+        if ((r = ts_store_create(t, "ns", "work", "base", TS_KIND_ACTIVE, l, 2, 1, &i, NULL)) < 0)
+                goto out;
+        ts_store_info_done(&i);
+        if ((r = ts_store_set_state(t, "ns", "work", TS_STATE_READY, NULL)) < 0 ||
+            (r = ts_store_update(t, "ns", "work", l, 2, fp, 2, &i, NULL)) < 0)
+                goto out;
+        ts_store_info_done(&i);
+        if ((r = ts_store_parents(t, "ns", "work", &ps, &n, NULL)) < 0)
+                goto out;
+        ts_store_infos_free(ps, n);
+        if ((r = ts_store_commit(t, "ns", "work", "layer", l, 2, 1, 1, &i, NULL)) < 0)
+                goto out;
+        ts_store_info_done(&i);
+        if ((r = ts_store_walk(t, NULL, collect, &c, NULL)) < 0 ||
+            (r = ts_store_device_walk(t, collect_dev, &d, NULL)) < 0 ||
+            (r = ts_store_base_create(t, 1 << 20, NULL, NULL)) < 0 ||
+            (r = ts_store_base_list(t, &bl, &bn, NULL)) < 0)
+                goto out;
+        free(bl);
+        if ((r = ts_store_remove_begin(t, "ns", "layer", &i, NULL)) < 0)
+                goto out;
+        ts_store_info_done(&i);
+        r = ts_store_delete(t, "ns", "layer", NULL);
+out:
+        ts_store_info_done(&i);
+        ts_store_txn_abort(t);
+        return r;
+}
+
+START_TEST(allocation_failures) {
+        ts_store *s = open_store(NULL);
+        ts_store_txn *t = wtxn(s);
+        ts_store_info b = mk_committed(t, "ns", "base", NULL);
+        ts_store_info_done(&b);
+        commit(t);
+        unsigned long n;
+        for (n = 1; n < 10000; n++) {
+                ts_failalloc_arm(n);
+                int r = ops_sequence(s);
+                int fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                ck_assert_msg(r == 0 || (fired && r == -ENOMEM), "allocation %lu: %d", n, r);
+                if (!fired)
+                        break;
+        }
+        ck_assert_uint_gt(n, 20);
+        ck_assert_uint_lt(n, 10000);
+        /* every aborted attempt left the store as it was */
+        t = rtxn(s);
+        collected c = {};
+        ck_assert_int_eq(ts_store_walk(t, NULL, collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 1);
+        ck_assert_str_eq(c.names[0], "ns/base");
+        ts_store_txn_abort(t);
+        ts_store_close(s);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("store");
@@ -880,6 +956,7 @@ int main(void) {
         tcase_add_test(tc, two_writers);
         tcase_add_test(tc, failed_rules_leave_txn_usable);
         tcase_add_test(tc, killed_process);
+        tcase_add_test(tc, allocation_failures);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
