@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "filter-internal.h"
 
 /* ---- AST ---- */
 
@@ -151,26 +152,6 @@ static bool is_space(int32_t r) {
         return r >= 0x2000 && r <= 0x200A;
 }
 
-/* Go's unicode.IsGraphic, approximated: controls, format characters, surrogates,
- * private use and noncharacters are not graphic; other code points are. */
-static bool is_graphic(int32_t r) {
-        if (r < 0x20 || (r >= 0x7F && r <= 0x9F))
-                return false;
-        if (r == 0xAD || (r >= 0x600 && r <= 0x605) || r == 0x61C || r == 0x6DD || r == 0x70F ||
-            r == 0x8E2 || r == 0x180E || (r >= 0x200B && r <= 0x200F) || (r >= 0x202A && r <= 0x202E) ||
-            (r >= 0x2060 && r <= 0x2064) || (r >= 0x2066 && r <= 0x206F) || r == 0xFEFF ||
-            (r >= 0xFFF9 && r <= 0xFFFB) || r == 0x110BD || r == 0x110CD || (r >= 0x1BCA0 && r <= 0x1BCA3) ||
-            (r >= 0x1D173 && r <= 0x1D17A) || r == 0xE0001 || (r >= 0xE0020 && r <= 0xE007F))
-                return false;
-        if ((r >= 0xE000 && r <= 0xF8FF) || r >= 0xF0000)
-                return false;
-        if ((r >= 0xFDD0 && r <= 0xFDEF) || (r & 0xFFFE) == 0xFFFE)
-                return false;
-        if (r == 0x2028 || r == 0x2029)
-                return false;
-        return true;
-}
-
 /* ---- scanner (containerd's filters/scanner.go) ---- */
 
 enum {
@@ -242,7 +223,19 @@ static bool is_separator_rune(int32_t r) {
 }
 
 static bool is_value_rune(int32_t r) {
-        return r >= 0 && r != ',' && !is_space(r) && is_graphic(r);
+        if (r < 0x80)
+                return r > ' ' && r < 0x7F && r != ',';
+        size_t lo = 0, hi = TS_ARRAY_SIZE(value_rune_ranges);
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (r < value_rune_ranges[mid].lo)
+                        hi = mid;
+                else if (r > value_rune_ranges[mid].hi)
+                        lo = mid + 1;
+                else
+                        return true;
+        }
+        return false;
 }
 
 static int digit_val(int32_t ch) {
@@ -456,20 +449,21 @@ static int unquote(const char *t, size_t n, char **ret, size_t *ret_len) {
                         size_t digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
                         if (len < digits)
                                 goto bad;
-                        int32_t v = 0;
+                        uint32_t u32 = 0;
                         for (size_t j = 0; j < digits; j++) {
                                 int x = unhex(s[j]);
                                 if (x < 0)
                                         goto bad;
-                                if (v > (MAX_RUNE >> 4) + 1)
-                                        v = MAX_RUNE + 1; /* saturate: only "too big" matters */
-                                else
-                                        v = (v << 4) | x;
+                                u32 = (u32 << 4) | (uint32_t) x;
                         }
                         s += digits;
                         len -= digits;
-                        if (e == 'x') {
-                                out[o++] = (char) v;
+                        /* containerd computes in a Go rune (int32): eight hex digits from
+                         * 8 up wrap negative, pass the "> MaxRune" check and append the
+                         * low byte. Same bytes here. */
+                        int32_t v = (int32_t) u32;
+                        if (e == 'x' || v < 0) {
+                                out[o++] = (char) (u32 & 0xff);
                                 break;
                         }
                         if (v > MAX_RUNE)
@@ -705,8 +699,9 @@ static int32_t hex_escape(const char *re, size_t len, size_t *i) {
 }
 
 /* Parses {n}, {n,} or {n,m} at re[i]; returns its length and the copies it makes,
- * 0 when it is not a repeat (a literal "{"), -1 when it is one Go rejects. */
-static int parse_repeat(const char *re, size_t len, size_t i, uint64_t *copies) {
+ * 0 when it is not a repeat (a literal "{"), -1 when it is one Go rejects. *min is
+ * the least number of repeats. */
+static int parse_repeat(const char *re, size_t len, size_t i, uint64_t *copies, uint64_t *min) {
         size_t j = i + 1;
         uint64_t n = 0, m = 0;
         bool have_n = false, comma = false, have_m = false;
@@ -734,6 +729,7 @@ static int parse_repeat(const char *re, size_t len, size_t i, uint64_t *copies) 
                 return 0;
         if (n > RE_MAX_REPEAT || (have_m && (m > RE_MAX_REPEAT || m < n)))
                 return -1;
+        *min = n;
         if (!comma)
                 *copies = n;
         else if (have_m)
@@ -754,6 +750,10 @@ static int re_bracket(rebuf *b, const char *re, size_t len, size_t *i) {
                 j++;
         }
         bool first = true;
+        /* RE2 reads "[a-c-x]" as a range, a literal "-" and x; POSIX leaves a "-"
+         * right after a range undefined (glibc rejects it), so it goes in as [.-.]. */
+        enum { R_NONE, R_SINGLE, R_DASH } st = R_NONE;
+        bool after_range = false;
         for (;;) {
                 if (j >= len)
                         return -1; /* missing closing ] */
@@ -771,8 +771,14 @@ static int re_bracket(rebuf *b, const char *re, size_t len, size_t *i) {
                         if (!end)
                                 return -1;
                         size_t n = (size_t) (end - (re + j)) + 2;
-                        re_put(b, re + j, n);
+                        if (n == 8 && memcmp(re + j, "[:word:]", 8) == 0)
+                                re_put(b, "[:alnum:]_", 10); /* RE2's ASCII word class */
+                        else
+                                re_put(b, re + j, n);
                         j += n;
+                        /* a class cannot start a range: a "-" after it is literal */
+                        st = R_NONE;
+                        after_range = true;
                         continue;
                 }
                 if (c == '\\') {
@@ -781,6 +787,7 @@ static int re_bracket(rebuf *b, const char *re, size_t len, size_t *i) {
                         char e = re[j + 1];
                         j += 2;
                         int ctl = control_escape(e);
+                        bool is_class = e == 'd' || e == 'w' || e == 's';
                         if (e == 'd')
                                 re_put(b, "0-9", 3);
                         else if (e == 'w')
@@ -799,12 +806,27 @@ static int re_bracket(rebuf *b, const char *re, size_t len, size_t *i) {
                                 re_bracket_literal(b, e);
                         else
                                 return -1; /* \D \W \S \pL... cannot be said in a POSIX bracket */
+                        st = R_NONE;
+                        after_range = is_class;
                         continue;
                 }
-                if (c == '[')
+                bool closes_next = j + 1 < len && re[j + 1] == ']';
+                if (c == '-' && after_range && !closes_next) {
                         re_bracket_literal(b, c);
-                else
+                        st = R_SINGLE;
+                        after_range = false;
+                } else if (c == '-') {
                         re_putc(b, c);
+                        st = st == R_SINGLE && !closes_next ? R_DASH : R_NONE;
+                        after_range = false;
+                } else {
+                        if (c == '[')
+                                re_bracket_literal(b, c);
+                        else
+                                re_putc(b, c);
+                        after_range = st == R_DASH;
+                        st = after_range ? R_NONE : R_SINGLE;
+                }
                 j++;
         }
         re_putc(b, ']');
@@ -815,6 +837,9 @@ static int re_bracket(rebuf *b, const char *re, size_t len, size_t *i) {
 /* Returns a malloc'ed ERE, or NULL with *why set (not valid RE2, or too costly). */
 static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **why) {
         enum { A_NONE, A_ATOM, A_REPEAT } last = A_NONE;
+        /* where the last atom starts in the output, and whether it is an anchor */
+        size_t last_start = 0;
+        bool last_anchor = false;
         uint64_t last_weight = 1;
         bool dotall = false;
         *why = NULL;
@@ -862,18 +887,27 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
         do {                                                                           \
                 last = A_ATOM;                                                         \
                 last_weight = 1;                                                       \
+                last_start = here;                                                     \
+                last_anchor = false;                                                   \
+        } while (0)
+#define ANCHOR()                                                                       \
+        do {                                                                           \
+                ATOM();                                                                \
+                last_anchor = true;                                                    \
         } while (0)
 
         while (i < len) {
                 char c = re[i];
-                uint64_t copies = 0;
+                size_t here = b.o;
+                uint64_t copies = 0, min = 0;
                 int rep = 0;
                 if (c == '*' || c == '?')
                         copies = 1;
-                else if (c == '+')
+                else if (c == '+') {
                         copies = 2; /* glibc writes a+ as aa* */
-                else if (c == '{') {
-                        rep = parse_repeat(re, len, i, &copies);
+                        min = 1;
+                } else if (c == '{') {
+                        rep = parse_repeat(re, len, i, &copies, &min);
                         if (rep < 0)
                                 FAIL("invalid repeat count");
                 }
@@ -888,7 +922,14 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
                         if (product > frames[depth])
                                 frames[depth] = product;
                         size_t n = rep > 0 ? (size_t) rep : 1;
-                        re_put(&b, re + i, n);
+                        if (last_anchor) {
+                                /* RE2 repeats an empty-width assertion ("^*"), glibc
+                                 * rejects it: zero or more of it is nothing, one or
+                                 * more is the assertion itself. */
+                                if (min == 0)
+                                        b.o = last_start;
+                        } else
+                                re_put(&b, re + i, n);
                         i += n;
                         last = A_REPEAT;
                         if (i < len && re[i] == '?')
@@ -949,7 +990,7 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
                 case '$':
                         re_putc(&b, c);
                         i++;
-                        ATOM();
+                        ANCHOR();
                         continue;
                 case '{':
                 case '}':
@@ -993,7 +1034,10 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
                                 re_literal(&b, e);
                         else
                                 FAIL("invalid escape sequence"); /* back-references, \pL, \Q... */
-                        ATOM();
+                        if (e == 'A' || e == 'z' || e == 'b' || e == 'B')
+                                ANCHOR();
+                        else
+                                ATOM();
                         continue;
                 }
                 default:
@@ -1005,6 +1049,7 @@ static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **wh
         }
 #undef FAIL
 #undef ATOM
+#undef ANCHOR
         if (depth != 0 || b.overflow) {
                 free(b.out);
                 *why = b.overflow ? "expression too large" : "missing closing )";

@@ -139,6 +139,9 @@ START_TEST(more_errors) {
         expect_error("na\xffme", "filters: parse error: [na >|\xff|< me]: rune error");
         expect_error(",", "filters: parse error: [ >|,|< ]: expected field or quoted");
         expect_error("name==", "filters: parse error: [name==]: expected value or quoted");
+        /* an unassigned code point (U+DE208) is not graphic in Go: it ends the value */
+        expect_error("name==lab\xf3\x9e\x88\x88",
+                     "filters: parse error: [name==lab >|\xf3|< \x9e\x88\x88]: unexpected input: \xf3\x9e\x88\x88");
 
         ts_filter *f = NULL;
         ts_error *err = NULL;
@@ -178,6 +181,11 @@ START_TEST(escapes_and_spaces) {
         ck_assert(!one_value("name!=\"\"", ""));          /* absent reads as "" for != */
         ck_assert(one_value("name!=x", ""));
         ck_assert(!one_value("name!=x", "x"));
+        /* containerd's int32 wrap: \U with a high first digit appends its low byte */
+        ck_assert(one_value("name==\"\\UFFFFFFFF\"", "\xff"));
+        ck_assert(one_value("name==\"a\\U8000004142\"", "aA42"));
+        /* a letter outside ASCII is part of the value */
+        ck_assert(one_value("name==\xce\xbb\xe6\x97\xa5", "\xce\xbb\xe6\x97\xa5"));
 }
 END_TEST
 
@@ -293,6 +301,152 @@ START_TEST(snapshot_adaptor) {
 }
 END_TEST
 
+/* Regexps against Go 1.19's regexp package: the expected values are what Go's
+ * regexp.MatchString answered (a compile error counts as no match), recorded
+ * once with golang-go on this machine. Known differences, documented in
+ * filter.h, are left out: (?i:...) (?m) (?U) flags, \\pL, \\Q...\\E,
+ * [[:^alpha:]], and "." matching one byte of a multi-byte rune. */
+static const struct {
+        const char *re, *subject;
+        bool go;
+} go_regexp_facts[] = {
+        { "^sha256:[0-9a-f]+$", "sha256:0a1b", true },
+        { "^sha256:[0-9a-f]+$", "sha256:0A1B", false },
+        { "(?i)^sha256:[0-9a-f]+$", "sha256:0A1B", true },
+        { "\\d+", "abc123", true },
+        { "\\d+", "abc", false },
+        { "^\\D+$", "abc", true },
+        { "^[\\d.]+$", "1.2.3", true },
+        { "^[\\w.-]+$", "a_b.c-d", true },
+        { "^[\\w.-]+$", "a b", false },
+        { "a.b", "axb", true },
+        { "a.b", "a\nb", false },
+        { "(?s)a.b", "a\nb", true },
+        { "^a+?b*?c??$", "aab", true },
+        { "a{,", "xa{,", true },
+        { "a{2,1}", "aa", false },
+        { "a**", "aaa", false },
+        { "x+++", "xxx", false },
+        { "(a)\\1", "aa", false },
+        { "*a", "a", false },
+        { "^*", "x", true },
+        { "^+x", "x", true },
+        { "$*", "x", true },
+        { "\\b*x", "x", true },
+        { "\\bfoo\\b", "a foo b", true },
+        { "\\bfoo\\b", "afoob", false },
+        { "\\Bfoo", "afoo", true },
+        { "[@-a-f]", "-", true },
+        { "[@-a-f]", "f", true },
+        { "[@-a-f]", "b", false },
+        { "[a-]", "-", true },
+        { "[-a]", "-", true },
+        { "[]a]", "]", true },
+        { "[^]a]", "b", true },
+        { "[^]a]", "]", false },
+        { "[\\]\\-]+", "]-]", true },
+        { "[\\[]", "[", true },
+        { "\\[", "[", true },
+        { "\\{", "{", true },
+        { "a{2}", "aa", true },
+        { "a{2}", "a", false },
+        { "a{2,}", "aaa", true },
+        { "a{0}b", "b", true },
+        { "a{0,0}b", "b", true },
+        { "x{1001}", "x", false },
+        { "((a{10}){10}){11}", "a", false },
+        { "(a|b)*c", "ababc", true },
+        { "(?:ab)+", "abab", true },
+        { "(?P<x>ab)+", "abab", true },
+        { "\\x41", "A", true },
+        { "\\x{263a}", "☺", true },
+        { "\\x{41}", "A", true },
+        { "^$", "", true },
+        { "^$", "x", false },
+        { "a|", "b", true },
+        { "|a", "b", true },
+        { "()", "x", true },
+        { "(|a)", "b", true },
+        { "\\n", "a\nb", true },
+        { "\\t", "a\tb", true },
+        { "[[:alpha:]]+", "abc", true },
+        { "[[:word:]]", "a", true },
+        { "\\.", "a.b", true },
+        { "\\.", "ab", false },
+        { "a\\+", "a+", true },
+        { "a\\*", "aa", false },
+        { "[.]", "x", false },
+        { "[.]", ".", true },
+        { "[a.c]", "b", false },
+        { "[=a=]", "=", true },
+        { "[a-z&&[^b]]", "&", false },
+        { "\\z", "x", true },
+        { "\\Ax", "x", true },
+        { "x\\z", "x", true },
+        { "x$", "x\n", false },
+        { "(a)(b)\\2", "abb", false },
+        { "\\8", "8", false },
+        { "\\0", "x", false },
+        { "\\01", "x", false },
+        { "\\a", "x", false },
+        { "[\\d-z]", "-", true },
+        { "[a-\\d]", "-", false },
+        { "ab|cd|", "x", true },
+        { "é", "café", true },
+        { "[é]", "é", true },
+        { "\\s", "a b", true },
+        { "\\S+", "ab", true },
+        { "[^\\s]", "a", true },
+        { "[\\s]", "\n", true },
+        { "\\W", "!", true },
+        { "a{1,1001}", "a", false },
+        { "a{1000}", "a", false },
+        { "(a{1000}){2}", "a", false },
+        { "a++", "a", false },
+        { "a*?", "a", true },
+        { "a??", "a", true },
+        { "a+*", "a", false },
+        { ")", "x", false },
+        { "(", "x", false },
+        { "[a", "x", false },
+        { "a]", "a]", true },
+        { "a}", "a}", true },
+        { "{", "{", true },
+        { "x{", "x{", true },
+        { "x{1", "x{1", true },
+        { "x{1,", "x{1,", true },
+        { "x{,1}", "x{,1}", true },
+};
+
+static bool subject_adaptor(const char *const *fp, size_t n, void *ud, const char **v, size_t *l) {
+        *v = ud;
+        *l = strlen(ud);
+        return true;
+}
+
+START_TEST(regexp_as_go) {
+        for (size_t i = 0; i < sizeof(go_regexp_facts) / sizeof(go_regexp_facts[0]); i++) {
+                char f[512];
+                size_t k = (size_t) snprintf(f, sizeof(f), "x~=\"");
+                for (const char *p = go_regexp_facts[i].re; *p; p++) {
+                        if (*p == '\\' || *p == '"')
+                                f[k++] = '\\';
+                        f[k++] = *p;
+                }
+                f[k++] = '"';
+                f[k] = 0;
+                ts_filter *flt = NULL;
+                ts_error *err = NULL;
+                int r = ts_filter_parse(f, &flt, &err);
+                ck_assert_msg(r == 0, "%s: %s", f, ts_error_message(err, r));
+                bool m = ts_filter_match(flt, subject_adaptor, (void *) go_regexp_facts[i].subject);
+                ck_assert_msg(m == go_regexp_facts[i].go, "regexp %s on \"%s\": %d, Go says %d",
+                              go_regexp_facts[i].re, go_regexp_facts[i].subject, m, go_regexp_facts[i].go);
+                ts_filter_free(flt);
+        }
+}
+END_TEST
+
 /* Every allocation in parse and match may fail: the result is -ENOMEM (or a
  * clean success), never a crash or a leak (LeakSanitizer fails the test). */
 START_TEST(allocation_failures) {
@@ -335,6 +489,7 @@ int main(void) {
         tcase_add_test(tc, regexp_re2_spellings);
         tcase_add_test(tc, any_of_strings);
         tcase_add_test(tc, snapshot_adaptor);
+        tcase_add_test(tc, regexp_as_go);
         tcase_add_test(tc, allocation_failures);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
