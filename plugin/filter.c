@@ -673,12 +673,16 @@ static int control_escape(char e) {
 static int32_t hex_escape(const char *re, size_t len, size_t *i) {
         int32_t v = 0;
         if (*i < len && re[*i] == '{') {
+                /* as Go: any number of digits while the value stays a rune */
                 size_t j = *i + 1, digits = 0;
                 while (j < len && re[j] != '}') {
                         int d = digit_val((unsigned char) re[j]);
-                        if (d >= 16 || ++digits > 8)
+                        if (d >= 16)
                                 return -1;
                         v = v * 16 + d;
+                        if (v > MAX_RUNE)
+                                return -1;
+                        digits++;
                         j++;
                 }
                 if (j >= len || digits == 0 || v > MAX_RUNE)

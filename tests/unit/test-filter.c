@@ -416,6 +416,10 @@ static const struct {
         { "x{1", "x{1", true },
         { "x{1,", "x{1,", true },
         { "x{,1}", "x{,1}", true },
+        { "\\x{0000000041}", "A", true },
+        { "\\x{110000}", "x", false },
+        { "\\x{FFFFFFFFF}", "x", false },
+        { "\\x{}", "x", false },
 };
 
 static bool subject_adaptor(const char *const *fp, size_t n, void *ud, const char **v, size_t *l) {
