@@ -15,7 +15,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src/filtergo" "$work/cache"
 cp "$here/main.go" "$work/src/filtergo/"
-(cd "$work" && GO111MODULE=off GOPATH="$work:$gocode" GOCACHE="$work/cache"  \
+(cd "$work" && GO111MODULE=off GOPATH="$work:$gocode" GOCACHE="$work/cache" \
         go build -o "$work/filter-go" filtergo)
 cd "$seeds"
 ls | sort > "$work/list"
