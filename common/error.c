@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
+_printf_(4, 0) static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
         if (errnum < 0)
                 errnum = -errnum;
         if (errnum == 0)
@@ -82,4 +82,15 @@ const char *ts_error_message(const ts_error *err, int r) {
         if (err)
                 return strerror(err->errnum);
         return strerror(r < 0 ? -r : r);
+}
+
+int ts_error_move(ts_error **dst, ts_error **src) {
+        ts_error *e = *src;
+        *src = NULL;
+        int r = e ? -e->errnum : -EIO;
+        if (e && dst && !*dst)
+                *dst = e;
+        else
+                ts_error_free(e);
+        return r;
 }
