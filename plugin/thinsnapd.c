@@ -81,6 +81,13 @@ static int mkdir_parents(const char *path) {
         return 0;
 }
 
+/* A bad command line: say why, then leave through the common clean-up. */
+#define USAGE(...)                                                                             \
+        do {                                                                                   \
+                exit_code = usage_error(__VA_ARGS__);                                          \
+                goto out;                                                                      \
+        } while (0)
+
 enum {
         OPT_ROOT = 256,
         OPT_POOL,
@@ -115,12 +122,18 @@ int main(int argc, char **argv) {
         ts_daemon_config cli = { 0 };
         const char *config_path = NULL;
         bool async = false, discard = false, mode_set = false;
+        int exit_code = 1;
+        ts_error *err = NULL;
+        ts_snapshotter *snap = NULL;
+        ts_rpc_server *server = NULL;
+        int r = 0;
+        const char *address = NULL;
         int c;
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
                 switch (c) {
-                case 'h': fputs(help, stdout); return 0;
-                case OPT_VERSION: printf("thinsnapd %s\n", TS_VERSION); return 0;
+                case 'h': fputs(help, stdout); exit_code = 0; goto out;
+                case OPT_VERSION: printf("thinsnapd %s\n", TS_VERSION); exit_code = 0; goto out;
                 case OPT_ROOT: free(cli.root); cli.root = strdup(optarg); break;
                 case OPT_POOL: free(cli.pool); cli.pool = strdup(optarg); break;
                 case OPT_ADDRESS: free(cli.address); cli.address = strdup(optarg); break;
@@ -130,33 +143,27 @@ int main(int argc, char **argv) {
                 case OPT_DISCARD: discard = true; break;
                 case OPT_BASE_SIZE:
                         if (ts_parse_size(optarg, &cli.base_size) < 0 || cli.base_size == 0)
-                                return usage_error("--base-size '%s' is not a size (examples: 64M, 10G)",
+                                USAGE("--base-size '%s' is not a size (examples: 64M, 10G)",
                                                    optarg);
                         break;
                 case OPT_SOCKET_MODE:
                         if (ts_parse_mode(optarg, &cli.socket_mode) < 0)
-                                return usage_error("--socket-mode '%s' is not an octal mode", optarg);
+                                USAGE("--socket-mode '%s' is not an octal mode", optarg);
                         mode_set = true;
                         break;
                 case OPT_LOG_LEVEL:
                         if (ts_log_parse_level(optarg, &cli.log_level) < 0)
-                                return usage_error("--log-level '%s': use error, warn, info, debug or trace",
+                                USAGE("--log-level '%s': use error, warn, info, debug or trace",
                                                    optarg);
                         cli.log_level_set = true;
                         break;
-                case ':': return usage_error("%s needs a value", argv[optind - 1]);
-                default: return usage_error("unknown option '%s'", argv[optind - 1]);
+                case ':': USAGE("%s needs a value", argv[optind - 1]);
+                default: USAGE("unknown option '%s'", argv[optind - 1]);
                 }
         }
         if (optind < argc)
-                return usage_error("unexpected argument '%s'", argv[optind]);
+                USAGE("unexpected argument '%s'", argv[optind]);
 
-        int exit_code = 1;
-        ts_error *err = NULL;
-        ts_snapshotter *snap = NULL;
-        ts_rpc_server *server = NULL;
-        int r = 0;
-        const char *address = NULL;
         if (config_path && (r = ts_config_load(config_path, &file, &err)) < 0) {
                 fprintf(stderr, "thinsnapd: %s\n", ts_error_message(err, r));
                 exit_code = 2;

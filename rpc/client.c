@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +485,14 @@ static void async_cb(uv_async_t *a) {
 
 static void *thread_main(void *p) {
         ts_rpc_client *c = p;
+        sigset_t ss;
+
+        /* A write to a peer that went away gives EPIPE, not a signal: SIGPIPE
+         * from write() goes to the writing thread, this one. */
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &ss, NULL);
+        client_flush(c);
         uv_run(&c->loop, UV_RUN_DEFAULT);
         return NULL;
 }
@@ -559,7 +568,6 @@ int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err)
         r = uv_read_start((uv_stream_t *) &c->pipe, alloc_cb, read_cb);
         if (r < 0)
                 goto fail_session;
-        client_flush(c);
         r = -pthread_create(&c->thread, NULL, thread_main, c);
         if (r < 0)
                 goto fail_session;
@@ -783,7 +791,7 @@ int ts_rpc_client_call_recv(ts_rpc_client_call *cc, uint8_t **ret, size_t *ret_l
 
         pthread_mutex_lock(&c->lock);
         for (;;) {
-                if (cc->in_head && !(cc->done && cc->status != TS_RPC_OK)) {
+                if (cc->in_head) {
                         cbuf *b = cc->in_head;
                         cc->in_head = b->next;
                         if (!cc->in_head)

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,9 +247,6 @@ static void call_kick(ts_rpc_call *call) {
         else if (final) {
                 if (submit_status(call, true, code, msg) == 0)
                         call->finished = true;
-                if (!call->request_done)
-                        nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE,
-                                                  call->stream_id, NGHTTP2_NO_ERROR);
         }
         free(msg);
 }
@@ -462,9 +460,6 @@ static void respond_http(ts_rpc_call *call, const char *status) {
         call->final_set = true;
         call->cancelled = true;
         pthread_mutex_unlock(&call->server->lock);
-        if (!call->request_done)
-                nghttp2_submit_rst_stream(call->conn->session, NGHTTP2_FLAG_NONE, call->stream_id,
-                                          NGHTTP2_NO_ERROR);
 }
 
 static void request_headers_done(ts_rpc_call *call) {
@@ -552,6 +547,21 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
 }
 
+/* A response ended (END_STREAM sent) before the request did: reset the
+ * stream with NO_ERROR so the client stops sending (gRPC over HTTP/2,
+ * "Early Server Closure"). Done after the frame left, because nghttp2
+ * sends a queued RST_STREAM ahead of queued HEADERS. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+        if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+            (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
+                return 0;
+        ts_rpc_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (call && !call->request_done)
+                nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                          NGHTTP2_NO_ERROR);
+        return 0;
+}
+
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
                            void *ud) {
         ts_rpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
@@ -573,6 +583,7 @@ static void callbacks_init(void) {
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
 }
 
 static int conn_new(ts_rpc_server *s, rpc_conn **ret) {
@@ -990,8 +1001,22 @@ int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_err
 }
 
 int ts_rpc_server_run(ts_rpc_server *s, ts_error **err) {
-        int r = uv_run(&s->loop, UV_RUN_DEFAULT);
-        (void) r;
+        sigset_t ss, old;
+
+        /* Writes to a client that went away give EPIPE instead of killing
+         * the process; SIGPIPE goes to the writing thread, this one. */
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &ss, &old);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        /* Drop a SIGPIPE left pending by such a write before unblocking. */
+        sigset_t pending;
+        if (!sigismember(&old, SIGPIPE) && sigpending(&pending) == 0 &&
+            sigismember(&pending, SIGPIPE)) {
+                struct timespec zero = { 0 };
+                (void) sigtimedwait(&ss, NULL, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         return 0;
 }
 
