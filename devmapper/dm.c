@@ -182,7 +182,7 @@ int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const cha
         if (r >= 0) {
                 r = ts_dm_resume(name, err);
                 if (r < 0)
-                        ts_error_prefix(err, "create %s", name);
+                        ts_error_prefix(err, r, "create %s", name);
         }
         if (r < 0)
                 (void) ts_dm_remove(name, 0, NULL);

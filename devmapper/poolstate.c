@@ -97,14 +97,14 @@ static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_erro
                 return r;
         r = get_field(dev, "path", json_type_string, &v, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", key);
+                return ts_error_prefix(err, r, "%s", key);
         const char *path = json_object_get_string(v);
         if (path[0] != '/')
                 return ts_error_setf_plain(err, EINVAL, "pool state: %s.path '%s' is not absolute",
                                            key, path);
         r = get_field(dev, "kind", json_type_string, &v, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", key);
+                return ts_error_prefix(err, r, "%s", key);
         const char *kind = json_object_get_string(v);
         if (strcmp(kind, "file") != 0 && strcmp(kind, "block") != 0)
                 return ts_error_setf_plain(err, EINVAL,
@@ -112,7 +112,7 @@ static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_erro
                                            key, kind);
         r = get_u64(dev, "size", &d->size, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", key);
+                return ts_error_prefix(err, r, "%s", key);
         d->is_file = strcmp(kind, "file") == 0;
         if (!(d->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "pool state");
@@ -144,7 +144,7 @@ int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) 
                 return r;
         r = ts_pool_check_name(json_object_get_string(v), err);
         if (r < 0)
-                return ts_error_prefix(err, "pool state");
+                return ts_error_prefix(err, r, "pool state");
         if (!(s->name = strdup(json_object_get_string(v))))
                 return ts_error_set(err, ENOMEM, "pool state");
         if ((r = dev_from_json(o, "data", &s->data, err)) < 0 ||
@@ -154,7 +154,7 @@ int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) 
         if ((r = get_u64(o, "block_size", &block, err)) < 0)
                 return r;
         if ((r = ts_pool_check_block_size(block, err)) < 0)
-                return ts_error_prefix(err, "pool state");
+                return ts_error_prefix(err, r, "pool state");
         s->params.data_block_sectors = block / TS_SECTOR_SIZE;
         if ((r = get_u64(o, "low_water_blocks", &s->params.low_water_blocks, err)) < 0 ||
             (r = get_bool(o, "skip_block_zeroing", &s->params.skip_block_zeroing, err)) < 0 ||
@@ -235,7 +235,7 @@ int ts_poolstate_read(const char *dir, const char *name, ts_poolspec **ret, ts_e
         _cleanup_poolspec_ ts_poolspec *s = NULL;
         int r = ts_poolstate_from_json(buf, &s, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", path);
+                return ts_error_prefix(err, r, "%s", path);
         if (strcmp(s->name, name) != 0)
                 return ts_error_setf_plain(err, EINVAL, "%s names pool '%s', not '%s'", path, s->name,
                                            name);

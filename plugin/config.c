@@ -192,7 +192,7 @@ int ts_config_load(const char *path, ts_daemon_config *cfg, ts_error **err) {
                 return ts_error_setf_plain(err, EINVAL, "config %s is larger than 1 MiB", path);
         int r = ts_config_parse(buf, n, cfg, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", path);
+                return ts_error_prefix(err, r, "%s", path);
         return 0;
 }
 

@@ -286,7 +286,7 @@ static int ensure_base(ts_snapshotter *s, const char *mkfs, ts_error **err) {
         struct base_arg a = { .size = s->base_size };
         int r = txn_run(s, base_reserve, &a, err);
         if (r < 0)
-                return ts_error_prefix(err, "base device of %" PRIu64 " bytes", s->base_size);
+                return ts_error_prefix(err, r, "base device of %" PRIu64 " bytes", s->base_size);
         s->base_id = a.base.dev_id;
         if (a.base.formatted)
                 return measure_base(s, err);
@@ -310,7 +310,7 @@ static int ensure_base(ts_snapshotter *s, const char *mkfs, ts_error **err) {
         if (r >= 0 && q < 0)
                 r = q;
         if (r < 0)
-                return ts_error_prefix(err, "format base device %s", name);
+                return ts_error_prefix(err, r, "format base device %s", name);
         s->base_mapped = (int64_t) (st.mapped_sectors * 512);
         return txn_run(s, base_formatted, &a, err);
 }
@@ -414,7 +414,7 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
                         }
                 }
                 if (r < 0)
-                        ts_error_prefix(err, "recover snapshot %s/%s (device %s)", e->ns, e->key, name);
+                        ts_error_prefix(err, r, "recover snapshot %s/%s (device %s)", e->ns, e->key, name);
         }
         recon_done(&rc);
         if (r < 0)
@@ -789,7 +789,7 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         dev_name(s, info.dev_id, dev, sizeof dev);
         r = ts_thin_deactivate(dev, 0, err);
         if (r == -EBUSY) {
-                ts_error_prefix(err, "commit %s: its device is still in use (unmount it first)", key);
+                ts_error_prefix(err, r, "commit %s: its device is still in use (unmount it first)", key);
                 goto out;
         }
         if (r < 0)
@@ -845,7 +845,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
                 struct state_arg st = { ns, key, TS_STATE_READY };
                 (void) txn_run(s, set_state, &st, NULL);
                 if (r == -EBUSY)
-                        ts_error_prefix(err, "remove %s: its device is in use", key);
+                        ts_error_prefix(err, r, "remove %s: its device is in use", key);
                 goto out;
         }
         fault(s, "remove", "after-deactivate");

@@ -850,7 +850,7 @@ static int adjust_children(ts_store_txn *t, const char *ns, const char *parent, 
                 return r;
         r = get_record(t, &pk, &p, err);
         if (r < 0) {
-                ts_error_prefix(err, "parent %s", parent);
+                ts_error_prefix(err, r, "parent %s", parent);
                 return r;
         }
         if (delta < 0 && p.children == 0)
@@ -919,7 +919,7 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
                 return r;
         r = dev_alloc(t, &owner, &i.dev_id, err);
         if (r < 0) {
-                ts_error_prefix(err, "snapshot %s", key);
+                ts_error_prefix(err, r, "snapshot %s", key);
                 return r;
         }
 
@@ -1229,7 +1229,7 @@ int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_
                 if (r < 0) {
                         ts_store_infos_free(list, n);
                         if (r == -ENOENT)
-                                ts_error_prefix(err, "missing parent of %s", cur.name);
+                                ts_error_prefix(err, r, "missing parent of %s", cur.name);
                         return r;
                 }
                 ts_store_info *nl = realloc(list, (n + 1) * sizeof(*list));
@@ -1358,7 +1358,7 @@ int ts_store_base_create(ts_store_txn *t, uint64_t size, ts_store_base *ret, ts_
         b = (ts_store_base){ .size = size };
         r = dev_alloc(t, &owner, &b.dev_id, err);
         if (r < 0) {
-                ts_error_prefix(err, "base device of size %" PRIu64, size);
+                ts_error_prefix(err, r, "base device of size %" PRIu64, size);
                 return r;
         }
         r = base_put(t, &b, err);

@@ -72,11 +72,17 @@ START_TEST(error_context) {
         _cleanup_error_ ts_error *err = NULL;
         int r = fail_deep(&err);
         ck_assert_int_eq(r, -ENOENT);
-        ck_assert_int_eq(ts_error_prefix(&err, "pool %s", "tp"), -ENOENT);
+        ck_assert_int_eq(ts_error_prefix(&err, -ENOENT, "pool %s", "tp"), -ENOENT);
         ck_assert_str_eq(err->msg, "pool tp: open /nope: No such file or directory");
         /* The first error wins: a second set does not overwrite it. */
         ck_assert_int_eq(ts_error_set(&err, EBUSY, "later"), -EBUSY);
         ck_assert_int_eq(err->errnum, ENOENT);
+        /* The failing code survives a prefix whether or not an error object
+         * was asked for. */
+        ck_assert_int_eq(ts_error_prefix(NULL, -ENOMEM, "ctx"), -ENOMEM);
+        ts_error *none = NULL;
+        ck_assert_int_eq(ts_error_prefix(&none, -ENOSPC, "ctx"), -ENOSPC);
+        ck_assert_ptr_null(none);
         /* NULL err is allowed everywhere. */
         ck_assert_int_eq(fail_deep(NULL), -ENOENT);
         ck_assert_str_eq(ts_error_message(NULL, -EBUSY), strerror(EBUSY));
