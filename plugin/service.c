@@ -62,6 +62,27 @@ static int need_key(ts_rpc_call *call, const char *what, const char *key) {
         return TS_RPC_OK;
 }
 
+/* One call being served: what the log line needs. */
+typedef struct op {
+        ts_rpc_call *call;
+        const char *name, *key, *ns;
+        int64_t t0;
+} op;
+
+/* The common start: a namespace, and (when key_what is set) a key. */
+static int op_begin(op *o, ts_rpc_call *call, const char *name, const char *key_what,
+                    const char *key) {
+        *o = (op) { .call = call, .name = name, .key = key, .t0 = start_ns() };
+        int code = namespace_of(call, &o->ns);
+        if (code == TS_RPC_OK && key_what)
+                code = need_key(call, key_what, key);
+        return code;
+}
+
+static int op_end(op *o, int code) {
+        return op_log(o->call, o->name, o->key, o->t0, code);
+}
+
 /* Views of the request's label entries; no copies. */
 static ts_label *labels_of(size_t n, void **entries) {
         ts_label *v = calloc(n ? n : 1, sizeof(*v));
@@ -148,32 +169,38 @@ static void mount_to_msg(const ts_mount *in, mount_msg *m) {
 
 /* ---- handlers ---- */
 
-static int do_prepare(ts_rpc_call *call, ts_snapshotter *s, const char *op, const char *key,
-                      const char *parent, size_t n_labels, void **entries, ts_snapshot_kind kind) {
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
-        if (code == TS_RPC_OK)
-                code = need_key(call, "key", key);
-        if (code != TS_RPC_OK)
-                return op_log(call, op, key, t0, code);
-        _cleanup_free_ ts_label *labels = labels_of(n_labels, entries);
-        if (!labels)
-                return op_log(call, op, key, t0, fail(call, -ENOMEM, NULL));
-        ts_error *err = NULL;
-        ts_mount mnt;
-        int r = ts_snapshotter_prepare(s, ns, key, parent, kind, labels, n_labels, &mnt, &err);
-        if (r < 0)
-                return op_log(call, op, key, t0, fail(call, r, err));
+/* Prepare, View and Mounts answer with the same message on the wire
+ * ({repeated Mount mounts = 1}); one encoder serves all three. */
+static int send_mount(ts_rpc_call *call, const ts_mount *mnt) {
         mount_msg mm;
-        mount_to_msg(&mnt, &mm);
-        Containerd__Services__Snapshots__V1__PrepareSnapshotResponse resp =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__PREPARE_SNAPSHOT_RESPONSE__INIT;
+        mount_to_msg(mnt, &mm);
+        Containerd__Services__Snapshots__V1__MountsResponse resp =
+                CONTAINERD__SERVICES__SNAPSHOTS__V1__MOUNTS_RESPONSE__INIT;
         resp.n_mounts = 1;
         resp.mounts = &mm.ptr;
-        /* View's response has the same wire form as Prepare's. */
-        r = ts_rpc_call_send(call, &resp.base);
-        return op_log(call, op, key, t0, r < 0 ? fail(call, r, NULL) : TS_RPC_OK);
+        int r = ts_rpc_call_send(call, &resp.base);
+        return r < 0 ? fail(call, r, NULL) : TS_RPC_OK;
+}
+
+static int send_empty(ts_rpc_call *call) {
+        Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+        int r = ts_rpc_call_send(call, &e.base);
+        return r < 0 ? fail(call, r, NULL) : TS_RPC_OK;
+}
+
+static int do_prepare(ts_rpc_call *call, ts_snapshotter *s, const char *name, const char *key,
+                      const char *parent, size_t n_labels, void **entries, ts_snapshot_kind kind) {
+        op o;
+        int code = op_begin(&o, call, name, "key", key);
+        if (code != TS_RPC_OK)
+                return op_end(&o, code);
+        _cleanup_free_ ts_label *labels = labels_of(n_labels, entries);
+        if (!labels)
+                return op_end(&o, fail(call, -ENOMEM, NULL));
+        ts_error *err = NULL;
+        ts_mount mnt;
+        int r = ts_snapshotter_prepare(s, o.ns, key, parent, kind, labels, n_labels, &mnt, &err);
+        return op_end(&o, r < 0 ? fail(call, r, err) : send_mount(call, &mnt));
 }
 
 static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
@@ -190,86 +217,52 @@ static int h_view(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 
 static int h_mounts(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__MountsRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
-        if (code == TS_RPC_OK)
-                code = need_key(call, "key", req->key);
+        op o;
+        int code = op_begin(&o, call, "mounts", "key", req->key);
         if (code != TS_RPC_OK)
-                return op_log(call, "mounts", req->key, t0, code);
+                return op_end(&o, code);
         ts_error *err = NULL;
         ts_mount mnt;
-        int r = ts_snapshotter_mounts(ud, ns, req->key, &mnt, &err);
-        if (r < 0)
-                return op_log(call, "mounts", req->key, t0, fail(call, r, err));
-        mount_msg mm;
-        mount_to_msg(&mnt, &mm);
-        Containerd__Services__Snapshots__V1__MountsResponse resp =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__MOUNTS_RESPONSE__INIT;
-        resp.n_mounts = 1;
-        resp.mounts = &mm.ptr;
-        r = ts_rpc_call_send(call, &resp.base);
-        return op_log(call, "mounts", req->key, t0, r < 0 ? fail(call, r, NULL) : TS_RPC_OK);
-}
-
-static int send_empty(ts_rpc_call *call) {
-        Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
-        int r = ts_rpc_call_send(call, &e.base);
-        return r < 0 ? fail(call, r, NULL) : TS_RPC_OK;
+        int r = ts_snapshotter_mounts(ud, o.ns, req->key, &mnt, &err);
+        return op_end(&o, r < 0 ? fail(call, r, err) : send_mount(call, &mnt));
 }
 
 static int h_commit(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
-        if (code == TS_RPC_OK)
-                code = need_key(call, "key", req->key);
+        op o;
+        int code = op_begin(&o, call, "commit", "key", req->key);
         if (code == TS_RPC_OK)
                 code = need_key(call, "name", req->name);
         if (code != TS_RPC_OK)
-                return op_log(call, "commit", req->key, t0, code);
+                return op_end(&o, code);
         _cleanup_free_ ts_label *labels = labels_of(req->n_labels, (void **) req->labels);
         if (!labels)
-                return op_log(call, "commit", req->key, t0, fail(call, -ENOMEM, NULL));
+                return op_end(&o, fail(call, -ENOMEM, NULL));
         ts_error *err = NULL;
-        int r = ts_snapshotter_commit(ud, ns, req->name, req->key, labels, req->n_labels, &err);
-        if (r < 0)
-                return op_log(call, "commit", req->key, t0, fail(call, r, err));
-        return op_log(call, "commit", req->key, t0, send_empty(call));
+        int r = ts_snapshotter_commit(ud, o.ns, req->name, req->key, labels, req->n_labels, &err);
+        return op_end(&o, r < 0 ? fail(call, r, err) : send_empty(call));
 }
 
 static int h_remove(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__RemoveSnapshotRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
-        if (code == TS_RPC_OK)
-                code = need_key(call, "key", req->key);
+        op o;
+        int code = op_begin(&o, call, "remove", "key", req->key);
         if (code != TS_RPC_OK)
-                return op_log(call, "remove", req->key, t0, code);
+                return op_end(&o, code);
         ts_error *err = NULL;
-        int r = ts_snapshotter_remove(ud, ns, req->key, &err);
-        if (r < 0)
-                return op_log(call, "remove", req->key, t0, fail(call, r, err));
-        return op_log(call, "remove", req->key, t0, send_empty(call));
+        int r = ts_snapshotter_remove(ud, o.ns, req->key, &err);
+        return op_end(&o, r < 0 ? fail(call, r, err) : send_empty(call));
 }
 
-static int send_info(ts_rpc_call *call, const ts_store_info *info, bool update) {
+/* Stat and Update answer with the same message on the wire ({Info info = 1}). */
+static int send_info(ts_rpc_call *call, const ts_store_info *info) {
         info_msg im;
         int r = info_to_msg(info, &im);
         if (r >= 0) {
-                if (update) {
-                        Containerd__Services__Snapshots__V1__UpdateSnapshotResponse resp =
-                                CONTAINERD__SERVICES__SNAPSHOTS__V1__UPDATE_SNAPSHOT_RESPONSE__INIT;
-                        resp.info = &im.info;
-                        r = ts_rpc_call_send(call, &resp.base);
-                } else {
-                        Containerd__Services__Snapshots__V1__StatSnapshotResponse resp =
-                                CONTAINERD__SERVICES__SNAPSHOTS__V1__STAT_SNAPSHOT_RESPONSE__INIT;
-                        resp.info = &im.info;
-                        r = ts_rpc_call_send(call, &resp.base);
-                }
+                Containerd__Services__Snapshots__V1__StatSnapshotResponse resp =
+                        CONTAINERD__SERVICES__SNAPSHOTS__V1__STAT_SNAPSHOT_RESPONSE__INIT;
+                resp.info = &im.info;
+                r = ts_rpc_call_send(call, &resp.base);
         }
         info_msg_done(&im);
         return r < 0 ? fail(call, r, NULL) : TS_RPC_OK;
@@ -277,51 +270,45 @@ static int send_info(ts_rpc_call *call, const ts_store_info *info, bool update) 
 
 static int h_stat(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__StatSnapshotRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
-        if (code == TS_RPC_OK)
-                code = need_key(call, "key", req->key);
+        op o;
+        int code = op_begin(&o, call, "stat", "key", req->key);
         if (code != TS_RPC_OK)
-                return op_log(call, "stat", req->key, t0, code);
+                return op_end(&o, code);
         ts_error *err = NULL;
         ts_store_info info;
-        int r = ts_snapshotter_stat(ud, ns, req->key, &info, &err);
+        int r = ts_snapshotter_stat(ud, o.ns, req->key, &info, &err);
         if (r < 0)
-                return op_log(call, "stat", req->key, t0, fail(call, r, err));
-        code = send_info(call, &info, false);
+                return op_end(&o, fail(call, r, err));
+        code = send_info(call, &info);
         ts_store_info_done(&info);
-        return op_log(call, "stat", req->key, t0, code);
+        return op_end(&o, code);
 }
 
 static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
+        const char *key = req->info ? req->info->name : NULL;
+        op o;
+        int code = op_begin(&o, call, "update", NULL, key);
+        if (code == TS_RPC_OK && !req->info)
+                code = ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "info is required");
+        if (code == TS_RPC_OK)
+                code = need_key(call, "info.name", key);
         if (code != TS_RPC_OK)
-                return op_log(call, "update", NULL, t0, code);
-        if (!req->info)
-                return op_log(call, "update", NULL, t0,
-                              ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "info is required"));
-        const char *key = req->info->name;
-        code = need_key(call, "info.name", key);
-        if (code != TS_RPC_OK)
-                return op_log(call, "update", key, t0, code);
+                return op_end(&o, code);
         _cleanup_free_ ts_label *labels = labels_of(req->info->n_labels, (void **) req->info->labels);
         if (!labels)
-                return op_log(call, "update", key, t0, fail(call, -ENOMEM, NULL));
+                return op_end(&o, fail(call, -ENOMEM, NULL));
         size_t n_paths = req->update_mask ? req->update_mask->n_paths : 0;
         const char *const *paths = req->update_mask ? (const char *const *) req->update_mask->paths : NULL;
         ts_error *err = NULL;
         ts_store_info info;
-        int r = ts_snapshotter_update(ud, ns, key, labels, req->info->n_labels, paths, n_paths, &info,
+        int r = ts_snapshotter_update(ud, o.ns, key, labels, req->info->n_labels, paths, n_paths, &info,
                                       &err);
         if (r < 0)
-                return op_log(call, "update", key, t0, fail(call, r, err));
-        code = send_info(call, &info, true);
+                return op_end(&o, fail(call, r, err));
+        code = send_info(call, &info);
         ts_store_info_done(&info);
-        return op_log(call, "update", key, t0, code);
+        return op_end(&o, code);
 }
 
 /* List streams its answer in batches, as containerd's service does. */
@@ -347,6 +334,7 @@ static int list_flush(list_ctx *c) {
                 info_msg_done(&c->msgs[i]);
                 ts_store_info_done(&c->infos[i]);
         }
+        memset(c->msgs, 0, sizeof c->msgs);
         c->n = 0;
         return r;
 }
@@ -385,62 +373,49 @@ static int list_one(const ts_store_info *info, void *p) {
 
 static int h_list(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__ListSnapshotsRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
+        op o;
+        int code = op_begin(&o, call, "list", NULL, NULL);
         if (code != TS_RPC_OK)
-                return op_log(call, "list", NULL, t0, code);
+                return op_end(&o, code);
         ts_error *err = NULL;
-        ts_filter *filter = NULL;
+        _cleanup_filter_ ts_filter *filter = NULL;
         int r = ts_filter_parse_all((const char *const *) req->filters, req->n_filters, &filter, &err);
         if (r < 0)
-                return op_log(call, "list", NULL, t0, fail(call, r, err));
-        list_ctx *c = calloc(1, sizeof(*c));
-        if (!c) {
-                ts_filter_free(filter);
-                return op_log(call, "list", NULL, t0, fail(call, -ENOMEM, NULL));
-        }
+                return op_end(&o, fail(call, r, err));
+        _cleanup_free_ list_ctx *c = calloc(1, sizeof(*c));
+        if (!c)
+                return op_end(&o, fail(call, -ENOMEM, NULL));
         c->call = call;
-        r = ts_snapshotter_walk(ud, ns, filter, list_one, c, &err);
+        r = ts_snapshotter_walk(ud, o.ns, filter, list_one, c, &err);
+        int q = list_flush(c);
         if (r >= 0)
-                r = list_flush(c);
-        else
-                (void) list_flush(c);
-        free(c);
-        ts_filter_free(filter);
-        return op_log(call, "list", NULL, t0, r < 0 ? fail(call, r, err) : TS_RPC_OK);
+                r = q;
+        return op_end(&o, r < 0 ? fail(call, r, err) : TS_RPC_OK);
 }
 
 static int h_usage(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         const Containerd__Services__Snapshots__V1__UsageRequest *req = (const void *) m;
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
-        if (code == TS_RPC_OK)
-                code = need_key(call, "key", req->key);
+        op o;
+        int code = op_begin(&o, call, "usage", "key", req->key);
         if (code != TS_RPC_OK)
-                return op_log(call, "usage", req->key, t0, code);
+                return op_end(&o, code);
         ts_error *err = NULL;
         Containerd__Services__Snapshots__V1__UsageResponse resp =
                 CONTAINERD__SERVICES__SNAPSHOTS__V1__USAGE_RESPONSE__INIT;
-        int r = ts_snapshotter_usage(ud, ns, req->key, &resp.size, &resp.inodes, &err);
-        if (r < 0)
-                return op_log(call, "usage", req->key, t0, fail(call, r, err));
-        r = ts_rpc_call_send(call, &resp.base);
-        return op_log(call, "usage", req->key, t0, r < 0 ? fail(call, r, NULL) : TS_RPC_OK);
+        int r = ts_snapshotter_usage(ud, o.ns, req->key, &resp.size, &resp.inodes, &err);
+        if (r >= 0 && (r = ts_rpc_call_send(call, &resp.base)) < 0)
+                return op_end(&o, fail(call, r, NULL));
+        return op_end(&o, r < 0 ? fail(call, r, err) : TS_RPC_OK);
 }
 
 static int h_cleanup(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        int64_t t0 = start_ns();
-        const char *ns = NULL;
-        int code = namespace_of(call, &ns);
+        op o;
+        int code = op_begin(&o, call, "cleanup", NULL, NULL);
         if (code != TS_RPC_OK)
-                return op_log(call, "cleanup", NULL, t0, code);
+                return op_end(&o, code);
         ts_error *err = NULL;
         int r = ts_snapshotter_cleanup(ud, &err);
-        if (r < 0)
-                return op_log(call, "cleanup", NULL, t0, fail(call, r, err));
-        return op_log(call, "cleanup", NULL, t0, send_empty(call));
+        return op_end(&o, r < 0 ? fail(call, r, err) : send_empty(call));
 }
 
 int ts_service_register(ts_rpc_server *server, ts_snapshotter *s) {

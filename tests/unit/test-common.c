@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/parse.h"
+#include "tests/unit/ts-check.h"
 
 START_TEST(size_suffixes) {
         uint64_t v;
@@ -111,9 +112,5 @@ int main(void) {
         tcase_add_test(tc, error_context);
         tcase_add_test(tc, log_levels);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "plugin/config.h"
+#include "tests/unit/ts-check.h"
 
 static int parse(const char *text, ts_daemon_config *cfg, char **msg) {
         ts_error *err = NULL;
@@ -95,9 +96,5 @@ int main(void) {
         tcase_add_test(tc, bad_lines);
         tcase_add_test(tc, load_missing_file);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }
