@@ -28,6 +28,10 @@ struct rpc_conn {
         bool writing, closing, goaway_sent;
         uv_write_t wreq;
         uint8_t *wbuf;
+        /* Socket-less connections: captured output, when asked for. */
+        bool capture;
+        uint8_t *cap;
+        size_t cap_len, cap_size;
 };
 
 static void conn_flush(rpc_conn *c);
@@ -634,6 +638,7 @@ static void conn_unlink_and_free(rpc_conn *c) {
                 c->next->prev = c->prev;
         nghttp2_session_del(c->session);
         free(c->wbuf);
+        free(c->cap);
         free(c);
         server_maybe_finish(s);
 }
@@ -689,8 +694,25 @@ static void conn_flush(rpc_conn *c) {
                 }
                 if (n == 0)
                         break;
-                if (!c->has_pipe)
-                        continue; /* socket-less session: output is dropped */
+                if (!c->has_pipe) {
+                        if (c->capture && c->cap_len + (size_t) n > c->cap_size) {
+                                size_t ns = c->cap_size ? c->cap_size * 2 : 4096;
+                                while (ns < c->cap_len + (size_t) n)
+                                        ns *= 2;
+                                uint8_t *nb = realloc(c->cap, ns);
+                                if (!nb) {
+                                        c->capture = false;
+                                        continue;
+                                }
+                                c->cap = nb;
+                                c->cap_size = ns;
+                        }
+                        if (c->capture) {
+                                memcpy(c->cap + c->cap_len, p, (size_t) n);
+                                c->cap_len += (size_t) n;
+                        }
+                        continue;
+                }
                 if (len + (size_t) n > cap) {
                         size_t ncap = cap ? cap * 2 : 16384;
                         while (ncap < len + (size_t) n)
@@ -1026,11 +1048,13 @@ void ts_rpc_server_shutdown(ts_rpc_server *s) {
         uv_async_send(&s->async);
 }
 
-int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len) {
+int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len,
+                               uint8_t **ret_out, size_t *ret_out_len) {
         rpc_conn *c;
         int r = conn_new(s, &c);
         if (r < 0)
                 return r;
+        c->capture = ret_out != NULL;
         ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
         if (n >= 0)
                 conn_flush(c);
@@ -1043,9 +1067,17 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
                         break;
                 uv_run(&s->loop, UV_RUN_ONCE);
         }
-        conn_flush(c);
+        if (!c->closing)
+                conn_flush(c);
+        bool lost = ret_out && !c->capture;
+        if (ret_out) {
+                *ret_out = TAKE_PTR(c->cap);
+                *ret_out_len = c->cap_len;
+        }
         conn_close(c);
         conn_unlink_and_free(c);
         uv_run(&s->loop, UV_RUN_NOWAIT);
+        if (lost)
+                return -ENOMEM;
         return n < 0 ? -EPROTO : 0;
 }
