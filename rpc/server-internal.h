@@ -76,6 +76,8 @@ struct ts_rpc_server {
         unsigned n_working;
         bool shutting_down;
         bool async_closed;
+        uv_timer_t grace;
+        bool grace_started;
 
         pthread_mutex_t lock;
         struct ts_rpc_call *pending_head;

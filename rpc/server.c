@@ -17,6 +17,7 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (16 << 20)
 #define WRITE_CHUNK (256 * 1024)
+#define DEFAULT_GRACE_MS 30000
 
 struct rpc_conn {
         ts_rpc_server *server;
@@ -666,7 +667,8 @@ static void write_cb(uv_write_t *req, int status) {
         free(c->wbuf);
         c->wbuf = NULL;
         if (c->closing) {
-                uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+                if (!uv_is_closing((uv_handle_t *) &c->pipe))
+                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
                 return;
         }
         if (status < 0) {
@@ -826,13 +828,35 @@ static void server_maybe_finish(ts_rpc_server *s) {
                 return;
         if (s->conns || s->n_working > 0 || s->listening)
                 return;
+        if (s->grace_started && !uv_is_closing((uv_handle_t *) &s->grace))
+                uv_close((uv_handle_t *) &s->grace, NULL);
         uv_close((uv_handle_t *) &s->async, async_close_cb);
+}
+
+/* The grace period is over: close what is left, cancelling its handlers. */
+static void grace_cb(uv_timer_t *t) {
+        ts_rpc_server *s = t->data;
+        for (rpc_conn *c = s->conns, *n; c; c = n) {
+                n = c->next;
+                if (!c->has_pipe)
+                        continue;
+                if (!c->closing)
+                        conn_close(c);
+                /* A write the peer never reads is cancelled by the close. */
+                if (!uv_is_closing((uv_handle_t *) &c->pipe))
+                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+        }
 }
 
 static void begin_shutdown(ts_rpc_server *s) {
         if (s->shutting_down)
                 return;
         s->shutting_down = true;
+        if (uv_timer_init(&s->loop, &s->grace) == 0) {
+                s->grace.data = s;
+                s->grace_started = true;
+                uv_timer_start(&s->grace, grace_cb, s->opts.shutdown_grace_ms, 0);
+        }
         if (s->listening && !uv_is_closing((uv_handle_t *) &s->listener))
                 uv_close((uv_handle_t *) &s->listener, listener_close_cb);
         for (rpc_conn *c = s->conns, *n; c; c = n) {
@@ -886,6 +910,8 @@ int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret) {
                 s->opts.max_concurrent_streams = DEFAULT_MAX_STREAMS;
         if (!s->opts.stream_queue_bytes)
                 s->opts.stream_queue_bytes = DEFAULT_QUEUE_BYTES;
+        if (!s->opts.shutdown_grace_ms)
+                s->opts.shutdown_grace_ms = DEFAULT_GRACE_MS;
         pthread_mutex_init(&s->lock, NULL);
         r = uv_loop_init(&s->loop);
         if (r < 0) {
@@ -913,6 +939,8 @@ ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s) {
                 uv_close((uv_handle_t *) &s->listener, NULL);
         if (!uv_is_closing((uv_handle_t *) &s->async))
                 uv_close((uv_handle_t *) &s->async, NULL);
+        if (s->grace_started && !uv_is_closing((uv_handle_t *) &s->grace))
+                uv_close((uv_handle_t *) &s->grace, NULL);
         for (rpc_conn *c = s->conns, *n; c; c = n) {
                 n = c->next;
                 if (!c->has_pipe)
