@@ -497,6 +497,17 @@ static void *thread_main(void *p) {
         return NULL;
 }
 
+/* After GOAWAY the server takes no new streams: refuse new calls at once. */
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+        ts_rpc_client *c = ud;
+        if (frame->hd.type == NGHTTP2_GOAWAY) {
+                pthread_mutex_lock(&c->lock);
+                c->dead = true;
+                pthread_mutex_unlock(&c->lock);
+        }
+        return 0;
+}
+
 static nghttp2_session_callbacks *callbacks;
 static uv_once_t callbacks_once = UV_ONCE_INIT;
 
@@ -506,6 +517,7 @@ static void callbacks_init(void) {
         nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
 }
 
 int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err) {

@@ -49,7 +49,8 @@ ts_rpc_client *ts_rpc_client_free(ts_rpc_client *c);
 
 /* Starts a call of method ("/package.Service/Method"): sends its headers.
  * opts may be NULL. Returns 0, -EINVAL (bad method), -ENOMEM, or
- * -ECONNRESET (the connection is gone). */
+ * -ECONNRESET (the connection is gone or the server sent GOAWAY; the client
+ * does not reconnect: free it and connect again). */
 int ts_rpc_client_call_start(ts_rpc_client *c, const char *method,
                              const ts_rpc_call_options *opts, ts_rpc_client_call **ret,
                              ts_error **err);

@@ -76,16 +76,22 @@ struct ts_rpc_server {
         unsigned n_working;
         bool shutting_down;
         bool async_closed;
+        uv_timer_t grace;
+        bool grace_started;
 
         pthread_mutex_t lock;
         struct ts_rpc_call *pending_head;
         bool shutdown_requested;
 };
 
-/* Feeds bytes to a fresh connection that has no socket (its output is
- * discarded), runs the loop until every handler finished, then tears the
- * connection down. For the fuzz target and tests. Returns 0 or -errno. */
-int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len);
+/* Feeds bytes to a fresh connection that has no socket, runs the loop
+ * until every handler finished, then tears the connection down. What the
+ * server wrote is handed out in *ret_out (malloc()ed, *ret_out_len bytes)
+ * when ret_out is not NULL, else dropped. For the fuzz target and tests.
+ * Returns 0, -EPROTO (nghttp2 refused the input; the output so far is
+ * still handed out) or -ENOMEM. */
+int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len,
+                               uint8_t **ret_out, size_t *ret_out_len);
 
 /* call.c -> server.c: the call has new output or completed; wake the loop.
  * Called with server->lock held. */

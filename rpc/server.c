@@ -17,6 +17,7 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (16 << 20)
 #define WRITE_CHUNK (256 * 1024)
+#define DEFAULT_GRACE_MS 30000
 
 struct rpc_conn {
         ts_rpc_server *server;
@@ -28,6 +29,10 @@ struct rpc_conn {
         bool writing, closing, goaway_sent;
         uv_write_t wreq;
         uint8_t *wbuf;
+        /* Socket-less connections: captured output, when asked for. */
+        bool capture;
+        uint8_t *cap;
+        size_t cap_len, cap_size;
 };
 
 static void conn_flush(rpc_conn *c);
@@ -634,6 +639,7 @@ static void conn_unlink_and_free(rpc_conn *c) {
                 c->next->prev = c->prev;
         nghttp2_session_del(c->session);
         free(c->wbuf);
+        free(c->cap);
         free(c);
         server_maybe_finish(s);
 }
@@ -661,7 +667,8 @@ static void write_cb(uv_write_t *req, int status) {
         free(c->wbuf);
         c->wbuf = NULL;
         if (c->closing) {
-                uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+                if (!uv_is_closing((uv_handle_t *) &c->pipe))
+                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
                 return;
         }
         if (status < 0) {
@@ -689,8 +696,25 @@ static void conn_flush(rpc_conn *c) {
                 }
                 if (n == 0)
                         break;
-                if (!c->has_pipe)
-                        continue; /* socket-less session: output is dropped */
+                if (!c->has_pipe) {
+                        if (c->capture && c->cap_len + (size_t) n > c->cap_size) {
+                                size_t ns = c->cap_size ? c->cap_size * 2 : 4096;
+                                while (ns < c->cap_len + (size_t) n)
+                                        ns *= 2;
+                                uint8_t *nb = realloc(c->cap, ns);
+                                if (!nb) {
+                                        c->capture = false;
+                                        continue;
+                                }
+                                c->cap = nb;
+                                c->cap_size = ns;
+                        }
+                        if (c->capture) {
+                                memcpy(c->cap + c->cap_len, p, (size_t) n);
+                                c->cap_len += (size_t) n;
+                        }
+                        continue;
+                }
                 if (len + (size_t) n > cap) {
                         size_t ncap = cap ? cap * 2 : 16384;
                         while (ncap < len + (size_t) n)
@@ -804,13 +828,35 @@ static void server_maybe_finish(ts_rpc_server *s) {
                 return;
         if (s->conns || s->n_working > 0 || s->listening)
                 return;
+        if (s->grace_started && !uv_is_closing((uv_handle_t *) &s->grace))
+                uv_close((uv_handle_t *) &s->grace, NULL);
         uv_close((uv_handle_t *) &s->async, async_close_cb);
+}
+
+/* The grace period is over: close what is left, cancelling its handlers. */
+static void grace_cb(uv_timer_t *t) {
+        ts_rpc_server *s = t->data;
+        for (rpc_conn *c = s->conns, *n; c; c = n) {
+                n = c->next;
+                if (!c->has_pipe)
+                        continue;
+                if (!c->closing)
+                        conn_close(c);
+                /* A write the peer never reads is cancelled by the close. */
+                if (!uv_is_closing((uv_handle_t *) &c->pipe))
+                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+        }
 }
 
 static void begin_shutdown(ts_rpc_server *s) {
         if (s->shutting_down)
                 return;
         s->shutting_down = true;
+        if (uv_timer_init(&s->loop, &s->grace) == 0) {
+                s->grace.data = s;
+                s->grace_started = true;
+                uv_timer_start(&s->grace, grace_cb, s->opts.shutdown_grace_ms, 0);
+        }
         if (s->listening && !uv_is_closing((uv_handle_t *) &s->listener))
                 uv_close((uv_handle_t *) &s->listener, listener_close_cb);
         for (rpc_conn *c = s->conns, *n; c; c = n) {
@@ -864,6 +910,8 @@ int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret) {
                 s->opts.max_concurrent_streams = DEFAULT_MAX_STREAMS;
         if (!s->opts.stream_queue_bytes)
                 s->opts.stream_queue_bytes = DEFAULT_QUEUE_BYTES;
+        if (!s->opts.shutdown_grace_ms)
+                s->opts.shutdown_grace_ms = DEFAULT_GRACE_MS;
         pthread_mutex_init(&s->lock, NULL);
         r = uv_loop_init(&s->loop);
         if (r < 0) {
@@ -891,6 +939,8 @@ ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s) {
                 uv_close((uv_handle_t *) &s->listener, NULL);
         if (!uv_is_closing((uv_handle_t *) &s->async))
                 uv_close((uv_handle_t *) &s->async, NULL);
+        if (s->grace_started && !uv_is_closing((uv_handle_t *) &s->grace))
+                uv_close((uv_handle_t *) &s->grace, NULL);
         for (rpc_conn *c = s->conns, *n; c; c = n) {
                 n = c->next;
                 if (!c->has_pipe)
@@ -1026,11 +1076,13 @@ void ts_rpc_server_shutdown(ts_rpc_server *s) {
         uv_async_send(&s->async);
 }
 
-int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len) {
+int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len,
+                               uint8_t **ret_out, size_t *ret_out_len) {
         rpc_conn *c;
         int r = conn_new(s, &c);
         if (r < 0)
                 return r;
+        c->capture = ret_out != NULL;
         ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
         if (n >= 0)
                 conn_flush(c);
@@ -1043,9 +1095,17 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
                         break;
                 uv_run(&s->loop, UV_RUN_ONCE);
         }
-        conn_flush(c);
+        if (!c->closing)
+                conn_flush(c);
+        bool lost = ret_out && !c->capture;
+        if (ret_out) {
+                *ret_out = TAKE_PTR(c->cap);
+                *ret_out_len = c->cap_len;
+        }
         conn_close(c);
         conn_unlink_and_free(c);
         uv_run(&s->loop, UV_RUN_NOWAIT);
+        if (lost)
+                return -ENOMEM;
         return n < 0 ? -EPROTO : 0;
 }

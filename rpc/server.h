@@ -36,6 +36,7 @@ typedef struct ts_rpc_server_options {
         uint32_t max_message_size;       /* request and response; 0: 16 MiB */
         uint32_t max_concurrent_streams; /* per connection; 0: 256 */
         size_t stream_queue_bytes;       /* bound of a call's unsent output; 0: 4 MiB */
+        uint32_t shutdown_grace_ms;      /* wait for calls in flight; 0: 30 s */
 } ts_rpc_server_options;
 
 /* One method. path is "/package.Service/Method" (copied). request is the
@@ -81,7 +82,10 @@ int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_err
 
 /* Runs the loop on the calling thread until ts_rpc_server_shutdown() has
  * completed: the listener is closed, every connection got GOAWAY, the calls
- * in flight finished and their connections closed. Returns 0 or -errno. */
+ * in flight finished and their connections closed. Connections still open
+ * after shutdown_grace_ms (a client that never ends its request, never
+ * reads its stream) are closed, which cancels their handlers. SIGPIPE is
+ * blocked on the calling thread while it runs. Returns 0 or -errno. */
 int ts_rpc_server_run(ts_rpc_server *s, ts_error **err);
 
 /* Asks for a graceful shutdown. Safe from any thread and from a signal

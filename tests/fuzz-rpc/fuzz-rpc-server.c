@@ -74,9 +74,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         return 0;
                 memcpy(buf, preface, sizeof(preface) - 1);
                 memcpy(buf + sizeof(preface) - 1, data + 1, size - 1);
-                (void) ts_rpc_server_feed_session(server, buf, sizeof(preface) - 1 + size - 1);
+                (void) ts_rpc_server_feed_session(server, buf, sizeof(preface) - 1 + size - 1,
+                                                  NULL, NULL);
                 free(buf);
         } else
-                (void) ts_rpc_server_feed_session(server, data + 1, size - 1);
+                (void) ts_rpc_server_feed_session(server, data + 1, size - 1, NULL, NULL);
         return 0;
 }

@@ -58,7 +58,7 @@ seeds = {
                  data(1, b"\x00\x00\x01\x00\x00" + b"a" * 64),
     "goaway-ping": settings + frame(6, 0, 0, b"12345678") +
                    headers(1, "/thinsnap.test.v1.Test/Echo") + data(1, grpc_msg(b"\xff\xff")) +
-                   frame(7, 0, 0, struct.pack(">II", 1, 0)),
+                   frame(7, 0, 0, struct.pack(">II", 0, 0)),
 }
 
 os.makedirs(os.path.join(here, "seeds"), exist_ok=True)

@@ -26,6 +26,7 @@ static char sock_path[108];
 static ts_rpc_server *server;
 static pthread_t server_thread;
 static int server_rc = -1;
+static uint32_t grace_ms;
 
 static void *run_server(void *p) {
         server_rc = ts_rpc_server_run(server, NULL);
@@ -33,7 +34,8 @@ static void *run_server(void *p) {
 }
 
 static void start_server(uint32_t max_message) {
-        ts_rpc_server_options o = { .max_message_size = max_message };
+        ts_rpc_server_options o = { .max_message_size = max_message,
+                                    .shutdown_grace_ms = grace_ms };
         ts_error *err = NULL;
         char dir[] = "/tmp/ts-rpc-XXXXXX";
 
@@ -496,6 +498,33 @@ START_TEST(graceful_shutdown) {
 }
 END_TEST
 
+START_TEST(shutdown_grace) {
+        grace_ms = 200;
+        start_server(0);
+        ts_rpc_client *c = connect_client();
+        ts_rpc_client_call *cc;
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        EchoResponse *resp = NULL;
+
+        req.text = "warm";
+        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        /* A request that never ends holds its stream open... */
+        ck_assert_int_eq(ts_rpc_client_call_start(c, ECHO, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
+        usleep(50 * 1000);
+        /* ...until the grace period ends and the server closes it. */
+        ts_rpc_server_shutdown(server);
+        pthread_join(server_thread, NULL);
+        ck_assert_int_eq(server_rc, 0);
+        ck_assert_int_eq(ts_rpc_client_call_status(cc, NULL), TS_RPC_UNAVAILABLE);
+        ts_rpc_client_call_free(cc);
+        ts_rpc_client_free(c);
+        server = ts_rpc_server_free(server);
+        unlink(sock_path);
+}
+END_TEST
+
 START_TEST(socket_file) {
         start_server(0);
         /* A second server on a live socket is refused. */
@@ -545,6 +574,7 @@ int main(void) {
         tcase_add_test(tc, cancel_and_disconnect);
         tcase_add_test(tc, garbage_peer);
         tcase_add_test(tc, graceful_shutdown);
+        tcase_add_test(tc, shutdown_grace);
         tcase_add_test(tc, socket_file);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
