@@ -199,6 +199,9 @@ int main(int argc, char **argv) {
                 log_error_errno(r, "cannot start: %s", ts_error_message(err, r));
                 goto out;
         }
+        /* Handlers run on libuv's pool (4 threads unless told): enough room
+         * for a burst of Prepares to overlap their kernel round trips. */
+        setenv("UV_THREADPOOL_SIZE", "16", 0);
         r = ts_rpc_server_new(NULL, &server);
         if (r >= 0)
                 r = ts_service_register(server, snap);
