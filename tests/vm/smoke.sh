@@ -47,6 +47,8 @@ for d in /tmp /run /var/lib /var/tmp /dev/shm; do
   check "$d is writable" sh -c "echo x >$d/.probe && rm $d/.probe"
 done
 check "HOME is writable" sh -c 'echo x >"$HOME/.probe" && rm "$HOME/.probe"'
+check "bash process substitution (/dev/fd)" bash -c 'test "$(cat <(echo sub))" = sub'
+check "/dev/stdout exists" test -e /dev/stdout
 check "lo is up" sh -c 'test $(( $(cat /sys/class/net/lo/flags) & 1 )) = 1'
 check "results share mounted at TS_VM_RESULTS" test -f "$TS_VM_RESULTS/cmd.sh"
 
