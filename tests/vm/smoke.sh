@@ -97,6 +97,13 @@ else
   bad "losetup for the pool's metadata and data files"
 fi
 
+# Modules outside the preloaded set: by hand, and on the kernel's own request.
+check "modprobe dm-snapshot" modprobe dm-snapshot
+check "snapshot target listed" sh -c 'dmsetup targets | grep -q "^snapshot "'
+check "kernel loads dm-zero on request for a zero table" \
+  dmsetup create smoke-zero --table "0 8 zero"
+dmsetup remove smoke-zero 2>/dev/null || true
+
 mkdir "$work/lower" "$work/upper" "$work/owork" "$work/ovl"
 echo low >"$work/lower/f"
 check "mount overlayfs" mount -t overlay overlay \
