@@ -160,7 +160,10 @@ int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const cha
                 return r;
         if (uuid && !dm_task_set_uuid(create, uuid))
                 return ts_error_set(err, EINVAL, "create %s: uuid '%s'", name, uuid);
-        r = task_run(create, true);
+        /* No udev cookie here: the kernel reports a bare create to udev
+         * without one, so a cookie would never complete. Nodes are made at
+         * the resume (libdevmapper's default), which carries the cookie. */
+        r = task_run(create, false);
         if (r < 0) {
                 /* libdevmapper refuses a taken name before any ioctl. */
                 ts_dm_info info;

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libdevmapper.h>
+
 #include "common/log.h"
 #include "common/strv.h"
 #include "devmapper/dm.h"
@@ -458,6 +460,17 @@ START_TEST(no_device_mapper_message) {
 }
 END_TEST
 
+START_TEST(udev_mode) {
+        /* Run under tests/kernel/with-udev.sh, libdevmapper must be
+         * synchronising with udev (the node checks above then prove that
+         * udev's rules made the nodes before our calls returned); run bare,
+         * it must not be. */
+        ts_dm_init();
+        bool want = getenv("TS_EXPECT_UDEV") != NULL;
+        ck_assert_int_eq(dm_udev_get_sync_support() != 0, want);
+}
+END_TEST
+
 int main(void) {
         /* The library must manage without udev by itself. */
         unsetenv("DM_DISABLE_UDEV");
@@ -478,6 +491,7 @@ int main(void) {
         tcase_add_test(tc, pool_create_errors);
         tcase_add_test(tc, out_of_data_space);
         tcase_add_test(tc, no_device_mapper_message);
+        tcase_add_test(tc, udev_mode);
         suite_add_tcase(s, tc);
         SRunner *sr = srunner_create(s);
         srunner_run_all(sr, CK_VERBOSE);
