@@ -83,3 +83,14 @@ const char *ts_error_message(const ts_error *err, int r) {
                 return strerror(err->errnum);
         return strerror(r < 0 ? -r : r);
 }
+
+int ts_error_move(ts_error **dst, ts_error **src) {
+        ts_error *e = *src;
+        *src = NULL;
+        int r = e ? -e->errnum : -EIO;
+        if (e && dst && !*dst)
+                *dst = e;
+        else
+                ts_error_free(e);
+        return r;
+}

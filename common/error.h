@@ -38,3 +38,8 @@ static inline void ts_error_freep(ts_error **e) {
 
 /* The message of err, or strerror(-r) when err is NULL. Never NULL. */
 const char *ts_error_message(const ts_error *err, int r);
+
+/* Hands *src over to *dst when dst is not NULL and holds no error yet;
+ * otherwise frees it. *src is NULL afterwards. Returns -errnum of the
+ * moved error (or -EIO when *src was NULL). */
+int ts_error_move(ts_error **dst, ts_error **src);

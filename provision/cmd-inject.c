@@ -1,9 +1,10 @@
 #include "cmd-inject.h"
 
+#include "cli.h"
+
 #include <fcntl.h>
 #include <getopt.h>
 #include <json-c/json.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,16 +12,9 @@
 #include <sys/stat.h>
 
 #include "common/error.h"
-#include "common/log.h"
 #include "common/macro.h"
 #include "common/parse.h"
 #include "inject/inject.h"
-
-enum {
-        EXIT_OK = 0,
-        EXIT_FAILED = 1,
-        EXIT_USAGE = 2,
-};
 
 static void usage(FILE *f) {
         fputs("Usage: thinsnap inject TARGET HOST_FILE GUEST_PATH [OPTIONS]\n"
@@ -40,41 +34,6 @@ static void usage(FILE *f) {
               "  --json                 print the result as JSON on stdout\n"
               "  -h, --help             show this help\n",
               f);
-}
-
-static int usage_error(const char *fmt, ...) _printf_(1, 2);
-static int usage_error(const char *fmt, ...) {
-        va_list ap;
-        fputs("thinsnap inject: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputs("\nTry 'thinsnap inject --help'.\n", stderr);
-        return EXIT_USAGE;
-}
-
-static void print_json(json_object *o) {
-        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-        fflush(stdout);
-}
-
-/* Reports a failed operation: one logfmt error line on stderr, and with
- * --json an {"ok":false,...} object on stdout. */
-static int fail(bool json, const char *target, const ts_error *err, int r) {
-        const char *msg = ts_error_message(err, r);
-        char fields[512];
-        snprintf(fields, sizeof fields, "op=inject target=\"%s\"", target);
-        ts_log_emit(TS_LOG_ERROR, 0, fields, "%s", msg);
-        if (json) {
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "ok", json_object_new_boolean(0));
-                json_object_object_add(o, "target", json_object_new_string(target));
-                json_object_object_add(o, "error", json_object_new_string(msg));
-                json_object_object_add(o, "errno", json_object_new_int(r < 0 ? -r : r));
-                print_json(o);
-                json_object_put(o);
-        }
-        return EXIT_FAILED;
 }
 
 int ts_cmd_inject(int argc, char **argv) {
@@ -103,20 +62,20 @@ int ts_cmd_inject(int argc, char **argv) {
                 switch (c) {
                 case OPT_MODE:
                         if (ts_parse_mode(optarg, &opts.mode) < 0)
-                                return usage_error("--mode: \"%s\" is not an octal mode (at most 07777)", optarg);
+                                return ts_cli_usage_error("inject", "--mode: \"%s\" is not an octal mode (at most 07777)", optarg);
                         have_mode = true;
                         break;
                 case OPT_UID:
                         if (ts_parse_u32(optarg, &opts.uid) < 0)
-                                return usage_error("--uid: \"%s\" is not a number from 0 to 4294967295", optarg);
+                                return ts_cli_usage_error("inject", "--uid: \"%s\" is not a number from 0 to 4294967295", optarg);
                         break;
                 case OPT_GID:
                         if (ts_parse_u32(optarg, &opts.gid) < 0)
-                                return usage_error("--gid: \"%s\" is not a number from 0 to 4294967295", optarg);
+                                return ts_cli_usage_error("inject", "--gid: \"%s\" is not a number from 0 to 4294967295", optarg);
                         break;
                 case OPT_MTIME:
                         if (ts_parse_u64(optarg, &mtime) < 0 || mtime > INT64_MAX)
-                                return usage_error("--mtime: \"%s\" is not a number of seconds", optarg);
+                                return ts_cli_usage_error("inject", "--mtime: \"%s\" is not a number of seconds", optarg);
                         have_mtime = true;
                         break;
                 case OPT_NO_MKDIRS:
@@ -133,18 +92,18 @@ int ts_cmd_inject(int argc, char **argv) {
                         break;
                 case 'h':
                         usage(stdout);
-                        return EXIT_OK;
+                        return TS_EXIT_OK;
                 default:
-                        return usage_error("unknown or incomplete option \"%s\"", argv[optind - 1]);
+                        return ts_cli_usage_error("inject", "unknown or incomplete option \"%s\"", argv[optind - 1]);
                 }
         }
         int nargs = argc - optind;
         char **args = argv + optind;
         if (mountpoints ? nargs != 1 : nargs != 3)
-                return usage_error("%s", mountpoints ? "--mountpoints takes exactly one TARGET"
+                return ts_cli_usage_error("inject", "%s", mountpoints ? "--mountpoints takes exactly one TARGET"
                                                      : "expected TARGET HOST_FILE GUEST_PATH");
         if (mountpoints && (have_mode || have_mtime || opts.uid || opts.gid || opts.flags))
-                return usage_error("%s", "--mountpoints takes no file options");
+                return ts_cli_usage_error("inject", "%s", "--mountpoints takes no file options");
 
         const char *target = args[0];
         _cleanup_error_ ts_error *err = NULL;
@@ -152,16 +111,16 @@ int ts_cmd_inject(int argc, char **argv) {
         struct stat st = {};
         if (!mountpoints) {
                 if (args[2][0] != '/')
-                        return usage_error("GUEST_PATH \"%s\" must be absolute", args[2]);
+                        return ts_cli_usage_error("inject", "GUEST_PATH \"%s\" must be absolute", args[2]);
                 /* Opened before the target so a bad source touches nothing. */
                 fd = open(args[1], O_RDONLY | O_CLOEXEC | O_NOCTTY);
                 if (fd < 0 || fstat(fd, &st) < 0) {
                         int r = ts_error_set(&err, errno, "%s", args[1]);
-                        return fail(json, target, err, r);
+                        return ts_cli_fail_json("inject", json, err, r);
                 }
                 if (!S_ISREG(st.st_mode)) {
                         int r = ts_error_setf_plain(&err, EINVAL, "%s: not a regular file", args[1]);
-                        return fail(json, target, err, r);
+                        return ts_cli_fail_json("inject", json, err, r);
                 }
                 if (!have_mode)
                         opts.mode = st.st_mode & 07777;
@@ -171,7 +130,7 @@ int ts_cmd_inject(int argc, char **argv) {
         _cleanup_inject_ ts_inject *ij = NULL;
         int r = ts_inject_open(target, 0, &ij, &err);
         if (r < 0)
-                return fail(json, target, err, r);
+                return ts_cli_fail_json("inject", json, err, r);
 
         int created = 0;
         if (mountpoints)
@@ -179,14 +138,13 @@ int ts_cmd_inject(int argc, char **argv) {
         else
                 r = ts_inject_write_fd(ij, fd, args[2], &opts, &err);
         if (r < 0)
-                return fail(json, target, err, r);
+                return ts_cli_fail_json("inject", json, err, r);
         r = ts_inject_close(TAKE_PTR(ij), &err);
         if (r < 0)
-                return fail(json, target, err, r);
+                return ts_cli_fail_json("inject", json, err, r);
 
         if (json) {
                 json_object *o = json_object_new_object();
-                json_object_object_add(o, "ok", json_object_new_boolean(1));
                 json_object_object_add(o, "target", json_object_new_string(target));
                 if (mountpoints)
                         json_object_object_add(o, "created", json_object_new_int(created));
@@ -201,12 +159,11 @@ int ts_cmd_inject(int argc, char **argv) {
                         json_object_object_add(o, "gid", json_object_new_int64(opts.gid));
                         json_object_object_add(o, "mtime", json_object_new_int64(opts.mtime));
                 }
-                print_json(o);
-                json_object_put(o);
+                ts_cli_print_json(o);
         } else if (mountpoints)
                 printf("%s: created %d mount point%s\n", target, created, created == 1 ? "" : "s");
         else
                 printf("%s: wrote %s (%lld bytes, mode %04o, %u:%u)\n", target, args[2],
                        (long long) st.st_size, opts.mode, opts.uid, opts.gid);
-        return EXIT_OK;
+        return TS_EXIT_OK;
 }

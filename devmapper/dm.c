@@ -1,0 +1,308 @@
+#include "dm.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libdevmapper.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct dm_task *, dm_task_destroy)
+#define _cleanup_dm_task_ _cleanup_(dm_task_destroyp)
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+/* libdevmapper keeps one process-wide list of pending device-node
+ * operations; tasks that add or remove nodes must not interleave. Messages,
+ * status and info queries do not touch it and run unlocked. */
+static pthread_mutex_t node_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
+                      const char *f, ...) {
+        if (ts_log_get_level() < TS_LOG_DEBUG)
+                return;
+        char buf[512];
+        va_list ap;
+        va_start(ap, f);
+        vsnprintf(buf, sizeof(buf), f, ap);
+        va_end(ap);
+        log_debug("libdevmapper: %s", buf);
+}
+
+static void do_init(void) {
+        dm_log_with_errno_init(dm_log_cb);
+        /* Without a running udev, waiting on a udev cookie would hang or time
+         * out; let libdevmapper create and remove the nodes itself. */
+        if (access("/run/udev/control", F_OK) != 0)
+                dm_udev_set_sync_support(0);
+}
+
+void ts_dm_init(void) {
+        pthread_once(&init_once, do_init);
+}
+
+static int task_new(int type, const char *name, struct dm_task **ret, const char *op,
+                    ts_error **err) {
+        ts_dm_init();
+        struct dm_task *dmt = dm_task_create(type);
+        if (!dmt)
+                return ts_error_set(err, ENOMEM, "%s %s", op, name ? name : "");
+        if (name && !dm_task_set_name(dmt, name)) {
+                dm_task_destroy(dmt);
+                return ts_error_set(err, EINVAL, "%s: invalid device name '%s'", op, name);
+        }
+        *ret = dmt;
+        return 0;
+}
+
+/* Runs a task. With node_change, the device node exists (or is gone) when
+ * this returns: through udev when it runs, by libdevmapper otherwise. */
+static int task_run(struct dm_task *dmt, bool node_change) {
+        int ok, e;
+        if (!node_change) {
+                ok = dm_task_run(dmt);
+                e = ok ? 0 : dm_task_get_errno(dmt);
+                return ok ? 0 : -(e > 0 ? e : EIO);
+        }
+
+        pthread_mutex_lock(&node_lock);
+        uint32_t cookie = 0;
+        bool use_cookie = dm_udev_get_sync_support() && dm_task_set_cookie(dmt, &cookie, 0);
+        ok = dm_task_run(dmt);
+        e = ok ? 0 : dm_task_get_errno(dmt);
+        if (use_cookie)
+                (void) dm_udev_wait(cookie);
+        else
+                dm_task_update_nodes();
+        pthread_mutex_unlock(&node_lock);
+        return ok ? 0 : -(e > 0 ? e : EIO);
+}
+
+int ts_dm_check_available(ts_error **err) {
+        if (access("/dev/mapper/control", F_OK) != 0) {
+                if (errno == EACCES)
+                        return ts_error_set(err, EACCES, "device-mapper: /dev/mapper/control");
+                return ts_error_setf_plain(err, ENODEV,
+                                           "device-mapper is not available: /dev/mapper/control "
+                                           "is missing (load dm_mod and dm_thin_pool)");
+        }
+        int fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                int e = errno;
+                if (e == EACCES || e == EPERM)
+                        return ts_error_set(err, e, "device-mapper: opening /dev/mapper/control "
+                                                    "needs root (CAP_SYS_ADMIN)");
+                return ts_error_set(err, e, "device-mapper: opening /dev/mapper/control");
+        }
+        close(fd);
+
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        int r = task_new(DM_DEVICE_LIST_VERSIONS, NULL, &dmt, "list targets", err);
+        if (r < 0)
+                return r;
+        r = task_run(dmt, false);
+        if (r < 0)
+                return ts_error_set(err, r, "device-mapper: listing targets");
+        struct dm_versions *v = dm_task_get_versions(dmt);
+        for (;;) {
+                if (!v)
+                        break;
+                if (strcmp(v->name, "thin-pool") == 0)
+                        return 0;
+                if (!v->next)
+                        break;
+                v = (struct dm_versions *) ((char *) v + v->next);
+        }
+        /* The kernel loads target modules on demand when it can; say what is
+         * missing only if that did not happen either. */
+        return ts_error_setf_plain(err, ENODEV,
+                                   "device-mapper thin-pool target is not available: "
+                                   "load dm_thin_pool (modprobe dm_thin_pool)");
+}
+
+int ts_dm_info_get(const char *name, ts_dm_info *ret, ts_error **err) {
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        int r = task_new(DM_DEVICE_INFO, name, &dmt, "info", err);
+        if (r < 0)
+                return r;
+        r = task_run(dmt, false);
+        if (r < 0)
+                return ts_error_set(err, r, "info %s", name);
+        struct dm_info info;
+        if (!dm_task_get_info(dmt, &info))
+                return ts_error_set(err, EIO, "info %s", name);
+        *ret = (ts_dm_info) {
+                .exists = info.exists,
+                .suspended = info.suspended,
+                .read_only = info.read_only,
+                .live_table = info.live_table,
+                .open_count = info.open_count,
+                .major = info.major,
+                .minor = info.minor,
+                .target_count = info.target_count,
+        };
+        return 0;
+}
+
+int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const char *target,
+                 const char *params, bool read_only, ts_error **err) {
+        /* Create, load and resume as three tasks rather than libdevmapper's
+         * one-call create: the ioctl count is the same, and a rejected table
+         * keeps the kernel's own errno instead of that of the clean-up. */
+        _cleanup_dm_task_ struct dm_task *create = NULL, *load = NULL;
+        int r = task_new(DM_DEVICE_CREATE, name, &create, "create", err);
+        if (r < 0)
+                return r;
+        if (uuid && !dm_task_set_uuid(create, uuid))
+                return ts_error_set(err, EINVAL, "create %s: uuid '%s'", name, uuid);
+        r = task_run(create, true);
+        if (r < 0) {
+                /* libdevmapper refuses a taken name before any ioctl. */
+                ts_dm_info info;
+                if ((r == -EIO || r == -EBUSY) && ts_dm_info_get(name, &info, NULL) == 0 && info.exists)
+                        r = -EEXIST;
+                return ts_error_set(err, r, "create %s", name);
+        }
+
+        r = task_new(DM_DEVICE_RELOAD, name, &load, "load", err);
+        if (r >= 0 && read_only && !dm_task_set_ro(load))
+                r = ts_error_set(err, ENOMEM, "load %s", name);
+        if (r >= 0 && !dm_task_add_target(load, 0, sectors, target, params))
+                r = ts_error_set(err, ENOMEM, "load %s", name);
+        if (r >= 0) {
+                r = task_run(load, false);
+                if (r < 0)
+                        ts_error_set(err, r, "create %s: load table '%s %s'", name, target, params);
+        }
+        if (r >= 0) {
+                r = ts_dm_resume(name, err);
+                if (r < 0)
+                        ts_error_prefix(err, "create %s", name);
+        }
+        if (r < 0)
+                (void) ts_dm_remove(name, 0, NULL);
+        return r;
+}
+
+int ts_dm_remove(const char *name, unsigned flags, ts_error **err) {
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        int r = task_new(DM_DEVICE_REMOVE, name, &dmt, "remove", err);
+        if (r < 0)
+                return r;
+        if ((flags & TS_DM_REMOVE_DEFERRED) && !dm_task_deferred_remove(dmt))
+                return ts_error_set(err, ENOMEM, "remove %s", name);
+        r = task_run(dmt, true);
+        if (r < 0)
+                return ts_error_set(err, r, "remove %s", name);
+        return 0;
+}
+
+static int simple_task(int type, const char *op, const char *name, bool node_change,
+                       ts_error **err) {
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        int r = task_new(type, name, &dmt, op, err);
+        if (r < 0)
+                return r;
+        r = task_run(dmt, node_change);
+        if (r < 0)
+                return ts_error_set(err, r, "%s %s", op, name);
+        return 0;
+}
+
+int ts_dm_suspend(const char *name, ts_error **err) {
+        return simple_task(DM_DEVICE_SUSPEND, "suspend", name, false, err);
+}
+
+int ts_dm_resume(const char *name, ts_error **err) {
+        return simple_task(DM_DEVICE_RESUME, "resume", name, true, err);
+}
+
+int ts_dm_message(const char *name, const char *message, ts_error **err) {
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        int r = task_new(DM_DEVICE_TARGET_MSG, name, &dmt, "message", err);
+        if (r < 0)
+                return r;
+        if (!dm_task_set_sector(dmt, 0) || !dm_task_set_message(dmt, message))
+                return ts_error_set(err, ENOMEM, "message %s", name);
+        r = task_run(dmt, false);
+        if (r < 0)
+                return ts_error_set(err, r, "%s in pool %s", message, name);
+        return 0;
+}
+
+int ts_dm_target_get(const char *name, bool table, char **ret_type, uint64_t *ret_sectors,
+                     char **ret_params, ts_error **err) {
+        const char *op = table ? "table" : "status";
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        int r = task_new(table ? DM_DEVICE_TABLE : DM_DEVICE_STATUS, name, &dmt, op, err);
+        if (r < 0)
+                return r;
+        dm_task_no_open_count(dmt);
+        r = task_run(dmt, false);
+        if (r < 0)
+                return ts_error_set(err, r, "%s %s", op, name);
+        struct dm_info info;
+        if (!dm_task_get_info(dmt, &info))
+                return ts_error_set(err, EIO, "%s %s", op, name);
+        if (!info.exists)
+                return ts_error_set(err, ENXIO, "%s %s", op, name);
+        uint64_t start, length;
+        char *type = NULL, *params = NULL;
+        (void) dm_get_next_target(dmt, NULL, &start, &length, &type, &params);
+        if (!type)
+                return ts_error_setf_plain(err, ENODATA, "%s %s: device has no live table", op,
+                                           name);
+        _cleanup_free_ char *t = strdup(type);
+        _cleanup_free_ char *p = strdup(params ? params : "");
+        if (!t || !p)
+                return ts_error_set(err, ENOMEM, "%s %s", op, name);
+        if (ret_type)
+                *ret_type = TAKE_PTR(t);
+        if (ret_sectors)
+                *ret_sectors = length;
+        if (ret_params)
+                *ret_params = TAKE_PTR(p);
+        return 0;
+}
+
+/* Reads the first line of a small sysfs file into buf, without newline. */
+static int read_line(const char *path, char *buf, size_t len) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return negative_errno();
+        if (!fgets(buf, (int) len, f))
+                return -EIO;
+        buf[strcspn(buf, "\n")] = 0;
+        return 0;
+}
+
+int ts_dm_holders(uint32_t major, uint32_t minor, char ***ret, ts_error **err) {
+        char path[128];
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/holders", major, minor);
+        DIR *d = opendir(path);
+        if (!d)
+                return ts_error_set(err, errno, "holders of %u:%u (%s)", major, minor, path);
+        _cleanup_strv_free_ char **names = calloc(1, sizeof(char *));
+        int r = names ? 0 : -ENOMEM;
+        struct dirent *de;
+        while (r >= 0 && (de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                char name_path[512], name[256];
+                snprintf(name_path, sizeof(name_path), "/sys/class/block/%s/dm/name", de->d_name);
+                /* A holder that is not a dm device is named by its kernel name. */
+                if (read_line(name_path, name, sizeof(name)) < 0)
+                        snprintf(name, sizeof(name), "%s", de->d_name);
+                r = ts_strv_push(&names, name);
+        }
+        closedir(d);
+        if (r < 0)
+                return ts_error_set(err, r, "holders of %u:%u", major, minor);
+        *ret = TAKE_PTR(names);
+        return 0;
+}

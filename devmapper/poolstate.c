@@ -1,0 +1,268 @@
+#include "poolstate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put)
+#define _cleanup_json_ _cleanup_(json_object_putp)
+
+#define STATE_VERSION 1
+
+ts_poolspec *ts_poolspec_free(ts_poolspec *s) {
+        if (s) {
+                free(s->name);
+                free(s->data.path);
+                free(s->meta.path);
+                free(s);
+        }
+        return NULL;
+}
+
+static json_object *dev_to_json(const ts_pooldev *d) {
+        json_object *o = json_object_new_object();
+        if (!o)
+                return NULL;
+        json_object_object_add(o, "path", json_object_new_string(d->path));
+        json_object_object_add(o, "kind", json_object_new_string(d->is_file ? "file" : "block"));
+        json_object_object_add(o, "size", json_object_new_uint64(d->size));
+        return o;
+}
+
+int ts_poolstate_to_json(const ts_poolspec *s, char **ret) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "version", json_object_new_int(STATE_VERSION));
+        json_object_object_add(o, "name", json_object_new_string(s->name));
+        json_object_object_add(o, "data", dev_to_json(&s->data));
+        json_object_object_add(o, "meta", dev_to_json(&s->meta));
+        json_object_object_add(o, "block_size",
+                               json_object_new_uint64(s->params.data_block_sectors * TS_SECTOR_SIZE));
+        json_object_object_add(o, "low_water_blocks", json_object_new_uint64(s->params.low_water_blocks));
+        json_object_object_add(o, "skip_block_zeroing", json_object_new_boolean(s->params.skip_block_zeroing));
+        json_object_object_add(o, "ignore_discard", json_object_new_boolean(s->params.ignore_discard));
+        json_object_object_add(o, "no_discard_passdown", json_object_new_boolean(s->params.no_discard_passdown));
+        json_object_object_add(o, "error_if_no_space", json_object_new_boolean(s->params.error_if_no_space));
+        const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!text || !(*ret = strdup(text)))
+                return -ENOMEM;
+        return 0;
+}
+
+static int get_field(json_object *o, const char *key, json_type type, json_object **ret,
+                     ts_error **err) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v))
+                return ts_error_setf_plain(err, EINVAL, "pool state: field '%s' is missing", key);
+        if (!json_object_is_type(v, type))
+                return ts_error_setf_plain(err, EINVAL, "pool state: field '%s' has the wrong type",
+                                           key);
+        *ret = v;
+        return 0;
+}
+
+static int get_u64(json_object *o, const char *key, uint64_t *ret, ts_error **err) {
+        json_object *v;
+        int r = get_field(o, key, json_type_int, &v, err);
+        if (r < 0)
+                return r;
+        errno = 0;
+        int64_t i = json_object_get_int64(v);
+        /* json-c keeps values above INT64_MAX as unsigned; negatives are wrong here. */
+        if (i < 0)
+                return ts_error_setf_plain(err, EINVAL, "pool state: field '%s' is negative", key);
+        *ret = json_object_get_uint64(v);
+        return 0;
+}
+
+static int get_bool(json_object *o, const char *key, bool *ret, ts_error **err) {
+        json_object *v;
+        int r = get_field(o, key, json_type_boolean, &v, err);
+        if (r < 0)
+                return r;
+        *ret = json_object_get_boolean(v);
+        return 0;
+}
+
+static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_error **err) {
+        json_object *dev, *v;
+        int r = get_field(o, key, json_type_object, &dev, err);
+        if (r < 0)
+                return r;
+        r = get_field(dev, "path", json_type_string, &v, err);
+        if (r < 0)
+                return ts_error_prefix(err, "%s", key);
+        const char *path = json_object_get_string(v);
+        if (path[0] != '/')
+                return ts_error_setf_plain(err, EINVAL, "pool state: %s.path '%s' is not absolute",
+                                           key, path);
+        r = get_field(dev, "kind", json_type_string, &v, err);
+        if (r < 0)
+                return ts_error_prefix(err, "%s", key);
+        const char *kind = json_object_get_string(v);
+        if (strcmp(kind, "file") != 0 && strcmp(kind, "block") != 0)
+                return ts_error_setf_plain(err, EINVAL,
+                                           "pool state: %s.kind '%s' is neither 'file' nor 'block'",
+                                           key, kind);
+        r = get_u64(dev, "size", &d->size, err);
+        if (r < 0)
+                return ts_error_prefix(err, "%s", key);
+        d->is_file = strcmp(kind, "file") == 0;
+        if (!(d->path = strdup(path)))
+                return ts_error_set(err, ENOMEM, "pool state");
+        return 0;
+}
+
+int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) {
+        enum json_tokener_error jerr;
+        _cleanup_json_ json_object *o = json_tokener_parse_verbose(text, &jerr);
+        if (!o)
+                return ts_error_setf_plain(err, EINVAL, "pool state: not JSON (%s)",
+                                           json_tokener_error_desc(jerr));
+        if (!json_object_is_type(o, json_type_object))
+                return ts_error_setf_plain(err, EINVAL, "pool state: not a JSON object");
+        uint64_t version;
+        int r = get_u64(o, "version", &version, err);
+        if (r < 0)
+                return r;
+        if (version != STATE_VERSION)
+                return ts_error_setf_plain(err, EINVAL, "pool state: version %llu is not supported",
+                                           (unsigned long long) version);
+
+        _cleanup_poolspec_ ts_poolspec *s = calloc(1, sizeof(*s));
+        if (!s)
+                return ts_error_set(err, ENOMEM, "pool state");
+        json_object *v;
+        r = get_field(o, "name", json_type_string, &v, err);
+        if (r < 0)
+                return r;
+        r = ts_pool_check_name(json_object_get_string(v), err);
+        if (r < 0)
+                return ts_error_prefix(err, "pool state");
+        if (!(s->name = strdup(json_object_get_string(v))))
+                return ts_error_set(err, ENOMEM, "pool state");
+        if ((r = dev_from_json(o, "data", &s->data, err)) < 0 ||
+            (r = dev_from_json(o, "meta", &s->meta, err)) < 0)
+                return r;
+        uint64_t block;
+        if ((r = get_u64(o, "block_size", &block, err)) < 0)
+                return r;
+        if ((r = ts_pool_check_block_size(block, err)) < 0)
+                return ts_error_prefix(err, "pool state");
+        s->params.data_block_sectors = block / TS_SECTOR_SIZE;
+        if ((r = get_u64(o, "low_water_blocks", &s->params.low_water_blocks, err)) < 0 ||
+            (r = get_bool(o, "skip_block_zeroing", &s->params.skip_block_zeroing, err)) < 0 ||
+            (r = get_bool(o, "ignore_discard", &s->params.ignore_discard, err)) < 0 ||
+            (r = get_bool(o, "no_discard_passdown", &s->params.no_discard_passdown, err)) < 0 ||
+            (r = get_bool(o, "error_if_no_space", &s->params.error_if_no_space, err)) < 0)
+                return r;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+static char *state_path(const char *dir, const char *name, const char *suffix) {
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s.json%s", dir, name, suffix) < 0)
+                return NULL;
+        return p;
+}
+
+int ts_poolstate_write(const char *dir, const ts_poolspec *s, ts_error **err) {
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return ts_error_set(err, errno, "pool state directory %s", dir);
+        _cleanup_free_ char *json = NULL;
+        if (ts_poolstate_to_json(s, &json) < 0)
+                return ts_error_set(err, ENOMEM, "pool state of %s", s->name);
+        _cleanup_free_ char *path = state_path(dir, s->name, "");
+        _cleanup_free_ char *tmp = state_path(dir, s->name, ".tmp");
+        if (!path || !tmp)
+                return ts_error_set(err, ENOMEM, "pool state of %s", s->name);
+
+        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return ts_error_set(err, errno, "write %s", tmp);
+        size_t len = strlen(json), off = 0;
+        while (off < len) {
+                ssize_t n = write(fd, json + off, len - off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int e = errno;
+                        unlink(tmp);
+                        return ts_error_set(err, e, "write %s", tmp);
+                }
+                off += (size_t) n;
+        }
+        if (write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
+                int e = errno ? errno : EIO;
+                unlink(tmp);
+                return ts_error_set(err, e, "write %s", tmp);
+        }
+        if (rename(tmp, path) < 0) {
+                int e = errno;
+                unlink(tmp);
+                return ts_error_set(err, e, "rename %s to %s", tmp, path);
+        }
+        return 0;
+}
+
+int ts_poolstate_read(const char *dir, const char *name, ts_poolspec **ret, ts_error **err) {
+        _cleanup_free_ char *path = state_path(dir, name, "");
+        if (!path)
+                return ts_error_set(err, ENOMEM, "pool state of %s", name);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f) {
+                if (errno == ENOENT)
+                        return ts_error_setf_plain(err, ENOENT,
+                                                   "no state for pool %s (%s does not exist; was "
+                                                   "it made with 'thinsnap pool create'?)",
+                                                   name, path);
+                return ts_error_set(err, errno, "read %s", path);
+        }
+        char buf[16384];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        if (ferror(f))
+                return ts_error_set(err, EIO, "read %s", path);
+        if (n == sizeof(buf) - 1)
+                return ts_error_setf_plain(err, EINVAL, "%s: larger than a pool state can be", path);
+        buf[n] = 0;
+        _cleanup_poolspec_ ts_poolspec *s = NULL;
+        int r = ts_poolstate_from_json(buf, &s, err);
+        if (r < 0)
+                return ts_error_prefix(err, "%s", path);
+        if (strcmp(s->name, name) != 0)
+                return ts_error_setf_plain(err, EINVAL, "%s names pool '%s', not '%s'", path, s->name,
+                                           name);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int ts_poolstate_remove(const char *dir, const char *name, ts_error **err) {
+        _cleanup_free_ char *path = state_path(dir, name, "");
+        if (!path)
+                return ts_error_set(err, ENOMEM, "pool state of %s", name);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return ts_error_set(err, errno, "remove %s", path);
+        return 0;
+}
+
+static bool dev_equal(const ts_pooldev *a, const ts_pooldev *b) {
+        return strcmp(a->path, b->path) == 0 && a->is_file == b->is_file && a->size == b->size;
+}
+
+bool ts_poolspec_equal(const ts_poolspec *a, const ts_poolspec *b) {
+        return strcmp(a->name, b->name) == 0 && dev_equal(&a->data, &b->data) &&
+               dev_equal(&a->meta, &b->meta) &&
+               a->params.data_block_sectors == b->params.data_block_sectors &&
+               a->params.low_water_blocks == b->params.low_water_blocks &&
+               a->params.skip_block_zeroing == b->params.skip_block_zeroing &&
+               a->params.ignore_discard == b->params.ignore_discard &&
+               a->params.no_discard_passdown == b->params.no_discard_passdown &&
+               a->params.error_if_no_space == b->params.error_if_no_space;
+}

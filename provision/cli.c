@@ -1,0 +1,72 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/parse.h"
+#include "devmapper/poolstate.h"
+
+int ts_cli_fail(const char *cmd, const ts_error *err, int r) {
+        fprintf(stderr, "thinsnap %s: %s\n", cmd, ts_error_message(err, r));
+        return TS_EXIT_FAILED;
+}
+
+int ts_cli_fail_json(const char *cmd, bool json, const ts_error *err, int r) {
+        if (json) {
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "error", json_object_new_string(ts_error_message(err, r)));
+                int e = err ? err->errnum : (r < 0 ? -r : r);
+                const char *name = strerrorname_np(e);
+                json_object_object_add(o, "errno", json_object_new_string(name ? name : "EIO"));
+                ts_cli_print_json(o);
+        }
+        return ts_cli_fail(cmd, err, r);
+}
+
+int ts_cli_usage_error(const char *cmd, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "thinsnap %s: ", cmd);
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, "\nTry 'thinsnap %s --help'.\n", cmd);
+        va_end(ap);
+        return TS_EXIT_USAGE;
+}
+
+int ts_cli_size(const char *cmd, const char *opt, const char *value, uint64_t *ret) {
+        int r = ts_parse_size(value, ret);
+        if (r == -ERANGE)
+                return ts_cli_usage_error(cmd, "%s '%s' is too large", opt, value);
+        if (r < 0)
+                return ts_cli_usage_error(cmd, "%s '%s' is not a size (examples: 512M, 10G, 65536)",
+                                          opt, value);
+        return 0;
+}
+
+int ts_cli_u64(const char *cmd, const char *opt, const char *value, uint64_t max, uint64_t *ret) {
+        uint64_t v;
+        int r = ts_parse_u64(value, &v);
+        if (r < 0 || v > max)
+                return ts_cli_usage_error(cmd, "%s '%s' is not a whole number from 0 to %llu", opt,
+                                          value, (unsigned long long) max);
+        *ret = v;
+        return 0;
+}
+
+const char *ts_cli_state_dir(const char *opt) {
+        if (opt)
+                return opt;
+        const char *env = getenv("THINSNAP_STATE_DIR");
+        if (env && *env)
+                return env;
+        return TS_POOLSTATE_DEFAULT_DIR;
+}
+
+void ts_cli_print_json(json_object *o) {
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        fflush(stdout);
+        json_object_put(o);
+}
