@@ -1604,11 +1604,14 @@ static int check_in_use(const char *path, const struct stat *st, ts_error **err)
                 return ext2_fail(err, e, "%s: check mounts", path);
         if (mflags & EXT2_MF_MOUNTED)
                 return ts_error_setf_plain(err, EBUSY, "%s: mounted on %s", path, mtpt[0] ? mtpt : "(unknown)");
+        int r = S_ISBLK(st->st_mode) ? check_holders(path, st, err) : check_loop_backing(path, st, err);
+        if (r < 0)
+                return r;
+        /* Exclusive openers include mounts in other mount namespaces. */
         if (mflags & EXT2_MF_BUSY)
-                return ts_error_setf_plain(err, EBUSY, "%s: in use (opened exclusively elsewhere)", path);
-        if (S_ISBLK(st->st_mode))
-                return check_holders(path, st, err);
-        return check_loop_backing(path, st, err);
+                return ts_error_setf_plain(err, EBUSY,
+                                           "%s: in use (mounted in another namespace or opened exclusively)", path);
+        return 0;
 }
 
 static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_error **err) {
