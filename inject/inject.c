@@ -37,6 +37,10 @@ struct ts_inject {
         dgrp_t ngroups;
         struct group *groups;
         char *scratch; /* one block */
+        int data_fd;   /* O_DIRECT writer for file data on block devices, or -1 */
+        bool data_unsynced;            /* O_DIRECT writes since the last fsync */
+        bool super_unsynced;           /* superblock written since the last fsync */
+        unsigned long long synced_bytes; /* io channel bytes written at the last fsync */
         bool broken;   /* a failure could not be rolled back */
 };
 
@@ -144,6 +148,16 @@ static uint32_t inode_bitmap_bytes(ext2_filsys fs) {
         return EXT2_INODES_PER_GROUP(fs->super) / 8;
 }
 
+/* Sets bits [from, blocksize * 8) of a bitmap block: the padding past the
+ * group's last block or inode, which is stored as ones. */
+static void set_padding(char *buf, uint64_t from, unsigned blocksize) {
+        uint64_t end = (uint64_t) blocksize * 8;
+        for (; from < end && (from & 7); from++)
+                ext2fs_set_bit(from, buf);
+        if (from < end)
+                memset(buf + from / 8, 0xff, (size_t) ((end - from) / 8));
+}
+
 /* The on-disk image of group g's block bitmap as held in memory: the group's
  * bits, then padding bits set up to the end of the block. */
 static int render_block_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
@@ -154,8 +168,7 @@ static int render_block_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
         errcode_t e = ext2fs_get_block_bitmap_range2(fs->block_map, first, nbits, buf);
         if (e)
                 return -EIO;
-        for (uint64_t j = nbits; j < (uint64_t) fs->blocksize * 8; j++)
-                ext2fs_set_bit(j, buf);
+        set_padding(buf, nbits, fs->blocksize);
         return 0;
 }
 
@@ -166,8 +179,7 @@ static int render_inode_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
         errcode_t e = ext2fs_get_inode_bitmap_range2(fs->inode_map, (ext2_ino_t) g * ipg + 1, ipg, buf);
         if (e)
                 return -EIO;
-        for (uint64_t j = ipg; j < (uint64_t) fs->blocksize * 8; j++)
-                ext2fs_set_bit(j, buf);
+        set_padding(buf, ipg, fs->blocksize);
         return 0;
 }
 
@@ -185,16 +197,7 @@ static void mark_range_in_group(ext2_filsys fs, blk64_t first, blk64_t last, blk
                 ext2fs_mark_block_bitmap_range2(fs->block_map, start, end - start);
 }
 
-/* libext2fs has range operations only under the block-bitmap names; the
- * 64-bit bitmaps behind both kinds are the same structure (inode bitmaps
- * have no cluster shift), so those work on inode numbers as well. */
-static void mark_inodes(ext2_filsys fs, ext2_ino_t first, uint32_t n) {
-        ext2fs_mark_block_bitmap_range2((ext2fs_block_bitmap) fs->inode_map, first, n);
-}
-
-static void unmark_inodes(ext2_filsys fs, ext2_ino_t first, uint32_t n) {
-        ext2fs_unmark_block_bitmap_range2((ext2fs_block_bitmap) fs->inode_map, first, n);
-}
+static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err);
 
 /* Loads group g's bitmaps into the in-memory maps. A group whose block bitmap
  * was never initialised (BLOCK_UNINIT) holds only metadata: its superblock
@@ -211,12 +214,18 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
         if (!bb || !ib)
                 return ts_error_set(err, ENOMEM, "load group %u", g);
 
+        int r = check_group_overlap(ij, g, err);
+        if (r < 0)
+                return r;
+
         blk64_t first = ext2fs_group_first_block2(fs, g);
         blk64_t last = ext2fs_group_last_block2(fs, g);
         errcode_t e;
 
-        ext2fs_unmark_block_bitmap_range2(fs->block_map, first, last - first + 1);
         if (has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_BLOCK_UNINIT)) {
+                e = ext2fs_set_block_bitmap_range2(fs->block_map, first, last - first + 1, bb); /* zeros */
+                if (e)
+                        return ext2_fail(err, e, "load block bitmap of group %u", g);
                 ext2fs_reserve_super_and_bgd(fs, g, fs->block_map);
                 for (dgrp_t j = 0; j < ij->ngroups; j++) {
                         mark_range_in_group(fs, first, last, ext2fs_block_bitmap_loc(fs, j), 1);
@@ -237,7 +246,9 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
 
         uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
         ext2_ino_t ifirst = (ext2_ino_t) g * ipg + 1;
-        unmark_inodes(fs, ifirst, ipg);
+        e = ext2fs_set_inode_bitmap_range2(fs->inode_map, ifirst, ipg, ib); /* zeros */
+        if (e)
+                return ext2_fail(err, e, "load inode bitmap of group %u", g);
         if (!(has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_UNINIT))) {
                 e = io_channel_read_blk64(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1, ib);
                 if (e)
@@ -294,22 +305,44 @@ static int write_groups(ts_inject *ij, ts_error **err) {
         return 0;
 }
 
-/* Makes everything written so far durable: bitmaps, descriptors, superblock,
- * then fsync. Callers use it as the barrier between "new objects exist" and
- * "a directory entry names them". */
-static int commit(ts_inject *ij, ts_error **err) {
+static unsigned long long io_bytes_written(ext2_filsys fs) {
+        io_stats stats = NULL;
+        if (fs->io->manager->get_stats && fs->io->manager->get_stats(fs->io, &stats) == 0 && stats)
+                return stats->bytes_written;
+        return ~0ULL; /* unknown: always sync */
+}
+
+/* Writes bitmaps, descriptors and superblock; with `sync`, then makes
+ * everything written so far durable with one fsync (skipped when nothing was
+ * written since the last). Callers sync as the barrier between "new objects
+ * exist" and "a directory entry names them". */
+static int flush(ts_inject *ij, bool sync, ts_error **err) {
         ext2_filsys fs = FS(ij);
         int r = write_groups(ij, err);
         if (r < 0)
                 return r;
-        errcode_t e;
-        if (fs->flags & EXT2_FLAG_DIRTY)
-                e = ext2fs_flush2(fs, 0);
-        else
-                e = io_channel_flush(fs->io);
+        errcode_t e = 0;
+        if (fs->flags & EXT2_FLAG_DIRTY) {
+                e = ext2fs_flush2(fs, EXT2_FLAG_FLUSH_NO_SYNC);
+                ij->super_unsynced = true;
+        }
         if (e)
                 return ext2_fail(err, e, "flush %s", ij->path);
+        if (!sync)
+                return 0;
+        unsigned long long written = io_bytes_written(fs);
+        if (written == ij->synced_bytes && written != ~0ULL && !ij->data_unsynced && !ij->super_unsynced)
+                return 0;
+        e = io_channel_flush(fs->io);
+        if (e)
+                return ext2_fail(err, e, "flush %s", ij->path);
+        ij->synced_bytes = written;
+        ij->data_unsynced = ij->super_unsynced = false;
         return 0;
+}
+
+static int commit(ts_inject *ij, ts_error **err) {
+        return flush(ij, true, err);
 }
 
 static blk64_t loaded_free_blocks(ts_inject *ij) {
@@ -805,7 +838,12 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                                 ij->broken = true;
                         return ts_error_prefix(err, "%s: release the replaced inode %u", what, t->ino);
                 }
-                return commit(ij, err);
+                /* Written now, made durable by the next barrier or close: a
+                 * crash before that only leaves the old inode allocated. */
+                r = flush(ij, false, err);
+                if (r < 0)
+                        ij->broken = true;
+                return r;
         }
 
         r = link_entry(ij, t->dir, t->name, new_ino, ftype, what, err);
@@ -876,7 +914,7 @@ static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t
         int r = prepare_dir_write(ij, parent, what, err);
         if (r < 0)
                 return r;
-        ext2_ino_t ino;
+        ext2_ino_t ino = 0;
         r = alloc_inode(ij, parent, true, &ino, err);
         if (r < 0)
                 return ts_error_prefix(err, "%s", what);
@@ -994,7 +1032,7 @@ static int resolve(ts_inject *ij, const char *path, unsigned rflags, const ts_in
                 char name[EXT2_NAME_LEN + 1];
                 memcpy(name, c, len);
                 name[len] = '\0';
-                ext2_ino_t cur = stack[depth - 1], ino;
+                ext2_ino_t cur = stack[depth - 1], ino = 0;
                 r = lookup(ij, cur, name, path, &ino, err);
                 if (r < 0)
                         return r;
@@ -1218,6 +1256,42 @@ static int map_run(ts_inject *ij, ext2_ino_t ino, ext2_extent_handle_t h, blk64_
         return 0;
 }
 
+/* Writes file data to freshly allocated blocks. On a block device this goes
+ * around the page cache (O_DIRECT): the blocks are new, nothing caches them,
+ * and the copy into the cache is most of the cost of a large file. The
+ * commit's fsync of the device flushes them with everything else. */
+static int write_data(ts_inject *ij, blk64_t pblk, blk64_t n, const char *buf, const char *what,
+                      ts_error **err) {
+        ext2_filsys fs = FS(ij);
+        size_t len = (size_t) n * fs->blocksize;
+        if (ij->data_fd >= 0) {
+                off_t off = (off_t) pblk * fs->blocksize;
+                size_t done = 0;
+                while (done < len) {
+                        ssize_t w = pwrite(ij->data_fd, buf + done, len - done, off + (off_t) done);
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w < 0 && errno == EINVAL && done == 0) {
+                                /* Alignment the device does not accept: buffered from now on. */
+                                close(ij->data_fd);
+                                ij->data_fd = -1;
+                                break;
+                        }
+                        if (w <= 0)
+                                return ts_error_set(err, w < 0 ? errno : EIO, "%s: write data at block %llu", what,
+                                                    (unsigned long long) pblk);
+                        ij->data_unsynced = true;
+                        done += (size_t) w;
+                }
+                if (done == len)
+                        return 0;
+        }
+        errcode_t e = io_channel_write_blk64(fs->io, pblk, (int) n, buf);
+        if (e)
+                return ext2_fail(err, e, "%s: write data", what);
+        return 0;
+}
+
 /* Allocates the segment's blocks in ino and copies the source into them. */
 static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *s,
                         char *buf, const char *what, ts_error **err) {
@@ -1249,7 +1323,7 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
         int r = 0;
         blk64_t lblk = s->start, end = s->start + s->len, chunk = COPY_CHUNK / bs;
         while (lblk < end) {
-                blk64_t pblk, n;
+                blk64_t pblk = 0, n = 0;
                 r = map_run(ij, ino, h, lblk, end - lblk < chunk ? end - lblk : chunk, &pblk, &n, err);
                 if (r < 0)
                         break;
@@ -1267,11 +1341,9 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
                         r = ts_error_set(err, r, "%s: read the source", what);
                         break;
                 }
-                e = io_channel_write_blk64(fs->io, pblk, (int) n, buf);
-                if (e) {
-                        r = ext2_fail(err, e, "%s: write data", what);
+                r = write_data(ij, pblk, n, buf, what, err);
+                if (r < 0)
                         break;
-                }
                 lblk += n;
         }
         if (h)
@@ -1316,7 +1388,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                                            guest_path, ij->path, (unsigned long long) nblocks,
                                            (unsigned long long) ext2fs_free_blocks_count(fs->super));
 
-        ext2_ino_t ino;
+        ext2_ino_t ino = 0;
         r = alloc_inode(ij, t.dir, false, &ino, err);
         if (r < 0)
                 return ts_error_prefix(err, "%s", guest_path);
@@ -1342,7 +1414,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                 goto fail;
 
         if (nsegs) {
-                buf = aligned_alloc(fs->blocksize, COPY_CHUNK);
+                buf = aligned_alloc(fs->blocksize < 4096 ? 4096 : fs->blocksize, COPY_CHUNK);
                 if (!buf) {
                         r = ts_error_set(err, ENOMEM, "%s", guest_path);
                         goto fail;
@@ -1417,7 +1489,7 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
         if (r < 0)
                 return r;
 
-        ext2_ino_t ino;
+        ext2_ino_t ino = 0;
         r = alloc_inode(ij, t.dir, false, &ino, err);
         if (r < 0)
                 return ts_error_prefix(err, "%s", guest_path);
@@ -1480,7 +1552,7 @@ int ts_inject_mountpoints(ts_inject *ij, ts_error **err) {
         for (size_t i = 0; i < TS_ARRAY_SIZE(points); i++) {
                 char path[16];
                 snprintf(path, sizeof path, "/%s", points[i].name);
-                ext2_ino_t ino;
+                ext2_ino_t ino = 0;
                 int r = lookup(ij, EXT2_ROOT_INO, points[i].name, path, &ino, err);
                 if (r < 0)
                         return r;
@@ -1589,7 +1661,7 @@ static int device_size(const char *path, const struct stat *st, uint64_t *ret, t
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0)
                 return ts_error_set(err, errno, "open %s", path);
-        uint64_t size;
+        uint64_t size = 0;
         if (ioctl(fd, BLKGETSIZE64, &size) < 0)
                 return ts_error_set(err, errno, "%s: get device size", path);
         *ret = size;
@@ -1614,6 +1686,58 @@ static int check_in_use(const char *path, const struct stat *st, ts_error **err)
         return 0;
 }
 
+static bool in_range(blk64_t b, blk64_t start, blk64_t len) {
+        return b >= start && b - start < len;
+}
+
+/* Every group's bitmaps and inode table must lie inside the filesystem and
+ * clear of the primary superblock and descriptors. This is O(groups), unlike
+ * ext2fs_check_desc which builds a bitmap of the whole filesystem; overlaps
+ * between groups are checked for each group when it is loaded. */
+static int check_descriptors(ts_inject *ij, const char *path, ts_error **err) {
+        ext2_filsys fs = FS(ij);
+        blk64_t first = fs->super->s_first_data_block, count = ext2fs_blocks_count(fs->super);
+        blk64_t head = first + 1 + fs->desc_blocks + fs->super->s_reserved_gdt_blocks;
+        if (ext2fs_has_feature_meta_bg(fs->super))
+                head = first + 1;
+        for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+                blk64_t bb = ext2fs_block_bitmap_loc(fs, g), ib = ext2fs_inode_bitmap_loc(fs, g);
+                blk64_t it = ext2fs_inode_table_loc(fs, g);
+                if (bb < head || bb >= count || ib < head || ib >= count || it < head || it >= count ||
+                    count - it < fs->inode_blocks_per_group)
+                        return ts_error_setf_plain(err, EUCLEAN,
+                                                   "%s: group %u descriptor points outside the filesystem "
+                                                   "(block bitmap %llu, inode bitmap %llu, inode table %llu)",
+                                                   path, g, (unsigned long long) bb, (unsigned long long) ib,
+                                                   (unsigned long long) it);
+        }
+        return 0;
+}
+
+/* Before we write group g's bitmaps or inode table: none of them may share a
+ * block with another group's metadata. */
+static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err) {
+        ext2_filsys fs = FS(ij);
+        blk64_t ipb = fs->inode_blocks_per_group;
+        blk64_t bb = ext2fs_block_bitmap_loc(fs, g), ib = ext2fs_inode_bitmap_loc(fs, g);
+        blk64_t it = ext2fs_inode_table_loc(fs, g);
+        if (bb == ib || in_range(bb, it, ipb) || in_range(ib, it, ipb))
+                goto bad;
+        for (dgrp_t j = 0; j < fs->group_desc_count; j++) {
+                if (j == g)
+                        continue;
+                blk64_t jbb = ext2fs_block_bitmap_loc(fs, j), jib = ext2fs_inode_bitmap_loc(fs, j);
+                blk64_t jit = ext2fs_inode_table_loc(fs, j);
+                if (bb == jbb || bb == jib || ib == jbb || ib == jib || in_range(bb, jit, ipb) ||
+                    in_range(ib, jit, ipb) || in_range(jbb, it, ipb) || in_range(jib, it, ipb) ||
+                    (it < jit + ipb && jit < it + ipb))
+                        goto bad;
+        }
+        return 0;
+bad:
+        return ts_error_setf_plain(err, EUCLEAN, "%s: group %u metadata overlaps other metadata", ij->path, g);
+}
+
 static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_error **err) {
         ext2_filsys fs = FS(ij);
         struct ext2_super_block *sb = fs->super;
@@ -1633,11 +1757,11 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         if (block_bitmap_bytes(fs) > fs->blocksize || inode_bitmap_bytes(fs) > fs->blocksize ||
             EXT2_INODES_PER_GROUP(sb) == 0 || EXT2_INODES_PER_GROUP(sb) % 8)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: bad group geometry in the superblock", path);
-        errcode_t e = ext2fs_check_desc(fs);
-        if (e)
-                return ext2_fail(err, e, "%s: group descriptors", path);
-        uint64_t size;
-        int r = device_size(path, st, &size, err);
+        int r = check_descriptors(ij, path, err);
+        if (r < 0)
+                return r;
+        uint64_t size = 0;
+        r = device_size(path, st, &size, err);
         if (r < 0)
                 return r;
         if (size / fs->blocksize < ext2fs_blocks_count(sb))
@@ -1670,7 +1794,10 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
                 return r;
 
         _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
-        if (!ij || !(ij->path = strdup(path)))
+        if (!ij)
+                return ts_error_set(err, ENOMEM, "open %s", path);
+        ij->data_fd = -1;
+        if (!(ij->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "open %s", path);
 
         /* MASTER_SB_ONLY: like the kernel, update only the primary superblock
@@ -1692,9 +1819,14 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         e = io_channel_set_options(fs->io, "cache=off");
         if (e)
                 return ext2_fail(err, e, "%s: io options", path);
+        fs->default_bitmap_type = EXT2FS_BMAP64_RBTREE;
         r = check_fs(ij, path, &st, err);
         if (r < 0)
                 return r;
+
+        if (S_ISBLK(st.st_mode))
+                ij->data_fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC); /* -1: buffered writes */
+        ij->synced_bytes = io_bytes_written(fs);
 
         ij->ngroups = fs->group_desc_count;
         ij->groups = calloc(ij->ngroups, sizeof(*ij->groups));
@@ -1702,16 +1834,26 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         if (!ij->groups || !ij->scratch)
                 return ts_error_set(err, ENOMEM, "open %s", path);
 
-        fs->default_bitmap_type = EXT2FS_BMAP64_RBTREE;
+        /* Plain bit arrays: loading and writing a group is a memcpy. */
+        fs->default_bitmap_type = EXT2FS_BMAP64_BITARRAY;
         e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
         if (!e)
                 e = ext2fs_allocate_inode_bitmap(fs, "inodes", &fs->inode_map);
         if (e)
                 return ext2_fail(err, e, "%s: bitmaps", path);
         /* Every group counts as full until its bitmaps are loaded. */
-        ext2fs_mark_block_bitmap_range2(fs->block_map, fs->super->s_first_data_block,
-                                        ext2fs_blocks_count(fs->super) - fs->super->s_first_data_block);
-        mark_inodes(fs, 1, fs->super->s_inodes_count);
+        memset(ij->scratch, 0xff, fs->blocksize);
+        for (dgrp_t g = 0; g < ij->ngroups && !e; g++) {
+                blk64_t first = ext2fs_group_first_block2(fs, g);
+                e = ext2fs_set_block_bitmap_range2(fs->block_map, first,
+                                                   ext2fs_group_last_block2(fs, g) - first + 1, ij->scratch);
+                if (!e)
+                        e = ext2fs_set_inode_bitmap_range2(fs->inode_map,
+                                                           (ext2_ino_t) g * EXT2_INODES_PER_GROUP(fs->super) + 1,
+                                                           EXT2_INODES_PER_GROUP(fs->super), ij->scratch);
+        }
+        if (e)
+                return ext2_fail(err, e, "%s: bitmaps", path);
 
         *ret = TAKE_PTR(ij);
         return 0;
@@ -1745,6 +1887,8 @@ ts_inject *ts_inject_free(ts_inject *ij) {
                 }
         free(ij->groups);
         free(ij->scratch);
+        if (ij->data_fd >= 0)
+                close(ij->data_fd);
         free(ij->path);
         free(ij);
         return NULL;
