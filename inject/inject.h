@@ -121,7 +121,10 @@ int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, t
  * final flush failed or an earlier failure could not be rolled back. */
 int ts_inject_close(ts_inject *ij, ts_error **err);
 
-/* Releases the handle without flushing anything that is still pending.
+/* Releases the handle without the final fsync of ts_inject_close. Every
+ * operation has already written (or rolled back) its own work, so nothing
+ * that succeeded is lost, but the release of a replaced file's old inode may
+ * not be durable yet. Use it on error paths; use ts_inject_close otherwise.
  * Accepts NULL; returns NULL. */
 ts_inject *ts_inject_free(ts_inject *ij);
 
