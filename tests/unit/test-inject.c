@@ -424,6 +424,7 @@ START_TEST(write_on_other_ext_flavours) {
                 { "ext4", "-b", "1024", NULL },
                 { "ext4", "-O", "^metadata_csum,uninit_bg", NULL },
                 { "ext4", "-I", "128", NULL },
+                { "ext4", "-O", "inline_data", NULL },
         };
         for (size_t k = 0; k < TS_ARRAY_SIZE(kinds); k++) {
                 make_image("64M", "-t", kinds[k][0], kinds[k][1], kinds[k][2], kinds[k][3], NULL);
@@ -897,6 +898,38 @@ START_TEST(refuses_bad_superblock) {
 }
 END_TEST
 
+START_TEST(refuses_overlapping_group_metadata) {
+        /* Group 1's block bitmap moved into group 0's inode table (checksums
+         * recomputed, so only the layout is wrong): writing that bitmap would
+         * overwrite inodes. */
+        make_image("32M", "-t", "ext4", NULL);
+        debugfs_w("set_bg 1 block_bitmap 300");
+        debugfs_w("set_bg 1 checksum calc");
+        size_t len;
+        char *before = image_bytes(&len);
+        ts_inject *ij = NULL;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_open(img, 0, &ij, &err);
+        if (r == 0) {
+                /* Group 1 is loaded when group 0 cannot hold the file. */
+                size_t big = 12 << 20;
+                char *data = calloc(1, big);
+                memset(data, 'x', big);
+                char src[PATH_MAX + 16];
+                snprintf(src, sizeof src, "%s/big", tmpdir);
+                write_host(src, data, big);
+                free(data);
+                ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+                r = ts_inject_write_file(ij, src, "/big", &o, &err);
+                ts_inject_free(ij);
+        }
+        ck_assert_msg(r == -EUCLEAN, "got %d: %s", r, ts_error_message(err, r));
+        ck_assert_ptr_nonnull(strstr(err->msg, "overlaps"));
+        assert_image_unchanged(before, len);
+        free(before);
+}
+END_TEST
+
 START_TEST(refuses_entry_pointing_at_free_inode) {
         make_image("32M", "-t", "ext4", NULL);
         ts_inject *ij = open_ok();
@@ -1029,6 +1062,7 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, refuses_non_ext);
         tcase_add_test(tc, refuses_journal_needing_recovery);
         tcase_add_test(tc, refuses_bad_superblock);
+        tcase_add_test(tc, refuses_overlapping_group_metadata);
         tcase_add_test(tc, refuses_entry_pointing_at_free_inode);
         tcase_add_test(tc, refuses_corrupt_directory_block);
         tcase_add_test(tc, multi_group_filesystem);
