@@ -1771,6 +1771,11 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         if (sb->s_state & EXT2_ERROR_FS)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: filesystem has recorded errors; run e2fsck first",
                                            path);
+        if (ext2fs_has_feature_mmp(sb))
+                /* Honouring MMP means waiting out its update interval; a VM's
+                 * root device has no second host to protect against. */
+                return ts_error_setf_plain(err, EOPNOTSUPP,
+                                           "%s: multi-mount protection (mmp) is enabled; not supported", path);
         if (ext2fs_has_feature_bigalloc(sb))
                 return ts_error_setf_plain(err, EOPNOTSUPP, "%s: bigalloc filesystems are not supported", path);
         if (block_bitmap_bytes(fs) > fs->blocksize || inode_bitmap_bytes(fs) > fs->blocksize ||

@@ -59,9 +59,9 @@ typedef struct ts_inject_opts {
  * (-EMEDIUMTYPE); a filesystem that is mounted, a block device that is held
  * (dm/md holders, another exclusive opener), an image file attached to a loop
  * device (-EBUSY); a journal that needs recovery or a filesystem marked as
- * having errors (-EUCLEAN); features it cannot write safely such as bigalloc,
- * encryption or casefolding, or features libext2fs does not know
- * (-EOPNOTSUPP); a corrupt superblock or group descriptors, a filesystem
+ * having errors (-EUCLEAN); features it does not write: bigalloc, multi-mount protection, or
+ * features libext2fs does not know (-EOPNOTSUPP; encrypted and case-folded
+ * directories are refused per operation); a corrupt superblock or group descriptors, a filesystem
  * larger than its device (-EUCLEAN). A block device stays open with O_EXCL
  * until close, so it cannot be mounted meanwhile.
  * Returns 0 and *ret, or -errno with *err set. */

@@ -848,6 +848,21 @@ START_TEST(refuses_non_ext) {
 }
 END_TEST
 
+START_TEST(refuses_unsupported_features) {
+        static const char *const feats[] = { "mmp", "bigalloc" };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(feats); i++) {
+                if (i == 0)
+                        make_image("32M", "-t", "ext4", "-O", feats[i], NULL);
+                else
+                        make_image("64M", "-t", "ext4", "-O", feats[i], "-C", "16384", NULL);
+                _cleanup_error_ ts_error *err = NULL;
+                ts_inject *ij = NULL;
+                ck_assert_int_eq(ts_inject_open(img, 0, &ij, &err), -EOPNOTSUPP);
+                ck_assert_ptr_nonnull(strstr(err->msg, feats[i]));
+        }
+}
+END_TEST
+
 START_TEST(refuses_journal_needing_recovery) {
         make_image("32M", "-t", "ext4", NULL);
         debugfs_w("feature needs_recovery");
@@ -1060,6 +1075,7 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, no_space_midway_rolls_back);
         tcase_add_test(tc, no_space_for_inodes);
         tcase_add_test(tc, refuses_non_ext);
+        tcase_add_test(tc, refuses_unsupported_features);
         tcase_add_test(tc, refuses_journal_needing_recovery);
         tcase_add_test(tc, refuses_bad_superblock);
         tcase_add_test(tc, refuses_overlapping_group_metadata);
