@@ -8,7 +8,8 @@
  * mount(2) the device, copy the file in, sync(2), umount(2), all in-process
  * (no tool start-up is charged to it). Each inject run opens the device,
  * writes the file (replacing the previous copy) and closes it. Runs of the
- * two alternate so drift in the guest hits both alike. */
+ * two, the files and the devices interleave so drift in the guest (or load
+ * on the host under it) hits every cell alike. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -138,12 +139,12 @@ int main(int argc, char **argv) {
                 return 2;
         }
 
-        double *inj = calloc(runs, sizeof(double)), *peer = calloc(runs, sizeof(double));
-        double *first = calloc((size_t) nfiles, sizeof(double)); /* inject p50 on the first device */
-        if (!inj || !peer || !first)
+        /* inj/peer[(d * nfiles + f) * runs + i] */
+        size_t cells = (size_t) ndevs * (size_t) nfiles * runs;
+        double *inj = calloc(cells, sizeof(double)), *peer = calloc(cells, sizeof(double));
+        const char **label = calloc((size_t) ndevs, sizeof(char *)), **dev = calloc((size_t) ndevs, sizeof(char *));
+        if (!inj || !peer || !label || !dev)
                 return 1;
-        printf("| filesystem | file | inject p50 (ms) | mount+cp+sync+umount p50 (ms) | inject / peer | inject vs first size |\n");
-        printf("|---|---|---:|---:|---:|---:|\n");
         for (int d = 0; d < ndevs; d++) {
                 char *eq = strchr(devs[d], '=');
                 if (!eq) {
@@ -151,54 +152,70 @@ int main(int argc, char **argv) {
                         return 2;
                 }
                 *eq = '\0';
-                const char *label = devs[d], *dev = eq + 1;
-                for (int f = 0; f < nfiles; f++) {
+                label[d] = devs[d];
+                dev[d] = eq + 1;
+        }
+        _cleanup_error_ ts_error *err = NULL;
+        /* One unmeasured round of everything: directories exist, caches warm. */
+        for (int f = 0; f < nfiles; f++)
+                for (int d = 0; d < ndevs; d++) {
                         const char *name = base_name(files[f]);
                         char guest[PATH_MAX];
                         snprintf(guest, sizeof guest, "/bench/inject-%s", name);
-                        struct stat st;
-                        if (stat(files[f], &st) < 0) {
-                                fprintf(stderr, "inject-bench: %s: %s\n", files[f], strerror(errno));
-                                return 1;
-                        }
-                        /* One unmeasured round each: directories exist, caches warm. */
-                        _cleanup_error_ ts_error *err = NULL;
-                        int r = run_inject(dev, files[f], guest, &err);
+                        int r = run_inject(dev[d], files[f], guest, &err);
                         if (r >= 0)
-                                r = run_peer(dev, mnt, files[f], name);
+                                r = run_peer(dev[d], mnt, files[f], name);
                         if (r < 0) {
-                                fprintf(stderr, "inject-bench: %s: warm-up: %s\n", dev, ts_error_message(err, r));
+                                fprintf(stderr, "inject-bench: %s: warm-up: %s\n", dev[d], ts_error_message(err, r));
                                 return 1;
                         }
-                        for (uint32_t i = 0; i < runs; i++) {
+                }
+        /* Runs interleave files, devices and the two methods, so load changes
+         * in the guest (or on the host under it) hit every cell alike. */
+        for (uint32_t i = 0; i < runs; i++)
+                for (int f = 0; f < nfiles; f++)
+                        for (int d = 0; d < ndevs; d++) {
+                                const char *name = base_name(files[f]);
+                                char guest[PATH_MAX];
+                                snprintf(guest, sizeof guest, "/bench/inject-%s", name);
+                                size_t cell = ((size_t) d * (size_t) nfiles + (size_t) f) * runs + i;
                                 double t0 = now_ms();
-                                r = run_inject(dev, files[f], guest, &err);
+                                int r = run_inject(dev[d], files[f], guest, &err);
                                 double t1 = now_ms();
                                 if (r < 0) {
-                                        fprintf(stderr, "inject-bench: %s: %s\n", dev, ts_error_message(err, r));
+                                        fprintf(stderr, "inject-bench: %s: %s\n", dev[d], ts_error_message(err, r));
                                         return 1;
                                 }
-                                r = run_peer(dev, mnt, files[f], name);
+                                r = run_peer(dev[d], mnt, files[f], name);
                                 double t2 = now_ms();
                                 if (r < 0) {
-                                        fprintf(stderr, "inject-bench: %s: peer: %s\n", dev, strerror(-r));
+                                        fprintf(stderr, "inject-bench: %s: peer: %s\n", dev[d], strerror(-r));
                                         return 1;
                                 }
-                                inj[i] = t1 - t0;
-                                peer[i] = t2 - t1;
+                                inj[cell] = t1 - t0;
+                                peer[cell] = t2 - t1;
                         }
-                        double pi = p50(inj, (int) runs), pp = p50(peer, (int) runs);
-                        if (d == 0)
-                                first[f] = pi;
+
+        printf("| filesystem | file | inject p50 (ms) | mount+cp+sync+umount p50 (ms) | inject / peer | inject vs %s |\n",
+               label[0]);
+        printf("|---|---|---:|---:|---:|---:|\n");
+        for (int d = 0; d < ndevs; d++)
+                for (int f = 0; f < nfiles; f++) {
+                        struct stat st;
+                        if (stat(files[f], &st) < 0)
+                                return 1;
+                        size_t base = ((size_t) d * (size_t) nfiles + (size_t) f) * runs;
+                        size_t base0 = (size_t) f * runs;
+                        double pi = p50(inj + base, (int) runs), pp = p50(peer + base, (int) runs);
+                        double pi0 = p50(inj + base0, (int) runs);
                         char size[32];
                         ts_format_size((uint64_t) st.st_size, size, sizeof size);
-                        printf("| %s | %s | %.1f | %.1f | %.2f× | %.2f× |\n", label, size, pi, pp, pi / pp,
-                               pi / first[f]);
-                        fflush(stdout);
+                        printf("| %s | %s | %.1f | %.1f | %.2f× | %.2f× |\n", label[d], size, pi, pp, pi / pp,
+                               pi / pi0);
                 }
-        }
+        free(label);
+        free(dev);
         free(inj);
         free(peer);
-        free(first);
         return 0;
 }
