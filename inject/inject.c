@@ -1838,6 +1838,13 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
                 return ext2_fail(err, e, "open %s", path);
         }
         ext2_filsys fs = ij->fs;
+        /* No write-back cache in the io layer: file data goes around it
+         * (O_DIRECT), and a cached, dirty copy of a block that is freed and
+         * then reused for data would be written over that data later. Our
+         * ordering is made by explicit fsyncs either way. */
+        e = io_channel_set_options(fs->io, "cache=off");
+        if (e)
+                return ext2_fail(err, e, "%s: io options", path);
         fs->default_bitmap_type = EXT2FS_BMAP64_RBTREE;
         r = check_fs(ij, path, &st, err);
         if (r < 0)
