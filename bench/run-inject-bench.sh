@@ -57,3 +57,11 @@ echo
   "1 GiB=/dev/mapper/ib-1g" "10 GiB=/dev/mapper/ib-10g"
 e2fsck -fn /dev/mapper/ib-1g >/dev/null && e2fsck -fn /dev/mapper/ib-10g >/dev/null &&
   echo && echo "inject-bench: both filesystems check clean after the runs"
+# TS_INJECT_BENCH_LAYOUT=1: also show where each method put its 16 MiB file.
+if [ -n "${TS_INJECT_BENCH_LAYOUT:-}" ]; then
+  for d in ib-1g ib-10g; do
+    echo "$d:"; debugfs -R "stat /bench/inject-agent-16M" /dev/mapper/$d 2>/dev/null | sed -n '/EXTENTS/,$p' | head -4
+    debugfs -R "stat /bench/peer-agent-16M" /dev/mapper/$d 2>/dev/null | sed -n '/EXTENTS/,$p' | head -3
+    dumpe2fs /dev/mapper/$d 2>/dev/null | grep -A8 "^Group 0" | grep -E "Free blocks:|free blocks"
+  done
+fi

@@ -1298,8 +1298,15 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
         ext2_filsys fs = FS(ij);
         unsigned bs = fs->blocksize;
         errcode_t e;
+        /* Start where a free run can hold the whole segment (up to one
+         * extent): first-fit would scatter the file over small holes, and on
+         * a thin device each newly touched chunk costs a provisioning. */
+        blk64_t goal = group_goal(ij, ino), run_start, run_len;
+        blk64_t run_want = s->len < EXT_INIT_MAX_LEN ? s->len : EXT_INIT_MAX_LEN;
+        if (ext2fs_new_range(fs, EXT2_NEWRANGE_MIN_LENGTH, goal, run_want, NULL, &run_start, &run_len) == 0)
+                goal = run_start;
         for (;;) {
-                e = ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF, ino, NULL, group_goal(ij, ino), s->start,
+                e = ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF, ino, NULL, goal, s->start,
                                      s->len);
                 if (e == EXT2_ET_BLOCK_ALLOC_FAIL || e == EXT2_ET_EXTENT_NO_SPACE) {
                         int r = load_more(ij, group_of_ino(ij, ino), err);
