@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
+_printf_(4, 0) static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
         if (errnum < 0)
                 errnum = -errnum;
         if (errnum == 0)
@@ -48,9 +48,9 @@ int ts_error_setf_plain(ts_error **err, int errnum, const char *fmt, ...) {
         return r;
 }
 
-int ts_error_prefix(ts_error **err, const char *fmt, ...) {
+int ts_error_prefix(ts_error **err, int r, const char *fmt, ...) {
         if (!err || !*err)
-                return -EIO;
+                return r;
         ts_error *e = *err;
         char *ctx = NULL;
         va_list ap;
@@ -65,7 +65,7 @@ int ts_error_prefix(ts_error **err, const char *fmt, ...) {
                 }
                 free(ctx);
         }
-        return -e->errnum;
+        return r;
 }
 
 ts_error *ts_error_free(ts_error *err) {

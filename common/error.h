@@ -24,9 +24,11 @@ int ts_error_set(ts_error **err, int errnum, const char *fmt, ...) _printf_(3, 4
 /* Same as ts_error_set but the message is used as is, without strerror. */
 int ts_error_setf_plain(ts_error **err, int errnum, const char *fmt, ...) _printf_(3, 4);
 
-/* Prefixes an existing error with "<context>: ". Returns -(*err)->errnum,
- * or -EIO when there is no error to prefix. */
-int ts_error_prefix(ts_error **err, const char *fmt, ...) _printf_(2, 3);
+/* Prefixes the error in *err (if the caller asked for one and it is set)
+ * with "<context>: ". Returns r, the failing call's -errno, unchanged, so
+ * `return ts_error_prefix(err, r, "pool %s", name);` keeps the real code
+ * whether or not an error object was asked for. */
+int ts_error_prefix(ts_error **err, int r, const char *fmt, ...) _printf_(3, 4);
 
 /* Frees an error; accepts NULL; returns NULL. */
 ts_error *ts_error_free(ts_error *err);

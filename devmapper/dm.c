@@ -22,7 +22,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
  * status and info queries do not touch it and run unlocked. */
 static pthread_mutex_t node_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
+_printf_(5, 6) static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
                       const char *f, ...) {
         if (ts_log_get_level() < TS_LOG_DEBUG)
                 return;
@@ -182,7 +182,7 @@ int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const cha
         if (r >= 0) {
                 r = ts_dm_resume(name, err);
                 if (r < 0)
-                        ts_error_prefix(err, "create %s", name);
+                        ts_error_prefix(err, r, "create %s", name);
         }
         if (r < 0)
                 (void) ts_dm_remove(name, 0, NULL);

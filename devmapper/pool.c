@@ -223,7 +223,7 @@ int ts_pool_create(const char *name, const char *meta_path, const char *data_pat
                 return ts_error_set(err, ENOMEM, "pool %s", name);
         r = ts_dm_create(name, NULL, data_sectors, "thin-pool", table, false, err);
         if (r < 0)
-                return ts_error_prefix(err, "create pool %s", name);
+                return ts_error_prefix(err, r, "create pool %s", name);
         log_debug("created pool %s (%s)", name, table);
         return 0;
 }
@@ -240,7 +240,7 @@ int ts_pool_open(const char *name, ts_pool **ret, ts_error **err) {
         ts_dm_info info;
         int r = ts_dm_info_get(name, &info, err);
         if (r < 0)
-                return ts_error_prefix(err, "open pool");
+                return ts_error_prefix(err, r, "open pool");
         if (!info.exists)
                 return ts_error_setf_plain(err, ENXIO, "pool %s does not exist (create it with "
                                                        "'thinsnap pool create' or attach it with "
@@ -250,7 +250,7 @@ int ts_pool_open(const char *name, ts_pool **ret, ts_error **err) {
         uint64_t sectors;
         r = ts_dm_target_get(name, true, &type, &sectors, &params, err);
         if (r < 0)
-                return ts_error_prefix(err, "open pool");
+                return ts_error_prefix(err, r, "open pool");
         if (strcmp(type, "thin-pool") != 0)
                 return ts_error_setf_plain(err, EMEDIUMTYPE,
                                            "device %s is a %s device, not a thin-pool", name, type);
@@ -272,7 +272,7 @@ int ts_pool_get_status(const ts_pool *pool, ts_pool_status *ret, ts_error **err)
         _cleanup_free_ char *type = NULL, *params = NULL;
         int r = ts_dm_target_get(pool->name, false, &type, NULL, &params, err);
         if (r < 0)
-                return ts_error_prefix(err, "pool %s", pool->name);
+                return ts_error_prefix(err, r, "pool %s", pool->name);
         if (strcmp(type, "thin-pool") != 0)
                 return ts_error_setf_plain(err, EMEDIUMTYPE, "device %s is not a thin-pool",
                                            pool->name);
@@ -294,7 +294,7 @@ int ts_pool_destroy(const char *name, bool force, ts_error **err) {
         _cleanup_strv_free_ char **users = NULL;
         r = ts_pool_active_devices(pool, &users, err);
         if (r < 0)
-                return ts_error_prefix(err, "destroy pool %s", name);
+                return ts_error_prefix(err, r, "destroy pool %s", name);
         size_t n = ts_strv_length(users);
         if (n > 0 && !force)
                 return ts_error_setf_plain(err, EBUSY,
@@ -304,10 +304,10 @@ int ts_pool_destroy(const char *name, bool force, ts_error **err) {
         for (size_t i = 0; i < n; i++) {
                 r = ts_thin_deactivate(users[i], 0, err);
                 if (r < 0)
-                        return ts_error_prefix(err, "destroy pool %s", name);
+                        return ts_error_prefix(err, r, "destroy pool %s", name);
         }
         r = ts_dm_remove(name, 0, err);
         if (r < 0)
-                return ts_error_prefix(err, "destroy pool");
+                return ts_error_prefix(err, r, "destroy pool");
         return 0;
 }

@@ -94,7 +94,7 @@ static int block_size_of(const char *path, uint64_t *ret, ts_error **err) {
 static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, ts_error **err) {
         int r = absolute_path(path, &p->dev.path, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", p->role);
+                return ts_error_prefix(err, r, "%s", p->role);
         struct stat st;
         if (stat(p->dev.path, &st) < 0) {
                 if (errno != ENOENT)
@@ -125,7 +125,7 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                 p->dev.is_file = false;
                 r = block_size_of(p->dev.path, &p->dev.size, err);
                 if (r < 0)
-                        return ts_error_prefix(err, "%s device", p->role);
+                        return ts_error_prefix(err, r, "%s device", p->role);
                 if (want && want > p->dev.size) {
                         char a[32], b[32];
                         return ts_error_setf_plain(err, EINVAL,
@@ -160,7 +160,7 @@ static int bring_up(devplan *p, ts_error **err) {
         int r = ts_loop_get(p->dev.path, TS_LOOP_DIRECT_IO | TS_LOOP_AUTOCLEAR, &p->loop,
                             &p->loop_fd, &p->attached_loop, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", p->role);
+                return ts_error_prefix(err, r, "%s", p->role);
         return 0;
 }
 
@@ -313,7 +313,7 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
          * anything else on it is refused rather than overwritten. */
         if (meta.exists) {
                 unsigned char head[4096];
-                size_t n;
+                size_t n = 0;
                 r = read_head(meta.dev.path, head, sizeof(head), &n, err);
                 if (r < 0)
                         goto fail;

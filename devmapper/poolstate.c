@@ -57,7 +57,7 @@ int ts_poolstate_to_json(const ts_poolspec *s, char **ret) {
 
 static int get_field(json_object *o, const char *key, json_type type, json_object **ret,
                      ts_error **err) {
-        json_object *v;
+        json_object *v = NULL;
         if (!json_object_object_get_ex(o, key, &v))
                 return ts_error_setf_plain(err, EINVAL, "pool state: field '%s' is missing", key);
         if (!json_object_is_type(v, type))
@@ -68,7 +68,7 @@ static int get_field(json_object *o, const char *key, json_type type, json_objec
 }
 
 static int get_u64(json_object *o, const char *key, uint64_t *ret, ts_error **err) {
-        json_object *v;
+        json_object *v = NULL;
         int r = get_field(o, key, json_type_int, &v, err);
         if (r < 0)
                 return r;
@@ -82,7 +82,7 @@ static int get_u64(json_object *o, const char *key, uint64_t *ret, ts_error **er
 }
 
 static int get_bool(json_object *o, const char *key, bool *ret, ts_error **err) {
-        json_object *v;
+        json_object *v = NULL;
         int r = get_field(o, key, json_type_boolean, &v, err);
         if (r < 0)
                 return r;
@@ -91,20 +91,20 @@ static int get_bool(json_object *o, const char *key, bool *ret, ts_error **err) 
 }
 
 static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_error **err) {
-        json_object *dev, *v;
+        json_object *dev = NULL, *v = NULL;
         int r = get_field(o, key, json_type_object, &dev, err);
         if (r < 0)
                 return r;
         r = get_field(dev, "path", json_type_string, &v, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", key);
+                return ts_error_prefix(err, r, "%s", key);
         const char *path = json_object_get_string(v);
         if (path[0] != '/')
                 return ts_error_setf_plain(err, EINVAL, "pool state: %s.path '%s' is not absolute",
                                            key, path);
         r = get_field(dev, "kind", json_type_string, &v, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", key);
+                return ts_error_prefix(err, r, "%s", key);
         const char *kind = json_object_get_string(v);
         if (strcmp(kind, "file") != 0 && strcmp(kind, "block") != 0)
                 return ts_error_setf_plain(err, EINVAL,
@@ -112,7 +112,7 @@ static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_erro
                                            key, kind);
         r = get_u64(dev, "size", &d->size, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", key);
+                return ts_error_prefix(err, r, "%s", key);
         d->is_file = strcmp(kind, "file") == 0;
         if (!(d->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "pool state");
@@ -138,13 +138,13 @@ int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) 
         _cleanup_poolspec_ ts_poolspec *s = calloc(1, sizeof(*s));
         if (!s)
                 return ts_error_set(err, ENOMEM, "pool state");
-        json_object *v;
+        json_object *v = NULL;
         r = get_field(o, "name", json_type_string, &v, err);
         if (r < 0)
                 return r;
         r = ts_pool_check_name(json_object_get_string(v), err);
         if (r < 0)
-                return ts_error_prefix(err, "pool state");
+                return ts_error_prefix(err, r, "pool state");
         if (!(s->name = strdup(json_object_get_string(v))))
                 return ts_error_set(err, ENOMEM, "pool state");
         if ((r = dev_from_json(o, "data", &s->data, err)) < 0 ||
@@ -154,7 +154,7 @@ int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) 
         if ((r = get_u64(o, "block_size", &block, err)) < 0)
                 return r;
         if ((r = ts_pool_check_block_size(block, err)) < 0)
-                return ts_error_prefix(err, "pool state");
+                return ts_error_prefix(err, r, "pool state");
         s->params.data_block_sectors = block / TS_SECTOR_SIZE;
         if ((r = get_u64(o, "low_water_blocks", &s->params.low_water_blocks, err)) < 0 ||
             (r = get_bool(o, "skip_block_zeroing", &s->params.skip_block_zeroing, err)) < 0 ||
@@ -235,7 +235,7 @@ int ts_poolstate_read(const char *dir, const char *name, ts_poolspec **ret, ts_e
         _cleanup_poolspec_ ts_poolspec *s = NULL;
         int r = ts_poolstate_from_json(buf, &s, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", path);
+                return ts_error_prefix(err, r, "%s", path);
         if (strcmp(s->name, name) != 0)
                 return ts_error_setf_plain(err, EINVAL, "%s names pool '%s', not '%s'", path, s->name,
                                            name);

@@ -47,13 +47,13 @@ int ts_thin_snap(const ts_pool *pool, uint32_t id, uint32_t origin_id, const cha
                 ts_dm_info info;
                 r = ts_dm_info_get(origin_name, &info, err);
                 if (r < 0)
-                        return ts_error_prefix(err, "create_snap %" PRIu32, id);
+                        return ts_error_prefix(err, r, "create_snap %" PRIu32, id);
                 if (info.exists && !info.suspended) {
                         /* The kernel requires an active origin to be quiesced so
                          * the snapshot sees every write the origin acknowledged. */
                         r = ts_dm_suspend(origin_name, err);
                         if (r < 0)
-                                return ts_error_prefix(err, "create_snap %" PRIu32, id);
+                                return ts_error_prefix(err, r, "create_snap %" PRIu32, id);
                         suspended = true;
                 }
         }
@@ -67,7 +67,7 @@ int ts_thin_snap(const ts_pool *pool, uint32_t id, uint32_t origin_id, const cha
                 int q = ts_dm_resume(origin_name, r < 0 ? &resume_err : err);
                 ts_error_free(resume_err);
                 if (q < 0 && r >= 0)
-                        r = ts_error_prefix(err, "create_snap %" PRIu32 ": resume origin", id);
+                        r = ts_error_prefix(err, q, "create_snap %" PRIu32 ": resume origin", id);
         }
         return r;
 }
@@ -88,7 +88,7 @@ int ts_thin_activate(const ts_pool *pool, const char *name, uint32_t id, uint64_
         r = ts_dm_create(name, NULL, size_bytes / TS_SECTOR_SIZE, "thin", params,
                          flags & TS_THIN_READ_ONLY, err);
         if (r < 0)
-                return ts_error_prefix(err, "activate thin %" PRIu32 " of pool %s", id,
+                return ts_error_prefix(err, r, "activate thin %" PRIu32 " of pool %s", id,
                                        pool->name);
         return 0;
 }
@@ -112,7 +112,7 @@ int ts_thin_deactivate(const char *name, unsigned flags, ts_error **err) {
                 }
                 if (r != -EBUSY || attempt >= 8) {
                         ts_error_move(err, &e);
-                        return ts_error_prefix(err, "deactivate");
+                        return ts_error_prefix(err, r, "deactivate");
                 }
                 ts_error_free(e);
                 struct timespec ts = { delay_ms / 1000, (delay_ms % 1000) * 1000000L };

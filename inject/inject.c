@@ -528,12 +528,12 @@ static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at reserved inode %u", what, ino);
         int r = load_group(ij, group_of_ino(ij, ino), err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", what);
+                return ts_error_prefix(err, r, "%s", what);
         if (!ext2fs_test_inode_bitmap2(fs->inode_map, ino))
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at free inode %u", what, ino);
         r = read_inode(ij, ino, in, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", what);
+                return ts_error_prefix(err, r, "%s", what);
         if (in->i_links_count == 0 || in->i_dtime != 0)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at deleted inode %u", what, ino);
         uint16_t type = in->i_mode & LINUX_S_IFMT;
@@ -836,7 +836,7 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                         _cleanup_error_ ts_error *e2 = NULL;
                         if (commit(ij, &e2) < 0)
                                 ij->broken = true;
-                        return ts_error_prefix(err, "%s: release the replaced inode %u", what, t->ino);
+                        return ts_error_prefix(err, r, "%s: release the replaced inode %u", what, t->ino);
                 }
                 /* Written now, made durable by the next barrier or close: a
                  * crash before that only leaves the old inode allocated. */
@@ -917,7 +917,7 @@ static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t
         ext2_ino_t ino = 0;
         r = alloc_inode(ij, parent, true, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", what);
+                return ts_error_prefix(err, r, "%s", what);
 
         blk64_t blk;
         char *block = NULL;
@@ -1398,7 +1398,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
         ext2_ino_t ino = 0;
         r = alloc_inode(ij, t.dir, false, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", guest_path);
+                return ts_error_prefix(err, r, "%s", guest_path);
 
         _cleanup_free_ char *buf = NULL;
         struct ext2_inode_large in = {};
@@ -1499,7 +1499,7 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
         ext2_ino_t ino = 0;
         r = alloc_inode(ij, t.dir, false, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s", guest_path);
+                return ts_error_prefix(err, r, "%s", guest_path);
         struct ext2_inode_large in = {};
         in.i_mode = LINUX_S_IFLNK | 0777;
         set_owner(&in, opts->uid, opts->gid);
@@ -1801,7 +1801,7 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         struct ext2_inode_large root;
         r = read_inode(ij, EXT2_ROOT_INO, &root, err);
         if (r < 0)
-                return ts_error_prefix(err, "%s: root directory", path);
+                return ts_error_prefix(err, r, "%s: root directory", path);
         if (!LINUX_S_ISDIR(root.i_mode) || root.i_links_count == 0)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: root inode is not a directory", path);
         return 0;

@@ -13,7 +13,7 @@ PKGS=(
   qemu-system-x86 busybox-static cpio kmod dmsetup
   # peers and independent clients used by tests and benchmarks
   containerd golang-go golang-github-containerd-containerd-dev
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf python3-grpc-tools
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/parse.h"
+#include "tests/unit/ts-check.h"
 
 START_TEST(size_suffixes) {
         uint64_t v;
@@ -72,11 +73,17 @@ START_TEST(error_context) {
         _cleanup_error_ ts_error *err = NULL;
         int r = fail_deep(&err);
         ck_assert_int_eq(r, -ENOENT);
-        ck_assert_int_eq(ts_error_prefix(&err, "pool %s", "tp"), -ENOENT);
+        ck_assert_int_eq(ts_error_prefix(&err, -ENOENT, "pool %s", "tp"), -ENOENT);
         ck_assert_str_eq(err->msg, "pool tp: open /nope: No such file or directory");
         /* The first error wins: a second set does not overwrite it. */
         ck_assert_int_eq(ts_error_set(&err, EBUSY, "later"), -EBUSY);
         ck_assert_int_eq(err->errnum, ENOENT);
+        /* The failing code survives a prefix whether or not an error object
+         * was asked for. */
+        ck_assert_int_eq(ts_error_prefix(NULL, -ENOMEM, "ctx"), -ENOMEM);
+        ts_error *none = NULL;
+        ck_assert_int_eq(ts_error_prefix(&none, -ENOSPC, "ctx"), -ENOSPC);
+        ck_assert_ptr_null(none);
         /* NULL err is allowed everywhere. */
         ck_assert_int_eq(fail_deep(NULL), -ENOENT);
         ck_assert_str_eq(ts_error_message(NULL, -EBUSY), strerror(EBUSY));
@@ -105,9 +112,5 @@ int main(void) {
         tcase_add_test(tc, error_context);
         tcase_add_test(tc, log_levels);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

@@ -12,6 +12,7 @@
 #include "devmapper/poolprov.h"
 #include "devmapper/poolstate.h"
 #include "devmapper/thin.h"
+#include "tests/unit/ts-check.h"
 
 START_TEST(table_roundtrip) {
         ts_pool_params p = { .data_block_sectors = 128, .low_water_blocks = 32,
@@ -234,9 +235,5 @@ int main(void) {
         tcase_add_test(tc, state_file_io);
         tcase_add_test(tc, state_rejects);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

@@ -47,6 +47,8 @@ for d in /tmp /run /var/lib /var/tmp /dev/shm; do
   check "$d is writable" sh -c "echo x >$d/.probe && rm $d/.probe"
 done
 check "HOME is writable" sh -c 'echo x >"$HOME/.probe" && rm "$HOME/.probe"'
+check "bash process substitution (/dev/fd)" bash -c 'test "$(cat <(echo sub))" = sub'
+check "/dev/stdout exists" test -e /dev/stdout
 check "lo is up" sh -c 'test $(( $(cat /sys/class/net/lo/flags) & 1 )) = 1'
 check "results share mounted at TS_VM_RESULTS" test -f "$TS_VM_RESULTS/cmd.sh"
 
@@ -94,6 +96,13 @@ if meta=$(losetup --find --show "$work/meta.img") && loops="$loops $meta" &&
 else
   bad "losetup for the pool's metadata and data files"
 fi
+
+# Modules outside the preloaded set: by hand, and on the kernel's own request.
+check "modprobe dm-snapshot" modprobe dm-snapshot
+check "snapshot target listed" sh -c 'dmsetup targets | grep -q "^snapshot "'
+check "kernel loads dm-zero on request for a zero table" \
+  dmsetup create smoke-zero --table "0 8 zero"
+dmsetup remove smoke-zero 2>/dev/null || true
 
 mkdir "$work/lower" "$work/upper" "$work/owork" "$work/ovl"
 echo low >"$work/lower/f"

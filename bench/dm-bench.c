@@ -1,0 +1,285 @@
+/* Device-mapper benchmark: the cost of cutting a thin snapshot device and
+ * of taking it away, three ways, in one run on one kernel:
+ *
+ *   library  devmapper/ (what thinsnapd does)
+ *   dmsetup  one dmsetup process per step (what containerd's Go devmapper
+ *            snapshotter does for every operation)
+ *   floor    bare DM ioctls on /dev/mapper/control, no library, no nodes
+ *
+ * Cycle A: create_snap from an inactive origin + activate.
+ * Cycle B: deactivate + delete.
+ * Prints a markdown table of p50/p95 per cycle and the ratios. Needs root
+ * and dm-thin: run it in the VM lane (bench/run-dm-bench.sh). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/dm-ioctl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/parse.h"
+#include "devmapper/loop.h"
+#include "devmapper/pool.h"
+#include "devmapper/thin.h"
+
+#define MiB (1024ULL * 1024ULL)
+#define THIN_SIZE (64 * MiB)
+
+static const char *pool_name = "benchpool";
+
+static double now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *) a, y = *(const double *) b;
+        return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, int n, double p) {
+        qsort(v, (size_t) n, sizeof(double), cmp_double);
+        int i = (int) (p * (n - 1) + 0.5);
+        return v[i];
+}
+
+static void die(const char *what, int r) {
+        fprintf(stderr, "dm-bench: %s: %s\n", what, strerror(r < 0 ? -r : r));
+        exit(1);
+}
+
+/* ---- dmsetup processes ---- */
+static int run(char *const argv[]) {
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                int null = open("/dev/null", O_WRONLY);
+                dup2(null, 1);
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        int st;
+        if (waitpid(pid, &st, 0) < 0)
+                return -errno;
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+static int dmsetup_cut(const ts_pool *pool, uint32_t id, uint32_t origin, const char *name) {
+        char msg[64], table[128];
+        snprintf(msg, sizeof msg, "create_snap %u %u", id, origin);
+        char *a1[] = { "dmsetup", "message", (char *) pool_name, "0", msg, NULL };
+        int r = run(a1);
+        if (r < 0)
+                return r;
+        snprintf(table, sizeof table, "0 %llu thin %u:%u %u", THIN_SIZE / 512, pool->major,
+                 pool->minor, id);
+        char *a2[] = { "dmsetup", "create", (char *) name, "--table", table, NULL };
+        return run(a2);
+}
+
+static int dmsetup_drop(uint32_t id, const char *name) {
+        char *a1[] = { "dmsetup", "remove", (char *) name, NULL };
+        int r = run(a1);
+        if (r < 0)
+                return r;
+        char msg[64];
+        snprintf(msg, sizeof msg, "delete %u", id);
+        char *a2[] = { "dmsetup", "message", (char *) pool_name, "0", msg, NULL };
+        return run(a2);
+}
+
+/* ---- bare ioctls ---- */
+static int ctl_fd = -1;
+
+static struct dm_ioctl *dmi_init(void *buf, size_t size, const char *name) {
+        memset(buf, 0, size);
+        struct dm_ioctl *d = buf;
+        d->version[0] = DM_VERSION_MAJOR;
+        d->data_size = (uint32_t) size;
+        d->data_start = sizeof(struct dm_ioctl);
+        if (name)
+                snprintf(d->name, sizeof d->name, "%s", name);
+        return d;
+}
+
+static int raw(unsigned long req, void *buf) {
+        return ioctl(ctl_fd, req, buf) < 0 ? -errno : 0;
+}
+
+static int raw_message(const char *dev, const char *msg) {
+        _Alignas(8) char buf[4096];
+        struct dm_ioctl *d = dmi_init(buf, sizeof buf, dev);
+        struct dm_target_msg *m = (void *) (buf + d->data_start);
+        m->sector = 0;
+        snprintf(m->message, sizeof buf - d->data_start - sizeof(*m), "%s", msg);
+        return raw(DM_TARGET_MSG, buf);
+}
+
+static int raw_cut(const ts_pool *pool, uint32_t id, uint32_t origin, const char *name) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "create_snap %u %u", id, origin);
+        int r = raw_message(pool_name, msg);
+        if (r < 0)
+                return r;
+        _Alignas(8) char buf[4096];
+        dmi_init(buf, sizeof buf, name);
+        if ((r = raw(DM_DEV_CREATE, buf)) < 0)
+                return r;
+        struct dm_ioctl *d = dmi_init(buf, sizeof buf, name);
+        d->target_count = 1;
+        struct dm_target_spec *t = (void *) (buf + d->data_start);
+        t->sector_start = 0;
+        t->length = THIN_SIZE / 512;
+        snprintf(t->target_type, sizeof t->target_type, "thin");
+        snprintf((char *) (t + 1), 256, "%u:%u %u", pool->major, pool->minor, id);
+        t->next = 0;
+        if ((r = raw(DM_TABLE_LOAD, buf)) < 0)
+                return r;
+        dmi_init(buf, sizeof buf, name);
+        return raw(DM_DEV_SUSPEND, buf); /* no DM_SUSPEND_FLAG: resume */
+}
+
+static int raw_drop(uint32_t id, const char *name) {
+        _Alignas(8) char buf[4096];
+        dmi_init(buf, sizeof buf, name);
+        int r = raw(DM_DEV_REMOVE, buf);
+        if (r < 0)
+                return r;
+        char msg[64];
+        snprintf(msg, sizeof msg, "delete %u", id);
+        return raw_message(pool_name, msg);
+}
+
+/* ---- library ---- */
+static int lib_cut(const ts_pool *pool, uint32_t id, uint32_t origin, const char *name) {
+        int r = ts_thin_snap(pool, id, origin, NULL, NULL);
+        if (r < 0)
+                return r;
+        return ts_thin_activate(pool, name, id, THIN_SIZE, 0, NULL);
+}
+
+static int lib_drop(const ts_pool *pool, uint32_t id, const char *name) {
+        int r = ts_thin_deactivate(name, 0, NULL);
+        if (r < 0)
+                return r;
+        return ts_thin_delete(pool, id, NULL);
+}
+
+enum { LIB, DMSETUP, FLOOR, NPATHS };
+static const char *path_names[NPATHS] = { "library (thinsnap)", "dmsetup processes", "bare ioctls (floor)" };
+
+int main(int argc, char **argv) {
+        int cycles = 200;
+        if (argc > 1) {
+                uint32_t v;
+                if (ts_parse_u32(argv[1], &v) < 0 || v == 0 || v > 100000) {
+                        fprintf(stderr, "usage: dm-bench [CYCLES]\n");
+                        return 2;
+                }
+                cycles = (int) v;
+        }
+        unsetenv("DM_DISABLE_UDEV");
+        char dir[] = "/tmp/dmbench-XXXXXX";
+        if (!mkdtemp(dir))
+                die("mkdtemp", -errno);
+        char data[64], meta[64];
+        snprintf(data, sizeof data, "%s/data", dir);
+        snprintf(meta, sizeof meta, "%s/meta", dir);
+        for (int i = 0; i < 2; i++) {
+                int fd = open(i ? meta : data, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                if (fd < 0 || ftruncate(fd, (off_t) (i ? 64 * MiB : 4096 * MiB)) < 0)
+                        die("create pool files", -errno);
+                close(fd);
+        }
+        char *dloop, *mloop;
+        int dfd = -1, mfd = -1, r;
+        if ((r = ts_loop_attach(data, TS_LOOP_AUTOCLEAR, &dloop, &dfd, NULL)) < 0 ||
+            (r = ts_loop_attach(meta, TS_LOOP_AUTOCLEAR, &mloop, &mfd, NULL)) < 0)
+                die("attach loop devices", r);
+        ts_pool_params params = { .data_block_sectors = 128 };
+        if ((r = ts_pool_create(pool_name, mloop, dloop, 0, &params, NULL)) < 0)
+                die("create pool", r);
+        close(dfd);
+        close(mfd);
+        ts_pool *pool;
+        if ((r = ts_pool_open(pool_name, &pool, NULL)) < 0)
+                die("open pool", r);
+        /* The origin: a thin device with some data, inactive, as a committed
+         * snapshot is in thinsnapd. */
+        if ((r = ts_thin_create(pool, 1, NULL)) < 0 ||
+            (r = ts_thin_activate(pool, "bench-origin", 1, THIN_SIZE, 0, NULL)) < 0)
+                die("origin", r);
+        int ofd = open("/dev/mapper/bench-origin", O_WRONLY | O_CLOEXEC);
+        static char chunk[1 << 20];
+        memset(chunk, 0x5a, sizeof chunk);
+        for (int i = 0; i < 8; i++)
+                if (ofd < 0 || write(ofd, chunk, sizeof chunk) != (ssize_t) sizeof chunk)
+                        die("write origin", -errno);
+        fsync(ofd);
+        close(ofd);
+        if ((r = ts_thin_deactivate("bench-origin", 0, NULL)) < 0)
+                die("deactivate origin", r);
+        ctl_fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+        if (ctl_fd < 0)
+                die("/dev/mapper/control", -errno);
+
+        double *cut[NPATHS], *drop[NPATHS];
+        for (int p = 0; p < NPATHS; p++) {
+                cut[p] = calloc((size_t) cycles, sizeof(double));
+                drop[p] = calloc((size_t) cycles, sizeof(double));
+        }
+        /* Interleave the three paths so drift in the guest hits all alike. */
+        for (int i = 0; i < cycles; i++)
+                for (int p = 0; p < NPATHS; p++) {
+                        uint32_t id = 1000 + (uint32_t) (i * NPATHS + p);
+                        char name[64];
+                        snprintf(name, sizeof name, "bench-%u", id);
+                        double t0 = now_ms();
+                        r = p == LIB ? lib_cut(pool, id, 1, name)
+                            : p == DMSETUP ? dmsetup_cut(pool, id, 1, name)
+                                           : raw_cut(pool, id, 1, name);
+                        double t1 = now_ms();
+                        if (r < 0)
+                                die(path_names[p], r);
+                        r = p == LIB ? lib_drop(pool, id, name)
+                            : p == DMSETUP ? dmsetup_drop(id, name)
+                                           : raw_drop(id, name);
+                        double t2 = now_ms();
+                        if (r < 0)
+                                die(path_names[p], r);
+                        cut[p][i] = t1 - t0;
+                        drop[p][i] = t2 - t1;
+                }
+
+        double c50[NPATHS], c95[NPATHS], d50[NPATHS], d95[NPATHS];
+        for (int p = 0; p < NPATHS; p++) {
+                c50[p] = pct(cut[p], cycles, 0.50);
+                c95[p] = pct(cut[p], cycles, 0.95);
+                d50[p] = pct(drop[p], cycles, 0.50);
+                d95[p] = pct(drop[p], cycles, 0.95);
+        }
+        printf("\n%d cycles per path, interleaved, one guest run\n\n", cycles);
+        printf("| path | create_snap + activate p50 | p95 | deactivate + delete p50 | p95 |\n");
+        printf("|---|---:|---:|---:|---:|\n");
+        for (int p = 0; p < NPATHS; p++)
+                printf("| %s | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", path_names[p], c50[p], c95[p],
+                       d50[p], d95[p]);
+        printf("\n| ratio (p50) | create_snap + activate | deactivate + delete | target |\n");
+        printf("|---|---:|---:|---|\n");
+        printf("| library / dmsetup | %.3f× | %.3f× | ≤ 0.2× |\n", c50[LIB] / c50[DMSETUP],
+               d50[LIB] / d50[DMSETUP]);
+        printf("| library / floor | %.2f× | %.2f× | ≤ 1.5× |\n", c50[LIB] / c50[FLOOR],
+               d50[LIB] / d50[FLOOR]);
+
+        ts_pool_destroy(pool_name, true, NULL);
+        unlink(data);
+        unlink(meta);
+        rmdir(dir);
+        return 0;
+}

@@ -1,0 +1,205 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/parse.h"
+
+typedef struct value {
+        enum { V_STRING, V_INT, V_BOOL } type;
+        char *s; /* V_STRING, owned */
+        uint64_t i;
+        bool b;
+} value;
+
+static const char *skip_ws(const char *p, const char *end) {
+        while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+        return p;
+}
+
+/* Parses a value at p (up to end of line); returns 0 or an error text. */
+static const char *parse_value(const char *p, const char *end, value *v) {
+        if (p >= end)
+                return "a value is missing";
+        if (*p == '"') {
+                size_t cap = (size_t) (end - p) + 1;
+                char *out = malloc(cap), *o = out;
+                if (!out)
+                        return "out of memory";
+                for (p++; p < end && *p != '"'; p++) {
+                        if ((unsigned char) *p < 0x20) {
+                                free(out);
+                                return "control character in a string";
+                        }
+                        if (*p == '\\') {
+                                if (++p >= end)
+                                        break;
+                                switch (*p) {
+                                case '"': *o++ = '"'; break;
+                                case '\\': *o++ = '\\'; break;
+                                case 'n': *o++ = '\n'; break;
+                                case 't': *o++ = '\t'; break;
+                                default: free(out); return "unknown escape in a string";
+                                }
+                        } else
+                                *o++ = *p;
+                }
+                if (p >= end) {
+                        free(out);
+                        return "unterminated string";
+                }
+                *o = 0;
+                p = skip_ws(p + 1, end);
+                if (p < end && *p != '#') {
+                        free(out);
+                        return "unexpected text after the value";
+                }
+                v->type = V_STRING;
+                v->s = out;
+                return NULL;
+        }
+        const char *q = p;
+        while (q < end && !isspace((unsigned char) *q) && *q != '#')
+                q++;
+        char word[32];
+        size_t n = (size_t) (q - p);
+        if (n >= sizeof word)
+                return "value too long";
+        memcpy(word, p, n);
+        word[n] = 0;
+        q = skip_ws(q, end);
+        if (q < end && *q != '#')
+                return "unexpected text after the value";
+        if (strcmp(word, "true") == 0 || strcmp(word, "false") == 0) {
+                v->type = V_BOOL;
+                v->b = word[0] == 't';
+                return NULL;
+        }
+        if (ts_parse_u64(word, &v->i) == 0) {
+                v->type = V_INT;
+                return NULL;
+        }
+        return "not a string, number or true/false";
+}
+
+static int line_error(ts_error **err, unsigned line, const char *key, const char *what) {
+        if (key)
+                return ts_error_setf_plain(err, EINVAL, "config line %u: %s: %s", line, key, what);
+        return ts_error_setf_plain(err, EINVAL, "config line %u: %s", line, what);
+}
+
+static int set_string(char **dst, value *v) {
+        free(*dst);
+        *dst = v->s;
+        v->s = NULL;
+        return 0;
+}
+
+static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line, ts_error **err) {
+        static const char *const string_keys[] = { "root", "pool", "address", "mkfs" };
+        char **string_dst[] = { &cfg->root, &cfg->pool, &cfg->address, &cfg->mkfs };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(string_keys); i++)
+                if (strcmp(key, string_keys[i]) == 0) {
+                        if (v->type != V_STRING || !*v->s)
+                                return line_error(err, line, key, "must be a non-empty string");
+                        return set_string(string_dst[i], v);
+                }
+        if (strcmp(key, "base_size") == 0) {
+                if (v->type == V_INT)
+                        cfg->base_size = v->i;
+                else if (v->type != V_STRING || ts_parse_size(v->s, &cfg->base_size) < 0)
+                        return line_error(err, line, key, "must be a size such as \"10G\" or bytes");
+                return 0;
+        }
+        if (strcmp(key, "socket_mode") == 0) {
+                if (v->type != V_STRING || ts_parse_mode(v->s, &cfg->socket_mode) < 0)
+                        return line_error(err, line, key, "must be an octal mode string such as \"0660\"");
+                return 0;
+        }
+        if (strcmp(key, "log_level") == 0) {
+                if (v->type != V_STRING || ts_log_parse_level(v->s, &cfg->log_level) < 0)
+                        return line_error(err, line, key, "must be error, warn, info, debug or trace");
+                cfg->log_level_set = true;
+                return 0;
+        }
+        if (strcmp(key, "async_remove") == 0 || strcmp(key, "discard_on_remove") == 0) {
+                if (v->type != V_BOOL)
+                        return line_error(err, line, key, "must be true or false");
+                if (key[0] == 'a')
+                        cfg->async_remove = v->b;
+                else
+                        cfg->discard_on_remove = v->b;
+                return 0;
+        }
+        return line_error(err, line, key, "unknown setting");
+}
+
+int ts_config_parse(const char *text, size_t len, ts_daemon_config *cfg, ts_error **err) {
+        const char *p = text, *end = text + len;
+        unsigned line = 0;
+        while (p < end) {
+                line++;
+                const char *eol = memchr(p, '\n', (size_t) (end - p));
+                if (!eol)
+                        eol = end;
+                const char *q = skip_ws(p, eol);
+                const char *stop = eol;
+                if (stop > q && stop[-1] == '\r')
+                        stop--;
+                if (q < stop && *q != '#') {
+                        const char *k = q;
+                        while (q < stop && (isalnum((unsigned char) *q) || *q == '_'))
+                                q++;
+                        size_t klen = (size_t) (q - k);
+                        char key[64];
+                        if (klen == 0 || klen >= sizeof key)
+                                return line_error(err, line, NULL, "expected `key = value`");
+                        memcpy(key, k, klen);
+                        key[klen] = 0;
+                        q = skip_ws(q, stop);
+                        if (q >= stop || *q != '=')
+                                return line_error(err, line, key, "expected '=' after the key");
+                        value v = { 0 };
+                        const char *why = parse_value(skip_ws(q + 1, stop), stop, &v);
+                        if (why)
+                                return line_error(err, line, key, why);
+                        int r = apply(cfg, key, &v, line, err);
+                        free(v.s);
+                        if (r < 0)
+                                return r;
+                }
+                p = eol < end ? eol + 1 : end;
+        }
+        return 0;
+}
+
+int ts_config_load(const char *path, ts_daemon_config *cfg, ts_error **err) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return ts_error_set(err, errno, "config %s", path);
+        size_t cap = 1 << 20;
+        _cleanup_free_ char *buf = malloc(cap + 1);
+        if (!buf)
+                return ts_error_set(err, ENOMEM, "config %s", path);
+        size_t n = fread(buf, 1, cap + 1, f);
+        if (ferror(f))
+                return ts_error_set(err, EIO, "config %s", path);
+        if (n > cap)
+                return ts_error_setf_plain(err, EINVAL, "config %s is larger than 1 MiB", path);
+        int r = ts_config_parse(buf, n, cfg, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "%s", path);
+        return 0;
+}
+
+void ts_daemon_config_done(ts_daemon_config *cfg) {
+        free(cfg->root);
+        free(cfg->pool);
+        free(cfg->address);
+        free(cfg->mkfs);
+        cfg->root = cfg->pool = cfg->address = cfg->mkfs = NULL;
+}

@@ -1,0 +1,97 @@
+/* ts_filter: containerd's filter syntax (containerd 1.6 `filters` package), as
+ * containerd sends it in a Snapshots List request.
+ *
+ *   selectors := selector ("," selector)*          all must match (AND)
+ *   selector  := fieldpath [operator value]        no operator: the field is present
+ *   fieldpath := field ("." field)*
+ *   field     := quoted | [A-Za-z0-9_]+
+ *   operator  := "==" | "!=" | "~="
+ *   value     := quoted | run of graphic runes other than "," and space
+ *   quoted    := "..." (field or value); /.../ or |...| too for a "~=" value.
+ *                Escapes: \a \b \f \n \r \t \v \\ \<the quote>, \ooo (octal, <= 255),
+ *                \xhh (a byte), \uhhhh, \Uhhhhhhhh (a rune, UTF-8 encoded).
+ *
+ * A List request carries several filter strings: the snapshot matches when any of
+ * them matches (OR); an empty string, or no string at all, matches everything.
+ * Spaces are skipped before a token; a space after a field or value that is not
+ * followed by an operator or separator is an error, as in containerd.
+ *
+ * Matching, as containerd: "==" needs the field present and equal; "!=" compares
+ * the value, an absent field reading as "" (so an absent field is != anything but
+ * ""); "~=" searches (unanchored) the value, or "" when absent.
+ *
+ * Regular expressions: containerd uses Go's RE2; this uses POSIX extended regular
+ * expressions (glibc regcomp, REG_EXTENDED) after translating RE2's syntax:
+ *   - \d \D, \A \z, \n \t \r \f \v \a, \x41 \x{263a}, escaped punctuation,
+ *     escapes inside brackets ([\]\-], [\d\w\s]), [[:word:]], a "-" after a range
+ *     or class, (?:...) and (?P<name>...) groups, leading (?i) / (?s) flags, lazy
+ *     quantifiers (same yes/no answer), repeated assertions (^* \b+);
+ *   - "." does not match a newline unless (?s), as in RE2;
+ *   - \w \W \s \S \b \B and [[:class:]] are glibc's own.
+ * What Go's regexp/syntax rejects is rejected too: nested repetition (a**),
+ * repeat counts above 1000, back-references, a repetition with nothing to repeat.
+ * Also rejected, because glibc would copy the sub-expression once per repeat and
+ * could need gigabytes: nested repeats whose product passes 1000 copies (a+ counts
+ * as 2). Not supported (the selector then matches nothing): \pL classes,
+ * \Q...\E, [[:^class:]], flags other than a leading (?i)/(?s) (so no (?m), (?U),
+ * (?i:...)), \D \W \S inside brackets. "." and classes match one byte, not one
+ * UTF-8 rune, so only exact-count patterns over non-ASCII text ("^.$" on "é")
+ * answer differently. A regexp that does not compile parses fine and matches
+ * nothing, as in containerd (which logs and returns false).
+ * tests/unit/test-filter.c holds over a hundred regexp/subject pairs with the
+ * answers of Go 1.19's regexp package; the parser itself was compared with
+ * containerd's Go filters package on four thousand fuzzer-made inputs (same
+ * errors, same matches).
+ *
+ * Unicode: a bare value ends at the first rune that is not a letter, digit,
+ * number, graphic or punctuation rune in Go's sense (Go 1.19's tables, Unicode
+ * 13.0.0, in filter-internal.h), or at a space or ",".
+ *
+ * Quirks kept from containerd: \U escapes of eight hex digits from 8 up wrap
+ * negative in Go's int32 and append one byte (the low byte) instead of failing;
+ * an invalid UTF-8 byte and a literal U+FFFD are both "rune error". Parse-error
+ * messages echo the input; one with a NUL byte (ts_filter_parse_len) is cut at the
+ * NUL, where containerd prints the byte.
+ *
+ * Parse errors are -EINVAL with containerd's message, for example
+ *   filters: parse error: [labels.key== >|/|< value]: quoted literal not terminated
+ * where ">|x|<" marks the byte at which parsing failed. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/error.h"
+#include "common/macro.h"
+
+typedef struct ts_filter ts_filter;
+
+/* The adaptor: looks up fieldpath (n >= 1 components, e.g. {"labels", "a.b"}) on
+ * the object userdata. Returns true with the value (ret_len bytes, need not be
+ * NUL-terminated) when present, false when absent. */
+typedef bool (*ts_filter_field_fn)(const char *const *fieldpath, size_t n, void *userdata,
+                                   const char **ret_value, size_t *ret_len);
+
+/* Parses one filter string (NUL-terminated). "" gives a filter that matches
+ * everything. Returns 0, -EINVAL (syntax; err says where and why), -ENOMEM. */
+int ts_filter_parse(const char *s, ts_filter **ret, ts_error **err);
+
+/* As ts_filter_parse for len bytes that may hold a NUL (which is an error:
+ * "unexpected null", as containerd). */
+int ts_filter_parse_len(const char *s, size_t len, ts_filter **ret, ts_error **err);
+
+/* Parses n filter strings into one filter that matches when any of them does
+ * (n == 0 matches everything). Returns 0, -EINVAL (err names the string's error),
+ * -ENOMEM. */
+int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_error **err);
+
+/* True when the object that fn describes matches f. */
+bool ts_filter_match(const ts_filter *f, ts_filter_field_fn fn, void *userdata);
+
+/* True when f matches everything (no selectors in some alternative). */
+bool ts_filter_is_always(const ts_filter *f);
+
+/* Frees f; accepts NULL; returns NULL. */
+ts_filter *ts_filter_free(ts_filter *f);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ts_filter *, ts_filter_free);
+#define _cleanup_filter_ _cleanup_(ts_filter_freep)

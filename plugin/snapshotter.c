@@ -1,0 +1,942 @@
+#include "snapshotter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/strv.h"
+#include "devmapper/dm.h"
+#include "devmapper/pool.h"
+#include "devmapper/thin.h"
+
+extern char **environ;
+
+struct ts_snapshotter {
+        ts_store *store;
+        ts_pool *pool;
+        uint64_t base_size;
+        uint32_t base_id;
+        int64_t base_mapped; /* bytes mapped in the base device */
+        bool async_remove;
+        bool discard;
+        char *fault; /* THINSNAPD_FAULT: "<op>:<point>" */
+
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        char **held; /* keys in operation */
+
+        /* Pool status is read at most every STATUS_TTL_NS before a Prepare,
+         * and always after a failure. */
+        int64_t status_at;
+        ts_pool_status status;
+
+        /* async removal */
+        pthread_t reaper;
+        bool reaper_running, stopping, reap_pending;
+};
+
+#define STATUS_TTL_NS (250 * 1000 * 1000LL)
+
+static int64_t mono_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---- fault injection (crash-safety tests) ---- */
+
+/* Kills the process at a named step when THINSNAPD_FAULT names it, so the
+ * VM-lane tests can prove that a restart finishes or rolls back each step. */
+static void fault(ts_snapshotter *s, const char *op, const char *point) {
+        if (!s->fault)
+                return;
+        char want[128];
+        snprintf(want, sizeof want, "%s:%s", op, point);
+        if (strcmp(s->fault, want) == 0) {
+                log_warn("fault injection: killing thinsnapd at %s", want);
+                fflush(stderr);
+                raise(SIGKILL);
+        }
+}
+
+/* ---- per-key serialisation ---- */
+
+static char *key_id(const char *ns, const char *key) {
+        char *id = NULL;
+        if (asprintf(&id, "%s\x1f%s", ns, key) < 0)
+                return NULL;
+        return id;
+}
+
+static bool held(char **v, const char *id) {
+        for (char **p = v; p && *p; p++)
+                if (strcmp(*p, id) == 0)
+                        return true;
+        return false;
+}
+
+static int lock_keys(ts_snapshotter *s, const char *ns, const char *k1, const char *k2) {
+        _cleanup_free_ char *a = key_id(ns, k1), *b = k2 ? key_id(ns, k2) : NULL;
+        if (!a || (k2 && !b))
+                return -ENOMEM;
+        pthread_mutex_lock(&s->lock);
+        while (held(s->held, a) || (b && held(s->held, b)))
+                pthread_cond_wait(&s->cond, &s->lock);
+        int r = ts_strv_push(&s->held, a);
+        if (r >= 0 && b && (r = ts_strv_push(&s->held, b)) < 0) {
+                size_t n = ts_strv_length(s->held);
+                free(s->held[n - 1]);
+                s->held[n - 1] = NULL;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static void unlock_key_locked(ts_snapshotter *s, const char *id) {
+        size_t n = ts_strv_length(s->held);
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(s->held[i], id) == 0) {
+                        free(s->held[i]);
+                        s->held[i] = s->held[n - 1];
+                        s->held[n - 1] = NULL;
+                        return;
+                }
+}
+
+static void unlock_keys(ts_snapshotter *s, const char *ns, const char *k1, const char *k2) {
+        _cleanup_free_ char *a = key_id(ns, k1), *b = k2 ? key_id(ns, k2) : NULL;
+        pthread_mutex_lock(&s->lock);
+        if (a)
+                unlock_key_locked(s, a);
+        if (b)
+                unlock_key_locked(s, b);
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- devices ---- */
+
+static void dev_name(const ts_snapshotter *s, uint32_t id, char *buf, size_t len) {
+        snprintf(buf, len, "%s-snap-%" PRIu32, s->pool->name, id);
+}
+
+static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mount *m) {
+        char name[96];
+        dev_name(s, info->dev_id, name, sizeof name);
+        snprintf(m->source, sizeof m->source, "/dev/mapper/%s", name);
+        m->read_only = info->kind == TS_KIND_VIEW;
+}
+
+/* Deactivates (absent is fine) and deletes (absent is fine) device id. */
+static int drop_device(ts_snapshotter *s, uint32_t id, bool discard, ts_error **err) {
+        char name[96];
+        dev_name(s, id, name, sizeof name);
+        if (discard) {
+                char path[128];
+                snprintf(path, sizeof path, "/dev/mapper/%s", name);
+                int fd = open(path, O_WRONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                        /* In bounded chunks, so one huge discard does not stall the pool. */
+                        uint64_t size = 0;
+                        if (ioctl(fd, BLKGETSIZE64, &size) == 0)
+                                for (uint64_t off = 0; off < size; off += 64ULL << 20) {
+                                        uint64_t range[2] = { off, size - off < (64ULL << 20) ? size - off : 64ULL << 20 };
+                                        if (ioctl(fd, BLKDISCARD, range) < 0)
+                                                break;
+                                }
+                        close(fd);
+                }
+        }
+        int r = ts_thin_deactivate(name, 0, err);
+        if (r < 0)
+                return r;
+        return ts_thin_delete(s->pool, id, err);
+}
+
+/* Reads the pool's status (cached for STATUS_TTL_NS unless fresh). */
+static int pool_status(ts_snapshotter *s, bool fresh, ts_pool_status *ret, ts_error **err) {
+        int64_t now = mono_ns();
+        pthread_mutex_lock(&s->lock);
+        bool cached = !fresh && s->status_at && now - s->status_at < STATUS_TTL_NS;
+        if (cached)
+                *ret = s->status;
+        pthread_mutex_unlock(&s->lock);
+        if (cached)
+                return 0;
+        ts_pool_status st;
+        int r = ts_pool_get_status(s->pool, &st, err);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&s->lock);
+        s->status = st;
+        s->status_at = now;
+        pthread_mutex_unlock(&s->lock);
+        *ret = st;
+        return 0;
+}
+
+/* -ENOSPC with the pool's figures when it has no room left, else 0. */
+static int check_space(ts_snapshotter *s, bool fresh, ts_error **err) {
+        ts_pool_status st;
+        int r = pool_status(s, fresh, &st, err);
+        if (r < 0)
+                return r;
+        bool data_full = st.out_of_data_space || st.used_data_blocks >= st.total_data_blocks;
+        bool meta_full = st.total_meta_blocks && st.used_meta_blocks + 16 >= st.total_meta_blocks;
+        if (data_full || meta_full)
+                return ts_error_setf_plain(err, ENOSPC,
+                                           "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
+                                           " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used",
+                                           s->pool->name, data_full ? "data" : "metadata",
+                                           st.used_data_blocks, st.total_data_blocks,
+                                           st.used_meta_blocks, st.total_meta_blocks);
+        if (st.read_only || st.fail || st.needs_check)
+                return ts_error_setf_plain(err, EROFS, "pool %s is %s", s->pool->name,
+                                           st.needs_check ? "marked needs_check"
+                                           : st.fail     ? "failed"
+                                                         : "read-only");
+        return 0;
+}
+
+/* ---- base device ---- */
+
+static int run_mkfs(const char *mkfs, const char *dev, ts_error **err) {
+        /* The one process thinsnapd starts: formatting the base device once
+         * per pool and size, at start-up, never on a request. The storage
+         * reads as zeroes where unmapped, so nothing needs zeroing. */
+        char *argv[] = { (char *) mkfs, "-q", "-F", "-E", "nodiscard,assume_storage_prezeroed=1",
+                         "-L", "thinsnap-base", (char *) dev, NULL };
+        pid_t pid;
+        int r = posix_spawnp(&pid, mkfs, NULL, NULL, argv, environ);
+        if (r != 0)
+                return ts_error_set(err, r, "run %s", mkfs);
+        int st;
+        while (waitpid(pid, &st, 0) < 0)
+                if (errno != EINTR)
+                        return ts_error_set(err, errno, "wait for %s", mkfs);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                return ts_error_setf_plain(err, EIO, "%s %s failed (status %d)", mkfs, dev,
+                                           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+        return 0;
+}
+
+static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
+                   ts_error **err) {
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, true, &txn, err);
+        if (r < 0)
+                return r;
+        r = fn(txn, arg, err);
+        if (r < 0) {
+                ts_store_txn_abort(txn);
+                return r;
+        }
+        return ts_store_txn_commit(txn, err);
+}
+
+struct base_arg {
+        uint64_t size;
+        ts_store_base base;
+};
+
+static int base_reserve(ts_store_txn *txn, void *p, ts_error **err) {
+        struct base_arg *a = p;
+        int r = ts_store_base_get(txn, a->size, &a->base, NULL);
+        if (r == -ENOENT)
+                r = ts_store_base_create(txn, a->size, &a->base, err);
+        return r;
+}
+
+static int base_formatted(ts_store_txn *txn, void *p, ts_error **err) {
+        return ts_store_base_set_formatted(txn, ((struct base_arg *) p)->size, err);
+}
+
+/* Measures the bytes mapped in the base device (for Usage), activating it
+ * briefly read-only. */
+static int measure_base(ts_snapshotter *s, ts_error **err) {
+        char name[96];
+        dev_name(s, s->base_id, name, sizeof name);
+        int r = ts_thin_activate(s->pool, name, s->base_id, s->base_size, TS_THIN_READ_ONLY, err);
+        if (r < 0 && r != -EEXIST)
+                return r;
+        ts_thin_status st;
+        r = ts_thin_get_status(name, &st, err);
+        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
+        if (r < 0)
+                return r;
+        if (q < 0)
+                return q;
+        s->base_mapped = (int64_t) (st.mapped_sectors * 512);
+        return 0;
+}
+
+static int ensure_base(ts_snapshotter *s, const char *mkfs, ts_error **err) {
+        struct base_arg a = { .size = s->base_size };
+        int r = txn_run(s, base_reserve, &a, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "base device of %" PRIu64 " bytes", s->base_size);
+        s->base_id = a.base.dev_id;
+        if (a.base.formatted)
+                return measure_base(s, err);
+
+        char name[96], path[128];
+        dev_name(s, a.base.dev_id, name, sizeof name);
+        snprintf(path, sizeof path, "/dev/mapper/%s", name);
+        log_info("formatting the base device %s (%" PRIu64 " bytes) once for pool %s", name,
+                 s->base_size, s->pool->name);
+        r = ts_thin_create(s->pool, a.base.dev_id, err);
+        if (r == -EEXIST) /* a crash during an earlier format: start over */
+                r = 0;
+        if (r >= 0)
+                r = ts_thin_activate(s->pool, name, a.base.dev_id, s->base_size, 0, err);
+        if (r >= 0)
+                r = run_mkfs(mkfs, path, err);
+        ts_thin_status st = { 0 };
+        if (r >= 0)
+                r = ts_thin_get_status(name, &st, err);
+        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
+        if (r >= 0 && q < 0)
+                r = q;
+        if (r < 0)
+                return ts_error_prefix(err, r, "format base device %s", name);
+        s->base_mapped = (int64_t) (st.mapped_sectors * 512);
+        return txn_run(s, base_formatted, &a, err);
+}
+
+/* ---- start-up reconciliation ---- */
+
+struct pending {
+        char *ns, *key;
+        uint32_t dev_id;
+        ts_snapshot_kind kind;
+        ts_snapshot_state state;
+        uint64_t dev_size;
+};
+
+struct recon {
+        struct pending *v;
+        size_t n;
+};
+
+static int collect(const ts_store_info *info, void *p) {
+        struct recon *rc = p;
+        struct pending *nv = realloc(rc->v, (rc->n + 1) * sizeof(*nv));
+        if (!nv)
+                return -ENOMEM;
+        rc->v = nv;
+        struct pending *e = &rc->v[rc->n];
+        e->ns = strdup(info->namespace);
+        e->key = strdup(info->name);
+        if (!e->ns || !e->key) {
+                free(e->ns);
+                free(e->key);
+                return -ENOMEM;
+        }
+        e->dev_id = info->dev_id;
+        e->kind = info->kind;
+        e->state = info->state;
+        e->dev_size = info->dev_size;
+        rc->n++;
+        return 0;
+}
+
+static void recon_done(struct recon *rc) {
+        for (size_t i = 0; i < rc->n; i++) {
+                free(rc->v[i].ns);
+                free(rc->v[i].key);
+        }
+        free(rc->v);
+}
+
+struct key_arg {
+        const char *ns, *key;
+};
+
+static int delete_record(ts_store_txn *txn, void *p, ts_error **err) {
+        struct key_arg *a = p;
+        return ts_store_delete(txn, a->ns, a->key, err);
+}
+
+/* Finishes a removal whose intent (REMOVING) is recorded. */
+static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
+                         ts_error **err) {
+        int r = drop_device(s, dev_id, s->discard, err);
+        if (r < 0)
+                return r;
+        fault(s, "remove", "after-delete");
+        struct key_arg a = { ns, key };
+        return txn_run(s, delete_record, &a, err);
+}
+
+static int reconcile(ts_snapshotter *s, ts_error **err) {
+        struct recon rc = { 0 };
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        r = ts_store_walk(txn, NULL, collect, &rc, err);
+        ts_store_txn_commit(txn, NULL);
+        if (r < 0) {
+                recon_done(&rc);
+                return r;
+        }
+        unsigned rolled = 0, finished = 0, activated = 0;
+        for (size_t i = 0; i < rc.n && r >= 0; i++) {
+                struct pending *e = &rc.v[i];
+                char name[96];
+                dev_name(s, e->dev_id, name, sizeof name);
+                if (e->state == TS_STATE_CREATING) {
+                        r = finish_remove(s, e->ns, e->key, e->dev_id, err);
+                        rolled++;
+                } else if (e->state == TS_STATE_REMOVING) {
+                        r = finish_remove(s, e->ns, e->key, e->dev_id, err);
+                        finished++;
+                } else if (e->kind == TS_KIND_COMMITTED) {
+                        r = ts_thin_deactivate(name, 0, err);
+                } else {
+                        ts_dm_info info;
+                        r = ts_dm_info_get(name, &info, err);
+                        if (r >= 0 && !info.exists) {
+                                r = ts_thin_activate(s->pool, name, e->dev_id, e->dev_size, 0, err);
+                                activated++;
+                        }
+                }
+                if (r < 0)
+                        ts_error_prefix(err, r, "recover snapshot %s/%s (device %s)", e->ns, e->key, name);
+        }
+        recon_done(&rc);
+        if (r < 0)
+                return r;
+
+        /* Bases whose format did not finish are made again from scratch. */
+        ts_store_base *bases = NULL;
+        size_t nb = 0;
+        r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        r = ts_store_base_list(txn, &bases, &nb, err);
+        ts_store_txn_commit(txn, NULL);
+        for (size_t i = 0; r >= 0 && i < nb; i++) {
+                if (bases[i].formatted) {
+                        char name[96];
+                        dev_name(s, bases[i].dev_id, name, sizeof name);
+                        r = ts_thin_deactivate(name, 0, err);
+                        continue;
+                }
+                r = drop_device(s, bases[i].dev_id, false, err);
+                if (r >= 0) {
+                        ts_store_txn *w = NULL;
+                        r = ts_store_begin(s->store, true, &w, err);
+                        if (r >= 0 && (r = ts_store_base_delete(w, bases[i].size, err)) < 0)
+                                ts_store_txn_abort(w);
+                        else if (r >= 0)
+                                r = ts_store_txn_commit(w, err);
+                }
+        }
+        free(bases);
+        if (r < 0)
+                return r;
+        if (rolled || finished || activated)
+                log_info("recovered after a stop: %u unfinished prepares rolled back, %u removals "
+                         "finished, %u devices re-activated", rolled, finished, activated);
+        return 0;
+}
+
+/* ---- async removal ---- */
+
+static int reap_once(ts_snapshotter *s, ts_error **err) {
+        struct recon rc = { 0 };
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        r = ts_store_walk(txn, NULL, collect, &rc, err);
+        ts_store_txn_commit(txn, NULL);
+        for (size_t i = 0; r >= 0 && i < rc.n; i++) {
+                struct pending *e = &rc.v[i];
+                if (e->state != TS_STATE_REMOVING)
+                        continue;
+                if (lock_keys(s, e->ns, e->key, NULL) < 0)
+                        continue;
+                ts_error *e2 = NULL;
+                int q = finish_remove(s, e->ns, e->key, e->dev_id, &e2);
+                if (q < 0)
+                        log_warn("async remove of %s/%s: %s", e->ns, e->key, ts_error_message(e2, q));
+                ts_error_free(e2);
+                unlock_keys(s, e->ns, e->key, NULL);
+        }
+        recon_done(&rc);
+        return r;
+}
+
+static void *reaper_main(void *p) {
+        ts_snapshotter *s = p;
+        pthread_mutex_lock(&s->lock);
+        for (;;) {
+                while (!s->reap_pending && !s->stopping)
+                        pthread_cond_wait(&s->cond, &s->lock);
+                if (!s->reap_pending && s->stopping)
+                        break;
+                s->reap_pending = false;
+                pthread_mutex_unlock(&s->lock);
+                (void) reap_once(s, NULL);
+                pthread_mutex_lock(&s->lock);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+/* ---- open / close ---- */
+
+int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, ts_error **err) {
+        if (cfg->base_size == 0 || cfg->base_size % 4096)
+                return ts_error_setf_plain(err, EINVAL, "base size %" PRIu64 " is not a positive "
+                                                        "multiple of 4 KiB", cfg->base_size);
+        ts_snapshotter *s = calloc(1, sizeof(*s));
+        if (!s)
+                return ts_error_set(err, ENOMEM, "snapshotter");
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->cond, NULL);
+        s->base_size = cfg->base_size;
+        s->async_remove = cfg->async_remove;
+        s->discard = cfg->discard_on_remove;
+        const char *f = getenv("THINSNAPD_FAULT");
+        if (f && *f && !(s->fault = strdup(f))) {
+                ts_snapshotter_close(s);
+                return ts_error_set(err, ENOMEM, "snapshotter");
+        }
+
+        int r = ts_dm_check_available(err);
+        if (r >= 0)
+                r = ts_pool_open(cfg->pool, &s->pool, err);
+        if (r >= 0) {
+                ts_pool_status st;
+                r = ts_pool_get_status(s->pool, &st, err);
+                if (r >= 0 && st.needs_check)
+                        r = ts_error_setf_plain(err, EUCLEAN,
+                                                "pool %s needs_check: its metadata must be repaired "
+                                                "(thin_check/thin_repair) before use", cfg->pool);
+                else if (r >= 0 && (st.fail || st.read_only))
+                        r = ts_error_setf_plain(err, EROFS, "pool %s is %s", cfg->pool,
+                                                st.fail ? "failed" : "read-only");
+        }
+        ts_store_options so = { .dev_id_max = cfg->dev_id_max };
+        if (r >= 0)
+                r = ts_store_open(cfg->root, &so, &s->store, err);
+        if (r >= 0)
+                r = reconcile(s, err);
+        if (r >= 0)
+                r = ensure_base(s, cfg->mkfs ? cfg->mkfs : "mkfs.ext4", err);
+        if (r >= 0 && s->async_remove) {
+                r = -pthread_create(&s->reaper, NULL, reaper_main, s);
+                if (r < 0)
+                        ts_error_set(err, r, "start the removal thread");
+                else
+                        s->reaper_running = true;
+        }
+        if (r < 0) {
+                ts_snapshotter_close(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
+        if (!s)
+                return NULL;
+        if (s->reaper_running) {
+                pthread_mutex_lock(&s->lock);
+                s->stopping = true;
+                pthread_cond_broadcast(&s->cond);
+                pthread_mutex_unlock(&s->lock);
+                pthread_join(s->reaper, NULL);
+        }
+        ts_store_close(s->store);
+        ts_pool_free(s->pool);
+        ts_strv_free(s->held);
+        free(s->fault);
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return NULL;
+}
+
+/* ---- operations ---- */
+
+struct create_arg {
+        const char *ns, *key, *parent;
+        ts_snapshot_kind kind;
+        const ts_label *labels;
+        size_t n_labels;
+        uint64_t size;
+        uint32_t origin;
+        ts_store_info info;
+};
+
+static int create_record(ts_store_txn *txn, void *p, ts_error **err) {
+        struct create_arg *a = p;
+        if (a->parent && *a->parent) {
+                ts_store_info parent;
+                int r = ts_store_get(txn, a->ns, a->parent, &parent, err);
+                if (r < 0)
+                        return r;
+                a->size = parent.dev_size;
+                a->origin = parent.dev_id;
+                ts_store_info_done(&parent);
+        }
+        return ts_store_create(txn, a->ns, a->key, a->parent, a->kind, a->labels, a->n_labels, a->size,
+                               &a->info, err);
+}
+
+struct state_arg {
+        const char *ns, *key;
+        ts_snapshot_state state;
+};
+
+static int set_state(ts_store_txn *txn, void *p, ts_error **err) {
+        struct state_arg *a = p;
+        return ts_store_set_state(txn, a->ns, a->key, a->state, err);
+}
+
+int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, const char *parent,
+                           ts_snapshot_kind kind, const ts_label *labels, size_t n_labels,
+                           ts_mount *ret_mount, ts_error **err) {
+        int r = check_space(s, false, err);
+        if (r < 0)
+                return r;
+        r = lock_keys(s, ns, key, NULL);
+        if (r < 0)
+                return ts_error_set(err, r, "prepare %s", key);
+
+        struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
+                                .n_labels = n_labels, .size = s->base_size, .origin = s->base_id };
+        bool recorded = false, snapped = false;
+        char name[96];
+        r = txn_run(s, create_record, &a, err);
+        if (r < 0)
+                goto out;
+        recorded = true;
+        fault(s, "prepare", "after-record");
+
+        dev_name(s, a.info.dev_id, name, sizeof name);
+        r = ts_thin_snap(s->pool, a.info.dev_id, a.origin, NULL, err);
+        if (r < 0)
+                goto out;
+        snapped = true;
+        fault(s, "prepare", "after-snap");
+        r = ts_thin_activate(s->pool, name, a.info.dev_id, a.info.dev_size, 0, err);
+        if (r < 0)
+                goto out;
+        fault(s, "prepare", "after-activate");
+        struct state_arg st = { ns, key, TS_STATE_READY };
+        r = txn_run(s, set_state, &st, err);
+        if (r < 0)
+                goto out;
+        fill_mount(s, &a.info, ret_mount);
+out:
+        if (r < 0 && recorded) {
+                /* Roll back what was made; the record goes last. */
+                ts_error *e2 = NULL;
+                int q = snapped ? drop_device(s, a.info.dev_id, false, &e2) : 0;
+                if (q >= 0) {
+                        struct key_arg k = { ns, key };
+                        q = txn_run(s, delete_record, &k, &e2);
+                }
+                if (q < 0)
+                        log_warn("prepare %s/%s: rollback left the record for start-up recovery: %s",
+                                 ns, key, ts_error_message(e2, q));
+                ts_error_free(e2);
+                if (r == -ENOSPC) {
+                        /* Name the pool's figures: ResourceExhausted must say why. */
+                        ts_error *why = NULL;
+                        if (check_space(s, true, &why) == -ENOSPC) {
+                                ts_error_free(*err);
+                                *err = why;
+                        } else
+                                ts_error_free(why);
+                }
+        }
+        ts_store_info_done(&a.info);
+        unlock_keys(s, ns, key, NULL);
+        return r;
+}
+
+static int get_ready(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret,
+                     ts_error **err) {
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        r = ts_store_get(txn, ns, key, ret, err);
+        ts_store_txn_commit(txn, NULL);
+        if (r < 0)
+                return r;
+        if (ret->state != TS_STATE_READY) {
+                ts_store_info_done(ret);
+                return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", key);
+        }
+        return 0;
+}
+
+int ts_snapshotter_mounts(ts_snapshotter *s, const char *ns, const char *key, ts_mount *ret_mount,
+                          ts_error **err) {
+        ts_store_info info;
+        int r = get_ready(s, ns, key, &info, err);
+        if (r < 0)
+                return r;
+        if (info.kind != TS_KIND_ACTIVE && info.kind != TS_KIND_VIEW)
+                r = ts_error_setf_plain(err, EBUSY, "snapshot %s is not active or view", key);
+        else
+                fill_mount(s, &info, ret_mount);
+        ts_store_info_done(&info);
+        return r;
+}
+
+/* Bytes mapped in the parents of info (their recorded usage) and the base. */
+static int parents_mapped(ts_snapshotter *s, const char *ns, const ts_store_info *info, int64_t *ret,
+                          ts_error **err) {
+        int64_t sum = info->dev_size == s->base_size ? s->base_mapped : 0;
+        if (!info->parent || !*info->parent) {
+                *ret = sum;
+                return 0;
+        }
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        ts_store_info *chain = NULL;
+        size_t n = 0;
+        r = ts_store_parents(txn, ns, info->name, &chain, &n, err);
+        ts_store_txn_commit(txn, NULL);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                sum += chain[i].usage_size;
+        ts_store_infos_free(chain, n);
+        *ret = sum;
+        return 0;
+}
+
+static int active_usage(ts_snapshotter *s, const char *ns, const ts_store_info *info, int64_t *ret,
+                        ts_error **err) {
+        char name[96];
+        dev_name(s, info->dev_id, name, sizeof name);
+        ts_thin_status st;
+        int r = ts_thin_get_status(name, &st, err);
+        if (r < 0)
+                return r;
+        int64_t below;
+        r = parents_mapped(s, ns, info, &below, err);
+        if (r < 0)
+                return r;
+        int64_t mine = (int64_t) (st.mapped_sectors * 512) - below;
+        *ret = mine > 0 ? mine : 0;
+        return 0;
+}
+
+struct commit_arg {
+        const char *ns, *key, *name;
+        const ts_label *labels;
+        size_t n_labels;
+        int64_t usage;
+};
+
+static int commit_record(ts_store_txn *txn, void *p, ts_error **err) {
+        struct commit_arg *a = p;
+        return ts_store_commit(txn, a->ns, a->key, a->name, a->labels, a->n_labels, a->usage, 0, NULL,
+                               err);
+}
+
+int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, const char *key,
+                          const ts_label *labels, size_t n_labels, ts_error **err) {
+        int r = lock_keys(s, ns, key, name);
+        if (r < 0)
+                return ts_error_set(err, r, "commit %s", key);
+        ts_store_info info = { 0 };
+        char dev[96];
+        bool deactivated = false;
+        r = get_ready(s, ns, key, &info, err);
+        if (r < 0)
+                goto out;
+        if (info.kind != TS_KIND_ACTIVE) {
+                r = ts_error_setf_plain(err, EBUSY, "snapshot %s is not active", key);
+                goto out;
+        }
+        /* The name must be free before the device is touched. */
+        ts_store_info other;
+        if (get_ready(s, ns, name, &other, NULL) == 0) {
+                ts_store_info_done(&other);
+                r = ts_error_setf_plain(err, EEXIST, "snapshot %s already exists", name);
+                goto out;
+        }
+        struct commit_arg a = { ns, key, name, labels, n_labels, 0 };
+        r = active_usage(s, ns, &info, &a.usage, err);
+        if (r < 0)
+                goto out;
+        dev_name(s, info.dev_id, dev, sizeof dev);
+        r = ts_thin_deactivate(dev, 0, err);
+        if (r == -EBUSY) {
+                ts_error_prefix(err, r, "commit %s: its device is still in use (unmount it first)", key);
+                goto out;
+        }
+        if (r < 0)
+                goto out;
+        deactivated = true;
+        fault(s, "commit", "after-deactivate");
+        r = txn_run(s, commit_record, &a, err);
+out:
+        if (r < 0 && deactivated) {
+                ts_error *e2 = NULL;
+                int q = ts_thin_activate(s->pool, dev, info.dev_id, info.dev_size, 0, &e2);
+                if (q < 0)
+                        log_warn("commit %s/%s: re-activating after failure: %s", ns, key,
+                                 ts_error_message(e2, q));
+                ts_error_free(e2);
+        }
+        ts_store_info_done(&info);
+        unlock_keys(s, ns, key, name);
+        return r;
+}
+
+struct remove_arg {
+        const char *ns, *key;
+        ts_store_info info;
+};
+
+static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
+        struct remove_arg *a = p;
+        return ts_store_remove_begin(txn, a->ns, a->key, &a->info, err);
+}
+
+int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        int r = lock_keys(s, ns, key, NULL);
+        if (r < 0)
+                return ts_error_set(err, r, "remove %s", key);
+        struct remove_arg a = { ns, key, { 0 } };
+        r = txn_run(s, remove_begin, &a, err);
+        if (r < 0)
+                goto out;
+        fault(s, "remove", "after-mark");
+        if (s->async_remove) {
+                pthread_mutex_lock(&s->lock);
+                s->reap_pending = true;
+                pthread_cond_broadcast(&s->cond);
+                pthread_mutex_unlock(&s->lock);
+                goto out;
+        }
+        char dev[96];
+        dev_name(s, a.info.dev_id, dev, sizeof dev);
+        r = ts_thin_deactivate(dev, 0, err);
+        if (r < 0) {
+                /* Busy: give the remove up, the record is as it was. */
+                struct state_arg st = { ns, key, TS_STATE_READY };
+                (void) txn_run(s, set_state, &st, NULL);
+                if (r == -EBUSY)
+                        ts_error_prefix(err, r, "remove %s: its device is in use", key);
+                goto out;
+        }
+        fault(s, "remove", "after-deactivate");
+        r = finish_remove(s, ns, key, a.info.dev_id, err);
+out:
+        ts_store_info_done(&a.info);
+        unlock_keys(s, ns, key, NULL);
+        return r;
+}
+
+int ts_snapshotter_stat(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret_info,
+                        ts_error **err) {
+        return get_ready(s, ns, key, ret_info, err);
+}
+
+struct update_arg {
+        const char *ns, *key;
+        const ts_label *labels;
+        size_t n_labels;
+        const char *const *paths;
+        size_t n_paths;
+        ts_store_info *ret;
+};
+
+static int update_record(ts_store_txn *txn, void *p, ts_error **err) {
+        struct update_arg *a = p;
+        ts_store_info cur;
+        int r = ts_store_get(txn, a->ns, a->key, &cur, err);
+        if (r < 0)
+                return r;
+        bool ready = cur.state == TS_STATE_READY;
+        ts_store_info_done(&cur);
+        if (!ready)
+                return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", a->key);
+        return ts_store_update(txn, a->ns, a->key, a->labels, a->n_labels, a->paths, a->n_paths, a->ret,
+                               err);
+}
+
+int ts_snapshotter_update(ts_snapshotter *s, const char *ns, const char *key, const ts_label *labels,
+                          size_t n_labels, const char *const *paths, size_t n_paths,
+                          ts_store_info *ret_info, ts_error **err) {
+        struct update_arg a = { ns, key, labels, n_labels, paths, n_paths, ret_info };
+        return txn_run(s, update_record, &a, err);
+}
+
+int ts_snapshotter_usage(ts_snapshotter *s, const char *ns, const char *key, int64_t *ret_size,
+                         int64_t *ret_inodes, ts_error **err) {
+        ts_store_info info;
+        int r = get_ready(s, ns, key, &info, err);
+        if (r < 0)
+                return r;
+        if (info.kind == TS_KIND_COMMITTED) {
+                *ret_size = info.usage_size;
+                *ret_inodes = info.usage_inodes;
+        } else {
+                r = active_usage(s, ns, &info, ret_size, err);
+                *ret_inodes = 0;
+        }
+        ts_store_info_done(&info);
+        return r;
+}
+
+struct walk_arg {
+        const ts_filter *filter;
+        ts_store_walk_fn fn;
+        void *userdata;
+};
+
+static int walk_one(const ts_store_info *info, void *p) {
+        struct walk_arg *a = p;
+        if (info->state != TS_STATE_READY)
+                return 0;
+        if (a->filter && !ts_filter_match(a->filter, ts_store_info_field, (void *) info))
+                return 0;
+        return a->fn(info, a->userdata);
+}
+
+int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter,
+                        ts_store_walk_fn fn, void *userdata, ts_error **err) {
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        struct walk_arg a = { filter, fn, userdata };
+        r = ts_store_walk(txn, ns, walk_one, &a, err);
+        ts_store_txn_commit(txn, NULL);
+        return r;
+}
+
+int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {
+        if (!s->async_remove)
+                return 0;
+        return reap_once(s, err);
+}

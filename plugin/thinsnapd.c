@@ -1,0 +1,244 @@
+/* thinsnapd: a containerd proxy snapshotter on a device-mapper thin pool. */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/parse.h"
+#include "plugin/config.h"
+#include "plugin/service.h"
+#include "plugin/snapshotter.h"
+#include "rpc/server.h"
+
+#define DEFAULT_BASE_SIZE (10ULL << 30)
+
+static const char help[] =
+        "Usage: thinsnapd --root DIR --pool NAME --address SOCKET [OPTIONS]\n"
+        "\n"
+        "A containerd proxy snapshotter: serves containerd.services.snapshots.v1.Snapshots\n"
+        "over gRPC on a unix socket; every snapshot is a thin device in one dm-thin pool.\n"
+        "\n"
+        "  --root DIR          state directory (snapshot metadata)\n"
+        "  --pool NAME         device-mapper name of an existing thin pool\n"
+        "                      (made with 'thinsnap pool create')\n"
+        "  --address SOCKET    unix socket to serve on (its directory is created)\n"
+        "  --base-size SIZE    size of every snapshot's device, e.g. 10G (default 10G);\n"
+        "                      the base filesystem is made once per pool and size\n"
+        "  --config FILE       settings file (keys as the long options, with _ for -);\n"
+        "                      options given on the command line win\n"
+        "  --socket-mode MODE  socket file mode (default 0660)\n"
+        "  --async-remove      Remove returns once recorded; devices go in the background\n"
+        "  --discard           discard a device's blocks before deleting it\n"
+        "  --mkfs PATH         mkfs.ext4 to format the base device with\n"
+        "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
+        "  --version           print the version\n"
+        "  -h, --help          this text\n"
+        "\n"
+        "Logs are logfmt lines on stderr. SIGTERM or SIGINT stops gracefully: calls in\n"
+        "flight finish. Exit status: 0 after a graceful stop, 1 on a failure to start or\n"
+        "serve, 2 on a bad command line.\n";
+
+static ts_rpc_server *the_server;
+
+static void on_signal(int sig) {
+        (void) sig;
+        if (the_server)
+                ts_rpc_server_shutdown(the_server);
+}
+
+_printf_(1, 2) static int usage_error(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "thinsnapd: ");
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "\nTry 'thinsnapd --help'.\n");
+        return 2;
+}
+
+static int mkdir_parents(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+                return -ENOMEM;
+        char *dir = dirname(copy);
+        if (strcmp(dir, ".") == 0 || strcmp(dir, "/") == 0)
+                return 0;
+        struct stat st;
+        if (stat(dir, &st) == 0)
+                return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+        int r = mkdir_parents(dir);
+        if (r < 0)
+                return r;
+        if (mkdir(dir, 0711) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+/* A bad command line: say why, then leave through the common clean-up. */
+#define USAGE(...)                                                                             \
+        do {                                                                                   \
+                exit_code = usage_error(__VA_ARGS__);                                          \
+                goto out;                                                                      \
+        } while (0)
+
+enum {
+        OPT_ROOT = 256,
+        OPT_POOL,
+        OPT_ADDRESS,
+        OPT_BASE_SIZE,
+        OPT_CONFIG,
+        OPT_SOCKET_MODE,
+        OPT_ASYNC,
+        OPT_DISCARD,
+        OPT_MKFS,
+        OPT_LOG_LEVEL,
+        OPT_VERSION,
+};
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+                { "root", required_argument, NULL, OPT_ROOT },
+                { "pool", required_argument, NULL, OPT_POOL },
+                { "address", required_argument, NULL, OPT_ADDRESS },
+                { "base-size", required_argument, NULL, OPT_BASE_SIZE },
+                { "config", required_argument, NULL, OPT_CONFIG },
+                { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+                { "async-remove", no_argument, NULL, OPT_ASYNC },
+                { "discard", no_argument, NULL, OPT_DISCARD },
+                { "mkfs", required_argument, NULL, OPT_MKFS },
+                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+                { "version", no_argument, NULL, OPT_VERSION },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        ts_daemon_config file = { .socket_mode = 0660 };
+        ts_daemon_config cli = { 0 };
+        const char *config_path = NULL;
+        bool async = false, discard = false, mode_set = false;
+        int exit_code = 1;
+        ts_error *err = NULL;
+        ts_snapshotter *snap = NULL;
+        ts_rpc_server *server = NULL;
+        int r = 0;
+        const char *address = NULL;
+        int c;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'h': fputs(help, stdout); exit_code = 0; goto out;
+                case OPT_VERSION: printf("thinsnapd %s\n", TS_VERSION); exit_code = 0; goto out;
+                case OPT_ROOT: free(cli.root); cli.root = strdup(optarg); break;
+                case OPT_POOL: free(cli.pool); cli.pool = strdup(optarg); break;
+                case OPT_ADDRESS: free(cli.address); cli.address = strdup(optarg); break;
+                case OPT_MKFS: free(cli.mkfs); cli.mkfs = strdup(optarg); break;
+                case OPT_CONFIG: config_path = optarg; break;
+                case OPT_ASYNC: async = true; break;
+                case OPT_DISCARD: discard = true; break;
+                case OPT_BASE_SIZE:
+                        if (ts_parse_size(optarg, &cli.base_size) < 0 || cli.base_size == 0)
+                                USAGE("--base-size '%s' is not a size (examples: 64M, 10G)",
+                                                   optarg);
+                        break;
+                case OPT_SOCKET_MODE:
+                        if (ts_parse_mode(optarg, &cli.socket_mode) < 0)
+                                USAGE("--socket-mode '%s' is not an octal mode", optarg);
+                        mode_set = true;
+                        break;
+                case OPT_LOG_LEVEL:
+                        if (ts_log_parse_level(optarg, &cli.log_level) < 0)
+                                USAGE("--log-level '%s': use error, warn, info, debug or trace",
+                                                   optarg);
+                        cli.log_level_set = true;
+                        break;
+                case ':': USAGE("%s needs a value", argv[optind - 1]);
+                default: USAGE("unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind < argc)
+                USAGE("unexpected argument '%s'", argv[optind]);
+
+        if (config_path && (r = ts_config_load(config_path, &file, &err)) < 0) {
+                fprintf(stderr, "thinsnapd: %s\n", ts_error_message(err, r));
+                exit_code = 2;
+                goto out;
+        }
+        /* The command line wins over the file. */
+        const char *root = cli.root ? cli.root : file.root;
+        const char *pool = cli.pool ? cli.pool : file.pool;
+        address = cli.address ? cli.address : file.address;
+        const char *mkfs = cli.mkfs ? cli.mkfs : file.mkfs;
+        uint64_t base_size = cli.base_size ? cli.base_size : file.base_size ? file.base_size : DEFAULT_BASE_SIZE;
+        uint32_t mode = mode_set ? cli.socket_mode : file.socket_mode;
+        if (cli.log_level_set)
+                ts_log_set_level(cli.log_level);
+        else if (file.log_level_set)
+                ts_log_set_level(file.log_level);
+        const char *missing = !root ? "--root" : !pool ? "--pool" : !address ? "--address" : NULL;
+        if (missing) {
+                exit_code = usage_error("%s is required", missing);
+                goto out;
+        }
+
+        ts_snapshotter_config sc = {
+                .root = root,
+                .pool = pool,
+                .base_size = base_size,
+                .mkfs = mkfs,
+                .async_remove = async || file.async_remove,
+                .discard_on_remove = discard || file.discard_on_remove,
+        };
+        r = ts_snapshotter_open(&sc, &snap, &err);
+        if (r < 0) {
+                log_error_errno(r, "cannot start: %s", ts_error_message(err, r));
+                goto out;
+        }
+        /* Handlers run on libuv's pool (4 threads unless told): enough room
+         * for a burst of Prepares to overlap their kernel round trips. */
+        setenv("UV_THREADPOOL_SIZE", "16", 0);
+        r = ts_rpc_server_new(NULL, &server);
+        if (r >= 0)
+                r = ts_service_register(server, snap);
+        if (r >= 0 && (r = mkdir_parents(address)) < 0)
+                ts_error_set(&err, r, "create the directory of %s", address);
+        if (r >= 0)
+                r = ts_rpc_server_listen(server, address, mode, &err);
+        if (r < 0) {
+                log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
+                goto out;
+        }
+        the_server = server;
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        char fields[512];
+        snprintf(fields, sizeof fields, "address=%s pool=%s root=%s base_size=%llu", address, pool, root,
+                 (unsigned long long) base_size);
+        ts_log_emit(TS_LOG_INFO, 0, fields, "serving");
+        r = ts_rpc_server_run(server, &err);
+        the_server = NULL;
+        if (r < 0) {
+                log_error_errno(r, "serving stopped: %s", ts_error_message(err, r));
+                goto out;
+        }
+        log_info("stopped");
+        exit_code = 0;
+out:
+        ts_rpc_server_free(server);
+        if (address && exit_code == 0)
+                unlink(address);
+        ts_snapshotter_close(snap);
+        ts_error_free(err);
+        ts_daemon_config_done(&file);
+        ts_daemon_config_done(&cli);
+        return exit_code;
+}

@@ -1,0 +1,131 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc/call.h"
+#include "rpc/server-internal.h"
+
+const char *ts_rpc_call_method(const ts_rpc_call *call) {
+        return call->path;
+}
+
+const char *ts_rpc_call_metadata(const ts_rpc_call *call, const char *key) {
+        for (size_t i = 0; i < call->n_headers; i++)
+                if (strcmp(call->headers[i].name, key) == 0)
+                        return call->headers[i].value;
+        return NULL;
+}
+
+const char *ts_rpc_call_namespace(const ts_rpc_call *call) {
+        return ts_rpc_call_metadata(call, "containerd-namespace");
+}
+
+const uint8_t *ts_rpc_call_request(const ts_rpc_call *call, size_t *ret_len) {
+        *ret_len = call->req_len;
+        return call->req;
+}
+
+uint64_t ts_rpc_call_deadline(const ts_rpc_call *call) {
+        return call->deadline;
+}
+
+bool ts_rpc_call_cancelled(ts_rpc_call *call) {
+        pthread_mutex_lock(&call->server->lock);
+        bool c = call->cancelled;
+        pthread_mutex_unlock(&call->server->lock);
+        return c;
+}
+
+static int queue_message(ts_rpc_call *call, rpc_outbuf *b) {
+        ts_rpc_server *s = call->server;
+
+        pthread_mutex_lock(&s->lock);
+        if (!call->method->server_streaming && call->sent_unary) {
+                pthread_mutex_unlock(&s->lock);
+                free(b);
+                return -EALREADY;
+        }
+        while (!call->cancelled && call->out_bytes > 0 &&
+               call->out_bytes + b->len > s->opts.stream_queue_bytes)
+                pthread_cond_wait(&call->cond, &s->lock);
+        if (call->cancelled) {
+                pthread_mutex_unlock(&s->lock);
+                free(b);
+                return -ECANCELED;
+        }
+        call->sent_unary = true;
+        if (call->out_tail)
+                call->out_tail->next = b;
+        else
+                call->out_head = b;
+        call->out_tail = b;
+        call->out_bytes += b->len;
+        ts_rpc_server_post_locked(s, call);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+int ts_rpc_call_send_bytes(ts_rpc_call *call, const void *data, size_t len) {
+        if (len > call->server->opts.max_message_size)
+                return -EMSGSIZE;
+        rpc_outbuf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
+        if (!b)
+                return -ENOMEM;
+        *b = (rpc_outbuf) { .len = TS_RPC_FRAME_PREFIX + len };
+        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
+        if (len > 0)
+                memcpy(b->data + TS_RPC_FRAME_PREFIX, data, len);
+        return queue_message(call, b);
+}
+
+int ts_rpc_call_send(ts_rpc_call *call, const ProtobufCMessage *msg) {
+        size_t len = protobuf_c_message_get_packed_size(msg);
+
+        if (len > call->server->opts.max_message_size)
+                return -EMSGSIZE;
+        rpc_outbuf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
+        if (!b)
+                return -ENOMEM;
+        *b = (rpc_outbuf) { .len = TS_RPC_FRAME_PREFIX + len };
+        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
+        protobuf_c_message_pack(msg, b->data + TS_RPC_FRAME_PREFIX);
+        return queue_message(call, b);
+}
+
+static void set_message(ts_rpc_call *call, char *msg) {
+        pthread_mutex_lock(&call->server->lock);
+        free(call->status_msg);
+        call->status_msg = msg;
+        pthread_mutex_unlock(&call->server->lock);
+}
+
+int ts_rpc_call_error(ts_rpc_call *call, int code, const char *fmt, ...) {
+        va_list ap;
+        char *m = NULL;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        set_message(call, m);
+        return code;
+}
+
+int ts_rpc_call_errno(ts_rpc_call *call, int r, const ts_error *err) {
+        if (r == 0)
+                return TS_RPC_OK;
+        return ts_rpc_call_error(call, ts_rpc_status_from_errno(r), "%s", ts_error_message(err, r));
+}
+
+int ts_rpc_call_decode(ts_rpc_call *call, const ProtobufCMessageDescriptor *desc,
+                       ProtobufCMessage **ret) {
+        ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, call->req_len, call->req);
+        if (!m)
+                return ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT,
+                                         "request of %zu bytes does not decode as %s",
+                                         call->req_len, desc->name);
+        *ret = m;
+        return TS_RPC_OK;
+}

@@ -1,0 +1,1111 @@
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "rpc/server-internal.h"
+
+#define DEFAULT_MAX_STREAMS 256
+#define DEFAULT_QUEUE_BYTES (4u * 1024 * 1024)
+#define STREAM_WINDOW (1 << 20)
+#define CONN_WINDOW (16 << 20)
+#define WRITE_CHUNK (256 * 1024)
+#define DEFAULT_GRACE_MS 30000
+
+struct rpc_conn {
+        ts_rpc_server *server;
+        rpc_conn *prev, *next;
+        uv_pipe_t pipe;
+        bool has_pipe;
+        nghttp2_session *session;
+        ts_rpc_call *calls;
+        bool writing, closing, goaway_sent;
+        uv_write_t wreq;
+        uint8_t *wbuf;
+        /* Socket-less connections: captured output, when asked for. */
+        bool capture;
+        uint8_t *cap;
+        size_t cap_len, cap_size;
+};
+
+static void conn_flush(rpc_conn *c);
+static void conn_close(rpc_conn *c);
+static void server_maybe_finish(ts_rpc_server *s);
+
+static uint64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+/* ---- calls ---- */
+
+static void timer_free_cb(uv_handle_t *h) {
+        free(h);
+}
+
+static void call_free(ts_rpc_call *call) {
+        if (call->timer)
+                uv_close((uv_handle_t *) call->timer, timer_free_cb);
+        for (rpc_outbuf *b = call->out_head, *n; b; b = n) {
+                n = b->next;
+                free(b);
+        }
+        for (size_t i = 0; i < call->n_headers; i++) {
+                free(call->headers[i].name);
+                free(call->headers[i].value);
+        }
+        free(call->headers);
+        free(call->path);
+        free(call->http_method);
+        free(call->content_type);
+        free(call->encoding);
+        free(call->req);
+        free(call->status_msg);
+        ts_rpc_deframer_done(&call->deframer);
+        pthread_cond_destroy(&call->cond);
+        free(call);
+}
+
+/* Drops one reference; the caller holds no lock. */
+static void call_unref(ts_rpc_call *call) {
+        ts_rpc_server *s = call->server;
+        pthread_mutex_lock(&s->lock);
+        int r = --call->refs;
+        pthread_mutex_unlock(&s->lock);
+        if (r == 0)
+                call_free(call);
+}
+
+static int call_new(rpc_conn *c, int32_t stream_id, ts_rpc_call **ret) {
+        ts_rpc_call *call = calloc(1, sizeof(*call));
+        if (!call)
+                return -ENOMEM;
+        call->server = c->server;
+        call->conn = c;
+        call->stream_id = stream_id;
+        call->refs = 1;
+        ts_rpc_deframer_init(&call->deframer, c->server->opts.max_message_size);
+        pthread_cond_init(&call->cond, NULL);
+        call->conn_next = c->calls;
+        if (c->calls)
+                c->calls->conn_prev = call;
+        c->calls = call;
+        *ret = call;
+        return 0;
+}
+
+/* The stream is gone (closed, reset, or its connection died): cancel the
+ * handler, forget the connection, drop the stream's reference. */
+static void call_detach(ts_rpc_call *call) {
+        rpc_conn *c = call->conn;
+        ts_rpc_server *s = call->server;
+
+        if (!c)
+                return;
+        if (call->conn_prev)
+                call->conn_prev->conn_next = call->conn_next;
+        else
+                c->calls = call->conn_next;
+        if (call->conn_next)
+                call->conn_next->conn_prev = call->conn_prev;
+        call->conn = NULL;
+        nghttp2_session_set_stream_user_data(c->session, call->stream_id, NULL);
+        if (call->timer) {
+                uv_close((uv_handle_t *) call->timer, timer_free_cb);
+                call->timer = NULL;
+        }
+        pthread_mutex_lock(&s->lock);
+        call->cancelled = true;
+        pthread_cond_broadcast(&call->cond);
+        pthread_mutex_unlock(&s->lock);
+        call_unref(call);
+}
+
+void ts_rpc_server_post_locked(ts_rpc_server *s, ts_rpc_call *call) {
+        if (!call->pending) {
+                call->pending = true;
+                call->refs++;
+                call->pending_next = s->pending_head;
+                s->pending_head = call;
+        }
+        uv_async_send(&s->async);
+}
+
+#define NV(n, v)                                                                             \
+        { (uint8_t *) (n), (uint8_t *) (v), sizeof(n) - 1, strlen(v),                       \
+          NGHTTP2_NV_FLAG_NO_COPY_NAME }
+
+/* Builds grpc-status/grpc-message headers after `base` fixed ones. */
+static int submit_status(ts_rpc_call *call, bool trailers_only, int code, const char *msg) {
+        char status[8];
+        char *enc = NULL;
+        nghttp2_nv nv[6];
+        size_t n = 0;
+        int r;
+
+        snprintf(status, sizeof(status), "%d", code);
+        if (trailers_only) {
+                nv[n++] = (nghttp2_nv) NV(":status", "200");
+                nv[n++] = (nghttp2_nv) NV("content-type", "application/grpc");
+                nv[n++] = (nghttp2_nv) NV("grpc-accept-encoding", "identity");
+        }
+        nv[n++] = (nghttp2_nv) NV("grpc-status", status);
+        if (msg && *msg) {
+                if (ts_rpc_percent_encode(msg, &enc) < 0)
+                        enc = NULL;
+                if (enc)
+                        nv[n++] = (nghttp2_nv) NV("grpc-message", enc);
+        }
+        if (trailers_only)
+                r = nghttp2_submit_response(call->conn->session, call->stream_id, nv, n, NULL);
+        else
+                r = nghttp2_submit_trailer(call->conn->session, call->stream_id, nv, n);
+        free(enc);
+        return r;
+}
+
+static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                            void *user_data) {
+        ts_rpc_call *call = source->ptr;
+        ts_rpc_server *s = call->server;
+        size_t n = 0;
+
+        pthread_mutex_lock(&s->lock);
+        while (n < length && call->out_head) {
+                rpc_outbuf *b = call->out_head;
+                size_t k = b->len - b->off;
+                if (k > length - n)
+                        k = length - n;
+                memcpy(buf + n, b->data + b->off, k);
+                b->off += k;
+                n += k;
+                call->out_bytes -= k;
+                if (b->off == b->len) {
+                        call->out_head = b->next;
+                        if (!call->out_head)
+                                call->out_tail = NULL;
+                        free(b);
+                }
+        }
+        if (n > 0)
+                pthread_cond_broadcast(&call->cond);
+        bool end = !call->out_head && call->final_set;
+        int code = call->status;
+        char *msg = end && call->status_msg ? strdup(call->status_msg) : NULL;
+        pthread_mutex_unlock(&s->lock);
+
+        if (end) {
+                *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+                int r = submit_status(call, false, code, msg);
+                free(msg);
+                if (r < 0)
+                        return NGHTTP2_ERR_CALLBACK_FAILURE;
+                call->finished = true;
+                return (ssize_t) n;
+        }
+        if (n == 0)
+                return NGHTTP2_ERR_DEFERRED;
+        return (ssize_t) n;
+}
+
+static int submit_headers(ts_rpc_call *call) {
+        nghttp2_nv nv[] = {
+                NV(":status", "200"),
+                NV("content-type", "application/grpc"),
+                NV("grpc-accept-encoding", "identity"),
+        };
+        nghttp2_data_provider prd = { .source.ptr = call, .read_callback = data_read_cb };
+        int r = nghttp2_submit_response(call->conn->session, call->stream_id, nv,
+                                        TS_ARRAY_SIZE(nv), &prd);
+        if (r == 0)
+                call->headers_sent = true;
+        return r;
+}
+
+/* Makes progress on a call's output on the loop: first headers, then
+ * data as it comes, then trailers (from data_read_cb) once the status is
+ * known. Without output and with a final status: trailers-only. */
+static void call_kick(ts_rpc_call *call) {
+        ts_rpc_server *s = call->server;
+
+        if (!call->conn || call->finished)
+                return;
+        pthread_mutex_lock(&s->lock);
+        bool has_out = call->out_head != NULL, final = call->final_set;
+        int code = call->status;
+        char *msg = final && call->status_msg ? strdup(call->status_msg) : NULL;
+        pthread_mutex_unlock(&s->lock);
+
+        if (call->headers_sent)
+                nghttp2_session_resume_data(call->conn->session, call->stream_id);
+        else if (has_out)
+                submit_headers(call);
+        else if (final) {
+                if (submit_status(call, true, code, msg) == 0)
+                        call->finished = true;
+        }
+        free(msg);
+}
+
+/* The loop ends a call itself (bad request, deadline): the status wins over
+ * what the handler may still produce, queued output is dropped. */
+static void call_fail(ts_rpc_call *call, int code, const char *fmt, ...) _printf_(3, 4);
+static void call_fail(ts_rpc_call *call, int code, const char *fmt, ...) {
+        ts_rpc_server *s = call->server;
+        char *m = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+
+        pthread_mutex_lock(&s->lock);
+        if (call->final_set) {
+                pthread_mutex_unlock(&s->lock);
+                free(m);
+                return;
+        }
+        call->final_set = true;
+        call->status = code;
+        free(call->status_msg);
+        call->status_msg = m;
+        call->cancelled = true;
+        for (rpc_outbuf *b = call->out_head, *n; b; b = n) {
+                n = b->next;
+                free(b);
+        }
+        call->out_head = call->out_tail = NULL;
+        call->out_bytes = 0;
+        pthread_cond_broadcast(&call->cond);
+        pthread_mutex_unlock(&s->lock);
+        call_kick(call);
+}
+
+/* ---- handlers on workers ---- */
+
+static void work_cb(uv_work_t *w) {
+        ts_rpc_call *call = w->data;
+        ts_rpc_server *s = call->server;
+        ProtobufCMessage *req = NULL;
+        int code = TS_RPC_OK;
+
+        if (call->method->request)
+                code = ts_rpc_call_decode(call, call->method->request, &req);
+        if (code == TS_RPC_OK && !ts_rpc_call_cancelled(call))
+                code = call->method->handler(call, req, call->method->userdata);
+        if (req)
+                protobuf_c_message_free_unpacked(req, NULL);
+
+        pthread_mutex_lock(&s->lock);
+        if (code < 0 || code >= _TS_RPC_STATUS_MAX) {
+                free(call->status_msg);
+                call->status_msg = NULL;
+                if (asprintf(&call->status_msg, "handler returned invalid status %d", code) < 0)
+                        call->status_msg = NULL;
+                code = TS_RPC_INTERNAL;
+        } else if (code == TS_RPC_OK && !call->method->server_streaming && !call->sent_unary) {
+                free(call->status_msg);
+                call->status_msg = strdup("handler produced no response");
+                code = TS_RPC_INTERNAL;
+        }
+        if (!call->final_set) {
+                call->final_set = true;
+                call->status = code;
+                if (code == TS_RPC_OK) {
+                        free(call->status_msg);
+                        call->status_msg = NULL;
+                }
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
+static void after_work_cb(uv_work_t *w, int status) {
+        ts_rpc_call *call = w->data;
+        ts_rpc_server *s = call->server;
+        rpc_conn *c = call->conn;
+
+        s->n_working--;
+        if (c) {
+                call_kick(call);
+                conn_flush(c);
+        }
+        call_unref(call);
+        server_maybe_finish(s);
+}
+
+static void timer_cb(uv_timer_t *t) {
+        ts_rpc_call *call = t->data;
+        rpc_conn *c = call->conn;
+
+        call_fail(call, TS_RPC_DEADLINE_EXCEEDED, "deadline exceeded");
+        if (c)
+                conn_flush(c);
+}
+
+static void dispatch(ts_rpc_call *call) {
+        ts_rpc_server *s = call->server;
+
+        if (call->finished || call->final_set)
+                return;
+        if (ts_rpc_deframer_partial(&call->deframer))
+                return call_fail(call, TS_RPC_INTERNAL, "request stream ended inside a message");
+        if (call->n_req != 1)
+                return call_fail(call, TS_RPC_INTERNAL, "expected one request message, got %u",
+                                 call->n_req);
+        pthread_mutex_lock(&s->lock);
+        call->refs++;
+        call->dispatched = true;
+        pthread_mutex_unlock(&s->lock);
+        call->work.data = call;
+        int r = uv_queue_work(&s->loop, &call->work, work_cb, after_work_cb);
+        if (r < 0) {
+                call_unref(call);
+                return call_fail(call, TS_RPC_UNAVAILABLE, "cannot queue work: %s", uv_strerror(r));
+        }
+        s->n_working++;
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+        rpc_conn *c = ud;
+        ts_rpc_call *call;
+
+        if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+                return 0;
+        if (call_new(c, frame->hd.stream_id, &call) < 0)
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+        nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
+        return 0;
+}
+
+static char *memdup0(const uint8_t *p, size_t n) {
+        char *s = malloc(n + 1);
+        if (s) {
+                memcpy(s, p, n);
+                s[n] = 0;
+        }
+        return s;
+}
+
+static int set_str(char **dst, const uint8_t *v, size_t n) {
+        if (*dst)
+                return 0; /* first value wins */
+        *dst = memdup0(v, n);
+        return *dst ? 0 : -ENOMEM;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud) {
+        ts_rpc_call *call;
+        int r = 0;
+
+        if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+                return 0;
+        call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (!call)
+                return 0;
+
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, namelen) == 0)
+        if (IS(":path"))
+                r = set_str(&call->path, value, valuelen);
+        else if (IS(":method"))
+                r = set_str(&call->http_method, value, valuelen);
+        else if (IS("content-type"))
+                r = set_str(&call->content_type, value, valuelen);
+        else if (IS("grpc-encoding"))
+                r = set_str(&call->encoding, value, valuelen);
+        else if (IS("grpc-timeout")) {
+                _cleanup_free_ char *t = memdup0(value, valuelen);
+                if (!t)
+                        return NGHTTP2_ERR_CALLBACK_FAILURE;
+                /* A malformed timeout is ignored, as if none were sent. */
+                if (ts_rpc_timeout_parse(t, &call->timeout_ns) == 0)
+                        call->has_timeout = true;
+        } else if (namelen > 0 && name[0] != ':') {
+                if (call->n_headers >= 128)
+                        return 0;
+                rpc_header *h = realloc(call->headers, (call->n_headers + 1) * sizeof(*h));
+                if (!h)
+                        return NGHTTP2_ERR_CALLBACK_FAILURE;
+                call->headers = h;
+                h[call->n_headers].name = memdup0(name, namelen);
+                h[call->n_headers].value = memdup0(value, valuelen);
+                call->n_headers++;
+                if (!h[call->n_headers - 1].name || !h[call->n_headers - 1].value)
+                        return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+#undef IS
+        return r < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+static const ts_rpc_method *find_method(ts_rpc_server *s, const char *path) {
+        for (size_t i = 0; i < s->n_methods; i++)
+                if (strcmp(s->methods[i].path, path) == 0)
+                        return &s->methods[i];
+        return NULL;
+}
+
+static void respond_http(ts_rpc_call *call, const char *status) {
+        nghttp2_nv nv[] = { NV(":status", status) };
+        if (nghttp2_submit_response(call->conn->session, call->stream_id, nv, 1, NULL) == 0)
+                call->finished = true;
+        pthread_mutex_lock(&call->server->lock);
+        call->final_set = true;
+        call->cancelled = true;
+        pthread_mutex_unlock(&call->server->lock);
+}
+
+static void request_headers_done(ts_rpc_call *call) {
+        ts_rpc_server *s = call->server;
+
+        if (!call->http_method || strcmp(call->http_method, "POST") != 0)
+                return respond_http(call, "405");
+        if (!call->content_type || strncmp(call->content_type, "application/grpc", 16) != 0)
+                return respond_http(call, "415");
+        if (!call->path)
+                return call_fail(call, TS_RPC_UNIMPLEMENTED, "no method path");
+        call->method = find_method(s, call->path);
+        if (!call->method)
+                return call_fail(call, TS_RPC_UNIMPLEMENTED, "unknown method %s", call->path);
+        if (call->has_timeout) {
+                uint64_t ms = call->timeout_ns / 1000000 + (call->timeout_ns % 1000000 ? 1 : 0);
+                uint64_t now = now_ns();
+                call->deadline = call->timeout_ns > UINT64_MAX - now ? UINT64_MAX
+                                                                     : now + call->timeout_ns;
+                call->timer = malloc(sizeof(*call->timer));
+                if (!call->timer)
+                        return call_fail(call, TS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+                uv_timer_init(&s->loop, call->timer);
+                call->timer->data = call;
+                uv_timer_start(call->timer, timer_cb, ms, 0);
+        }
+}
+
+static int on_message(void *userdata, bool compressed, uint8_t *msg, size_t len) {
+        ts_rpc_call *call = userdata;
+
+        if (compressed) {
+                free(msg);
+                if (!call->encoding || strcmp(call->encoding, "identity") == 0) {
+                        call_fail(call, TS_RPC_INTERNAL,
+                                  "compressed flag set without grpc-encoding");
+                } else
+                        call_fail(call, TS_RPC_UNIMPLEMENTED,
+                                  "grpc-encoding %s is not supported, only identity",
+                                  call->encoding);
+                return -ECANCELED;
+        }
+        call->n_req++;
+        if (call->n_req > 1) {
+                free(msg);
+                call_fail(call, TS_RPC_INTERNAL, "expected one request message, got more");
+                return -ECANCELED;
+        }
+        call->req = msg;
+        call->req_len = len;
+        return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *ud) {
+        ts_rpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
+
+        if (!call || call->final_set || call->finished || !call->method)
+                return 0;
+        int r = ts_rpc_deframer_feed(&call->deframer, data, len, on_message, call);
+        if (r == -EMSGSIZE)
+                call_fail(call, TS_RPC_RESOURCE_EXHAUSTED,
+                          "request message larger than max (%" PRIu32 " bytes)",
+                          call->deframer.max_message);
+        else if (r == -EBADMSG)
+                call_fail(call, TS_RPC_INTERNAL, "bad message flag byte");
+        else if (r == -ENOMEM)
+                call_fail(call, TS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+        if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+                return 0;
+        ts_rpc_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (!call)
+                return 0;
+        bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+        if (end)
+                call->request_done = true;
+        if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+                request_headers_done(call);
+        if (end && call->method && !call->finished)
+                dispatch(call);
+        return 0;
+}
+
+/* A response ended (END_STREAM sent) before the request did: reset the
+ * stream with NO_ERROR so the client stops sending (gRPC over HTTP/2,
+ * "Early Server Closure"). Done after the frame left, because nghttp2
+ * sends a queued RST_STREAM ahead of queued HEADERS. */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+        if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+            (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
+                return 0;
+        ts_rpc_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+        if (call && !call->request_done)
+                nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                          NGHTTP2_NO_ERROR);
+        return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *ud) {
+        ts_rpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
+        if (call)
+                call_detach(call);
+        return 0;
+}
+
+/* ---- connections ---- */
+
+static nghttp2_session_callbacks *callbacks;
+static uv_once_t callbacks_once = UV_ONCE_INIT;
+
+static void callbacks_init(void) {
+        if (nghttp2_session_callbacks_new(&callbacks) != 0)
+                return;
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+        nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+}
+
+static int conn_new(ts_rpc_server *s, rpc_conn **ret) {
+        uv_once(&callbacks_once, callbacks_init);
+        if (!callbacks)
+                return -ENOMEM;
+        rpc_conn *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->server = s;
+        if (nghttp2_session_server_new(&c->session, callbacks, c) != 0) {
+                free(c);
+                return -ENOMEM;
+        }
+        nghttp2_settings_entry iv[] = {
+                { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->opts.max_concurrent_streams },
+                { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+        };
+        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, TS_ARRAY_SIZE(iv)) != 0 ||
+            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) !=
+                    0) {
+                nghttp2_session_del(c->session);
+                free(c);
+                return -ENOMEM;
+        }
+        if (s->shutting_down) {
+                nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+                c->goaway_sent = true;
+        }
+        c->next = s->conns;
+        if (s->conns)
+                s->conns->prev = c;
+        s->conns = c;
+        *ret = c;
+        return 0;
+}
+
+static void conn_unlink_and_free(rpc_conn *c) {
+        ts_rpc_server *s = c->server;
+
+        while (c->calls)
+                call_detach(c->calls);
+        if (c->prev)
+                c->prev->next = c->next;
+        else if (s->conns == c)
+                s->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        nghttp2_session_del(c->session);
+        free(c->wbuf);
+        free(c->cap);
+        free(c);
+        server_maybe_finish(s);
+}
+
+static void pipe_close_cb(uv_handle_t *h) {
+        conn_unlink_and_free(h->data);
+}
+
+static void conn_close(rpc_conn *c) {
+        if (c->closing)
+                return;
+        c->closing = true;
+        /* Cancel handlers now; the connection memory goes once libuv let go. */
+        while (c->calls)
+                call_detach(c->calls);
+        /* A socket-less connection is freed by its owner (feed_session). */
+        if (c->has_pipe && !c->writing)
+                uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+        rpc_conn *c = req->data;
+
+        c->writing = false;
+        free(c->wbuf);
+        c->wbuf = NULL;
+        if (c->closing) {
+                if (!uv_is_closing((uv_handle_t *) &c->pipe))
+                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+                return;
+        }
+        if (status < 0) {
+                log_debug("rpc: write failed: %s", uv_strerror(status));
+                conn_close(c);
+                return;
+        }
+        conn_flush(c);
+}
+
+static void conn_flush(rpc_conn *c) {
+        if (c->writing || c->closing)
+                return;
+
+        size_t cap = 0, len = 0;
+        uint8_t *buf = NULL;
+        for (;;) {
+                const uint8_t *p;
+                ssize_t n = nghttp2_session_mem_send(c->session, &p);
+                if (n < 0) {
+                        log_debug("rpc: nghttp2 send: %s", nghttp2_strerror((int) n));
+                        free(buf);
+                        conn_close(c);
+                        return;
+                }
+                if (n == 0)
+                        break;
+                if (!c->has_pipe) {
+                        if (c->capture && c->cap_len + (size_t) n > c->cap_size) {
+                                size_t ns = c->cap_size ? c->cap_size * 2 : 4096;
+                                while (ns < c->cap_len + (size_t) n)
+                                        ns *= 2;
+                                uint8_t *nb = realloc(c->cap, ns);
+                                if (!nb) {
+                                        c->capture = false;
+                                        continue;
+                                }
+                                c->cap = nb;
+                                c->cap_size = ns;
+                        }
+                        if (c->capture) {
+                                memcpy(c->cap + c->cap_len, p, (size_t) n);
+                                c->cap_len += (size_t) n;
+                        }
+                        continue;
+                }
+                if (len + (size_t) n > cap) {
+                        size_t ncap = cap ? cap * 2 : 16384;
+                        while (ncap < len + (size_t) n)
+                                ncap *= 2;
+                        uint8_t *nb = realloc(buf, ncap);
+                        if (!nb) {
+                                free(buf);
+                                conn_close(c);
+                                return;
+                        }
+                        buf = nb;
+                        cap = ncap;
+                }
+                memcpy(buf + len, p, (size_t) n);
+                len += (size_t) n;
+                if (len >= WRITE_CHUNK)
+                        break;
+        }
+
+        if (len > 0) {
+                uv_buf_t b = uv_buf_init((char *) buf, (unsigned) len);
+                c->wbuf = buf;
+                c->wreq.data = c;
+                int r = uv_write(&c->wreq, (uv_stream_t *) &c->pipe, &b, 1, write_cb);
+                if (r < 0) {
+                        c->wbuf = NULL;
+                        free(buf);
+                        conn_close(c);
+                        return;
+                }
+                c->writing = true;
+                return;
+        }
+        free(buf);
+        if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
+                conn_close(c);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        buf->base = malloc(65536);
+        buf->len = buf->base ? 65536 : 0;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+        rpc_conn *c = stream->data;
+
+        if (nread < 0) {
+                free(buf->base);
+                conn_close(c);
+                return;
+        }
+        if (nread > 0 && !c->closing) {
+                ssize_t r = nghttp2_session_mem_recv(c->session, (const uint8_t *) buf->base,
+                                                     (size_t) nread);
+                if (r < 0) {
+                        log_debug("rpc: closing connection: %s", nghttp2_strerror((int) r));
+                        free(buf->base);
+                        /* Flush what nghttp2 queued (a GOAWAY) is not worth the wait. */
+                        conn_close(c);
+                        return;
+                }
+        }
+        free(buf->base);
+        conn_flush(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+        ts_rpc_server *s = listener->data;
+        rpc_conn *c;
+
+        if (status < 0 || conn_new(s, &c) < 0)
+                return;
+        uv_pipe_init(&s->loop, &c->pipe, 0);
+        c->pipe.data = c;
+        c->has_pipe = true;
+        if (uv_accept(listener, (uv_stream_t *) &c->pipe) < 0 ||
+            uv_read_start((uv_stream_t *) &c->pipe, alloc_cb, read_cb) < 0) {
+                conn_close(c);
+                return;
+        }
+        conn_flush(c);
+}
+
+/* ---- server ---- */
+
+static void listener_close_cb(uv_handle_t *h) {
+        ts_rpc_server *s = h->data;
+        s->listening = false;
+        server_maybe_finish(s);
+}
+
+static void async_close_cb(uv_handle_t *h) {
+        ts_rpc_server *s = h->data;
+
+        s->async_closed = true;
+        /* Posts that arrived after their call completed still hold a ref. */
+        pthread_mutex_lock(&s->lock);
+        ts_rpc_call *list = s->pending_head;
+        s->pending_head = NULL;
+        for (ts_rpc_call *c = list; c; c = c->pending_next)
+                c->pending = false;
+        pthread_mutex_unlock(&s->lock);
+        for (ts_rpc_call *c = list, *n; c; c = n) {
+                n = c->pending_next;
+                call_unref(c);
+        }
+}
+
+static void server_maybe_finish(ts_rpc_server *s) {
+        if (!s->shutting_down || s->async_closed || uv_is_closing((uv_handle_t *) &s->async))
+                return;
+        if (s->conns || s->n_working > 0 || s->listening)
+                return;
+        if (s->grace_started && !uv_is_closing((uv_handle_t *) &s->grace))
+                uv_close((uv_handle_t *) &s->grace, NULL);
+        uv_close((uv_handle_t *) &s->async, async_close_cb);
+}
+
+/* The grace period is over: close what is left, cancelling its handlers. */
+static void grace_cb(uv_timer_t *t) {
+        ts_rpc_server *s = t->data;
+        for (rpc_conn *c = s->conns, *n; c; c = n) {
+                n = c->next;
+                if (!c->has_pipe)
+                        continue;
+                if (!c->closing)
+                        conn_close(c);
+                /* A write the peer never reads is cancelled by the close. */
+                if (!uv_is_closing((uv_handle_t *) &c->pipe))
+                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+        }
+}
+
+static void begin_shutdown(ts_rpc_server *s) {
+        if (s->shutting_down)
+                return;
+        s->shutting_down = true;
+        if (uv_timer_init(&s->loop, &s->grace) == 0) {
+                s->grace.data = s;
+                s->grace_started = true;
+                uv_timer_start(&s->grace, grace_cb, s->opts.shutdown_grace_ms, 0);
+        }
+        if (s->listening && !uv_is_closing((uv_handle_t *) &s->listener))
+                uv_close((uv_handle_t *) &s->listener, listener_close_cb);
+        for (rpc_conn *c = s->conns, *n; c; c = n) {
+                n = c->next;
+                if (!c->goaway_sent) {
+                        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                                              nghttp2_session_get_last_proc_stream_id(c->session),
+                                              NGHTTP2_NO_ERROR, NULL, 0);
+                        c->goaway_sent = true;
+                }
+                conn_flush(c);
+        }
+        server_maybe_finish(s);
+}
+
+static void async_cb(uv_async_t *a) {
+        ts_rpc_server *s = a->data;
+
+        pthread_mutex_lock(&s->lock);
+        ts_rpc_call *list = s->pending_head;
+        s->pending_head = NULL;
+        bool stop = __atomic_load_n(&s->shutdown_requested, __ATOMIC_SEQ_CST);
+        for (ts_rpc_call *c = list; c; c = c->pending_next)
+                c->pending = false;
+        pthread_mutex_unlock(&s->lock);
+
+        for (ts_rpc_call *c = list, *n; c; c = n) {
+                n = c->pending_next;
+                rpc_conn *conn = c->conn;
+                if (conn) {
+                        call_kick(c);
+                        conn_flush(conn);
+                }
+                call_unref(c);
+        }
+        if (stop)
+                begin_shutdown(s);
+}
+
+int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret) {
+        ts_rpc_server *s = calloc(1, sizeof(*s));
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        if (opts)
+                s->opts = *opts;
+        if (!s->opts.max_message_size)
+                s->opts.max_message_size = TS_RPC_DEFAULT_MAX_MESSAGE;
+        if (!s->opts.max_concurrent_streams)
+                s->opts.max_concurrent_streams = DEFAULT_MAX_STREAMS;
+        if (!s->opts.stream_queue_bytes)
+                s->opts.stream_queue_bytes = DEFAULT_QUEUE_BYTES;
+        if (!s->opts.shutdown_grace_ms)
+                s->opts.shutdown_grace_ms = DEFAULT_GRACE_MS;
+        pthread_mutex_init(&s->lock, NULL);
+        r = uv_loop_init(&s->loop);
+        if (r < 0) {
+                pthread_mutex_destroy(&s->lock);
+                free(s);
+                return r;
+        }
+        r = uv_async_init(&s->loop, &s->async, async_cb);
+        if (r < 0) {
+                uv_loop_close(&s->loop);
+                pthread_mutex_destroy(&s->lock);
+                free(s);
+                return r;
+        }
+        s->async.data = s;
+        *ret = s;
+        return 0;
+}
+
+ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s) {
+        if (!s)
+                return NULL;
+        /* Close what run() did not (a server that never ran). */
+        if (s->listening && !uv_is_closing((uv_handle_t *) &s->listener))
+                uv_close((uv_handle_t *) &s->listener, NULL);
+        if (!uv_is_closing((uv_handle_t *) &s->async))
+                uv_close((uv_handle_t *) &s->async, NULL);
+        if (s->grace_started && !uv_is_closing((uv_handle_t *) &s->grace))
+                uv_close((uv_handle_t *) &s->grace, NULL);
+        for (rpc_conn *c = s->conns, *n; c; c = n) {
+                n = c->next;
+                if (!c->has_pipe)
+                        conn_unlink_and_free(c);
+                else if (!c->closing)
+                        conn_close(c);
+        }
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
+        for (size_t i = 0; i < s->n_methods; i++)
+                free((char *) s->methods[i].path);
+        free(s->methods);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return NULL;
+}
+
+int ts_rpc_server_add_method(ts_rpc_server *s, const ts_rpc_method *m) {
+        if (!m->path || m->path[0] != '/' || !strchr(m->path + 1, '/') || !m->handler)
+                return -EINVAL;
+        if (find_method(s, m->path))
+                return -EEXIST;
+        ts_rpc_method *n = realloc(s->methods, (s->n_methods + 1) * sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        s->methods = n;
+        n[s->n_methods] = *m;
+        n[s->n_methods].path = strdup(m->path);
+        if (!n[s->n_methods].path)
+                return -ENOMEM;
+        s->n_methods++;
+        return 0;
+}
+
+int ts_rpc_server_add_service(ts_rpc_server *s, const ProtobufCServiceDescriptor *svc,
+                              const ts_rpc_service_method *methods, size_t n, void *userdata) {
+        for (size_t i = 0; i < n; i++) {
+                const ProtobufCMethodDescriptor *md = NULL;
+                for (unsigned j = 0; j < svc->n_methods; j++)
+                        if (strcmp(svc->methods[j].name, methods[i].name) == 0)
+                                md = &svc->methods[j];
+                if (!md)
+                        return -ENOENT;
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, "/%s/%s", svc->name, md->name) < 0)
+                        return -ENOMEM;
+                ts_rpc_method m = {
+                        .path = path,
+                        .request = md->input,
+                        .handler = methods[i].handler,
+                        .userdata = userdata,
+                        .server_streaming = methods[i].server_streaming,
+                };
+                int r = ts_rpc_server_add_method(s, &m);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* A socket file left by a server that died: connect() is refused. */
+static int remove_stale_socket(const char *path, ts_error **err) {
+        struct stat st;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        if (lstat(path, &st) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return ts_error_set(err, errno, "stat %s", path);
+        }
+        if (!S_ISSOCK(st.st_mode))
+                return ts_error_set(err, ENOTSOCK, "%s exists and is not a socket", path);
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return ts_error_set(err, errno, "socket");
+        memcpy(sa.sun_path, path, strlen(path));
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                return ts_error_set(err, EADDRINUSE, "a server listens on %s already", path);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return ts_error_set(err, errno, "remove stale socket %s", path);
+        return 0;
+}
+
+int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_error **err) {
+        int r;
+
+        if (strlen(path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                return ts_error_set(err, ENAMETOOLONG, "socket path %s", path);
+        if (s->listening)
+                return ts_error_set(err, EALREADY, "server listens already");
+        r = remove_stale_socket(path, err);
+        if (r < 0)
+                return r;
+        r = uv_pipe_init(&s->loop, &s->listener, 0);
+        if (r < 0)
+                return ts_error_set(err, -r, "pipe init");
+        s->listener.data = s;
+        s->listening = true;
+        r = uv_pipe_bind(&s->listener, path);
+        if (r < 0)
+                return ts_error_set(err, -r, "bind %s", path);
+        if (chmod(path, mode) < 0)
+                return ts_error_set(err, errno, "chmod %s %04o", path, (unsigned) mode);
+        r = uv_listen((uv_stream_t *) &s->listener, 128, on_connection);
+        if (r < 0)
+                return ts_error_set(err, -r, "listen on %s", path);
+        return 0;
+}
+
+int ts_rpc_server_run(ts_rpc_server *s, ts_error **err) {
+        sigset_t ss, old;
+
+        /* Writes to a client that went away give EPIPE instead of killing
+         * the process; SIGPIPE goes to the writing thread, this one. */
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &ss, &old);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        /* Drop a SIGPIPE left pending by such a write before unblocking. */
+        sigset_t pending;
+        if (!sigismember(&old, SIGPIPE) && sigpending(&pending) == 0 &&
+            sigismember(&pending, SIGPIPE)) {
+                struct timespec zero = { 0 };
+                (void) sigtimedwait(&ss, NULL, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return 0;
+}
+
+void ts_rpc_server_shutdown(ts_rpc_server *s) {
+        /* Only an atomic flag and uv_async_send here: signal-handler safe. */
+        __atomic_store_n(&s->shutdown_requested, true, __ATOMIC_SEQ_CST);
+        uv_async_send(&s->async);
+}
+
+int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len,
+                               uint8_t **ret_out, size_t *ret_out_len) {
+        rpc_conn *c;
+        int r = conn_new(s, &c);
+        if (r < 0)
+                return r;
+        c->capture = ret_out != NULL;
+        ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
+        if (n >= 0)
+                conn_flush(c);
+        /* Let handlers finish and their output be produced. */
+        for (;;) {
+                pthread_mutex_lock(&s->lock);
+                bool busy = s->n_working > 0 || s->pending_head;
+                pthread_mutex_unlock(&s->lock);
+                if (!busy)
+                        break;
+                uv_run(&s->loop, UV_RUN_ONCE);
+        }
+        if (!c->closing)
+                conn_flush(c);
+        bool lost = ret_out && !c->capture;
+        if (ret_out) {
+                *ret_out = TAKE_PTR(c->cap);
+                *ret_out_len = c->cap_len;
+        }
+        conn_close(c);
+        conn_unlink_and_free(c);
+        uv_run(&s->loop, UV_RUN_NOWAIT);
+        if (lost)
+                return -ENOMEM;
+        return n < 0 ? -EPROTO : 0;
+}

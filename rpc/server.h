@@ -1,0 +1,93 @@
+/* gRPC server over HTTP/2 cleartext (prior knowledge) on a unix socket.
+ *
+ * One libuv loop thread owns the listening socket, every connection and
+ * its nghttp2 session, and never blocks. A request is collected and its
+ * framing checked on the loop; its handler (rpc/call.h) runs on a libuv
+ * worker; what the handler sends is posted back to the loop (uv_async) and
+ * written there.
+ *
+ * Errors the layer answers itself, as trailers-only responses:
+ *   unknown method                         UNIMPLEMENTED
+ *   request message over max_message_size  RESOURCE_EXHAUSTED
+ *   request that does not decode           INVALID_ARGUMENT
+ *   compressed message, grpc-encoding not
+ *     identity                             UNIMPLEMENTED (grpc-accept-encoding: identity)
+ *   compressed flag without grpc-encoding  INTERNAL (gRPC compression spec)
+ *   bad flag byte, stream ending inside a
+ *     message, not exactly one request     INTERNAL
+ *   deadline (grpc-timeout) passed         DEADLINE_EXCEEDED
+ *   content-type not application/grpc*     HTTP 415
+ * A peer that does not speak HTTP/2 (bad preface, protocol error) loses its
+ * connection; the server goes on. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "common/error.h"
+#include "rpc/call.h"
+
+typedef struct ts_rpc_server ts_rpc_server;
+
+typedef struct ts_rpc_server_options {
+        uint32_t max_message_size;       /* request and response; 0: 16 MiB */
+        uint32_t max_concurrent_streams; /* per connection; 0: 256 */
+        size_t stream_queue_bytes;       /* bound of a call's unsent output; 0: 4 MiB */
+        uint32_t shutdown_grace_ms;      /* wait for calls in flight; 0: 30 s */
+} ts_rpc_server_options;
+
+/* One method. path is "/package.Service/Method" (copied). request is the
+ * request's protobuf-c descriptor, or NULL for a raw handler. */
+typedef struct ts_rpc_method {
+        const char *path;
+        const ProtobufCMessageDescriptor *request;
+        ts_rpc_handler_fn handler;
+        void *userdata;
+        bool server_streaming;
+} ts_rpc_method;
+
+/* A row of a service table for ts_rpc_server_add_service(). */
+typedef struct ts_rpc_service_method {
+        const char *name; /* "Prepare" */
+        ts_rpc_handler_fn handler;
+        bool server_streaming;
+} ts_rpc_service_method;
+
+/* Creates a server with its loop (nothing listens yet). opts NULL means all
+ * defaults. Returns 0, -ENOMEM, or -errno from libuv. */
+int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret);
+
+/* Frees a server whose run returned (or that never ran); accepts NULL;
+ * returns NULL. Does not unlink the socket file. */
+ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s);
+
+/* Registers one method. Returns 0, -EINVAL (path not "/x/y", no handler),
+ * -EEXIST (path registered already), -ENOMEM. Not after run started. */
+int ts_rpc_server_add_method(ts_rpc_server *s, const ts_rpc_method *m);
+
+/* Registers n methods of a protoc-c service: each row's name is looked up
+ * in svc for its request descriptor; the path is "/<svc->name>/<name>".
+ * Returns 0, -ENOENT (a name not in svc), or as ts_rpc_server_add_method. */
+int ts_rpc_server_add_service(ts_rpc_server *s, const ProtobufCServiceDescriptor *svc,
+                              const ts_rpc_service_method *methods, size_t n, void *userdata);
+
+/* Listens on the unix socket path with the given file mode (e.g. 0660).
+ * A stale socket file nobody listens on is removed first. Returns 0,
+ * -EADDRINUSE (a live server listens there), -ENAMETOOLONG, -ENOTSOCK
+ * (path exists and is not a socket), or -errno of bind/listen/chmod. */
+int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_error **err);
+
+/* Runs the loop on the calling thread until ts_rpc_server_shutdown() has
+ * completed: the listener is closed, every connection got GOAWAY, the calls
+ * in flight finished and their connections closed. Connections still open
+ * after shutdown_grace_ms (a client that never ends its request, never
+ * reads its stream) are closed, which cancels their handlers. SIGPIPE is
+ * blocked on the calling thread while it runs. Returns 0 or -errno. */
+int ts_rpc_server_run(ts_rpc_server *s, ts_error **err);
+
+/* Asks for a graceful shutdown. Safe from any thread and from a signal
+ * handler; returns at once. */
+void ts_rpc_server_shutdown(ts_rpc_server *s);

@@ -1,0 +1,1444 @@
+#include "store.h"
+#include "store-internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/log.h"
+
+#define STORE_FORMAT_VERSION 1u
+#define RECORD_VERSION 1u
+#define DEFAULT_MAP_SIZE (1ull << 30)
+
+struct ts_store {
+        MDB_env *env;
+        MDB_dbi snapshots, devices, bases, meta;
+        uint32_t dev_id_max;
+        size_t max_key;
+};
+
+struct ts_store_txn {
+        ts_store *store;
+        MDB_txn *txn;
+        bool write;
+};
+
+/* ---- the one LMDB adapter: MDB_* -> errno ---- */
+
+static int mdb_errno(int rc) {
+        switch (rc) {
+        case MDB_SUCCESS:
+                return 0;
+        case MDB_NOTFOUND:
+                return -ENOENT;
+        case MDB_KEYEXIST:
+                return -EEXIST;
+        case MDB_MAP_FULL:
+        case MDB_DBS_FULL:
+        case MDB_TXN_FULL:
+        case MDB_CURSOR_FULL:
+        case MDB_PAGE_FULL:
+                return -ENOSPC;
+        case MDB_READERS_FULL:
+        case MDB_TLS_FULL:
+        case MDB_MAP_RESIZED:
+                return -EAGAIN;
+        case MDB_BAD_VALSIZE:
+                return -ENAMETOOLONG;
+        case MDB_VERSION_MISMATCH:
+        case MDB_INVALID:
+        case MDB_INCOMPATIBLE:
+        case MDB_BAD_RSLOT:
+        case MDB_BAD_TXN:
+        case MDB_BAD_DBI:
+                return -EINVAL;
+        case MDB_PAGE_NOTFOUND:
+        case MDB_CORRUPTED:
+        case MDB_PANIC:
+                return -EIO;
+        default:
+                return rc > 0 ? -rc : -EIO;
+        }
+}
+
+/* Sets err from an LMDB return code, with LMDB's own text. Returns -errno. */
+_printf_(3, 4) static int mdb_fail(ts_error **err, int rc, const char *fmt, ...) {
+        int r = mdb_errno(rc);
+        char *head = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&head, fmt, ap) < 0)
+                head = NULL;
+        va_end(ap);
+        ts_error_setf_plain(err, -r, "%s: %s", head ? head : "lmdb", mdb_strerror(rc));
+        free(head);
+        return r;
+}
+
+static int64_t now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- little-endian encoding helpers ---- */
+
+typedef struct buf {
+        uint8_t *data;
+        size_t len, cap;
+        bool oom;
+} buf;
+
+static void buf_put(buf *b, const void *p, size_t n) {
+        if (b->oom)
+                return;
+        if (b->len + n > b->cap) {
+                size_t cap = b->cap ? b->cap : 128;
+                while (cap < b->len + n)
+                        cap *= 2;
+                uint8_t *d = realloc(b->data, cap);
+                if (!d) {
+                        b->oom = true;
+                        return;
+                }
+                b->data = d;
+                b->cap = cap;
+        }
+        if (n)
+                memcpy(b->data + b->len, p, n);
+        b->len += n;
+}
+
+static void buf_u8(buf *b, uint8_t v) {
+        buf_put(b, &v, 1);
+}
+
+static void buf_u32(buf *b, uint32_t v) {
+        uint8_t x[4];
+        for (int i = 0; i < 4; i++)
+                x[i] = (uint8_t) (v >> (8 * i));
+        buf_put(b, x, 4);
+}
+
+static void buf_u64(buf *b, uint64_t v) {
+        uint8_t x[8];
+        for (int i = 0; i < 8; i++)
+                x[i] = (uint8_t) (v >> (8 * i));
+        buf_put(b, x, 8);
+}
+
+static void buf_str(buf *b, const char *s) {
+        size_t n = strlen(s);
+        buf_u32(b, (uint32_t) n);
+        buf_put(b, s, n);
+}
+
+typedef struct rd {
+        const uint8_t *p;
+        size_t left;
+        bool bad;
+} rd;
+
+static const uint8_t *rd_take(rd *r, size_t n) {
+        if (r->bad || r->left < n) {
+                r->bad = true;
+                return NULL;
+        }
+        const uint8_t *p = r->p;
+        r->p += n;
+        r->left -= n;
+        return p;
+}
+
+static uint8_t rd_u8(rd *r) {
+        const uint8_t *p = rd_take(r, 1);
+        return p ? p[0] : 0;
+}
+
+static uint32_t rd_u32(rd *r) {
+        const uint8_t *p = rd_take(r, 4);
+        uint32_t v = 0;
+        if (p)
+                for (int i = 0; i < 4; i++)
+                        v |= (uint32_t) p[i] << (8 * i);
+        return v;
+}
+
+static uint64_t rd_u64(rd *r) {
+        const uint8_t *p = rd_take(r, 8);
+        uint64_t v = 0;
+        if (p)
+                for (int i = 0; i < 8; i++)
+                        v |= (uint64_t) p[i] << (8 * i);
+        return v;
+}
+
+/* Returns a malloc'ed NUL-terminated copy, or NULL (r->bad set, or *oom set). */
+static char *rd_str(rd *r, bool *oom) {
+        uint32_t n = rd_u32(r);
+        const uint8_t *p = rd_take(r, n);
+        if (!p)
+                return NULL;
+        if (memchr(p, 0, n)) {
+                r->bad = true;
+                return NULL;
+        }
+        char *s = strndup((const char *) p, n);
+        if (!s)
+                *oom = true;
+        return s;
+}
+
+static void be32(uint8_t out[4], uint32_t v) {
+        for (int i = 0; i < 4; i++)
+                out[i] = (uint8_t) (v >> (8 * (3 - i)));
+}
+
+static uint32_t from_be32(const uint8_t *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+
+static void be64(uint8_t out[8], uint64_t v) {
+        for (int i = 0; i < 8; i++)
+                out[i] = (uint8_t) (v >> (8 * (7 - i)));
+}
+
+static uint64_t from_be64(const uint8_t *p) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* ---- labels ---- */
+
+static void labels_free(ts_label *l, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(l[i].key);
+                free(l[i].value);
+        }
+        free(l);
+}
+
+static int label_cmp(const void *a, const void *b) {
+        return strcmp(((const ts_label *) a)->key, ((const ts_label *) b)->key);
+}
+
+/* Sets label key=value in a sorted array (value "" or NULL removes it). */
+static int labels_set(ts_label **l, size_t *n, const char *key, const char *value) {
+        size_t lo = 0, hi = *n;
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                int c = strcmp((*l)[mid].key, key);
+                if (c == 0) {
+                        if (!value || !*value) {
+                                free((*l)[mid].key);
+                                free((*l)[mid].value);
+                                memmove(*l + mid, *l + mid + 1, (*n - mid - 1) * sizeof(ts_label));
+                                (*n)--;
+                                return 0;
+                        }
+                        char *v = strdup(value);
+                        if (!v)
+                                return -ENOMEM;
+                        free((*l)[mid].value);
+                        (*l)[mid].value = v;
+                        return 0;
+                }
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (!value || !*value)
+                return 0;
+        ts_label *nl = realloc(*l, (*n + 1) * sizeof(ts_label));
+        if (!nl)
+                return -ENOMEM;
+        *l = nl;
+        char *k = strdup(key), *v = strdup(value);
+        if (!k || !v) {
+                free(k);
+                free(v);
+                return -ENOMEM;
+        }
+        memmove(nl + lo + 1, nl + lo, (*n - lo) * sizeof(ts_label));
+        nl[lo] = (ts_label){ .key = k, .value = v };
+        (*n)++;
+        return 0;
+}
+
+/* A sorted, unique, non-empty-valued copy of the caller's labels (later wins). */
+static int labels_normalise(const ts_label *in, size_t n, ts_label **ret, size_t *ret_n) {
+        ts_label *l = NULL;
+        size_t ln = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (!in[i].key) {
+                        labels_free(l, ln);
+                        return -EINVAL;
+                }
+                int r = labels_set(&l, &ln, in[i].key, in[i].value);
+                if (r < 0) {
+                        labels_free(l, ln);
+                        return r;
+                }
+        }
+        *ret = l;
+        *ret_n = ln;
+        return 0;
+}
+
+static const ts_label *labels_find(const ts_label *l, size_t n, const char *key) {
+        ts_label k = { .key = (char *) key };
+        return n ? bsearch(&k, l, n, sizeof(ts_label), label_cmp) : NULL;
+}
+
+/* ---- records ---- */
+
+void ts_store_info_done(ts_store_info *info) {
+        if (!info)
+                return;
+        free(info->namespace);
+        free(info->name);
+        free(info->parent);
+        labels_free(info->labels, info->n_labels);
+        memset(info, 0, sizeof(*info));
+}
+
+static void info_donep(ts_store_info *i) {
+        ts_store_info_done(i);
+}
+#define _cleanup_info_ _cleanup_(info_donep)
+
+void ts_store_infos_free(ts_store_info *infos, size_t n) {
+        if (!infos)
+                return;
+        for (size_t i = 0; i < n; i++)
+                ts_store_info_done(&infos[i]);
+        free(infos);
+}
+
+const char *ts_store_info_label(const ts_store_info *info, const char *key) {
+        const ts_label *l = labels_find(info->labels, info->n_labels, key);
+        return l ? l->value : NULL;
+}
+
+const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind) {
+        switch (kind) {
+        case TS_KIND_VIEW:
+                return "view";
+        case TS_KIND_ACTIVE:
+                return "active";
+        case TS_KIND_COMMITTED:
+                return "committed";
+        default:
+                return "unknown";
+        }
+}
+
+const char *ts_snapshot_state_to_string(ts_snapshot_state state) {
+        switch (state) {
+        case TS_STATE_CREATING:
+                return "creating";
+        case TS_STATE_READY:
+                return "ready";
+        case TS_STATE_REMOVING:
+                return "removing";
+        default:
+                return "unknown";
+        }
+}
+
+static int record_encode(const ts_store_info *i, MDB_val *ret, buf *b) {
+        buf_u8(b, RECORD_VERSION);
+        buf_u8(b, (uint8_t) i->kind);
+        buf_u8(b, (uint8_t) i->state);
+        buf_u8(b, 0);
+        buf_u64(b, i->id);
+        buf_u32(b, i->dev_id);
+        buf_u64(b, i->dev_size);
+        buf_u64(b, (uint64_t) i->created_ns);
+        buf_u64(b, (uint64_t) i->updated_ns);
+        buf_u64(b, (uint64_t) i->usage_size);
+        buf_u64(b, (uint64_t) i->usage_inodes);
+        buf_u32(b, i->children);
+        buf_str(b, i->parent ? i->parent : "");
+        buf_u32(b, (uint32_t) i->n_labels);
+        for (size_t k = 0; k < i->n_labels; k++) {
+                buf_str(b, i->labels[k].key);
+                buf_str(b, i->labels[k].value);
+        }
+        if (b->oom)
+                return -ENOMEM;
+        ret->mv_data = b->data;
+        ret->mv_size = b->len;
+        return 0;
+}
+
+/* Decodes the value v of DB key k ("ns\0key") into ret. */
+static int record_decode(const MDB_val *k, const MDB_val *v, ts_store_info *ret) {
+        _cleanup_info_ ts_store_info i = {};
+        bool oom = false;
+        const char *kp = k->mv_data;
+        const char *nul = memchr(kp, 0, k->mv_size);
+        if (!nul)
+                return -EIO;
+        i.namespace = strndup(kp, (size_t) (nul - kp));
+        i.name = strndup(nul + 1, k->mv_size - (size_t) (nul - kp) - 1);
+        if (!i.namespace || !i.name)
+                return -ENOMEM;
+
+        rd r = { .p = v->mv_data, .left = v->mv_size };
+        if (rd_u8(&r) != RECORD_VERSION)
+                return -EIO;
+        i.kind = rd_u8(&r);
+        i.state = rd_u8(&r);
+        (void) rd_u8(&r);
+        i.id = rd_u64(&r);
+        i.dev_id = rd_u32(&r);
+        i.dev_size = rd_u64(&r);
+        i.created_ns = (int64_t) rd_u64(&r);
+        i.updated_ns = (int64_t) rd_u64(&r);
+        i.usage_size = (int64_t) rd_u64(&r);
+        i.usage_inodes = (int64_t) rd_u64(&r);
+        i.children = rd_u32(&r);
+        i.parent = rd_str(&r, &oom);
+        uint32_t nl = rd_u32(&r);
+        if (r.bad || oom)
+                return oom ? -ENOMEM : -EIO;
+        if (nl > r.left / 8)
+                return -EIO;
+        if (nl) {
+                i.labels = calloc(nl, sizeof(ts_label));
+                if (!i.labels)
+                        return -ENOMEM;
+        }
+        for (uint32_t n = 0; n < nl; n++) {
+                i.labels[n].key = rd_str(&r, &oom);
+                i.labels[n].value = rd_str(&r, &oom);
+                i.n_labels = n + 1;
+                if (r.bad || oom)
+                        return oom ? -ENOMEM : -EIO;
+        }
+        if (r.left != 0)
+                return -EIO;
+        *ret = i;
+        memset(&i, 0, sizeof(i));
+        return 0;
+}
+
+/* ---- keys ---- */
+
+typedef struct dbkey {
+        char *data;
+        size_t len;
+} dbkey;
+
+static void dbkey_done(dbkey *k) {
+        free(k->data);
+}
+#define _cleanup_dbkey_ _cleanup_(dbkey_done)
+
+static int make_key(ts_store_txn *t, const char *ns, const char *key, dbkey *ret, ts_error **err) {
+        if (!ns || !*ns)
+                return ts_error_setf_plain(err, EINVAL, "namespace is required");
+        if (!key || !*key)
+                return ts_error_setf_plain(err, EINVAL, "snapshot key is required");
+        size_t nl = strlen(ns), kl = strlen(key);
+        if (nl + 1 + kl > t->store->max_key)
+                return ts_error_setf_plain(err, ENAMETOOLONG,
+                                           "snapshot key %s/%.64s...: namespace and key longer than %zu bytes",
+                                           ns, key, t->store->max_key - 1);
+        /* "ns\0key" plus a terminating NUL that is not part of the DB key, so both
+         * halves read as C strings in messages */
+        char *d = malloc(nl + 1 + kl + 1);
+        if (!d)
+                return -ENOMEM;
+        memcpy(d, ns, nl);
+        d[nl] = 0;
+        memcpy(d + nl + 1, key, kl);
+        d[nl + 1 + kl] = 0;
+        ret->data = d;
+        ret->len = nl + 1 + kl;
+        return 0;
+}
+
+static MDB_val kval(const dbkey *k) {
+        return (MDB_val){ .mv_size = k->len, .mv_data = k->data };
+}
+
+/* ---- meta helpers ---- */
+
+static int meta_get_u64(ts_store_txn *t, const char *name, uint64_t def, uint64_t *ret, ts_error **err) {
+        MDB_val k = { .mv_size = strlen(name), .mv_data = (void *) name }, v;
+        int rc = mdb_get(t->txn, t->store->meta, &k, &v);
+        if (rc == MDB_NOTFOUND) {
+                *ret = def;
+                return 0;
+        }
+        if (rc)
+                return mdb_fail(err, rc, "read meta %s", name);
+        if (v.mv_size != 8)
+                return ts_error_setf_plain(err, EIO, "meta %s: corrupt value", name);
+        *ret = from_be64(v.mv_data);
+        return 0;
+}
+
+static int meta_put_u64(ts_store_txn *t, const char *name, uint64_t value, ts_error **err) {
+        uint8_t b[8];
+        be64(b, value);
+        MDB_val k = { .mv_size = strlen(name), .mv_data = (void *) name }, v = { .mv_size = 8, .mv_data = b };
+        int rc = mdb_put(t->txn, t->store->meta, &k, &v, 0);
+        if (rc)
+                return mdb_fail(err, rc, "write meta %s", name);
+        return 0;
+}
+
+static int need_write(ts_store_txn *t, const char *what, ts_error **err) {
+        if (!t->write)
+                return ts_error_setf_plain(err, EROFS, "%s: needs a write transaction", what);
+        return 0;
+}
+
+/* ---- environment ---- */
+
+int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret, ts_error **err) {
+        ts_store_options o = opts ? *opts : (ts_store_options){};
+        if (!root || !*root)
+                return ts_error_setf_plain(err, EINVAL, "store root is required");
+        if (o.map_size == 0)
+                o.map_size = DEFAULT_MAP_SIZE;
+        if (o.dev_id_max == 0)
+                o.dev_id_max = TS_STORE_DEV_ID_MAX;
+        if (o.dev_id_max > TS_STORE_DEV_ID_MAX)
+                return ts_error_setf_plain(err, EINVAL, "device id limit %u exceeds the 24-bit maximum %u",
+                                           o.dev_id_max, TS_STORE_DEV_ID_MAX);
+
+        if (mkdir(root, 0700) < 0 && errno != EEXIST)
+                return ts_error_set(err, errno, "create store directory %s", root);
+
+        ts_store *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->dev_id_max = o.dev_id_max;
+
+        int rc = mdb_env_create(&s->env);
+        if (rc) {
+                free(s);
+                return mdb_fail(err, rc, "store %s: create environment", root);
+        }
+        MDB_txn *txn = NULL;
+        int r;
+        rc = mdb_env_set_mapsize(s->env, o.map_size);
+        if (rc == 0)
+                rc = mdb_env_set_maxdbs(s->env, 8);
+        if (rc) {
+                r = mdb_fail(err, rc, "store %s: configure environment", root);
+                goto fail;
+        }
+        rc = mdb_env_open(s->env, root, MDB_NOTLS | (o.no_sync ? MDB_NOSYNC : 0), 0600);
+        if (rc) {
+                r = mdb_fail(err, rc, "store %s: open", root);
+                goto fail;
+        }
+        s->max_key = (size_t) mdb_env_get_maxkeysize(s->env);
+        /* Reader slots of a process that died (a crash) would pin old pages forever. */
+        int dead = 0;
+        rc = mdb_reader_check(s->env, &dead);
+        if (rc) {
+                r = mdb_fail(err, rc, "store %s: check reader table", root);
+                goto fail;
+        }
+        if (dead > 0)
+                log_debug("store cleared stale readers root=%s count=%d", root, dead);
+
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc) {
+                r = mdb_fail(err, rc, "store %s: begin", root);
+                goto fail;
+        }
+        struct {
+                const char *name;
+                MDB_dbi *dbi;
+        } dbs[] = {
+                { "snapshots", &s->snapshots },
+                { "devices", &s->devices },
+                { "bases", &s->bases },
+                { "meta", &s->meta },
+        };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(dbs); i++) {
+                rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
+                if (rc) {
+                        r = mdb_fail(err, rc, "store %s: open database %s", root, dbs[i].name);
+                        goto fail;
+                }
+        }
+
+        ts_store_txn t = { .store = s, .txn = txn, .write = true };
+        uint64_t version;
+        r = meta_get_u64(&t, "version", 0, &version, err);
+        if (r < 0)
+                goto fail;
+        if (version == 0)
+                r = meta_put_u64(&t, "version", STORE_FORMAT_VERSION, err);
+        else if (version != STORE_FORMAT_VERSION)
+                r = ts_error_setf_plain(err, EINVAL, "store %s: unknown format version %" PRIu64, root, version);
+        if (r < 0)
+                goto fail;
+
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc) {
+                r = mdb_fail(err, rc, "store %s: commit", root);
+                goto fail;
+        }
+        log_debug("store opened root=%s", root);
+        *ret = s;
+        return 0;
+
+fail:
+        if (txn)
+                mdb_txn_abort(txn);
+        mdb_env_close(s->env);
+        free(s);
+        return r;
+}
+
+ts_store *ts_store_close(ts_store *s) {
+        if (s) {
+                mdb_env_close(s->env);
+                free(s);
+        }
+        return NULL;
+}
+
+int ts_store_begin(ts_store *s, bool write, ts_store_txn **ret, ts_error **err) {
+        ts_store_txn *t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+        if (rc) {
+                free(t);
+                return mdb_fail(err, rc, "begin %s transaction", write ? "write" : "read");
+        }
+        t->store = s;
+        t->write = write;
+        *ret = t;
+        return 0;
+}
+
+int ts_store_txn_commit(ts_store_txn *t, ts_error **err) {
+        if (!t)
+                return -EINVAL;
+        int rc = mdb_txn_commit(t->txn);
+        free(t);
+        if (rc)
+                return mdb_fail(err, rc, "commit transaction");
+        return 0;
+}
+
+ts_store_txn *ts_store_txn_abort(ts_store_txn *t) {
+        if (t) {
+                mdb_txn_abort(t->txn);
+                free(t);
+        }
+        return NULL;
+}
+
+bool ts_store_txn_is_write(const ts_store_txn *t) {
+        return t->write;
+}
+
+/* ---- device ids ---- */
+
+/* Next-fit allocation: the search starts at the cursor after the last id handed
+ * out and wraps at the limit, so a freed id is reused as late as possible. A stale
+ * /dev/mapper name, a delete the kernel has not finished, or a log line about an
+ * old device then never points at a new snapshot by accident. */
+static int dev_alloc(ts_store_txn *t, const MDB_val *owner, uint32_t *ret, ts_error **err) {
+        ts_store *s = t->store;
+        uint64_t cursor;
+        int r = meta_get_u64(t, "next_dev", 1, &cursor, err);
+        if (r < 0)
+                return r;
+        if (cursor < 1 || cursor > s->dev_id_max)
+                cursor = 1;
+
+        MDB_cursor *c;
+        int rc = mdb_cursor_open(t->txn, s->devices, &c);
+        if (rc)
+                return mdb_fail(err, rc, "open device cursor");
+
+        uint32_t found = 0;
+        uint64_t start = cursor;
+        for (int pass = 0; pass < 2 && !found; pass++) {
+                uint64_t limit = pass == 0 ? s->dev_id_max : cursor - 1;
+                uint64_t cand = pass == 0 ? start : 1;
+                uint8_t kb[4];
+                be32(kb, (uint32_t) cand);
+                MDB_val k = { .mv_size = 4, .mv_data = kb }, v;
+                rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+                while (cand <= limit) {
+                        if (rc == MDB_NOTFOUND || (rc == 0 && from_be32(k.mv_data) > cand)) {
+                                found = (uint32_t) cand;
+                                break;
+                        }
+                        if (rc) {
+                                mdb_cursor_close(c);
+                                return mdb_fail(err, rc, "scan device ids");
+                        }
+                        cand++;
+                        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+                }
+        }
+        mdb_cursor_close(c);
+        if (!found)
+                return ts_error_setf_plain(err, ENOSPC, "no free thin device id (all %u in use)",
+                                           s->dev_id_max);
+
+        uint8_t kb[4];
+        be32(kb, found);
+        MDB_val k = { .mv_size = 4, .mv_data = kb };
+        rc = mdb_put(t->txn, s->devices, &k, (MDB_val *) owner, MDB_NOOVERWRITE);
+        if (rc)
+                return mdb_fail(err, rc, "reserve device id %u", found);
+        r = meta_put_u64(t, "next_dev", found >= s->dev_id_max ? 1 : (uint64_t) found + 1, err);
+        if (r < 0)
+                return r;
+        *ret = found;
+        return 0;
+}
+
+static int dev_set_owner(ts_store_txn *t, uint32_t id, const MDB_val *owner, bool must_exist, ts_error **err) {
+        uint8_t kb[4];
+        be32(kb, id);
+        MDB_val k = { .mv_size = 4, .mv_data = kb };
+        if (must_exist) {
+                MDB_val v;
+                int rc = mdb_get(t->txn, t->store->devices, &k, &v);
+                if (rc)
+                        return mdb_fail(err, rc, "device id %u", id);
+        }
+        int rc = mdb_put(t->txn, t->store->devices, &k, (MDB_val *) owner, 0);
+        if (rc)
+                return mdb_fail(err, rc, "device id %u: set owner", id);
+        return 0;
+}
+
+static int dev_free(ts_store_txn *t, uint32_t id, ts_error **err) {
+        uint8_t kb[4];
+        be32(kb, id);
+        MDB_val k = { .mv_size = 4, .mv_data = kb };
+        int rc = mdb_del(t->txn, t->store->devices, &k, NULL);
+        if (rc && rc != MDB_NOTFOUND)
+                return mdb_fail(err, rc, "free device id %u", id);
+        return 0;
+}
+
+static int owner_snapshot(const dbkey *key, buf *b, MDB_val *ret) {
+        buf_u8(b, 'S');
+        buf_put(b, key->data, key->len);
+        if (b->oom)
+                return -ENOMEM;
+        *ret = (MDB_val){ .mv_size = b->len, .mv_data = b->data };
+        return 0;
+}
+
+int ts_store_device_walk(ts_store_txn *t, ts_store_device_fn fn, void *userdata, ts_error **err) {
+        MDB_cursor *c;
+        int rc = mdb_cursor_open(t->txn, t->store->devices, &c);
+        if (rc)
+                return mdb_fail(err, rc, "open device cursor");
+        MDB_val k, v;
+        int r = 0;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                if (k.mv_size != 4 || v.mv_size < 1) {
+                        r = ts_error_setf_plain(err, EIO, "device table: corrupt entry");
+                        break;
+                }
+                ts_store_device d = { .dev_id = from_be32(k.mv_data) };
+                const uint8_t *p = v.mv_data;
+                _cleanup_free_ char *copy = NULL;
+                if (p[0] == 'B' && v.mv_size == 9) {
+                        d.is_base = true;
+                        d.base_size = from_be64(p + 1);
+                } else if (p[0] == 'S') {
+                        /* "S" ns \0 key, the key not NUL-terminated in the map */
+                        copy = malloc(v.mv_size);
+                        if (!copy) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        memcpy(copy, p + 1, v.mv_size - 1);
+                        copy[v.mv_size - 1] = 0;
+                        size_t nl = strnlen(copy, v.mv_size - 1);
+                        if (nl + 1 >= v.mv_size) {
+                                r = ts_error_setf_plain(err, EIO, "device %u: corrupt owner", d.dev_id);
+                                break;
+                        }
+                        d.namespace = copy;
+                        d.key = copy + nl + 1;
+                } else {
+                        r = ts_error_setf_plain(err, EIO, "device %u: corrupt owner", d.dev_id);
+                        break;
+                }
+                r = fn(&d, userdata);
+                if (r != 0)
+                        break;
+        }
+        mdb_cursor_close(c);
+        if (r == 0 && rc != MDB_NOTFOUND && rc != 0)
+                return mdb_fail(err, rc, "walk device ids");
+        return r;
+}
+
+/* ---- snapshot records ---- */
+
+static int get_record(ts_store_txn *t, const dbkey *key, ts_store_info *ret, ts_error **err) {
+        MDB_val k = kval(key), v;
+        int rc = mdb_get(t->txn, t->store->snapshots, &k, &v);
+        if (rc == MDB_NOTFOUND)
+                return ts_error_setf_plain(err, ENOENT, "snapshot %s/%s: not found", key->data,
+                                           key->data + strlen(key->data) + 1);
+        if (rc)
+                return mdb_fail(err, rc, "read snapshot %s", key->data + strlen(key->data) + 1);
+        int r = record_decode(&k, &v, ret);
+        if (r == -EIO)
+                return ts_error_setf_plain(err, EIO, "snapshot %s: corrupt record",
+                                           key->data + strlen(key->data) + 1);
+        return r;
+}
+
+static int put_record(ts_store_txn *t, const dbkey *key, const ts_store_info *i, bool create, ts_error **err) {
+        _cleanup_free_ uint8_t *data = NULL;
+        buf b = {};
+        MDB_val k = kval(key), v;
+        int r = record_encode(i, &v, &b);
+        data = b.data;
+        if (r < 0)
+                return r;
+        int rc = mdb_put(t->txn, t->store->snapshots, &k, &v, create ? MDB_NOOVERWRITE : 0);
+        if (rc == MDB_KEYEXIST)
+                return ts_error_setf_plain(err, EEXIST, "snapshot %s: already exists", i->name);
+        if (rc)
+                return mdb_fail(err, rc, "write snapshot %s", i->name);
+        return 0;
+}
+
+static int exists(ts_store_txn *t, const dbkey *key, ts_error **err) {
+        MDB_val k = kval(key), v;
+        int rc = mdb_get(t->txn, t->store->snapshots, &k, &v);
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        if (rc)
+                return mdb_fail(err, rc, "read snapshot");
+        return 1;
+}
+
+static int adjust_children(ts_store_txn *t, const char *ns, const char *parent, int delta, ts_error **err) {
+        _cleanup_dbkey_ dbkey pk = {};
+        _cleanup_info_ ts_store_info p = {};
+        int r = make_key(t, ns, parent, &pk, err);
+        if (r < 0)
+                return r;
+        r = get_record(t, &pk, &p, err);
+        if (r < 0) {
+                ts_error_prefix(err, r, "parent %s", parent);
+                return r;
+        }
+        if (delta < 0 && p.children == 0)
+                return ts_error_setf_plain(err, EIO, "parent %s: child count underflow", parent);
+        p.children = (uint32_t) ((int64_t) p.children + delta);
+        return put_record(t, &pk, &p, false, err);
+}
+
+int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char *parent,
+                    ts_snapshot_kind kind, const ts_label *labels, size_t n_labels, uint64_t dev_size,
+                    ts_store_info *ret_info, ts_error **err) {
+        int r = need_write(t, "create snapshot", err);
+        if (r < 0)
+                return r;
+        if (kind != TS_KIND_ACTIVE && kind != TS_KIND_VIEW)
+                return ts_error_setf_plain(err, EINVAL,
+                                           "snapshot type %s invalid; only snapshots of type Active or View can be created",
+                                           ts_snapshot_kind_to_string(kind));
+        _cleanup_dbkey_ dbkey k = {};
+        r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+
+        if (parent && *parent) {
+                _cleanup_dbkey_ dbkey pk = {};
+                _cleanup_info_ ts_store_info p = {};
+                r = make_key(t, ns, parent, &pk, err);
+                if (r < 0)
+                        return r;
+                r = get_record(t, &pk, &p, NULL);
+                if (r == -ENOENT || (r >= 0 && p.state == TS_STATE_REMOVING))
+                        return ts_error_setf_plain(err, ENOENT, "missing parent %s", parent);
+                if (r < 0)
+                        return ts_error_setf_plain(err, -r, "parent %s: %s", parent, strerror(-r));
+                if (p.kind != TS_KIND_COMMITTED)
+                        return ts_error_setf_plain(err, EINVAL, "parent %s is not committed snapshot", parent);
+        }
+
+        r = exists(t, &k, err);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return ts_error_setf_plain(err, EEXIST, "snapshot %s: already exists", key);
+
+        _cleanup_info_ ts_store_info i = {
+                .kind = kind,
+                .state = TS_STATE_CREATING,
+                .dev_size = dev_size,
+        };
+        i.namespace = strdup(ns);
+        i.name = strdup(key);
+        i.parent = strdup(parent ? parent : "");
+        if (!i.namespace || !i.name || !i.parent)
+                return -ENOMEM;
+        r = labels_normalise(labels, n_labels, &i.labels, &i.n_labels);
+        if (r < 0)
+                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
+
+        /* the device id first: running out of ids must fail before any write */
+        _cleanup_free_ uint8_t *ob = NULL;
+        buf b = {};
+        MDB_val owner;
+        r = owner_snapshot(&k, &b, &owner);
+        ob = b.data;
+        if (r < 0)
+                return r;
+        r = dev_alloc(t, &owner, &i.dev_id, err);
+        if (r < 0) {
+                ts_error_prefix(err, r, "snapshot %s", key);
+                return r;
+        }
+
+        uint64_t next_id;
+        r = meta_get_u64(t, "next_id", 1, &next_id, err);
+        if (r < 0)
+                return r;
+        i.id = next_id;
+        r = meta_put_u64(t, "next_id", next_id + 1, err);
+        if (r < 0)
+                return r;
+
+        i.created_ns = i.updated_ns = now_ns();
+        r = put_record(t, &k, &i, true, err);
+        if (r < 0)
+                return r;
+        if (parent && *parent) {
+                r = adjust_children(t, ns, parent, +1, err);
+                if (r < 0)
+                        return r;
+        }
+        if (ret_info) {
+                *ret_info = i;
+                memset(&i, 0, sizeof(i));
+        }
+        return 0;
+}
+
+int ts_store_get(ts_store_txn *t, const char *ns, const char *key, ts_store_info *ret_info, ts_error **err) {
+        _cleanup_dbkey_ dbkey k = {};
+        int r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+        return get_record(t, &k, ret_info, err);
+}
+
+int ts_store_set_state(ts_store_txn *t, const char *ns, const char *key, ts_snapshot_state state,
+                       ts_error **err) {
+        int r = need_write(t, "set snapshot state", err);
+        if (r < 0)
+                return r;
+        if (state != TS_STATE_CREATING && state != TS_STATE_READY && state != TS_STATE_REMOVING)
+                return ts_error_setf_plain(err, EINVAL, "snapshot state %d unknown", (int) state);
+        _cleanup_dbkey_ dbkey k = {};
+        _cleanup_info_ ts_store_info i = {};
+        r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+        r = get_record(t, &k, &i, err);
+        if (r < 0)
+                return r;
+        i.state = state;
+        return put_record(t, &k, &i, false, err);
+}
+
+int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char *name,
+                    const ts_label *labels, size_t n_labels, int64_t usage_size, int64_t usage_inodes,
+                    ts_store_info *ret_info, ts_error **err) {
+        int r = need_write(t, "commit snapshot", err);
+        if (r < 0)
+                return r;
+        _cleanup_dbkey_ dbkey k = {}, nk = {};
+        r = make_key(t, ns, name, &nk, err);
+        if (r < 0)
+                return r;
+        r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+        /* containerd checks the name first: a taken name wins over a missing key. */
+        r = exists(t, &nk, err);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return ts_error_setf_plain(err, EEXIST, "committed snapshot %s: already exists", name);
+
+        _cleanup_info_ ts_store_info i = {};
+        r = get_record(t, &k, &i, NULL);
+        if (r == -ENOENT)
+                return ts_error_setf_plain(err, ENOENT, "failed to get active snapshot %s: not found", key);
+        if (r < 0)
+                return ts_error_setf_plain(err, -r, "active snapshot %s: %s", key, strerror(-r));
+        if (i.kind != TS_KIND_ACTIVE)
+                return ts_error_setf_plain(err, EBUSY, "snapshot %s is not active", key);
+        if (i.state != TS_STATE_READY)
+                return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
+                                           ts_snapshot_state_to_string(i.state));
+
+        ts_label *nl = NULL;
+        size_t nn = 0;
+        r = labels_normalise(labels, n_labels, &nl, &nn);
+        if (r < 0)
+                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
+        labels_free(i.labels, i.n_labels);
+        i.labels = nl;
+        i.n_labels = nn;
+
+        char *newname = strdup(name);
+        if (!newname)
+                return -ENOMEM;
+        free(i.name);
+        i.name = newname;
+        i.kind = TS_KIND_COMMITTED;
+        i.created_ns = i.updated_ns = now_ns();
+        i.usage_size = usage_size;
+        i.usage_inodes = usage_inodes;
+
+        r = put_record(t, &nk, &i, true, err);
+        if (r < 0)
+                return r;
+        MDB_val kv = kval(&k);
+        int rc = mdb_del(t->txn, t->store->snapshots, &kv, NULL);
+        if (rc)
+                return mdb_fail(err, rc, "delete active snapshot %s", key);
+
+        _cleanup_free_ uint8_t *ob = NULL;
+        buf b = {};
+        MDB_val owner;
+        r = owner_snapshot(&nk, &b, &owner);
+        ob = b.data;
+        if (r < 0)
+                return r;
+        r = dev_set_owner(t, i.dev_id, &owner, true, err);
+        if (r < 0)
+                return r;
+        if (ret_info) {
+                *ret_info = i;
+                memset(&i, 0, sizeof(i));
+        }
+        return 0;
+}
+
+int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_store_info *ret_info,
+                          ts_error **err) {
+        int r = need_write(t, "remove snapshot", err);
+        if (r < 0)
+                return r;
+        _cleanup_dbkey_ dbkey k = {};
+        _cleanup_info_ ts_store_info i = {};
+        r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+        r = get_record(t, &k, &i, err);
+        if (r < 0)
+                return r;
+        if (i.children > 0)
+                return ts_error_setf_plain(err, ENOTEMPTY, "snapshot %s: cannot remove snapshot with child", key);
+        if (i.state != TS_STATE_READY)
+                return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
+                                           ts_snapshot_state_to_string(i.state));
+        i.state = TS_STATE_REMOVING;
+        r = put_record(t, &k, &i, false, err);
+        if (r < 0)
+                return r;
+        if (ret_info) {
+                *ret_info = i;
+                memset(&i, 0, sizeof(i));
+        }
+        return 0;
+}
+
+int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error **err) {
+        int r = need_write(t, "delete snapshot", err);
+        if (r < 0)
+                return r;
+        _cleanup_dbkey_ dbkey k = {};
+        _cleanup_info_ ts_store_info i = {};
+        r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+        r = get_record(t, &k, &i, err);
+        if (r < 0)
+                return r;
+        if (i.children > 0)
+                return ts_error_setf_plain(err, ENOTEMPTY, "snapshot %s: cannot remove snapshot with child", key);
+        MDB_val kv = kval(&k);
+        int rc = mdb_del(t->txn, t->store->snapshots, &kv, NULL);
+        if (rc)
+                return mdb_fail(err, rc, "delete snapshot %s", key);
+        r = dev_free(t, i.dev_id, err);
+        if (r < 0)
+                return r;
+        if (i.parent && *i.parent) {
+                r = adjust_children(t, ns, i.parent, -1, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_label *labels,
+                    size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
+                    ts_store_info *ret_info, ts_error **err) {
+        int r = need_write(t, "update snapshot", err);
+        if (r < 0)
+                return r;
+        _cleanup_dbkey_ dbkey k = {};
+        _cleanup_info_ ts_store_info i = {};
+        r = make_key(t, ns, key, &k, err);
+        if (r < 0)
+                return r;
+        r = get_record(t, &k, &i, err);
+        if (r < 0)
+                return r;
+
+        ts_label *in = NULL;
+        size_t in_n = 0;
+        r = labels_normalise(labels, n_labels, &in, &in_n);
+        if (r < 0)
+                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
+
+        if (n_fieldpaths == 0) {
+                labels_free(i.labels, i.n_labels);
+                i.labels = TAKE_PTR(in);
+                i.n_labels = in_n;
+                in_n = 0;
+        } else {
+                for (size_t f = 0; f < n_fieldpaths; f++) {
+                        const char *p = fieldpaths[f];
+                        if (p && strncmp(p, "labels.", 7) == 0) {
+                                const ts_label *l = labels_find(in, in_n, p + 7);
+                                r = labels_set(&i.labels, &i.n_labels, p + 7, l ? l->value : NULL);
+                                if (r < 0)
+                                        break;
+                        } else if (p && strcmp(p, "labels") == 0) {
+                                ts_label *copy = NULL;
+                                size_t cn = 0;
+                                r = labels_normalise(in, in_n, &copy, &cn);
+                                if (r < 0)
+                                        break;
+                                labels_free(i.labels, i.n_labels);
+                                i.labels = copy;
+                                i.n_labels = cn;
+                        } else {
+                                r = ts_error_setf_plain(err, EINVAL, "cannot update %s field on snapshot %s",
+                                                        p ? p : "(null)", key);
+                                break;
+                        }
+                }
+        }
+        labels_free(in, in_n);
+        if (r < 0)
+                return r;
+        i.updated_ns = now_ns();
+        r = put_record(t, &k, &i, false, err);
+        if (r < 0)
+                return r;
+        if (ret_info) {
+                *ret_info = i;
+                memset(&i, 0, sizeof(i));
+        }
+        return 0;
+}
+
+int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *userdata, ts_error **err) {
+        MDB_cursor *c;
+        int rc = mdb_cursor_open(t->txn, t->store->snapshots, &c);
+        if (rc)
+                return mdb_fail(err, rc, "open snapshot cursor");
+        size_t nl = ns ? strlen(ns) : 0;
+        _cleanup_free_ char *prefix = NULL;
+        MDB_val k, v;
+        if (ns) {
+                prefix = malloc(nl + 1);
+                if (!prefix) {
+                        mdb_cursor_close(c);
+                        return -ENOMEM;
+                }
+                memcpy(prefix, ns, nl);
+                prefix[nl] = 0;
+                k = (MDB_val){ .mv_size = nl + 1, .mv_data = prefix };
+                rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        } else
+                rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+
+        int r = 0;
+        for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                if (ns && (k.mv_size < nl + 1 || memcmp(k.mv_data, prefix, nl + 1) != 0))
+                        break;
+                _cleanup_info_ ts_store_info i = {};
+                r = record_decode(&k, &v, &i);
+                if (r < 0) {
+                        if (r == -EIO)
+                                r = ts_error_setf_plain(err, EIO, "walk: corrupt snapshot record");
+                        break;
+                }
+                r = fn(&i, userdata);
+                if (r != 0)
+                        break;
+        }
+        mdb_cursor_close(c);
+        if (r == 0 && rc != 0 && rc != MDB_NOTFOUND)
+                return mdb_fail(err, rc, "walk snapshots");
+        return r;
+}
+
+int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_info **ret_infos,
+                     size_t *ret_n, ts_error **err) {
+        _cleanup_info_ ts_store_info cur = {};
+        int r = ts_store_get(t, ns, key, &cur, err);
+        if (r < 0)
+                return r;
+        ts_store_info *list = NULL;
+        size_t n = 0;
+        while (cur.parent && *cur.parent) {
+                ts_store_info p = {};
+                r = ts_store_get(t, ns, cur.parent, &p, err);
+                if (r < 0) {
+                        ts_store_infos_free(list, n);
+                        if (r == -ENOENT)
+                                ts_error_prefix(err, r, "missing parent of %s", cur.name);
+                        return r;
+                }
+                ts_store_info *nl = realloc(list, (n + 1) * sizeof(*list));
+                if (!nl) {
+                        ts_store_info_done(&p);
+                        ts_store_infos_free(list, n);
+                        return -ENOMEM;
+                }
+                list = nl;
+                list[n++] = p;
+                ts_store_info_done(&cur);
+                /* walk on from a copy of the parent's fields */
+                cur.name = strdup(p.name);
+                cur.parent = strdup(p.parent);
+                if (!cur.name || !cur.parent) {
+                        ts_store_infos_free(list, n);
+                        return -ENOMEM;
+                }
+        }
+        *ret_infos = list;
+        *ret_n = n;
+        return 0;
+}
+
+bool ts_store_info_field(const char *const *fieldpath, size_t n, void *userdata, const char **ret_value,
+                         size_t *ret_len) {
+        const ts_store_info *info = userdata;
+        if (n == 0)
+                return false;
+        const char *v = NULL;
+        _cleanup_free_ char *joined = NULL;
+        if (strcmp(fieldpath[0], "kind") == 0) {
+                if (info->kind != TS_KIND_VIEW && info->kind != TS_KIND_ACTIVE && info->kind != TS_KIND_COMMITTED)
+                        return false;
+                v = ts_snapshot_kind_to_string(info->kind);
+        } else if (strcmp(fieldpath[0], "name") == 0)
+                v = info->name ? info->name : "";
+        else if (strcmp(fieldpath[0], "parent") == 0)
+                v = info->parent ? info->parent : "";
+        else if (strcmp(fieldpath[0], "labels") == 0) {
+                if (info->n_labels == 0)
+                        return false;
+                size_t len = 0;
+                for (size_t i = 1; i < n; i++)
+                        len += strlen(fieldpath[i]) + 1;
+                joined = malloc(len + 1);
+                if (!joined)
+                        return false;
+                char *p = joined;
+                for (size_t i = 1; i < n; i++) {
+                        if (i > 1)
+                                *p++ = '.';
+                        size_t l = strlen(fieldpath[i]);
+                        memcpy(p, fieldpath[i], l);
+                        p += l;
+                }
+                *p = 0;
+                const ts_label *l = labels_find(info->labels, info->n_labels, joined);
+                if (!l)
+                        return false;
+                v = l->value;
+        } else
+                return false;
+        *ret_value = v;
+        *ret_len = strlen(v);
+        return true;
+}
+
+/* ---- base devices ---- */
+
+static int base_decode(const MDB_val *k, const MDB_val *v, ts_store_base *ret) {
+        if (k->mv_size != 8 || v->mv_size != 5)
+                return -EIO;
+        const uint8_t *p = v->mv_data;
+        *ret = (ts_store_base){
+                .size = from_be64(k->mv_data),
+                .dev_id = from_be32(p),
+                .formatted = p[4] != 0,
+        };
+        return 0;
+}
+
+static int base_put(ts_store_txn *t, const ts_store_base *b, ts_error **err) {
+        uint8_t kb[8], vb[5];
+        be64(kb, b->size);
+        be32(vb, b->dev_id);
+        vb[4] = b->formatted;
+        MDB_val k = { .mv_size = 8, .mv_data = kb }, v = { .mv_size = 5, .mv_data = vb };
+        int rc = mdb_put(t->txn, t->store->bases, &k, &v, 0);
+        if (rc)
+                return mdb_fail(err, rc, "write base device record");
+        return 0;
+}
+
+int ts_store_base_get(ts_store_txn *t, uint64_t size, ts_store_base *ret, ts_error **err) {
+        uint8_t kb[8];
+        be64(kb, size);
+        MDB_val k = { .mv_size = 8, .mv_data = kb }, v;
+        int rc = mdb_get(t->txn, t->store->bases, &k, &v);
+        if (rc == MDB_NOTFOUND)
+                return ts_error_setf_plain(err, ENOENT, "no base device of size %" PRIu64, size);
+        if (rc)
+                return mdb_fail(err, rc, "read base device record");
+        if (base_decode(&k, &v, ret) < 0)
+                return ts_error_setf_plain(err, EIO, "base device of size %" PRIu64 ": corrupt record", size);
+        return 0;
+}
+
+int ts_store_base_create(ts_store_txn *t, uint64_t size, ts_store_base *ret, ts_error **err) {
+        int r = need_write(t, "create base device", err);
+        if (r < 0)
+                return r;
+        if (size == 0)
+                return ts_error_setf_plain(err, EINVAL, "base device size must not be 0");
+        ts_store_base b;
+        r = ts_store_base_get(t, size, &b, NULL);
+        if (r >= 0)
+                return ts_error_setf_plain(err, EEXIST, "base device of size %" PRIu64 " exists (id %u)", size,
+                                           b.dev_id);
+        if (r != -ENOENT)
+                return ts_store_base_get(t, size, &b, err);
+        uint8_t ob[9];
+        ob[0] = 'B';
+        be64(ob + 1, size);
+        MDB_val owner = { .mv_size = 9, .mv_data = ob };
+        b = (ts_store_base){ .size = size };
+        r = dev_alloc(t, &owner, &b.dev_id, err);
+        if (r < 0) {
+                ts_error_prefix(err, r, "base device of size %" PRIu64, size);
+                return r;
+        }
+        r = base_put(t, &b, err);
+        if (r < 0)
+                return r;
+        if (ret)
+                *ret = b;
+        return 0;
+}
+
+int ts_store_base_set_formatted(ts_store_txn *t, uint64_t size, ts_error **err) {
+        int r = need_write(t, "mark base device formatted", err);
+        if (r < 0)
+                return r;
+        ts_store_base b;
+        r = ts_store_base_get(t, size, &b, err);
+        if (r < 0)
+                return r;
+        b.formatted = true;
+        return base_put(t, &b, err);
+}
+
+int ts_store_base_delete(ts_store_txn *t, uint64_t size, ts_error **err) {
+        int r = need_write(t, "delete base device", err);
+        if (r < 0)
+                return r;
+        ts_store_base b;
+        r = ts_store_base_get(t, size, &b, err);
+        if (r < 0)
+                return r;
+        uint8_t kb[8];
+        be64(kb, size);
+        MDB_val k = { .mv_size = 8, .mv_data = kb };
+        int rc = mdb_del(t->txn, t->store->bases, &k, NULL);
+        if (rc)
+                return mdb_fail(err, rc, "delete base device record");
+        return dev_free(t, b.dev_id, err);
+}
+
+int ts_store_base_list(ts_store_txn *t, ts_store_base **ret, size_t *ret_n, ts_error **err) {
+        MDB_cursor *c;
+        int rc = mdb_cursor_open(t->txn, t->store->bases, &c);
+        if (rc)
+                return mdb_fail(err, rc, "open base cursor");
+        ts_store_base *list = NULL;
+        size_t n = 0;
+        MDB_val k, v;
+        int r = 0;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                ts_store_base *nl = realloc(list, (n + 1) * sizeof(*list));
+                if (!nl) {
+                        r = -ENOMEM;
+                        break;
+                }
+                list = nl;
+                if (base_decode(&k, &v, &list[n]) < 0) {
+                        r = ts_error_setf_plain(err, EIO, "base device table: corrupt record");
+                        break;
+                }
+                n++;
+        }
+        mdb_cursor_close(c);
+        if (r == 0 && rc != MDB_NOTFOUND)
+                r = mdb_fail(err, rc, "list base devices");
+        if (r < 0) {
+                free(list);
+                return r;
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- test hooks (store-internal.h) ---- */
+
+int ts_store_set_dev_cursor(ts_store_txn *t, uint32_t id, ts_error **err) {
+        int r = need_write(t, "set device cursor", err);
+        if (r < 0)
+                return r;
+        if (id < 1 || id > t->store->dev_id_max)
+                return ts_error_setf_plain(err, ERANGE, "device id %u outside 1..%u", id, t->store->dev_id_max);
+        return meta_put_u64(t, "next_dev", id, err);
+}

@@ -1,0 +1,46 @@
+/* rpc-test-server SOCKET [MAX_MESSAGE_BYTES]: serves the test service until
+ * SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/parse.h"
+#include "testsvc.h"
+
+static ts_rpc_server *server;
+
+static void on_signal(int sig) {
+        ts_rpc_server_shutdown(server);
+}
+
+int main(int argc, char **argv) {
+        ts_rpc_server_options opts = { 0 };
+        _cleanup_error_ ts_error *err = NULL;
+        int r;
+
+        if (argc < 2 || argc > 3) {
+                fprintf(stderr, "usage: %s SOCKET [MAX_MESSAGE_BYTES]\n", argv[0]);
+                return 2;
+        }
+        if (argc == 3 && ts_parse_u32(argv[2], &opts.max_message_size) < 0) {
+                fprintf(stderr, "bad size %s\n", argv[2]);
+                return 2;
+        }
+        r = ts_rpc_server_new(&opts, &server);
+        if (r < 0 || ts_testsvc_register(server) < 0)
+                return 1;
+        r = ts_rpc_server_listen(server, argv[1], 0660, &err);
+        if (r < 0) {
+                fprintf(stderr, "listen: %s\n", ts_error_message(err, r));
+                return 1;
+        }
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        printf("ready\n");
+        fflush(stdout);
+        r = ts_rpc_server_run(server, &err);
+        server = ts_rpc_server_free(server);
+        return r < 0 ? 1 : 0;
+}

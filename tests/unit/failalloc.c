@@ -1,0 +1,61 @@
+#include "failalloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t a, size_t b);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t a, size_t b);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+char *__wrap_strndup(const char *s, size_t n);
+
+static unsigned long armed, counted;
+static int fired;
+
+void ts_failalloc_arm(unsigned long n) {
+        armed = n;
+        counted = 0;
+        fired = 0;
+}
+
+unsigned long ts_failalloc_count(void) {
+        return counted;
+}
+
+int ts_failalloc_fired(void) {
+        return fired;
+}
+
+static int fail_now(void) {
+        counted++;
+        if (armed && counted == armed) {
+                fired = 1;
+                return 1;
+        }
+        return 0;
+}
+
+void *__wrap_malloc(size_t n) {
+        return fail_now() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t a, size_t b) {
+        return fail_now() ? NULL : __real_calloc(a, b);
+}
+
+void *__wrap_realloc(void *p, size_t n) {
+        return fail_now() ? NULL : __real_realloc(p, n);
+}
+
+char *__wrap_strdup(const char *s) {
+        return fail_now() ? NULL : __real_strdup(s);
+}
+
+char *__wrap_strndup(const char *s, size_t n) {
+        return fail_now() ? NULL : __real_strndup(s, n);
+}

@@ -1,0 +1,100 @@
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugin/config.h"
+#include "tests/unit/ts-check.h"
+
+static int parse(const char *text, ts_daemon_config *cfg, char **msg) {
+        ts_error *err = NULL;
+        int r = ts_config_parse(text, strlen(text), cfg, &err);
+        if (msg)
+                *msg = err && err->msg ? strdup(err->msg) : NULL;
+        ts_error_free(err);
+        return r;
+}
+
+START_TEST(full_file) {
+        ts_daemon_config c = { .socket_mode = 0660 };
+        const char *text = "# thinsnapd\n"
+                           "root = \"/var/lib/thinsnap\"\n"
+                           "  pool=\"tp\"   # trailing comment\n"
+                           "address = \"/run/t s.sock\"\r\n"
+                           "base_size = \"10G\"\n"
+                           "socket_mode = \"0600\"\n"
+                           "log_level = \"debug\"\n"
+                           "async_remove = true\n"
+                           "discard_on_remove = false\n"
+                           "mkfs = \"/sbin/mkfs.\\\"ext4\\\"\"\n"
+                           "\n";
+        ck_assert_int_eq(parse(text, &c, NULL), 0);
+        ck_assert_str_eq(c.root, "/var/lib/thinsnap");
+        ck_assert_str_eq(c.pool, "tp");
+        ck_assert_str_eq(c.address, "/run/t s.sock");
+        ck_assert_str_eq(c.mkfs, "/sbin/mkfs.\"ext4\"");
+        ck_assert_uint_eq(c.base_size, 10ULL << 30);
+        ck_assert_uint_eq(c.socket_mode, 0600);
+        ck_assert(c.log_level_set);
+        ck_assert_int_eq(c.log_level, TS_LOG_DEBUG);
+        ck_assert(c.async_remove);
+        ck_assert(!c.discard_on_remove);
+        /* A later file replaces strings without leaking them. */
+        ck_assert_int_eq(parse("pool = \"other\"\nbase_size = 1048576", &c, NULL), 0);
+        ck_assert_str_eq(c.pool, "other");
+        ck_assert_uint_eq(c.base_size, 1048576);
+        ts_daemon_config_done(&c);
+}
+END_TEST
+
+START_TEST(bad_lines) {
+        static const struct {
+                const char *text, *needle;
+        } bad[] = {
+                { "pool", "line 1: pool: expected '='" },
+                { "\n\nbogus = 1", "line 3: bogus: unknown setting" },
+                { "pool = tp", "line 1: pool: not a string" },
+                { "pool = \"\"", "pool: must be a non-empty string" },
+                { "pool = \"tp", "unterminated string" },
+                { "pool = \"a\\qb\"", "unknown escape" },
+                { "pool = \"a\" junk", "unexpected text after the value" },
+                { "base_size = \"10X\"", "base_size: must be a size" },
+                { "base_size = true", "base_size: must be a size" },
+                { "socket_mode = 660", "socket_mode: must be an octal mode" },
+                { "socket_mode = \"0999\"", "socket_mode: must be an octal mode" },
+                { "log_level = \"loud\"", "log_level: must be error" },
+                { "async_remove = 1", "async_remove: must be true or false" },
+                { "= 1", "line 1: expected `key = value`" },
+                { "pool =", "a value is missing" },
+                { "pool = \"a\tb\"", "control character" },
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                ts_daemon_config c = { 0 };
+                char *msg = NULL;
+                ck_assert_int_eq(parse(bad[i].text, &c, &msg), -EINVAL);
+                ck_assert_msg(msg && strstr(msg, bad[i].needle), "case %zu: '%s' lacks '%s'", i,
+                              msg ? msg : "(null)", bad[i].needle);
+                free(msg);
+                ts_daemon_config_done(&c);
+        }
+}
+END_TEST
+
+START_TEST(load_missing_file) {
+        ts_daemon_config c = { 0 };
+        ts_error *err = NULL;
+        ck_assert_int_eq(ts_config_load("/nonexistent/thinsnapd.toml", &c, &err), -ENOENT);
+        ck_assert_ptr_nonnull(strstr(err->msg, "/nonexistent/thinsnapd.toml"));
+        ts_error_free(err);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("config");
+        TCase *tc = tcase_create("parse");
+        tcase_add_test(tc, full_file);
+        tcase_add_test(tc, bad_lines);
+        tcase_add_test(tc, load_missing_file);
+        suite_add_tcase(s, tc);
+        return ts_check_run(s);
+}
