@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd-inject.h"
 #include "cmd-pool.h"
 #include "common/log.h"
 
@@ -12,6 +13,7 @@ static const char main_help[] =
         "Commands:\n"
         "  pool     create, attach, inspect and destroy thin pools\n"
         "  thin     low-level thin device operations on a pool\n"
+        "  inject   write a file into a device's ext4 filesystem without mounting it\n"
         "\n"
         "'thinsnap COMMAND --help' describes each. --version prints the version.\n";
 
@@ -46,6 +48,7 @@ int main(int argc, char **argv) {
         } cmds[] = {
                 { "pool", ts_cmd_pool },
                 { "thin", ts_cmd_thin },
+                { "inject", ts_cmd_inject },
         };
         for (size_t c = 0; c < TS_ARRAY_SIZE(cmds); c++)
                 if (strcmp(argv[i], cmds[c].name) == 0)

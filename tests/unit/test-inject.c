@@ -1,0 +1,1095 @@
+/* inject: every case runs on an image made here with mke2fs, then checks the
+ * filesystem with `e2fsck -fn` and reads content back with debugfs (an
+ * independent reader) and attributes with libext2fs opened read-only. */
+#include <check.h>
+#include <errno.h>
+#include <ext2fs/ext2fs.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/macro.h"
+#include "inject/inject.h"
+
+static char tmpdir[PATH_MAX];
+static char img[PATH_MAX + 16];
+
+/* Runs argv (NULL-terminated), stdout/stderr to out_path or /dev/null.
+ * Returns the exit status, or -1. */
+static int runv(const char *out_path, char *const argv[]) {
+        pid_t pid = fork();
+        if (pid < 0)
+                return -1;
+        if (pid == 0) {
+                int fd = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                if (fd >= 0) {
+                        dup2(fd, 1);
+                        dup2(fd, 2);
+                }
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        int st;
+        if (waitpid(pid, &st, 0) < 0)
+                return -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define RUN(out, ...) runv(out, (char *const[]){ __VA_ARGS__, NULL })
+
+static void setup(void) {
+        const char *base = getenv("TMPDIR");
+        snprintf(tmpdir, sizeof tmpdir, "%s/ts-inject-XXXXXX", base ? base : "/tmp");
+        ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+        snprintf(img, sizeof img, "%s/fs.img", tmpdir);
+}
+
+static void teardown(void) {
+        RUN(NULL, "rm", "-rf", tmpdir);
+}
+
+/* Makes img: `size` like "64M", then mke2fs options. */
+static void make_image(const char *size, ...) {
+        char *argv[32];
+        int n = 0;
+        argv[n++] = "mke2fs";
+        argv[n++] = "-q";
+        argv[n++] = "-F";
+        va_list ap;
+        va_start(ap, size);
+        const char *a;
+        while ((a = va_arg(ap, const char *)) && n < 28)
+                argv[n++] = (char *) a;
+        va_end(ap);
+        argv[n++] = img;
+        argv[n++] = (char *) size;
+        argv[n] = NULL;
+        unlink(img);
+        ck_assert_int_eq(runv(NULL, argv), 0);
+}
+
+static void assert_fsck_clean(void) {
+        char out[PATH_MAX + 32];
+        snprintf(out, sizeof out, "%s/fsck.out", tmpdir);
+        int r = RUN(out, "e2fsck", "-fn", img);
+        if (r != 0) {
+                char cmd[PATH_MAX + 64];
+                snprintf(cmd, sizeof cmd, "cat %s >&2", out);
+                (void) !system(cmd);
+        }
+        ck_assert_msg(r == 0, "e2fsck -fn reported problems (exit %d)", r);
+}
+
+static void debugfs_w(const char *cmd) {
+        ck_assert_int_eq(RUN(NULL, "debugfs", "-w", "-R", (char *) cmd, img), 0);
+}
+
+/* Reads a guest file with debugfs into a malloc'd buffer. */
+static char *dump(const char *guest, size_t *ret_len) {
+        char out[PATH_MAX + 32], cmd[PATH_MAX + 64];
+        snprintf(out, sizeof out, "%s/dump.out", tmpdir);
+        unlink(out);
+        snprintf(cmd, sizeof cmd, "dump %s %s", guest, out);
+        ck_assert_int_eq(RUN(NULL, "debugfs", "-R", cmd, img), 0);
+        int fd = open(out, O_RDONLY | O_CLOEXEC);
+        ck_assert_msg(fd >= 0, "debugfs could not dump %s", guest);
+        struct stat st;
+        ck_assert_int_eq(fstat(fd, &st), 0);
+        char *buf = malloc(st.st_size + 1);
+        ck_assert_ptr_nonnull(buf);
+        size_t done = 0;
+        while (done < (size_t) st.st_size) {
+                ssize_t n = read(fd, buf + done, st.st_size - done);
+                ck_assert_int_gt(n, 0);
+                done += n;
+        }
+        close(fd);
+        *ret_len = done;
+        return buf;
+}
+
+struct info {
+        ext2_ino_t ino;
+        struct ext2_inode_large in;
+        blk64_t free_blocks;
+        ext2_ino_t free_inodes;
+};
+
+/* Looks a guest path up read-only with libext2fs, not following a final
+ * symlink. Returns 0 or -ENOENT. */
+static int info(const char *guest, struct info *ret) {
+        ext2_filsys fs;
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        ext2_ino_t ino = 0;
+        errcode_t e = ext2fs_namei(fs, EXT2_ROOT_INO, EXT2_ROOT_INO, guest, &ino);
+        if (e) {
+                ext2fs_close_free(&fs);
+                return -ENOENT;
+        }
+        memset(ret, 0, sizeof(*ret));
+        ret->ino = ino;
+        ck_assert_int_eq(ext2fs_read_inode_full(fs, ino, (struct ext2_inode *) &ret->in, sizeof(ret->in)), 0);
+        ret->free_blocks = ext2fs_free_blocks_count(fs->super);
+        ret->free_inodes = fs->super->s_free_inodes_count;
+        ext2fs_close_free(&fs);
+        return 0;
+}
+
+static void write_host(const char *path, const void *data, size_t len) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ck_assert_int_ge(fd, 0);
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = write(fd, (const char *) data + done, len - done);
+                ck_assert_int_gt(n, 0);
+                done += n;
+        }
+        ck_assert_int_eq(close(fd), 0);
+}
+
+static char *host_file(const char *name, const char *content) {
+        static char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+        write_host(path, content, strlen(content));
+        return path;
+}
+
+static void assert_guest_content(const char *guest, const void *want, size_t len) {
+        size_t got_len;
+        char *got = dump(guest, &got_len);
+        ck_assert_uint_eq(got_len, len);
+        ck_assert_msg(memcmp(got, want, len) == 0, "content of %s differs", guest);
+        free(got);
+}
+
+static ts_inject *open_ok(void) {
+        ts_inject *ij = NULL;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_open(img, 0, &ij, &err);
+        ck_assert_msg(r == 0, "open: %s", ts_error_message(err, r));
+        return ij;
+}
+
+static void close_ok(ts_inject *ij) {
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_close(ij, &err);
+        ck_assert_msg(r == 0, "close: %s", ts_error_message(err, r));
+}
+
+static void inject_ok(ts_inject *ij, const char *content, const char *guest, const ts_inject_opts *o) {
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_write_file(ij, host_file("src", content), guest, o, &err);
+        ck_assert_msg(r == 0, "write %s: %s", guest, ts_error_message(err, r));
+}
+
+/* Returns the error and checks a message was given. */
+static int inject_fails(ts_inject *ij, const char *content, const char *guest, const ts_inject_opts *o) {
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_write_file(ij, host_file("src", content), guest, o, &err);
+        ck_assert_int_lt(r, 0);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_ptr_nonnull(err->msg);
+        return r;
+}
+
+/* A copy of the image's bytes, to prove a refused operation wrote nothing. */
+static char *image_bytes(size_t *ret_len) {
+        int fd = open(img, O_RDONLY | O_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        struct stat st;
+        ck_assert_int_eq(fstat(fd, &st), 0);
+        char *buf = malloc(st.st_size);
+        ck_assert_ptr_nonnull(buf);
+        ck_assert_int_eq(pread(fd, buf, st.st_size, 0), st.st_size);
+        close(fd);
+        *ret_len = st.st_size;
+        return buf;
+}
+
+static void assert_image_unchanged(const char *before, size_t len) {
+        size_t now_len;
+        char *now = image_bytes(&now_len);
+        ck_assert_uint_eq(now_len, len);
+        ck_assert_msg(memcmp(before, now, len) == 0, "the image changed");
+        free(now);
+}
+
+/* ---- writing files ---- */
+
+START_TEST(write_sets_attributes) {
+        make_image("64M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        o.mode = 0750;
+        o.uid = 70000; /* needs the high 16 bits */
+        o.gid = 1234;
+        o.mtime = 1700000000;
+        inject_ok(ij, "agent v1\n", "/usr/local/bin/agent", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/usr/local/bin/agent", "agent v1\n", 9);
+
+        struct info fi;
+        ck_assert_int_eq(info("/usr/local/bin/agent", &fi), 0);
+        ck_assert_uint_eq(fi.in.i_mode, LINUX_S_IFREG | 0750);
+        ck_assert_uint_eq(inode_uid(fi.in), 70000);
+        ck_assert_uint_eq(inode_gid(fi.in), 1234);
+        ck_assert_uint_eq(fi.in.i_mtime, 1700000000);
+        ck_assert_uint_eq(fi.in.i_links_count, 1);
+        ck_assert(fi.in.i_flags & EXT4_EXTENTS_FL);
+
+        /* Parents were created 0755 root:root. */
+        const char *parents[] = { "/usr", "/usr/local", "/usr/local/bin" };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(parents); i++) {
+                ck_assert_int_eq(info(parents[i], &fi), 0);
+                ck_assert_uint_eq(fi.in.i_mode, LINUX_S_IFDIR | 0755);
+                ck_assert_uint_eq(inode_uid(fi.in), 0);
+                ck_assert_uint_eq(inode_gid(fi.in), 0);
+                ck_assert_uint_eq(fi.in.i_links_count, i == 2 ? 2 : 3);
+        }
+}
+END_TEST
+
+START_TEST(write_parent_owner_and_mtime_past_2038) {
+        make_image("64M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        o.dir_mode = 0700;
+        o.dir_uid = 5;
+        o.dir_gid = 6;
+        o.mtime = 4102444800LL; /* 2100-01-01 */
+        inject_ok(ij, "x", "/opt/a/f", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/opt/a", &fi), 0);
+        ck_assert_uint_eq(fi.in.i_mode, LINUX_S_IFDIR | 0700);
+        ck_assert_uint_eq(inode_uid(fi.in), 5);
+        ck_assert_uint_eq(inode_gid(fi.in), 6);
+        ck_assert_int_eq(info("/opt/a/f", &fi), 0);
+        int64_t t = (int64_t) (int32_t) fi.in.i_mtime + ((int64_t) (fi.in.i_mtime_extra & 3) << 32);
+        ck_assert_int_eq(t, 4102444800LL);
+}
+END_TEST
+
+START_TEST(write_empty_file) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        inject_ok(ij, "", "/empty", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/empty", &fi), 0);
+        ck_assert_uint_eq(EXT2_I_SIZE(&fi.in), 0);
+        ck_assert_uint_eq(fi.in.i_blocks, 0);
+        assert_guest_content("/empty", "", 0);
+}
+END_TEST
+
+START_TEST(write_keeps_holes) {
+        make_image("64M", "-t", "ext4", NULL);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/sparse", tmpdir);
+        int fd = open(src, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(ftruncate(fd, 8 << 20), 0);
+        ck_assert_int_eq(pwrite(fd, "head", 4, 0), 4);
+        ck_assert_int_eq(pwrite(fd, "middle", 6, 4 << 20), 6);
+        ck_assert_int_eq(pwrite(fd, "tail", 4, (8 << 20) - 4), 4);
+        close(fd);
+
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_write_file(ij, src, "/sparse", &o, &err);
+        ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        close_ok(ij);
+        assert_fsck_clean();
+
+        struct info fi;
+        ck_assert_int_eq(info("/sparse", &fi), 0);
+        ck_assert_uint_eq(EXT2_I_SIZE(&fi.in), 8 << 20);
+        /* Three 4 KiB blocks of data (i_blocks counts 512-byte sectors); a
+         * dense copy would be 16384 sectors. */
+        ck_assert_uint_le(fi.in.i_blocks, 3 * 8 + 8);
+        size_t len;
+        char *got = dump("/sparse", &len);
+        ck_assert_uint_eq(len, 8 << 20);
+        char *want = calloc(1, 8 << 20);
+        memcpy(want, "head", 4);
+        memcpy(want + (4 << 20), "middle", 6);
+        memcpy(want + (8 << 20) - 4, "tail", 4);
+        ck_assert(memcmp(got, want, len) == 0);
+        free(got);
+        free(want);
+}
+END_TEST
+
+static void fill_pattern(char *buf, size_t len, uint32_t seed) {
+        uint32_t x = seed | 1;
+        for (size_t i = 0; i + 4 <= len; i += 4) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                memcpy(buf + i, &x, 4);
+        }
+        for (size_t i = len & ~(size_t) 3; i < len; i++)
+                buf[i] = (char) i;
+}
+
+START_TEST(write_100mib_file) {
+        make_image("256M", "-t", "ext4", NULL);
+        size_t len = (100u << 20) + 123; /* not block aligned */
+        char *data = malloc(len);
+        fill_pattern(data, len, 7);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/big", tmpdir);
+        write_host(src, data, len);
+
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        o.mode = 0755;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_write_file(ij, src, "/big", &o, &err);
+        ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        close_ok(ij);
+        unlink(src);
+        assert_fsck_clean();
+        assert_guest_content("/big", data, len);
+        struct info fi;
+        ck_assert_int_eq(info("/big", &fi), 0);
+        ck_assert(fi.in.i_flags & EXT4_EXTENTS_FL);
+        free(data);
+}
+END_TEST
+
+START_TEST(write_from_memfd) {
+        make_image("32M", "-t", "ext4", NULL);
+        int fd = memfd_create("src", MFD_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        char data[10000];
+        fill_pattern(data, sizeof data, 3);
+        ck_assert_int_eq(write(fd, data, sizeof data), (ssize_t) sizeof data);
+        off_t before = lseek(fd, 0, SEEK_CUR);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_write_fd(ij, fd, "/from-fd", &o, &err);
+        ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        ck_assert_int_eq(lseek(fd, 0, SEEK_CUR), before);
+        close_ok(ij);
+        close(fd);
+        assert_fsck_clean();
+        assert_guest_content("/from-fd", data, sizeof data);
+}
+END_TEST
+
+START_TEST(write_rejects_bad_input) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        ck_assert_int_eq(inject_fails(ij, "x", "relative/path", &o), -EINVAL);
+        ck_assert_int_eq(inject_fails(ij, "x", "/", &o), -EISDIR);
+        o.mode = 010000;
+        ck_assert_int_eq(inject_fails(ij, "x", "/f", &o), -EINVAL);
+        o = TS_INJECT_OPTS_DEFAULT;
+        char longname[300];
+        memset(longname, 'a', sizeof longname);
+        longname[0] = '/';
+        longname[299] = '\0';
+        ck_assert_int_eq(inject_fails(ij, "x", longname, &o), -ENAMETOOLONG);
+        /* A source that is not a regular file. */
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_write_file(ij, tmpdir, "/d", &o, &err), -EINVAL);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/f", &fi), -ENOENT);
+}
+END_TEST
+
+START_TEST(write_on_other_ext_flavours) {
+        static const char *const kinds[][4] = {
+                { "ext2", NULL },
+                { "ext3", NULL },
+                { "ext4", "-b", "1024", NULL },
+                { "ext4", "-O", "^metadata_csum,uninit_bg", NULL },
+                { "ext4", "-I", "128", NULL },
+                { "ext4", "-O", "inline_data", NULL },
+        };
+        for (size_t k = 0; k < TS_ARRAY_SIZE(kinds); k++) {
+                make_image("64M", "-t", kinds[k][0], kinds[k][1], kinds[k][2], kinds[k][3], NULL);
+                char data[300000];
+                fill_pattern(data, sizeof data, (uint32_t) k + 11);
+                char src[PATH_MAX + 16];
+                snprintf(src, sizeof src, "%s/src-bin", tmpdir);
+                write_host(src, data, sizeof data);
+                ts_inject *ij = open_ok();
+                ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+                _cleanup_error_ ts_error *err = NULL;
+                int r = ts_inject_write_file(ij, src, "/a/b/c.bin", &o, &err);
+                ck_assert_msg(r == 0, "%s: %s", kinds[k][0], ts_error_message(err, r));
+                ck_assert_int_eq(ts_inject_symlink(ij, "/a/b/c.bin", "/a/link", &o, &err), 0);
+                ck_assert_int_eq(ts_inject_mountpoints(ij, &err), 5);
+                inject_ok(ij, "replaced", "/a/b/c.bin", &o);
+                close_ok(ij);
+                assert_fsck_clean();
+                assert_guest_content("/a/b/c.bin", "replaced", 8);
+        }
+}
+END_TEST
+
+/* ---- replacing ---- */
+
+START_TEST(replace_existing_file) {
+        make_image("64M", "-t", "ext4", "-b", "4096", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        char big[200000];
+        fill_pattern(big, sizeof big, 5);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/big", tmpdir);
+        write_host(src, big, sizeof big);
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/etc/agent.conf", &o, &err), 0);
+        close_ok(ij);
+        struct info before, after;
+        ck_assert_int_eq(info("/etc/agent.conf", &before), 0);
+
+        ij = open_ok();
+        o.mode = 0600;
+        inject_ok(ij, "small now\n", "/etc/agent.conf", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/etc/agent.conf", "small now\n", 10);
+        ck_assert_int_eq(info("/etc/agent.conf", &after), 0);
+        ck_assert_uint_ne(after.ino, before.ino); /* a new inode was switched in */
+        ck_assert_uint_eq(after.in.i_mode, LINUX_S_IFREG | 0600);
+        /* The old inode and its blocks went back to the free pool. */
+        ck_assert_uint_eq(after.free_inodes, before.free_inodes);
+        ck_assert_uint_eq(after.free_blocks, before.free_blocks + (49 - 1)); /* 200000 bytes: 49 blocks; now 1 */
+}
+END_TEST
+
+START_TEST(replace_hard_linked_file_keeps_other_link) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        inject_ok(ij, "old content", "/a", &o);
+        close_ok(ij);
+        struct info fi;
+        ck_assert_int_eq(info("/a", &fi), 0);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "ln <%u> /b", fi.ino);
+        debugfs_w(cmd);
+        snprintf(cmd, sizeof cmd, "sif <%u> links_count 2", fi.ino);
+        debugfs_w(cmd);
+        assert_fsck_clean();
+
+        ij = open_ok();
+        inject_ok(ij, "new content", "/a", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/a", "new content", 11);
+        assert_guest_content("/b", "old content", 11);
+        ck_assert_int_eq(info("/b", &fi), 0);
+        ck_assert_uint_eq(fi.in.i_links_count, 1);
+}
+END_TEST
+
+START_TEST(final_symlink_is_replaced_not_followed) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        inject_ok(ij, "target stays", "/etc/real", &o);
+        ck_assert_int_eq(ts_inject_symlink(ij, "/etc/real", "/etc/link", &o, &err), 0);
+        inject_ok(ij, "through link?", "/etc/link", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/etc/real", "target stays", 12);
+        assert_guest_content("/etc/link", "through link?", 13);
+        struct info fi;
+        ck_assert_int_eq(info("/etc/link", &fi), 0);
+        ck_assert(LINUX_S_ISREG(fi.in.i_mode));
+}
+END_TEST
+
+START_TEST(final_symlink_refused_by_option) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_symlink(ij, "/nowhere", "/link", &o, &err), 0);
+        o.flags = TS_INJECT_REFUSE_SYMLINK;
+        ck_assert_int_eq(inject_fails(ij, "x", "/link", &o), -ELOOP);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/link", &fi), 0);
+        ck_assert(LINUX_S_ISLNK(fi.in.i_mode));
+}
+END_TEST
+
+START_TEST(replace_directory_refused) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/srv/data", &o, &err), 0);
+        ck_assert_int_eq(inject_fails(ij, "x", "/srv/data", &o), -EISDIR);
+        ck_assert_int_eq(inject_fails(ij, "x", "/srv/data/", &o), -EISDIR);
+        close_ok(ij);
+        assert_fsck_clean();
+}
+END_TEST
+
+/* ---- path resolution stays inside the guest ---- */
+
+START_TEST(dotdot_stops_at_guest_root) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        inject_ok(ij, "x", "/../../../etc/./passwd", &o);
+        inject_ok(ij, "y", "/etc/../etc/../../hosts", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/etc/passwd", "x", 1);
+        assert_guest_content("/hosts", "y", 1);
+}
+END_TEST
+
+START_TEST(symlinks_resolve_inside_guest) {
+        make_image("32M", "-t", "ext4", NULL);
+        char hostdir[PATH_MAX + 16];
+        snprintf(hostdir, sizeof hostdir, "%s/hostdir", tmpdir);
+        ck_assert_int_eq(mkdir(hostdir, 0755), 0);
+
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        /* An absolute target naming a host directory, and relative escapes. */
+        ck_assert_int_eq(ts_inject_symlink(ij, hostdir, "/abs", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_symlink(ij, "../../../../../..", "/up", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/var/lib", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_symlink(ij, "../../etc", "/var/lib/etc-link", &o, &err), 0);
+        inject_ok(ij, "in guest", "/abs/planted", &o);
+        inject_ok(ij, "at root", "/up/escaped", &o);
+        inject_ok(ij, "via rel", "/var/lib/etc-link/conf", &o);
+        uint32_t ino;
+        ck_assert_int_eq(ts_inject_lookup(ij, "/var/lib/etc-link/conf", &ino, &err), 0);
+        close_ok(ij);
+        assert_fsck_clean();
+
+        /* Nothing reached the host. */
+        char planted[PATH_MAX + 32];
+        snprintf(planted, sizeof planted, "%s/planted", hostdir);
+        ck_assert_int_eq(access(planted, F_OK), -1);
+        char guest[PATH_MAX + 32];
+        snprintf(guest, sizeof guest, "%s/planted", hostdir);
+        assert_guest_content(guest, "in guest", 8);
+        assert_guest_content("/escaped", "at root", 7);
+        assert_guest_content("/etc/conf", "via rel", 7);
+        struct info fi;
+        ck_assert_int_eq(info("/etc/conf", &fi), 0);
+        ck_assert_uint_eq(fi.ino, ino);
+}
+END_TEST
+
+START_TEST(symlink_loop_is_refused) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_symlink(ij, "/loop2", "/loop1", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_symlink(ij, "loop1", "/loop2", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_symlink(ij, "self/x", "/self", &o, &err), 0);
+        ck_assert_int_eq(inject_fails(ij, "x", "/loop1/file", &o), -ELOOP);
+        ck_assert_int_eq(inject_fails(ij, "x", "/self/file", &o), -ELOOP);
+        uint32_t ino;
+        ck_assert_int_eq(ts_inject_lookup(ij, "/loop2", &ino, &err), -ELOOP);
+        close_ok(ij);
+        assert_fsck_clean();
+}
+END_TEST
+
+START_TEST(file_where_directory_expected) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        inject_ok(ij, "plain", "/etc", &o);
+        ck_assert_int_eq(inject_fails(ij, "x", "/etc/passwd", &o), -ENOTDIR);
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/etc/sub", &o, &err), -ENOTDIR);
+        ts_error_free(err);
+        err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/etc", &o, &err), -EEXIST);
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/etc", "plain", 5);
+}
+END_TEST
+
+START_TEST(no_mkdirs_option) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        o.flags = TS_INJECT_NO_MKDIRS;
+        ck_assert_int_eq(inject_fails(ij, "x", "/missing/file", &o), -ENOENT);
+        inject_ok(ij, "x", "/top-level", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/missing", &fi), -ENOENT);
+}
+END_TEST
+
+/* ---- directories, symlinks, mount points ---- */
+
+START_TEST(mkdir_symlink_mountpoints) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        o.mode = 0711;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/a/b/c", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/a/b/c", &o, &err), 0); /* exists: fine */
+        char longtarget[200];
+        memset(longtarget, 'x', sizeof longtarget);
+        longtarget[0] = '/';
+        longtarget[199] = '\0';
+        ck_assert_int_eq(ts_inject_symlink(ij, "/a/b", "/short", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_symlink(ij, longtarget, "/long", &o, &err), 0);
+        ck_assert_int_eq(ts_inject_symlink(ij, "", "/empty", &o, &err), -EINVAL);
+        ts_error_free(err);
+        err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/short/d", &o, &err), 0); /* through the link */
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/tmp", &o, &err), 0);     /* pre-existing /tmp */
+        int n = ts_inject_mountpoints(ij, &err);
+        ck_assert_msg(n == 4, "created %d: %s", n, ts_error_message(err, n));
+        ck_assert_int_eq(ts_inject_mountpoints(ij, &err), 0);
+        close_ok(ij);
+        assert_fsck_clean();
+
+        struct info fi;
+        ck_assert_int_eq(info("/a/b/c", &fi), 0);
+        ck_assert_uint_eq(fi.in.i_mode, LINUX_S_IFDIR | 0711);
+        ck_assert_int_eq(info("/a/b/d", &fi), 0);
+        ck_assert_int_eq(info("/short", &fi), 0);
+        ck_assert(LINUX_S_ISLNK(fi.in.i_mode));
+        ck_assert_uint_eq(EXT2_I_SIZE(&fi.in), 4);
+        ck_assert_int_eq(info("/long", &fi), 0);
+        ck_assert_uint_eq(EXT2_I_SIZE(&fi.in), 199);
+        static const struct {
+                const char *p;
+                unsigned mode;
+        } mp[] = { { "/proc", 0555 }, { "/sys", 0555 }, { "/dev", 0755 }, { "/tmp", 0711 }, { "/run", 0755 } };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(mp); i++) {
+                ck_assert_int_eq(info(mp[i].p, &fi), 0);
+                ck_assert_uint_eq(fi.in.i_mode, LINUX_S_IFDIR | mp[i].mode);
+        }
+        char out[PATH_MAX + 32];
+        snprintf(out, sizeof out, "%s/long.out", tmpdir);
+        ck_assert_int_eq(RUN(out, "debugfs", "-R", "stat /long", img), 0);
+}
+END_TEST
+
+START_TEST(mountpoint_tmp_is_sticky) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_mountpoints(ij, &err), 5);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/tmp", &fi), 0);
+        ck_assert_uint_eq(fi.in.i_mode, LINUX_S_IFDIR | 01777);
+}
+END_TEST
+
+START_TEST(many_entries_grow_directory) {
+        make_image("64M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        char name[64];
+        for (int i = 0; i < 400; i++) {
+                snprintf(name, sizeof name, "/many/entry-with-a-longish-name-%04d", i);
+                inject_ok(ij, name, name, &o);
+        }
+        close_ok(ij);
+        assert_fsck_clean();
+        snprintf(name, sizeof name, "/many/entry-with-a-longish-name-%04d", 399);
+        assert_guest_content(name, name, strlen(name));
+}
+END_TEST
+
+/* ---- full filesystems ---- */
+
+START_TEST(no_space_for_blocks) {
+        make_image("8M", "-t", "ext4", NULL);
+        struct info root;
+        ck_assert_int_eq(info("/", &root), 0);
+        size_t len = 16 << 20;
+        char *data = malloc(len);
+        fill_pattern(data, len, 9);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/too-big", tmpdir);
+        write_host(src, data, len);
+        free(data);
+
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/big", &o, &err), -ENOSPC);
+        ck_assert_ptr_nonnull(strstr(err->msg, "space"));
+        /* The handle is still usable. */
+        inject_ok(ij, "small", "/small", &o);
+        close_ok(ij);
+        assert_fsck_clean();
+        struct info fi;
+        ck_assert_int_eq(info("/big", &fi), -ENOENT);
+        assert_guest_content("/small", "small", 5);
+}
+END_TEST
+
+START_TEST(no_space_midway_rolls_back) {
+        /* Fill most of the filesystem, then write a file that fits the free
+         * count before the directory and extent overhead is known: whatever
+         * fails, nothing may leak. */
+        make_image("16M", "-t", "ext4", "-m", "0", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        size_t chunk = 1 << 20;
+        char *data = malloc(chunk);
+        fill_pattern(data, chunk, 1);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/chunk", tmpdir);
+        write_host(src, data, chunk);
+        free(data);
+        _cleanup_error_ ts_error *err = NULL;
+        int r = 0, n;
+        char name[32];
+        for (n = 0; n < 64; n++) {
+                snprintf(name, sizeof name, "/fill/%d", n);
+                r = ts_inject_write_file(ij, src, name, &o, &err);
+                if (r < 0)
+                        break;
+        }
+        ck_assert_int_eq(r, -ENOSPC);
+        ck_assert_int_gt(n, 5);
+        close_ok(ij);
+        assert_fsck_clean();
+}
+END_TEST
+
+START_TEST(no_space_for_inodes) {
+        make_image("16M", "-t", "ext4", "-N", "32", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = 0, n;
+        char name[32];
+        for (n = 0; n < 100; n++) {
+                snprintf(name, sizeof name, "/f%d", n);
+                r = ts_inject_write_file(ij, host_file("src", "i"), name, &o, &err);
+                if (r < 0)
+                        break;
+        }
+        ck_assert_int_eq(r, -ENOSPC);
+        ck_assert_ptr_nonnull(strstr(err->msg, "inode"));
+        ts_error_free(err);
+        err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/newdir", &o, &err), -ENOSPC);
+        close_ok(ij);
+        assert_fsck_clean();
+}
+END_TEST
+
+/* ---- hostile and unsuitable targets ---- */
+
+START_TEST(refuses_non_ext) {
+        _cleanup_error_ ts_error *err = NULL;
+        ts_inject *ij = NULL;
+        /* Zeros: no filesystem at all. */
+        int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ck_assert_int_eq(ftruncate(fd, 8 << 20), 0);
+        close(fd);
+        ck_assert_int_eq(ts_inject_open(img, 0, &ij, &err), -EMEDIUMTYPE);
+        ck_assert_ptr_null(ij);
+        ck_assert_ptr_nonnull(err->msg);
+        ts_error_free(err);
+        err = NULL;
+        /* Another filesystem: a swap signature. */
+        if (RUN(NULL, "mkswap", img) == 0) {
+                ck_assert_int_eq(ts_inject_open(img, 0, &ij, &err), -EMEDIUMTYPE);
+                ck_assert_ptr_nonnull(strstr(err->msg, "swap"));
+                ts_error_free(err);
+                err = NULL;
+        }
+        ck_assert_int_eq(ts_inject_open(tmpdir, 0, &ij, &err), -EINVAL);
+        ts_error_free(err);
+        err = NULL;
+        char missing[PATH_MAX + 16];
+        snprintf(missing, sizeof missing, "%s/none", tmpdir);
+        ck_assert_int_eq(ts_inject_open(missing, 0, &ij, &err), -ENOENT);
+        ts_error_free(err);
+        err = NULL;
+        make_image("32M", "-t", "ext4", NULL);
+        ck_assert_int_eq(ts_inject_open(img, 1, &ij, &err), -EINVAL);
+}
+END_TEST
+
+START_TEST(refuses_unsupported_features) {
+        static const char *const feats[] = { "mmp", "bigalloc" };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(feats); i++) {
+                if (i == 0)
+                        make_image("32M", "-t", "ext4", "-O", feats[i], NULL);
+                else
+                        make_image("64M", "-t", "ext4", "-O", feats[i], "-C", "16384", NULL);
+                _cleanup_error_ ts_error *err = NULL;
+                ts_inject *ij = NULL;
+                ck_assert_int_eq(ts_inject_open(img, 0, &ij, &err), -EOPNOTSUPP);
+                ck_assert_ptr_nonnull(strstr(err->msg, feats[i]));
+        }
+}
+END_TEST
+
+START_TEST(refuses_journal_needing_recovery) {
+        make_image("32M", "-t", "ext4", NULL);
+        debugfs_w("feature needs_recovery");
+        size_t len;
+        char *before = image_bytes(&len);
+        _cleanup_error_ ts_error *err = NULL;
+        ts_inject *ij = NULL;
+        ck_assert_int_eq(ts_inject_open(img, 0, &ij, &err), -EUCLEAN);
+        ck_assert_ptr_nonnull(strstr(err->msg, "journal"));
+        assert_image_unchanged(before, len);
+        free(before);
+}
+END_TEST
+
+START_TEST(refuses_bad_superblock) {
+        make_image("32M", "-t", "ext4", NULL);
+        _cleanup_error_ ts_error *err = NULL;
+        ts_inject *ij = NULL;
+        /* s_log_block_size (offset 24 in the superblock at 1024) absurd. */
+        int fd = open(img, O_RDWR | O_CLOEXEC);
+        uint32_t v = 40;
+        ck_assert_int_eq(pwrite(fd, &v, 4, 1024 + 24), 4);
+        close(fd);
+        int r = ts_inject_open(img, 0, &ij, &err);
+        ck_assert_msg(r == -EUCLEAN || r == -EMEDIUMTYPE, "got %d: %s", r, ts_error_message(err, r));
+        ts_error_free(err);
+        err = NULL;
+
+        /* Group descriptors pointing the inode table outside the filesystem:
+         * rewrite with debugfs so checksums stay valid. */
+        make_image("32M", "-t", "ext4", NULL);
+        debugfs_w("set_bg 0 inode_table 99999999");
+        debugfs_w("set_bg 0 checksum calc");
+        size_t len;
+        char *before = image_bytes(&len);
+        r = ts_inject_open(img, 0, &ij, &err);
+        ck_assert_msg(r == -EUCLEAN, "got %d: %s", r, ts_error_message(err, r));
+        assert_image_unchanged(before, len);
+        free(before);
+        ts_error_free(err);
+        err = NULL;
+
+        /* A filesystem that claims more blocks than its image holds. */
+        make_image("32M", "-t", "ext4", NULL);
+        ck_assert_int_eq(truncate(img, 16 << 20), 0);
+        r = ts_inject_open(img, 0, &ij, &err);
+        ck_assert_msg(r == -EUCLEAN, "got %d: %s", r, ts_error_message(err, r));
+}
+END_TEST
+
+START_TEST(refuses_overlapping_group_metadata) {
+        /* Group 1's block bitmap moved into group 0's inode table (checksums
+         * recomputed, so only the layout is wrong): writing that bitmap would
+         * overwrite inodes. */
+        make_image("32M", "-t", "ext4", NULL);
+        debugfs_w("set_bg 1 block_bitmap 300");
+        debugfs_w("set_bg 1 checksum calc");
+        size_t len;
+        char *before = image_bytes(&len);
+        ts_inject *ij = NULL;
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_open(img, 0, &ij, &err);
+        if (r == 0) {
+                /* Group 1 is loaded when group 0 cannot hold the file. */
+                size_t big = 12 << 20;
+                char *data = calloc(1, big);
+                memset(data, 'x', big);
+                char src[PATH_MAX + 16];
+                snprintf(src, sizeof src, "%s/big", tmpdir);
+                write_host(src, data, big);
+                free(data);
+                ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+                r = ts_inject_write_file(ij, src, "/big", &o, &err);
+                ts_inject_free(ij);
+        }
+        ck_assert_msg(r == -EUCLEAN, "got %d: %s", r, ts_error_message(err, r));
+        ck_assert_ptr_nonnull(strstr(err->msg, "overlaps"));
+        assert_image_unchanged(before, len);
+        free(before);
+}
+END_TEST
+
+START_TEST(refuses_entry_pointing_at_free_inode) {
+        make_image("32M", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/etc", &o, &err), 0);
+        close_ok(ij);
+        debugfs_w("ln <100> /etc/dangling");
+        debugfs_w("ln <8> /etc/journal-alias");
+        size_t len;
+        char *before = image_bytes(&len);
+
+        ij = open_ok();
+        int r = inject_fails(ij, "x", "/etc/dangling/file", &o);
+        ck_assert_int_eq(r, -EUCLEAN);
+        ck_assert_int_eq(inject_fails(ij, "x", "/etc/dangling", &o), -EUCLEAN);
+        ck_assert_int_eq(inject_fails(ij, "x", "/etc/journal-alias", &o), -EUCLEAN);
+        ck_assert_int_eq(ts_inject_symlink(ij, "/x", "/etc/dangling", &o, &err), -EUCLEAN);
+        ts_error_free(err);
+        err = NULL;
+        ck_assert_int_eq(ts_inject_mkdir_p(ij, "/etc/dangling/sub", &o, &err), -EUCLEAN);
+        close_ok(ij);
+        assert_image_unchanged(before, len);
+        free(before);
+}
+END_TEST
+
+START_TEST(refuses_corrupt_directory_block) {
+        make_image("32M", "-t", "ext4", "-b", "4096", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        inject_ok(ij, "x", "/victim/file", &o);
+        close_ok(ij);
+        struct info fi;
+        ck_assert_int_eq(info("/victim", &fi), 0);
+        /* Find the directory's block and scribble over its entries. */
+        char cmd[64], out[PATH_MAX + 32];
+        snprintf(cmd, sizeof cmd, "bmap <%u> 0", fi.ino);
+        snprintf(out, sizeof out, "%s/bmap.out", tmpdir);
+        ck_assert_int_eq(RUN(out, "debugfs", "-R", cmd, img), 0);
+        FILE *f = fopen(out, "re");
+        char line[128];
+        unsigned long blk = 0;
+        while (fgets(line, sizeof line, f))
+                if (sscanf(line, "%lu", &blk) == 1)
+                        break;
+        fclose(f);
+        ck_assert_uint_gt(blk, 0);
+        int fd = open(img, O_RDWR | O_CLOEXEC);
+        char junk[64];
+        memset(junk, 0x5a, sizeof junk);
+        ck_assert_int_eq(pwrite(fd, junk, sizeof junk, (off_t) blk * 4096), (ssize_t) sizeof junk);
+        close(fd);
+        size_t len;
+        char *before = image_bytes(&len);
+        ij = open_ok();
+        int r = inject_fails(ij, "y", "/victim/other", &o);
+        ck_assert_int_eq(r, -EUCLEAN);
+        close_ok(ij);
+        assert_image_unchanged(before, len);
+        free(before);
+}
+END_TEST
+
+/* ---- larger filesystems: only the groups a write needs are read ---- */
+
+START_TEST(multi_group_filesystem) {
+        make_image("2G", "-t", "ext4", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        size_t len = 3 << 20;
+        char *data = malloc(len);
+        fill_pattern(data, len, 21);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/mid", tmpdir);
+        write_host(src, data, len);
+        _cleanup_error_ ts_error *err = NULL;
+        char name[64];
+        for (int i = 0; i < 20; i++) {
+                snprintf(name, sizeof name, "/d%d/f", i);
+                int r = ts_inject_write_file(ij, src, name, &o, &err);
+                ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        }
+        close_ok(ij);
+        assert_fsck_clean();
+        /* Replace across open/close: the old inode's groups are loaded only
+         * for the release. */
+        ij = open_ok();
+        for (int i = 0; i < 20; i += 3) {
+                snprintf(name, sizeof name, "/d%d/f", i);
+                inject_ok(ij, "replaced", name, &o);
+        }
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_guest_content("/d3/f", "replaced", 8);
+        assert_guest_content("/d4/f", data, len);
+        free(data);
+}
+END_TEST
+
+static Suite *inject_suite(void) {
+        Suite *s = suite_create("inject");
+        TCase *tc = tcase_create("write");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, write_sets_attributes);
+        tcase_add_test(tc, write_parent_owner_and_mtime_past_2038);
+        tcase_add_test(tc, write_empty_file);
+        tcase_add_test(tc, write_keeps_holes);
+        tcase_add_test(tc, write_100mib_file);
+        tcase_add_test(tc, write_from_memfd);
+        tcase_add_test(tc, write_rejects_bad_input);
+        tcase_add_test(tc, write_on_other_ext_flavours);
+        tcase_add_test(tc, replace_existing_file);
+        tcase_add_test(tc, replace_hard_linked_file_keeps_other_link);
+        tcase_add_test(tc, final_symlink_is_replaced_not_followed);
+        tcase_add_test(tc, final_symlink_refused_by_option);
+        tcase_add_test(tc, replace_directory_refused);
+        tcase_add_test(tc, dotdot_stops_at_guest_root);
+        tcase_add_test(tc, symlinks_resolve_inside_guest);
+        tcase_add_test(tc, symlink_loop_is_refused);
+        tcase_add_test(tc, file_where_directory_expected);
+        tcase_add_test(tc, no_mkdirs_option);
+        tcase_add_test(tc, mkdir_symlink_mountpoints);
+        tcase_add_test(tc, mountpoint_tmp_is_sticky);
+        tcase_add_test(tc, many_entries_grow_directory);
+        tcase_add_test(tc, no_space_for_blocks);
+        tcase_add_test(tc, no_space_midway_rolls_back);
+        tcase_add_test(tc, no_space_for_inodes);
+        tcase_add_test(tc, refuses_non_ext);
+        tcase_add_test(tc, refuses_unsupported_features);
+        tcase_add_test(tc, refuses_journal_needing_recovery);
+        tcase_add_test(tc, refuses_bad_superblock);
+        tcase_add_test(tc, refuses_overlapping_group_metadata);
+        tcase_add_test(tc, refuses_entry_pointing_at_free_inode);
+        tcase_add_test(tc, refuses_corrupt_directory_block);
+        tcase_add_test(tc, multi_group_filesystem);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(inject_suite());
+        srunner_run_all(sr, CK_NORMAL);
+        int failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
