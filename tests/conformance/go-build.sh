@@ -21,5 +21,8 @@ ln -sfn "$top" "$gopath/src/thinsnap.local"
 mkdir -p "$gopath/src/gotest.tools"
 [ -e /usr/share/gocode/src/gotest.tools/v3 ] || ln -sfn /usr/share/gocode/src/gotest.tools "$gopath/src/gotest.tools/v3"
 export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOCACHE=$out/gocache GOFLAGS= CGO_ENABLED=1
-go test -c -o "$out/conformance.test" thinsnap.local/tests/conformance
-go build -o "$out/snapshotter-bench" thinsnap.local/bench/snapshotter
+# Build to a new name and rename: a guest may be running the old binary.
+go test -c -o "$out/.conformance.test.new" thinsnap.local/tests/conformance
+mv -f "$out/.conformance.test.new" "$out/conformance.test"
+go build -o "$out/.snapshotter-bench.new" thinsnap.local/bench/snapshotter
+mv -f "$out/.snapshotter-bench.new" "$out/snapshotter-bench"

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -75,7 +76,30 @@ func init() {
 	}
 }
 
-var poolSeq int64
+var (
+	poolSeq   int64
+	stateOnce sync.Once
+	stateErr  error
+)
+
+// poolStateDir makes sure THINSNAP_STATE_DIR names an existing directory, so
+// the CLI's pool state files (and thinsnapd, which inherits the environment)
+// need no writable /var/lib. An inherited value is kept as it is.
+func poolStateDir() error {
+	stateOnce.Do(func() {
+		if dir := os.Getenv("THINSNAP_STATE_DIR"); dir != "" {
+			stateErr = os.MkdirAll(dir, 0o755)
+			return
+		}
+		dir, err := os.MkdirTemp("", "ts-pool-state-")
+		if err != nil {
+			stateErr = err
+			return
+		}
+		stateErr = os.Setenv("THINSNAP_STATE_DIR", dir)
+	})
+	return stateErr
+}
 
 // UniquePoolName returns a pool name no other pool of this process has used.
 func UniquePoolName(prefix string) string {
@@ -104,6 +128,9 @@ func runTool(bin string, args ...string) error {
 func CreatePool(o *Options, name, dir string) (*Pool, error) {
 	if o.Thinsnap == "" {
 		return nil, errors.New("no thinsnap CLI given (flag or TS_THINSNAP)")
+	}
+	if err := poolStateDir(); err != nil {
+		return nil, fmt.Errorf("pool state directory: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
