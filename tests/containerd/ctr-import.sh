@@ -3,6 +3,8 @@
 #
 #   ctr-import.sh --snapshotter thinsnap --thinsnap THINSNAP --thinsnapd THINSNAPD [--base-size SIZE]
 #   ctr-import.sh --snapshotter devmapper --thinsnap THINSNAP        (containerd's built-in peer)
+#   further options: --image DIR (an image made by `build-image build DIR`; default: build one
+#   here), --pool NAME (ctrtest), --snippet FILE (deploy/containerd-thinsnap.toml)
 #
 # Builds a multi-layer OCI archive (build-image), creates a pool with `thinsnap pool create`,
 # starts the snapshotter (thinsnapd as a proxy plugin through deploy/containerd-thinsnap.toml,
@@ -22,7 +24,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top_dir=$(cd "$here/../.." && pwd)
 
 usage() {
-        sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
 }
 
@@ -33,6 +35,7 @@ base_size=256M
 pool=ctrtest
 builder=$here/build-image
 snippet=$top_dir/deploy/containerd-thinsnap.toml
+image_dir=
 while [ $# -gt 0 ]; do
         case $1 in
         --snapshotter) mode=${2:-}; shift 2 || usage ;;
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --pool) pool=${2:-}; shift 2 || usage ;;
         --builder) builder=${2:-}; shift 2 || usage ;;
         --snippet) snippet=${2:-}; shift 2 || usage ;;
+        --image) image_dir=${2:-}; shift 2 || usage ;;
         -h | --help) usage ;;
         *) echo "ctr-import: unknown argument '$1'" >&2; usage ;;
         esac
@@ -219,13 +223,19 @@ trap cleanup EXIT
 json() { jq -r "$@"; }
 
 # ---------------------------------------------------------------------------------------------
-say "building the image archive"
-timed build check "build-image builds the archive" /usr/bin/python3 "$builder" build "$work/img" ||
-        die "cannot build the image"
-expected=$work/img/expected.json
-archive=$work/img/image.tar
+if [ -n "$image_dir" ]; then
+        say "using the image archive built in $image_dir"
+else
+        say "building the image archive"
+        image_dir=$work/img
+        timed build check "build-image builds the archive" /usr/bin/python3 "$builder" build "$image_dir" ||
+                die "cannot build the image"
+fi
+expected=$image_dir/expected.json
+archive=$image_dir/image.tar
+[ -f "$expected" ] && [ -f "$archive" ] || die "$image_dir holds no image.tar and expected.json"
 image=$(json .name "$expected")
-mapfile -t chain < <(json '.chain_ids[]' "$expected")
+mapfile -t chain <<<"$(json '.chain_ids[]' "$expected")"
 top=${chain[-1]}
 big_layer=$(json .big_file.layer "$expected")
 big_size=$(json .big_file.size "$expected")
@@ -238,7 +248,11 @@ say "creating pool $pool"
 timed pool check "thinsnap pool create $pool" "$thinsnap" pool create "$pool" \
         --data "$work/pool.data" --data-size 2G --meta "$work/pool.meta" || die "cannot create the pool"
 pool_made=1
+# meta_device is a path or major:minor; thin_ls wants the node.
 meta_dev=$("$thinsnap" pool status "$pool" --json | json .meta_device)
+if [[ $meta_dev =~ ^[0-9]+:[0-9]+$ ]]; then
+        meta_dev=/dev/$(sed -n 's/^DEVNAME=//p' "/sys/dev/block/$meta_dev/uevent" 2>/dev/null)
+fi
 pool_devno=$(dmsetup info -c --noheadings -o major,minor "$pool" | tr -d ' ')
 [ -b "$meta_dev" ] && [ -n "$pool_devno" ] || die "pool $pool: no metadata device ($meta_dev) or dm number ($pool_devno)"
 
@@ -496,7 +510,7 @@ expect_eq "info ctrtest-child: Active, parent ctrtest-committed" \
 # The tree: each line's parent is the nearest line above with one level less.
 sn tree >"$work/tree" 2>&1 || bad "ctr snapshots tree failed: $(cat "$work/tree")"
 tree_edges=$(awk '{
-        match($0, /^ */); lvl = RLENGTH / 2
+        match($0, /^ */); lvl = int(RLENGTH / 2)
         name = $NF; stack[lvl] = name
         print name, (lvl > 0 ? stack[lvl - 1] : "-") }' "$work/tree" | sort)
 want_edges=$( {
