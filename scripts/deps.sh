@@ -10,7 +10,7 @@ PKGS=(
   libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev liblmdb-dev
   libcurl4-openssl-dev check
   # real-kernel lane (QEMU guest booting Debian's kernel)
-  qemu-system-x86 busybox-static cpio kmod dmsetup udev
+  qemu-system-x86 busybox-static cpio kmod dmsetup udev thin-provisioning-tools
   # peers and independent clients used by tests and benchmarks
   containerd golang-go golang-github-containerd-containerd-dev
   python3-grpcio python3-protobuf python3-grpc-tools
