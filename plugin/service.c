@@ -46,13 +46,14 @@ static int64_t start_ns(void) {
         return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* containerd requires a namespace on every snapshot call. */
+/* containerd's metadata layer namespaces the keys it hands a proxy
+ * snapshotter itself ("default/12/extract-...") and sends no namespace
+ * header; direct clients may send one to keep their keys apart. */
+#define DEFAULT_NAMESPACE "default"
+
 static int namespace_of(ts_rpc_call *call, const char **ret) {
         const char *ns = ts_rpc_call_namespace(call);
-        if (!ns || !*ns)
-                return ts_rpc_call_error(call, TS_RPC_FAILED_PRECONDITION,
-                                         "namespace is required (containerd-namespace metadata)");
-        *ret = ns;
+        *ret = ns && *ns ? ns : DEFAULT_NAMESPACE;
         return TS_RPC_OK;
 }
 

@@ -578,9 +578,18 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 /* ---- connections ---- */
 
 static nghttp2_session_callbacks *callbacks;
+static nghttp2_option *session_option;
 static uv_once_t callbacks_once = UV_ONCE_INIT;
 
 static void callbacks_init(void) {
+        /* nghttp2's HTTP messaging checks reject an :authority holding a
+         * path, which is what grpc-go sends when dialled with a socket path
+         * and a custom dialer (a common way to reach a unix socket). The
+         * request checks gRPC needs (:method, :path, content-type, one
+         * message) are made in on_header and request_headers_done. */
+        if (nghttp2_option_new(&session_option) != 0)
+                return;
+        nghttp2_option_set_no_http_messaging(session_option, 1);
         if (nghttp2_session_callbacks_new(&callbacks) != 0)
                 return;
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
@@ -593,13 +602,13 @@ static void callbacks_init(void) {
 
 static int conn_new(ts_rpc_server *s, rpc_conn **ret) {
         uv_once(&callbacks_once, callbacks_init);
-        if (!callbacks)
+        if (!callbacks || !session_option)
                 return -ENOMEM;
         rpc_conn *c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
         c->server = s;
-        if (nghttp2_session_server_new(&c->session, callbacks, c) != 0) {
+        if (nghttp2_session_server_new2(&c->session, callbacks, c, session_option) != 0) {
                 free(c);
                 return -ENOMEM;
         }

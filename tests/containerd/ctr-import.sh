@@ -581,13 +581,13 @@ nactive=$(grep -c . <<<"$active")
         bad "$nactive active thin devices on the pool: $(tr '\n' ';' <<<"$active")"
 expect_eq "thinsnap pool status --json active_devices agrees with dmsetup" \
         "$("$thinsnap" pool status "$pool" --json | jq -r '.active_devices[]' | sort | tr '\n' ' ')" \
-        "$(awk '{ print $1 }' <<<"$active" | sort | tr '\n' ' ')"
+        "$(awk 'NF { print $1 }' <<<"$active" | sort | tr '\n' ' ')"
 mapped=$(awk '{ s += $2 } END { print s + 0 }' "$work/thin_ls")
 expect_eq "pool's used data blocks equal the remaining devices' mapped blocks (nothing leaked)" \
         "$(pool_used_blocks)" "$mapped"
 dmsetup ls | awk -v p="$pool" 'index($1, p "-") == 1 { print $1 }' >"$work/dmnames"
 expect_eq "device-mapper names of the pool's devices match the active thins" \
-        "$(sort "$work/dmnames" | tr '\n' ' ')" "$(awk '{ print $1 }' <<<"$active" | sort | tr '\n' ' ')"
+        "$(sort "$work/dmnames" | tr '\n' ' ')" "$(awk 'NF { print $1 }' <<<"$active" | sort | tr '\n' ' ')"
 say "pool after GC: $(dmsetup status "$pool")"
 
 # ---------------------------------------------------------------------------------------------

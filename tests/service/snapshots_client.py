@@ -133,8 +133,12 @@ check("other namespace empty",
       [i for resp in chan.unary_stream(SVC + "List", request_serializer=lambda m: m.SerializeToString(),
                                        response_deserializer=pb.ListSnapshotsResponse.FromString)(
           pb.ListSnapshotsRequest(), metadata=other, timeout=60) for i in resp.info] == [])
-expect_code("no namespace", C.FAILED_PRECONDITION,
+# Without a namespace header (as containerd's proxy client calls) keys live in "default".
+expect_code("no namespace header: default namespace", C.NOT_FOUND,
             lambda: unary("Stat", pb.StatSnapshotRequest(key="A"), pb.StatSnapshotResponse, md=[]))
+r = unary("Prepare", pb.PrepareSnapshotRequest(key="default/1/x"), pb.PrepareSnapshotResponse, md=[])
+check("prepare without namespace header", len(r.mounts) == 1)
+unary("Remove", pb.RemoveSnapshotRequest(key="default/1/x"), empty_pb2.Empty, md=[])
 expect_code("empty key", C.INVALID_ARGUMENT,
             lambda: unary("Prepare", pb.PrepareSnapshotRequest(key=""), pb.PrepareSnapshotResponse))
 # Bad inputs at the gRPC layer
@@ -150,5 +154,10 @@ for k in ("v", "b", "A"):
 expect_code("remove missing", C.NOT_FOUND, lambda: unary("Remove", pb.RemoveSnapshotRequest(key="A"), empty_pb2.Empty))
 check("list empty at the end", list_names() == [])
 unary("Cleanup", pb.CleanupRequest(), empty_pb2.Empty)
+# grpc-go dialled with a socket path sends that path as :authority; accept it.
+odd = grpc.insecure_channel("unix:" + sock, options=[("grpc.default_authority", sock)])
+r = odd.unary_unary(SVC + "Stat", request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=pb.StatSnapshotResponse.FromString)
+expect_code("path as :authority", C.NOT_FOUND, lambda: r(pb.StatSnapshotRequest(key="gone"), metadata=NS, timeout=30))
 print(f"snapshots-client: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
