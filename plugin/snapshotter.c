@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@ extern char **environ;
 struct ts_snapshotter {
         ts_store *store;
         ts_pool *pool;
+        char *root;
         uint64_t base_size;
         uint32_t base_id;
         int64_t base_mapped; /* bytes mapped in the base device */
@@ -232,6 +234,31 @@ static int run_mkfs(const char *mkfs, const char *dev, ts_error **err) {
         return 0;
 }
 
+/* mkfs leaves /lost+found, which no image has and containerd's checks see
+ * as a difference. Removing it needs the filesystem mounted once: here, at
+ * start-up, once per pool and size; never on a request. */
+static int drop_lost_found(const char *root, const char *dev, ts_error **err) {
+        _cleanup_free_ char *dir = NULL;
+        if (asprintf(&dir, "%s/base-mount.XXXXXX", root) < 0)
+                return ts_error_set(err, ENOMEM, "base device %s", dev);
+        if (!mkdtemp(dir))
+                return ts_error_set(err, errno, "create %s", dir);
+        int r = 0;
+        if (mount(dev, dir, "ext4", MS_NOATIME, NULL) < 0)
+                r = ts_error_set(err, errno, "mount %s on %s", dev, dir);
+        else {
+                _cleanup_free_ char *lf = NULL;
+                if (asprintf(&lf, "%s/lost+found", dir) < 0)
+                        r = ts_error_set(err, ENOMEM, "base device %s", dev);
+                else if (rmdir(lf) < 0 && errno != ENOENT)
+                        r = ts_error_set(err, errno, "remove %s", lf);
+                if (umount2(dir, 0) < 0 && r >= 0)
+                        r = ts_error_set(err, errno, "unmount %s", dir);
+        }
+        (void) rmdir(dir);
+        return r;
+}
+
 static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
                    ts_error **err) {
         ts_store_txn *txn = NULL;
@@ -303,6 +330,8 @@ static int ensure_base(ts_snapshotter *s, const char *mkfs, ts_error **err) {
                 r = ts_thin_activate(s->pool, name, a.base.dev_id, s->base_size, 0, err);
         if (r >= 0)
                 r = run_mkfs(mkfs, path, err);
+        if (r >= 0)
+                r = drop_lost_found(s->root, path, err);
         ts_thin_status st = { 0 };
         if (r >= 0)
                 r = ts_thin_get_status(name, &st, err);
@@ -510,10 +539,11 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->cond, NULL);
         s->base_size = cfg->base_size;
+        s->root = strdup(cfg->root);
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
         const char *f = getenv("THINSNAPD_FAULT");
-        if (f && *f && !(s->fault = strdup(f))) {
+        if (!s->root || (f && *f && !(s->fault = strdup(f)))) {
                 ts_snapshotter_close(s);
                 return ts_error_set(err, ENOMEM, "snapshotter");
         }
@@ -568,6 +598,7 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
         ts_pool_free(s->pool);
         ts_strv_free(s->held);
         free(s->fault);
+        free(s->root);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);
