@@ -44,6 +44,12 @@ struct ts_snapshotter {
         int64_t status_at;
         ts_pool_status status;
 
+        /* Committed devices whose removal was deferred because they were
+         * still open (containerd may commit a mounted snapshot): a child of
+         * one must suspend it around create_snap. */
+        uint32_t *deferred;
+        size_t n_deferred;
+
         /* async removal */
         pthread_t reaper;
         bool reaper_running, stopping, reap_pending;
@@ -164,7 +170,22 @@ static int drop_device(ts_snapshotter *s, uint32_t id, bool discard, ts_error **
         int r = ts_thin_deactivate(name, 0, err);
         if (r < 0)
                 return r;
-        return ts_thin_delete(s->pool, id, err);
+        /* A device whose removal was deferred (committed while mounted) is
+         * released by the kernel from a work queue after its last close:
+         * the pool may call it busy for a moment. */
+        for (int i = 0;; i++) {
+                ts_error *e = NULL;
+                r = ts_thin_delete(s->pool, id, &e);
+                if (r != -EBUSY || i >= 40) {
+                        if (r < 0)
+                                ts_error_move(err, &e);
+                        ts_error_free(e);
+                        return r;
+                }
+                ts_error_free(e);
+                struct timespec ts = { 0, 50 * 1000000L };
+                nanosleep(&ts, NULL);
+        }
 }
 
 /* Reads the pool's status (cached for STATUS_TTL_NS unless fresh). */
@@ -210,6 +231,32 @@ static int check_space(ts_snapshotter *s, bool fresh, ts_error **err) {
                                            : st.fail     ? "failed"
                                                          : "read-only");
         return 0;
+}
+
+static void deferred_add(ts_snapshotter *s, uint32_t id) {
+        pthread_mutex_lock(&s->lock);
+        uint32_t *v = realloc(s->deferred, (s->n_deferred + 1) * sizeof(*v));
+        if (v) {
+                v[s->n_deferred++] = id;
+                s->deferred = v;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (!v) /* without the note, a child could miss unflushed writes */
+                log_warn("device %u: deferred removal not tracked (out of memory)", id);
+}
+
+/* True (and forgotten) when id had a deferred removal pending. */
+static bool deferred_take(ts_snapshotter *s, uint32_t id) {
+        bool found = false;
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->n_deferred; i++)
+                if (s->deferred[i] == id) {
+                        s->deferred[i] = s->deferred[--s->n_deferred];
+                        found = true;
+                        break;
+                }
+        pthread_mutex_unlock(&s->lock);
+        return found;
 }
 
 /* ---- base device ---- */
@@ -433,7 +480,7 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
                         r = finish_remove(s, e->ns, e->key, e->dev_id, err);
                         finished++;
                 } else if (e->kind == TS_KIND_COMMITTED) {
-                        r = ts_thin_deactivate(name, 0, err);
+                        r = ts_thin_deactivate(name, TS_THIN_DEFERRED, err);
                 } else {
                         ts_dm_info info;
                         r = ts_dm_info_get(name, &info, err);
@@ -599,6 +646,7 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
         ts_strv_free(s->held);
         free(s->fault);
         free(s->root);
+        free(s->deferred);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);
@@ -663,7 +711,18 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         fault(s, "prepare", "after-record");
 
         dev_name(s, a.info.dev_id, name, sizeof name);
-        r = ts_thin_snap(s->pool, a.info.dev_id, a.origin, NULL, err);
+        /* A committed parent is inactive, unless its removal was deferred
+         * while it was still mounted: then the snapshot is taken with the
+         * origin suspended, so it sees every write the origin acknowledged. */
+        char origin_name[96];
+        bool maybe_active = a.origin != s->base_id && deferred_take(s, a.origin);
+        dev_name(s, a.origin, origin_name, sizeof origin_name);
+        r = ts_thin_snap(s->pool, a.info.dev_id, a.origin, maybe_active ? origin_name : NULL, err);
+        if (maybe_active) {
+                ts_dm_info oi;
+                if (ts_dm_info_get(origin_name, &oi, NULL) == 0 && oi.exists)
+                        deferred_add(s, a.origin); /* still open: keep the note */
+        }
         if (r < 0)
                 goto out;
         snapped = true;
@@ -818,11 +877,18 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         if (r < 0)
                 goto out;
         dev_name(s, info.dev_id, dev, sizeof dev);
-        r = ts_thin_deactivate(dev, 0, err);
+        /* containerd may commit a snapshot that is still mounted: then the
+         * kernel removes the device when it is unmounted (deferred). */
+        ts_dm_info di;
+        r = ts_dm_remove(dev, 0, NULL);
         if (r == -EBUSY) {
-                ts_error_prefix(err, r, "commit %s: its device is still in use (unmount it first)", key);
-                goto out;
-        }
+                r = ts_dm_remove(dev, TS_DM_REMOVE_DEFERRED, err);
+                if (r >= 0 && ts_dm_info_get(dev, &di, NULL) == 0 && di.exists)
+                        deferred_add(s, info.dev_id);
+        } else if (r == -ENXIO)
+                r = 0;
+        else if (r < 0)
+                r = ts_thin_deactivate(dev, 0, err);
         if (r < 0)
                 goto out;
         deactivated = true;
