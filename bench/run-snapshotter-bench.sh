@@ -22,7 +22,8 @@ case $build in /*) ;; *) build=$top/$build ;; esac
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 targets=(thinsnap)
-if cmake --build "$build" --target help | grep -qw thinsnapd; then targets+=(thinsnapd); fi
+cmake --build "$build" --target help > "$build/targets.txt"
+if grep -qw thinsnapd "$build/targets.txt"; then targets+=(thinsnapd); fi
 cmake --build "$build" -j2 --target "${targets[@]}" >/dev/null
 thinsnap=${TS_THINSNAP:-$build/provision/thinsnap}
 thinsnapd=${TS_THINSNAPD:-$(find "$build" -type f -name thinsnapd -perm -u+x 2>/dev/null | head -n1)}
