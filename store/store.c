@@ -816,6 +816,19 @@ static int get_record(ts_store_txn *t, const dbkey *key, ts_store_info *ret, ts_
         return r;
 }
 
+/* The start of a write to one snapshot's record: a write transaction, the
+ * record's key, and the record itself. */
+static int load_for_write(ts_store_txn *t, const char *what, const char *ns, const char *key,
+                          dbkey *k, ts_store_info *i, ts_error **err) {
+        int r = need_write(t, what, err);
+        if (r < 0)
+                return r;
+        r = make_key(t, ns, key, k, err);
+        if (r < 0)
+                return r;
+        return get_record(t, k, i, err);
+}
+
 static int put_record(ts_store_txn *t, const dbkey *key, const ts_store_info *i, bool create, ts_error **err) {
         _cleanup_free_ uint8_t *data = NULL;
         buf b = {};
@@ -1053,15 +1066,9 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
 
 int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_store_info *ret_info,
                           ts_error **err) {
-        int r = need_write(t, "remove snapshot", err);
-        if (r < 0)
-                return r;
         _cleanup_dbkey_ dbkey k = {};
         _cleanup_info_ ts_store_info i = {};
-        r = make_key(t, ns, key, &k, err);
-        if (r < 0)
-                return r;
-        r = get_record(t, &k, &i, err);
+        int r = load_for_write(t, "remove snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
         if (i.children > 0)
@@ -1081,15 +1088,9 @@ int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_s
 }
 
 int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error **err) {
-        int r = need_write(t, "delete snapshot", err);
-        if (r < 0)
-                return r;
         _cleanup_dbkey_ dbkey k = {};
         _cleanup_info_ ts_store_info i = {};
-        r = make_key(t, ns, key, &k, err);
-        if (r < 0)
-                return r;
-        r = get_record(t, &k, &i, err);
+        int r = load_for_write(t, "delete snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
         if (i.children > 0)
@@ -1112,15 +1113,9 @@ int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error *
 int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_label *labels,
                     size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
                     ts_store_info *ret_info, ts_error **err) {
-        int r = need_write(t, "update snapshot", err);
-        if (r < 0)
-                return r;
         _cleanup_dbkey_ dbkey k = {};
         _cleanup_info_ ts_store_info i = {};
-        r = make_key(t, ns, key, &k, err);
-        if (r < 0)
-                return r;
-        r = get_record(t, &k, &i, err);
+        int r = load_for_write(t, "update snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
 
