@@ -392,6 +392,13 @@ static dgrp_t group_of_ino(ts_inject *ij, ext2_ino_t ino) {
         return ext2fs_group_of_ino(FS(ij), ino);
 }
 
+/* The stripe that mke2fs read from the device's I/O hints (a thin device
+ * reports its pool's block size), in filesystem blocks; 1 when none. */
+static blk64_t stripe_blocks(ext2_filsys fs) {
+        blk64_t w = fs->super->s_raid_stripe_width ? fs->super->s_raid_stripe_width : fs->super->s_raid_stride;
+        return w > 1 && w <= EXT_INIT_MAX_LEN ? w : 1;
+}
+
 static blk64_t group_goal(ts_inject *ij, ext2_ino_t ino) {
         return ext2fs_group_first_block2(FS(ij), group_of_ino(ij, ino));
 }
@@ -1303,8 +1310,22 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
          * a thin device each newly touched chunk costs a provisioning. */
         blk64_t goal = group_goal(ij, ino), run_start, run_len;
         blk64_t run_want = s->len < EXT_INIT_MAX_LEN ? s->len : EXT_INIT_MAX_LEN;
-        if (ext2fs_new_range(fs, EXT2_NEWRANGE_MIN_LENGTH, goal, run_want, NULL, &run_start, &run_len) == 0)
+        blk64_t align = stripe_blocks(fs);
+        if (ext2fs_new_range(fs, EXT2_NEWRANGE_MIN_LENGTH, goal, run_want, NULL, &run_start, &run_len) == 0) {
                 goal = run_start;
+                /* A segment of a stripe or more starts on a stripe boundary
+                 * when a free run there can hold it: on a thin device the
+                 * stripe is the pool's block, and a write that covers whole
+                 * pool blocks is provisioned without zeroing or copying one. */
+                for (int i = 0; i < 8 && align > 1 && s->len >= align && run_start % align; i++) {
+                        blk64_t up = run_start + (align - run_start % align);
+                        if (up >= ext2fs_blocks_count(fs->super) ||
+                            ext2fs_new_range(fs, EXT2_NEWRANGE_MIN_LENGTH, up, run_want, NULL, &run_start, &run_len))
+                                break;
+                        if (run_start % align == 0)
+                                goal = run_start;
+                }
+        }
         for (;;) {
                 e = ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF, ino, NULL, goal, s->start,
                                      s->len);
@@ -1334,6 +1355,10 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
                 r = map_run(ij, ino, h, lblk, end - lblk < chunk ? end - lblk : chunk, &pblk, &n, err);
                 if (r < 0)
                         break;
+                /* End a write that stops inside the run on a stripe boundary,
+                 * so no pool block is split between two writes. */
+                if (align > 1 && lblk + n < end && (pblk + n) % align && n > (pblk + n) % align)
+                        n -= (pblk + n) % align;
                 uint64_t off = (uint64_t) lblk * bs;
                 uint64_t want = (uint64_t) n * bs;
                 if (off + want > size)

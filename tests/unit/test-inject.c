@@ -1045,6 +1045,57 @@ START_TEST(multi_group_filesystem) {
 }
 END_TEST
 
+/* First physical block of a guest file, read with libext2fs. */
+static blk64_t first_block(const char *guest) {
+        struct info fi;
+        ck_assert_int_eq(info(guest, &fi), 0);
+        ext2_filsys fs;
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        blk64_t p = 0;
+        ck_assert_int_eq(ext2fs_bmap2(fs, fi.ino, (struct ext2_inode *) &fi.in, NULL, 0, 0, NULL, &p), 0);
+        ext2fs_close_free(&fs);
+        return p;
+}
+
+/* mke2fs takes a stripe from a thin device's I/O hints (the pool's block);
+ * files of a stripe or more start on a stripe boundary and smaller ones do
+ * not waste the space before one. */
+START_TEST(data_starts_on_stripe_boundary) {
+        make_image("256M", "-t", "ext4", "-b", "4096", "-E", "stride=16,stripe_width=16", NULL);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        size_t len = (1 << 20) + 12345;
+        char *data = malloc(len);
+        fill_pattern(data, len, 5);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/big", tmpdir);
+        write_host(src, data, len);
+        _cleanup_error_ ts_error *err = NULL;
+        char name[64];
+        for (int i = 0; i < 3; i++) {
+                /* A one-block file first, so the next free block is off the stripe. */
+                snprintf(name, sizeof name, "/small-%d", i);
+                inject_ok(ij, "x", name, &o);
+                snprintf(name, sizeof name, "/big-%d", i);
+                int r = ts_inject_write_file(ij, src, name, &o, &err);
+                ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        }
+        close_ok(ij);
+        assert_fsck_clean();
+        blk64_t s0 = first_block("/small-0"), s1 = first_block("/small-1");
+        ck_assert_msg(s0 % 16 || s1 % 16, "small files at %llu and %llu: both on a stripe boundary",
+                      (unsigned long long) s0, (unsigned long long) s1);
+        for (int i = 0; i < 3; i++) {
+                snprintf(name, sizeof name, "/big-%d", i);
+                blk64_t b = first_block(name);
+                ck_assert_msg(b % 16 == 0, "%s starts at block %llu, not on the 16-block stripe", name,
+                              (unsigned long long) b);
+                assert_guest_content(name, data, len);
+        }
+        free(data);
+}
+END_TEST
+
 static Suite *inject_suite(void) {
         Suite *s = suite_create("inject");
         TCase *tc = tcase_create("write");
@@ -1082,6 +1133,7 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, refuses_entry_pointing_at_free_inode);
         tcase_add_test(tc, refuses_corrupt_directory_block);
         tcase_add_test(tc, multi_group_filesystem);
+        tcase_add_test(tc, data_starts_on_stripe_boundary);
         suite_add_tcase(s, tc);
         return s;
 }
