@@ -14,6 +14,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "testsvc.h"
+#include "tests/unit/ts-check.h"
 
 #define ECHO "/thinsnap.test.v1.Test/Echo"
 #define STREAM "/thinsnap.test.v1.Test/Stream"
@@ -577,9 +578,5 @@ int main(void) {
         tcase_add_test(tc, shutdown_grace);
         tcase_add_test(tc, socket_file);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }
