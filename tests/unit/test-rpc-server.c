@@ -76,6 +76,17 @@ static int echo_call(ts_rpc_client *c, const char *method, const EchoRequest *re
         return r;
 }
 
+/* One plain Echo of text that must succeed and answer text. */
+static void expect_echo(ts_rpc_client *c, const char *text) {
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        EchoResponse *resp = NULL;
+
+        req.text = (char *) text;
+        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
+        ck_assert_str_eq(resp->text, text);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
 /* Runs a raw call and returns its final status code and message copy. */
 static int raw_status(ts_rpc_client *c, const char *method, const void *data, size_t len,
                       const ts_rpc_call_options *o, char **ret_msg) {
@@ -189,10 +200,7 @@ START_TEST(status_errors) {
         ts_rpc_client_call_free(cc);
 
         /* The connection is still good after all that. */
-        req.text = "still here";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, &err), 0);
-        ck_assert_str_eq(resp->text, "still here");
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "still here");
 
         ts_rpc_client_free(c);
         stop_server();
@@ -405,12 +413,7 @@ START_TEST(cancel_and_disconnect) {
         ts_rpc_client_call_free(cc);
         ts_rpc_client_free(c2);
 
-        EchoResponse *resp = NULL;
-        req.repeat = 0;
-        req.text = "after";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        ck_assert_str_eq(resp->text, "after");
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "after");
         ts_rpc_client_free(c);
         stop_server();
 }
@@ -434,11 +437,7 @@ START_TEST(garbage_peer) {
         close(fd);
 
         ts_rpc_client *c = connect_client();
-        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
-        EchoResponse *resp = NULL;
-        req.text = "ok";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "ok");
         ts_rpc_client_free(c);
         stop_server();
 }
@@ -470,12 +469,11 @@ START_TEST(graceful_shutdown) {
         slow_arg a = { .c = c };
         pthread_t t;
 
-        /* Make sure the slow call reached its handler before shutting down. */
         EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
         EchoResponse *resp = NULL;
-        req.text = "warm";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+        /* Make sure the slow call reached its handler before shutting down. */
+        expect_echo(c, "warm");
         ck_assert_int_eq(pthread_create(&t, NULL, slow_call, &a), 0);
         usleep(100 * 1000);
 
@@ -505,11 +503,8 @@ START_TEST(shutdown_grace) {
         ts_rpc_client *c = connect_client();
         ts_rpc_client_call *cc;
         EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
-        EchoResponse *resp = NULL;
 
-        req.text = "warm";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "warm");
         /* A request that never ends holds its stream open... */
         ck_assert_int_eq(ts_rpc_client_call_start(c, ECHO, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
