@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench.h"
 #include "common/parse.h"
 #include "devmapper/loop.h"
 #include "devmapper/pool.h"
@@ -31,19 +32,8 @@
 
 static const char *pool_name = "benchpool";
 
-static double now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-        return x < y ? -1 : x > y;
-}
-
 static double pct(double *v, int n, double p) {
-        qsort(v, (size_t) n, sizeof(double), cmp_double);
+        ts_bench_sort(v, (size_t) n);
         int i = (int) (p * (n - 1) + 0.5);
         return v[i];
 }
@@ -240,17 +230,17 @@ int main(int argc, char **argv) {
                         uint32_t id = 1000 + (uint32_t) (i * NPATHS + p);
                         char name[64];
                         snprintf(name, sizeof name, "bench-%u", id);
-                        double t0 = now_ms();
+                        double t0 = ts_bench_now_ms();
                         r = p == LIB ? lib_cut(pool, id, 1, name)
                             : p == DMSETUP ? dmsetup_cut(pool, id, 1, name)
                                            : raw_cut(pool, id, 1, name);
-                        double t1 = now_ms();
+                        double t1 = ts_bench_now_ms();
                         if (r < 0)
                                 die(path_names[p], r);
                         r = p == LIB ? lib_drop(pool, id, name)
                             : p == DMSETUP ? dmsetup_drop(id, name)
                                            : raw_drop(id, name);
-                        double t2 = now_ms();
+                        double t2 = ts_bench_now_ms();
                         if (r < 0)
                                 die(path_names[p], r);
                         cut[p][i] = t1 - t0;

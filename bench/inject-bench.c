@@ -25,22 +25,12 @@
 
 #include "common/error.h"
 #include "common/macro.h"
+#include "bench/bench.h"
 #include "common/parse.h"
 #include "inject/inject.h"
 
-static double now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-        return x < y ? -1 : x > y;
-}
-
 static double p50(double *v, int n) {
-        qsort(v, (size_t) n, sizeof(*v), cmp_double);
+        ts_bench_sort(v, (size_t) n);
         return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
@@ -179,15 +169,15 @@ int main(int argc, char **argv) {
                                 char guest[PATH_MAX];
                                 snprintf(guest, sizeof guest, "/bench/inject-%s", name);
                                 size_t cell = ((size_t) d * (size_t) nfiles + (size_t) f) * runs + i;
-                                double t0 = now_ms();
+                                double t0 = ts_bench_now_ms();
                                 int r = run_inject(dev[d], files[f], guest, &err);
-                                double t1 = now_ms();
+                                double t1 = ts_bench_now_ms();
                                 if (r < 0) {
                                         fprintf(stderr, "inject-bench: %s: %s\n", dev[d], ts_error_message(err, r));
                                         return 1;
                                 }
                                 r = run_peer(dev[d], mnt, files[f], name);
-                                double t2 = now_ms();
+                                double t2 = ts_bench_now_ms();
                                 if (r < 0) {
                                         fprintf(stderr, "inject-bench: %s: peer: %s\n", dev[d], strerror(-r));
                                         return 1;

@@ -7,11 +7,12 @@
 #include <string.h>
 #include <strings.h>
 
-/* Reads leading decimal digits of s into *ret; sets *end after them. */
+/* Reads leading decimal digits of s into *ret; sets *end after them.
+ * -EINVAL for NULL or no digit, -ERANGE past UINT64_MAX. */
 static int parse_digits(const char *s, uint64_t *ret, const char **end) {
         uint64_t v = 0;
         const char *p = s;
-        if (!isdigit((unsigned char) *p))
+        if (!p || !isdigit((unsigned char) *p))
                 return -EINVAL;
         for (; isdigit((unsigned char) *p); p++) {
                 unsigned d = (unsigned) (*p - '0');
@@ -27,8 +28,6 @@ static int parse_digits(const char *s, uint64_t *ret, const char **end) {
 int ts_parse_u64(const char *s, uint64_t *ret) {
         uint64_t v;
         const char *end;
-        if (!s)
-                return -EINVAL;
         int r = parse_digits(s, &v, &end);
         if (r < 0)
                 return r;
@@ -76,8 +75,6 @@ int ts_parse_size(const char *s, uint64_t *ret) {
         };
         uint64_t v;
         const char *end;
-        if (!s)
-                return -EINVAL;
         int r = parse_digits(s, &v, &end);
         if (r < 0)
                 return r;

@@ -178,6 +178,19 @@ static void undo(devplan *p) {
                 (void) unlink(p->dev.path);
 }
 
+/* The end of a provisioning run with the data and metadata plans: after
+ * a failure (r < 0) undoes what they set up, metadata first; frees both.
+ * Returns r. */
+static int devplans_finish(devplan *data, devplan *meta, int r) {
+        if (r < 0) {
+                undo(meta);
+                undo(data);
+        }
+        devplan_done(data);
+        devplan_done(meta);
+        return r;
+}
+
 static int read_head(const char *path, unsigned char *buf, size_t len, size_t *ret, ts_error **err) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
@@ -288,8 +301,7 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
                                                 req->name, recorded->data.path, recorded->meta.path);
                         goto fail;
                 }
-                devplan_done(&data);
-                devplan_done(&meta);
+                devplans_finish(&data, &meta, 0);
                 return ts_poolprov_attach(state_dir, req->name, ret, err);
         }
         if (r != -ENOENT) {
@@ -344,19 +356,13 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
         if (r < 0)
                 goto fail;
 
-        devplan_done(&data);
-        devplan_done(&meta);
         *ret = outcome;
-        return 0;
+        return devplans_finish(&data, &meta, 0);
 
 fail:
         if (pool_created)
                 (void) ts_dm_remove(req->name, 0, NULL);
-        undo(&meta);
-        undo(&data);
-        devplan_done(&data);
-        devplan_done(&meta);
-        return r;
+        return devplans_finish(&data, &meta, r);
 }
 
 int ts_poolprov_attach(const char *state_dir, const char *name, ts_poolprov_outcome *ret,
@@ -414,17 +420,11 @@ int ts_poolprov_attach(const char *state_dir, const char *name, ts_poolprov_outc
         r = activate(s, &data, &meta, err);
         if (r < 0)
                 goto fail;
-        devplan_done(&data);
-        devplan_done(&meta);
         *ret = TS_POOLPROV_ATTACHED;
-        return 0;
+        return devplans_finish(&data, &meta, 0);
 
 fail:
-        undo(&meta);
-        undo(&data);
-        devplan_done(&data);
-        devplan_done(&meta);
-        return r;
+        return devplans_finish(&data, &meta, r);
 }
 
 /* "/dev/loop3" for a loop device number maj:min, or NULL. */

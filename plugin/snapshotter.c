@@ -436,6 +436,18 @@ static void recon_done(struct recon *rc) {
         free(rc->v);
 }
 
+/* Collects every snapshot of every namespace into rc, in one read
+ * transaction. rc holds what was collected even on failure. */
+static int collect_all(ts_snapshotter *s, struct recon *rc, ts_error **err) {
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        r = ts_store_walk(txn, NULL, collect, rc, err);
+        ts_store_txn_commit(txn, NULL);
+        return r;
+}
+
 struct key_arg {
         const char *ns, *key;
 };
@@ -458,12 +470,7 @@ static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uin
 
 static int reconcile(ts_snapshotter *s, ts_error **err) {
         struct recon rc = { 0 };
-        ts_store_txn *txn = NULL;
-        int r = ts_store_begin(s->store, false, &txn, err);
-        if (r < 0)
-                return r;
-        r = ts_store_walk(txn, NULL, collect, &rc, err);
-        ts_store_txn_commit(txn, NULL);
+        int r = collect_all(s, &rc, err);
         if (r < 0) {
                 recon_done(&rc);
                 return r;
@@ -499,6 +506,7 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
         /* Bases whose format did not finish are made again from scratch. */
         ts_store_base *bases = NULL;
         size_t nb = 0;
+        ts_store_txn *txn = NULL;
         r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
@@ -534,12 +542,7 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
 
 static int reap_once(ts_snapshotter *s, ts_error **err) {
         struct recon rc = { 0 };
-        ts_store_txn *txn = NULL;
-        int r = ts_store_begin(s->store, false, &txn, err);
-        if (r < 0)
-                return r;
-        r = ts_store_walk(txn, NULL, collect, &rc, err);
-        ts_store_txn_commit(txn, NULL);
+        int r = collect_all(s, &rc, err);
         for (size_t i = 0; r >= 0 && i < rc.n; i++) {
                 struct pending *e = &rc.v[i];
                 if (e->state != TS_STATE_REMOVING)

@@ -38,7 +38,7 @@ bool ts_rpc_call_cancelled(ts_rpc_call *call) {
         return c;
 }
 
-static int queue_message(ts_rpc_call *call, rpc_outbuf *b) {
+static int queue_message(ts_rpc_call *call, ts_rpc_buf *b) {
         ts_rpc_server *s = call->server;
 
         pthread_mutex_lock(&s->lock);
@@ -47,8 +47,8 @@ static int queue_message(ts_rpc_call *call, rpc_outbuf *b) {
                 free(b);
                 return -EALREADY;
         }
-        while (!call->cancelled && call->out_bytes > 0 &&
-               call->out_bytes + b->len > s->opts.stream_queue_bytes)
+        while (!call->cancelled && call->out.bytes > 0 &&
+               call->out.bytes + b->len > s->opts.stream_queue_bytes)
                 pthread_cond_wait(&call->cond, &s->lock);
         if (call->cancelled) {
                 pthread_mutex_unlock(&s->lock);
@@ -56,12 +56,7 @@ static int queue_message(ts_rpc_call *call, rpc_outbuf *b) {
                 return -ECANCELED;
         }
         call->sent_unary = true;
-        if (call->out_tail)
-                call->out_tail->next = b;
-        else
-                call->out_head = b;
-        call->out_tail = b;
-        call->out_bytes += b->len;
+        ts_rpc_bufq_push(&call->out, b);
         ts_rpc_server_post_locked(s, call);
         pthread_mutex_unlock(&s->lock);
         return 0;
@@ -70,13 +65,10 @@ static int queue_message(ts_rpc_call *call, rpc_outbuf *b) {
 int ts_rpc_call_send_bytes(ts_rpc_call *call, const void *data, size_t len) {
         if (len > call->server->opts.max_message_size)
                 return -EMSGSIZE;
-        rpc_outbuf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
-        if (!b)
-                return -ENOMEM;
-        *b = (rpc_outbuf) { .len = TS_RPC_FRAME_PREFIX + len };
-        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
-        if (len > 0)
-                memcpy(b->data + TS_RPC_FRAME_PREFIX, data, len);
+        ts_rpc_buf *b;
+        int r = ts_rpc_buf_frame_bytes(data, len, &b);
+        if (r < 0)
+                return r;
         return queue_message(call, b);
 }
 
@@ -85,12 +77,10 @@ int ts_rpc_call_send(ts_rpc_call *call, const ProtobufCMessage *msg) {
 
         if (len > call->server->opts.max_message_size)
                 return -EMSGSIZE;
-        rpc_outbuf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
-        if (!b)
-                return -ENOMEM;
-        *b = (rpc_outbuf) { .len = TS_RPC_FRAME_PREFIX + len };
-        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
-        protobuf_c_message_pack(msg, b->data + TS_RPC_FRAME_PREFIX);
+        ts_rpc_buf *b;
+        int r = ts_rpc_buf_frame_message(msg, len, &b);
+        if (r < 0)
+                return r;
         return queue_message(call, b);
 }
 

@@ -13,16 +13,8 @@
 
 #include "common/log.h"
 #include "rpc/client.h"
+#include "rpc/conn-internal.h"
 #include "rpc/frame.h"
-
-#define STREAM_WINDOW (1 << 20)
-#define CONN_WINDOW (16 << 20)
-
-typedef struct cbuf {
-        struct cbuf *next;
-        size_t len, off;
-        uint8_t data[];
-} cbuf;
 
 struct ts_rpc_client_call {
         ts_rpc_client *client;
@@ -43,8 +35,8 @@ struct ts_rpc_client_call {
         /* Under client->lock. */
         bool submitted, dirty, cancel_requested, cancel_sent, send_closed, send_eof_pending;
         struct ts_rpc_client_call *dirty_next;
-        cbuf *out_head, *out_tail;
-        cbuf *in_head, *in_tail; /* received messages: data[] is the message */
+        ts_rpc_bufq out;
+        ts_rpc_bufq in; /* received messages: data[] is the message */
         bool done;
         int status;
         char *message;
@@ -55,10 +47,7 @@ struct ts_rpc_client {
         uv_pipe_t pipe;
         uv_async_t async;
         pthread_t thread;
-        nghttp2_session *session;
-        bool writing;
-        uv_write_t wreq;
-        uint8_t *wbuf;
+        ts_rpc_conn h2;
 
         pthread_mutex_t lock;
         pthread_cond_t cond; /* any call state change */
@@ -67,23 +56,9 @@ struct ts_rpc_client {
         bool stopping; /* free() asked the loop to end */
 };
 
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-}
-
-static void client_flush(ts_rpc_client *c);
-
 static void call_free_now(ts_rpc_client_call *cc) {
-        for (cbuf *b = cc->out_head, *n; b; b = n) {
-                n = b->next;
-                free(b);
-        }
-        for (cbuf *b = cc->in_head, *n; b; b = n) {
-                n = b->next;
-                free(b);
-        }
+        ts_rpc_bufq_clear(&cc->out);
+        ts_rpc_bufq_clear(&cc->in);
         for (size_t i = 0; i < cc->n_nv; i++) {
                 free(cc->nv[i].name);
                 free(cc->nv[i].value);
@@ -129,25 +104,10 @@ static ssize_t req_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t 
                            void *user_data) {
         ts_rpc_client_call *cc = source->ptr;
         ts_rpc_client *c = cc->client;
-        size_t n = 0;
 
         pthread_mutex_lock(&c->lock);
-        while (n < length && cc->out_head) {
-                cbuf *b = cc->out_head;
-                size_t k = b->len - b->off;
-                if (k > length - n)
-                        k = length - n;
-                memcpy(buf + n, b->data + b->off, k);
-                b->off += k;
-                n += k;
-                if (b->off == b->len) {
-                        cc->out_head = b->next;
-                        if (!cc->out_head)
-                                cc->out_tail = NULL;
-                        free(b);
-                }
-        }
-        bool eof = !cc->out_head && cc->send_closed;
+        size_t n = ts_rpc_bufq_read(&cc->out, buf, length);
+        bool eof = !cc->out.head && cc->send_closed;
         pthread_mutex_unlock(&c->lock);
         if (eof)
                 *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -204,20 +164,16 @@ static int on_message(void *userdata, bool compressed, uint8_t *msg, size_t len)
                 free(msg);
                 return -EPROTONOSUPPORT;
         }
-        cbuf *b = malloc(sizeof(*b) + len + 1);
+        ts_rpc_buf *b = malloc(sizeof(*b) + len + 1);
         if (!b) {
                 free(msg);
                 return -ENOMEM;
         }
-        *b = (cbuf) { .len = len };
+        *b = (ts_rpc_buf) { .len = len };
         memcpy(b->data, msg, len + 1);
         free(msg);
         pthread_mutex_lock(&c->lock);
-        if (cc->in_tail)
-                cc->in_tail->next = b;
-        else
-                cc->in_head = b;
-        cc->in_tail = b;
+        ts_rpc_bufq_push(&cc->in, b);
         pthread_cond_broadcast(&c->cond);
         pthread_mutex_unlock(&c->lock);
         return 0;
@@ -310,15 +266,15 @@ static void fail_all_and_die(ts_rpc_client *c, const char *why) {
         pthread_mutex_lock(&c->lock);
         c->dead = true;
         pthread_mutex_unlock(&c->lock);
-        if (!c->session)
+        if (!c->h2.session)
                 return;
         /* Walk the open streams by id: ids are odd and below the next. */
-        int32_t next = nghttp2_session_get_next_stream_id(c->session);
+        int32_t next = nghttp2_session_get_next_stream_id(c->h2.session);
         for (int32_t id = 1; id > 0 && id < next; id += 2) {
-                ts_rpc_client_call *cc = nghttp2_session_get_stream_user_data(c->session, id);
+                ts_rpc_client_call *cc = nghttp2_session_get_stream_user_data(c->h2.session, id);
                 if (!cc)
                         continue;
-                nghttp2_session_set_stream_user_data(c->session, id, NULL);
+                nghttp2_session_set_stream_user_data(c->h2.session, id, NULL);
                 pthread_mutex_lock(&c->lock);
                 finish_locked(cc, TS_RPC_UNAVAILABLE, why);
                 bool f = unref_locked(cc);
@@ -326,105 +282,22 @@ static void fail_all_and_die(ts_rpc_client *c, const char *why) {
                 if (f)
                         call_free_now(cc);
         }
-        nghttp2_session_del(c->session);
-        c->session = NULL;
-        if (!uv_is_closing((uv_handle_t *) &c->pipe))
-                uv_close((uv_handle_t *) &c->pipe, NULL);
+        nghttp2_session_del(c->h2.session);
+        c->h2.session = NULL;
+        ts_rpc_conn_close(&c->h2, true);
 }
 
-static void write_cb(uv_write_t *req, int status) {
-        ts_rpc_client *c = req->data;
-        c->writing = false;
-        free(c->wbuf);
-        c->wbuf = NULL;
-        if (status < 0) {
-                fail_all_and_die(c, "connection lost");
-                return;
-        }
-        client_flush(c);
+static void client_lost(ts_rpc_conn *h2, int err, const char *why) {
+        fail_all_and_die(h2->userdata, why ? why : "connection closed by the server");
 }
 
 static void client_flush(ts_rpc_client *c) {
-        if (c->writing || !c->session)
-                return;
-        size_t cap = 0, len = 0;
-        uint8_t *buf = NULL;
-        for (;;) {
-                const uint8_t *p;
-                ssize_t n = nghttp2_session_mem_send(c->session, &p);
-                if (n < 0) {
-                        free(buf);
-                        fail_all_and_die(c, nghttp2_strerror((int) n));
-                        return;
-                }
-                if (n == 0)
-                        break;
-                if (len + (size_t) n > cap) {
-                        size_t ncap = cap ? cap * 2 : 16384;
-                        while (ncap < len + (size_t) n)
-                                ncap *= 2;
-                        uint8_t *nb = realloc(buf, ncap);
-                        if (!nb) {
-                                free(buf);
-                                fail_all_and_die(c, "out of memory");
-                                return;
-                        }
-                        buf = nb;
-                        cap = ncap;
-                }
-                memcpy(buf + len, p, (size_t) n);
-                len += (size_t) n;
-                if (len >= 256 * 1024)
-                        break;
-        }
-        if (len == 0) {
-                free(buf);
-                if (!nghttp2_session_want_read(c->session) &&
-                    !nghttp2_session_want_write(c->session))
-                        fail_all_and_die(c, "connection closed by the server");
-                return;
-        }
-        uv_buf_t b = uv_buf_init((char *) buf, (unsigned) len);
-        c->wbuf = buf;
-        c->wreq.data = c;
-        if (uv_write(&c->wreq, (uv_stream_t *) &c->pipe, &b, 1, write_cb) < 0) {
-                c->wbuf = NULL;
-                free(buf);
-                fail_all_and_die(c, "write failed");
-                return;
-        }
-        c->writing = true;
-}
-
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-        buf->base = malloc(65536);
-        buf->len = buf->base ? 65536 : 0;
-}
-
-static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-        ts_rpc_client *c = stream->data;
-
-        if (nread < 0) {
-                free(buf->base);
-                fail_all_and_die(c, "connection closed by the server");
-                return;
-        }
-        if (nread > 0 && c->session) {
-                ssize_t r = nghttp2_session_mem_recv(c->session, (const uint8_t *) buf->base,
-                                                     (size_t) nread);
-                if (r < 0) {
-                        free(buf->base);
-                        fail_all_and_die(c, nghttp2_strerror((int) r));
-                        return;
-                }
-        }
-        free(buf->base);
-        client_flush(c);
+        ts_rpc_conn_flush(&c->h2);
 }
 
 static void start_call(ts_rpc_client *c, ts_rpc_client_call *cc) {
         nghttp2_data_provider prd = { .source.ptr = cc, .read_callback = req_read_cb };
-        int32_t id = nghttp2_submit_request(c->session, NULL, cc->nv, cc->n_nv, &prd, cc);
+        int32_t id = nghttp2_submit_request(c->h2.session, NULL, cc->nv, cc->n_nv, &prd, cc);
         pthread_mutex_lock(&c->lock);
         if (id < 0) {
                 finish_locked(cc, TS_RPC_UNAVAILABLE, nghttp2_strerror(id));
@@ -455,7 +328,7 @@ static void async_cb(uv_async_t *a) {
                         cc->cancel_sent = true;
                 pthread_mutex_unlock(&c->lock);
 
-                if (!c->session) {
+                if (!c->h2.session) {
                         pthread_mutex_lock(&c->lock);
                         finish_locked(cc, TS_RPC_UNAVAILABLE, "connection closed");
                         pthread_mutex_unlock(&c->lock);
@@ -464,10 +337,10 @@ static void async_cb(uv_async_t *a) {
                                 start_call(c, cc);
                         if (cc->stream_id > 0) {
                                 if (cancel)
-                                        nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE,
+                                        nghttp2_submit_rst_stream(c->h2.session, NGHTTP2_FLAG_NONE,
                                                                   cc->stream_id, NGHTTP2_CANCEL);
                                 else
-                                        nghttp2_session_resume_data(c->session, cc->stream_id);
+                                        nghttp2_session_resume_data(c->h2.session, cc->stream_id);
                         }
                 }
                 pthread_mutex_lock(&c->lock);
@@ -554,30 +427,25 @@ int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err)
         if (r < 0)
                 goto fail_async;
         c->async.data = c;
-        r = uv_pipe_init(&c->loop, &c->pipe, 0);
+        c->h2.userdata = c;
+        c->h2.lost = client_lost;
+        r = ts_rpc_conn_pipe_init(&c->h2, &c->loop);
         if (r < 0)
                 goto fail_pipe;
-        c->pipe.data = c;
-        r = uv_pipe_open(&c->pipe, fd);
+        r = uv_pipe_open(&c->h2.pipe, fd);
         if (r < 0)
                 goto fail_open;
         fd = -1;
 
-        if (nghttp2_session_client_new(&c->session, callbacks, c) != 0) {
+        if (nghttp2_session_client_new(&c->h2.session, callbacks, c) != 0) {
                 r = -ENOMEM;
                 goto fail_open;
         }
-        nghttp2_settings_entry iv[] = {
-                { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
-                { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
-        };
-        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, TS_ARRAY_SIZE(iv)) != 0 ||
-            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) !=
-                    0) {
-                r = -ENOMEM;
+        nghttp2_settings_entry no_push = { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 };
+        r = ts_rpc_conn_settings(&c->h2, &no_push);
+        if (r < 0)
                 goto fail_session;
-        }
-        r = uv_read_start((uv_stream_t *) &c->pipe, alloc_cb, read_cb);
+        r = ts_rpc_conn_read_start(&c->h2);
         if (r < 0)
                 goto fail_session;
         r = -pthread_create(&c->thread, NULL, thread_main, c);
@@ -587,16 +455,16 @@ int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err)
         return 0;
 
 fail_session:
-        if (c->session) {
-                nghttp2_session_del(c->session);
-                c->session = NULL;
+        if (c->h2.session) {
+                nghttp2_session_del(c->h2.session);
+                c->h2.session = NULL;
         }
 fail_open:
-        uv_close((uv_handle_t *) &c->pipe, NULL);
+        ts_rpc_conn_close(&c->h2, true);
 fail_pipe:
         uv_close((uv_handle_t *) &c->async, NULL);
         uv_run(&c->loop, UV_RUN_DEFAULT);
-        free(c->wbuf);
+        ts_rpc_conn_done(&c->h2);
 fail_async:
         uv_loop_close(&c->loop);
 fail_loop:
@@ -615,7 +483,7 @@ ts_rpc_client *ts_rpc_client_free(ts_rpc_client *c) {
         uv_async_send(&c->async);
         pthread_join(c->thread, NULL);
         uv_loop_close(&c->loop);
-        free(c->wbuf);
+        ts_rpc_conn_done(&c->h2);
         pthread_cond_destroy(&c->cond);
         pthread_mutex_destroy(&c->lock);
         free(c);
@@ -667,7 +535,7 @@ int ts_rpc_client_call_start(ts_rpc_client *c, const char *method,
         if (r >= 0)
                 r = add_nv(cc, ":authority", "localhost");
         if (r >= 0 && opts->timeout_ns) {
-                cc->deadline = now_ns() + opts->timeout_ns;
+                cc->deadline = ts_rpc_conn_now_ns() + opts->timeout_ns;
                 r = add_nv(cc, "grpc-timeout", ts_rpc_timeout_format(opts->timeout_ns, tbuf,
                                                                        sizeof(tbuf)));
         }
@@ -703,7 +571,7 @@ static int call_failure_locked(ts_rpc_client_call *cc, ts_error **err) {
                                    cc->message ? cc->message : "");
 }
 
-static int queue_out(ts_rpc_client_call *cc, cbuf *b, ts_error **err) {
+static int queue_out(ts_rpc_client_call *cc, ts_rpc_buf *b, ts_error **err) {
         ts_rpc_client *c = cc->client;
         int r = 0;
 
@@ -717,11 +585,7 @@ static int queue_out(ts_rpc_client_call *cc, cbuf *b, ts_error **err) {
                 free(b);
                 return r;
         }
-        if (cc->out_tail)
-                cc->out_tail->next = b;
-        else
-                cc->out_head = b;
-        cc->out_tail = b;
+        ts_rpc_bufq_push(&cc->out, b);
         mark_dirty_locked(cc);
         pthread_mutex_unlock(&c->lock);
         return 0;
@@ -730,13 +594,9 @@ static int queue_out(ts_rpc_client_call *cc, cbuf *b, ts_error **err) {
 int ts_rpc_client_call_send(ts_rpc_client_call *cc, const void *data, size_t len, ts_error **err) {
         if (len > UINT32_MAX)
                 return ts_error_set(err, EMSGSIZE, "%s: message of %zu bytes", cc->method, len);
-        cbuf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
-        if (!b)
+        ts_rpc_buf *b;
+        if (ts_rpc_buf_frame_bytes(data, len, &b) < 0)
                 return ts_error_set(err, ENOMEM, "%s: message", cc->method);
-        *b = (cbuf) { .len = TS_RPC_FRAME_PREFIX + len };
-        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
-        if (len)
-                memcpy(b->data + TS_RPC_FRAME_PREFIX, data, len);
         return queue_out(cc, b, err);
 }
 
@@ -745,12 +605,9 @@ int ts_rpc_client_call_send_message(ts_rpc_client_call *cc, const ProtobufCMessa
         size_t len = protobuf_c_message_get_packed_size(msg);
         if (len > UINT32_MAX)
                 return ts_error_set(err, EMSGSIZE, "%s: message of %zu bytes", cc->method, len);
-        cbuf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
-        if (!b)
+        ts_rpc_buf *b;
+        if (ts_rpc_buf_frame_message(msg, len, &b) < 0)
                 return ts_error_set(err, ENOMEM, "%s: message", cc->method);
-        *b = (cbuf) { .len = TS_RPC_FRAME_PREFIX + len };
-        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
-        protobuf_c_message_pack(msg, b->data + TS_RPC_FRAME_PREFIX);
         return queue_out(cc, b, err);
 }
 
@@ -788,7 +645,7 @@ static bool wait_locked(ts_rpc_client_call *cc) {
         struct timespec ts = { .tv_sec = (time_t) (cc->deadline / 1000000000u),
                                .tv_nsec = (long) (cc->deadline % 1000000000u) };
         if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) == ETIMEDOUT &&
-            now_ns() >= cc->deadline && !cc->done) {
+            ts_rpc_conn_now_ns() >= cc->deadline && !cc->done) {
                 finish_locked(cc, TS_RPC_DEADLINE_EXCEEDED, "deadline exceeded");
                 cc->cancel_requested = true;
                 mark_dirty_locked(cc);
@@ -803,11 +660,8 @@ int ts_rpc_client_call_recv(ts_rpc_client_call *cc, uint8_t **ret, size_t *ret_l
 
         pthread_mutex_lock(&c->lock);
         for (;;) {
-                if (cc->in_head) {
-                        cbuf *b = cc->in_head;
-                        cc->in_head = b->next;
-                        if (!cc->in_head)
-                                cc->in_tail = NULL;
+                ts_rpc_buf *b = ts_rpc_bufq_pop(&cc->in);
+                if (b) {
                         pthread_mutex_unlock(&c->lock);
                         size_t len = b->len;
                         uint8_t *m = malloc(len + 1);
@@ -851,11 +705,7 @@ int ts_rpc_client_call_status(ts_rpc_client_call *cc, const char **ret_message) 
         pthread_mutex_lock(&c->lock);
         while (!cc->done)
                 wait_locked(cc);
-        for (cbuf *b = cc->in_head, *n; b; b = n) {
-                n = b->next;
-                free(b);
-        }
-        cc->in_head = cc->in_tail = NULL;
+        ts_rpc_bufq_clear(&cc->in);
         int code = cc->status;
         if (ret_message)
                 *ret_message = cc->message ? cc->message : "";

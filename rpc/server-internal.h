@@ -9,16 +9,11 @@
 #include <nghttp2/nghttp2.h>
 #include <uv.h>
 
+#include "rpc/conn-internal.h"
 #include "rpc/frame.h"
 #include "rpc/server.h"
 
 typedef struct rpc_conn rpc_conn;
-
-typedef struct rpc_outbuf {
-        struct rpc_outbuf *next;
-        size_t len, off;
-        uint8_t data[];
-} rpc_outbuf;
 
 typedef struct rpc_header {
         char *name, *value;
@@ -50,8 +45,7 @@ struct ts_rpc_call {
 
         /* Under server->lock. */
         int refs;
-        rpc_outbuf *out_head, *out_tail;
-        size_t out_bytes;
+        ts_rpc_bufq out; /* framed messages not sent yet */
         bool sent_unary;
         bool final_set;
         int status;

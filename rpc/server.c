@@ -14,35 +14,22 @@
 
 #define DEFAULT_MAX_STREAMS 256
 #define DEFAULT_QUEUE_BYTES (4u * 1024 * 1024)
-#define STREAM_WINDOW (1 << 20)
-#define CONN_WINDOW (16 << 20)
-#define WRITE_CHUNK (256 * 1024)
 #define DEFAULT_GRACE_MS 30000
 
 struct rpc_conn {
         ts_rpc_server *server;
         rpc_conn *prev, *next;
-        uv_pipe_t pipe;
-        bool has_pipe;
-        nghttp2_session *session;
+        ts_rpc_conn h2;
         ts_rpc_call *calls;
-        bool writing, closing, goaway_sent;
-        uv_write_t wreq;
-        uint8_t *wbuf;
-        /* Socket-less connections: captured output, when asked for. */
-        bool capture;
-        uint8_t *cap;
-        size_t cap_len, cap_size;
+        bool goaway_sent;
 };
 
-static void conn_flush(rpc_conn *c);
 static void conn_close(rpc_conn *c);
+static void conn_unlink_and_free(rpc_conn *c);
 static void server_maybe_finish(ts_rpc_server *s);
 
-static uint64_t now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+static void conn_flush(rpc_conn *c) {
+        ts_rpc_conn_flush(&c->h2);
 }
 
 /* ---- calls ---- */
@@ -54,10 +41,7 @@ static void timer_free_cb(uv_handle_t *h) {
 static void call_free(ts_rpc_call *call) {
         if (call->timer)
                 uv_close((uv_handle_t *) call->timer, timer_free_cb);
-        for (rpc_outbuf *b = call->out_head, *n; b; b = n) {
-                n = b->next;
-                free(b);
-        }
+        ts_rpc_bufq_clear(&call->out);
         for (size_t i = 0; i < call->n_headers; i++) {
                 free(call->headers[i].name);
                 free(call->headers[i].value);
@@ -117,7 +101,7 @@ static void call_detach(ts_rpc_call *call) {
         if (call->conn_next)
                 call->conn_next->conn_prev = call->conn_prev;
         call->conn = NULL;
-        nghttp2_session_set_stream_user_data(c->session, call->stream_id, NULL);
+        nghttp2_session_set_stream_user_data(c->h2.session, call->stream_id, NULL);
         if (call->timer) {
                 uv_close((uv_handle_t *) call->timer, timer_free_cb);
                 call->timer = NULL;
@@ -165,9 +149,9 @@ static int submit_status(ts_rpc_call *call, bool trailers_only, int code, const 
                         nv[n++] = (nghttp2_nv) NV("grpc-message", enc);
         }
         if (trailers_only)
-                r = nghttp2_submit_response(call->conn->session, call->stream_id, nv, n, NULL);
+                r = nghttp2_submit_response(call->conn->h2.session, call->stream_id, nv, n, NULL);
         else
-                r = nghttp2_submit_trailer(call->conn->session, call->stream_id, nv, n);
+                r = nghttp2_submit_trailer(call->conn->h2.session, call->stream_id, nv, n);
         free(enc);
         return r;
 }
@@ -177,28 +161,12 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
                             void *user_data) {
         ts_rpc_call *call = source->ptr;
         ts_rpc_server *s = call->server;
-        size_t n = 0;
 
         pthread_mutex_lock(&s->lock);
-        while (n < length && call->out_head) {
-                rpc_outbuf *b = call->out_head;
-                size_t k = b->len - b->off;
-                if (k > length - n)
-                        k = length - n;
-                memcpy(buf + n, b->data + b->off, k);
-                b->off += k;
-                n += k;
-                call->out_bytes -= k;
-                if (b->off == b->len) {
-                        call->out_head = b->next;
-                        if (!call->out_head)
-                                call->out_tail = NULL;
-                        free(b);
-                }
-        }
+        size_t n = ts_rpc_bufq_read(&call->out, buf, length);
         if (n > 0)
                 pthread_cond_broadcast(&call->cond);
-        bool end = !call->out_head && call->final_set;
+        bool end = !call->out.head && call->final_set;
         int code = call->status;
         char *msg = end && call->status_msg ? strdup(call->status_msg) : NULL;
         pthread_mutex_unlock(&s->lock);
@@ -224,7 +192,7 @@ static int submit_headers(ts_rpc_call *call) {
                 NV("grpc-accept-encoding", "identity"),
         };
         nghttp2_data_provider prd = { .source.ptr = call, .read_callback = data_read_cb };
-        int r = nghttp2_submit_response(call->conn->session, call->stream_id, nv,
+        int r = nghttp2_submit_response(call->conn->h2.session, call->stream_id, nv,
                                         TS_ARRAY_SIZE(nv), &prd);
         if (r == 0)
                 call->headers_sent = true;
@@ -240,13 +208,13 @@ static void call_kick(ts_rpc_call *call) {
         if (!call->conn || call->finished)
                 return;
         pthread_mutex_lock(&s->lock);
-        bool has_out = call->out_head != NULL, final = call->final_set;
+        bool has_out = call->out.head != NULL, final = call->final_set;
         int code = call->status;
         char *msg = final && call->status_msg ? strdup(call->status_msg) : NULL;
         pthread_mutex_unlock(&s->lock);
 
         if (call->headers_sent)
-                nghttp2_session_resume_data(call->conn->session, call->stream_id);
+                nghttp2_session_resume_data(call->conn->h2.session, call->stream_id);
         else if (has_out)
                 submit_headers(call);
         else if (final) {
@@ -280,12 +248,7 @@ static void call_fail(ts_rpc_call *call, int code, const char *fmt, ...) {
         free(call->status_msg);
         call->status_msg = m;
         call->cancelled = true;
-        for (rpc_outbuf *b = call->out_head, *n; b; b = n) {
-                n = b->next;
-                free(b);
-        }
-        call->out_head = call->out_tail = NULL;
-        call->out_bytes = 0;
+        ts_rpc_bufq_clear(&call->out);
         pthread_cond_broadcast(&call->cond);
         pthread_mutex_unlock(&s->lock);
         call_kick(call);
@@ -459,7 +422,7 @@ static const ts_rpc_method *find_method(ts_rpc_server *s, const char *path) {
 
 static void respond_http(ts_rpc_call *call, const char *status) {
         nghttp2_nv nv[] = { NV(":status", status) };
-        if (nghttp2_submit_response(call->conn->session, call->stream_id, nv, 1, NULL) == 0)
+        if (nghttp2_submit_response(call->conn->h2.session, call->stream_id, nv, 1, NULL) == 0)
                 call->finished = true;
         pthread_mutex_lock(&call->server->lock);
         call->final_set = true;
@@ -481,7 +444,7 @@ static void request_headers_done(ts_rpc_call *call) {
                 return call_fail(call, TS_RPC_UNIMPLEMENTED, "unknown method %s", call->path);
         if (call->has_timeout) {
                 uint64_t ms = call->timeout_ns / 1000000 + (call->timeout_ns % 1000000 ? 1 : 0);
-                uint64_t now = now_ns();
+                uint64_t now = ts_rpc_conn_now_ns();
                 call->deadline = call->timeout_ns > UINT64_MAX - now ? UINT64_MAX
                                                                      : now + call->timeout_ns;
                 call->timer = malloc(sizeof(*call->timer));
@@ -600,6 +563,28 @@ static void callbacks_init(void) {
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
 }
 
+static void conn_close(rpc_conn *c) {
+        if (c->h2.closing)
+                return;
+        /* The pipe is closed on a later loop turn, and the connection's
+         * memory goes then (conn_closed); a socket-less connection is freed
+         * by its owner (feed_session). Handlers are cancelled now. */
+        ts_rpc_conn_close(&c->h2, false);
+        while (c->calls)
+                call_detach(c->calls);
+}
+
+static void conn_lost(ts_rpc_conn *h2, int err, const char *why) {
+        if (why)
+                log_debug("rpc: closing connection: %s%s%s", why, err < 0 ? ": " : "",
+                          err < 0 ? uv_strerror(err) : "");
+        conn_close(h2->userdata);
+}
+
+static void conn_closed(ts_rpc_conn *h2) {
+        conn_unlink_and_free(h2->userdata);
+}
+
 static int conn_new(ts_rpc_server *s, rpc_conn **ret) {
         uv_once(&callbacks_once, callbacks_init);
         if (!callbacks || !session_option)
@@ -608,23 +593,22 @@ static int conn_new(ts_rpc_server *s, rpc_conn **ret) {
         if (!c)
                 return -ENOMEM;
         c->server = s;
-        if (nghttp2_session_server_new2(&c->session, callbacks, c, session_option) != 0) {
+        if (nghttp2_session_server_new2(&c->h2.session, callbacks, c, session_option) != 0) {
                 free(c);
                 return -ENOMEM;
         }
-        nghttp2_settings_entry iv[] = {
-                { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->opts.max_concurrent_streams },
-                { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
-        };
-        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, TS_ARRAY_SIZE(iv)) != 0 ||
-            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) !=
-                    0) {
-                nghttp2_session_del(c->session);
+        c->h2.userdata = c;
+        c->h2.lost = conn_lost;
+        c->h2.closed = conn_closed;
+        nghttp2_settings_entry max_streams = { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+                                               s->opts.max_concurrent_streams };
+        if (ts_rpc_conn_settings(&c->h2, &max_streams) < 0) {
+                ts_rpc_conn_done(&c->h2);
                 free(c);
                 return -ENOMEM;
         }
         if (s->shutting_down) {
-                nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+                nghttp2_submit_goaway(c->h2.session, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
                 c->goaway_sent = true;
         }
         c->next = s->conns;
@@ -646,148 +630,9 @@ static void conn_unlink_and_free(rpc_conn *c) {
                 s->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
-        nghttp2_session_del(c->session);
-        free(c->wbuf);
-        free(c->cap);
+        ts_rpc_conn_done(&c->h2);
         free(c);
         server_maybe_finish(s);
-}
-
-static void pipe_close_cb(uv_handle_t *h) {
-        conn_unlink_and_free(h->data);
-}
-
-static void conn_close(rpc_conn *c) {
-        if (c->closing)
-                return;
-        c->closing = true;
-        /* Cancel handlers now; the connection memory goes once libuv let go. */
-        while (c->calls)
-                call_detach(c->calls);
-        /* A socket-less connection is freed by its owner (feed_session). */
-        if (c->has_pipe && !c->writing)
-                uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
-}
-
-static void write_cb(uv_write_t *req, int status) {
-        rpc_conn *c = req->data;
-
-        c->writing = false;
-        free(c->wbuf);
-        c->wbuf = NULL;
-        if (c->closing) {
-                if (!uv_is_closing((uv_handle_t *) &c->pipe))
-                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
-                return;
-        }
-        if (status < 0) {
-                log_debug("rpc: write failed: %s", uv_strerror(status));
-                conn_close(c);
-                return;
-        }
-        conn_flush(c);
-}
-
-static void conn_flush(rpc_conn *c) {
-        if (c->writing || c->closing)
-                return;
-
-        size_t cap = 0, len = 0;
-        uint8_t *buf = NULL;
-        for (;;) {
-                const uint8_t *p;
-                ssize_t n = nghttp2_session_mem_send(c->session, &p);
-                if (n < 0) {
-                        log_debug("rpc: nghttp2 send: %s", nghttp2_strerror((int) n));
-                        free(buf);
-                        conn_close(c);
-                        return;
-                }
-                if (n == 0)
-                        break;
-                if (!c->has_pipe) {
-                        if (c->capture && c->cap_len + (size_t) n > c->cap_size) {
-                                size_t ns = c->cap_size ? c->cap_size * 2 : 4096;
-                                while (ns < c->cap_len + (size_t) n)
-                                        ns *= 2;
-                                uint8_t *nb = realloc(c->cap, ns);
-                                if (!nb) {
-                                        c->capture = false;
-                                        continue;
-                                }
-                                c->cap = nb;
-                                c->cap_size = ns;
-                        }
-                        if (c->capture) {
-                                memcpy(c->cap + c->cap_len, p, (size_t) n);
-                                c->cap_len += (size_t) n;
-                        }
-                        continue;
-                }
-                if (len + (size_t) n > cap) {
-                        size_t ncap = cap ? cap * 2 : 16384;
-                        while (ncap < len + (size_t) n)
-                                ncap *= 2;
-                        uint8_t *nb = realloc(buf, ncap);
-                        if (!nb) {
-                                free(buf);
-                                conn_close(c);
-                                return;
-                        }
-                        buf = nb;
-                        cap = ncap;
-                }
-                memcpy(buf + len, p, (size_t) n);
-                len += (size_t) n;
-                if (len >= WRITE_CHUNK)
-                        break;
-        }
-
-        if (len > 0) {
-                uv_buf_t b = uv_buf_init((char *) buf, (unsigned) len);
-                c->wbuf = buf;
-                c->wreq.data = c;
-                int r = uv_write(&c->wreq, (uv_stream_t *) &c->pipe, &b, 1, write_cb);
-                if (r < 0) {
-                        c->wbuf = NULL;
-                        free(buf);
-                        conn_close(c);
-                        return;
-                }
-                c->writing = true;
-                return;
-        }
-        free(buf);
-        if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session))
-                conn_close(c);
-}
-
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-        buf->base = malloc(65536);
-        buf->len = buf->base ? 65536 : 0;
-}
-
-static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-        rpc_conn *c = stream->data;
-
-        if (nread < 0) {
-                free(buf->base);
-                conn_close(c);
-                return;
-        }
-        if (nread > 0 && !c->closing) {
-                ssize_t r = nghttp2_session_mem_recv(c->session, (const uint8_t *) buf->base,
-                                                     (size_t) nread);
-                if (r < 0) {
-                        log_debug("rpc: closing connection: %s", nghttp2_strerror((int) r));
-                        free(buf->base);
-                        /* Flush what nghttp2 queued (a GOAWAY) is not worth the wait. */
-                        conn_close(c);
-                        return;
-                }
-        }
-        free(buf->base);
-        conn_flush(c);
 }
 
 static void on_connection(uv_stream_t *listener, int status) {
@@ -796,11 +641,12 @@ static void on_connection(uv_stream_t *listener, int status) {
 
         if (status < 0 || conn_new(s, &c) < 0)
                 return;
-        uv_pipe_init(&s->loop, &c->pipe, 0);
-        c->pipe.data = c;
-        c->has_pipe = true;
-        if (uv_accept(listener, (uv_stream_t *) &c->pipe) < 0 ||
-            uv_read_start((uv_stream_t *) &c->pipe, alloc_cb, read_cb) < 0) {
+        if (ts_rpc_conn_pipe_init(&c->h2, &s->loop) < 0) {
+                conn_unlink_and_free(c);
+                return;
+        }
+        if (uv_accept(listener, (uv_stream_t *) &c->h2.pipe) < 0 ||
+            ts_rpc_conn_read_start(&c->h2) < 0) {
                 conn_close(c);
                 return;
         }
@@ -847,13 +693,11 @@ static void grace_cb(uv_timer_t *t) {
         ts_rpc_server *s = t->data;
         for (rpc_conn *c = s->conns, *n; c; c = n) {
                 n = c->next;
-                if (!c->has_pipe)
+                if (!c->h2.has_pipe)
                         continue;
-                if (!c->closing)
-                        conn_close(c);
+                conn_close(c);
                 /* A write the peer never reads is cancelled by the close. */
-                if (!uv_is_closing((uv_handle_t *) &c->pipe))
-                        uv_close((uv_handle_t *) &c->pipe, pipe_close_cb);
+                ts_rpc_conn_close(&c->h2, true);
         }
 }
 
@@ -871,8 +715,8 @@ static void begin_shutdown(ts_rpc_server *s) {
         for (rpc_conn *c = s->conns, *n; c; c = n) {
                 n = c->next;
                 if (!c->goaway_sent) {
-                        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
-                                              nghttp2_session_get_last_proc_stream_id(c->session),
+                        nghttp2_submit_goaway(c->h2.session, NGHTTP2_FLAG_NONE,
+                                              nghttp2_session_get_last_proc_stream_id(c->h2.session),
                                               NGHTTP2_NO_ERROR, NULL, 0);
                         c->goaway_sent = true;
                 }
@@ -952,9 +796,9 @@ ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s) {
                 uv_close((uv_handle_t *) &s->grace, NULL);
         for (rpc_conn *c = s->conns, *n; c; c = n) {
                 n = c->next;
-                if (!c->has_pipe)
+                if (!c->h2.has_pipe)
                         conn_unlink_and_free(c);
-                else if (!c->closing)
+                else
                         conn_close(c);
         }
         uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -1091,8 +935,8 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
         int r = conn_new(s, &c);
         if (r < 0)
                 return r;
-        c->capture = ret_out != NULL;
-        ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
+        c->h2.capture = ret_out != NULL;
+        ssize_t n = nghttp2_session_mem_recv(c->h2.session, data, len);
         if (n >= 0)
                 conn_flush(c);
         /* Let handlers finish and their output be produced. */
@@ -1104,12 +948,11 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
                         break;
                 uv_run(&s->loop, UV_RUN_ONCE);
         }
-        if (!c->closing)
-                conn_flush(c);
-        bool lost = ret_out && !c->capture;
+        conn_flush(c);
+        bool lost = ret_out && !c->h2.capture;
         if (ret_out) {
-                *ret_out = TAKE_PTR(c->cap);
-                *ret_out_len = c->cap_len;
+                *ret_out = TAKE_PTR(c->h2.cap);
+                *ret_out_len = c->h2.cap_len;
         }
         conn_close(c);
         conn_unlink_and_free(c);

@@ -829,6 +829,17 @@ static int load_for_write(ts_store_txn *t, const char *what, const char *ns, con
         return get_record(t, k, i, err);
 }
 
+/* load_for_write() for a removal: a snapshot with children stays. */
+static int load_for_removal(ts_store_txn *t, const char *what, const char *ns, const char *key,
+                            dbkey *k, ts_store_info *i, ts_error **err) {
+        int r = load_for_write(t, what, ns, key, k, i, err);
+        if (r < 0)
+                return r;
+        if (i->children > 0)
+                return ts_error_setf_plain(err, ENOTEMPTY, "snapshot %s: cannot remove snapshot with child", key);
+        return 0;
+}
+
 static int put_record(ts_store_txn *t, const dbkey *key, const ts_store_info *i, bool create, ts_error **err) {
         _cleanup_free_ uint8_t *data = NULL;
         buf b = {};
@@ -842,6 +853,26 @@ static int put_record(ts_store_txn *t, const dbkey *key, const ts_store_info *i,
                 return ts_error_setf_plain(err, EEXIST, "snapshot %s: already exists", i->name);
         if (rc)
                 return mdb_fail(err, rc, "write snapshot %s", i->name);
+        return 0;
+}
+
+/* Hands the record out through *ret_info (when not NULL), leaving *i empty
+ * for its cleanup. */
+static void hand_out(ts_store_info *i, ts_store_info *ret_info) {
+        if (ret_info) {
+                *ret_info = *i;
+                memset(i, 0, sizeof(*i));
+        }
+}
+
+/* The end of a write to one snapshot's existing record: stores it and
+ * hands it out. */
+static int store_record(ts_store_txn *t, const dbkey *key, ts_store_info *i,
+                        ts_store_info *ret_info, ts_error **err) {
+        int r = put_record(t, key, i, false, err);
+        if (r < 0)
+                return r;
+        hand_out(i, ret_info);
         return 0;
 }
 
@@ -954,10 +985,7 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
                 if (r < 0)
                         return r;
         }
-        if (ret_info) {
-                *ret_info = i;
-                memset(&i, 0, sizeof(i));
-        }
+        hand_out(&i, ret_info);
         return 0;
 }
 
@@ -1057,10 +1085,7 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
         r = dev_set_owner(t, i.dev_id, &owner, true, err);
         if (r < 0)
                 return r;
-        if (ret_info) {
-                *ret_info = i;
-                memset(&i, 0, sizeof(i));
-        }
+        hand_out(&i, ret_info);
         return 0;
 }
 
@@ -1068,33 +1093,22 @@ int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_s
                           ts_error **err) {
         _cleanup_dbkey_ dbkey k = {};
         _cleanup_info_ ts_store_info i = {};
-        int r = load_for_write(t, "remove snapshot", ns, key, &k, &i, err);
+        int r = load_for_removal(t, "remove snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
-        if (i.children > 0)
-                return ts_error_setf_plain(err, ENOTEMPTY, "snapshot %s: cannot remove snapshot with child", key);
         if (i.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
                                            ts_snapshot_state_to_string(i.state));
         i.state = TS_STATE_REMOVING;
-        r = put_record(t, &k, &i, false, err);
-        if (r < 0)
-                return r;
-        if (ret_info) {
-                *ret_info = i;
-                memset(&i, 0, sizeof(i));
-        }
-        return 0;
+        return store_record(t, &k, &i, ret_info, err);
 }
 
 int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error **err) {
         _cleanup_dbkey_ dbkey k = {};
         _cleanup_info_ ts_store_info i = {};
-        int r = load_for_write(t, "delete snapshot", ns, key, &k, &i, err);
+        int r = load_for_removal(t, "delete snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
-        if (i.children > 0)
-                return ts_error_setf_plain(err, ENOTEMPTY, "snapshot %s: cannot remove snapshot with child", key);
         MDB_val kv = kval(&k);
         int rc = mdb_del(t->txn, t->store->snapshots, &kv, NULL);
         if (rc)
@@ -1158,14 +1172,7 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
         if (r < 0)
                 return r;
         i.updated_ns = now_ns();
-        r = put_record(t, &k, &i, false, err);
-        if (r < 0)
-                return r;
-        if (ret_info) {
-                *ret_info = i;
-                memset(&i, 0, sizeof(i));
-        }
-        return 0;
+        return store_record(t, &k, &i, ret_info, err);
 }
 
 int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *userdata, ts_error **err) {
@@ -1364,12 +1371,19 @@ int ts_store_base_create(ts_store_txn *t, uint64_t size, ts_store_base *ret, ts_
         return 0;
 }
 
-int ts_store_base_set_formatted(ts_store_txn *t, uint64_t size, ts_error **err) {
-        int r = need_write(t, "mark base device formatted", err);
+/* The start of a write to one base device's record: a write transaction
+ * and the record. */
+static int base_load_for_write(ts_store_txn *t, const char *what, uint64_t size, ts_store_base *b,
+                               ts_error **err) {
+        int r = need_write(t, what, err);
         if (r < 0)
                 return r;
+        return ts_store_base_get(t, size, b, err);
+}
+
+int ts_store_base_set_formatted(ts_store_txn *t, uint64_t size, ts_error **err) {
         ts_store_base b;
-        r = ts_store_base_get(t, size, &b, err);
+        int r = base_load_for_write(t, "mark base device formatted", size, &b, err);
         if (r < 0)
                 return r;
         b.formatted = true;
@@ -1377,11 +1391,8 @@ int ts_store_base_set_formatted(ts_store_txn *t, uint64_t size, ts_error **err) 
 }
 
 int ts_store_base_delete(ts_store_txn *t, uint64_t size, ts_error **err) {
-        int r = need_write(t, "delete base device", err);
-        if (r < 0)
-                return r;
         ts_store_base b;
-        r = ts_store_base_get(t, size, &b, err);
+        int r = base_load_for_write(t, "delete base device", size, &b, err);
         if (r < 0)
                 return r;
         uint8_t kb[8];

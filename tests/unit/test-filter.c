@@ -8,6 +8,7 @@
 #include "plugin/filter.h"
 #include "store/store.h"
 #include "tests/unit/failalloc.h"
+#include "tests/unit/ts-check.h"
 
 /* containerd's test corpus: name, other, labels */
 typedef struct entry {
@@ -496,9 +497,5 @@ int main(void) {
         tcase_add_test(tc, regexp_as_go);
         tcase_add_test(tc, allocation_failures);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

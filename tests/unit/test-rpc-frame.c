@@ -5,6 +5,7 @@
 
 #include "rpc/frame.h"
 #include "rpc/status.h"
+#include "tests/unit/ts-check.h"
 
 /* Collects what the deframer hands out. */
 typedef struct {
@@ -320,9 +321,5 @@ int main(void) {
         tcase_add_test(tc, errno_mapping);
         tcase_add_test(tc, percent_encoding);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

@@ -14,6 +14,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "testsvc.h"
+#include "tests/unit/ts-check.h"
 
 #define ECHO "/thinsnap.test.v1.Test/Echo"
 #define STREAM "/thinsnap.test.v1.Test/Stream"
@@ -73,6 +74,17 @@ static int echo_call(ts_rpc_client *c, const char *method, const EchoRequest *re
         if (r == 0)
                 *ret = (EchoResponse *) m;
         return r;
+}
+
+/* One plain Echo of text that must succeed and answer text. */
+static void expect_echo(ts_rpc_client *c, const char *text) {
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        EchoResponse *resp = NULL;
+
+        req.text = (char *) text;
+        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
+        ck_assert_str_eq(resp->text, text);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 /* Runs a raw call and returns its final status code and message copy. */
@@ -188,10 +200,7 @@ START_TEST(status_errors) {
         ts_rpc_client_call_free(cc);
 
         /* The connection is still good after all that. */
-        req.text = "still here";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, &err), 0);
-        ck_assert_str_eq(resp->text, "still here");
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "still here");
 
         ts_rpc_client_free(c);
         stop_server();
@@ -404,12 +413,7 @@ START_TEST(cancel_and_disconnect) {
         ts_rpc_client_call_free(cc);
         ts_rpc_client_free(c2);
 
-        EchoResponse *resp = NULL;
-        req.repeat = 0;
-        req.text = "after";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        ck_assert_str_eq(resp->text, "after");
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "after");
         ts_rpc_client_free(c);
         stop_server();
 }
@@ -433,11 +437,7 @@ START_TEST(garbage_peer) {
         close(fd);
 
         ts_rpc_client *c = connect_client();
-        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
-        EchoResponse *resp = NULL;
-        req.text = "ok";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "ok");
         ts_rpc_client_free(c);
         stop_server();
 }
@@ -469,12 +469,11 @@ START_TEST(graceful_shutdown) {
         slow_arg a = { .c = c };
         pthread_t t;
 
-        /* Make sure the slow call reached its handler before shutting down. */
         EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
         EchoResponse *resp = NULL;
-        req.text = "warm";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+        /* Make sure the slow call reached its handler before shutting down. */
+        expect_echo(c, "warm");
         ck_assert_int_eq(pthread_create(&t, NULL, slow_call, &a), 0);
         usleep(100 * 1000);
 
@@ -504,11 +503,8 @@ START_TEST(shutdown_grace) {
         ts_rpc_client *c = connect_client();
         ts_rpc_client_call *cc;
         EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
-        EchoResponse *resp = NULL;
 
-        req.text = "warm";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        expect_echo(c, "warm");
         /* A request that never ends holds its stream open... */
         ck_assert_int_eq(ts_rpc_client_call_start(c, ECHO, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
@@ -577,9 +573,5 @@ int main(void) {
         tcase_add_test(tc, shutdown_grace);
         tcase_add_test(tc, socket_file);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

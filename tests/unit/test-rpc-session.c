@@ -13,6 +13,7 @@
 
 #include "rpc/server-internal.h"
 #include "testsvc.h"
+#include "tests/unit/ts-check.h"
 
 static int raw(ts_rpc_call *call, const ProtobufCMessage *m, void *userdata) {
         size_t len;
@@ -175,9 +176,5 @@ int main(void) {
         TCase *tc = tcase_create("core");
         tcase_add_test(tc, seeds_answers);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

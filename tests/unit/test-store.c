@@ -13,6 +13,7 @@
 #include "store/store.h"
 #include "store/store-internal.h"
 #include "tests/unit/failalloc.h"
+#include "tests/unit/ts-check.h"
 
 static char root[64];
 
@@ -958,9 +959,5 @@ int main(void) {
         tcase_add_test(tc, killed_process);
         tcase_add_test(tc, allocation_failures);
         suite_add_tcase(s, tc);
-        SRunner *sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        int failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ts_check_run(s);
 }

@@ -1,0 +1,280 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/macro.h"
+#include "rpc/conn-internal.h"
+#include "rpc/frame.h"
+
+#define STREAM_WINDOW (1 << 20)
+#define CONN_WINDOW (16 << 20)
+#define WRITE_CHUNK (256 * 1024)
+#define READ_SIZE 65536
+
+/* ---- buffers ---- */
+
+static int frame_alloc(size_t len, ts_rpc_buf **ret) {
+        ts_rpc_buf *b = malloc(sizeof(*b) + TS_RPC_FRAME_PREFIX + len);
+        if (!b)
+                return -ENOMEM;
+        *b = (ts_rpc_buf) { .len = TS_RPC_FRAME_PREFIX + len };
+        ts_rpc_frame_prefix(b->data, false, (uint32_t) len);
+        *ret = b;
+        return 0;
+}
+
+int ts_rpc_buf_frame_bytes(const void *data, size_t len, ts_rpc_buf **ret) {
+        ts_rpc_buf *b;
+        int r = frame_alloc(len, &b);
+        if (r < 0)
+                return r;
+        if (len > 0)
+                memcpy(b->data + TS_RPC_FRAME_PREFIX, data, len);
+        *ret = b;
+        return 0;
+}
+
+int ts_rpc_buf_frame_message(const ProtobufCMessage *msg, size_t len, ts_rpc_buf **ret) {
+        ts_rpc_buf *b;
+        int r = frame_alloc(len, &b);
+        if (r < 0)
+                return r;
+        protobuf_c_message_pack(msg, b->data + TS_RPC_FRAME_PREFIX);
+        *ret = b;
+        return 0;
+}
+
+void ts_rpc_bufq_push(ts_rpc_bufq *q, ts_rpc_buf *b) {
+        b->next = NULL;
+        if (q->tail)
+                q->tail->next = b;
+        else
+                q->head = b;
+        q->tail = b;
+        q->bytes += b->len - b->off;
+}
+
+ts_rpc_buf *ts_rpc_bufq_pop(ts_rpc_bufq *q) {
+        ts_rpc_buf *b = q->head;
+        if (!b)
+                return NULL;
+        q->head = b->next;
+        if (!q->head)
+                q->tail = NULL;
+        q->bytes -= b->len - b->off;
+        b->next = NULL;
+        return b;
+}
+
+size_t ts_rpc_bufq_read(ts_rpc_bufq *q, uint8_t *dst, size_t length) {
+        size_t n = 0;
+
+        while (n < length && q->head) {
+                ts_rpc_buf *b = q->head;
+                size_t k = b->len - b->off;
+                if (k > length - n)
+                        k = length - n;
+                memcpy(dst + n, b->data + b->off, k);
+                b->off += k;
+                n += k;
+                q->bytes -= k;
+                if (b->off == b->len)
+                        free(ts_rpc_bufq_pop(q));
+        }
+        return n;
+}
+
+void ts_rpc_bufq_clear(ts_rpc_bufq *q) {
+        for (ts_rpc_buf *b = q->head, *n; b; b = n) {
+                n = b->next;
+                free(b);
+        }
+        *q = (ts_rpc_bufq) { 0 };
+}
+
+/* ---- connection ---- */
+
+uint64_t ts_rpc_conn_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+int ts_rpc_conn_settings(ts_rpc_conn *c, const nghttp2_settings_entry *extra) {
+        nghttp2_settings_entry iv[] = {
+                *extra,
+                { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
+        };
+        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, TS_ARRAY_SIZE(iv)) != 0 ||
+            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) !=
+                    0)
+                return -ENOMEM;
+        return 0;
+}
+
+int ts_rpc_conn_pipe_init(ts_rpc_conn *c, uv_loop_t *loop) {
+        int r = uv_pipe_init(loop, &c->pipe, 0);
+        if (r < 0)
+                return r;
+        c->pipe.data = c;
+        c->has_pipe = true;
+        return 0;
+}
+
+static void pipe_closed_cb(uv_handle_t *h) {
+        ts_rpc_conn *c = h->data;
+        if (c->closed)
+                c->closed(c);
+}
+
+static void close_pipe(ts_rpc_conn *c) {
+        if (c->has_pipe && !uv_is_closing((uv_handle_t *) &c->pipe))
+                uv_close((uv_handle_t *) &c->pipe, pipe_closed_cb);
+}
+
+void ts_rpc_conn_close(ts_rpc_conn *c, bool abort) {
+        c->closing = true;
+        if (abort || !c->writing)
+                close_pipe(c);
+}
+
+void ts_rpc_conn_done(ts_rpc_conn *c) {
+        if (c->session) {
+                nghttp2_session_del(c->session);
+                c->session = NULL;
+        }
+        free(c->wbuf);
+        c->wbuf = NULL;
+        free(c->cap);
+        c->cap = NULL;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+        ts_rpc_conn *c = req->data;
+
+        c->writing = false;
+        free(c->wbuf);
+        c->wbuf = NULL;
+        if (c->closing) {
+                close_pipe(c);
+                return;
+        }
+        if (status < 0) {
+                c->lost(c, status, "connection lost");
+                return;
+        }
+        ts_rpc_conn_flush(c);
+}
+
+/* Keeps n bytes at p in the capture buffer; stops capturing when it
+ * cannot grow. */
+static void capture(ts_rpc_conn *c, const uint8_t *p, size_t n) {
+        if (!c->capture)
+                return;
+        if (c->cap_len + n > c->cap_size) {
+                size_t ns = c->cap_size ? c->cap_size * 2 : 4096;
+                while (ns < c->cap_len + n)
+                        ns *= 2;
+                uint8_t *nb = realloc(c->cap, ns);
+                if (!nb) {
+                        c->capture = false;
+                        return;
+                }
+                c->cap = nb;
+                c->cap_size = ns;
+        }
+        memcpy(c->cap + c->cap_len, p, n);
+        c->cap_len += n;
+}
+
+void ts_rpc_conn_flush(ts_rpc_conn *c) {
+        if (c->writing || c->closing || !c->session)
+                return;
+
+        size_t cap = 0, len = 0;
+        uint8_t *buf = NULL;
+        for (;;) {
+                const uint8_t *p;
+                ssize_t n = nghttp2_session_mem_send(c->session, &p);
+                if (n < 0) {
+                        free(buf);
+                        c->lost(c, -EPROTO, nghttp2_strerror((int) n));
+                        return;
+                }
+                if (n == 0)
+                        break;
+                if (!c->has_pipe) {
+                        capture(c, p, (size_t) n);
+                        continue;
+                }
+                if (len + (size_t) n > cap) {
+                        size_t ncap = cap ? cap * 2 : 16384;
+                        while (ncap < len + (size_t) n)
+                                ncap *= 2;
+                        uint8_t *nb = realloc(buf, ncap);
+                        if (!nb) {
+                                free(buf);
+                                c->lost(c, -ENOMEM, "out of memory");
+                                return;
+                        }
+                        buf = nb;
+                        cap = ncap;
+                }
+                memcpy(buf + len, p, (size_t) n);
+                len += (size_t) n;
+                if (len >= WRITE_CHUNK)
+                        break;
+        }
+
+        if (len == 0) {
+                free(buf);
+                if (!nghttp2_session_want_read(c->session) &&
+                    !nghttp2_session_want_write(c->session))
+                        c->lost(c, 0, NULL);
+                return;
+        }
+        uv_buf_t b = uv_buf_init((char *) buf, (unsigned) len);
+        c->wbuf = buf;
+        c->wreq.data = c;
+        int r = uv_write(&c->wreq, (uv_stream_t *) &c->pipe, &b, 1, write_cb);
+        if (r < 0) {
+                c->wbuf = NULL;
+                free(buf);
+                c->lost(c, r, "write failed");
+                return;
+        }
+        c->writing = true;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        buf->base = malloc(READ_SIZE);
+        buf->len = buf->base ? READ_SIZE : 0;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+        ts_rpc_conn *c = stream->data;
+
+        if (nread < 0) {
+                free(buf->base);
+                c->lost(c, (int) nread, NULL);
+                return;
+        }
+        if (nread > 0 && !c->closing && c->session) {
+                ssize_t r = nghttp2_session_mem_recv(c->session, (const uint8_t *) buf->base,
+                                                     (size_t) nread);
+                if (r < 0) {
+                        free(buf->base);
+                        /* Flushing what nghttp2 queued (a GOAWAY) is not
+                         * worth the wait. */
+                        c->lost(c, -EPROTO, nghttp2_strerror((int) r));
+                        return;
+                }
+        }
+        free(buf->base);
+        ts_rpc_conn_flush(c);
+}
+
+int ts_rpc_conn_read_start(ts_rpc_conn *c) {
+        return uv_read_start((uv_stream_t *) &c->pipe, alloc_cb, read_cb);
+}
