@@ -5,7 +5,8 @@
 1. space: a pool with error_if_no_space is filled through an active
    snapshot's device; Prepare and View must answer RESOURCE_EXHAUSTED naming
    the pool and its figures, and create nothing; after the filler's Remove,
-   Prepare works again.
+   Prepare works again. The same for a 2 MiB metadata device filled by
+   children that each copy every leaf of their parent's mapping tree.
 2. --async-remove: Remove answers at once and the snapshot is gone from Stat
    and List; its thin device leaves the pool shortly after (polled, bounded);
    a device still open is retried; the parent of a child whose removal is
@@ -267,6 +268,7 @@ def metadata(h):
             h.ok("child writes while the pool has metadata space", False, f"(c{i}: errno {err})")
             break
     used, total = meta_used(h)
+    print(f"pool-test tsmeta: {len(made)} children, then metadata {used}/{total} blocks used", flush=True)
     h.ok("metadata filled by children", refused is not None,
          f"({len(made)} children, metadata {used}/{total})")
     if refused is None:
