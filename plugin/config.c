@@ -126,7 +126,9 @@ static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line
                 cfg->log_level_set = true;
                 return 0;
         }
-        if (strcmp(key, "async_remove") == 0 || strcmp(key, "discard_on_remove") == 0) {
+        /* "discard" as the option is called; "discard_on_remove" as first documented */
+        if (strcmp(key, "async_remove") == 0 || strcmp(key, "discard") == 0 ||
+            strcmp(key, "discard_on_remove") == 0) {
                 if (v->type != V_BOOL)
                         return line_error(err, line, key, "must be true or false");
                 if (key[0] == 'a')

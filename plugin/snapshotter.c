@@ -57,6 +57,13 @@ struct ts_snapshotter {
 
 #define STATUS_TTL_NS (250 * 1000 * 1000LL)
 
+static void error_clear(ts_error **err) {
+        if (err) {
+                ts_error_free(*err);
+                *err = NULL;
+        }
+}
+
 static int64_t mono_ns(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -147,29 +154,62 @@ static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mo
         m->read_only = info->kind == TS_KIND_VIEW;
 }
 
-/* Deactivates (absent is fine) and deletes (absent is fine) device id. */
-static int drop_device(ts_snapshotter *s, uint32_t id, bool discard, ts_error **err) {
+#define DISCARD_CHUNK (64ULL << 20)
+
+/* Discards every block of the inactive device id (size bytes), so the pool
+ * passes the blocks only it held down to its data device (a sparse file, an
+ * SSD) before the delete drops them. The device is activated for this alone:
+ * it was deactivated first, so nobody has it open. In bounded chunks, so one
+ * huge discard does not stall the pool. A failed discard is logged and
+ * otherwise ignored: the delete frees the blocks in the pool either way. */
+static void discard_device(ts_snapshotter *s, uint32_t id, uint64_t size) {
+        char name[96], path[128];
+        dev_name(s, id, name, sizeof name);
+        snprintf(path, sizeof path, "/dev/mapper/%s", name);
+        if (size == 0) {
+                log_warn("device %s: size unknown, not discarded before its delete", name);
+                return;
+        }
+        ts_error *e = NULL;
+        int r = ts_thin_activate(s->pool, name, id, size, 0, &e);
+        if (r < 0) {
+                log_warn("device %s: not discarded before its delete: %s", name, ts_error_message(e, r));
+                ts_error_free(e);
+                return;
+        }
+        uint64_t off = 0;
+        int fd = open(path, O_WRONLY | O_EXCL | O_CLOEXEC);
+        if (fd < 0)
+                log_warn_errno(-errno, "device %s: not discarded before its delete: open %s", name, path);
+        else {
+                for (; off < size; off += DISCARD_CHUNK) {
+                        uint64_t range[2] = { off, size - off < DISCARD_CHUNK ? size - off : DISCARD_CHUNK };
+                        if (ioctl(fd, BLKDISCARD, range) < 0) {
+                                log_warn_errno(-errno, "device %s: discard stopped at byte %" PRIu64
+                                               " of %" PRIu64, name, off, size);
+                                break;
+                        }
+                }
+                close(fd);
+        }
+        if (off >= size)
+                log_debug("device %s: discarded %" PRIu64 " bytes before its delete", name, size);
+        r = ts_thin_deactivate(name, 0, &e);
+        if (r < 0) /* drop_device's delete reports what follows from it */
+                log_warn("device %s: deactivating after the discard: %s", name, ts_error_message(e, r));
+        ts_error_free(e);
+}
+
+/* Deactivates (absent is fine), discards when asked (size is the device's
+ * size, for that), and deletes (absent is fine) device id. */
+static int drop_device(ts_snapshotter *s, uint32_t id, uint64_t size, bool discard, ts_error **err) {
         char name[96];
         dev_name(s, id, name, sizeof name);
-        if (discard) {
-                char path[128];
-                snprintf(path, sizeof path, "/dev/mapper/%s", name);
-                int fd = open(path, O_WRONLY | O_CLOEXEC);
-                if (fd >= 0) {
-                        /* In bounded chunks, so one huge discard does not stall the pool. */
-                        uint64_t size = 0;
-                        if (ioctl(fd, BLKGETSIZE64, &size) == 0)
-                                for (uint64_t off = 0; off < size; off += 64ULL << 20) {
-                                        uint64_t range[2] = { off, size - off < (64ULL << 20) ? size - off : 64ULL << 20 };
-                                        if (ioctl(fd, BLKDISCARD, range) < 0)
-                                                break;
-                                }
-                        close(fd);
-                }
-        }
         int r = ts_thin_deactivate(name, 0, err);
         if (r < 0)
                 return r;
+        if (discard)
+                discard_device(s, id, size);
         /* A device whose removal was deferred (committed while mounted) is
          * released by the kernel from a work queue after its last close:
          * the pool may call it busy for a moment. */
@@ -180,6 +220,12 @@ static int drop_device(ts_snapshotter *s, uint32_t id, bool discard, ts_error **
                         if (r < 0)
                                 ts_error_move(err, &e);
                         ts_error_free(e);
+                        if (r >= 0) {
+                                /* Blocks were freed: the next space check reads the pool. */
+                                pthread_mutex_lock(&s->lock);
+                                s->status_at = 0;
+                                pthread_mutex_unlock(&s->lock);
+                        }
                         return r;
                 }
                 ts_error_free(e);
@@ -218,6 +264,9 @@ static int check_space(ts_snapshotter *s, bool fresh, ts_error **err) {
                 return r;
         bool data_full = st.out_of_data_space || st.used_data_blocks >= st.total_data_blocks;
         bool meta_full = st.total_meta_blocks && st.used_meta_blocks + 16 >= st.total_meta_blocks;
+        bool bad = st.read_only || st.fail || st.needs_check;
+        if (!fresh && (data_full || meta_full || bad))
+                return check_space(s, true, err); /* a refusal is never made on cached figures */
         if (data_full || meta_full)
                 return ts_error_setf_plain(err, ENOSPC,
                                            "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
@@ -225,7 +274,7 @@ static int check_space(ts_snapshotter *s, bool fresh, ts_error **err) {
                                            s->pool->name, data_full ? "data" : "metadata",
                                            st.used_data_blocks, st.total_data_blocks,
                                            st.used_meta_blocks, st.total_meta_blocks);
-        if (st.read_only || st.fail || st.needs_check)
+        if (bad)
                 return ts_error_setf_plain(err, EROFS, "pool %s is %s", s->pool->name,
                                            st.needs_check ? "marked needs_check"
                                            : st.fail     ? "failed"
@@ -459,8 +508,8 @@ static int delete_record(ts_store_txn *txn, void *p, ts_error **err) {
 
 /* Finishes a removal whose intent (REMOVING) is recorded. */
 static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
-                         ts_error **err) {
-        int r = drop_device(s, dev_id, s->discard, err);
+                         uint64_t dev_size, ts_error **err) {
+        int r = drop_device(s, dev_id, dev_size, s->discard, err);
         if (r < 0)
                 return r;
         fault(s, "remove", "after-delete");
@@ -475,17 +524,30 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
                 recon_done(&rc);
                 return r;
         }
-        unsigned rolled = 0, finished = 0, activated = 0;
+        unsigned rolled = 0, finished = 0, left = 0, activated = 0;
         for (size_t i = 0; i < rc.n && r >= 0; i++) {
                 struct pending *e = &rc.v[i];
                 char name[96];
                 dev_name(s, e->dev_id, name, sizeof name);
                 if (e->state == TS_STATE_CREATING) {
-                        r = finish_remove(s, e->ns, e->key, e->dev_id, err);
+                        r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, err);
                         rolled++;
                 } else if (e->state == TS_STATE_REMOVING) {
-                        r = finish_remove(s, e->ns, e->key, e->dev_id, err);
-                        finished++;
+                        ts_error *busy = NULL;
+                        r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, &busy);
+                        if (r == -EBUSY) {
+                                /* Still open: the record stays REMOVING (invisible) and the
+                                 * removal is finished later (the reaper, a reuse of the key,
+                                 * or the next start); it must not keep the daemon down. */
+                                log_warn("remove of %s/%s left for later: %s", e->ns, e->key,
+                                         ts_error_message(busy, r));
+                                r = 0;
+                                left++;
+                        } else
+                                finished++;
+                        if (r < 0)
+                                ts_error_move(err, &busy);
+                        ts_error_free(busy);
                 } else if (e->kind == TS_KIND_COMMITTED) {
                         r = ts_thin_deactivate(name, TS_THIN_DEFERRED, err);
                 } else {
@@ -519,7 +581,7 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
                         r = ts_thin_deactivate(name, 0, err);
                         continue;
                 }
-                r = drop_device(s, bases[i].dev_id, false, err);
+                r = drop_device(s, bases[i].dev_id, 0, false, err);
                 if (r >= 0) {
                         ts_store_txn *w = NULL;
                         r = ts_store_begin(s->store, true, &w, err);
@@ -532,45 +594,152 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
         free(bases);
         if (r < 0)
                 return r;
-        if (rolled || finished || activated)
+        if (rolled || finished || left || activated)
                 log_info("recovered after a stop: %u unfinished prepares rolled back, %u removals "
-                         "finished, %u devices re-activated", rolled, finished, activated);
+                         "finished (%u left for later), %u devices re-activated",
+                         rolled, finished, left, activated);
         return 0;
 }
 
 /* ---- async removal ---- */
 
+/* With key's lock held: finishes the removal of key when its record is
+ * REMOVING, an asynchronous removal the reaper has not got to yet. The
+ * record is read under the lock, so a removal that someone else finished
+ * meanwhile (and whose device id may be handed out again) is never redone.
+ * Returns 1 when it finished one, 0 when the record is absent or not
+ * REMOVING, or a negative errno. */
+static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        ts_store_info info;
+        r = ts_store_get(txn, ns, key, &info, NULL);
+        ts_store_txn_commit(txn, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return ts_error_set(err, r, "read snapshot %s", key);
+        bool removing = info.state == TS_STATE_REMOVING;
+        uint32_t id = info.dev_id;
+        uint64_t size = info.dev_size;
+        ts_store_info_done(&info);
+        if (!removing)
+                return 0;
+        r = finish_remove(s, ns, key, id, size, err);
+        return r < 0 ? r : 1;
+}
+
+/* Finishes every recorded removal; returns how many failed (they stay
+ * recorded for the next pass), or a negative errno. */
 static int reap_once(ts_snapshotter *s, ts_error **err) {
         struct recon rc = { 0 };
         int r = collect_all(s, &rc, err);
+        int failed = 0;
         for (size_t i = 0; r >= 0 && i < rc.n; i++) {
                 struct pending *e = &rc.v[i];
                 if (e->state != TS_STATE_REMOVING)
                         continue;
-                if (lock_keys(s, e->ns, e->key, NULL) < 0)
+                pthread_mutex_lock(&s->lock);
+                bool stopping = s->stopping;
+                pthread_mutex_unlock(&s->lock);
+                if (stopping) /* the next start's reconciliation finishes the rest */
+                        break;
+                int q = lock_keys(s, e->ns, e->key, NULL);
+                if (q < 0) {
+                        failed++;
                         continue;
+                }
                 ts_error *e2 = NULL;
-                int q = finish_remove(s, e->ns, e->key, e->dev_id, &e2);
-                if (q < 0)
-                        log_warn("async remove of %s/%s: %s", e->ns, e->key, ts_error_message(e2, q));
-                ts_error_free(e2);
+                q = settle_removal_locked(s, e->ns, e->key, &e2);
                 unlock_keys(s, e->ns, e->key, NULL);
+                if (q < 0) {
+                        failed++;
+                        log_warn("async remove of %s/%s: %s (retried later)", e->ns, e->key,
+                                 ts_error_message(e2, q));
+                } else if (q > 0)
+                        log_debug("async remove of %s/%s: device %u deleted", e->ns, e->key, e->dev_id);
+                ts_error_free(e2);
         }
         recon_done(&rc);
-        return r;
+        return r < 0 ? r : failed;
 }
+
+struct children_arg {
+        const char *parent;
+        char **keys;
+};
+
+static int removing_child(const ts_store_info *info, void *p) {
+        struct children_arg *a = p;
+        if (info->state != TS_STATE_REMOVING || !info->parent || strcmp(info->parent, a->parent) != 0)
+                return 0;
+        return ts_strv_push(&a->keys, info->name);
+}
+
+/* Finishes the pending asynchronous removals of key's children (key's lock
+ * held: children are locked after their parent, never the other way round).
+ * Returns how many are gone now (finished here or by the reaper meanwhile),
+ * or a negative errno when one could not be finished. */
+static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
+        struct children_arg a = { key, NULL };
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, NULL);
+        if (r < 0)
+                return r;
+        r = ts_store_walk(txn, ns, removing_child, &a, NULL);
+        ts_store_txn_commit(txn, NULL);
+        int done = 0;
+        for (char **k = a.keys; r >= 0 && k && *k; k++) {
+                r = lock_keys(s, ns, *k, NULL);
+                if (r < 0)
+                        break;
+                ts_error *e = NULL;
+                r = settle_removal_locked(s, ns, *k, &e);
+                unlock_keys(s, ns, *k, NULL);
+                if (r < 0)
+                        log_warn("remove %s/%s: finishing the removal of its child %s: %s", ns, key, *k,
+                                 ts_error_message(e, r));
+                ts_error_free(e);
+                done += r >= 0;
+        }
+        ts_strv_free(a.keys);
+        return r < 0 ? r : done;
+}
+
+#define REAP_RETRY_MIN_S 1
+#define REAP_RETRY_MAX_S 60
 
 static void *reaper_main(void *p) {
         ts_snapshotter *s = p;
+        unsigned retry_s = 0; /* 0: nothing failed, wait for a Remove */
         pthread_mutex_lock(&s->lock);
         for (;;) {
+                if (retry_s && !s->reap_pending && !s->stopping) {
+                        /* A removal failed (its device still open, say): try again later. */
+                        struct timespec until;
+                        clock_gettime(CLOCK_MONOTONIC, &until);
+                        until.tv_sec += retry_s;
+                        while (!s->reap_pending && !s->stopping &&
+                               pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
+                                ;
+                        s->reap_pending = true;
+                }
                 while (!s->reap_pending && !s->stopping)
                         pthread_cond_wait(&s->cond, &s->lock);
-                if (!s->reap_pending && s->stopping)
+                /* At a stop, what is left is finished by the next start's reconciliation. */
+                if (s->stopping)
                         break;
                 s->reap_pending = false;
                 pthread_mutex_unlock(&s->lock);
-                (void) reap_once(s, NULL);
+                int failed = reap_once(s, NULL);
+                if (failed == 0)
+                        retry_s = 0;
+                else
+                        retry_s = retry_s == 0                    ? REAP_RETRY_MIN_S
+                                  : retry_s * 2 > REAP_RETRY_MAX_S ? REAP_RETRY_MAX_S
+                                                                   : retry_s * 2;
                 pthread_mutex_lock(&s->lock);
         }
         pthread_mutex_unlock(&s->lock);
@@ -587,7 +756,11 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         if (!s)
                 return ts_error_set(err, ENOMEM, "snapshotter");
         pthread_mutex_init(&s->lock, NULL);
-        pthread_cond_init(&s->cond, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the reaper's retry waits */
+        pthread_cond_init(&s->cond, &ca);
+        pthread_condattr_destroy(&ca);
         s->base_size = cfg->base_size;
         s->root = strdup(cfg->root);
         s->async_remove = cfg->async_remove;
@@ -620,6 +793,7 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         if (r >= 0)
                 r = ensure_base(s, cfg->mkfs ? cfg->mkfs : "mkfs.ext4", err);
         if (r >= 0 && s->async_remove) {
+                s->reap_pending = true; /* removals left by reconcile, if any */
                 r = -pthread_create(&s->reaper, NULL, reaper_main, s);
                 if (r < 0)
                         ts_error_set(err, r, "start the removal thread");
@@ -705,9 +879,14 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
 
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
                                 .n_labels = n_labels, .size = s->base_size, .origin = s->base_id };
-        bool recorded = false, snapped = false;
+        bool recorded = false, snapped = false, pool_step = false;
         char name[96];
         r = txn_run(s, create_record, &a, err);
+        if (r == -EEXIST && settle_removal_locked(s, ns, key, NULL) > 0) {
+                /* The key's asynchronous removal was not reaped yet: now it is. */
+                error_clear(err);
+                r = txn_run(s, create_record, &a, err);
+        }
         if (r < 0)
                 goto out;
         recorded = true;
@@ -720,6 +899,7 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         char origin_name[96];
         bool maybe_active = a.origin != s->base_id && deferred_take(s, a.origin);
         dev_name(s, a.origin, origin_name, sizeof origin_name);
+        pool_step = true;
         r = ts_thin_snap(s->pool, a.info.dev_id, a.origin, maybe_active ? origin_name : NULL, err);
         if (maybe_active) {
                 ts_dm_info oi;
@@ -743,7 +923,7 @@ out:
         if (r < 0 && recorded) {
                 /* Roll back what was made; the record goes last. */
                 ts_error *e2 = NULL;
-                int q = snapped ? drop_device(s, a.info.dev_id, false, &e2) : 0;
+                int q = snapped ? drop_device(s, a.info.dev_id, 0, false, &e2) : 0;
                 if (q >= 0) {
                         struct key_arg k = { ns, key };
                         q = txn_run(s, delete_record, &k, &e2);
@@ -752,15 +932,20 @@ out:
                         log_warn("prepare %s/%s: rollback left the record for start-up recovery: %s",
                                  ns, key, ts_error_message(e2, q));
                 ts_error_free(e2);
-                if (r == -ENOSPC) {
-                        /* Name the pool's figures: ResourceExhausted must say why. */
-                        ts_error *why = NULL;
-                        if (check_space(s, true, &why) == -ENOSPC) {
+                /* A pool step failed although the space check before it passed
+                 * (the pool filled meanwhile): when the pool is now out of space,
+                 * that is the answer, with its figures, whatever the kernel
+                 * returned (a pool that ran out of metadata space refuses
+                 * messages with EOPNOTSUPP). */
+                ts_error *why = NULL;
+                if (pool_step && check_space(s, true, &why) == -ENOSPC) {
+                        if (err) {
                                 ts_error_free(*err);
-                                *err = why;
-                        } else
-                                ts_error_free(why);
+                                *err = TAKE_PTR(why);
+                        }
+                        r = -ENOSPC;
                 }
+                ts_error_free(why);
         }
         ts_store_info_done(&a.info);
         unlock_keys(s, ns, key, NULL);
@@ -875,6 +1060,10 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
                 r = ts_error_setf_plain(err, EEXIST, "snapshot %s already exists", name);
                 goto out;
         }
+        /* A name whose asynchronous removal is not reaped yet is freed now. */
+        r = settle_removal_locked(s, ns, name, err);
+        if (r < 0)
+                goto out;
         struct commit_arg a = { ns, key, name, labels, n_labels, 0 };
         r = active_usage(s, ns, &info, &a.usage, err);
         if (r < 0)
@@ -927,6 +1116,15 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
                 return ts_error_set(err, r, "remove %s", key);
         struct remove_arg a = { ns, key, { 0 } };
         r = txn_run(s, remove_begin, &a, err);
+        if (r == -ENOTEMPTY && settle_children(s, ns, key) > 0) {
+                /* Its last children were asynchronous removals not reaped yet. */
+                error_clear(err);
+                r = txn_run(s, remove_begin, &a, err);
+        } else if (r == -EBUSY && settle_removal_locked(s, ns, key, NULL) > 0) {
+                /* Removed already, asynchronously: as gone as containerd expects. */
+                error_clear(err);
+                r = ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", key);
+        }
         if (r < 0)
                 goto out;
         fault(s, "remove", "after-mark");
@@ -949,7 +1147,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
                 goto out;
         }
         fault(s, "remove", "after-deactivate");
-        r = finish_remove(s, ns, key, a.info.dev_id, err);
+        r = finish_remove(s, ns, key, a.info.dev_id, a.info.dev_size, err);
 out:
         ts_store_info_done(&a.info);
         unlock_keys(s, ns, key, NULL);
@@ -1038,5 +1236,6 @@ int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filt
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {
         if (!s->async_remove)
                 return 0;
-        return reap_once(s, err);
+        int r = reap_once(s, err);
+        return r < 0 ? r : 0;
 }

@@ -43,6 +43,11 @@ START_TEST(full_file) {
         ck_assert_int_eq(parse("pool = \"other\"\nbase_size = 1048576", &c, NULL), 0);
         ck_assert_str_eq(c.pool, "other");
         ck_assert_uint_eq(c.base_size, 1048576);
+        /* the key as the option is named, and the older name */
+        ck_assert_int_eq(parse("discard = true", &c, NULL), 0);
+        ck_assert(c.discard_on_remove);
+        ck_assert_int_eq(parse("discard_on_remove = false\nasync_remove = false", &c, NULL), 0);
+        ck_assert(!c.discard_on_remove && !c.async_remove);
         ts_daemon_config_done(&c);
 }
 END_TEST

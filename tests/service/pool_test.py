@@ -1,0 +1,303 @@
+#!/usr/bin/python3
+"""thinsnapd against a pool's limits and its Remove options, in the VM lane
+(root, dm-thin on loop devices over files on the guest's tmpfs).
+
+1. space: a pool with error_if_no_space is filled through an active
+   snapshot's device; Prepare and View must answer RESOURCE_EXHAUSTED naming
+   the pool and its figures, and create nothing; after the filler's Remove,
+   Prepare works again. The same for a 2 MiB metadata device filled by
+   children that each copy every leaf of their parent's mapping tree.
+2. --async-remove: Remove answers at once and the snapshot is gone from Stat
+   and List; its thin device leaves the pool shortly after (polled, bounded);
+   a device still open is retried; the parent of a child whose removal is
+   pending can be removed; a key can be reused at once; removals pending at
+   SIGTERM are finished by the next start, which leaves no thin device
+   without a record.
+3. --discard: the blocks a removed snapshot held go back to the data file
+   (its allocated size falls by what was written), for an active and a
+   committed (inactive) snapshot; without --discard they do not.
+
+Usage: pool_test.py BUILD_DIR SOURCE_DIR"""
+import mmap
+import os
+import re
+import sys
+import time
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Harness, devid  # noqa: E402
+
+bindir, src = sys.argv[1], sys.argv[2]
+MiB = 1 << 20
+passed = failed = 0
+
+
+def write_dev(path, nbytes, offset=0):
+    """Writes nbytes of random data with O_DIRECT; returns (bytes written, errno or 0)."""
+    buf = mmap.mmap(-1, MiB)
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    done = 0
+    try:
+        while done < nbytes:
+            buf[:] = os.urandom(MiB)
+            os.pwrite(fd, buf, offset + done)
+            done += MiB
+        return done, 0
+    except OSError as e:
+        return done, e.errno
+    finally:
+        os.close(fd)
+
+
+def wait_for(what, cond, seconds=60):
+    """Polls cond() until it holds or seconds pass; returns its last value."""
+    end = time.monotonic() + seconds
+    while True:
+        v = cond()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(0.2)
+
+
+def run(name, body, *pool_args):
+    global passed, failed
+    h = Harness(bindir, src, name, "tspool-")
+    try:
+        h.pool_create(*pool_args)
+        body(h)
+    except Exception as e:  # a broken step fails the part, the others still run
+        h.failed += 1
+        print(f"FAIL: {name}: {type(e).__name__}: {e}", flush=True)
+    finally:
+        h.kill()
+        h.pool_destroy()
+        if h.failed:
+            h.dump_log()
+    print(f"pool-test {name}: {h.passed} passed, {h.failed} failed", flush=True)
+    passed += h.passed
+    failed += h.failed
+
+
+# ---- 1. out of data space ----
+def space(h):
+    h.start()
+    ids0 = h.pool_ids()
+    fill = h.prepare("fill")
+    written, err = write_dev(fill, 64 * MiB)
+    h.ok("filling stops at the pool's end", err != 0 and written < 48 * MiB,
+         f"(wrote {written >> 20} MiB, errno {err})")
+    st = h.pool_status()
+    h.ok("pool reports out_of_data_space", "out_of_data_space" in st, str(st))
+    used, total = (int(x) for x in st[2].split("/"))
+    ids = h.pool_ids()
+    h.check("filler's device in the pool", ids, sorted(ids0 + [devid(fill)]))
+
+    for what, call in (("prepare", lambda: h.raw("Prepare", h.pb.PrepareSnapshotRequest(key="x"),
+                                                  h.pb.PrepareSnapshotResponse)),
+                       ("view", lambda: h.raw("View", h.pb.ViewSnapshotRequest(key="v"),
+                                               h.pb.ViewSnapshotResponse))):
+        try:
+            call()
+            h.ok(f"{what} on a full pool refused", False, "(it succeeded)")
+            continue
+        except grpc.RpcError as e:
+            code, msg = e.code(), e.details()
+        h.check(f"{what} on a full pool: status", code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        m = re.search(r"pool (\S+) is out of data space: data (\d+)/(\d+) blocks, "
+                      r"metadata (\d+)/(\d+) blocks used", msg)
+        h.ok(f"{what}: message names the pool and its figures", m is not None, repr(msg))
+        if m:
+            h.check(f"{what}: pool named", m.group(1), h.pool)
+            h.check(f"{what}: data figures are the pool's", (int(m.group(2)), int(m.group(3))), (used, total))
+    h.check("nothing recorded", h.list_names(), ["fill"])
+    h.check("stat of the refused key", h.stat("x"), "NOT_FOUND")
+    h.check("no thin device made", h.pool_ids(), ids)
+    h.check("no device activated", h.active_devs(), [os.path.basename(fill)])
+
+    h.check("remove the filler", h.remove("fill"), "OK")
+    x = h.prepare("x")
+    h.ok("prepare works again", x.startswith("/dev/mapper/"), repr(x))
+    h.check("its device written", write_dev(x, 4 * MiB), (4 * MiB, 0))
+    h.check("remove it", h.remove("x"), "OK")
+    h.check("pool ids at the end", h.pool_ids(), ids0)
+    h.stop()
+
+
+# ---- 2. --async-remove ----
+def async_remove(h):
+    h.start("--async-remove")
+    ids0 = h.pool_ids()
+
+    a = h.prepare("a")
+    h.check("remove", h.remove("a"), "OK")
+    h.check("gone from stat at once", h.stat("a"), "NOT_FOUND")
+    h.check("gone from list at once", h.list_names(), [])
+    h.ok("its device leaves the pool", wait_for("a deleted", lambda: devid(a) not in h.pool_ids()),
+         f"(device {devid(a)} still in {h.pool_ids()})")
+    h.check("and is inactive", h.active_devs(), [])
+
+    # A device still open: Remove answers, the delete is retried until it closes.
+    b = h.prepare("b")
+    fd = os.open(b, os.O_RDONLY | os.O_CLOEXEC)
+    h.check("remove of an open device", h.remove("b"), "OK")
+    h.check("gone from stat", h.stat("b"), "NOT_FOUND")
+    time.sleep(1.5)
+    h.ok("the open device is kept", devid(b) in h.pool_ids() and os.path.exists(b), str(h.active_devs()))
+    os.close(fd)
+    h.ok("deleted once closed", wait_for("b deleted", lambda: devid(b) not in h.pool_ids()),
+         f"(device {devid(b)} still in {h.pool_ids()})")
+
+    # The parent of a child whose removal is pending.
+    h.prepare("p")
+    h.check("commit P", h.commit("P", "p"), "OK")
+    c = h.prepare("c", "P")
+    fd = os.open(c, os.O_RDONLY | os.O_CLOEXEC)
+    h.check("remove child", h.remove("c"), "OK")
+    h.check("parent with its child's device open", h.remove("P"), "FAILED_PRECONDITION")
+    os.close(fd)
+    h.check("parent once the child's device is closed", h.remove("P"), "OK")
+    h.check("both gone", (h.stat("P"), h.stat("c")), ("NOT_FOUND", "NOT_FOUND"))
+    h.ok("no device left", wait_for("P, c deleted", lambda: h.pool_ids() == ids0),
+         f"({h.pool_ids()}, want {ids0})")
+
+    # A key removed and at once prepared again.
+    h.prepare("k")
+    h.check("remove k", h.remove("k"), "OK")
+    k2 = h.prepare("k")
+    h.ok("prepare k again", k2.startswith("/dev/mapper/"), repr(k2))
+    h.check("k active", h.stat("k"), "ACTIVE")
+    h.check("remove k again", h.remove("k"), "OK")
+    h.check("remove k a third time", h.remove("k"), "NOT_FOUND")
+
+    # Removals pending at SIGTERM, one of them with its device held open
+    # across the restart: the start leaves that one pending, the reaper
+    # finishes it once the device is closed.
+    q = devid(h.prepare("q"))
+    h.check("commit Q", h.commit("Q", "q"), "OK")
+    keep = devid(h.prepare("keep", "Q"))
+    srcs = [h.prepare(f"s{i}", "Q") for i in range(4)]
+    fd = os.open(srcs[0], os.O_RDONLY | os.O_CLOEXEC)
+    for i in range(4):
+        h.check(f"remove s{i}", h.remove(f"s{i}"), "OK")
+    h.stop()
+    h.start("--async-remove")
+    h.check("records after the restart", h.list_names(), ["Q", "keep"])
+    os.close(fd)
+    want = sorted(ids0 + [q, keep])
+    h.ok("no thin device without a record", wait_for("pending removals finished", lambda: h.pool_ids() == want),
+         f"({h.pool_ids()}, want {want}: base, Q, keep)")
+    h.check("only keep active", h.active_devs(), [f"{h.pool}-snap-{keep}"])
+    h.stop()
+
+
+# ---- 3. --discard ----
+def allocated(h):
+    return os.stat(h.work + "/data").st_blocks * 512
+
+
+def discard(h):
+    h.start("--discard")
+    d1 = h.prepare("d1")
+    h.check("write d1", write_dev(d1, 32 * MiB), (32 * MiB, 0))
+    before = allocated(h)
+    h.check("remove d1 (active)", h.remove("d1"), "OK")
+    fell = before - allocated(h)
+    h.ok("active: the data file gave back what was written", 30 * MiB <= fell <= 34 * MiB,
+         f"(fell by {fell / MiB:.1f} MiB)")
+
+    d2 = h.prepare("d2")
+    h.check("write d2", write_dev(d2, 32 * MiB), (32 * MiB, 0))
+    h.check("commit D2", h.commit("D2", "d2"), "OK")
+    before = allocated(h)
+    h.check("remove D2 (committed, inactive)", h.remove("D2"), "OK")
+    fell = before - allocated(h)
+    h.ok("committed: the data file gave back what was written", 30 * MiB <= fell <= 34 * MiB,
+         f"(fell by {fell / MiB:.1f} MiB)")
+    h.stop()
+
+    h.start()
+    d3 = h.prepare("d3")
+    h.check("write d3", write_dev(d3, 32 * MiB), (32 * MiB, 0))
+    before = allocated(h)
+    h.check("remove d3 without --discard", h.remove("d3"), "OK")
+    fell = before - allocated(h)
+    h.ok("without --discard the data file keeps its blocks", fell < 2 * MiB, f"(fell by {fell / MiB:.1f} MiB)")
+    h.stop()
+
+
+# ---- 1b. out of metadata space ----
+def write_blocks(path, offsets, size=64 << 10):
+    buf = mmap.mmap(-1, size)
+    buf[:] = os.urandom(size)
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    try:
+        for off in offsets:
+            os.pwrite(fd, buf, off)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)
+
+
+def meta_used(h):
+    return tuple(int(x) for x in h.pool_status()[1].split("/"))
+
+
+def metadata(h):
+    """A 2 MiB metadata device filled cheaply: a committed parent with 48 MiB
+    mapped, and children that each write one block in every 4 MiB of it, so
+    each child copies every leaf of the parent's mapping tree."""
+    h.start()
+    big = h.prepare("big")
+    h.check("write big", write_dev(big, 48 * MiB), (48 * MiB, 0))
+    h.check("commit BIG", h.commit("BIG", "big"), "OK")
+    made, refused = [], None
+    for i in range(300):
+        try:
+            r = h.raw("Prepare", h.pb.PrepareSnapshotRequest(key=f"c{i}", parent="BIG"),
+                      h.pb.PrepareSnapshotResponse)
+        except grpc.RpcError as e:
+            refused = e
+            break
+        made.append(f"c{i}")
+        err = write_blocks(r.mounts[0].source, range(0, 48 * MiB, 4 * MiB))
+        if err:
+            h.ok("child writes while the pool has metadata space", False, f"(c{i}: errno {err})")
+            break
+    used, total = meta_used(h)
+    print(f"pool-test tsmeta: {len(made)} children, then metadata {used}/{total} blocks used", flush=True)
+    h.ok("metadata filled by children", refused is not None,
+         f"({len(made)} children, metadata {used}/{total})")
+    if refused is None:
+        h.stop()
+        return
+    h.check("prepare: status", refused.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    msg = refused.details()
+    m = re.search(r"pool (\S+) is out of metadata space: data \d+/\d+ blocks, metadata (\d+)/(\d+) blocks used",
+                  msg)
+    h.ok("message names the pool and its metadata figures", m is not None and m.group(1) == h.pool, repr(msg))
+    st = h.pool_status()
+    h.ok("the kernel's pool still writable (refused before it ran out)", "rw" in st, str(st))
+    ids = h.pool_ids(limit=len(made) + 8)
+    h.check("view refused too", h.view("v", "BIG"), "RESOURCE_EXHAUSTED")
+    h.check("nothing recorded", h.list_names(), sorted(["BIG"] + made))
+    h.check("no thin device made", h.pool_ids(limit=len(made) + 8), ids)
+    for k in made[:len(made) // 2]:
+        h.check(f"remove {k}", h.remove(k), "OK")
+    x = h.prepare("x", "BIG")
+    h.ok("prepare works again after removals", x.startswith("/dev/mapper/"), repr(x))
+    h.stop()
+
+
+PARTS = {"space": lambda: run("tsspace", space, "--data-size", "48M", "--error-if-no-space"),
+         "meta": lambda: run("tsmeta", metadata, "--data-size", "256M", "--meta-size", "2M",
+                             "--error-if-no-space"),
+         "async": lambda: run("tsasync", async_remove, "--data-size", "1G"),
+         "discard": lambda: run("tsdisc", discard, "--data-size", "512M")}
+for part in (sys.argv[3].split(",") if len(sys.argv) > 3 else PARTS):
+    PARTS[part]()
+print(f"pool-test: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
