@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/parse.h"
 
 #define MAX_SYMLINKS 40
 #define COPY_CHUNK (1024 * 1024)
@@ -42,6 +44,8 @@ struct ts_inject {
         bool super_unsynced;           /* superblock written since the last fsync */
         unsigned long long synced_bytes; /* io channel bytes written at the last fsync */
         bool broken;   /* a failure could not be rolled back */
+        char *fault;   /* TS_INJECT_FAULT: "<op>:<point>", killed at its fault_nth passage */
+        uint32_t fault_nth, fault_seen;
 };
 
 /* What a guest path resolves to: a parent directory and a name in it. */
@@ -343,6 +347,50 @@ static int flush(ts_inject *ij, bool sync, ts_error **err) {
 
 static int commit(ts_inject *ij, ts_error **err) {
         return flush(ij, true, err);
+}
+
+/* ---- fault injection (crash-safety tests) ---- */
+
+/* Kills the process with SIGKILL at a named step between two ordered writes
+ * when TS_INJECT_FAULT names it ("<op>:<point>[:<n>]", the n-th passage,
+ * default the first), so tests can check what a crash there leaves on disk.
+ * Ops: file, symlink, mkdir. Points, in order:
+ *   data     (file) data and the new inode written, nothing flushed since
+ *   inode    the new inode, its blocks and bitmaps flushed; no entry names it
+ *   entry    the directory entry added or switched to it, flushed
+ *   release  (a replacement) the old inode released, not yet flushed */
+static void fault(ts_inject *ij, const char *op, const char *point) {
+        if (!ij->fault)
+                return;
+        size_t n = strlen(op);
+        if (strncmp(ij->fault, op, n) != 0 || ij->fault[n] != ':' || strcmp(ij->fault + n + 1, point) != 0)
+                return;
+        if (++ij->fault_seen < ij->fault_nth)
+                return;
+        log_debug("inject: fault injection: killed at %s:%s", op, point);
+        raise(SIGKILL);
+}
+
+static const char *fault_op(int ftype) {
+        return ftype == EXT2_FT_DIR ? "mkdir" : ftype == EXT2_FT_SYMLINK ? "symlink" : "file";
+}
+
+/* Reads TS_INJECT_FAULT once, at open. */
+static int fault_setup(ts_inject *ij, ts_error **err) {
+        const char *f = getenv("TS_INJECT_FAULT");
+        if (!f || !*f)
+                return 0;
+        if (!(ij->fault = strdup(f)))
+                return ts_error_set(err, ENOMEM, "TS_INJECT_FAULT");
+        ij->fault_nth = 1;
+        char *colon = strchr(ij->fault, ':');
+        char *nth = colon ? strchr(colon + 1, ':') : NULL;
+        if (nth) {
+                *nth = '\0';
+                if (ts_parse_u32(nth + 1, &ij->fault_nth) < 0 || ij->fault_nth == 0)
+                        return ts_error_setf_plain(err, EINVAL, "TS_INJECT_FAULT=%s: bad count \"%s\"", f, nth + 1);
+        }
+        return 0;
 }
 
 static blk64_t loaded_free_blocks(ts_inject *ij) {
@@ -817,7 +865,9 @@ static int switch_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_in
 static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, int ftype, const char *what,
                    ts_error **err) {
         ext2_filsys fs = FS(ij);
+        const char *op = fault_op(ftype);
         int r;
+        fault(ij, op, "inode");
         if (t->ino) {
                 r = switch_entry(ij, t->dir, t->name, t->ino, new_ino, ftype, what, err);
                 if (r < 0) {
@@ -829,6 +879,7 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                         ij->broken = true;
                         return r;
                 }
+                fault(ij, op, "entry");
                 r = release_inode(ij, t->ino, false, err);
                 if (r < 0) {
                         /* The new file is in place; the old inode stays allocated
@@ -841,9 +892,12 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                 /* Written now, made durable by the next barrier or close: a
                  * crash before that only leaves the old inode allocated. */
                 r = flush(ij, false, err);
-                if (r < 0)
+                if (r < 0) {
                         ij->broken = true;
-                return r;
+                        return r;
+                }
+                fault(ij, op, "release");
+                return 0;
         }
 
         r = link_entry(ij, t->dir, t->name, new_ino, ftype, what, err);
@@ -868,9 +922,12 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                 }
         }
         r = commit(ij, err);
-        if (r < 0)
+        if (r < 0) {
                 ij->broken = true;
-        return r;
+                return r;
+        }
+        fault(ij, op, "entry");
+        return 0;
 }
 
 /* Initialises an empty extent tree in the inode when the filesystem has
@@ -1141,6 +1198,36 @@ static int check_replace(const struct target *t, const ts_inject_opts *o, const 
         return 0;
 }
 
+/* The start of writing a non-directory at guest_path, shared by files and
+ * symlinks: resolves it (creating missing parents unless NO_MKDIRS), checks
+ * that what is there may be replaced and that the parent may be written, that
+ * `nblocks` data blocks are free, and allocates the new inode near the parent.
+ * On success *ret_ino is allocated in memory only: the caller writes it or
+ * rolls it back. */
+static int begin_new(ts_inject *ij, const char *guest_path, const ts_inject_opts *opts, blk64_t nblocks,
+                     struct target *t, ext2_ino_t *ret_ino, ts_error **err) {
+        ext2_filsys fs = FS(ij);
+        ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
+                                 .mtime = TS_INJECT_MTIME_NOW };
+        int r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, t, err);
+        if (r < 0)
+                return r;
+        r = check_replace(t, opts, guest_path, err);
+        if (r < 0)
+                return r;
+        r = prepare_dir_write(ij, t->dir, guest_path, err);
+        if (r < 0)
+                return r;
+        if (nblocks > ext2fs_free_blocks_count(fs->super))
+                return ts_error_setf_plain(err, ENOSPC, "%s: no space left on %s: %llu blocks needed, %llu free",
+                                           guest_path, ij->path, (unsigned long long) nblocks,
+                                           (unsigned long long) ext2fs_free_blocks_count(fs->super));
+        r = alloc_inode(ij, t->dir, false, ret_ino, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "%s", guest_path);
+        return 0;
+}
+
 static int pread_full(int fd, char *buf, size_t len, off_t off) {
         size_t done = 0;
         while (done < len) {
@@ -1378,27 +1465,11 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
         if (r < 0)
                 return ts_error_set(err, r, "%s: scan the source", guest_path);
 
-        ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
-                                 .mtime = TS_INJECT_MTIME_NOW };
         struct target t;
-        r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, &t, err);
-        if (r < 0)
-                return r;
-        r = check_replace(&t, opts, guest_path, err);
-        if (r < 0)
-                return r;
-        r = prepare_dir_write(ij, t.dir, guest_path, err);
-        if (r < 0)
-                return r;
-        if (nblocks > ext2fs_free_blocks_count(fs->super))
-                return ts_error_setf_plain(err, ENOSPC, "%s: no space left on %s: %llu blocks needed, %llu free",
-                                           guest_path, ij->path, (unsigned long long) nblocks,
-                                           (unsigned long long) ext2fs_free_blocks_count(fs->super));
-
         ext2_ino_t ino = 0;
-        r = alloc_inode(ij, t.dir, false, &ino, err);
+        r = begin_new(ij, guest_path, opts, nblocks, &t, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, r, "%s", guest_path);
+                return r;
 
         _cleanup_free_ char *buf = NULL;
         struct ext2_inode_large in = {};
@@ -1432,6 +1503,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                 if (r < 0)
                         goto fail;
         }
+        fault(ij, "file", "data");
         /* fallocate rewrote the inode; put the final times on top. */
         r = read_inode(ij, ino, &in, err);
         if (r < 0)
@@ -1483,23 +1555,11 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
                 return ts_error_setf_plain(err, EINVAL, "%s: symlink target must be 1 to %u bytes", guest_path,
                                            fs->blocksize - 1);
 
-        ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
-                                 .mtime = TS_INJECT_MTIME_NOW };
         struct target t;
-        r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, &t, err);
-        if (r < 0)
-                return r;
-        r = check_replace(&t, opts, guest_path, err);
-        if (r < 0)
-                return r;
-        r = prepare_dir_write(ij, t.dir, guest_path, err);
-        if (r < 0)
-                return r;
-
         ext2_ino_t ino = 0;
-        r = alloc_inode(ij, t.dir, false, &ino, err);
+        r = begin_new(ij, guest_path, opts, 0, &t, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, r, "%s", guest_path);
+                return r;
         struct ext2_inode_large in = {};
         in.i_mode = LINUX_S_IFLNK | 0777;
         set_owner(&in, opts->uid, opts->gid);
@@ -1830,6 +1890,9 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         ij->data_fd = -1;
         if (!(ij->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "open %s", path);
+        r = fault_setup(ij, err);
+        if (r < 0)
+                return r;
 
         /* MASTER_SB_ONLY: like the kernel, update only the primary superblock
          * and descriptors; rewriting every backup would touch (and, on a thin
@@ -1923,6 +1986,7 @@ ts_inject *ts_inject_free(ts_inject *ij) {
         if (ij->data_fd >= 0)
                 close(ij->data_fd);
         free(ij->path);
+        free(ij->fault);
         free(ij);
         return NULL;
 }

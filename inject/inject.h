@@ -17,7 +17,11 @@
  * read and written, so the cost of a write does not grow with the size of
  * the filesystem.
  *
- * A ts_inject handle is not thread-safe; use one per thread. */
+ * A ts_inject handle is not thread-safe; use one per thread.
+ *
+ * For crash tests, TS_INJECT_FAULT="<op>:<point>[:<n>]" (read at open) makes
+ * the process kill itself with SIGKILL the n-th time (default 1) it passes
+ * the named step; the steps are listed at fault() in inject.c. */
 #pragma once
 
 #include <stdint.h>
