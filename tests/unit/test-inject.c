@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "common/error.h"
 #include "common/macro.h"
 #include "inject/inject.h"
+#include "tests/unit/failalloc.h"
 
 static char tmpdir[PATH_MAX];
 static char img[PATH_MAX + 16];
@@ -1095,7 +1097,7 @@ static int crash_op_run(ts_inject *ij, enum crash_op op, ts_error **err) {
         char src[PATH_MAX + 16];
         snprintf(src, sizeof src, "%s/new", tmpdir);
         if (op == OP_SYMLINK)
-                return ts_inject_symlink(ij, "new-target", op_path[op], &o, err);
+                return ts_inject_symlink(ij, "the-new-target", op_path[op], &o, err);
         return ts_inject_write_file(ij, src, op_path[op], &o, err);
 }
 
@@ -1118,21 +1120,24 @@ static void assert_op_state(enum crash_op op, int state) {
                 return;
         }
         if (op == OP_SYMLINK)
-                assert_link(op_path[op], state == OLD ? "old-target" : "new-target");
+                assert_link(op_path[op], state == OLD ? "old-target" : "the-new-target");
         else if (state == OLD)
                 assert_guest_content(op_path[op], old_data, sizeof old_data);
         else
                 assert_guest_content(op_path[op], new_data, sizeof new_data);
 }
 
-/* Everything the operation does not name is as the base image had it. */
-static void assert_bystanders(enum crash_op op) {
-        if (op != OP_REPLACE)
+#define OP_BIT(op) (1u << (op))
+
+/* Everything the operations in `touched` (OP_BIT mask) do not name is as the
+ * base image had it. */
+static void assert_bystanders(unsigned touched) {
+        if (!(touched & OP_BIT(OP_REPLACE)))
                 assert_guest_content("/etc/app.conf", old_data, sizeof old_data);
         assert_guest_content("/etc/other", "other\n", 6);
         assert_guest_content("/bin/tool", tool_data, sizeof tool_data);
         assert_guest_content("/keep/dir/file", "kept\n", 5);
-        if (op != OP_SYMLINK)
+        if (!(touched & OP_BIT(OP_SYMLINK)))
                 assert_link("/link", "old-target");
 }
 
@@ -1299,7 +1304,7 @@ START_TEST(crash_at_each_step) {
         close_ok(ij);
         assert_fsck_clean();
         assert_op_state(c->op, NEW);
-        assert_bystanders(c->op);
+        assert_bystanders(OP_BIT(c->op));
         ck_assert_int_eq(info(op_path[c->op], &fi), 0);
         ext2_ino_t leak_ino[] = { [LEAK_NONE] = 0, [LEAK_NEW] = fi.ino, [LEAK_OLD] = old_ino };
         ext2_ino_t dir1 = 0, dir2 = 0;
@@ -1318,7 +1323,7 @@ START_TEST(crash_at_each_step) {
 
         /* What the guest sees without a check. */
         assert_op_state(c->op, c->state);
-        assert_bystanders(c->op);
+        assert_bystanders(OP_BIT(c->op));
         if (c->op == OP_MKDIRS)
                 assert_dirs(c->dirs);
 
@@ -1343,13 +1348,173 @@ START_TEST(crash_at_each_step) {
         r = fsck("-fn", &out);
         ck_assert_msg(r == 0, "%s: not clean after repair (exit %d):\n%s", c->fault, r, out);
         assert_op_state(c->op, c->state);
-        assert_bystanders(c->op);
+        assert_bystanders(OP_BIT(c->op));
         if (c->op == OP_MKDIRS)
                 assert_dirs(c->dirs);
         /* The leaked inode, whole, is all that went to lost+found. */
         struct lf_ctx lf = lost_found();
         ck_assert_int_eq(lf.n, 1);
         ck_assert_uint_eq(lf.found[0], leaked);
+}
+END_TEST
+
+/* ---- allocation failures ---- */
+
+/* open; a new file under two missing parents; a replacement; a symlink
+ * replaced; the mount points; close. The first failure ends it, and the
+ * handle is closed as a caller would. */
+static int alloc_sequence(ts_error **err) {
+        ts_inject *ij = NULL;
+        int r = ts_inject_open(img, 0, &ij, err);
+        if (r < 0)
+                return r;
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/new", tmpdir);
+        r = ts_inject_write_file(ij, src, "/new1/new2/f", &o, err);
+        if (r >= 0)
+                r = ts_inject_write_file(ij, src, "/etc/app.conf", &o, err);
+        if (r >= 0)
+                r = ts_inject_symlink(ij, "the-new-target", "/link", &o, err);
+        if (r >= 0)
+                r = ts_inject_mountpoints(ij, err);
+        /* Close after a failure too: every operation left the image
+         * consistent, so the final flush must succeed. */
+        ts_error *cerr = NULL;
+        int c = ts_inject_close(ij, &cerr);
+        if (r >= 0) {
+                r = c;
+                ts_error_move(err, &cerr);
+        } else if (c < 0) {
+                ts_error_prefix(err, r, "then close failed (%s)", ts_error_message(cerr, c));
+                r = -EIO;
+        }
+        ts_error_free(cerr);
+        return r < 0 ? r : 0;
+}
+
+START_TEST(allocation_failures) {
+        make_crash_base();
+        size_t base_len;
+        char *base = image_bytes(&base_len);
+        unsigned long n, enomem = 0;
+        for (n = 1; n < 5000; n++) {
+                write_host(img, base, base_len);
+                _cleanup_error_ ts_error *err = NULL;
+                ts_failalloc_arm(n);
+                int r = alloc_sequence(&err);
+                int fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                ck_assert_msg(r == 0 || (fired && r == -ENOMEM), "allocation %lu: %s", n,
+                              ts_error_message(err, r));
+                if (r < 0) {
+                        /* The message, unless making the error object was
+                         * the allocation that failed. */
+                        ck_assert_msg(!err || (err->errnum == ENOMEM && err->msg), "allocation %lu", n);
+                        enomem++;
+                }
+                char out[PATH_MAX + 32];
+                snprintf(out, sizeof out, "%s/fsck.out", tmpdir);
+                int f = RUN(out, "e2fsck", "-fn", img);
+                ck_assert_msg(f == 0, "allocation %lu (%s): e2fsck -fn exit %d", n, ts_error_message(err, r), f);
+                /* Each object is old or new, whole; the rest untouched. */
+                struct info fi;
+                bool fresh = info("/new1/new2/f", &fi) == 0;
+                if (fresh)
+                        assert_guest_content("/new1/new2/f", new_data, sizeof new_data);
+                assert_op_state(OP_REPLACE, info("/etc/app.conf", &fi) == 0 &&
+                                                            EXT2_I_SIZE(&fi.in) == sizeof new_data
+                                                    ? NEW
+                                                    : OLD);
+                ck_assert_int_eq(info("/link", &fi), 0);
+                assert_op_state(OP_SYMLINK, EXT2_I_SIZE(&fi.in) == strlen("the-new-target") ? NEW : OLD);
+                assert_bystanders(OP_BIT(OP_REPLACE) | OP_BIT(OP_SYMLINK));
+                if (r == 0 && !fired)
+                        break;
+        }
+        free(base);
+        ck_assert_uint_lt(n, 5000);
+        /* The whole sequence did run at the end, and failures were met on the
+         * way: the counting reaches inject's own allocations. */
+        ck_assert_uint_gt(enomem, 10);
+        assert_op_state(OP_MKDIRS, NEW);
+        assert_op_state(OP_REPLACE, NEW);
+        assert_op_state(OP_SYMLINK, NEW);
+        struct info fi;
+        ck_assert_int_eq(info("/proc", &fi), 0);
+        printf("allocation_failures: %lu runs, %lu failed with ENOMEM\n", n, enomem);
+}
+END_TEST
+
+/* The old file's blocks lie in a group that nothing before its release
+ * loads: the release is the first to need that group's bitmaps. */
+START_TEST(allocation_failures_release_loads_a_group) {
+        fill_pattern(old_data, sizeof old_data, 31);
+        fill_pattern(new_data, sizeof new_data, 32);
+        make_image("32M", "-t", "ext4", "-b", "1024", NULL);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/fill", tmpdir);
+        size_t fill_len = 10 << 20;
+        char *fill = calloc(1, fill_len);
+        ck_assert_ptr_nonnull(fill);
+        write_host(src, fill, fill_len);
+        free(fill);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        inject_ok(ij, "other\n", "/etc/other", &o);
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/fill", &o, &err), 0);
+        snprintf(src, sizeof src, "%s/old", tmpdir);
+        write_host(src, old_data, sizeof old_data);
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/etc/app.conf", &o, &err), 0);
+        close_ok(ij);
+        debugfs_w("rm /fill");
+        assert_fsck_clean();
+        ext2_filsys fs;
+        struct info fi;
+        ck_assert_int_eq(info("/etc/app.conf", &fi), 0);
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        blk64_t pblk = 0;
+        ck_assert_int_eq(ext2fs_bmap2(fs, fi.ino, NULL, NULL, 0, 0, NULL, &pblk), 0);
+        ck_assert_uint_gt(ext2fs_group_of_blk2(fs, pblk), 0);
+        ext2fs_close_free(&fs);
+        snprintf(src, sizeof src, "%s/new", tmpdir);
+        write_host(src, new_data, sizeof new_data);
+
+        size_t base_len;
+        char *base = image_bytes(&base_len);
+        unsigned long n, enomem = 0;
+        for (n = 1; n < 1000; n++) {
+                write_host(img, base, base_len);
+                ts_error_free(err);
+                err = NULL;
+                _cleanup_error_ ts_error *cerr = NULL;
+                int c = 0;
+                /* No check assertion while armed: they allocate too. */
+                ts_failalloc_arm(n);
+                int r = ts_inject_open(img, 0, &ij, &err);
+                if (r >= 0) {
+                        r = ts_inject_write_file(ij, src, "/etc/app.conf", &o, &err);
+                        c = ts_inject_close(ij, &cerr);
+                }
+                int fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                ck_assert_msg(c == 0, "allocation %lu: %s; close: %s", n, ts_error_message(err, r),
+                              ts_error_message(cerr, c));
+                ck_assert_msg(r == 0 || (fired && r == -ENOMEM), "allocation %lu: %s", n,
+                              ts_error_message(err, r));
+                enomem += r < 0;
+                assert_fsck_clean();
+                assert_guest_content("/etc/other", "other\n", 6);
+                ck_assert_int_eq(info("/etc/app.conf", &fi), 0);
+                assert_op_state(OP_REPLACE, EXT2_I_SIZE(&fi.in) == sizeof new_data ? NEW : OLD);
+                if (r == 0 && !fired)
+                        break;
+        }
+        free(base);
+        ck_assert_uint_lt(n, 1000);
+        ck_assert_uint_gt(enomem, 5);
+        assert_op_state(OP_REPLACE, NEW);
 }
 END_TEST
 
@@ -1396,6 +1561,13 @@ static Suite *inject_suite(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_set_timeout(tc, 120);
         tcase_add_loop_test(tc, crash_at_each_step, 0, TS_ARRAY_SIZE(crash_cases));
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("failalloc");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 600);
+        tcase_add_test(tc, allocation_failures);
+        tcase_add_test(tc, allocation_failures_release_loads_a_group);
         suite_add_tcase(s, tc);
         return s;
 }
