@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/parse.h"
 
 #define MAX_SYMLINKS 40
 #define COPY_CHUNK (1024 * 1024)
@@ -43,6 +45,8 @@ struct ts_inject {
         bool super_unsynced;           /* superblock written since the last fsync */
         unsigned long long synced_bytes; /* io channel bytes written at the last fsync */
         bool broken;   /* a failure could not be rolled back */
+        char *fault;   /* TS_INJECT_FAULT: "<op>:<point>", killed at its fault_nth passage */
+        uint32_t fault_nth, fault_seen;
 };
 
 /* What a guest path resolves to: a parent directory and a name in it. */
@@ -354,6 +358,50 @@ static int commit(ts_inject *ij, ts_error **err) {
         return flush(ij, true, err);
 }
 
+/* ---- fault injection (crash-safety tests) ---- */
+
+/* Kills the process with SIGKILL at a named step between two ordered writes
+ * when TS_INJECT_FAULT names it ("<op>:<point>[:<n>]", the n-th passage,
+ * default the first), so tests can check what a crash there leaves on disk.
+ * Ops: file, symlink, mkdir. Points, in order:
+ *   data     (file) data and the new inode written, nothing flushed since
+ *   inode    the new inode, its blocks and bitmaps flushed; no entry names it
+ *   entry    the directory entry added or switched to it, flushed
+ *   release  (a replacement) the old inode released, not yet flushed */
+static void fault(ts_inject *ij, const char *op, const char *point) {
+        if (!ij->fault)
+                return;
+        size_t n = strlen(op);
+        if (strncmp(ij->fault, op, n) != 0 || ij->fault[n] != ':' || strcmp(ij->fault + n + 1, point) != 0)
+                return;
+        if (++ij->fault_seen < ij->fault_nth)
+                return;
+        log_debug("inject: fault injection: killed at %s:%s", op, point);
+        raise(SIGKILL);
+}
+
+static const char *fault_op(int ftype) {
+        return ftype == EXT2_FT_DIR ? "mkdir" : ftype == EXT2_FT_SYMLINK ? "symlink" : "file";
+}
+
+/* Reads TS_INJECT_FAULT once, at open. */
+static int fault_setup(ts_inject *ij, ts_error **err) {
+        const char *f = getenv("TS_INJECT_FAULT");
+        if (!f || !*f)
+                return 0;
+        if (!(ij->fault = strdup(f)))
+                return ts_error_set(err, ENOMEM, "TS_INJECT_FAULT");
+        ij->fault_nth = 1;
+        char *colon = strchr(ij->fault, ':');
+        char *nth = colon ? strchr(colon + 1, ':') : NULL;
+        if (nth) {
+                *nth = '\0';
+                if (ts_parse_u32(nth + 1, &ij->fault_nth) < 0 || ij->fault_nth == 0)
+                        return ts_error_setf_plain(err, EINVAL, "TS_INJECT_FAULT=%s: bad count \"%s\"", f, nth + 1);
+        }
+        return 0;
+}
+
 static blk64_t loaded_free_blocks(ts_inject *ij) {
         blk64_t n = 0;
         for (dgrp_t g = 0; g < ij->ngroups; g++)
@@ -481,10 +529,10 @@ static int write_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *i
  * owner left there (extended attributes in the inode's tail) survives. */
 static int write_new_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
         ext2_filsys fs = FS(ij);
-        int size = EXT2_INODE_SIZE(fs->super);
-        _cleanup_free_ char *buf = calloc(1, size);
-        if (!buf)
-                return ts_error_set(err, ENOMEM, "inode %u", ino);
+        int size = EXT2_INODE_SIZE(fs->super); /* at most a block */
+        /* No allocation: rollbacks rely on this to zero a slot. */
+        char *buf = ij->scratch;
+        memset(buf, 0, size);
         if (size > EXT2_GOOD_OLD_INODE_SIZE)
                 in->i_extra_isize = sizeof(struct ext2_inode_large) - EXT2_GOOD_OLD_INODE_SIZE;
         memcpy(buf, in, (size_t) size < sizeof(*in) ? (size_t) size : sizeof(*in));
@@ -681,6 +729,28 @@ static int check_blocks(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *
         return 0;
 }
 
+/* Loads the bitmaps that freeing inode `in` changes (its own group, its
+ * blocks' and its xattr block's groups) and checks its blocks, so that the
+ * release itself needs no memory of ours and meets no corruption: a
+ * replacement calls this before it switches the entry. */
+static int prepare_release(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
+                           ts_error **err) {
+        ext2_filsys fs = FS(ij);
+        int r = load_group(ij, group_of_ino(ij, ino), err);
+        if (r < 0)
+                return r;
+        r = check_blocks(ij, ino, in, what, err);
+        if (r < 0)
+                return r;
+        blk64_t acl = ext2fs_file_acl_block(fs, (struct ext2_inode *) in);
+        if (!acl)
+                return 0;
+        if (acl < fs->super->s_first_data_block || acl >= ext2fs_blocks_count(fs->super))
+                return ts_error_setf_plain(err, EUCLEAN, "%s: xattr block %llu is outside the filesystem", what,
+                                           (unsigned long long) acl);
+        return load_group(ij, ext2fs_group_of_blk2(fs, acl), err);
+}
+
 /* Drops one link to ino; frees its blocks, extended-attribute block and the
  * inode itself when it was the last. `force` frees regardless of the link
  * count (an inode we created and never linked). */
@@ -697,10 +767,7 @@ static int release_inode(ts_inject *ij, ext2_ino_t ino, bool force, ts_error **e
                 in.i_ctime = (uint32_t) time(NULL);
                 return write_inode(ij, ino, &in, err);
         }
-        r = load_group(ij, group_of_ino(ij, ino), err);
-        if (r < 0)
-                return r;
-        r = check_blocks(ij, ino, &in, what, err);
+        r = prepare_release(ij, ino, &in, what, err);
         if (r < 0)
                 return r;
         errcode_t e;
@@ -714,12 +781,6 @@ static int release_inode(ts_inject *ij, ext2_ino_t ino, bool force, ts_error **e
         }
         blk64_t acl = ext2fs_file_acl_block(fs, (struct ext2_inode *) &in);
         if (acl) {
-                if (acl < fs->super->s_first_data_block || acl >= ext2fs_blocks_count(fs->super))
-                        return ts_error_setf_plain(err, EUCLEAN, "%s: xattr block %llu is outside the filesystem",
-                                                   what, (unsigned long long) acl);
-                r = load_group(ij, ext2fs_group_of_blk2(fs, acl), err);
-                if (r < 0)
-                        return r;
                 __u32 count = 0;
                 e = ext2fs_adjust_ea_refcount3(fs, acl, NULL, -1, &count, ino);
                 if (e)
@@ -737,11 +798,20 @@ static int release_inode(ts_inject *ij, ext2_ino_t ino, bool force, ts_error **e
         return 0;
 }
 
-/* Undoes a half-built new inode after a failure and makes that durable. If
- * even that fails the handle is marked broken. */
-static void rollback_new(ts_inject *ij, ext2_ino_t ino) {
+/* Undoes a half-built new inode after a failure and makes that durable.
+ * `written`: its slot holds an inode we wrote, released with its blocks.
+ * Otherwise the slot still holds what a previous owner left (a deleted
+ * inode whose blocks may belong to someone else by now), which must not be
+ * read as ours: only the allocation is undone. If even that fails the handle
+ * is marked broken. */
+static void rollback_new(ts_inject *ij, ext2_ino_t ino, bool written, bool is_dir) {
         _cleanup_error_ ts_error *e2 = NULL;
-        if (release_inode(ij, ino, true, &e2) < 0 || commit(ij, &e2) < 0) {
+        int r = 0;
+        if (written)
+                r = release_inode(ij, ino, true, &e2);
+        else
+                ext2fs_inode_alloc_stats2(FS(ij), ino, -1, is_dir);
+        if (r < 0 || commit(ij, &e2) < 0) {
                 log_debug("inject: rollback of inode %u failed: %s", ino, ts_error_message(e2, -EIO));
                 ij->broken = true;
         }
@@ -833,11 +903,24 @@ static int switch_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_in
 static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, int ftype, const char *what,
                    ts_error **err) {
         ext2_filsys fs = FS(ij);
+        const char *op = fault_op(ftype);
         int r;
+        fault(ij, op, "inode");
         if (t->ino) {
+                /* Whatever the release of the old inode needs is loaded and
+                 * checked now: once the entry is switched, a failure there
+                 * would leave the old inode leaked. */
+                struct ext2_inode_large old;
+                r = read_inode(ij, t->ino, &old, err);
+                if (r >= 0 && (old.i_links_count <= 1 || LINUX_S_ISDIR(old.i_mode)))
+                        r = prepare_release(ij, t->ino, &old, what, err);
+                if (r < 0) {
+                        rollback_new(ij, new_ino, true, ftype == EXT2_FT_DIR);
+                        return ts_error_prefix(err, r, "%s: the file to replace", what);
+                }
                 r = switch_entry(ij, t->dir, t->name, t->ino, new_ino, ftype, what, err);
                 if (r < 0) {
-                        rollback_new(ij, new_ino);
+                        rollback_new(ij, new_ino, true, ftype == EXT2_FT_DIR);
                         return r;
                 }
                 r = commit(ij, err);
@@ -845,6 +928,7 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                         ij->broken = true;
                         return r;
                 }
+                fault(ij, op, "entry");
                 r = release_inode(ij, t->ino, false, err);
                 if (r < 0) {
                         /* The new file is in place; the old inode stays allocated
@@ -857,14 +941,17 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                 /* Written now, made durable by the next barrier or close: a
                  * crash before that only leaves the old inode allocated. */
                 r = flush(ij, false, err);
-                if (r < 0)
+                if (r < 0) {
                         ij->broken = true;
-                return r;
+                        return r;
+                }
+                fault(ij, op, "release");
+                return 0;
         }
 
         r = link_entry(ij, t->dir, t->name, new_ino, ftype, what, err);
         if (r < 0) {
-                rollback_new(ij, new_ino);
+                rollback_new(ij, new_ino, true, ftype == EXT2_FT_DIR);
                 return r;
         }
         if (ftype == EXT2_FT_DIR) {
@@ -884,9 +971,12 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
                 }
         }
         r = commit(ij, err);
-        if (r < 0)
+        if (r < 0) {
                 ij->broken = true;
-        return r;
+                return r;
+        }
+        fault(ij, op, "entry");
+        return 0;
 }
 
 /* Initialises an empty extent tree in the inode when the filesystem has
@@ -922,6 +1012,24 @@ static int map_first_block(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_larg
         return read_inode(ij, ino, in, err);
 }
 
+/* After a failure while building a new inode around one block (directory,
+ * slow symlink) that is already freed again: writes the inode back with no
+ * blocks and no links. Returns whether the slot now holds it; when not, what
+ * the slot holds is unknown and the handle is marked broken. */
+static bool empty_slot(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in) {
+        ext2_filsys fs = FS(ij);
+        in->i_links_count = 0;
+        in->i_flags = 0;
+        memset(in->i_block, 0, sizeof(in->i_block));
+        ext2fs_iblk_set(fs, (struct ext2_inode *) in, 0);
+        _cleanup_error_ ts_error *e2 = NULL;
+        if (write_new_inode(ij, ino, in, &e2) < 0) {
+                ij->broken = true;
+                return false;
+        }
+        return true;
+}
+
 /* Creates the directory parent/name (not yet linked when install is false)
  * and returns its inode. */
 static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t mode, uint32_t uid,
@@ -938,6 +1046,7 @@ static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t
         blk64_t blk;
         char *block = NULL;
         struct ext2_inode_large in = {};
+        bool written = false;
         errcode_t e;
         r = ensure_blocks(ij, 8, group_of_ino(ij, ino), err);
         if (r < 0)
@@ -966,15 +1075,13 @@ static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t
         if (r >= 0)
                 r = map_first_block(ij, ino, &in, blk, err);
         if (r < 0) {
-                /* The block is not reachable from the inode yet: free it here. */
+                /* The block is not reachable from the inode yet: free it here,
+                 * and leave an empty slot for the rollback to release. */
                 ext2fs_block_alloc_stats2(fs, blk, -1);
-                in.i_links_count = 0;
-                memset(in.i_block, 0, sizeof(in.i_block));
-                ext2fs_iblk_set(fs, (struct ext2_inode *) &in, 0);
-                _cleanup_error_ ts_error *e2 = NULL;
-                (void) write_new_inode(ij, ino, &in, &e2);
+                written = empty_slot(ij, ino, &in);
                 goto fail;
         }
+        written = true;
         r = commit(ij, err);
         if (r < 0)
                 goto fail;
@@ -987,7 +1094,7 @@ static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t
         *ret = ino;
         return 0;
 fail:
-        rollback_new(ij, ino);
+        rollback_new(ij, ino, written, true);
         return r;
 }
 
@@ -1157,6 +1264,36 @@ static int check_replace(const struct target *t, const ts_inject_opts *o, const 
         return 0;
 }
 
+/* The start of writing a non-directory at guest_path, shared by files and
+ * symlinks: resolves it (creating missing parents unless NO_MKDIRS), checks
+ * that what is there may be replaced and that the parent may be written, that
+ * `nblocks` data blocks are free, and allocates the new inode near the parent.
+ * On success *ret_ino is allocated in memory only: the caller writes it or
+ * rolls it back. */
+static int begin_new(ts_inject *ij, const char *guest_path, const ts_inject_opts *opts, blk64_t nblocks,
+                     struct target *t, ext2_ino_t *ret_ino, ts_error **err) {
+        ext2_filsys fs = FS(ij);
+        ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
+                                 .mtime = TS_INJECT_MTIME_NOW };
+        int r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, t, err);
+        if (r < 0)
+                return r;
+        r = check_replace(t, opts, guest_path, err);
+        if (r < 0)
+                return r;
+        r = prepare_dir_write(ij, t->dir, guest_path, err);
+        if (r < 0)
+                return r;
+        if (nblocks > ext2fs_free_blocks_count(fs->super))
+                return ts_error_setf_plain(err, ENOSPC, "%s: no space left on %s: %llu blocks needed, %llu free",
+                                           guest_path, ij->path, (unsigned long long) nblocks,
+                                           (unsigned long long) ext2fs_free_blocks_count(fs->super));
+        r = alloc_inode(ij, t->dir, false, ret_ino, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "%s", guest_path);
+        return 0;
+}
+
 static int pread_full(int fd, char *buf, size_t len, off_t off) {
         size_t done = 0;
         while (done < len) {
@@ -1308,6 +1445,44 @@ static int write_data(ts_inject *ij, blk64_t pblk, blk64_t n, const char *buf, c
         return 0;
 }
 
+/* The first block of a free run of at least `want` blocks, searched from
+ * `goal` to the end and then from the start; `goal` when there is none.
+ * With align > 1, a run that starts on a multiple of align is preferred: the
+ * first such run in a pass, else the first run of that pass that fits.
+ * Not ext2fs_new_range(EXT2_NEWRANGE_MIN_LENGTH): when no run is long enough
+ * and the filesystem's last block is in use (as unloaded groups are here) it
+ * restarts its search forever (e2fsprogs 1.47.0). */
+static blk64_t free_run(ext2_filsys fs, blk64_t goal, blk64_t want, blk64_t align) {
+        blk64_t first = fs->super->s_first_data_block, end = ext2fs_blocks_count(fs->super);
+        for (int pass = 0; pass < 2; pass++) {
+                blk64_t from = pass ? first : goal, stop = pass ? goal : end;
+                blk64_t unaligned = 0;
+                bool have_unaligned = false;
+                while (from < stop) {
+                        blk64_t zero, used;
+                        if (ext2fs_find_first_zero_block_bitmap2(fs->block_map, from, stop - 1, &zero) != 0)
+                                break;
+                        blk64_t start = align > 1 && zero % align ? zero + (align - zero % align) : zero;
+                        if (start >= end)
+                                start = zero;
+                        blk64_t last = end - start > want ? start + want - 1 : end - 1;
+                        if (ext2fs_find_first_set_block_bitmap2(fs->block_map, zero, last, &used) != 0)
+                                used = last + 1;
+                        /* [zero, used) is free. */
+                        if (used >= start + want)
+                                return start;
+                        if (!have_unaligned && used - zero >= want) {
+                                unaligned = zero;
+                                have_unaligned = true;
+                        }
+                        from = used > zero ? used : zero + 1;
+                }
+                if (have_unaligned)
+                        return unaligned;
+        }
+        return goal;
+}
+
 /* Allocates the segment's blocks in ino and copies the source into them. */
 static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *s,
                         char *buf, const char *what, ts_error **err) {
@@ -1317,24 +1492,13 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
         /* Start where a free run can hold the whole segment (up to one
          * extent): first-fit would scatter the file over small holes, and on
          * a thin device each newly touched chunk costs a provisioning. */
-        blk64_t goal = group_goal(ij, ino), run_start, run_len;
         blk64_t run_want = s->len < EXT_INIT_MAX_LEN ? s->len : EXT_INIT_MAX_LEN;
+        /* A segment of a stripe or more starts on a stripe boundary when a
+         * free run there can hold it: on a thin device the stripe is the
+         * pool's block, and a write that covers whole pool blocks is
+         * provisioned without zeroing (or copying) one. */
         blk64_t align = stripe_blocks(fs);
-        if (ext2fs_new_range(fs, EXT2_NEWRANGE_MIN_LENGTH, goal, run_want, NULL, &run_start, &run_len) == 0) {
-                goal = run_start;
-                /* A segment of a stripe or more starts on a stripe boundary
-                 * when a free run there can hold it: on a thin device the
-                 * stripe is the pool's block, and a write that covers whole
-                 * pool blocks is provisioned without zeroing or copying one. */
-                for (int i = 0; i < 8 && align > 1 && s->len >= align && run_start % align; i++) {
-                        blk64_t up = run_start + (align - run_start % align);
-                        if (up >= ext2fs_blocks_count(fs->super) ||
-                            ext2fs_new_range(fs, EXT2_NEWRANGE_MIN_LENGTH, up, run_want, NULL, &run_start, &run_len))
-                                break;
-                        if (run_start % align == 0)
-                                goal = run_start;
-                }
-        }
+        blk64_t goal = free_run(fs, group_goal(ij, ino), run_want, s->len >= align ? align : 1);
         for (;;) {
                 e = ext2fs_fallocate(fs, EXT2_FALLOCATE_FORCE_INIT | EXT2_FALLOCATE_INIT_BEYOND_EOF, ino, NULL, goal, s->start,
                                      s->len);
@@ -1412,30 +1576,15 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
         if (r < 0)
                 return ts_error_set(err, r, "%s: scan the source", guest_path);
 
-        ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
-                                 .mtime = TS_INJECT_MTIME_NOW };
         struct target t;
-        r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, &t, err);
-        if (r < 0)
-                return r;
-        r = check_replace(&t, opts, guest_path, err);
-        if (r < 0)
-                return r;
-        r = prepare_dir_write(ij, t.dir, guest_path, err);
-        if (r < 0)
-                return r;
-        if (nblocks > ext2fs_free_blocks_count(fs->super))
-                return ts_error_setf_plain(err, ENOSPC, "%s: no space left on %s: %llu blocks needed, %llu free",
-                                           guest_path, ij->path, (unsigned long long) nblocks,
-                                           (unsigned long long) ext2fs_free_blocks_count(fs->super));
-
         ext2_ino_t ino = 0;
-        r = alloc_inode(ij, t.dir, false, &ino, err);
+        r = begin_new(ij, guest_path, opts, nblocks, &t, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, r, "%s", guest_path);
+                return r;
 
         _cleanup_free_ char *buf = NULL;
         struct ext2_inode_large in = {};
+        bool written = false;
         r = ensure_blocks(ij, nblocks + nblocks / 1024 + 8, group_of_ino(ij, ino), err);
         if (r < 0)
                 goto fail;
@@ -1453,6 +1602,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                 r = write_new_inode(ij, ino, &in, err);
         if (r < 0)
                 goto fail;
+        written = true;
 
         if (nsegs) {
                 buf = aligned_alloc(fs->blocksize < 4096 ? 4096 : fs->blocksize, COPY_CHUNK);
@@ -1466,6 +1616,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                 if (r < 0)
                         goto fail;
         }
+        fault(ij, "file", "data");
         /* fallocate rewrote the inode; put the final times on top. */
         r = read_inode(ij, ino, &in, err);
         if (r < 0)
@@ -1479,7 +1630,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                 goto fail;
         return install(ij, &t, ino, EXT2_FT_REG_FILE, guest_path, err);
 fail:
-        rollback_new(ij, ino);
+        rollback_new(ij, ino, written, false);
         return r;
 }
 
@@ -1517,32 +1668,22 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
                 return ts_error_setf_plain(err, EINVAL, "%s: symlink target must be 1 to %u bytes", guest_path,
                                            fs->blocksize - 1);
 
-        ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
-                                 .mtime = TS_INJECT_MTIME_NOW };
         struct target t;
-        r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, &t, err);
-        if (r < 0)
-                return r;
-        r = check_replace(&t, opts, guest_path, err);
-        if (r < 0)
-                return r;
-        r = prepare_dir_write(ij, t.dir, guest_path, err);
-        if (r < 0)
-                return r;
-
         ext2_ino_t ino = 0;
-        r = alloc_inode(ij, t.dir, false, &ino, err);
+        r = begin_new(ij, guest_path, opts, 0, &t, &ino, err);
         if (r < 0)
-                return ts_error_prefix(err, r, "%s", guest_path);
+                return r;
         struct ext2_inode_large in = {};
         in.i_mode = LINUX_S_IFLNK | 0777;
         set_owner(&in, opts->uid, opts->gid);
         in.i_links_count = 1;
         in.i_size = (uint32_t) len;
         set_times(ij, &in, opts->mtime);
+        bool written = false;
         if (len < sizeof(in.i_block)) {
                 memcpy(in.i_block, target, len);
                 r = write_new_inode(ij, ino, &in, err);
+                written = r >= 0;
         } else {
                 blk64_t blk;
                 r = ensure_blocks(ij, 4, group_of_ino(ij, ino), err);
@@ -1563,18 +1704,15 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
                                 r = map_first_block(ij, ino, &in, blk, err);
                         if (r < 0) {
                                 ext2fs_block_alloc_stats2(fs, blk, -1);
-                                memset(in.i_block, 0, sizeof(in.i_block));
-                                in.i_flags = 0;
-                                ext2fs_iblk_set(fs, (struct ext2_inode *) &in, 0);
-                                _cleanup_error_ ts_error *e2 = NULL;
-                                (void) write_new_inode(ij, ino, &in, &e2);
-                        }
+                                written = empty_slot(ij, ino, &in);
+                        } else
+                                written = true;
                 }
         }
         if (r >= 0)
                 r = commit(ij, err);
         if (r < 0) {
-                rollback_new(ij, ino);
+                rollback_new(ij, ino, written, false);
                 return r;
         }
         return install(ij, &t, ino, EXT2_FT_SYMLINK, guest_path, err);
@@ -1623,7 +1761,7 @@ int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, t
 
 /* Probes path with libblkid; with `ext_only` only for the ext family (and an
  * external journal, so it can be named). Returns blkid_do_safeprobe's result
- * and, on 0, the type in *ret_type (malloc'd). */
+ * and, on 0, the type in *ret_type (malloc'd), or -ENOMEM. */
 static int blkid_type(const char *path, bool ext_only, char **ret_type) {
         blkid_probe pr = blkid_new_probe_from_filename(path);
         if (!pr)
@@ -1636,8 +1774,9 @@ static int blkid_type(const char *path, bool ext_only, char **ret_type) {
         }
         int rc = blkid_do_safeprobe(pr);
         const char *type = NULL;
-        if (rc == 0 && blkid_probe_lookup_value(pr, "TYPE", &type, NULL) == 0 && type)
-                *ret_type = strdup(type);
+        if (rc == 0 && blkid_probe_lookup_value(pr, "TYPE", &type, NULL) == 0 && type &&
+            !(*ret_type = strdup(type)))
+                rc = -ENOMEM;
         blkid_free_probe(pr);
         return rc;
 }
@@ -1648,12 +1787,16 @@ static int blkid_type(const char *path, bool ext_only, char **ret_type) {
 static int probe_type(const char *path, ts_error **err) {
         _cleanup_free_ char *type = NULL;
         int rc = blkid_type(path, true, &type);
+        if (rc == -ENOMEM)
+                return ts_error_set(err, ENOMEM, "%s: probe", path);
         if (rc == 0 && type && (strcmp(type, "ext2") == 0 || strcmp(type, "ext3") == 0 || strcmp(type, "ext4") == 0))
                 return 0;
         if (rc < 0 && rc != -2)
                 return ts_error_set(err, errno ? errno : EIO, "%s: probe", path);
         if (!type) {
                 int full = blkid_type(path, false, &type);
+                if (full == -ENOMEM)
+                        return ts_error_set(err, ENOMEM, "%s: probe", path);
                 if (full == -2 || rc == -2)
                         return ts_error_setf_plain(err, EMEDIUMTYPE, "%s: more than one filesystem signature found",
                                                    path);
@@ -1870,6 +2013,9 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         ij->cache_fd = TAKE_FD(cache_fd);
         if (!(ij->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "open %s", path);
+        r = fault_setup(ij, err);
+        if (r < 0)
+                return r;
 
         /* MASTER_SB_ONLY: like the kernel, update only the primary superblock
          * and descriptors; rewriting every backup would touch (and, on a thin
@@ -1965,6 +2111,7 @@ ts_inject *ts_inject_free(ts_inject *ij) {
         if (ij->cache_fd >= 0)
                 close(ij->cache_fd);
         free(ij->path);
+        free(ij->fault);
         free(ij);
         return NULL;
 }

@@ -11,13 +11,21 @@
  * that account for them) are written and flushed before the directory entry
  * that makes them visible; an existing file is replaced by switching its
  * directory entry to the new inode in one sector write, then releasing the
- * old inode. At worst a crash leaves an unreferenced inode for e2fsck.
+ * old inode. At worst a crash leaves an unreferenced inode for e2fsck, and,
+ * between the writes of one flush, allocation accounting that e2fsck
+ * recomputes (free counts, a bitmap's checksum in its group descriptor);
+ * nothing a directory entry reaches is ever marked free. tests/vm/inject-crash.py
+ * checks this on every state a power loss can leave.
  *
  * Only the block and inode bitmaps of the groups an operation touches are
  * read and written, so the cost of a write does not grow with the size of
  * the filesystem.
  *
- * A ts_inject handle is not thread-safe; use one per thread. */
+ * A ts_inject handle is not thread-safe; use one per thread.
+ *
+ * For crash tests, TS_INJECT_FAULT="<op>:<point>[:<n>]" (read at open) makes
+ * the process kill itself with SIGKILL the n-th time (default 1) it passes
+ * the named step; the steps are listed at fault() in inject.c. */
 #pragma once
 
 #include <stdint.h>

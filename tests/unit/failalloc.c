@@ -13,6 +13,12 @@ void *__wrap_calloc(size_t a, size_t b);
 void *__wrap_realloc(void *p, size_t n);
 char *__wrap_strdup(const char *s);
 char *__wrap_strndup(const char *s, size_t n);
+/* Wrapped only by the tests that add --wrap=reallocarray,--wrap=aligned_alloc;
+ * weak, so the others link without them. */
+void *__real_reallocarray(void *p, size_t a, size_t b) __attribute__((weak));
+void *__real_aligned_alloc(size_t align, size_t n) __attribute__((weak));
+void *__wrap_reallocarray(void *p, size_t a, size_t b);
+void *__wrap_aligned_alloc(size_t align, size_t n);
 
 static unsigned long armed, counted;
 static int fired;
@@ -58,4 +64,12 @@ char *__wrap_strdup(const char *s) {
 
 char *__wrap_strndup(const char *s, size_t n) {
         return fail_now() ? NULL : __real_strndup(s, n);
+}
+
+void *__wrap_reallocarray(void *p, size_t a, size_t b) {
+        return fail_now() ? NULL : __real_reallocarray(p, a, b);
+}
+
+void *__wrap_aligned_alloc(size_t align, size_t n) {
+        return fail_now() ? NULL : __real_aligned_alloc(align, n);
 }

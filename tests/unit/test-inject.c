@@ -7,17 +7,20 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/error.h"
 #include "common/macro.h"
 #include "inject/inject.h"
+#include "tests/unit/failalloc.h"
 
 static char tmpdir[PATH_MAX];
 static char img[PATH_MAX + 16];
@@ -1096,6 +1099,476 @@ START_TEST(data_starts_on_stripe_boundary) {
 }
 END_TEST
 
+/* ---- a crash at each ordered step (TS_INJECT_FAULT) ----
+ *
+ * A killed process leaves everything it wrote in the page cache, so these
+ * cases show what each step has written when the next begins, not that it
+ * was flushed first; tests/vm/inject-crash.sh replays a real device's write
+ * log up to every flush for that. */
+
+/* The crash tests start from one image: old versions of the objects the
+ * operations replace, and bystanders that no crash may touch. */
+static char old_data[20000], new_data[30000], tool_data[70000];
+
+enum crash_op { OP_REPLACE, OP_FRESH, OP_MKDIRS, OP_SYMLINK };
+
+static const char *const op_path[] = {
+        [OP_REPLACE] = "/etc/app.conf",
+        [OP_FRESH] = "/etc/fresh",
+        [OP_MKDIRS] = "/new1/new2/f",
+        [OP_SYMLINK] = "/link",
+};
+
+static void make_crash_base(void) {
+        fill_pattern(old_data, sizeof old_data, 31);
+        fill_pattern(new_data, sizeof new_data, 32);
+        fill_pattern(tool_data, sizeof tool_data, 33);
+        make_image("16M", "-t", "ext4", NULL);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/new", tmpdir);
+        write_host(src, new_data, sizeof new_data);
+        snprintf(src, sizeof src, "%s/old", tmpdir);
+        write_host(src, old_data, sizeof old_data);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/etc/app.conf", &o, &err), 0);
+        snprintf(src, sizeof src, "%s/tool", tmpdir);
+        write_host(src, tool_data, sizeof tool_data);
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/bin/tool", &o, &err), 0);
+        inject_ok(ij, "other\n", "/etc/other", &o);
+        inject_ok(ij, "kept\n", "/keep/dir/file", &o);
+        ck_assert_int_eq(ts_inject_symlink(ij, "old-target", "/link", &o, &err), 0);
+        close_ok(ij);
+        assert_fsck_clean();
+}
+
+static int crash_op_run(ts_inject *ij, enum crash_op op, ts_error **err) {
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/new", tmpdir);
+        if (op == OP_SYMLINK)
+                return ts_inject_symlink(ij, "the-new-target", op_path[op], &o, err);
+        return ts_inject_write_file(ij, src, op_path[op], &o, err);
+}
+
+static void assert_link(const char *guest, const char *target) {
+        struct info fi;
+        ck_assert_int_eq(info(guest, &fi), 0);
+        ck_assert(LINUX_S_ISLNK(fi.in.i_mode));
+        size_t len = strlen(target);
+        ck_assert_uint_eq(EXT2_I_SIZE(&fi.in), len);
+        ck_assert_msg(memcmp(fi.in.i_block, target, len) == 0, "%s does not point at %s", guest, target);
+}
+
+/* What the path of the operation holds: GONE (absent), OLD or NEW, exactly. */
+enum { GONE, OLD, NEW };
+
+static void assert_op_state(enum crash_op op, int state) {
+        struct info fi;
+        if (state == GONE) {
+                ck_assert_msg(info(op_path[op], &fi) == -ENOENT, "%s exists", op_path[op]);
+                return;
+        }
+        if (op == OP_SYMLINK)
+                assert_link(op_path[op], state == OLD ? "old-target" : "the-new-target");
+        else if (state == OLD)
+                assert_guest_content(op_path[op], old_data, sizeof old_data);
+        else
+                assert_guest_content(op_path[op], new_data, sizeof new_data);
+}
+
+#define OP_BIT(op) (1u << (op))
+
+/* Everything the operations in `touched` (OP_BIT mask) do not name is as the
+ * base image had it. */
+static void assert_bystanders(unsigned touched) {
+        if (!(touched & OP_BIT(OP_REPLACE)))
+                assert_guest_content("/etc/app.conf", old_data, sizeof old_data);
+        assert_guest_content("/etc/other", "other\n", 6);
+        assert_guest_content("/bin/tool", tool_data, sizeof tool_data);
+        assert_guest_content("/keep/dir/file", "kept\n", 5);
+        if (!(touched & OP_BIT(OP_SYMLINK)))
+                assert_link("/link", "old-target");
+}
+
+static char *read_text(const char *path) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        struct stat st;
+        ck_assert_int_eq(fstat(fd, &st), 0);
+        char *buf = calloc(1, st.st_size + 1);
+        ck_assert_ptr_nonnull(buf);
+        ck_assert_int_eq(pread(fd, buf, st.st_size, 0), st.st_size);
+        close(fd);
+        return buf;
+}
+
+/* Runs e2fsck with `opt` on img; returns its exit status and its output. */
+static int fsck(const char *opt, char **ret_out) {
+        char out[PATH_MAX + 32];
+        snprintf(out, sizeof out, "%s/fsck.out", tmpdir);
+        int r = RUN(out, "e2fsck", (char *) opt, img);
+        *ret_out = read_text(out);
+        return r;
+}
+
+struct lf_ctx {
+        ext2_ino_t found[16];
+        int n;
+};
+
+static int lf_cb(struct ext2_dir_entry *d, int offset, int blocksize, char *buf, void *priv) {
+        struct lf_ctx *c = priv;
+        int len = ext2fs_dirent_name_len(d);
+        if ((len == 1 && d->name[0] == '.') || (len == 2 && d->name[0] == '.' && d->name[1] == '.'))
+                return 0;
+        if (c->n < 16)
+                c->found[c->n] = d->inode;
+        c->n++;
+        return 0;
+}
+
+/* The inodes e2fsck reconnected into /lost+found. */
+static struct lf_ctx lost_found(void) {
+        ext2_filsys fs;
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        ext2_ino_t lf = 0;
+        ck_assert_int_eq(ext2fs_lookup(fs, EXT2_ROOT_INO, "lost+found", 10, NULL, &lf), 0);
+        struct lf_ctx c = {};
+        ck_assert_int_eq(ext2fs_dir_iterate(fs, lf, 0, NULL, lf_cb, &c), 0);
+        ext2fs_close_free(&fs);
+        return c;
+}
+
+/* Which inode a crash may leave allocated and unreferenced. */
+enum leak { LEAK_NONE, LEAK_NEW, LEAK_OLD, LEAK_DIR1, LEAK_DIR2 };
+
+struct crash_case {
+        enum crash_op op;
+        const char *fault;
+        int state; /* of op_path */
+        int dirs;  /* OP_MKDIRS: how many of /new1, /new1/new2 exist */
+        enum leak leak;
+};
+
+static const struct crash_case crash_cases[] = {
+        /* Replacing a file: the old content until the switch of the entry is
+         * flushed, the new one after; a crash between the two flushes leaves
+         * exactly one unreferenced inode, the one not named. At file:data
+         * nothing marks the new inode or its blocks in use yet (bitmaps and
+         * descriptors are written by the flush that follows) and its slot
+         * lies past the group's used-inode mark on disk: clean. */
+        { OP_REPLACE, "file:data", OLD, 0, LEAK_NONE },
+        { OP_REPLACE, "file:inode", OLD, 0, LEAK_NEW },
+        { OP_REPLACE, "file:entry", NEW, 0, LEAK_OLD },
+        { OP_REPLACE, "file:release", NEW, 0, LEAK_NONE },
+        /* A new file: absent, then complete. */
+        { OP_FRESH, "file:data", GONE, 0, LEAK_NONE },
+        { OP_FRESH, "file:inode", GONE, 0, LEAK_NEW },
+        { OP_FRESH, "file:entry", NEW, 0, LEAK_NONE },
+        /* A new file under two missing parents: each parent appears empty
+         * and complete, one at a time, before the file. A leaked directory's
+         * ".." already names its parent, so e2fsck also counts one link too
+         * many for the parent until it reconnects the directory. */
+        { OP_MKDIRS, "mkdir:inode", GONE, 0, LEAK_DIR1 },
+        { OP_MKDIRS, "mkdir:entry", GONE, 1, LEAK_NONE },
+        { OP_MKDIRS, "mkdir:inode:2", GONE, 1, LEAK_DIR2 },
+        { OP_MKDIRS, "mkdir:entry:2", GONE, 2, LEAK_NONE },
+        { OP_MKDIRS, "file:data", GONE, 2, LEAK_NONE },
+        { OP_MKDIRS, "file:inode", GONE, 2, LEAK_NEW },
+        { OP_MKDIRS, "file:entry", NEW, 2, LEAK_NONE },
+        /* Replacing a symlink. */
+        { OP_SYMLINK, "symlink:inode", OLD, 0, LEAK_NEW },
+        { OP_SYMLINK, "symlink:entry", NEW, 0, LEAK_OLD },
+        { OP_SYMLINK, "symlink:release", NEW, 0, LEAK_NONE },
+};
+
+/* Runs the operation in a child process that TS_INJECT_FAULT kills. */
+static void run_killed(enum crash_op op, const char *point) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                setenv("TS_INJECT_FAULT", point, 1);
+                ts_inject *ij = NULL;
+                ts_error *err = NULL;
+                int r = ts_inject_open(img, 0, &ij, &err);
+                if (r >= 0)
+                        r = crash_op_run(ij, op, &err);
+                if (r >= 0)
+                        r = ts_inject_close(ij, &err);
+                _exit(r < 0 ? 3 : 0);
+        }
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: not killed there (status %#x)", point,
+                      st);
+}
+
+/* The first `dirs` of /new1, /new1/new2 exist, as directories. */
+static void assert_dirs(int dirs) {
+        static const char *const path[] = { "/new1", "/new1/new2" };
+        for (int i = 0; i < 2; i++) {
+                struct info fi;
+                int r = info(path[i], &fi);
+                ck_assert_msg((r == 0) == (i < dirs), "%s %s", path[i], r == 0 ? "exists" : "is missing");
+                if (r == 0)
+                        ck_assert(LINUX_S_ISDIR(fi.in.i_mode));
+        }
+}
+
+/* Every inode number e2fsck's output names must be `ino`, except that the
+ * parent of a leaked directory may be named for the one link its ".." adds
+ * ("Inode P ref count is N, should be N+1"). */
+static void assert_only_inode_named(const char *out, ext2_ino_t ino, ext2_ino_t parent, const char *point) {
+        for (const char *p = out; (p = strcasestr(p, "inode ")); p += 6) {
+                char *end;
+                unsigned long n = strtoul(p + 6, &end, 10);
+                if (end == p + 6)
+                        continue; /* "inode bitmap", "inodes count" */
+                if (n == ino)
+                        continue;
+                unsigned have = 0, want = 0;
+                ck_assert_msg(parent && n == parent &&
+                                      sscanf(end, " ref count is %u, should be %u.", &have, &want) == 2 &&
+                                      want == have + 1,
+                              "%s: e2fsck names inode %lu, only %u may be leaked:\n%s", point, n, ino, out);
+        }
+}
+
+START_TEST(crash_at_each_step) {
+        const struct crash_case *c = &crash_cases[_i];
+        make_crash_base();
+        size_t base_len;
+        char *base = image_bytes(&base_len);
+        struct info fi;
+        ext2_ino_t old_ino = 0;
+        if (info(op_path[c->op], &fi) == 0)
+                old_ino = fi.ino;
+
+        /* The inode numbers the complete operation uses (allocation is
+         * deterministic from the same image). */
+        ts_inject *ij = open_ok();
+        _cleanup_error_ ts_error *err = NULL;
+        int r = crash_op_run(ij, c->op, &err);
+        ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        close_ok(ij);
+        assert_fsck_clean();
+        assert_op_state(c->op, NEW);
+        assert_bystanders(OP_BIT(c->op));
+        ck_assert_int_eq(info(op_path[c->op], &fi), 0);
+        ext2_ino_t leak_ino[] = { [LEAK_NONE] = 0, [LEAK_NEW] = fi.ino, [LEAK_OLD] = old_ino };
+        ext2_ino_t dir1 = 0, dir2 = 0;
+        if (c->op == OP_MKDIRS) {
+                ck_assert_int_eq(info("/new1", &fi), 0);
+                dir1 = fi.ino;
+                ck_assert_int_eq(info("/new1/new2", &fi), 0);
+                dir2 = fi.ino;
+        }
+        ext2_ino_t leaked = c->leak == LEAK_DIR1 ? dir1 : c->leak == LEAK_DIR2 ? dir2 : leak_ino[c->leak];
+        ext2_ino_t parent = c->leak == LEAK_DIR1 ? EXT2_ROOT_INO : c->leak == LEAK_DIR2 ? dir1 : 0;
+
+        write_host(img, base, base_len);
+        free(base);
+        run_killed(c->op, c->fault);
+
+        /* What the guest sees without a check. */
+        assert_op_state(c->op, c->state);
+        assert_bystanders(OP_BIT(c->op));
+        if (c->op == OP_MKDIRS)
+                assert_dirs(c->dirs);
+
+        _cleanup_free_ char *out = NULL;
+        r = fsck("-fn", &out);
+        if (c->leak == LEAK_NONE) {
+                ck_assert_msg(r == 0, "%s: e2fsck -fn exit %d:\n%s", c->fault, r, out);
+                return;
+        }
+        /* Exactly one leaked inode: found, and nothing else named. */
+        ck_assert_msg(r == 4, "%s: e2fsck -fn exit %d, expected a leaked inode %u:\n%s", c->fault, r, leaked,
+                      out);
+        assert_only_inode_named(out, leaked, parent, c->fault);
+
+        /* e2fsck repairs it without touching anyone's data. */
+        free(out);
+        out = NULL;
+        r = fsck("-fy", &out);
+        ck_assert_msg(r == 1, "%s: e2fsck -fy exit %d:\n%s", c->fault, r, out);
+        free(out);
+        out = NULL;
+        r = fsck("-fn", &out);
+        ck_assert_msg(r == 0, "%s: not clean after repair (exit %d):\n%s", c->fault, r, out);
+        assert_op_state(c->op, c->state);
+        assert_bystanders(OP_BIT(c->op));
+        if (c->op == OP_MKDIRS)
+                assert_dirs(c->dirs);
+        /* The leaked inode, whole, is all that went to lost+found. */
+        struct lf_ctx lf = lost_found();
+        ck_assert_int_eq(lf.n, 1);
+        ck_assert_uint_eq(lf.found[0], leaked);
+}
+END_TEST
+
+/* ---- allocation failures ---- */
+
+/* open; a new file under two missing parents; a replacement; a symlink
+ * replaced; the mount points; close. The first failure ends it, and the
+ * handle is closed as a caller would. */
+static int alloc_sequence(ts_error **err) {
+        ts_inject *ij = NULL;
+        int r = ts_inject_open(img, 0, &ij, err);
+        if (r < 0)
+                return r;
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/new", tmpdir);
+        r = ts_inject_write_file(ij, src, "/new1/new2/f", &o, err);
+        if (r >= 0)
+                r = ts_inject_write_file(ij, src, "/etc/app.conf", &o, err);
+        if (r >= 0)
+                r = ts_inject_symlink(ij, "the-new-target", "/link", &o, err);
+        if (r >= 0)
+                r = ts_inject_mountpoints(ij, err);
+        /* Close after a failure too: every operation left the image
+         * consistent, so the final flush must succeed. */
+        ts_error *cerr = NULL;
+        int c = ts_inject_close(ij, &cerr);
+        if (r >= 0) {
+                r = c;
+                ts_error_move(err, &cerr);
+        } else if (c < 0) {
+                ts_error_prefix(err, r, "then close failed (%s)", ts_error_message(cerr, c));
+                r = -EIO;
+        }
+        ts_error_free(cerr);
+        return r < 0 ? r : 0;
+}
+
+START_TEST(allocation_failures) {
+        make_crash_base();
+        size_t base_len;
+        char *base = image_bytes(&base_len);
+        unsigned long n, enomem = 0;
+        for (n = 1; n < 5000; n++) {
+                write_host(img, base, base_len);
+                _cleanup_error_ ts_error *err = NULL;
+                ts_failalloc_arm(n);
+                int r = alloc_sequence(&err);
+                int fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                ck_assert_msg(r == 0 || (fired && r == -ENOMEM), "allocation %lu: %s", n,
+                              ts_error_message(err, r));
+                if (r < 0) {
+                        /* The message, unless making the error object was
+                         * the allocation that failed. */
+                        ck_assert_msg(!err || (err->errnum == ENOMEM && err->msg), "allocation %lu", n);
+                        enomem++;
+                }
+                char out[PATH_MAX + 32];
+                snprintf(out, sizeof out, "%s/fsck.out", tmpdir);
+                int f = RUN(out, "e2fsck", "-fn", img);
+                ck_assert_msg(f == 0, "allocation %lu (%s): e2fsck -fn exit %d", n, ts_error_message(err, r), f);
+                /* Each object is old or new, whole; the rest untouched. */
+                struct info fi;
+                bool fresh = info("/new1/new2/f", &fi) == 0;
+                if (fresh)
+                        assert_guest_content("/new1/new2/f", new_data, sizeof new_data);
+                assert_op_state(OP_REPLACE, info("/etc/app.conf", &fi) == 0 &&
+                                                            EXT2_I_SIZE(&fi.in) == sizeof new_data
+                                                    ? NEW
+                                                    : OLD);
+                ck_assert_int_eq(info("/link", &fi), 0);
+                assert_op_state(OP_SYMLINK, EXT2_I_SIZE(&fi.in) == strlen("the-new-target") ? NEW : OLD);
+                assert_bystanders(OP_BIT(OP_REPLACE) | OP_BIT(OP_SYMLINK));
+                if (r == 0 && !fired)
+                        break;
+        }
+        free(base);
+        ck_assert_uint_lt(n, 5000);
+        /* The whole sequence did run at the end, and failures were met on the
+         * way: the counting reaches inject's own allocations. */
+        ck_assert_uint_gt(enomem, 10);
+        assert_op_state(OP_MKDIRS, NEW);
+        assert_op_state(OP_REPLACE, NEW);
+        assert_op_state(OP_SYMLINK, NEW);
+        struct info fi;
+        ck_assert_int_eq(info("/proc", &fi), 0);
+        printf("allocation_failures: %lu runs, %lu failed with ENOMEM\n", n, enomem);
+}
+END_TEST
+
+/* The old file's blocks lie in a group that nothing before its release
+ * loads: the release is the first to need that group's bitmaps. */
+START_TEST(allocation_failures_release_loads_a_group) {
+        fill_pattern(old_data, sizeof old_data, 31);
+        fill_pattern(new_data, sizeof new_data, 32);
+        make_image("32M", "-t", "ext4", "-b", "1024", NULL);
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/fill", tmpdir);
+        size_t fill_len = 10 << 20;
+        char *fill = calloc(1, fill_len);
+        ck_assert_ptr_nonnull(fill);
+        write_host(src, fill, fill_len);
+        free(fill);
+        ts_inject *ij = open_ok();
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        _cleanup_error_ ts_error *err = NULL;
+        inject_ok(ij, "other\n", "/etc/other", &o);
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/fill", &o, &err), 0);
+        snprintf(src, sizeof src, "%s/old", tmpdir);
+        write_host(src, old_data, sizeof old_data);
+        ck_assert_int_eq(ts_inject_write_file(ij, src, "/etc/app.conf", &o, &err), 0);
+        close_ok(ij);
+        debugfs_w("rm /fill");
+        assert_fsck_clean();
+        ext2_filsys fs;
+        struct info fi;
+        ck_assert_int_eq(info("/etc/app.conf", &fi), 0);
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        blk64_t pblk = 0;
+        ck_assert_int_eq(ext2fs_bmap2(fs, fi.ino, NULL, NULL, 0, 0, NULL, &pblk), 0);
+        ck_assert_uint_gt(ext2fs_group_of_blk2(fs, pblk), 0);
+        ext2fs_close_free(&fs);
+        snprintf(src, sizeof src, "%s/new", tmpdir);
+        write_host(src, new_data, sizeof new_data);
+
+        size_t base_len;
+        char *base = image_bytes(&base_len);
+        unsigned long n, enomem = 0;
+        for (n = 1; n < 1000; n++) {
+                write_host(img, base, base_len);
+                ts_error_free(err);
+                err = NULL;
+                _cleanup_error_ ts_error *cerr = NULL;
+                int c = 0;
+                /* No check assertion while armed: they allocate too. */
+                ts_failalloc_arm(n);
+                int r = ts_inject_open(img, 0, &ij, &err);
+                if (r >= 0) {
+                        r = ts_inject_write_file(ij, src, "/etc/app.conf", &o, &err);
+                        c = ts_inject_close(ij, &cerr);
+                }
+                int fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                ck_assert_msg(c == 0, "allocation %lu: %s; close: %s", n, ts_error_message(err, r),
+                              ts_error_message(cerr, c));
+                ck_assert_msg(r == 0 || (fired && r == -ENOMEM), "allocation %lu: %s", n,
+                              ts_error_message(err, r));
+                enomem += r < 0;
+                assert_fsck_clean();
+                assert_guest_content("/etc/other", "other\n", 6);
+                ck_assert_int_eq(info("/etc/app.conf", &fi), 0);
+                assert_op_state(OP_REPLACE, EXT2_I_SIZE(&fi.in) == sizeof new_data ? NEW : OLD);
+                if (r == 0 && !fired)
+                        break;
+        }
+        free(base);
+        ck_assert_uint_lt(n, 1000);
+        ck_assert_uint_gt(enomem, 5);
+        assert_op_state(OP_REPLACE, NEW);
+}
+END_TEST
+
 static Suite *inject_suite(void) {
         Suite *s = suite_create("inject");
         TCase *tc = tcase_create("write");
@@ -1134,6 +1607,19 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, refuses_corrupt_directory_block);
         tcase_add_test(tc, multi_group_filesystem);
         tcase_add_test(tc, data_starts_on_stripe_boundary);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("crash");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 120);
+        tcase_add_loop_test(tc, crash_at_each_step, 0, TS_ARRAY_SIZE(crash_cases));
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("failalloc");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 600);
+        tcase_add_test(tc, allocation_failures);
+        tcase_add_test(tc, allocation_failures_release_loads_a_group);
         suite_add_tcase(s, tc);
         return s;
 }
