@@ -280,41 +280,47 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
         return 0;
 }
 
-/* Writes back the bitmaps of loaded groups that changed, with their checksums
- * (which live in the group descriptors, written afterwards by ext2fs_flush). */
-static int write_groups(ts_inject *ij, ts_error **err) {
+/* Writes group g's inode (inode) or block bitmap back when it differs from
+ * what was last read or written, with its checksum (which lives in the group
+ * descriptor, written afterwards by ext2fs_flush). */
+static int write_bitmap(ts_inject *ij, dgrp_t g, bool inode, ts_error **err) {
         ext2_filsys fs = FS(ij);
-        char *buf = ij->scratch;
-        for (dgrp_t g = 0; g < ij->ngroups; g++) {
-                struct group *gr = &ij->groups[g];
-                if (!gr->bb)
-                        continue;
-                if (render_block_bitmap(ij, g, buf) < 0)
-                        return ts_error_set(err, EIO, "block bitmap of group %u", g);
-                if (memcmp(buf, gr->bb, fs->blocksize) != 0) {
-                        ext2fs_bg_flags_clear(fs, g, EXT2_BG_BLOCK_UNINIT);
-                        ext2fs_block_bitmap_csum_set(fs, g, buf, block_bitmap_bytes(fs));
-                        ext2fs_group_desc_csum_set(fs, g);
-                        errcode_t e = io_channel_write_blk64(fs->io, ext2fs_block_bitmap_loc(fs, g), 1, buf);
-                        if (e)
-                                return ext2_fail(err, e, "write block bitmap of group %u", g);
-                        memcpy(gr->bb, buf, fs->blocksize);
-                        ext2fs_mark_super_dirty(fs);
-                }
-                if (render_inode_bitmap(ij, g, buf) < 0)
-                        return ts_error_set(err, EIO, "inode bitmap of group %u", g);
-                if (memcmp(buf, gr->ib, fs->blocksize) != 0) {
-                        ext2fs_bg_flags_clear(fs, g, EXT2_BG_INODE_UNINIT);
-                        ext2fs_inode_bitmap_csum_set(fs, g, buf, inode_bitmap_bytes(fs));
-                        ext2fs_group_desc_csum_set(fs, g);
-                        errcode_t e = io_channel_write_blk64(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1, buf);
-                        if (e)
-                                return ext2_fail(err, e, "write inode bitmap of group %u", g);
-                        memcpy(gr->ib, buf, fs->blocksize);
-                        ext2fs_mark_super_dirty(fs);
-                }
+        struct group *gr = &ij->groups[g];
+        char *buf = ij->scratch, *last = inode ? gr->ib : gr->bb;
+        const char *what = inode ? "inode" : "block";
+        if ((inode ? render_inode_bitmap(ij, g, buf) : render_block_bitmap(ij, g, buf)) < 0)
+                return ts_error_set(err, EIO, "%s bitmap of group %u", what, g);
+        if (memcmp(buf, last, fs->blocksize) == 0)
+                return 0;
+        if (inode) {
+                ext2fs_bg_flags_clear(fs, g, EXT2_BG_INODE_UNINIT);
+                ext2fs_inode_bitmap_csum_set(fs, g, buf, inode_bitmap_bytes(fs));
+        } else {
+                ext2fs_bg_flags_clear(fs, g, EXT2_BG_BLOCK_UNINIT);
+                ext2fs_block_bitmap_csum_set(fs, g, buf, block_bitmap_bytes(fs));
         }
-        fs->flags &= ~(EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
+        ext2fs_group_desc_csum_set(fs, g);
+        blk64_t loc = inode ? ext2fs_inode_bitmap_loc(fs, g) : ext2fs_block_bitmap_loc(fs, g);
+        errcode_t e = io_channel_write_blk64(fs->io, loc, 1, buf);
+        if (e)
+                return ext2_fail(err, e, "write %s bitmap of group %u", what, g);
+        memcpy(last, buf, fs->blocksize);
+        ext2fs_mark_super_dirty(fs);
+        return 0;
+}
+
+/* Writes back the bitmaps of loaded groups that changed. */
+static int write_groups(ts_inject *ij, ts_error **err) {
+        for (dgrp_t g = 0; g < ij->ngroups; g++) {
+                if (!ij->groups[g].bb)
+                        continue;
+                int r = write_bitmap(ij, g, false, err);
+                if (r >= 0)
+                        r = write_bitmap(ij, g, true, err);
+                if (r < 0)
+                        return r;
+        }
+        FS(ij)->flags &= ~(EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
         return 0;
 }
 
