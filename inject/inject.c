@@ -21,13 +21,16 @@
 
 #include "common/log.h"
 #include "common/parse.h"
+#include "inject/io-internal.h"
 
 #define MAX_SYMLINKS 40
 #define COPY_CHUNK (1024 * 1024)
 
 /* Per block group: the on-disk image of its bitmaps as last read or written,
  * or NULL while the group has not been loaded. Unloaded groups are marked
- * fully used in the in-memory bitmaps so the allocators never pick them. */
+ * fully used in the in-memory bitmaps so the allocators never pick them; the
+ * maps are extent trees, so that costs one extent however large the
+ * filesystem is. */
 struct group {
         char *bb;
         char *ib;
@@ -39,11 +42,7 @@ struct ts_inject {
         dgrp_t ngroups;
         struct group *groups;
         char *scratch; /* one block */
-        int data_fd;   /* O_DIRECT writer for file data on block devices, or -1 */
-        int cache_fd;  /* a plain reader of the block device, or -1: see ts_inject_open */
-        bool data_unsynced;            /* O_DIRECT writes since the last fsync */
-        bool super_unsynced;           /* superblock written since the last fsync */
-        unsigned long long synced_bytes; /* io channel bytes written at the last fsync */
+        int fd;        /* the device or image, for the whole session: see ts_inject_open */
         bool broken;   /* a failure could not be rolled back */
         char *fault;   /* TS_INJECT_FAULT: "<op>:<point>", killed at its fault_nth passage */
         uint32_t fault_nth, fault_seen;
@@ -202,7 +201,56 @@ static void mark_range_in_group(ext2_filsys fs, blk64_t first, blk64_t last, blk
                 ext2fs_mark_block_bitmap_range2(fs->block_map, start, end - start);
 }
 
+/* Marks or clears [start, start + n) in a 64-bit bitmap. libext2fs has range
+ * operations for block maps only; they apply to an inode map as well, which
+ * is the same kind of bitmap with no cluster scaling. */
+static void bitmap_range(ext2fs_generic_bitmap map, uint64_t start, uint64_t n, bool set) {
+        while (n) {
+                unsigned chunk = n > (1u << 30) ? 1u << 30 : (unsigned) n;
+                if (set)
+                        ext2fs_mark_block_bitmap_range2(map, start, chunk);
+                else
+                        ext2fs_unmark_block_bitmap_range2(map, start, chunk);
+                start += chunk;
+                n -= chunk;
+        }
+}
+
 static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err);
+
+/* Reads are synchronous; these start reads that will be waited for soon, so
+ * that the device serves them together with the reads in between. */
+static void readahead_bitmaps(ext2_filsys fs, dgrp_t g) {
+        (void) io_channel_cache_readahead(fs->io, ext2fs_block_bitmap_loc(fs, g), 1);
+        (void) io_channel_cache_readahead(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1);
+}
+
+/* A directory's first blocks, when the inode itself says where they are (a
+ * direct block, or an extent in the inode): the lookup in it comes next. */
+static void readahead_dir(ext2_filsys fs, const struct ext2_inode_large *in) {
+        if (!LINUX_S_ISDIR(in->i_mode) || (in->i_flags & EXT4_INLINE_DATA_FL))
+                return;
+        blk64_t blk = in->i_block[0], n = 1;
+        if (in->i_flags & EXT4_EXTENTS_FL) {
+                const struct ext3_extent_header *eh = (const void *) in->i_block;
+                if (ext2fs_le16_to_cpu(eh->eh_magic) != EXT3_EXT_MAGIC || eh->eh_depth != 0 ||
+                    ext2fs_le16_to_cpu(eh->eh_entries) == 0)
+                        return;
+                const struct ext3_extent *ex = EXT_FIRST_EXTENT(eh);
+                blk = ((blk64_t) ext2fs_le16_to_cpu(ex->ee_start_hi) << 32) | ext2fs_le32_to_cpu(ex->ee_start);
+                n = ext2fs_le16_to_cpu(ex->ee_len);
+                if (n > EXT_INIT_MAX_LEN)
+                        n -= EXT_INIT_MAX_LEN;
+        }
+        blk64_t count = ext2fs_blocks_count(fs->super);
+        if (blk < fs->super->s_first_data_block || blk >= count || n == 0)
+                return;
+        if (n > 4)
+                n = 4;
+        if (n > count - blk)
+                n = count - blk;
+        (void) io_channel_cache_readahead(fs->io, blk, n);
+}
 
 /* Loads group g's bitmaps into the in-memory maps. A group whose block bitmap
  * was never initialised (BLOCK_UNINIT) holds only metadata: its superblock
@@ -228,17 +276,12 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
         errcode_t e;
         /* Ask for both bitmaps at once; the reads below then wait for one
          * round trip to the device instead of two. */
-        if (ij->cache_fd >= 0) {
-                (void) posix_fadvise(ij->cache_fd, (off_t) ext2fs_block_bitmap_loc(fs, g) * fs->blocksize,
-                                     fs->blocksize, POSIX_FADV_WILLNEED);
-                (void) posix_fadvise(ij->cache_fd, (off_t) ext2fs_inode_bitmap_loc(fs, g) * fs->blocksize,
-                                     fs->blocksize, POSIX_FADV_WILLNEED);
-        }
+        readahead_bitmaps(fs, g);
 
+        /* Setting a range of an extent-tree bitmap only adds the set bits:
+         * clear the group first. */
+        bitmap_range(fs->block_map, first, last - first + 1, false);
         if (has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_BLOCK_UNINIT)) {
-                e = ext2fs_set_block_bitmap_range2(fs->block_map, first, last - first + 1, bb); /* zeros */
-                if (e)
-                        return ext2_fail(err, e, "load block bitmap of group %u", g);
                 ext2fs_reserve_super_and_bgd(fs, g, fs->block_map);
                 for (dgrp_t j = 0; j < ij->ngroups; j++) {
                         mark_range_in_group(fs, first, last, ext2fs_block_bitmap_loc(fs, j), 1);
@@ -259,9 +302,7 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
 
         uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
         ext2_ino_t ifirst = (ext2_ino_t) g * ipg + 1;
-        e = ext2fs_set_inode_bitmap_range2(fs->inode_map, ifirst, ipg, ib); /* zeros */
-        if (e)
-                return ext2_fail(err, e, "load inode bitmap of group %u", g);
+        bitmap_range(fs->inode_map, ifirst, ipg, false);
         if (!(has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_UNINIT))) {
                 e = io_channel_read_blk64(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1, ib);
                 if (e)
@@ -324,39 +365,24 @@ static int write_groups(ts_inject *ij, ts_error **err) {
         return 0;
 }
 
-static unsigned long long io_bytes_written(ext2_filsys fs) {
-        io_stats stats = NULL;
-        if (fs->io->manager->get_stats && fs->io->manager->get_stats(fs->io, &stats) == 0 && stats)
-                return stats->bytes_written;
-        return ~0ULL; /* unknown: always sync */
-}
-
-/* Writes bitmaps, descriptors and superblock; with `sync`, then makes
- * everything written so far durable with one fsync (skipped when nothing was
- * written since the last). Callers sync as the barrier between "new objects
- * exist" and "a directory entry names them". */
+/* Writes bitmaps, descriptors and superblock and hands every block the io
+ * layer holds to the kernel, so that they survive the death of the process;
+ * with `sync`, then makes everything written so far durable with one fsync
+ * (the io layer skips it when nothing was written since the last). Callers
+ * sync as the barrier between "new objects exist" and "a directory entry
+ * names them". */
 static int flush(ts_inject *ij, bool sync, ts_error **err) {
         ext2_filsys fs = FS(ij);
         int r = write_groups(ij, err);
         if (r < 0)
                 return r;
         errcode_t e = 0;
-        if (fs->flags & EXT2_FLAG_DIRTY) {
+        if (fs->flags & EXT2_FLAG_DIRTY)
                 e = ext2fs_flush2(fs, EXT2_FLAG_FLUSH_NO_SYNC);
-                ij->super_unsynced = true;
-        }
+        if (!e)
+                e = sync ? io_channel_flush(fs->io) : ts_io_write_back(fs->io);
         if (e)
                 return ext2_fail(err, e, "flush %s", ij->path);
-        if (!sync)
-                return 0;
-        unsigned long long written = io_bytes_written(fs);
-        if (written == ij->synced_bytes && written != ~0ULL && !ij->data_unsynced && !ij->super_unsynced)
-                return 0;
-        e = io_channel_flush(fs->io);
-        if (e)
-                return ext2_fail(err, e, "flush %s", ij->path);
-        ij->synced_bytes = written;
-        ij->data_unsynced = ij->super_unsynced = false;
         return 0;
 }
 
@@ -596,14 +622,19 @@ static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext
                                            what, ino);
         if (ino != EXT2_ROOT_INO && ino < EXT2_FIRST_INO(fs->super))
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at reserved inode %u", what, ino);
-        int r = load_group(ij, group_of_ino(ij, ino), err);
+        dgrp_t g = group_of_ino(ij, ino);
+        if (!ij->groups[g].bb)
+                readahead_bitmaps(fs, g);
+        int r = read_inode(ij, ino, in, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "%s", what);
+        /* Nothing of the inode is used before its bitmap bit is checked. */
+        readahead_dir(fs, in);
+        r = load_group(ij, g, err);
         if (r < 0)
                 return ts_error_prefix(err, r, "%s", what);
         if (!ext2fs_test_inode_bitmap2(fs->inode_map, ino))
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at free inode %u", what, ino);
-        r = read_inode(ij, ino, in, err);
-        if (r < 0)
-                return ts_error_prefix(err, r, "%s", what);
         if (in->i_links_count == 0 || in->i_dtime != 0)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at deleted inode %u", what, ino);
         uint16_t type = in->i_mode & LINUX_S_IFMT;
@@ -1421,33 +1452,9 @@ static int map_run(ts_inject *ij, ext2_ino_t ino, ext2_extent_handle_t h, blk64_
  * commit's fsync of the device flushes them with everything else. */
 static int write_data(ts_inject *ij, blk64_t pblk, blk64_t n, const char *buf, const char *what,
                       ts_error **err) {
-        ext2_filsys fs = FS(ij);
-        size_t len = (size_t) n * fs->blocksize;
-        if (ij->data_fd >= 0) {
-                off_t off = (off_t) pblk * fs->blocksize;
-                size_t done = 0;
-                while (done < len) {
-                        ssize_t w = pwrite(ij->data_fd, buf + done, len - done, off + (off_t) done);
-                        if (w < 0 && errno == EINTR)
-                                continue;
-                        if (w < 0 && errno == EINVAL && done == 0) {
-                                /* Alignment the device does not accept: buffered from now on. */
-                                close(ij->data_fd);
-                                ij->data_fd = -1;
-                                break;
-                        }
-                        if (w <= 0)
-                                return ts_error_set(err, w < 0 ? errno : EIO, "%s: write data at block %llu", what,
-                                                    (unsigned long long) pblk);
-                        ij->data_unsynced = true;
-                        done += (size_t) w;
-                }
-                if (done == len)
-                        return 0;
-        }
-        errcode_t e = io_channel_write_blk64(fs->io, pblk, (int) n, buf);
+        errcode_t e = ts_io_write_data(FS(ij)->io, pblk, n, buf);
         if (e)
-                return ext2_fail(err, e, "%s: write data", what);
+                return ext2_fail(err, e, "%s: write data at block %llu", what, (unsigned long long) pblk);
         return 0;
 }
 
@@ -1765,13 +1772,17 @@ int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, t
 
 /* ---- opening ---- */
 
-/* Probes path with libblkid; with `ext_only` only for the ext family (and an
+/* Probes fd with libblkid; with `ext_only` only for the ext family (and an
  * external journal, so it can be named). Returns blkid_do_safeprobe's result
  * and, on 0, the type in *ret_type (malloc'd), or -ENOMEM. */
-static int blkid_type(const char *path, bool ext_only, char **ret_type) {
-        blkid_probe pr = blkid_new_probe_from_filename(path);
+static int blkid_type(int fd, bool ext_only, char **ret_type) {
+        blkid_probe pr = blkid_new_probe();
         if (!pr)
+                return -ENOMEM;
+        if (blkid_probe_set_device(pr, fd, 0, 0) < 0) {
+                blkid_free_probe(pr);
                 return -1;
+        }
         blkid_probe_enable_superblocks(pr, 1);
         blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
         if (ext_only) {
@@ -1784,15 +1795,22 @@ static int blkid_type(const char *path, bool ext_only, char **ret_type) {
             !(*ret_type = strdup(type)))
                 rc = -ENOMEM;
         blkid_free_probe(pr);
+        /* libblkid asked for no readahead on the descriptor. */
+        (void) posix_fadvise(fd, 0, 0, POSIX_FADV_NORMAL);
         return rc;
 }
 
-/* The ext-only probe reads one superblock; a full probe reads dozens of
+#define HEAD_BYTES (64 * 1024)
+
+/* The ext-only probe reads one superblock. A full probe reads dozens of
  * places for every known format and was most of the cost of an injection
  * under emulation, so it runs only to name what a refused device holds. */
-static int probe_type(const char *path, ts_error **err) {
+static int probe_type(const char *path, int fd, ts_error **err) {
         _cleanup_free_ char *type = NULL;
-        int rc = blkid_type(path, true, &type);
+        /* Ask for the head at once: the group descriptors that libext2fs
+         * reads next come with the superblock. */
+        (void) posix_fadvise(fd, 0, HEAD_BYTES, POSIX_FADV_WILLNEED);
+        int rc = blkid_type(fd, true, &type);
         if (rc == -ENOMEM)
                 return ts_error_set(err, ENOMEM, "%s: probe", path);
         if (rc == 0 && type && (strcmp(type, "ext2") == 0 || strcmp(type, "ext3") == 0 || strcmp(type, "ext4") == 0))
@@ -1800,7 +1818,7 @@ static int probe_type(const char *path, ts_error **err) {
         if (rc < 0 && rc != -2)
                 return ts_error_set(err, errno ? errno : EIO, "%s: probe", path);
         if (!type) {
-                int full = blkid_type(path, false, &type);
+                int full = blkid_type(fd, false, &type);
                 if (full == -ENOMEM)
                         return ts_error_set(err, ENOMEM, "%s: probe", path);
                 if (full == -2 || rc == -2)
@@ -1862,14 +1880,11 @@ static int check_loop_backing(const char *path, const struct stat *st, ts_error 
         return r;
 }
 
-static int device_size(const char *path, const struct stat *st, uint64_t *ret, ts_error **err) {
+static int device_size(const char *path, int fd, const struct stat *st, uint64_t *ret, ts_error **err) {
         if (S_ISREG(st->st_mode)) {
                 *ret = (uint64_t) st->st_size;
                 return 0;
         }
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        if (fd < 0)
-                return ts_error_set(err, errno, "open %s", path);
         uint64_t size = 0;
         if (ioctl(fd, BLKGETSIZE64, &size) < 0)
                 return ts_error_set(err, errno, "%s: get device size", path);
@@ -1975,16 +1990,20 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         if (r < 0)
                 return r;
         uint64_t size = 0;
-        r = device_size(path, st, &size, err);
+        r = device_size(path, ij->fd, st, &size, err);
         if (r < 0)
                 return r;
         if (size / fs->blocksize < ext2fs_blocks_count(sb))
                 return ts_error_setf_plain(err, EUCLEAN, "%s: filesystem (%llu blocks) is larger than its device",
                                            path, (unsigned long long) ext2fs_blocks_count(sb));
+        /* Group 0's bitmaps are needed first (the root directory lives in
+         * it), then the root's first block: start both early. */
+        readahead_bitmaps(fs, 0);
         struct ext2_inode_large root;
         r = read_inode(ij, EXT2_ROOT_INO, &root, err);
         if (r < 0)
                 return ts_error_prefix(err, r, "%s: root directory", path);
+        readahead_dir(fs, &root);
         if (!LINUX_S_ISDIR(root.i_mode) || root.i_links_count == 0)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: root inode is not a directory", path);
         return 0;
@@ -1998,60 +2017,75 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         struct stat st;
         if (stat(path, &st) < 0)
                 return ts_error_set(err, errno, "stat %s", path);
-        if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+        bool blk = S_ISBLK(st.st_mode);
+        if (!blk && !S_ISREG(st.st_mode))
                 return ts_error_setf_plain(err, EINVAL, "%s: not a block device or a regular file", path);
-        /* The kernel drops a block device's page cache when its last opener
-         * closes it. The type probe, the in-use checks and libext2fs each
-         * open the device on their own; one descriptor held from here to the
-         * end keeps what the first of them read cached for the rest. */
-        _cleanup_close_ int cache_fd = S_ISBLK(st.st_mode) ? open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
-        int r = probe_type(path, err);
+        /* One descriptor serves the type probe, the checks and libext2fs for
+         * the whole session. On a block device it is exclusive: the kernel
+         * refuses it while the device is mounted (in any mount namespace) or
+         * held by device-mapper, md or another exclusive opener, and nobody
+         * can mount the device while we write. Keeping it open also keeps the
+         * device's page cache, which the kernel drops at the last close. */
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | (blk ? O_EXCL : 0));
+        if (fd < 0) {
+                int r = -errno;
+                if (r == -EBUSY && blk) {
+                        /* Say what holds it when we can see it. */
+                        r = check_in_use(path, &st, err);
+                        if (r < 0)
+                                return r;
+                        return ts_error_setf_plain(err, EBUSY,
+                                                   "%s: in use (mounted in another namespace or opened exclusively)",
+                                                   path);
+                }
+                return ts_error_set(err, -r, "open %s", path);
+        }
+        int r = probe_type(path, fd, err);
         if (r < 0)
                 return r;
-        r = check_in_use(path, &st, err);
-        if (r < 0)
-                return r;
+        if (!blk) {
+                /* An image file has no exclusive open: look for its mounts and
+                 * loop devices. */
+                r = check_in_use(path, &st, err);
+                if (r < 0)
+                        return r;
+        }
 
         _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
         if (!ij)
                 return ts_error_set(err, ENOMEM, "open %s", path);
-        ij->data_fd = -1;
-        ij->cache_fd = TAKE_FD(cache_fd);
+        ij->fd = TAKE_FD(fd);
         if (!(ij->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "open %s", path);
         r = fault_setup(ij, err);
         if (r < 0)
                 return r;
 
+        char name[64];
+        r = ts_io_name(ij->fd, name, sizeof name);
+        if (r < 0)
+                return ts_error_set(err, -r, "open %s", path);
         /* MASTER_SB_ONLY: like the kernel, update only the primary superblock
          * and descriptors; rewriting every backup would touch (and, on a thin
-         * device, allocate) chunks all over the device. */
-        int oflags = EXT2_FLAG_RW | EXT2_FLAG_64BITS | EXT2_FLAG_MASTER_SB_ONLY;
-        if (S_ISBLK(st.st_mode))
-                oflags |= EXT2_FLAG_EXCLUSIVE;
-        errcode_t e = ext2fs_open2(path, NULL, oflags, 0, 0, unix_io_manager, &ij->fs);
+         * device, allocate) chunks all over the device. SKIP_MMP: check_fs
+         * refuses multi-mount protection; starting it would open the device
+         * again by name. */
+        int oflags = EXT2_FLAG_RW | EXT2_FLAG_64BITS | EXT2_FLAG_MASTER_SB_ONLY | EXT2_FLAG_SKIP_MMP;
+        errcode_t e = ext2fs_open2(name, NULL, oflags, 0, 0, ts_io_manager, &ij->fs);
         if (e) {
                 ij->fs = NULL;
-                if (e == EBUSY)
-                        return ts_error_setf_plain(err, EBUSY, "%s: in use (mounted or opened exclusively)", path);
                 return ext2_fail(err, e, "open %s", path);
         }
         ext2_filsys fs = ij->fs;
-        /* No write-back cache in the io layer: file data goes around it
-         * (O_DIRECT), and a cached, dirty copy of a block that is freed and
-         * then reused for data would be written over that data later. Our
-         * ordering is made by explicit fsyncs either way. */
-        e = io_channel_set_options(fs->io, "cache=off");
+        e = ts_io_hold_writes(fs->io, fs->blocksize);
         if (e)
-                return ext2_fail(err, e, "%s: io options", path);
+                return ext2_fail(err, e, "%s: io", path);
+        /* Extent trees: an unloaded group is marked used as part of one
+         * extent, so opening costs the same for any size of filesystem. */
         fs->default_bitmap_type = EXT2FS_BMAP64_RBTREE;
         r = check_fs(ij, path, &st, err);
         if (r < 0)
                 return r;
-
-        if (S_ISBLK(st.st_mode))
-                ij->data_fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC); /* -1: buffered writes */
-        ij->synced_bytes = io_bytes_written(fs);
 
         ij->ngroups = fs->group_desc_count;
         ij->groups = calloc(ij->ngroups, sizeof(*ij->groups));
@@ -2059,26 +2093,15 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         if (!ij->groups || !ij->scratch)
                 return ts_error_set(err, ENOMEM, "open %s", path);
 
-        /* Plain bit arrays: loading and writing a group is a memcpy. */
-        fs->default_bitmap_type = EXT2FS_BMAP64_BITARRAY;
         e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
         if (!e)
                 e = ext2fs_allocate_inode_bitmap(fs, "inodes", &fs->inode_map);
         if (e)
                 return ext2_fail(err, e, "%s: bitmaps", path);
         /* Every group counts as full until its bitmaps are loaded. */
-        memset(ij->scratch, 0xff, fs->blocksize);
-        for (dgrp_t g = 0; g < ij->ngroups && !e; g++) {
-                blk64_t first = ext2fs_group_first_block2(fs, g);
-                e = ext2fs_set_block_bitmap_range2(fs->block_map, first,
-                                                   ext2fs_group_last_block2(fs, g) - first + 1, ij->scratch);
-                if (!e)
-                        e = ext2fs_set_inode_bitmap_range2(fs->inode_map,
-                                                           (ext2_ino_t) g * EXT2_INODES_PER_GROUP(fs->super) + 1,
-                                                           EXT2_INODES_PER_GROUP(fs->super), ij->scratch);
-        }
-        if (e)
-                return ext2_fail(err, e, "%s: bitmaps", path);
+        blk64_t first = fs->super->s_first_data_block;
+        bitmap_range(fs->block_map, first, ext2fs_blocks_count(fs->super) - first, true);
+        bitmap_range(fs->inode_map, 1, fs->super->s_inodes_count, true);
 
         *ret = TAKE_PTR(ij);
         return 0;
@@ -2112,10 +2135,8 @@ ts_inject *ts_inject_free(ts_inject *ij) {
                 }
         free(ij->groups);
         free(ij->scratch);
-        if (ij->data_fd >= 0)
-                close(ij->data_fd);
-        if (ij->cache_fd >= 0)
-                close(ij->cache_fd);
+        if (ij->fd >= 0)
+                close(ij->fd);
         free(ij->path);
         free(ij->fault);
         free(ij);
