@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -34,6 +35,7 @@
 struct group {
         char *bb;
         char *ib;
+        bool ra; /* its bitmaps were asked for ahead */
 };
 
 struct ts_inject {
@@ -220,9 +222,14 @@ static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err);
 
 /* Reads are synchronous; these start reads that will be waited for soon, so
  * that the device serves them together with the reads in between. */
-static void readahead_bitmaps(ext2_filsys fs, dgrp_t g) {
+static void readahead_bitmaps(ts_inject *ij, dgrp_t g) {
+        ext2_filsys fs = FS(ij);
+        struct group *gr = &ij->groups[g];
+        if (gr->bb || gr->ra)
+                return;
         (void) io_channel_cache_readahead(fs->io, ext2fs_block_bitmap_loc(fs, g), 1);
         (void) io_channel_cache_readahead(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1);
+        gr->ra = true;
 }
 
 /* A directory's first blocks, when the inode itself says where they are (a
@@ -276,7 +283,7 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
         errcode_t e;
         /* Ask for both bitmaps at once; the reads below then wait for one
          * round trip to the device instead of two. */
-        readahead_bitmaps(fs, g);
+        readahead_bitmaps(ij, g);
 
         /* Setting a range of an extent-tree bitmap only adds the set bits:
          * clear the group first. */
@@ -623,8 +630,7 @@ static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext
         if (ino != EXT2_ROOT_INO && ino < EXT2_FIRST_INO(fs->super))
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at reserved inode %u", what, ino);
         dgrp_t g = group_of_ino(ij, ino);
-        if (!ij->groups[g].bb)
-                readahead_bitmaps(fs, g);
+        readahead_bitmaps(ij, g);
         int r = read_inode(ij, ino, in, err);
         if (r < 0)
                 return ts_error_prefix(err, r, "%s", what);
@@ -1498,7 +1504,7 @@ static blk64_t free_run(ext2_filsys fs, blk64_t goal, blk64_t want, blk64_t alig
 
 /* Allocates the segment's blocks in ino and copies the source into them. */
 static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *s,
-                        char *buf, const char *what, ts_error **err) {
+                        char *buf, blk64_t chunk, const char *what, ts_error **err) {
         ext2_filsys fs = FS(ij);
         unsigned bs = fs->blocksize;
         errcode_t e;
@@ -1535,7 +1541,7 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
                         return ext2_fail(err, e, "%s: open extents", what);
         }
         int r = 0;
-        blk64_t lblk = s->start, end = s->start + s->len, chunk = COPY_CHUNK / bs;
+        blk64_t lblk = s->start, end = s->start + s->len;
         while (lblk < end) {
                 blk64_t pblk = 0, n = 0;
                 r = map_run(ij, ino, h, lblk, end - lblk < chunk ? end - lblk : chunk, &pblk, &n, err);
@@ -1617,15 +1623,24 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
                 goto fail;
         written = true;
 
+        /* The copy buffer: up to COPY_CHUNK, no larger than the longest
+         * segment (a small file needs no megabyte mapped and unmapped). */
+        size_t align = fs->blocksize < 4096 ? 4096 : fs->blocksize, buf_len = 0;
+        for (size_t i = 0; i < nsegs; i++)
+                if (segs[i].len >= COPY_CHUNK / fs->blocksize)
+                        buf_len = COPY_CHUNK;
+                else if (segs[i].len * fs->blocksize > buf_len)
+                        buf_len = (size_t) segs[i].len * fs->blocksize;
+        buf_len = (buf_len + align - 1) / align * align;
         if (nsegs) {
-                buf = aligned_alloc(fs->blocksize < 4096 ? 4096 : fs->blocksize, COPY_CHUNK);
+                buf = aligned_alloc(align, buf_len);
                 if (!buf) {
                         r = ts_error_set(err, ENOMEM, "%s", guest_path);
                         goto fail;
                 }
         }
         for (size_t i = 0; i < nsegs; i++) {
-                r = copy_segment(ij, ino, fd, size, &segs[i], buf, guest_path, err);
+                r = copy_segment(ij, ino, fd, size, &segs[i], buf, buf_len / fs->blocksize, guest_path, err);
                 if (r < 0)
                         goto fail;
         }
@@ -1801,18 +1816,42 @@ static int blkid_type(int fd, bool ext_only, char **ret_type) {
 }
 
 #define HEAD_BYTES (64 * 1024)
+#define PROBE_BYTES 4096
 
-/* The ext-only probe reads one superblock. A full probe reads dozens of
- * places for every known format and was most of the cost of an injection
- * under emulation, so it runs only to name what a refused device holds. */
-static int probe_type(const char *path, int fd, ts_error **err) {
-        _cleanup_free_ char *type = NULL;
-        /* Ask for the head at once: the group descriptors that libext2fs
-         * reads next come with the superblock. */
+/* The ext-only probe runs on a copy of the device's first 4 KiB, which holds
+ * the ext superblock, so the answer is the device's; libblkid then skips what
+ * it does for every block device it is given (two dozen syscalls: sysfs
+ * lookups and several ioctls). The read asks for the first 64 KiB, so that
+ * the group descriptors libext2fs reads next come with it. A full probe reads
+ * dozens of places for every known format, so it runs on the device itself,
+ * and only to name what a refused device holds. */
+static int probe_head(const char *path, int fd, int *ret_rc, char **ret_type, ts_error **err) {
+        char head[PROBE_BYTES];
         (void) posix_fadvise(fd, 0, HEAD_BYTES, POSIX_FADV_WILLNEED);
-        int rc = blkid_type(fd, true, &type);
+        ssize_t n;
+        do
+                n = pread(fd, head, sizeof head, 0);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return ts_error_set(err, errno, "%s: read its first %d KiB", path, PROBE_BYTES / 1024);
+        _cleanup_close_ int mfd = memfd_create("thinsnap-probe", MFD_CLOEXEC);
+        if (mfd < 0)
+                return ts_error_set(err, errno, "%s: probe: memfd", path);
+        if (n > 0 && write(mfd, head, (size_t) n) != n)
+                return ts_error_set(err, errno ? errno : EIO, "%s: probe: memfd", path);
+        int rc = blkid_type(mfd, true, ret_type);
         if (rc == -ENOMEM)
                 return ts_error_set(err, ENOMEM, "%s: probe", path);
+        *ret_rc = rc;
+        return 0;
+}
+
+static int probe_type(const char *path, int fd, ts_error **err) {
+        _cleanup_free_ char *type = NULL;
+        int rc = 0;
+        int r = probe_head(path, fd, &rc, &type, err);
+        if (r < 0)
+                return r;
         if (rc == 0 && type && (strcmp(type, "ext2") == 0 || strcmp(type, "ext3") == 0 || strcmp(type, "ext4") == 0))
                 return 0;
         if (rc < 0 && rc != -2)
@@ -1998,7 +2037,7 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
                                            path, (unsigned long long) ext2fs_blocks_count(sb));
         /* Group 0's bitmaps are needed first (the root directory lives in
          * it), then the root's first block: start both early. */
-        readahead_bitmaps(fs, 0);
+        readahead_bitmaps(ij, 0);
         struct ext2_inode_large root;
         r = read_inode(ij, EXT2_ROOT_INO, &root, err);
         if (r < 0)
@@ -2083,15 +2122,14 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         /* Extent trees: an unloaded group is marked used as part of one
          * extent, so opening costs the same for any size of filesystem. */
         fs->default_bitmap_type = EXT2FS_BMAP64_RBTREE;
-        r = check_fs(ij, path, &st, err);
-        if (r < 0)
-                return r;
-
         ij->ngroups = fs->group_desc_count;
         ij->groups = calloc(ij->ngroups, sizeof(*ij->groups));
         ij->scratch = malloc(fs->blocksize);
         if (!ij->groups || !ij->scratch)
                 return ts_error_set(err, ENOMEM, "open %s", path);
+        r = check_fs(ij, path, &st, err);
+        if (r < 0)
+                return r;
 
         e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
         if (!e)

@@ -293,8 +293,31 @@ static errcode_t tio_write(io_channel io, unsigned long long block, int count, c
                 }
                 return 0;
         }
-        /* A partial block (the superblock): straight to the device, and into
-         * any held copy it overlaps, so the later write-back agrees. */
+        /* Part of one block (the superblock): held as the whole block, read
+         * first when not held yet, so it goes out with its neighbours (the
+         * group descriptors follow it). */
+        if (u && len && (unsigned long long) off / u == ((unsigned long long) off + len - 1) / u) {
+                unsigned long long blk = (unsigned long long) off / u;
+                size_t at = (size_t) ((unsigned long long) off % u);
+                struct held *h = find_held(t, blk);
+                if (!h && t->nheld < HELD_MAX) {
+                        /* Without memory or the block's old content, the
+                         * write goes through below. */
+                        char *copy = malloc(u);
+                        if (copy && set_direct(t, false) == 0 && pread_all(t, copy, u, (off_t) (blk * u)) == 0) {
+                                t->held[t->nheld] = (struct held){ .blk = blk, .buf = copy };
+                                h = &t->held[t->nheld++];
+                        } else {
+                                free(copy);
+                        }
+                }
+                if (h) {
+                        memcpy(h->buf + at, data, len);
+                        return 0;
+                }
+        }
+        /* Otherwise straight to the device, and into any held copy it
+         * overlaps, so the later write-back agrees. */
         for (size_t i = 0; i < t->nheld; i++) {
                 unsigned long long hs = t->held[i].blk * u, he = hs + u;
                 unsigned long long ws = (unsigned long long) off, we = ws + len;

@@ -187,6 +187,32 @@ START_TEST(partial_write_patches_the_held_copy) {
 }
 END_TEST
 
+START_TEST(partial_write_of_a_block_not_held_holds_it) {
+        char b[BS];
+        fill(b, 0x44);
+        ck_assert_int_eq(io_channel_write_blk64(io, 0, 1, b), 0); /* straight to the file */
+        ck_assert_int_eq(ts_io_hold_writes(io, BS), 0);
+        ck_assert_int_eq(io_channel_set_blksize(io, 1024), 0);
+        char sb[1024];
+        memset(sb, 0x53, sizeof sb);
+        ck_assert_int_eq(io_channel_write_blk64(io, 1, -1024, sb), 0);
+        ck_assert_uint_eq(ts_io_held(io), 1);
+        assert_file_block(0, 0x44); /* held: nothing written yet */
+        ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
+        /* It goes out with the block next to it, in one call. */
+        fill(b, 0x45);
+        ck_assert_int_eq(io_channel_write_blk64(io, 1, 1, b), 0);
+        ck_assert_int_eq(io_channel_flush(io), 0);
+        char got[BS];
+        file_block(0, got);
+        ck_assert_int_eq(got[0], 0x44);
+        ck_assert_int_eq(got[1024], 0x53);
+        ck_assert_int_eq(got[2047], 0x53);
+        ck_assert_int_eq(got[2048], 0x44);
+        assert_file_block(1, 0x45);
+}
+END_TEST
+
 START_TEST(data_write_drops_held_copies) {
         ck_assert_int_eq(ts_io_hold_writes(io, BS), 0);
         char b[BS];
@@ -266,6 +292,7 @@ static Suite *io_suite(void) {
         tcase_add_test(tc, write_back_without_flush_reaches_the_file);
         tcase_add_test(tc, reads_merge_held_blocks_into_device_content);
         tcase_add_test(tc, partial_write_patches_the_held_copy);
+        tcase_add_test(tc, partial_write_of_a_block_not_held_holds_it);
         tcase_add_test(tc, data_write_drops_held_copies);
         tcase_add_test(tc, many_blocks_are_written_back_as_they_overflow);
         tcase_add_test(tc, no_memory_to_hold_writes_through);
