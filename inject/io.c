@@ -159,6 +159,21 @@ static errcode_t write_back(struct tio *t) {
         return 0;
 }
 
+/* Where held block i meets the byte range [start, start + len): the offsets
+ * into the block and into the range, and the length; false when they do not
+ * meet. */
+static bool held_overlap(const struct tio *t, size_t i, unsigned long long start, size_t len, size_t *in_block,
+                         size_t *in_range, size_t *n) {
+        unsigned long long hs = t->held[i].blk * t->unit, he = hs + t->unit, end = start + len;
+        if (he <= start || hs >= end)
+                return false;
+        unsigned long long from = hs > start ? hs : start, to = he < end ? he : end;
+        *in_block = (size_t) (from - hs);
+        *in_range = (size_t) (from - start);
+        *n = (size_t) (to - from);
+        return true;
+}
+
 static void drop_held(struct tio *t, size_t i) {
         free(t->held[i].buf);
         t->held[i] = t->held[--t->nheld];
@@ -266,14 +281,10 @@ static errcode_t tio_read(io_channel io, unsigned long long block, int count, vo
         if (e)
                 return e;
         /* Held blocks are newer than what the device has. */
-        for (size_t i = 0; i < t->nheld; i++) {
-                unsigned long long hs = t->held[i].blk * u, he = hs + u;
-                unsigned long long rs = (unsigned long long) off, re = rs + len;
-                if (he <= rs || hs >= re)
-                        continue;
-                unsigned long long from = hs > rs ? hs : rs, to = he < re ? he : re;
-                memcpy((char *) data + (from - rs), t->held[i].buf + (from - hs), (size_t) (to - from));
-        }
+        size_t in_block, in_range, n;
+        for (size_t i = 0; i < t->nheld; i++)
+                if (held_overlap(t, i, (unsigned long long) off, len, &in_block, &in_range, &n))
+                        memcpy((char *) data + in_range, t->held[i].buf + in_block, n);
         return 0;
 }
 
@@ -318,14 +329,10 @@ static errcode_t tio_write(io_channel io, unsigned long long block, int count, c
         }
         /* Otherwise straight to the device, and into any held copy it
          * overlaps, so the later write-back agrees. */
-        for (size_t i = 0; i < t->nheld; i++) {
-                unsigned long long hs = t->held[i].blk * u, he = hs + u;
-                unsigned long long ws = (unsigned long long) off, we = ws + len;
-                if (he <= ws || hs >= we)
-                        continue;
-                unsigned long long from = hs > ws ? hs : ws, to = he < we ? he : we;
-                memcpy(t->held[i].buf + (from - hs), (const char *) data + (from - ws), (size_t) (to - from));
-        }
+        size_t in_block, in_range, n;
+        for (size_t i = 0; i < t->nheld; i++)
+                if (held_overlap(t, i, (unsigned long long) off, len, &in_block, &in_range, &n))
+                        memcpy(t->held[i].buf + in_block, (const char *) data + in_range, n);
         e = set_direct(t, false);
         return e ? e : pwrite_all(t, data, len, off);
 }
@@ -416,9 +423,9 @@ errcode_t ts_io_write_data(io_channel io, unsigned long long blk, unsigned long 
         size_t len = (size_t) (n * bs);
         /* Held copies of these blocks belong to whatever used them before they
          * were freed; written back later, they would overwrite the data. */
+        size_t in_block, in_range, part;
         for (size_t i = 0; i < t->nheld;) {
-                unsigned long long hs = t->held[i].blk * t->unit;
-                if (hs + t->unit > (unsigned long long) off && hs < (unsigned long long) off + len)
+                if (held_overlap(t, i, (unsigned long long) off, len, &in_block, &in_range, &part))
                         drop_held(t, i);
                 else
                         i++;
