@@ -403,10 +403,12 @@ static int commit(ts_inject *ij, ts_error **err) {
  * when TS_INJECT_FAULT names it ("<op>:<point>[:<n>]", the n-th passage,
  * default the first), so tests can check what a crash there leaves on disk.
  * Ops: file, symlink, mkdir. Points, in order:
- *   data     (file) data and the new inode written, nothing flushed since
+ *   data     (file) data written and the new inode built (its block may still
+ *            be held by the io layer), nothing flushed since
  *   inode    the new inode, its blocks and bitmaps flushed; no entry names it
  *   entry    the directory entry added or switched to it, flushed
- *   release  (a replacement) the old inode released, not yet flushed */
+ *   release  (a replacement) the old inode released and written to the kernel,
+ *            not yet flushed */
 static void fault(ts_inject *ij, const char *op, const char *point) {
         if (!ij->fault)
                 return;
