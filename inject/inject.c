@@ -278,17 +278,42 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
         if (r < 0)
                 return r;
 
-        blk64_t first = ext2fs_group_first_block2(fs, g);
-        blk64_t last = ext2fs_group_last_block2(fs, g);
-        errcode_t e;
-        /* Ask for both bitmaps at once; the reads below then wait for one
-         * round trip to the device instead of two. */
+        /* Read and check both bitmaps before the in-memory maps change: a
+         * group that fails to load must stay marked used. Both are asked for
+         * at once, so the reads wait for one round trip instead of two. */
         readahead_bitmaps(ij, g);
+        bool block_uninit = has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_BLOCK_UNINIT);
+        bool inode_uninit = has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_UNINIT);
+        errcode_t e;
+        if (!block_uninit) {
+                e = io_channel_read_blk64(fs->io, ext2fs_block_bitmap_loc(fs, g), 1, bb);
+                if (e)
+                        return ext2_fail(err, e, "read block bitmap of group %u", g);
+                if (!ext2fs_block_bitmap_csum_verify(fs, g, bb, block_bitmap_bytes(fs)))
+                        return ts_error_setf_plain(err, EUCLEAN, "block bitmap of group %u: bad checksum", g);
+        }
+        if (!inode_uninit) {
+                e = io_channel_read_blk64(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1, ib);
+                if (e)
+                        return ext2_fail(err, e, "read inode bitmap of group %u", g);
+                if (!ext2fs_inode_bitmap_csum_verify(fs, g, ib, inode_bitmap_bytes(fs)))
+                        return ts_error_setf_plain(err, EUCLEAN, "inode bitmap of group %u: bad checksum", g);
+        }
 
         /* Setting a range of an extent-tree bitmap only adds the set bits:
          * clear the group first. */
-        bitmap_range(fs->block_map, first, last - first + 1, false);
-        if (has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_BLOCK_UNINIT)) {
+        blk64_t first = ext2fs_group_first_block2(fs, g);
+        blk64_t nblocks = ext2fs_group_last_block2(fs, g) - first + 1;
+        uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
+        ext2_ino_t ifirst = (ext2_ino_t) g * ipg + 1;
+        bitmap_range(fs->block_map, first, nblocks, false);
+        bitmap_range(fs->inode_map, ifirst, ipg, false);
+        e = 0;
+        if (block_uninit) {
+                /* Never initialised: it holds only metadata, its superblock
+                 * backup and descriptors and whichever groups' bitmaps and
+                 * inode tables lie in it. */
+                blk64_t last = first + nblocks - 1;
                 ext2fs_reserve_super_and_bgd(fs, g, fs->block_map);
                 for (dgrp_t j = 0; j < ij->ngroups; j++) {
                         mark_range_in_group(fs, first, last, ext2fs_block_bitmap_loc(fs, j), 1);
@@ -297,32 +322,16 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
                                             fs->inode_blocks_per_group);
                 }
         } else {
-                e = io_channel_read_blk64(fs->io, ext2fs_block_bitmap_loc(fs, g), 1, bb);
-                if (e)
-                        return ext2_fail(err, e, "read block bitmap of group %u", g);
-                if (!ext2fs_block_bitmap_csum_verify(fs, g, bb, block_bitmap_bytes(fs)))
-                        return ts_error_setf_plain(err, EUCLEAN, "block bitmap of group %u: bad checksum", g);
-                e = ext2fs_set_block_bitmap_range2(fs->block_map, first, last - first + 1, bb);
-                if (e)
-                        return ext2_fail(err, e, "load block bitmap of group %u", g);
+                e = ext2fs_set_block_bitmap_range2(fs->block_map, first, nblocks, bb);
         }
-
-        uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
-        ext2_ino_t ifirst = (ext2_ino_t) g * ipg + 1;
-        bitmap_range(fs->inode_map, ifirst, ipg, false);
-        if (!(has_csum(fs) && ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_UNINIT))) {
-                e = io_channel_read_blk64(fs->io, ext2fs_inode_bitmap_loc(fs, g), 1, ib);
-                if (e)
-                        return ext2_fail(err, e, "read inode bitmap of group %u", g);
-                if (!ext2fs_inode_bitmap_csum_verify(fs, g, ib, inode_bitmap_bytes(fs)))
-                        return ts_error_setf_plain(err, EUCLEAN, "inode bitmap of group %u: bad checksum", g);
+        if (!e && !inode_uninit)
                 e = ext2fs_set_inode_bitmap_range2(fs->inode_map, ifirst, ipg, ib);
-                if (e)
-                        return ext2_fail(err, e, "load inode bitmap of group %u", g);
+        if (e || render_block_bitmap(ij, g, bb) < 0 || render_inode_bitmap(ij, g, ib) < 0) {
+                bitmap_range(fs->block_map, first, nblocks, true);
+                bitmap_range(fs->inode_map, ifirst, ipg, true);
+                return e ? ext2_fail(err, e, "load bitmaps of group %u", g)
+                         : ts_error_set(err, EIO, "load group %u", g);
         }
-
-        if (render_block_bitmap(ij, g, bb) < 0 || render_inode_bitmap(ij, g, ib) < 0)
-                return ts_error_set(err, EIO, "load group %u", g);
         gr->bb = TAKE_PTR(bb);
         gr->ib = TAKE_PTR(ib);
         return 0;
@@ -1839,8 +1848,11 @@ static int probe_head(const char *path, int fd, int *ret_rc, char **ret_type, ts
         _cleanup_close_ int mfd = memfd_create("thinsnap-probe", MFD_CLOEXEC);
         if (mfd < 0)
                 return ts_error_set(err, errno, "%s: probe: memfd", path);
-        if (n > 0 && write(mfd, head, (size_t) n) != n)
-                return ts_error_set(err, errno ? errno : EIO, "%s: probe: memfd", path);
+        ssize_t w = n > 0 ? write(mfd, head, (size_t) n) : 0;
+        if (w < 0)
+                return ts_error_set(err, errno, "%s: probe: memfd", path);
+        if (w != n)
+                return ts_error_setf_plain(err, EIO, "%s: probe: short write to memfd", path);
         int rc = blkid_type(mfd, true, ret_type);
         if (rc == -ENOMEM)
                 return ts_error_set(err, ENOMEM, "%s: probe", path);
@@ -2071,10 +2083,14 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         if (fd < 0) {
                 int r = -errno;
                 if (r == -EBUSY && blk) {
-                        /* Say what holds it when we can see it. */
-                        r = check_in_use(path, &st, err);
-                        if (r < 0)
+                        /* Say what holds it when we can see it; a failure
+                         * to look does not hide the EBUSY. */
+                        _cleanup_error_ ts_error *why = NULL;
+                        r = check_in_use(path, &st, &why);
+                        if (r == -EBUSY) {
+                                ts_error_move(err, &why);
                                 return r;
+                        }
                         return ts_error_setf_plain(err, EBUSY,
                                                    "%s: in use (mounted in another namespace or opened exclusively)",
                                                    path);

@@ -36,6 +36,7 @@ struct tio {
         bool direct;    /* O_DIRECT is set on fd now */
         bool no_direct; /* the device refused an O_DIRECT write: data goes buffered */
         bool unsynced;  /* written since the last fsync */
+        errcode_t failed; /* the first write-back or fsync error: returned by every later flush */
         unsigned unit;  /* held-block size, 0 while nothing is held */
         size_t nheld;
         struct held held[HELD_MAX];
@@ -95,7 +96,7 @@ static errcode_t pread_all(struct tio *t, void *buf, size_t len, off_t off) {
 static errcode_t span(io_channel io, unsigned long long block, int count, off_t *off, size_t *len) {
         unsigned long long bs = (unsigned long long) io->block_size;
         unsigned long long n = count < 0 ? (unsigned long long) -(long long) count : (unsigned long long) count * bs;
-        if (bs && block > (unsigned long long) LLONG_MAX / bs)
+        if ((bs && block > (unsigned long long) LLONG_MAX / bs) || n > (unsigned long long) LLONG_MAX - block * bs)
                 return EXT2_ET_LLSEEK_FAILED;
         *off = (off_t) (block * bs);
         *len = (size_t) n;
@@ -347,13 +348,20 @@ static errcode_t tio_write_blk(io_channel io, unsigned long block, int count, co
 
 static errcode_t tio_flush(io_channel io) {
         struct tio *t = TIO(io);
+        /* The kernel reports a failed writeback to one fsync only: once a
+         * flush failed, what it covered may be lost, and every later flush
+         * says so too. */
+        if (t->failed)
+                return t->failed;
         errcode_t e = write_back(t);
         if (e)
                 return e;
         if (!t->unsynced)
                 return 0;
-        if (fsync(t->fd) < 0)
-                return errno;
+        if (fsync(t->fd) < 0) {
+                t->failed = errno;
+                return t->failed;
+        }
         t->unsynced = false;
         return 0;
 }
@@ -417,21 +425,33 @@ errcode_t ts_io_write_data(io_channel io, unsigned long long blk, unsigned long 
         unsigned long long bs = (unsigned long long) io->block_size;
         if (n == 0)
                 return 0;
-        if (n > (unsigned long long) SSIZE_MAX / bs || blk > (unsigned long long) LLONG_MAX / bs)
+        if (n > (unsigned long long) SSIZE_MAX / bs || blk > (unsigned long long) LLONG_MAX / bs ||
+            n * bs > (unsigned long long) LLONG_MAX - blk * bs)
                 return EXT2_ET_INVALID_ARGUMENT;
         off_t off = (off_t) (blk * bs);
         size_t len = (size_t) (n * bs);
         /* Held copies of these blocks belong to whatever used them before they
-         * were freed; written back later, they would overwrite the data. */
+         * were freed; written back later, they would overwrite the data. A
+         * block only partly covered (the channel's block size is not the
+         * held unit) keeps its other bytes, with the data copied in. */
         size_t in_block, in_range, part;
         for (size_t i = 0; i < t->nheld;) {
-                if (held_overlap(t, i, (unsigned long long) off, len, &in_block, &in_range, &part))
-                        drop_held(t, i);
-                else
+                if (!held_overlap(t, i, (unsigned long long) off, len, &in_block, &in_range, &part)) {
                         i++;
+                } else if (part == t->unit) {
+                        drop_held(t, i);
+                } else {
+                        memcpy(t->held[i].buf + in_block, (const char *) buf + in_range, part);
+                        i++;
+                }
         }
-        if (t->blkdev && !t->no_direct && len >= DIRECT_MIN && ((uintptr_t) buf & 4095) == 0 &&
-            set_direct(t, true) == 0) {
+        bool direct = t->blkdev && !t->no_direct && len >= DIRECT_MIN && ((uintptr_t) buf & 4095) == 0;
+        if (direct && set_direct(t, true) != 0) {
+                /* The descriptor cannot switch to O_DIRECT: buffered from now on. */
+                t->no_direct = true;
+                direct = false;
+        }
+        if (direct) {
                 ssize_t w;
                 do
                         w = pwrite(t->fd, buf, len, off);

@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/macro.h"
@@ -213,6 +215,80 @@ START_TEST(partial_write_of_a_block_not_held_holds_it) {
 }
 END_TEST
 
+START_TEST(write_across_two_held_blocks_updates_both) {
+        ck_assert_int_eq(ts_io_hold_writes(io, BS), 0);
+        char b[2 * BS];
+        memset(b, 0x11, sizeof b);
+        ck_assert_int_eq(io_channel_write_blk64(io, 4, 2, b), 0);
+        /* 3 KiB from byte 3 KiB of block 4 into block 5. */
+        ck_assert_int_eq(io_channel_set_blksize(io, 1024), 0);
+        char u[3 * 1024];
+        memset(u, 0x22, sizeof u);
+        ck_assert_int_eq(io_channel_write_blk64(io, 4 * 4 + 3, 3, u), 0);
+        /* A read starting inside a held block. */
+        char got[2048];
+        ck_assert_int_eq(io_channel_read_blk64(io, 4 * 4 + 2, 2, got), 0);
+        ck_assert_int_eq(got[0], 0x11);
+        ck_assert_int_eq(got[1024], 0x22);
+        ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
+        ck_assert_int_eq(io_channel_flush(io), 0);
+        char f[2 * BS];
+        file_block(4, f);
+        file_block(5, f + BS);
+        ck_assert_int_eq(f[3071], 0x11);
+        ck_assert_int_eq(f[3072], 0x22);
+        ck_assert_int_eq(f[6143], 0x22);
+        ck_assert_int_eq(f[6144], 0x11);
+}
+END_TEST
+
+START_TEST(failed_write_back_keeps_blocks_held) {
+        ck_assert_int_eq(ts_io_hold_writes(io, BS), 0);
+        char b[BS];
+        fill(b, 0x33);
+        ck_assert_int_eq(io_channel_write_blk64(io, 10, 1, b), 0);
+        ck_assert_int_eq(io_channel_write_blk64(io, 300, 1, b), 0); /* past the file's end */
+        /* Writes past 64 blocks fail with EFBIG in this process only. */
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit old, rl = { .rlim_cur = 64 * BS, .rlim_max = RLIM_INFINITY };
+        ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+        rl.rlim_max = old.rlim_max;
+        ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+        errcode_t e = io_channel_flush(io);
+        ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+        ck_assert_int_eq(e, EFBIG);
+        ck_assert_uint_eq(ts_io_held(io), 2);
+        ck_assert_int_eq(io_channel_flush(io), 0);
+        ck_assert_uint_eq(ts_io_held(io), 0);
+        assert_file_block(10, 0x33);
+        assert_file_block(300, 0x33);
+}
+END_TEST
+
+START_TEST(data_write_over_part_of_a_held_block_keeps_the_rest) {
+        ck_assert_int_eq(ts_io_hold_writes(io, BS), 0);
+        char b[BS];
+        fill(b, 0x61);
+        ck_assert_int_eq(io_channel_write_blk64(io, 30, 1, b), 0);
+        /* At a 1 KiB channel block size, data covering the block's second KiB. */
+        ck_assert_int_eq(io_channel_set_blksize(io, 1024), 0);
+        char *data = aligned_alloc(BS, BS);
+        ck_assert_ptr_nonnull(data);
+        memset(data, 0x62, 1024);
+        ck_assert_int_eq(ts_io_write_data(io, 30 * 4 + 1, 1, data), 0);
+        free(data);
+        ck_assert_int_eq(io_channel_set_blksize(io, BS), 0);
+        ck_assert_uint_eq(ts_io_held(io), 1);
+        ck_assert_int_eq(io_channel_flush(io), 0);
+        char got[BS];
+        file_block(30, got);
+        ck_assert_int_eq(got[1023], 0x61);
+        ck_assert_int_eq(got[1024], 0x62);
+        ck_assert_int_eq(got[2047], 0x62);
+        ck_assert_int_eq(got[2048], 0x61);
+}
+END_TEST
+
 START_TEST(data_write_drops_held_copies) {
         ck_assert_int_eq(ts_io_hold_writes(io, BS), 0);
         char b[BS];
@@ -293,6 +369,9 @@ static Suite *io_suite(void) {
         tcase_add_test(tc, reads_merge_held_blocks_into_device_content);
         tcase_add_test(tc, partial_write_patches_the_held_copy);
         tcase_add_test(tc, partial_write_of_a_block_not_held_holds_it);
+        tcase_add_test(tc, write_across_two_held_blocks_updates_both);
+        tcase_add_test(tc, failed_write_back_keeps_blocks_held);
+        tcase_add_test(tc, data_write_over_part_of_a_held_block_keeps_the_rest);
         tcase_add_test(tc, data_write_drops_held_copies);
         tcase_add_test(tc, many_blocks_are_written_back_as_they_overflow);
         tcase_add_test(tc, no_memory_to_hold_writes_through);

@@ -866,6 +866,101 @@ START_TEST(refuses_unsupported_features) {
 }
 END_TEST
 
+/* A group whose bitmaps fail to load stays marked used for the rest of the
+ * session. Layout (4 KiB blocks, 16 inodes a group, no flex_bg): group 0 has
+ * a 500-block hole and one free inode, /big's inode lies in group 1 (whose
+ * block bitmap is made corrupt) and /d's in group 2. Groups 0 and 2 hold
+ * enough free blocks for a 1000-block file, but no run that long: were group
+ * 1 left looking free after its load failed, the first run to fit would start
+ * on its backup superblock. */
+START_TEST(failed_group_load_keeps_the_group_used) {
+        make_image("17084", "-t", "ext4", "-b", "4096", "-g", "8192", "-N", "48", "-O",
+                   "^has_journal,^flex_bg,^resize_inode",
+                   NULL);
+        char script[PATH_MAX + 32], src[PATH_MAX + 32];
+        snprintf(src, sizeof src, "%s/tmpsrc", tmpdir);
+        /* Not zeros: debugfs would store those as holes. */
+        char *fill = malloc(8600 * 4096);
+        ck_assert_ptr_nonnull(fill);
+        memset(fill, 0x5a, 8600 * 4096);
+        write_host(src, fill, 500 * 4096);
+        snprintf(src, sizeof src, "%s/bigsrc", tmpdir);
+        write_host(src, fill, 8600 * 4096);
+        snprintf(src, sizeof src, "%s/small", tmpdir);
+        write_host(src, "small\n", 6);
+        snprintf(src, sizeof src, "%s/empty", tmpdir);
+        write_host(src, "", 0);
+        snprintf(src, sizeof src, "%s/newsrc", tmpdir);
+        write_host(src, fill, 1000 * 4096);
+        free(fill);
+        snprintf(script, sizeof script, "%s/cmds", tmpdir);
+        FILE *f = fopen(script, "w");
+        ck_assert_ptr_nonnull(f);
+        fprintf(f, "write %s/tmpsrc tmp\n", tmpdir);
+        for (int i = 1; i <= 4; i++)
+                fprintf(f, "write %s/small f%d\n", tmpdir, i);
+        fprintf(f, "write %s/bigsrc big\n", tmpdir);
+        for (int i = 18; i <= 32; i++)
+                fprintf(f, "write %s/empty e%d\n", tmpdir, i);
+        fprintf(f, "mkdir d\nrm tmp\n");
+        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_int_eq(RUN(NULL, "debugfs", "-w", "-f", script, img), 0);
+        assert_fsck_clean();
+
+        ext2_filsys fs;
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        ck_assert_uint_eq(fs->group_desc_count, 3);
+        blk64_t bb1 = ext2fs_block_bitmap_loc(fs, 1), super1 = ext2fs_group_first_block2(fs, 1);
+        unsigned bs = fs->blocksize;
+        ext2fs_close_free(&fs);
+        struct info fi;
+        ck_assert_int_eq(info("/big", &fi), 0);
+        ck_assert_uint_eq((fi.ino - 1) / 16, 1);
+        /* Corrupt group 1's block bitmap: its checksum no longer matches. */
+        int fd = open(img, O_RDWR | O_CLOEXEC);
+        ck_assert_int_ge(fd, 0);
+        unsigned char byte;
+        off_t at = (off_t) (bb1 * bs + 500); /* inside the 1024 bytes its checksum covers */
+        ck_assert_int_eq(pread(fd, &byte, 1, at), 1);
+        byte ^= 0x5a;
+        ck_assert_int_eq(pwrite(fd, &byte, 1, at), 1);
+        char super_before[4096];
+        ck_assert_int_eq(pread(fd, super_before, sizeof super_before, (off_t) (super1 * bs)), 4096);
+
+        ts_inject *ij = open_ok();
+        _cleanup_error_ ts_error *err = NULL;
+        uint32_t ino = 0;
+        ck_assert_int_eq(ts_inject_lookup(ij, "/d", &ino, &err), 0); /* loads group 2 */
+        ck_assert_int_eq(ts_inject_lookup(ij, "/big", &ino, &err), -EUCLEAN);
+        ck_assert_ptr_nonnull(strstr(err->msg, "checksum"));
+        ts_error_free(err);
+        err = NULL;
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        int r = ts_inject_write_file(ij, src, "/new", &o, &err);
+        /* It may fail for want of a run that fits: what matters is where it
+         * did not write. */
+        ck_assert_msg(r == 0 || r == -ENOSPC || r == -EUCLEAN, "%s", ts_error_message(err, r));
+        ts_inject_free(ij);
+
+        char super_after[4096];
+        ck_assert_int_eq(pread(fd, super_after, sizeof super_after, (off_t) (super1 * bs)), 4096);
+        close(fd);
+        ck_assert_msg(memcmp(super_before, super_after, sizeof super_before) == 0,
+                      "group 1's backup superblock was overwritten");
+        if (r == 0) {
+                ck_assert_int_eq(info("/new", &fi), 0);
+                ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+                blk64_t pblk = 0;
+                for (blk64_t l = 0; l < 1000; l++) {
+                        ck_assert_int_eq(ext2fs_bmap2(fs, fi.ino, NULL, NULL, 0, l, NULL, &pblk), 0);
+                        ck_assert_msg(ext2fs_group_of_blk2(fs, pblk) != 1, "block %llu of /new lies in group 1",
+                                      (unsigned long long) pblk);
+                }
+                ext2fs_close_free(&fs);
+        }
+}
+END_TEST
+
 START_TEST(refuses_journal_needing_recovery) {
         make_image("32M", "-t", "ext4", NULL);
         debugfs_w("feature needs_recovery");
@@ -1601,6 +1696,7 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, refuses_non_ext);
         tcase_add_test(tc, refuses_unsupported_features);
         tcase_add_test(tc, refuses_journal_needing_recovery);
+        tcase_add_test(tc, failed_group_load_keeps_the_group_used);
         tcase_add_test(tc, refuses_bad_superblock);
         tcase_add_test(tc, refuses_overlapping_group_metadata);
         tcase_add_test(tc, refuses_entry_pointing_at_free_inode);
