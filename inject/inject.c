@@ -1821,8 +1821,6 @@ static int blkid_type(int fd, bool ext_only, char **ret_type) {
             !(*ret_type = strdup(type)))
                 rc = -ENOMEM;
         blkid_free_probe(pr);
-        /* libblkid asked for no readahead on the descriptor. */
-        (void) posix_fadvise(fd, 0, 0, POSIX_FADV_NORMAL);
         return rc;
 }
 
