@@ -608,8 +608,10 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
  * record is read under the lock, so a removal that someone else finished
  * meanwhile (and whose device id may be handed out again) is never redone.
  * Returns 1 when it finished one, 0 when the record is absent or not
- * REMOVING, or a negative errno. */
-static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+ * REMOVING, or a negative errno. *ret_present (may be NULL) tells whether a
+ * record other than a REMOVING one is there. */
+static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *key, bool *ret_present,
+                                 ts_error **err) {
         ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
@@ -617,11 +619,15 @@ static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *
         ts_store_info info;
         r = ts_store_get(txn, ns, key, &info, NULL);
         ts_store_txn_commit(txn, NULL);
+        if (ret_present)
+                *ret_present = false;
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
                 return ts_error_set(err, r, "read snapshot %s", key);
         bool removing = info.state == TS_STATE_REMOVING;
+        if (ret_present)
+                *ret_present = !removing;
         uint32_t id = info.dev_id;
         uint64_t size = info.dev_size;
         ts_store_info_done(&info);
@@ -652,7 +658,7 @@ static int reap_once(ts_snapshotter *s, ts_error **err) {
                         continue;
                 }
                 ts_error *e2 = NULL;
-                q = settle_removal_locked(s, e->ns, e->key, &e2);
+                q = settle_removal_locked(s, e->ns, e->key, NULL, &e2);
                 unlock_keys(s, e->ns, e->key, NULL);
                 if (q < 0) {
                         failed++;
@@ -696,7 +702,7 @@ static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
                 if (r < 0)
                         break;
                 ts_error *e = NULL;
-                r = settle_removal_locked(s, ns, *k, &e);
+                r = settle_removal_locked(s, ns, *k, NULL, &e);
                 unlock_keys(s, ns, *k, NULL);
                 if (r < 0)
                         log_warn("remove %s/%s: finishing the removal of its child %s: %s", ns, key, *k,
@@ -882,7 +888,7 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         bool recorded = false, snapped = false, pool_step = false;
         char name[96];
         r = txn_run(s, create_record, &a, err);
-        if (r == -EEXIST && settle_removal_locked(s, ns, key, NULL) > 0) {
+        if (r == -EEXIST && settle_removal_locked(s, ns, key, NULL, NULL) > 0) {
                 /* The key's asynchronous removal was not reaped yet: now it is. */
                 error_clear(err);
                 r = txn_run(s, create_record, &a, err);
@@ -1053,17 +1059,16 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
                 r = ts_error_setf_plain(err, EBUSY, "snapshot %s is not active", key);
                 goto out;
         }
-        /* The name must be free before the device is touched. */
-        ts_store_info other;
-        if (get_ready(s, ns, name, &other, NULL) == 0) {
-                ts_store_info_done(&other);
+        /* The name must be free before the device is touched; a name whose
+         * asynchronous removal is not reaped yet is freed now. */
+        bool taken = false;
+        r = settle_removal_locked(s, ns, name, &taken, err);
+        if (r < 0)
+                goto out;
+        if (taken) {
                 r = ts_error_setf_plain(err, EEXIST, "snapshot %s already exists", name);
                 goto out;
         }
-        /* A name whose asynchronous removal is not reaped yet is freed now. */
-        r = settle_removal_locked(s, ns, name, err);
-        if (r < 0)
-                goto out;
         struct commit_arg a = { ns, key, name, labels, n_labels, 0 };
         r = active_usage(s, ns, &info, &a.usage, err);
         if (r < 0)
@@ -1120,7 +1125,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
                 /* Its last children were asynchronous removals not reaped yet. */
                 error_clear(err);
                 r = txn_run(s, remove_begin, &a, err);
-        } else if (r == -EBUSY && settle_removal_locked(s, ns, key, NULL) > 0) {
+        } else if (r == -EBUSY && settle_removal_locked(s, ns, key, NULL, NULL) > 0) {
                 /* Removed already, asynchronously: as gone as containerd expects. */
                 error_clear(err);
                 r = ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", key);

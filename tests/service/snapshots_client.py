@@ -96,6 +96,11 @@ check("child sees parent's file", os.path.getsize(os.path.join(mnt, "hello")) ==
 subprocess.run(["umount", mnt], check=True)
 v = unary("View", pb.ViewSnapshotRequest(key="v", parent="A"), pb.ViewSnapshotResponse)
 check("view is ro", list(v.mounts[0].options) == ["ro"], str(v))
+expect_code("commit onto an existing name", C.ALREADY_EXISTS,
+            lambda: unary("Commit", pb.CommitSnapshotRequest(key="b", name="A"), empty_pb2.Empty))
+st = unary("Stat", pb.StatSnapshotRequest(key="b"), pb.StatSnapshotResponse)
+check("refused commit leaves the active snapshot", st.info.kind == pb.ACTIVE and st.info.parent == "A", str(st))
+check("refused commit leaves its device", os.path.exists(r.mounts[0].source))
 expect_code("prepare on active parent", C.INVALID_ARGUMENT,
             lambda: unary("Prepare", pb.PrepareSnapshotRequest(key="c", parent="b"), pb.PrepareSnapshotResponse))
 expect_code("prepare on missing parent", C.NOT_FOUND,
