@@ -34,9 +34,9 @@ struct tio {
         int fd;
         bool blkdev;
         bool direct;    /* O_DIRECT is set on fd now */
-        bool no_direct; /* the device refused an O_DIRECT write: data goes buffered */
+        bool no_direct; /* O_DIRECT was refused: data goes buffered */
         bool unsynced;  /* written since the last fsync */
-        errcode_t failed; /* the first write-back or fsync error: returned by every later flush */
+        errcode_t failed; /* the first fsync error: returned by every later flush */
         unsigned unit;  /* held-block size, 0 while nothing is held */
         size_t nheld;
         struct held held[HELD_MAX];
