@@ -603,6 +603,17 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
 
 /* ---- async removal ---- */
 
+/* Reads key's record in a read transaction of its own. */
+static int read_record(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret, ts_error **err) {
+        ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        r = ts_store_get(txn, ns, key, ret, err);
+        ts_store_txn_commit(txn, NULL);
+        return r;
+}
+
 /* With key's lock held: finishes the removal of key when its record is
  * REMOVING, an asynchronous removal the reaper has not got to yet. The
  * record is read under the lock, so a removal that someone else finished
@@ -612,19 +623,17 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
  * record other than a REMOVING one is there. */
 static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *key, bool *ret_present,
                                  ts_error **err) {
-        ts_store_txn *txn = NULL;
-        int r = ts_store_begin(s->store, false, &txn, err);
-        if (r < 0)
-                return r;
-        ts_store_info info;
-        r = ts_store_get(txn, ns, key, &info, NULL);
-        ts_store_txn_commit(txn, NULL);
         if (ret_present)
                 *ret_present = false;
+        ts_store_info info;
+        _cleanup_error_ ts_error *e = NULL;
+        int r = read_record(s, ns, key, &info, &e);
         if (r == -ENOENT)
                 return 0;
-        if (r < 0)
-                return ts_error_set(err, r, "read snapshot %s", key);
+        if (r < 0) {
+                ts_error_move(err, &e);
+                return r;
+        }
         bool removing = info.state == TS_STATE_REMOVING;
         if (ret_present)
                 *ret_present = !removing;
@@ -960,12 +969,7 @@ out:
 
 static int get_ready(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret,
                      ts_error **err) {
-        ts_store_txn *txn = NULL;
-        int r = ts_store_begin(s->store, false, &txn, err);
-        if (r < 0)
-                return r;
-        r = ts_store_get(txn, ns, key, ret, err);
-        ts_store_txn_commit(txn, NULL);
+        int r = read_record(s, ns, key, ret, err);
         if (r < 0)
                 return r;
         if (ret->state != TS_STATE_READY) {
