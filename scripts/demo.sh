@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DTS_VM_CACHE="$PWD/build/vm-cache" >/dev/null
 cmake --build build/release -j"$(nproc)" --target thinsnap >/dev/null
-bin=$PWD/build/release/provision/thinsnap
+bin=$PWD/build/release/cli/thinsnap
 if [ -e /dev/mapper/control ] && [ "$(id -u)" -eq 0 ]; then
   exec ./scripts/demo-pool.sh "$bin"
 fi

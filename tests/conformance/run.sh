@@ -34,7 +34,7 @@ targets=(thinsnap)
 cmake --build "$build" --target help > "$build/targets.txt"
 if grep -qw thinsnapd "$build/targets.txt"; then targets+=(thinsnapd); fi
 cmake --build "$build" -j2 --target "${targets[@]}" >/dev/null
-thinsnap=${TS_THINSNAP:-$build/provision/thinsnap}
+thinsnap=${TS_THINSNAP:-$build/cli/thinsnap}
 thinsnapd=${TS_THINSNAPD:-$(find "$build" -type f -name thinsnapd -perm -u+x 2>/dev/null | head -n1)}
 if [ "$peer" = thinsnapd ] && [ -z "$thinsnapd" ]; then
   echo "run.sh: no thinsnapd binary in $build (target not built yet?); try --peer devmapper" >&2

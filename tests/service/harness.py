@@ -64,12 +64,12 @@ class Harness:
 
     # ---- the pool ----
     def pool_create(self, *args):
-        subprocess.run([self.bindir + "/provision/thinsnap", "pool", "create", self.pool,
+        subprocess.run([self.bindir + "/cli/thinsnap", "pool", "create", self.pool,
                         "--data", self.work + "/data", "--meta", self.work + "/meta"] + list(args),
                        env=self.env, check=True, stdout=subprocess.DEVNULL)
 
     def pool_destroy(self):
-        subprocess.run([self.bindir + "/provision/thinsnap", "pool", "destroy", self.pool, "--force",
+        subprocess.run([self.bindir + "/cli/thinsnap", "pool", "destroy", self.pool, "--force",
                         "--delete-files"], env=self.env, stdout=subprocess.DEVNULL)
 
     def dm_message(self, dev, msg):

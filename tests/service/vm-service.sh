@@ -6,7 +6,7 @@ bindir=${1:?usage: vm-service.sh BUILD_DIR SOURCE_DIR}
 src=${2:?}
 work=$(mktemp -d /tmp/tssvc-XXXXXX)
 export THINSNAP_STATE_DIR=$work/state
-"$bindir/provision/thinsnap" pool create svc --data "$work/data" --data-size 2G --meta "$work/meta" >/dev/null || exit 1
+"$bindir/cli/thinsnap" pool create svc --data "$work/data" --data-size 2G --meta "$work/meta" >/dev/null || exit 1
 "$bindir/plugin/thinsnapd" --root "$work/root" --pool svc --address "$work/ts.sock" --base-size 64M \
         --log-level info 2>"$work/daemon.log" &
 pid=$!
@@ -20,6 +20,6 @@ wait $pid; st=$?
 grep -q 'msg="stopped"' "$work/daemon.log" || { echo "FAIL: no graceful stop in the log"; rc=1; }
 [ ! -e "$work/ts.sock" ] || { echo "FAIL: socket left behind"; rc=1; }
 if [ $rc -ne 0 ]; then echo "--- thinsnapd log"; cat "$work/daemon.log"; fi
-"$bindir/provision/thinsnap" pool destroy svc --force --delete-files >/dev/null
+"$bindir/cli/thinsnap" pool destroy svc --force --delete-files >/dev/null
 rm -rf "$work"
 exit $rc

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "common/macro.h"
-#include "provision/cmd-inject.h"
+#include "cli/cmd-inject.h"
 
 static char tmpdir[PATH_MAX];
 static char img[PATH_MAX + 16];

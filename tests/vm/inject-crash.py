@@ -36,7 +36,7 @@ import tempfile
 
 BUILD = sys.argv[1]
 ONLY = sys.argv[2:]
-THINSNAP = os.path.join(BUILD, "provision", "thinsnap")
+THINSNAP = os.path.join(BUILD, "cli", "thinsnap")
 WORK = tempfile.mkdtemp(prefix="inject-crash.", dir="/tmp")
 FAILS = []
 ENV = dict(os.environ, DEBUGFS_PAGER="__none__", PAGER="__none__")

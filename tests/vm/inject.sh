@@ -10,7 +10,7 @@
 set -euo pipefail
 
 build=$1
-thinsnap=$build/provision/thinsnap
+thinsnap=$build/cli/thinsnap
 fails=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails + 1)); }

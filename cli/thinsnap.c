@@ -1,4 +1,4 @@
-/* thinsnap: the provisioner and pool CLI. */
+/* thinsnap: the command-line client (pools, thin devices, injection). */
 #include <stdio.h>
 #include <string.h>
 
