@@ -14,6 +14,7 @@ PKGS=(
   # peers and independent clients used by tests and benchmarks
   containerd golang-go golang-github-containerd-containerd-dev
   python3-grpcio python3-protobuf python3-grpc-tools
+  docker-registry skopeo
 )
 
 missing=()
