@@ -3,10 +3,15 @@
 # against Debian's containerd source (golang-github-containerd-containerd-dev):
 #   OUTDIR/conformance.test    containerd's snapshotter suite (tests/conformance)
 #   OUTDIR/snapshotter-bench   the snapshotter benchmark (bench/snapshotter)
-# Usage: tests/conformance/go-build.sh OUTDIR
+#   OUTDIR/provisioner-bench   the provisioner benchmark's Go flow (bench/provisioner)
+# Usage: tests/conformance/go-build.sh OUTDIR [PROGRAM...]
+# PROGRAM is one of the names above; without any, the first two are built.
 # The GOPATH and GOCACHE live under OUTDIR: the guest can only run the results.
 set -euo pipefail
-out=${1:?usage: go-build.sh OUTDIR}
+out=${1:?usage: go-build.sh OUTDIR [PROGRAM...]}
+shift
+programs=("$@")
+[ ${#programs[@]} -gt 0 ] || programs=(conformance.test snapshotter-bench)
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 command -v go >/dev/null || { echo "go-build: 'go' not found (apt-get install golang-go)" >&2; exit 1; }
 [ -d /usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite ] ||
@@ -22,7 +27,12 @@ mkdir -p "$gopath/src/gotest.tools"
 [ -e /usr/share/gocode/src/gotest.tools/v3 ] || ln -sfn /usr/share/gocode/src/gotest.tools "$gopath/src/gotest.tools/v3"
 export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOCACHE=$out/gocache GOFLAGS= CGO_ENABLED=1
 # Build to a new name and rename: a guest may be running the old binary.
-go test -c -o "$out/.conformance.test.new" thinsnap.local/tests/conformance
-mv -f "$out/.conformance.test.new" "$out/conformance.test"
-go build -o "$out/.snapshotter-bench.new" thinsnap.local/bench/snapshotter
-mv -f "$out/.snapshotter-bench.new" "$out/snapshotter-bench"
+for p in "${programs[@]}"; do
+  case $p in
+    conformance.test) go test -c -o "$out/.$p.new" thinsnap.local/tests/conformance ;;
+    snapshotter-bench) go build -o "$out/.$p.new" thinsnap.local/bench/snapshotter ;;
+    provisioner-bench) go build -o "$out/.$p.new" thinsnap.local/bench/provisioner ;;
+    *) echo "go-build: unknown program '$p' (conformance.test, snapshotter-bench, provisioner-bench)" >&2; exit 2 ;;
+  esac
+  mv -f "$out/.$p.new" "$out/$p"
+done

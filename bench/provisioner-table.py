@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""Prints the provisioner benchmark's tables from the JSON samples of its flows.
+
+  provisioner-table.py [--ref FLOW]... FLOW.json...
+
+Each file is what bench/provisioner (or any flow with the same JSON form) wrote for one flow:
+"flow", "ops_ms" (operation -> samples in ms), "concurrent" (n, total_ms, spread_ms,
+teardown_total_ms), "rss" ([{when, kib}]) of "rss_process", "problems", "failed"; or
+{"flow", "skipped"}. Columns come in the order of the files. Ratios are FLOW / REF for every
+reference flow (--ref, default go-devmapper and go-thinsnapd) against every flow after it;
+lower is better. Markdown on stdout.
+"""
+
+import argparse
+import json
+import math
+import sys
+
+ROWS = [
+    ("warm", "warm (pull + unpack)"),
+    ("vm_snapshot", "per-VM snapshot (image lookup, lease, Prepare)"),
+    ("vm_snapshot.resolve", "… image lookup (Images.Get, manifest and config)"),
+    ("vm_snapshot.lease", "… lease create"),
+    ("vm_snapshot.prepare", "… Prepare under the lease"),
+    ("teardown", "teardown (Remove + lease delete, sync)"),
+    ("teardown.remove", "… Remove"),
+    ("teardown.lease_delete", "… lease delete (sync GC)"),
+    ("concurrent_vm_snapshot", "concurrent per-VM snapshot, each call"),
+    ("concurrent_teardown", "concurrent teardown, each call"),
+]
+CONC = [
+    ("spread_ms", "concurrent snapshots: first → last completion (spread)"),
+    ("total_ms", "concurrent snapshots: start → last completion"),
+    ("teardown_total_ms", "concurrent teardowns: start → last completion"),
+]
+
+
+def percentile(xs, p):
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[max(0, math.ceil(p * len(s)) - 1)]
+
+
+def fmt_ms(v):
+    return "—" if v is None else "%.1f ms" % v
+
+
+def fmt_ratio(a, b):
+    return "—" if a is None or b is None or b == 0 else "%.3f×" % (a / b)
+
+
+def load(path):
+    try:
+        with open(path) as fh:
+            j = json.load(fh)
+    except (OSError, ValueError) as e:
+        sys.exit("provisioner-table: %s: %s" % (path, e))
+    if not isinstance(j, dict) or not isinstance(j.get("flow"), str):
+        sys.exit("provisioner-table: %s: not a flow's samples (no \"flow\")" % path)
+    return j
+
+
+def status(f):
+    if f.get("skipped"):
+        return "SKIPPED: " + f["skipped"]
+    s = "FAILED: %s (figures are what was measured before)" % f["failed"] if f.get("failed") \
+        else "completed"
+    if f.get("problems"):
+        s += "; %d problem(s): %s" % (len(f["problems"]), "; ".join(f["problems"][:3]))
+    return s
+
+
+def op(f, name, p):
+    return percentile(f.get("ops_ms", {}).get(name, []), p)
+
+
+def conc(f, key):
+    return (f.get("concurrent") or {}).get(key)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ref", action="append", help="a reference flow for the ratios")
+    ap.add_argument("files", nargs="+")
+    a = ap.parse_args()
+    flows = [load(p) for p in a.files]
+    names = [f["flow"] for f in flows]
+    if len(set(names)) != len(names):
+        sys.exit("provisioner-table: a flow appears twice: %s" % ", ".join(names))
+    refs = [r for r in (a.ref or ["go-devmapper", "go-thinsnapd"]) if r in names]
+    pairs = [(names[j], r) for r in refs for j in range(names.index(r) + 1, len(names))]
+    by = dict(zip(names, flows))
+
+    first = next((f for f in flows if not f.get("skipped")), {})
+    print("## Provisioner benchmark: warm, per-VM snapshot, teardown")
+    print()
+    print("One guest run; each flow on a fresh thin pool and a fresh containerd, the same image "
+          "(%s, %s) from the same local registry, %s VMs. Ratios: lower is better."
+          % (first.get("image", "?"), (first.get("image_digest") or "?")[:19] + "…",
+             first.get("vms", "?")))
+    print()
+    for f in flows:
+        who = "" if f.get("skipped") else " (%s on %s)" % (f.get("client", "?"),
+                                                            f.get("snapshotter", "?"))
+        print("- %s%s: %s" % (f["flow"], who, status(f)))
+    print()
+
+    extra = sorted({k for f in flows for k in f.get("ops_ms", {})} - {k for k, _ in ROWS})
+    rows = ROWS + [(k, k) for k in extra]
+    print("| measure | n | " + " | ".join("%s p50 | %s p95" % (n, n) for n in names) + " |")
+    print("|---|---:|" + "---:|---:|" * len(names))
+    for key, label in rows:
+        n = max(len(f.get("ops_ms", {}).get(key, [])) for f in flows)
+        cells = ["%s | %s" % (fmt_ms(op(f, key, .5)), fmt_ms(op(f, key, .95))) for f in flows]
+        print("| %s | %d | %s |" % (label, n, " | ".join(cells)))
+    for key, label in CONC:
+        n = max((f.get("concurrent") or {}).get("n", 0) for f in flows)
+        cells = [c for f in flows for c in (fmt_ms(conc(f, key)), "")]
+        print("| %s | %d | %s |" % (label, n, " | ".join(cells)))
+    print()
+
+    if pairs:
+        print("### Ratios (p50, p95 in brackets)")
+        print()
+        print("| measure | " + " | ".join("%s / %s" % p for p in pairs) + " |")
+        print("|---|" + "---:|" * len(pairs))
+        for key, label in rows:
+            cells = ["%s (%s)" % (fmt_ratio(op(by[x], key, .5), op(by[r], key, .5)),
+                                  fmt_ratio(op(by[x], key, .95), op(by[r], key, .95)))
+                     for x, r in pairs]
+            print("| %s | %s |" % (label, " | ".join(cells)))
+        for key, label in CONC:
+            cells = [fmt_ratio(conc(by[x], key), conc(by[r], key)) for x, r in pairs]
+            print("| %s | %s |" % (label, " | ".join(cells)))
+        print()
+
+    rss = [f for f in flows if f.get("rss")]
+    if rss:
+        print("### Resident memory (VmRSS)")
+        print()
+        print("| when | " + " | ".join("%s of %s" % (f.get("rss_process") or "?", f["flow"])
+                                     for f in rss) + " |")
+        print("|---|" + "---:|" * len(rss))
+        whens = []
+        for f in rss:
+            whens += [s["when"] for s in f["rss"] if s["when"] not in whens]
+        for w in whens:
+            cells = [next(("%.1f MiB" % (s["kib"] / 1024) for s in f["rss"] if s["when"] == w), "—")
+                     for f in rss]
+            print("| %s | %s |" % (w, " | ".join(cells)))
+    return 1 if any(f.get("failed") or f.get("problems") for f in flows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

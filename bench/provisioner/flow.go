@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/content"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/images"
+	"github.com/containerd/containerd/leases"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/snapshots"
+	"github.com/opencontainers/image-spec/identity"
+)
+
+// flow is a VM manager's storage path written with containerd's Go client:
+// warm an image into a snapshotter, then per VM a lease and a Prepare of the
+// image's top chain id under it, and a teardown that removes the snapshot and
+// deletes the lease with synchronous GC.
+type flow struct {
+	client      *containerd.Client
+	snapshotter string
+	ref         string
+	resolver    remotes.Resolver
+	res         *result
+}
+
+// Lease, key and label names of a VM, as thinsnap's provisioner names them.
+func leaseID(vm string) string { return "thinsnap.vm." + vm }
+func snapKey(vm string) string { return "thinsnap-vm-" + vm }
+
+// warm pulls the image with unpack into the snapshotter (containerd's client
+// makes and deletes its own lease around the pull).
+func (f *flow) warm(ctx context.Context) error {
+	_, err := f.client.Pull(ctx, f.ref,
+		containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(f.snapshotter),
+		containerd.WithResolver(f.resolver))
+	if err != nil {
+		return fmt.Errorf("pull %s into %s: %w", f.ref, f.snapshotter, err)
+	}
+	return nil
+}
+
+// unwarm deletes the image with synchronous GC so the next warm starts from
+// nothing, and says what containerd still holds if anything is left.
+func (f *flow) unwarm(ctx context.Context) error {
+	if err := f.client.ImageService().Delete(ctx, f.ref, images.SynchronousDelete()); err != nil {
+		return fmt.Errorf("delete image %s: %w", f.ref, err)
+	}
+	blobs := 0
+	if err := f.client.ContentStore().Walk(ctx, func(content.Info) error {
+		blobs++
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list content: %w", err)
+	}
+	snaps := 0
+	if err := f.client.SnapshotService(f.snapshotter).Walk(ctx, func(context.Context, snapshots.Info) error {
+		snaps++
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list snapshots of %s: %w", f.snapshotter, err)
+	}
+	if blobs != 0 || snaps != 0 {
+		f.res.problem("after deleting the image, containerd still holds %d blobs and %d snapshots: the next warm is not cold",
+			blobs, snaps)
+	}
+	return nil
+}
+
+// image is what a per-VM snapshot needs to know about the warmed image.
+type image struct {
+	name, digest, chainID string
+}
+
+// resolve looks the image up by name and computes its top chain id from the
+// config's diff_ids, as a VM manager does for each VM.
+func (f *flow) resolve(ctx context.Context) (image, error) {
+	img, err := f.client.GetImage(ctx, f.ref)
+	if err != nil {
+		return image{}, fmt.Errorf("get image %s: %w", f.ref, err)
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		return image{}, fmt.Errorf("rootfs of %s: %w", f.ref, err)
+	}
+	return image{name: img.Name(), digest: img.Target().Digest.String(),
+		chainID: identity.ChainID(diffIDs).String()}, nil
+}
+
+// step records how long one step of a sequential operation took, when st is
+// not nil (the concurrent phase leaves it nil: its calls run at once).
+type step struct {
+	r    *result
+	last time.Time
+}
+
+func newStep(r *result) *step { return &step{r: r, last: time.Now()} }
+
+func (st *step) done(op string) {
+	if st != nil {
+		now := time.Now()
+		st.r.add(op, now.Sub(st.last))
+		st.last = now
+	}
+}
+
+// snapshot cuts VM vm's device: a lease labelled with the VM and its image,
+// and a Prepare of the image's top chain id under it. It returns the device.
+func (f *flow) snapshot(ctx context.Context, vm string, st *step) (string, error) {
+	img, err := f.resolve(ctx)
+	if err != nil {
+		return "", err
+	}
+	st.done(opSnapshotResolve)
+	lm := f.client.LeasesService()
+	l, err := lm.Create(ctx, leases.WithID(leaseID(vm)), leases.WithLabels(map[string]string{
+		"thinsnap.vm":           vm,
+		"thinsnap.image":        img.name,
+		"thinsnap.image.digest": img.digest,
+	}))
+	if err != nil {
+		return "", fmt.Errorf("create lease %s: %w", leaseID(vm), err)
+	}
+	st.done(opSnapshotLease)
+	lctx := leases.WithLease(ctx, l.ID)
+	mounts, err := f.client.SnapshotService(f.snapshotter).Prepare(lctx, snapKey(vm), img.chainID)
+	if err != nil {
+		if derr := lm.Delete(ctx, l, leases.SynchronousDelete); derr != nil {
+			err = fmt.Errorf("%w (and deleting the lease: %v)", err, derr)
+		}
+		return "", fmt.Errorf("prepare %s from %s: %w", snapKey(vm), img.chainID, err)
+	}
+	st.done(opSnapshotPrepare)
+	if len(mounts) != 1 {
+		return "", fmt.Errorf("prepare %s: %d mounts, want one device", snapKey(vm), len(mounts))
+	}
+	return mounts[0].Source, nil
+}
+
+// teardown removes VM vm's snapshot and deletes its lease with synchronous
+// GC. A VM that is already gone is not an error.
+func (f *flow) teardown(ctx context.Context, vm string, st *step) error {
+	err := f.client.SnapshotService(f.snapshotter).Remove(ctx, snapKey(vm))
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove %s: %w", snapKey(vm), err)
+	}
+	st.done(opTeardownRemove)
+	err = f.client.LeasesService().Delete(ctx, leases.Lease{ID: leaseID(vm)}, leases.SynchronousDelete)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete lease %s: %w", leaseID(vm), err)
+	}
+	st.done(opTeardownLease)
+	return nil
+}
+
+// checkDevice records a problem unless dev is a block device (present) or
+// is gone (!present).
+func (f *flow) checkDevice(vm, dev string, present bool) {
+	st, err := os.Stat(dev)
+	switch {
+	case present && err != nil:
+		f.res.problem("VM %s: device %s: %v", vm, dev, err)
+	case present && st.Mode()&os.ModeDevice == 0:
+		f.res.problem("VM %s: %s is not a device (mode %v)", vm, dev, st.Mode())
+	case !present && err == nil:
+		f.res.problem("VM %s: device %s is still there after teardown", vm, dev)
+	case !present && !errors.Is(err, os.ErrNotExist):
+		f.res.problem("VM %s: device %s after teardown: %v", vm, dev, err)
+	}
+}
+
+// sequential cuts n VMs one after another, then tears them down in the same
+// order, timing each call.
+func (f *flow) sequential(ctx context.Context, n int) error {
+	devs := make([]string, n)
+	for i := range devs {
+		vm := fmt.Sprintf("vm-%03d", i)
+		start := time.Now()
+		dev, err := f.snapshot(ctx, vm, newStep(f.res))
+		if err != nil {
+			return err
+		}
+		f.res.add(opSnapshot, time.Since(start))
+		f.checkDevice(vm, dev, true)
+		devs[i] = dev
+	}
+	f.res.sampleRSS(fmt.Sprintf("with %d VMs", n))
+	for i, dev := range devs {
+		vm := fmt.Sprintf("vm-%03d", i)
+		start := time.Now()
+		if err := f.teardown(ctx, vm, newStep(f.res)); err != nil {
+			return err
+		}
+		f.res.add(opTeardown, time.Since(start))
+		f.checkDevice(vm, dev, false)
+	}
+	return nil
+}
+
+// concurrently runs call(i) for i < n in n goroutines released at once. It
+// returns each call's latency, the time from the release to the last
+// completion and from the first completion to the last.
+func concurrently(n int, call func(i int) error) (lat []time.Duration, total, spread time.Duration, err error) {
+	var (
+		wg   sync.WaitGroup
+		gate = make(chan struct{})
+		ends = make([]time.Time, n)
+		errs = make([]error, n)
+	)
+	lat = make([]time.Duration, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-gate
+			s := time.Now()
+			errs[i] = call(i)
+			ends[i] = time.Now()
+			lat[i] = ends[i].Sub(s)
+		}(i)
+	}
+	start := time.Now()
+	close(gate)
+	wg.Wait()
+	for i, e := range errs {
+		if e != nil {
+			return nil, 0, 0, fmt.Errorf("call %d of %d: %w", i, n, e)
+		}
+	}
+	first, last := ends[0], ends[0]
+	for _, e := range ends {
+		if e.Before(first) {
+			first = e
+		}
+		if e.After(last) {
+			last = e
+		}
+	}
+	return lat, last.Sub(start), last.Sub(first), nil
+}
+
+// parallel cuts n VMs at once, then tears them down at once.
+func (f *flow) parallel(ctx context.Context, n int) error {
+	devs := make([]string, n)
+	vm := func(i int) string { return fmt.Sprintf("cvm-%03d", i) }
+	lat, total, spread, err := concurrently(n, func(i int) (err error) {
+		devs[i], err = f.snapshot(ctx, vm(i), nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%d concurrent snapshots: %w", n, err)
+	}
+	f.res.Ops[opConcSnapshot] = ms(lat...)
+	f.res.Concurrent = &concurrentResult{N: n, TotalMS: ms(total)[0], SpreadMS: ms(spread)[0]}
+	for i, dev := range devs {
+		f.checkDevice(vm(i), dev, true)
+	}
+	f.res.sampleRSS(fmt.Sprintf("with %d concurrent VMs", n))
+	lat, total, _, err = concurrently(n, func(i int) error { return f.teardown(ctx, vm(i), nil) })
+	if err != nil {
+		return fmt.Errorf("%d concurrent teardowns: %w", n, err)
+	}
+	f.res.Ops[opConcTeardown] = ms(lat...)
+	f.res.Concurrent.TeardownTotalMS = ms(total)[0]
+	for i, dev := range devs {
+		f.checkDevice(vm(i), dev, false)
+	}
+	return nil
+}
+
+// run is the whole flow: warms (each from nothing, all but the last undone),
+// the sequential VMs, the concurrent VMs.
+func (f *flow) run(ctx context.Context, warms, vms, conc int) error {
+	f.res.sampleRSS("at start")
+	// An image left by an earlier run would make the first warm a no-op.
+	if _, err := f.client.GetImage(ctx, f.ref); err == nil {
+		if err := f.unwarm(ctx); err != nil {
+			return err
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("get image %s: %w", f.ref, err)
+	}
+	for i := 0; i < warms; i++ {
+		start := time.Now()
+		if err := f.warm(ctx); err != nil {
+			return err
+		}
+		f.res.add(opWarm, time.Since(start))
+		if i < warms-1 {
+			if err := f.unwarm(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	img, err := f.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	f.res.ImageDigest, f.res.TopChainID = img.digest, img.chainID
+	f.res.sampleRSS("after warm")
+	if err := f.sequential(ctx, vms); err != nil {
+		return err
+	}
+	f.res.sampleRSS("after teardown")
+	if conc > 0 {
+		if err := f.parallel(ctx, conc); err != nil {
+			return err
+		}
+	}
+	f.res.sampleRSS("at the end")
+	return nil
+}

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# The provisioner benchmark's guest side (VM lane, as root); bench/run-provisioner-bench.sh
+# builds everything on the host and runs this in one guest:
+#
+#   in-guest.sh --image DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
+#               [--vms N] [--warms N] [--base-size SIZE] [--thinsnap-flow CMD]
+#
+# DIR holds image.tar (an OCI archive from tests/containerd/build-image). Starts Debian's
+# docker-registry on 127.0.0.1:5000 (filesystem root under /tmp), pushes the image with skopeo,
+# then runs each flow on a fresh thin pool (`thinsnap pool create`) and a fresh containerd 1.6,
+# one flow at a time, all pulling the same image from the same registry:
+#   go-devmapper  containerd's Go client, containerd's built-in devmapper snapshotter;
+#   go-thinsnapd  containerd's Go client, thinsnapd as containerd's proxy plugin `thinsnap`;
+#   thinsnap      the thinsnap provisioner's own API (flow_thinsnap below: the third column).
+# Each flow writes OUT/<flow>.json (bench/provisioner/README.md); a flow that is not run writes
+# {"flow": ..., "skipped": reason}.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+usage() {
+        sed -n '5,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+        exit 2
+}
+
+image_dir= go_flow= thinsnap= thinsnapd= out= thinsnap_flow=
+vms=50 warms=3 base_size=128M
+while [ $# -gt 0 ]; do
+        case $1 in
+        --image) image_dir=${2:-}; shift 2 || usage ;;
+        --go-flow) go_flow=${2:-}; shift 2 || usage ;;
+        --thinsnap) thinsnap=${2:-}; shift 2 || usage ;;
+        --thinsnapd) thinsnapd=${2:-}; shift 2 || usage ;;
+        --out) out=${2:-}; shift 2 || usage ;;
+        --vms) vms=${2:-}; shift 2 || usage ;;
+        --warms) warms=${2:-}; shift 2 || usage ;;
+        --base-size) base_size=${2:-}; shift 2 || usage ;;
+        --thinsnap-flow) thinsnap_flow=${2:-}; shift 2 || usage ;;
+        *) echo "in-guest: unknown argument '$1'" >&2; usage ;;
+        esac
+done
+for v in image_dir go_flow thinsnap thinsnapd out; do
+        [ -n "${!v}" ] || { echo "in-guest: --${v//_/-} is required" >&2; usage; }
+done
+[ -f "$image_dir/image.tar" ] || { echo "in-guest: no image.tar in $image_dir" >&2; exit 2; }
+for b in "$go_flow" "$thinsnap" "$thinsnapd"; do
+        [ -x "$b" ] || { echo "in-guest: $b is not executable" >&2; exit 2; }
+done
+for tool in containerd docker-registry skopeo; do
+        command -v "$tool" >/dev/null || { echo "in-guest: '$tool' not found (scripts/deps.sh)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] && [ -c /dev/mapper/control ] ||
+        { echo "in-guest: needs root and device-mapper: run it through tests/vm/run" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/provbench.XXXXXX)
+mkdir -p "$out" "$HOME"
+export THINSNAP_STATE_DIR=$work/pool-state DM_DISABLE_UDEV=1
+ref=127.0.0.1:5000/bench/img:v1
+ns=bench
+pids=() pools=() logs=()
+t_start=$(date +%s.%N)
+say() { echo "[$(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s] $*"; }
+die() {
+        echo "in-guest: $*" >&2
+        local f
+        for f in "${logs[@]}"; do
+                [ -s "$f" ] && { echo "---- last 40 lines of $f ----"; tail -n 40 "$f"; }
+        done
+        exit 1
+}
+
+cleanup() {
+        local rc=$? p
+        for p in "${pids[@]}"; do
+                kill -KILL "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }
+        done
+        for p in "${pools[@]}"; do
+                "$thinsnap" pool destroy "$p" --force --delete-files >/dev/null 2>&1 ||
+                        echo "in-guest: cleanup could not destroy pool $p" >&2
+        done
+        rm -rf "$work"
+        exit "$rc"
+}
+trap cleanup EXIT
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s
+wait_until() {
+        local limit=$1 what=$2 t0
+        shift 2
+        t0=$(date +%s)
+        until "$@" >/dev/null 2>&1; do
+                [ $(($(date +%s) - t0)) -lt "$limit" ] || die "$what: not within ${limit}s"
+                sleep 0.2
+        done
+}
+
+# stop PID: SIGTERM, then SIGKILL after 60 s
+stop() {
+        local pid=$1 i
+        kill -TERM "$pid" 2>/dev/null || return 0
+        for ((i = 0; i < 300; i++)); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+}
+
+# ---- the registry ----------------------------------------------------------------------------
+registry_ready() {
+        local reply
+        exec 3<>/dev/tcp/127.0.0.1/5000 || return 1
+        printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:5000\r\n\r\n' >&3
+        IFS= read -r reply <&3
+        exec 3>&-
+        [[ $reply == HTTP/1.?" 200"* ]]
+}
+
+start_registry() {
+        local cfg=$work/registry.yml
+        mkdir -p "$work/registry"
+        cat >"$cfg" <<-EOF
+	version: 0.1
+	log:
+	  level: warn
+	  accesslog:
+	    disabled: true
+	storage:
+	  filesystem:
+	    rootdirectory: $work/registry
+	http:
+	  addr: 127.0.0.1:5000
+	EOF
+        logs+=("$work/registry.log")
+        docker-registry serve "$cfg" >"$work/registry.log" 2>&1 &
+        pids+=($!)
+        wait_until 60 "docker-registry answers on 127.0.0.1:5000" registry_ready
+}
+
+# ---- pools, thinsnapd, containerd --------------------------------------------------------------
+# new_pool NAME: a fresh pool on sparse files (data 4G, metadata 64M, 64K blocks)
+new_pool() {
+        "$thinsnap" pool create "$1" --data "$work/$1.data" --data-size 4G \
+                --meta "$work/$1.meta" --meta-size 64M --block-size 64K >"$work/$1.pool.log" 2>&1 ||
+                die "thinsnap pool create $1: $(cat "$work/$1.pool.log")"
+        pools+=("$1")
+}
+
+# start_thinsnapd POOL SOCKET [ARGS...]: sets tsd_pid
+start_thinsnapd() {
+        local pool=$1 sock=$2
+        shift 2
+        mkdir -p "$(dirname "$sock")"
+        logs+=("$work/thinsnapd-$pool.log")
+        "$thinsnapd" --root "$work/thinsnapd-$pool" --pool "$pool" --address "$sock" \
+                --base-size "$base_size" "$@" >"$work/thinsnapd-$pool.log" 2>&1 &
+        tsd_pid=$!
+        pids+=("$tsd_pid")
+        wait_until 60 "thinsnapd listens on $sock" test -S "$sock"
+}
+
+# start_containerd NAME SNIPPET: a containerd of its own (root, state, socket) with the
+# snapshotter configuration SNIPPET appended; sets ctd_pid and ctd_sock
+start_containerd() {
+        local name=$1 snippet=$2 cfg=$work/containerd-$1.toml
+        ctd_sock=/run/pb-$name/containerd.sock
+        mkdir -p "/run/pb-$name"
+        cat >"$cfg" <<-EOF
+	version = 2
+	root = "$work/containerd-$name"
+	state = "/run/pb-$name/state"
+	disabled_plugins = ["io.containerd.grpc.v1.cri"]
+	[grpc]
+	  address = "$ctd_sock"
+	[ttrpc]
+	  address = "$ctd_sock.ttrpc"
+	[plugins."io.containerd.internal.v1.opt"]
+	  path = "$work/opt-$name"
+	EOF
+        printf '%s\n' "$snippet" >>"$cfg"
+        logs+=("$work/containerd-$name.log")
+        containerd --config "$cfg" >"$work/containerd-$name.log" 2>&1 &
+        ctd_pid=$!
+        pids+=("$ctd_pid")
+        wait_until 90 "containerd ($name) answers on $ctd_sock" ctr --address "$ctd_sock" version
+}
+
+# run_go_flow FLOW SNAPSHOTTER [ARGS...]: containerd's Go client against $ctd_sock
+run_go_flow() {
+        local flow=$1 sn=$2
+        shift 2
+        say "$flow: $warms warms, $vms VMs one by one, $vms at once"
+        "$go_flow" -address "$ctd_sock" -namespace "$ns" -snapshotter "$sn" -image "$ref" -plain-http \
+                -vms "$vms" -warms "$warms" -flow "$flow" -out "$out/$flow.json" "$@" ||
+                die "$flow failed (its samples so far are in $flow.json)"
+}
+
+skipped() {
+        printf '{"flow": "%s", "skipped": "%s"}\n' "$1" "$2" >"$out/$1.json"
+        say "$1: skipped: $2"
+}
+
+flow_go_devmapper() {
+        new_pool pb-dm
+        start_containerd go-devmapper "$(printf '%s\n' \
+                '[plugins."io.containerd.snapshotter.v1.devmapper"]' \
+                "  root_path = \"$work/devmapper\"" \
+                '  pool_name = "pb-dm"' \
+                "  base_image_size = \"$base_size\"" \
+                '  async_remove = false' \
+                '  discard_blocks = false')"
+        run_go_flow go-devmapper devmapper
+        stop "$ctd_pid"
+}
+
+flow_go_thinsnapd() {
+        local sock=/run/pb-thinsnapd/thinsnapd.sock
+        new_pool pb-ts
+        start_thinsnapd pb-ts "$sock"
+        start_containerd go-thinsnapd "$(printf '%s\n' '[proxy_plugins.thinsnap]' \
+                '  type = "snapshot"' "  address = \"$sock\"")"
+        run_go_flow go-thinsnapd thinsnap -rss-pid "$tsd_pid" -rss-name thinsnapd
+        stop "$ctd_pid"
+        stop "$tsd_pid"
+}
+
+# ---- HOOK: the thinsnap provisioner's own flow (the third column) ------------------------------
+# The same steps through thinsnap.v1.Provisioner on thinsnapd: a fresh pool, thinsnapd serving
+# both containerd's Snapshots API and the Provisioner, a fresh containerd with thinsnap as its
+# proxy plugin. CMD (--thinsnap-flow) takes provisioner-bench's flags (-address is the
+# Provisioner's socket) and writes the same JSON; bench/provisioner-table.py then prints it as a
+# third column with its ratios against both Go flows.
+flow_thinsnap() {
+        [ -n "$thinsnap_flow" ] || { skipped thinsnap "no --thinsnap-flow program given"; return 0; }
+        local sock=/run/pb-thinsnap/thinsnapd.sock prov=/run/pb-thinsnap/provisioner.sock
+        new_pool pb-tp
+        start_thinsnapd pb-tp "$sock" --provisioner-address "$prov" \
+                --containerd-address /run/pb-thinsnap/containerd.sock --namespace "$ns"
+        start_containerd thinsnap "$(printf '%s\n' '[proxy_plugins.thinsnap]' \
+                '  type = "snapshot"' "  address = \"$sock\"")"
+        say "thinsnap: $warms warms, $vms VMs one by one, $vms at once"
+        $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
+                -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd ||
+                die "thinsnap flow failed"
+        stop "$ctd_pid"
+        stop "$tsd_pid"
+}
+
+say "starting docker-registry and pushing $ref"
+start_registry
+skopeo --tmpdir /tmp copy --quiet --dest-tls-verify=false --insecure-policy \
+        "oci-archive:$image_dir/image.tar" "docker://$ref" >"$work/skopeo.log" 2>&1 ||
+        die "skopeo copy to $ref: $(cat "$work/skopeo.log")"
+flow_go_devmapper
+flow_go_thinsnapd
+flow_thinsnap
+say "done"

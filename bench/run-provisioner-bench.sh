@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the provisioner benchmark on the host and runs it in one VM-lane guest: a VM
+# manager's flow (warm an image from a local registry, a lease and a Prepare per VM, teardown)
+# written with containerd's Go client, on containerd's Go devmapper snapshotter and on
+# thinsnapd, then prints markdown tables with the ratios (bench/provisioner/README.md).
+#   bench/run-provisioner-bench.sh [--build DIR] [--timeout S] [--out DIR] [-- GUEST-ARGS...]
+# GUEST-ARGS go to bench/provisioner/in-guest.sh (--vms N, --warms N, --base-size SIZE,
+# --thinsnap-flow CMD). The samples of each flow stay in OUT/flows/*.json (default
+# DIR/provisioner-bench); bench/provisioner-table.py prints the tables from them again.
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$top"
+build=build/release timeout=5400 out=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --build) build=${2:?--build needs a value}; shift 2 ;;
+    --timeout) timeout=${2:?--timeout needs a value}; shift 2 ;;
+    --out) out=${2:?--out needs a value}; shift 2 ;;
+    --) shift; break ;;
+    *) echo "usage: $0 [--build DIR] [--timeout S] [--out DIR] [-- GUEST-ARGS...]" >&2; exit 2 ;;
+  esac
+done
+case $build in /*) ;; *) build=$top/$build ;; esac
+out=${out:-$build/provisioner-bench}
+case $out in /*) ;; *) out=$top/$out ;; esac
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$build" -j2 --target thinsnap thinsnapd >/dev/null
+thinsnap=$build/cli/thinsnap
+thinsnapd=$build/plugin/thinsnapd
+tests/conformance/go-build.sh "$build/go" provisioner-bench
+
+# The guest sees the host's / read-only, except its own /tmp: everything it reads lives
+# under $out, and what it writes goes to the results share, kept and copied back.
+rm -rf "$out/flows" "$out/vm"
+mkdir -p "$out/vm" "$out/flows"
+/usr/bin/python3 tests/containerd/build-image build "$out/image" --layers 3 \
+  --name 127.0.0.1:5000/bench/img:v1 >/dev/null
+
+cache=${TS_VM_CACHE:-$(sed -n 's/^TS_VM_CACHE:[A-Z]*=//p' "$build/CMakeCache.txt")}
+status=0
+TMPDIR=$out/vm tests/vm/run --keep --cache "${cache:-$build/vm-cache}" --timeout "$timeout" -- \
+  "$top/bench/provisioner/in-guest.sh" --image "$out/image" --go-flow "$build/go/provisioner-bench" \
+  --thinsnap "$thinsnap" --thinsnapd "$thinsnapd" --out /run/ts-vm/flows "$@" || status=$?
+for d in "$out"/vm/ts-vm.*; do
+  cp "$d"/flows/*.json "$out/flows/" 2>/dev/null || true
+done
+rm -rf "$out/vm"
+flows=()
+for f in go-devmapper go-thinsnapd thinsnap; do
+  [ -f "$out/flows/$f.json" ] && flows+=("$out/flows/$f.json")
+done
+if [ ${#flows[@]} -eq 0 ]; then
+  echo "run-provisioner-bench: no flow wrote its samples (guest status $status)" >&2
+  exit 1
+fi
+echo
+/usr/bin/python3 bench/provisioner-table.py "${flows[@]}" || status=1
+exit "$status"
