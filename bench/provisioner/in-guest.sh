@@ -6,7 +6,8 @@
 #               [--vms N] [--warms N] [--base-size SIZE] [--thinsnap-flow CMD]
 #
 # DIR holds image.tar (an OCI archive from tests/containerd/build-image). Starts Debian's
-# docker-registry on 127.0.0.1:5000 (filesystem root under /tmp), pushes the image with skopeo,
+# docker-registry on 127.0.0.1:5000 (storage under /tmp), pushes the image with skopeo
+# (tests/lib/registry.py; digests preserved, so the 20 MiB layer stays an uncompressed tar),
 # then runs each flow on a fresh thin pool (`thinsnap pool create`) and a fresh containerd 1.6,
 # one flow at a time, all pulling the same image from the same registry:
 #   go-devmapper  containerd's Go client, containerd's built-in devmapper snapshotter;
@@ -45,7 +46,7 @@ done
 for b in "$go_flow" "$thinsnap" "$thinsnapd"; do
         [ -x "$b" ] || { echo "in-guest: $b is not executable" >&2; exit 2; }
 done
-for tool in containerd docker-registry skopeo; do
+for tool in containerd docker-registry skopeo python3; do
         command -v "$tool" >/dev/null || { echo "in-guest: '$tool' not found (scripts/deps.sh)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] && [ -c /dev/mapper/control ] ||
@@ -56,7 +57,7 @@ mkdir -p "$out" "$HOME"
 export THINSNAP_STATE_DIR=$work/pool-state DM_DISABLE_UDEV=1
 ref=127.0.0.1:5000/bench/img:v1
 ns=bench
-pids=() pools=() logs=()
+pids=() pools=() logs=() registry_up=
 t_start=$(date +%s.%N)
 say() { echo "[$(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s] $*"; }
 die() {
@@ -73,6 +74,8 @@ cleanup() {
         for p in "${pids[@]}"; do
                 kill -KILL "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }
         done
+        [ -z "$registry_up" ] || /usr/bin/python3 "$registry" stop "$registry_dir" ||
+                echo "in-guest: cleanup could not stop docker-registry" >&2
         for p in "${pools[@]}"; do
                 "$thinsnap" pool destroy "$p" --force --delete-files >/dev/null 2>&1 ||
                         echo "in-guest: cleanup could not destroy pool $p" >&2
@@ -105,35 +108,17 @@ stop() {
         wait "$pid" 2>/dev/null || true
 }
 
-# ---- the registry ----------------------------------------------------------------------------
-registry_ready() {
-        local reply
-        exec 3<>/dev/tcp/127.0.0.1/5000 || return 1
-        printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:5000\r\n\r\n' >&3
-        IFS= read -r reply <&3
-        exec 3>&-
-        [[ $reply == HTTP/1.?" 200"* ]]
-}
+# ---- the registry (tests/lib/registry.py: docker-registry, skopeo) ---------------------------
+registry=$here/../../tests/lib/registry.py
+registry_dir=$work/registry
 
 start_registry() {
-        local cfg=$work/registry.yml
-        mkdir -p "$work/registry"
-        cat >"$cfg" <<-EOF
-	version: 0.1
-	log:
-	  level: warn
-	  accesslog:
-	    disabled: true
-	storage:
-	  filesystem:
-	    rootdirectory: $work/registry
-	http:
-	  addr: 127.0.0.1:5000
-	EOF
-        logs+=("$work/registry.log")
-        docker-registry serve "$cfg" >"$work/registry.log" 2>&1 &
-        pids+=($!)
-        wait_until 60 "docker-registry answers on 127.0.0.1:5000" registry_ready
+        logs+=("$registry_dir/registry.log")
+        /usr/bin/python3 "$registry" start "$registry_dir" --port 5000 >"$work/registry.start" 2>&1 ||
+                die "cannot start docker-registry: $(cat "$work/registry.start")"
+        registry_up=1
+        /usr/bin/python3 "$registry" push "$registry_dir" "$image_dir/image.tar" "${ref#*/}" ||
+                die "cannot push $ref"
 }
 
 # ---- pools, thinsnapd, containerd --------------------------------------------------------------
@@ -247,9 +232,6 @@ flow_thinsnap() {
 
 say "starting docker-registry and pushing $ref"
 start_registry
-skopeo --tmpdir /tmp copy --quiet --dest-tls-verify=false --insecure-policy \
-        "oci-archive:$image_dir/image.tar" "docker://$ref" >"$work/skopeo.log" 2>&1 ||
-        die "skopeo copy to $ref: $(cat "$work/skopeo.log")"
 flow_go_devmapper
 flow_go_thinsnapd
 flow_thinsnap
