@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -16,6 +15,8 @@ import (
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/opencontainers/image-spec/identity"
+
+	"thinsnap.local/bench/concurrent"
 )
 
 // flow is a VM manager's storage path written with containerd's Go client:
@@ -204,71 +205,29 @@ func (f *flow) sequential(ctx context.Context, n int) error {
 	return nil
 }
 
-// concurrently runs call(i) for i < n in n goroutines released at once. It
-// returns each call's latency, the time from the release to the last
-// completion and from the first completion to the last.
-func concurrently(n int, call func(i int) error) (lat []time.Duration, total, spread time.Duration, err error) {
-	var (
-		wg   sync.WaitGroup
-		gate = make(chan struct{})
-		ends = make([]time.Time, n)
-		errs = make([]error, n)
-	)
-	lat = make([]time.Duration, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-gate
-			s := time.Now()
-			errs[i] = call(i)
-			ends[i] = time.Now()
-			lat[i] = ends[i].Sub(s)
-		}(i)
-	}
-	start := time.Now()
-	close(gate)
-	wg.Wait()
-	for i, e := range errs {
-		if e != nil {
-			return nil, 0, 0, fmt.Errorf("call %d of %d: %w", i, n, e)
-		}
-	}
-	first, last := ends[0], ends[0]
-	for _, e := range ends {
-		if e.Before(first) {
-			first = e
-		}
-		if e.After(last) {
-			last = e
-		}
-	}
-	return lat, last.Sub(start), last.Sub(first), nil
-}
-
 // parallel cuts n VMs at once, then tears them down at once.
 func (f *flow) parallel(ctx context.Context, n int) error {
 	devs := make([]string, n)
 	vm := func(i int) string { return fmt.Sprintf("cvm-%03d", i) }
-	lat, total, spread, err := concurrently(n, func(i int) (err error) {
+	snaps, err := concurrent.Run(n, func(i int) (err error) {
 		devs[i], err = f.snapshot(ctx, vm(i), nil)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%d concurrent snapshots: %w", n, err)
 	}
-	f.res.Ops[opConcSnapshot] = ms(lat...)
-	f.res.Concurrent = &concurrentResult{N: n, TotalMS: ms(total)[0], SpreadMS: ms(spread)[0]}
+	f.res.Ops[opConcSnapshot] = ms(snaps.Latency...)
+	f.res.Concurrent = &concurrentResult{N: n, TotalMS: ms(snaps.Total)[0], SpreadMS: ms(snaps.Spread)[0]}
 	for i, dev := range devs {
 		f.checkDevice(vm(i), dev, true)
 	}
 	f.res.sampleRSS(fmt.Sprintf("with %d concurrent VMs", n))
-	lat, total, _, err = concurrently(n, func(i int) error { return f.teardown(ctx, vm(i), nil) })
+	downs, err := concurrent.Run(n, func(i int) error { return f.teardown(ctx, vm(i), nil) })
 	if err != nil {
 		return fmt.Errorf("%d concurrent teardowns: %w", n, err)
 	}
-	f.res.Ops[opConcTeardown] = ms(lat...)
-	f.res.Concurrent.TeardownTotalMS = ms(total)[0]
+	f.res.Ops[opConcTeardown] = ms(downs.Latency...)
+	f.res.Concurrent.TeardownTotalMS = ms(downs.Total)[0]
 	for i, dev := range devs {
 		f.checkDevice(vm(i), dev, false)
 	}

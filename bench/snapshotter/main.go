@@ -32,6 +32,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
 
+	"thinsnap.local/bench/concurrent"
 	"thinsnap.local/tests/conformance/harness"
 )
 
@@ -163,45 +164,18 @@ func workload(ctx context.Context, sn snapshots.Snapshotter, work string, r *res
 		}
 	}
 
-	n := *flagConcurrent
-	var (
-		wg        sync.WaitGroup
-		gate      = make(chan struct{})
-		ends      = make([]time.Time, n)
-		durations = make([]time.Duration, n)
-		errs      = make([]error, n)
-	)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-gate
-			s := time.Now()
-			_, errs[i] = sn.Prepare(ctx, fmt.Sprintf("conc-%d", i), top)
-			ends[i] = time.Now()
-			durations[i] = ends[i].Sub(s)
-		}(i)
-	}
-	start := time.Now()
-	close(gate)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			return "", fmt.Errorf("concurrent prepare conc-%d: %w", i, err)
+	conc, err := concurrent.Run(*flagConcurrent, func(i int) error {
+		if _, err := sn.Prepare(ctx, fmt.Sprintf("conc-%d", i), top); err != nil {
+			return fmt.Errorf("concurrent prepare conc-%d: %w", i, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
-	first, last := ends[0], ends[0]
-	for _, e := range ends {
-		if e.Before(first) {
-			first = e
-		}
-		if e.After(last) {
-			last = e
-		}
-	}
-	r.concTotal = last.Sub(start)
-	r.concSpread = last.Sub(first)
-	r.ops[opConcPrepare] = durations
+	r.concTotal = conc.Total
+	r.concSpread = conc.Spread
+	r.ops[opConcPrepare] = conc.Latency
 	return top, nil
 }
 
