@@ -29,6 +29,7 @@ type flow struct {
 	ref         string
 	resolver    remotes.Resolver
 	res         *result
+	devs        []string // the devices of the sequential VMs, by VM
 }
 
 // Lease, key and label names of a VM, as thinsnap's provisioner names them.
@@ -177,32 +178,61 @@ func (f *flow) checkDevice(vm, dev string, present bool) {
 	}
 }
 
-// sequential cuts n VMs one after another, then tears them down in the same
-// order, timing each call.
-func (f *flow) sequential(ctx context.Context, n int) error {
-	devs := make([]string, n)
-	for i := range devs {
-		vm := fmt.Sprintf("vm-%03d", i)
-		start := time.Now()
-		dev, err := f.snapshot(ctx, vm, newStep(f.res))
+func vmName(i int) string { return fmt.Sprintf("vm-%03d", i) }
+
+// timedSnapshot cuts VM i, timing the call and its steps.
+func (f *flow) timedSnapshot(ctx context.Context, i int) error {
+	start := time.Now()
+	dev, err := f.snapshot(ctx, vmName(i), newStep(f.res))
+	if err != nil {
+		return err
+	}
+	f.res.add(opSnapshot, time.Since(start))
+	f.checkDevice(vmName(i), dev, true)
+	f.devs = append(f.devs, dev)
+	return nil
+}
+
+// timedTeardown tears VM i down, timing the call and its steps.
+func (f *flow) timedTeardown(ctx context.Context, i int) error {
+	start := time.Now()
+	if err := f.teardown(ctx, vmName(i), newStep(f.res)); err != nil {
+		return err
+	}
+	f.res.add(opTeardown, time.Since(start))
+	f.checkDevice(vmName(i), f.devs[i], false)
+	return nil
+}
+
+// timedWarm warms the image from nothing; all but the last warm are undone.
+func (f *flow) timedWarm(ctx context.Context, last bool) error {
+	start := time.Now()
+	if err := f.warm(ctx); err != nil {
+		return err
+	}
+	f.res.add(opWarm, time.Since(start))
+	if last {
+		img, err := f.resolve(ctx)
 		if err != nil {
 			return err
 		}
-		f.res.add(opSnapshot, time.Since(start))
-		f.checkDevice(vm, dev, true)
-		devs[i] = dev
+		f.res.ImageDigest, f.res.TopChainID = img.digest, img.chainID
+		return nil
 	}
-	f.res.sampleRSS(fmt.Sprintf("with %d VMs", n))
-	for i, dev := range devs {
-		vm := fmt.Sprintf("vm-%03d", i)
-		start := time.Now()
-		if err := f.teardown(ctx, vm, newStep(f.res)); err != nil {
-			return err
-		}
-		f.res.add(opTeardown, time.Since(start))
-		f.checkDevice(vm, dev, false)
+	return f.unwarm(ctx)
+}
+
+// clean deletes an image an earlier run left: it would make the first warm
+// a no-op.
+func (f *flow) clean(ctx context.Context) error {
+	_, err := f.client.GetImage(ctx, f.ref)
+	if errdefs.IsNotFound(err) {
+		return nil
 	}
-	return nil
+	if err != nil {
+		return fmt.Errorf("get image %s: %w", f.ref, err)
+	}
+	return f.unwarm(ctx)
 }
 
 // parallel cuts n VMs at once, then tears them down at once.
@@ -234,45 +264,49 @@ func (f *flow) parallel(ctx context.Context, n int) error {
 	return nil
 }
 
-// run is the whole flow: warms (each from nothing, all but the last undone),
-// the sequential VMs, the concurrent VMs.
-func (f *flow) run(ctx context.Context, warms, vms, conc int) error {
-	f.res.sampleRSS("at start")
-	// An image left by an earlier run would make the first warm a no-op.
-	if _, err := f.client.GetImage(ctx, f.ref); err == nil {
-		if err := f.unwarm(ctx); err != nil {
-			return err
+// lockstep runs op once for every flow that has not failed, starting with a
+// different flow each round, so that a host getting busier or quieter during
+// the run weighs on every flow alike. A flow whose op fails stops there.
+func lockstep(flows []*flow, round int, op func(f *flow) error) {
+	for j := range flows {
+		f := flows[(round+j)%len(flows)]
+		if f.res.Failed != "" {
+			continue
 		}
-	} else if !errdefs.IsNotFound(err) {
-		return fmt.Errorf("get image %s: %w", f.ref, err)
+		if err := op(f); err != nil {
+			f.res.Failed = err.Error()
+			fmt.Fprintf(os.Stderr, "provisioner-bench: %s: FAILED: %v\n", f.res.Flow, err)
+		}
 	}
+}
+
+// run runs the flows side by side, one operation of each in turn: warms
+// (each from nothing), VMS snapshots one after another, their teardowns;
+// then, one flow after the other, CONC snapshots at once and their teardowns.
+func run(ctx context.Context, flows []*flow, warms, vms, conc int) {
+	lockstep(flows, 0, func(f *flow) error {
+		f.res.sampleRSS("at start")
+		return f.clean(ctx)
+	})
 	for i := 0; i < warms; i++ {
-		start := time.Now()
-		if err := f.warm(ctx); err != nil {
-			return err
-		}
-		f.res.add(opWarm, time.Since(start))
-		if i < warms-1 {
-			if err := f.unwarm(ctx); err != nil {
+		lockstep(flows, i, func(f *flow) error { return f.timedWarm(ctx, i == warms-1) })
+	}
+	lockstep(flows, 0, func(f *flow) error { f.res.sampleRSS("after warm"); return nil })
+	for i := 0; i < vms; i++ {
+		lockstep(flows, i, func(f *flow) error { return f.timedSnapshot(ctx, i) })
+	}
+	lockstep(flows, 0, func(f *flow) error { f.res.sampleRSS(fmt.Sprintf("with %d VMs", vms)); return nil })
+	for i := 0; i < vms; i++ {
+		lockstep(flows, i, func(f *flow) error { return f.timedTeardown(ctx, i) })
+	}
+	lockstep(flows, 0, func(f *flow) error {
+		f.res.sampleRSS("after teardown")
+		if conc > 0 {
+			if err := f.parallel(ctx, conc); err != nil {
 				return err
 			}
 		}
-	}
-	img, err := f.resolve(ctx)
-	if err != nil {
-		return err
-	}
-	f.res.ImageDigest, f.res.TopChainID = img.digest, img.chainID
-	f.res.sampleRSS("after warm")
-	if err := f.sequential(ctx, vms); err != nil {
-		return err
-	}
-	f.res.sampleRSS("after teardown")
-	if conc > 0 {
-		if err := f.parallel(ctx, conc); err != nil {
-			return err
-		}
-	}
-	f.res.sampleRSS("at the end")
-	return nil
+		f.res.sampleRSS("at the end")
+		return nil
+	})
 }

@@ -8,8 +8,8 @@
 # DIR holds image.tar (an OCI archive from tests/containerd/build-image). Starts Debian's
 # docker-registry on 127.0.0.1:5000 (storage under /tmp), pushes the image with skopeo
 # (tests/lib/registry.py; digests preserved, so the 20 MiB layer stays an uncompressed tar),
-# then runs each flow on a fresh thin pool (`thinsnap pool create`) and a fresh containerd 1.6,
-# one flow at a time, all pulling the same image from the same registry:
+# then runs each flow on a fresh thin pool (`thinsnap pool create`) and a fresh containerd 1.6
+# of its own, all pulling the same image from the same registry (the Go flows side by side):
 #   go-devmapper  containerd's Go client, containerd's built-in devmapper snapshotter;
 #   go-thinsnapd  containerd's Go client, thinsnapd as containerd's proxy plugin `thinsnap`;
 #   thinsnap      the thinsnap provisioner's own API (flow_thinsnap below: the third column).
@@ -169,22 +169,16 @@ start_containerd() {
         wait_until 90 "containerd ($name) answers on $ctd_sock" ctr --address "$ctd_sock" version
 }
 
-# run_go_flow FLOW SNAPSHOTTER [ARGS...]: containerd's Go client against $ctd_sock
-run_go_flow() {
-        local flow=$1 sn=$2
-        shift 2
-        say "$flow: $warms warms, $vms VMs one by one, $vms at once"
-        "$go_flow" -address "$ctd_sock" -namespace "$ns" -snapshotter "$sn" -image "$ref" -plain-http \
-                -vms "$vms" -warms "$warms" -flow "$flow" -out "$out/$flow.json" "$@" ||
-                die "$flow failed (its samples so far are in $flow.json)"
-}
-
 skipped() {
         printf '{"flow": "%s", "skipped": "%s"}\n' "$1" "$2" >"$out/$1.json"
         say "$1: skipped: $2"
 }
 
-flow_go_devmapper() {
+# Each setup_* makes a flow's pool, snapshotter and containerd and adds the flow to
+# go_flows (provisioner-bench's -flow/-rss arguments) and its daemons to daemons.
+go_flows=() daemons=()
+
+setup_go_devmapper() {
         new_pool pb-dm
         start_containerd go-devmapper "$(printf '%s\n' \
                 '[plugins."io.containerd.snapshotter.v1.devmapper"]' \
@@ -193,27 +187,44 @@ flow_go_devmapper() {
                 "  base_image_size = \"$base_size\"" \
                 '  async_remove = false' \
                 '  discard_blocks = false')"
-        run_go_flow go-devmapper devmapper
-        stop "$ctd_pid"
+        go_flows+=(-flow "go-devmapper=devmapper@$ctd_sock")
+        daemons+=("$ctd_pid")
 }
 
-flow_go_thinsnapd() {
+setup_go_thinsnapd() {
         local sock=/run/pb-thinsnapd/thinsnapd.sock
         new_pool pb-ts
         start_thinsnapd pb-ts "$sock"
         start_containerd go-thinsnapd "$(printf '%s\n' '[proxy_plugins.thinsnap]' \
                 '  type = "snapshot"' "  address = \"$sock\"")"
-        run_go_flow go-thinsnapd thinsnap -rss-pid "$tsd_pid" -rss-name thinsnapd
-        stop "$ctd_pid"
-        stop "$tsd_pid"
+        go_flows+=(-flow "go-thinsnapd=thinsnap@$ctd_sock" -rss "go-thinsnapd=$tsd_pid:thinsnapd")
+        daemons+=("$ctd_pid" "$tsd_pid")
+}
+
+# The Go flows run side by side in one provisioner-bench, one operation of each in turn, so
+# that a host whose load changes during the run weighs on both alike.
+run_go_flows() {
+        say "go flows: $warms warms, $vms VMs one by one, $vms at once, in lockstep"
+        "$go_flow" -namespace "$ns" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
+                -out "$out" "${go_flows[@]}" || die "a Go flow failed (see its JSON)"
+        local p
+        for p in "${daemons[@]}"; do
+                stop "$p"
+        done
 }
 
 # ---- HOOK: the thinsnap provisioner's own flow (the third column) ------------------------------
 # The same steps through thinsnap.v1.Provisioner on thinsnapd: a fresh pool, thinsnapd serving
 # both containerd's Snapshots API and the Provisioner, a fresh containerd with thinsnap as its
-# proxy plugin. CMD (--thinsnap-flow) takes provisioner-bench's flags (-address is the
-# Provisioner's socket) and writes the same JSON; bench/provisioner-table.py then prints it as a
-# third column with its ratios against both Go flows.
+# proxy plugin. Two ways in:
+#  - a driver for the Provisioner API inside bench/provisioner (beside the containerd-client
+#    flow): then this setup adds `-flow thinsnap=...` to go_flows, runs before run_go_flows,
+#    and the three flows run in lockstep (the fairest);
+#  - any program given as --thinsnap-flow CMD, run here after the Go flows with
+#    `CMD -address PROVISIONER-SOCKET -image REF -plain-http -vms N -warms N -out DIR
+#    -rss thinsnap=PID:thinsnapd`, writing DIR/thinsnap.json in provisioner-bench's form.
+# Either way bench/provisioner-table.py prints it as a third column with its ratios against
+# both Go flows.
 flow_thinsnap() {
         [ -n "$thinsnap_flow" ] || { skipped thinsnap "no --thinsnap-flow program given"; return 0; }
         local sock=/run/pb-thinsnap/thinsnapd.sock prov=/run/pb-thinsnap/provisioner.sock
@@ -224,15 +235,15 @@ flow_thinsnap() {
                 '  type = "snapshot"' "  address = \"$sock\"")"
         say "thinsnap: $warms warms, $vms VMs one by one, $vms at once"
         $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
-                -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd ||
-                die "thinsnap flow failed"
+                -out "$out" -rss "thinsnap=$tsd_pid:thinsnapd" || die "thinsnap flow failed"
         stop "$ctd_pid"
         stop "$tsd_pid"
 }
 
 say "starting docker-registry and pushing $ref"
 start_registry
-flow_go_devmapper
-flow_go_thinsnapd
+setup_go_devmapper
+setup_go_thinsnapd
+run_go_flows
 flow_thinsnap
 say "done"

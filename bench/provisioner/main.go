@@ -1,7 +1,8 @@
 // provisioner-bench runs a VM manager's storage flow with containerd's own Go
-// client against one containerd and one snapshotter, and writes every
-// measured sample as JSON (bench/provisioner-table.py turns the files of
-// several flows into a table of ratios):
+// client against one or more (containerd, snapshotter) pairs side by side,
+// one operation of each in turn, and writes every measured sample as JSON,
+// one file per flow (bench/provisioner-table.py turns them into a table of
+// ratios):
 //
 //   - warm: Pull with unpack into the snapshotter from a registry (plain HTTP
 //     with -plain-http), WARMS times; between two warms the image is deleted
@@ -13,7 +14,7 @@
 //   - CONCURRENT per-VM snapshots released at once (each call's latency, and
 //     the spread first -> last completion), then their teardowns at once.
 //
-// With -rss-pid it also records that process's VmRSS between the phases.
+// With -rss it also records a process's VmRSS between the phases.
 // Run it where the snapshotter's devices are visible (the VM lane), as root.
 // Not a test: it asserts nothing about times; it does fail when a device is
 // missing after a snapshot or still there after a teardown.
@@ -26,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -36,21 +38,31 @@ import (
 	"github.com/containerd/containerd/version"
 )
 
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
 var (
-	flagAddress     = flag.String("address", "/run/containerd/containerd.sock", "containerd's socket")
+	flagFlows       listFlag
+	flagRSS         listFlag
+	flagAddress     = flag.String("address", "/run/containerd/containerd.sock", "containerd's socket (without -flow)")
+	flagSnapshotter = flag.String("snapshotter", "", "snapshotter to warm into and cut VMs from (without -flow)")
 	flagNamespace   = flag.String("namespace", "bench", "containerd namespace")
-	flagSnapshotter = flag.String("snapshotter", "", "snapshotter to warm into and cut VMs from (required)")
 	flagImage       = flag.String("image", "", "image reference to pull, e.g. 127.0.0.1:5000/bench/img:v1 (required)")
 	flagPlainHTTP   = flag.Bool("plain-http", false, "talk to the registry over plain HTTP")
 	flagVMs         = flag.Int("vms", 50, "per-VM snapshots made one after another")
 	flagConcurrent  = flag.Int("concurrent", -1, "per-VM snapshots made at once (-1: as many as -vms, 0: none)")
 	flagWarms       = flag.Int("warms", 3, "times the image is warmed (each from nothing)")
-	flagFlow        = flag.String("flow", "", "name of this flow in the output (default go-SNAPSHOTTER)")
-	flagOut         = flag.String("out", "", "write the samples as JSON to this file (default: stdout)")
-	flagRSSPid      = flag.Int("rss-pid", 0, "record this process's VmRSS between the phases")
-	flagRSSName     = flag.String("rss-name", "", "what -rss-pid is, for the output (e.g. thinsnapd)")
-	flagTimeout     = flag.Duration("timeout", 60*time.Minute, "give up after this long")
+	flagOut         = flag.String("out", ".", "directory for the samples, FLOW.json per flow")
+	flagTimeout     = flag.Duration("timeout", 90*time.Minute, "give up after this long")
 )
+
+func init() {
+	flag.Var(&flagFlows, "flow", "NAME=SNAPSHOTTER@ADDRESS: a flow to run (repeat for side by side; "+
+		"default go-SNAPSHOTTER=SNAPSHOTTER@ADDRESS from -snapshotter and -address)")
+	flag.Var(&flagRSS, "rss", "FLOW=PID:NAME: record process PID's VmRSS (NAME, e.g. thinsnapd) in FLOW's samples")
+}
 
 // Operation names in the JSON; bench/provisioner-table.py knows them.
 const (
@@ -95,6 +107,7 @@ type result struct {
 	RSS         []rssSample          `json:"rss,omitempty"`
 	Problems    []string             `json:"problems,omitempty"`
 	Failed      string               `json:"failed,omitempty"`
+	rssPid      int
 }
 
 func ms(ds ...time.Duration) []float64 {
@@ -109,7 +122,7 @@ func (r *result) add(op string, d time.Duration) { r.Ops[op] = append(r.Ops[op],
 
 func (r *result) problem(format string, args ...interface{}) {
 	msg := fmt.Sprintf(format, args...)
-	fmt.Fprintln(os.Stderr, "provisioner-bench: PROBLEM:", msg)
+	fmt.Fprintf(os.Stderr, "provisioner-bench: %s: PROBLEM: %s\n", r.Flow, msg)
 	r.Problems = append(r.Problems, msg)
 }
 
@@ -131,12 +144,12 @@ func vmRSS(pid int) (int64, error) {
 }
 
 func (r *result) sampleRSS(when string) {
-	if *flagRSSPid == 0 {
+	if r.rssPid == 0 {
 		return
 	}
-	kib, err := vmRSS(*flagRSSPid)
+	kib, err := vmRSS(r.rssPid)
 	if err != nil {
-		r.problem("VmRSS of %s (pid %d) %s: %v", r.RSSProcess, *flagRSSPid, when, err)
+		r.problem("VmRSS of %s (pid %d) %s: %v", r.RSSProcess, r.rssPid, when, err)
 		return
 	}
 	r.RSS = append(r.RSS, rssSample{When: when, KiB: kib})
@@ -153,16 +166,51 @@ func write(r *result) error {
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	if *flagOut == "" {
-		_, err = os.Stdout.Write(b)
+	path := filepath.Join(*flagOut, r.Flow+".json")
+	if err := os.WriteFile(path+".tmp", append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	tmp := *flagOut + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+	return os.Rename(path+".tmp", path)
+}
+
+// newFlow parses NAME=SNAPSHOTTER@ADDRESS and connects to that containerd.
+func newFlow(spec string) (*flow, error) {
+	name, rest, ok1 := strings.Cut(spec, "=")
+	sn, address, ok2 := strings.Cut(rest, "@")
+	if !ok1 || !ok2 || name == "" || sn == "" || address == "" || strings.ContainsAny(name, "/ ") {
+		return nil, fmt.Errorf("-flow %q: want NAME=SNAPSHOTTER@ADDRESS", spec)
 	}
-	return os.Rename(tmp, *flagOut)
+	r := &result{Flow: name, Client: "containerd Go client " + version.Version, Snapshotter: sn,
+		Image: *flagImage, VMs: *flagVMs, Ops: map[string][]float64{}}
+	client, err := containerd.New(address, containerd.WithDefaultNamespace(*flagNamespace),
+		containerd.WithTimeout(30*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("flow %s: connect to containerd at %s: %w", name, address, err)
+	}
+	var hostOpts []docker.RegistryOpt
+	if *flagPlainHTTP {
+		hostOpts = append(hostOpts, docker.WithPlainHTTP(docker.MatchAllHosts))
+	}
+	return &flow{client: client, snapshotter: sn, ref: *flagImage, res: r,
+		resolver: docker.NewResolver(docker.ResolverOptions{
+			Hosts: docker.ConfigureDefaultRegistries(hostOpts...)})}, nil
+}
+
+// setRSS parses FLOW=PID:NAME onto its flow.
+func setRSS(flows []*flow, spec string) error {
+	name, rest, ok1 := strings.Cut(spec, "=")
+	pid, proc, ok2 := strings.Cut(rest, ":")
+	n, err := strconv.Atoi(pid)
+	if !ok1 || !ok2 || err != nil || n <= 0 {
+		return fmt.Errorf("-rss %q: want FLOW=PID:NAME", spec)
+	}
+	for _, f := range flows {
+		if f.res.Flow == name {
+			f.res.rssPid, f.res.RSSProcess = n, proc
+			return nil
+		}
+	}
+	return fmt.Errorf("-rss %q: no flow %s", spec, name)
 }
 
 func main() {
@@ -170,8 +218,11 @@ func main() {
 	if flag.NArg() != 0 {
 		usage("unexpected argument %q", flag.Arg(0))
 	}
-	if *flagSnapshotter == "" || *flagImage == "" {
-		usage("-snapshotter and -image are required")
+	if len(flagFlows) == 0 && *flagSnapshotter != "" {
+		flagFlows = append(flagFlows, fmt.Sprintf("go-%s=%s@%s", *flagSnapshotter, *flagSnapshotter, *flagAddress))
+	}
+	if len(flagFlows) == 0 || *flagImage == "" {
+		usage("-image and -flow (or -snapshotter) are required")
 	}
 	if *flagVMs < 1 || *flagWarms < 1 {
 		usage("-vms and -warms must be at least 1")
@@ -179,40 +230,34 @@ func main() {
 	if *flagConcurrent < 0 {
 		*flagConcurrent = *flagVMs
 	}
-	if *flagFlow == "" {
-		*flagFlow = "go-" + *flagSnapshotter
+	var flows []*flow
+	for _, spec := range flagFlows {
+		f, err := newFlow(spec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "provisioner-bench:", err)
+			os.Exit(1)
+		}
+		defer f.client.Close()
+		flows = append(flows, f)
 	}
-	r := &result{Flow: *flagFlow, Client: "containerd Go client " + version.Version,
-		Snapshotter: *flagSnapshotter, Image: *flagImage, VMs: *flagVMs,
-		Ops: map[string][]float64{}, RSSProcess: *flagRSSName}
+	for _, spec := range flagRSS {
+		if err := setRSS(flows, spec); err != nil {
+			usage("%v", err)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), *flagNamespace), *flagTimeout)
 	defer cancel()
-	err := func() error {
-		client, err := containerd.New(*flagAddress, containerd.WithDefaultNamespace(*flagNamespace),
-			containerd.WithTimeout(30*time.Second))
-		if err != nil {
-			return fmt.Errorf("connect to containerd at %s: %w", *flagAddress, err)
+	run(ctx, flows, *flagWarms, *flagVMs, *flagConcurrent)
+	status := 0
+	for _, f := range flows {
+		if err := write(f.res); err != nil {
+			fmt.Fprintln(os.Stderr, "provisioner-bench: writing the samples:", err)
+			status = 1
 		}
-		defer client.Close()
-		var hostOpts []docker.RegistryOpt
-		if *flagPlainHTTP {
-			hostOpts = append(hostOpts, docker.WithPlainHTTP(docker.MatchAllHosts))
+		if f.res.Failed != "" || len(f.res.Problems) > 0 {
+			status = 1
 		}
-		f := &flow{client: client, snapshotter: *flagSnapshotter, ref: *flagImage, res: r,
-			resolver: docker.NewResolver(docker.ResolverOptions{
-				Hosts: docker.ConfigureDefaultRegistries(hostOpts...)})}
-		return f.run(ctx, *flagWarms, *flagVMs, *flagConcurrent)
-	}()
-	if err != nil {
-		r.Failed = err.Error()
-		fmt.Fprintf(os.Stderr, "provisioner-bench: %s: FAILED: %v\n", r.Flow, err)
 	}
-	if werr := write(r); werr != nil {
-		fmt.Fprintln(os.Stderr, "provisioner-bench: writing the samples:", werr)
-		os.Exit(1)
-	}
-	if err != nil || len(r.Problems) > 0 {
-		os.Exit(1)
-	}
+	os.Exit(status)
 }
