@@ -33,16 +33,23 @@ thinsnapd=$build/plugin/thinsnapd
 tests/conformance/go-build.sh "$build/go" provisioner-bench
 
 # The guest sees the host's / read-only, except its own /tmp: everything it reads lives
-# under $out, and what it writes goes to the results share, kept and copied back.
-rm -rf "$out/flows" "$out/vm"
+# under $out, and what it writes goes to the results share, kept and copied back. The image
+# is pushed here (skopeo takes minutes under TCG); the guest serves a copy of the storage.
+rm -rf "$out/flows" "$out/vm" "$out/registry"
 mkdir -p "$out/vm" "$out/flows"
 /usr/bin/python3 tests/containerd/build-image build "$out/image" --layers 3 \
   --name 127.0.0.1:5000/bench/img:v1 >/dev/null
+registry=(/usr/bin/python3 tests/lib/registry.py)
+"${registry[@]}" start "$out/registry" >/dev/null
+trap '"${registry[@]}" stop "$out/registry"' EXIT
+"${registry[@]}" push "$out/registry" "$out/image/image.tar" bench/img:v1
+"${registry[@]}" stop "$out/registry"
+trap - EXIT
 
 cache=${TS_VM_CACHE:-$(sed -n 's/^TS_VM_CACHE:[A-Z]*=//p' "$build/CMakeCache.txt")}
 status=0
 TMPDIR=$out/vm tests/vm/run --keep --cache "${cache:-$build/vm-cache}" --timeout "$timeout" -- \
-  "$top/bench/provisioner/in-guest.sh" --image "$out/image" --go-flow "$build/go/provisioner-bench" \
+  "$top/bench/provisioner/in-guest.sh" --registry "$out/registry" --go-flow "$build/go/provisioner-bench" \
   --thinsnap "$thinsnap" --thinsnapd "$thinsnapd" --out /run/ts-vm/flows "$@" || status=$?
 for d in "$out"/vm/ts-vm.*; do
   cp "$d"/flows/*.json "$out/flows/" 2>/dev/null || true

@@ -2,13 +2,12 @@
 # The provisioner benchmark's guest side (VM lane, as root); bench/run-provisioner-bench.sh
 # builds everything on the host and runs this in one guest:
 #
-#   in-guest.sh --image DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
+#   in-guest.sh --registry DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
 #               [--vms N] [--warms N] [--base-size SIZE] [--thinsnap-flow CMD]
 #
-# DIR holds image.tar (an OCI archive from tests/containerd/build-image). Starts Debian's
-# docker-registry on 127.0.0.1:5000 (storage under /tmp), pushes the image with skopeo
-# (tests/lib/registry.py; digests preserved, so the 20 MiB layer stays an uncompressed tar),
-# then runs each flow on a fresh thin pool (`thinsnap pool create`) and a fresh containerd 1.6
+# DIR is a registry's storage (`tests/lib/registry.py start DIR`) into which the image was
+# pushed as bench/img:v1 on the host (skopeo takes minutes under TCG). Serves a copy of it
+# with Debian's docker-registry on 127.0.0.1:5000 (tests/lib/registry.py), then runs each flow on a fresh thin pool (`thinsnap pool create`) and a fresh containerd 1.6
 # of its own, all pulling the same image from the same registry (the Go flows side by side):
 #   go-devmapper  containerd's Go client, containerd's built-in devmapper snapshotter;
 #   go-thinsnapd  containerd's Go client, thinsnapd as containerd's proxy plugin `thinsnap`;
@@ -23,11 +22,11 @@ usage() {
         exit 2
 }
 
-image_dir= go_flow= thinsnap= thinsnapd= out= thinsnap_flow=
+registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow=
 vms=50 warms=3 base_size=128M
 while [ $# -gt 0 ]; do
         case $1 in
-        --image) image_dir=${2:-}; shift 2 || usage ;;
+        --registry) registry_src=${2:-}; shift 2 || usage ;;
         --go-flow) go_flow=${2:-}; shift 2 || usage ;;
         --thinsnap) thinsnap=${2:-}; shift 2 || usage ;;
         --thinsnapd) thinsnapd=${2:-}; shift 2 || usage ;;
@@ -39,14 +38,14 @@ while [ $# -gt 0 ]; do
         *) echo "in-guest: unknown argument '$1'" >&2; usage ;;
         esac
 done
-for v in image_dir go_flow thinsnap thinsnapd out; do
+for v in registry_src go_flow thinsnap thinsnapd out; do
         [ -n "${!v}" ] || { echo "in-guest: --${v//_/-} is required" >&2; usage; }
 done
-[ -f "$image_dir/image.tar" ] || { echo "in-guest: no image.tar in $image_dir" >&2; exit 2; }
+[ -d "$registry_src/data" ] || { echo "in-guest: no registry storage in $registry_src" >&2; exit 2; }
 for b in "$go_flow" "$thinsnap" "$thinsnapd"; do
         [ -x "$b" ] || { echo "in-guest: $b is not executable" >&2; exit 2; }
 done
-for tool in containerd docker-registry skopeo python3; do
+for tool in containerd docker-registry python3; do
         command -v "$tool" >/dev/null || { echo "in-guest: '$tool' not found (scripts/deps.sh)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] && [ -c /dev/mapper/control ] ||
@@ -113,12 +112,12 @@ registry=$here/../../tests/lib/registry.py
 registry_dir=$work/registry
 
 start_registry() {
+        mkdir -p "$registry_dir"
+        cp -a "$registry_src/data" "$registry_dir/data"
         logs+=("$registry_dir/registry.log")
         /usr/bin/python3 "$registry" start "$registry_dir" --port 5000 >"$work/registry.start" 2>&1 ||
                 die "cannot start docker-registry: $(cat "$work/registry.start")"
         registry_up=1
-        /usr/bin/python3 "$registry" push "$registry_dir" "$image_dir/image.tar" "${ref#*/}" ||
-                die "cannot push $ref"
 }
 
 # ---- pools, thinsnapd, containerd --------------------------------------------------------------
@@ -240,7 +239,7 @@ flow_thinsnap() {
         stop "$tsd_pid"
 }
 
-say "starting docker-registry and pushing $ref"
+say "starting docker-registry with $ref"
 start_registry
 setup_go_devmapper
 setup_go_thinsnapd
