@@ -115,9 +115,18 @@ start_registry() {
         mkdir -p "$registry_dir"
         cp -a "$registry_src/data" "$registry_dir/data"
         logs+=("$registry_dir/registry.log")
-        /usr/bin/python3 "$registry" start "$registry_dir" --port 5000 >"$work/registry.start" 2>&1 ||
-                die "cannot start docker-registry: $(cat "$work/registry.start")"
-        registry_up=1
+        # registry.py gives docker-registry 30 s to answer: on a busy host a TCG guest can
+        # take longer than that just to start it.
+        local try
+        for try in 1 2 3; do
+                if /usr/bin/python3 "$registry" start "$registry_dir" --port 5000 \
+                        >"$work/registry.start" 2>&1; then
+                        registry_up=1
+                        return 0
+                fi
+                say "docker-registry did not answer in time (try $try of 3)"
+        done
+        die "cannot start docker-registry: $(cat "$work/registry.start")"
 }
 
 # ---- pools, thinsnapd, containerd --------------------------------------------------------------
