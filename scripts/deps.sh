@@ -14,6 +14,9 @@ PKGS=(
   # peers and independent clients used by tests and benchmarks
   containerd golang-go golang-github-containerd-containerd-dev
   python3-grpcio python3-protobuf python3-grpc-tools
+  # tests of ctrd/: digests and gzip layers built by the test; debian-archive-keyring checks
+  # the suites tests/lib/fetch-containerd downloads containerd from
+  libssl-dev zlib1g-dev debian-archive-keyring
 )
 
 missing=()
