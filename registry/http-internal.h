@@ -39,10 +39,18 @@ typedef struct ts_http_request {
         void *userdata;
 } ts_http_request;
 
-/* ca_file: PEM certificates trusted besides the system's (NULL: none). timeout_s: a
- * connection or transfer without progress for this long fails. Returns 0, -EINVAL (a CA
- * file without certificates, named), -errno of reading it, or -ENOMEM. */
-int ts_http_new(const char *ca_file, unsigned timeout_s, ts_http **ret, ts_error **err);
+/* Extra CAs trusted besides the system's: a PEM file, or PEM text. */
+typedef struct ts_http_cas {
+        const char *file;
+        const void *pem;
+        size_t pem_len;
+} ts_http_cas;
+
+/* cas: PEM certificates trusted besides the system's (NULL: none). timeout_s: a
+ * connection or transfer without progress for this long fails. Returns 0, -EINVAL (CAs
+ * without a certificate, named), -errno of reading the file, or -ENOMEM. */
+
+int ts_http_new(const ts_http_cas *cas, unsigned timeout_s, ts_http **ret, ts_error **err);
 ts_http *ts_http_free(ts_http *h);
 
 /* One exchange. Returns 0 when a response arrived, whatever its status (in *resp, which

@@ -1,6 +1,8 @@
 #include "http-internal.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
 #include <curl/curl.h>
 #include <json-c/json.h>
 #include <openssl/pem.h>
@@ -43,15 +45,12 @@ static void x509_stack_free(STACK_OF(X509) *s) {
         sk_X509_pop_free(s, X509_free);
 }
 
-static int load_cas(const char *path, STACK_OF(X509) **ret, ts_error **err) {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        if (!f)
-                return ts_error_set(err, errno, "CA file %s", path);
+static int read_cas(BIO *b, const char *what, STACK_OF(X509) **ret, ts_error **err) {
         STACK_OF(X509) *s = sk_X509_new_null();
         if (!s)
                 return -ENOMEM;
         X509 *x;
-        while ((x = PEM_read_X509(f, NULL, NULL, NULL)))
+        while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
                 if (!sk_X509_push(s, x)) {
                         X509_free(x);
                         x509_stack_free(s);
@@ -59,13 +58,31 @@ static int load_cas(const char *path, STACK_OF(X509) **ret, ts_error **err) {
                 }
         if (sk_X509_num(s) == 0) {
                 x509_stack_free(s);
-                return ts_error_setf_plain(err, EINVAL, "CA file %s holds no PEM certificate", path);
+                return ts_error_setf_plain(err, EINVAL, "%s holds no PEM certificate", what);
         }
         *ret = s;
         return 0;
 }
 
-int ts_http_new(const char *ca_file, unsigned timeout_s, ts_http **ret, ts_error **err) {
+/* The extra CAs: a PEM file, or PEM text a caller handed over. */
+static int load_cas(const ts_http_cas *cas, STACK_OF(X509) **ret, ts_error **err) {
+        if (cas->pem_len > INT_MAX)
+                return ts_error_setf_plain(err, EINVAL, "the CA certificates are too large");
+        BIO *b = cas->file ? BIO_new_file(cas->file, "r")
+                           : BIO_new_mem_buf(cas->pem, (int) cas->pem_len);
+        if (!b && cas->file)
+                return ts_error_set(err, errno ? errno : EIO, "CA file %s", cas->file);
+        if (!b)
+                return -ENOMEM;
+        char what[300];
+        snprintf(what, sizeof what, "%s%s", cas->file ? "CA file " : "the CA certificates given",
+                 cas->file ? cas->file : "");
+        int r = read_cas(b, what, ret, err);
+        BIO_free(b);
+        return r;
+}
+
+int ts_http_new(const ts_http_cas *cas, unsigned timeout_s, ts_http **ret, ts_error **err) {
         pthread_once(&global_once, global_init);
         if (global_status != CURLE_OK)
                 return ts_error_setf_plain(err, ENOMEM, "libcurl: %s", curl_easy_strerror(global_status));
@@ -75,7 +92,7 @@ int ts_http_new(const char *ca_file, unsigned timeout_s, ts_http **ret, ts_error
         for (size_t i = 0; i < TS_ARRAY_SIZE(h->locks); i++)
                 pthread_mutex_init(&h->locks[i], NULL);
         h->timeout_s = timeout_s;
-        int r = ca_file ? load_cas(ca_file, &h->cas, err) : 0;
+        int r = cas && (cas->file || cas->pem_len) ? load_cas(cas, &h->cas, err) : 0;
         if (r >= 0 && !(h->share = curl_share_init()))
                 r = -ENOMEM;
         if (r < 0) {

@@ -89,8 +89,8 @@ int ts_registry_new(const char *domain, const ts_registry_options *o, ts_registr
         r->scheme = o->plain_http ? "http" : "https";
         int k = ts_auth_tokens_new(&r->tokens);
         if (k >= 0)
-                k = ts_http_new(o->ca_file, o->timeout_s ? o->timeout_s : TS_REGISTRY_TIMEOUT_DEFAULT,
-                                &r->http, err);
+                k = ts_http_new(&(ts_http_cas) { o->ca_file, o->ca_pem, o->ca_pem_len },
+                                o->timeout_s ? o->timeout_s : TS_REGISTRY_TIMEOUT_DEFAULT, &r->http, err);
         if (k >= 0)
                 k = credentials(r, o, err);
         if (k < 0)

@@ -40,6 +40,8 @@
 typedef struct ts_registry_options {
         bool plain_http;           /* plain HTTP to this registry, whatever its host */
         const char *ca_file;       /* PEM CAs trusted besides the system's; NULL: none */
+        const void *ca_pem;        /* the same as PEM text in memory (when no ca_file) */
+        size_t ca_pem_len;
         const char *username, *password; /* explicit credentials; else docker_config */
         const char *docker_config; /* a docker config.json ("auths"); NULL: none read */
         unsigned max_attempts;     /* tries per request, retries included; 0: default (5) */
