@@ -159,6 +159,7 @@ def tls_basic(t, reg, work):
     t.pulls("credentials", ref, exp, *ca, "--user", f["username"], "--password", f["password"],
             "--jobs", "3")
     t.pulls("docker config.json", ref, exp, *ca, "--docker-config", f["docker_config"])
+    t.pulls("CA as PEM text", ref, exp, "--ca-pem", f["ca"], "--docker-config", f["docker_config"])
     t.fails("no credentials", ref, errno.EACCES,
             "authentication required for %s/lib/img (no credentials for %s)" % (reg.host, reg.host),
             *ca)
@@ -170,6 +171,8 @@ def tls_basic(t, reg, work):
     os.makedirs(other, exist_ok=True)
     t.fails("another CA", ref, errno.EPROTO, "is not trusted", "--ca", registry.make_tls(other),
             "--user", f["username"], "--password", f["password"])
+    t.fails("a CA file without a certificate", ref, errno.EINVAL, "holds no PEM certificate",
+            "--ca", f["docker_config"])
 
 
 def token_log(reg):
