@@ -123,6 +123,11 @@ typedef struct buf {
         size_t n, cap, max;
 } buf;
 
+static void buf_done(buf *b) {
+        free(b->p);
+        b->p = NULL;
+}
+
 static int buf_append(buf *b, const void *p, size_t n) {
         if (n > b->max - b->n)
                 return -EMSGSIZE;
@@ -248,13 +253,11 @@ static int fetch_token(ts_registry *r, const ts_auth_challenge *ch, const char *
                 return ts_error_setf_plain(err, EPROTO, "registry %s: refusing token realm "
                                            "\"%.200s\" (not https, or credentials over plain HTTP)",
                                            r->domain, ch->realm);
-        _cleanup_free_ uint8_t *mem = NULL;
-        buf b = { .max = 1 << 20 };
+        _cleanup_(buf_done) buf b = { .max = 1 << 20 };
         bool fallback = true;
         int k = r->username ? token_post(r, ch, scope, &b, &fallback, err) : 0;
         if (k >= 0 && fallback)
                 k = token_get(r, ch, scope, what, &b, err);
-        mem = b.p;
         if (k < 0)
                 return k;
         char *token = NULL;
@@ -712,11 +715,10 @@ int ts_registry_resolve(ts_registry *r, const ts_ref *ref, ts_oci_descriptor **r
                         *ret = d;
                 return k;
         }
-        buf b = { .max = TS_REGISTRY_MANIFEST_MAX };
+        _cleanup_(buf_done) buf b = { .max = TS_REGISTRY_MANIFEST_MAX };
         _cleanup_free_ char *type = NULL, *sent = NULL;
         k = manifest_get(r, ref->path, ts_ref_object(ref), ACCEPT_MANIFESTS, repo, what, &b, &type,
                          &sent, err);
-        _cleanup_free_ uint8_t *mem = b.p;
         if (k == -EMSGSIZE)
                 return ts_error_setf_plain(err, EMSGSIZE, "%s: the manifest is larger than %d bytes",
                                            what, TS_REGISTRY_MANIFEST_MAX);
@@ -751,10 +753,9 @@ int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_o
                 return ts_error_setf_plain(err, EMSGSIZE, "%s: a manifest of %lld bytes is over the "
                                            "%d allowed", what, (long long) d->size,
                                            TS_REGISTRY_MANIFEST_MAX);
-        buf b = { .max = (size_t) d->size };
+        _cleanup_(buf_done) buf b = { .max = (size_t) d->size };
         _cleanup_free_ char *type = NULL, *sent = NULL;
         int k = manifest_get(r, repo_path, d->digest, accept, repo, what, &b, &type, &sent, err);
-        _cleanup_free_ uint8_t *mem = b.p;
         if (k == -EMSGSIZE)
                 return ts_error_setf_plain(err, EBADMSG, "%s: larger than the %lld bytes its "
                                            "descriptor says", what, (long long) d->size);
@@ -765,9 +766,9 @@ int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_o
                 return -ENOMEM;
         if (strcmp(digest, d->digest) != 0)
                 return mismatch(err, what, d->digest, digest);
-        if (!mem && !(mem = calloc(1, 1)))
+        if (!b.p && !(b.p = calloc(1, 1)))
                 return -ENOMEM;
-        *ret = TAKE_PTR(mem);
+        *ret = TAKE_PTR(b.p);
         *ret_len = b.n;
         return 0;
 }
