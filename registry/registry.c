@@ -341,7 +341,8 @@ static int challenged(ts_registry *r, const char *www_authenticate, const char *
 
 typedef struct call {
         ts_registry *r;
-        const char *method, *path, *accept;
+        const char *method, *accept;
+        char *path;
         const char *repo; /* "domain/path", for authentication messages */
         const char *what; /* the object asked for, for other messages */
         char *scope;
@@ -556,18 +557,28 @@ static int call_run(call *c, ts_error **err) {
         }
 }
 
-static int call_init(call *c, ts_registry *r, const char *repo_path) {
+/* A request for <kind>/<object> ("manifests", "blobs") of repository repo_path. */
+static int call_init(call *c, ts_registry *r, const char *method, const char *repo_path,
+                     const char *kind, const char *object, const char *repo, const char *what) {
         if (asprintf(&c->scope, "repository:%s:pull", repo_path) < 0) {
                 c->scope = NULL;
                 return -ENOMEM;
         }
+        if (asprintf(&c->path, "/v2/%s/%s/%s", repo_path, kind, object) < 0) {
+                c->path = NULL;
+                return -ENOMEM;
+        }
         c->r = r;
+        c->method = method;
+        c->repo = repo;
+        c->what = what;
         c->resp.content_length = -1;
         return 0;
 }
 
 static void call_done(call *c) {
         free(c->scope);
+        free(c->path);
         ts_error_free(c->body_err);
         ts_http_response_done(&c->resp);
 }
@@ -588,15 +599,9 @@ static int manifest_get(ts_registry *r, const char *repo_path, const char *objec
                         const char *accept, const char *repo, const char *what, buf *b,
                         char **ret_type, char **ret_digest, ts_error **err) {
         _cleanup_(call_done) call c = { 0 };
-        _cleanup_free_ char *path = NULL;
-        if (call_init(&c, r, repo_path) < 0 ||
-            asprintf(&path, "/v2/%s/manifests/%s", repo_path, object) < 0)
+        if (call_init(&c, r, "GET", repo_path, "manifests", object, repo, what) < 0)
                 return -ENOMEM;
-        c.method = "GET";
-        c.path = path;
         c.accept = accept;
-        c.repo = repo;
-        c.what = what;
         c.sink = buf_sink;
         c.restart = buf_restart;
         c.userdata = b;
@@ -664,16 +669,9 @@ static int descriptor_new(const char *media_type, const char *digest, int64_t si
 static int resolve_head(ts_registry *r, const ts_ref *ref, const char *repo, const char *what,
                         ts_oci_descriptor **ret, ts_error **err) {
         _cleanup_(call_done) call c = { 0 };
-        _cleanup_free_ char *path = NULL;
-        if (call_init(&c, r, ref->path) < 0 ||
-            asprintf(&path, "/v2/%s/manifests/%s", ref->path, ts_ref_object(ref)) < 0)
+        if (call_init(&c, r, "HEAD", ref->path, "manifests", ts_ref_object(ref), repo, what) < 0)
                 return -ENOMEM;
-        c.method = "HEAD";
-        c.path = path;
         c.accept = ACCEPT_MANIFESTS;
-        c.repo = repo;
-        c.what = what;
-        c.restart = buf_restart;
         ts_error *e = NULL;
         int k = call_run(&c, &e);
         *ret = NULL;
@@ -802,10 +800,9 @@ static int blob_sink(void *userdata, const void *p, size_t n) {
 int ts_registry_fetch_blob(ts_registry *r, const char *repo_path, const ts_oci_descriptor *d,
                            uint64_t offset, ts_registry_sink_fn sink, void *userdata,
                            ts_error **err) {
-        _cleanup_free_ char *what = NULL, *repo = NULL, *path = NULL;
+        _cleanup_free_ char *what = NULL, *repo = NULL;
         if (asprintf(&what, "blob %s/%s@%s", r->domain, repo_path, d->digest) < 0 ||
-            asprintf(&repo, "%s/%s", r->domain, repo_path) < 0 ||
-            asprintf(&path, "/v2/%s/blobs/%s", repo_path, d->digest) < 0)
+            asprintf(&repo, "%s/%s", r->domain, repo_path) < 0)
                 return -ENOMEM;
         if (ts_digest_validate(d->digest) < 0 || d->size < 0 || offset > (uint64_t) d->size)
                 return ts_error_setf_plain(err, EINVAL, "%s: bad descriptor or offset %llu", what,
@@ -816,12 +813,8 @@ int ts_registry_fetch_blob(ts_registry *r, const char *repo_path, const ts_oci_d
         blob b = { .what = what, .size = d->size, .at = offset, .hash = h, .sink = sink,
                    .userdata = userdata };
         _cleanup_(call_done) call c = { 0 };
-        if (call_init(&c, r, repo_path) < 0)
+        if (call_init(&c, r, "GET", repo_path, "blobs", d->digest, repo, what) < 0)
                 return -ENOMEM;
-        c.method = "GET";
-        c.path = path;
-        c.repo = repo;
-        c.what = what;
         c.blob = true;
         c.offset = offset;
         c.size = d->size;
