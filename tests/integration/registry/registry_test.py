@@ -260,6 +260,25 @@ def run_faults(t, proxy, exp, args):
     proxy.fault("status", "/manifests/", count=1, code=500)
     t.pulls("manifest 500 once", ref, exp, *args)
 
+    tag = "/private/img/manifests/v1"
+    proxy.clear()
+    proxy.fault("status", tag, code=405)
+    t.pulls("HEAD refused (405)", ref, exp, *args)
+    seen = [(r["method"], r["status"]) for r in proxy.requests(tag)]
+    t.check("405: GET after HEAD", seen[0] == ("HEAD", 405) and seen[-1] == ("GET", 200) and
+            all(m == "GET" for m, _ in seen[1:]), str(seen))
+
+    proxy.clear()
+    proxy.fault("no-digest", tag)
+    t.pulls("HEAD without Docker-Content-Digest", ref, exp, *args)
+    seen = [(r["method"], r["status"]) for r in proxy.requests(tag)]
+    t.check("no digest: GET and hash", seen[-2:] == [("HEAD", 200), ("GET", 200)], str(seen))
+
+    proxy.clear()
+    proxy.fault("corrupt", "/manifests/" + exp["manifest_digest"])
+    t.fails("corrupt manifest", ref, errno.EBADMSG, "digest mismatch: expected %s, got sha256:"
+            % exp["manifest_digest"], *args)
+
     proxy.clear()
     proxy.fault("status", path, count=10, code=503)
     t.fails("503 for good", ref, errno.EAGAIN, "HTTP 503, 3 attempt(s)", *args, "--attempts", "3")
