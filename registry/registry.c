@@ -534,8 +534,10 @@ static int call_run(call *c, ts_error **err) {
                         return k;
                 }
                 long st = c->resp.status;
-                /* A blob answer that ended early without saying how long it was. */
-                bool short_blob = c->blob && c->offset + c->received < (uint64_t) c->size;
+                /* A blob answer that ended early without saying how long it would be (one
+                 * that said so and ended early failed above as a lost connection). */
+                bool short_blob = c->blob && c->offset + c->received < (uint64_t) c->size &&
+                                  c->resp.content_length < 0;
                 if (st >= 200 && st < 300) {
                         if (!short_blob || n >= r->max_attempts)
                                 return 0; /* the caller checks what arrived */

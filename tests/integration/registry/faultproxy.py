@@ -17,6 +17,9 @@ status and redirect only to answers that upstream gave with a 2xx status):
   truncate  upstream's answer cut after half its body, then the connection closed
   ignore-range  upstream's whole answer (200), as a server that ignores Range does
   no-digest upstream's answer without its Docker-Content-Digest header
+  unsized   upstream's answer without Content-Length, cut after half its body (the end of
+            the connection ends the body: it looks complete)
+  short     upstream's answer cut to half its body, Content-Length saying so
   hang      upstream's headers and 64 KiB of its body, then nothing until close()
 """
 
@@ -106,7 +109,7 @@ def handler_for(proxy):
                     return self.empty(entry, 307, {"Location": loc})
                 # The others spoil a good answer only (not a 401 on the way to one).
                 f = proxy.take(self.path, ("corrupt", "truncate", "ignore-range", "hang",
-                                           "no-digest"), consume=False)
+                                           "no-digest", "unsized", "short"), consume=False)
                 self.forward(method, entry, f)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
@@ -153,6 +156,13 @@ def handler_for(proxy):
                 if k.lower() not in drop:
                     self.send_header(k, v)
             length = resp.getheader("Content-Length") if method == "HEAD" else str(len(body))
+            kind = f["kind"] if f else None
+            if kind in ("unsized", "short") and method == "GET":
+                body = body[:len(body) // 2]
+                length = None if kind == "unsized" else str(len(body))
+                if kind == "unsized":
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
             if length is not None:
                 self.send_header("Content-Length", length)
             self.end_headers()

@@ -241,6 +241,17 @@ def run_faults(t, proxy, exp, args):
     t.pulls("truncated, then Range ignored", ref, exp, *args)
 
     proxy.clear()
+    proxy.fault("unsized", path)
+    t.pulls("cut short, no Content-Length", ref, exp, *args)
+    ranges = [r["range"] for r in proxy.requests(path)]
+    t.check("cut short: resumed with Range", len(ranges) == 2 and ranges[1] is not None, str(ranges))
+
+    proxy.clear()
+    proxy.fault("short", path)
+    t.fails("shorter than its descriptor", ref, errno.EBADMSG,
+            "blob %s/private/img@%s: ended after" % (proxy.host, big), *args)
+
+    proxy.clear()
     proxy.fault("redirect", path)
     t.pulls("redirect to another host", ref, exp, *args)
     hops = proxy.requests(big)
