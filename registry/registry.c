@@ -647,7 +647,9 @@ static int mismatch(ts_error **err, const char *what, const char *want, const ch
 static int descriptor_new(const char *media_type, const char *digest, int64_t size,
                           ts_oci_descriptor **ret) {
         _cleanup_descriptor_ ts_oci_descriptor *d = calloc(1, sizeof(*d));
-        if (!d || !(d->media_type = strdup(media_type)) || !(d->digest = strdup(digest)))
+        /* "type; charset=utf-8" -> "type" */
+        if (!d || !(d->media_type = strndup(media_type, strcspn(media_type, "; \t"))) ||
+            !(d->digest = strdup(digest)))
                 return -ENOMEM;
         d->size = size;
         *ret = TAKE_PTR(d);
@@ -824,9 +826,8 @@ int ts_registry_fetch_blob(ts_registry *r, const char *repo_path, const ts_oci_d
         c.size = d->size;
         c.sink = blob_sink;
         c.userdata = &b;
-        if (offset == (uint64_t) d->size)
-                return 0; /* nothing left to fetch */
-        int k = call_run(&c, err);
+        /* Nothing left to fetch (an empty blob still has its digest checked). */
+        int k = offset == (uint64_t) d->size ? 0 : call_run(&c, err);
         if (b.err)
                 return ts_error_move(err, &b.err);
         if (k < 0)

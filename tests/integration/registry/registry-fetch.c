@@ -8,6 +8,10 @@
  *   {"config": DIGEST, "os", "architecture", "diff_ids": [...], "chain_ids": [...]}
  *   {"blob": DIGEST, "offset": N, "size": N, "sha256": "sha256:..."}  (of the bytes the sink got)
  *
+ * Options: --plain-http, --ca FILE, --ca-pem FILE (its text given as ca_pem), --user,
+ * --password, --docker-config FILE, --attempts N, --timeout S, --platform P, --jobs N
+ * (layers fetched from N threads), --offset N (every layer fetched from byte N).
+ *
  * On failure: "registry-fetch: <message>" on stderr, exit status = the errno. */
 #include <errno.h>
 #include <getopt.h>
@@ -237,6 +241,26 @@ static int pull(ts_registry *reg, const ts_ref *ref, const char *platform, unsig
         return r;
 }
 
+static int read_file(const char *path, char **ret, size_t *ret_len) {
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        char chunk[4096];
+        size_t n;
+        while (m && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+                fwrite(chunk, 1, n, m);
+        fclose(f);
+        if (!m)
+                return -ENOMEM;
+        fclose(m);
+        *ret = buf;
+        *ret_len = len;
+        return 0;
+}
+
 int main(int argc, char **argv) {
         static const struct option longopts[] = {
                 { "plain-http", no_argument, NULL, 'H' },   { "ca", required_argument, NULL, 'c' },
@@ -244,9 +268,11 @@ int main(int argc, char **argv) {
                 { "docker-config", required_argument, NULL, 'd' },
                 { "attempts", required_argument, NULL, 'a' }, { "timeout", required_argument, NULL, 't' },
                 { "platform", required_argument, NULL, 'P' }, { "jobs", required_argument, NULL, 'j' },
-                { "offset", required_argument, NULL, 'o' }, {},
+                { "offset", required_argument, NULL, 'o' }, { "ca-pem", required_argument, NULL, 'C' },
+                {},
         };
         ts_registry_options o = { 0 };
+        char *pem = NULL;
         const char *platform = NULL;
         uint32_t jobs = 1, v;
         uint64_t offset = 0;
@@ -255,6 +281,7 @@ int main(int argc, char **argv) {
                 switch (c) {
                 case 'H': o.plain_http = true; break;
                 case 'c': o.ca_file = optarg; break;
+                case 'C': if (read_file(optarg, &pem, &o.ca_pem_len) < 0) return 2; o.ca_pem = pem; break;
                 case 'u': o.username = optarg; break;
                 case 'p': o.password = optarg; break;
                 case 'd': o.docker_config = optarg; break;
@@ -282,5 +309,6 @@ int main(int argc, char **argv) {
         ts_error_free(err);
         ts_registry_free(reg);
         ts_ref_free(ref);
+        free(pem);
         return status;
 }
