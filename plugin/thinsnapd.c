@@ -15,6 +15,7 @@
 #include "plugin/config.h"
 #include "plugin/service.h"
 #include "plugin/snapshotter.h"
+#include "provision/daemon.h"
 #include "rpc/server.h"
 
 #define DEFAULT_BASE_SIZE (10ULL << 30)
@@ -44,6 +45,19 @@ static const char help[] =
         "                      discard passdown). Costs a device activation per Remove;\n"
         "                      a failed discard is logged; Remove goes on. Default off\n"
         "  --mkfs PATH         mkfs.ext4 to format the base device with\n"
+        "\n"
+        "The provisioner (thinsnap.v1.Provisioner: warm images, cut one device per VM;\n"
+        "the `thinsnap image` and `thinsnap vm` commands use it):\n"
+        "  --provisioner-address SOCKET  its socket (default " TS_PROV_DEFAULT_ADDRESS ")\n"
+        "  --provisioner-group GROUP     group of that socket (mode 0660)\n"
+        "  --containerd-address SOCKET   containerd's socket (default\n"
+        "                      " TS_PROV_DEFAULT_CONTAINERD ")\n"
+        "  --namespace NS      containerd namespace of its images and VMs (default\n"
+        "                      " TS_PROV_DEFAULT_NAMESPACE ")\n"
+        "  --snapshotter-name NAME  the name containerd's config gives thinsnapd in\n"
+        "                      [proxy_plugins] (default " TS_PROV_DEFAULT_SNAPSHOTTER ")\n"
+        "  --max-warms N       image warms running at once (default 2)\n"
+        "  --no-provisioner    serve the Snapshots API only\n"
         "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
         "  --version           print the version\n"
         "  -h, --help          this text\n"
@@ -88,6 +102,34 @@ static int mkdir_parents(const char *path) {
         return 0;
 }
 
+static void set_opt(char **dst, const char *v) {
+        free(*dst);
+        *dst = strdup(v);
+}
+
+/* The provisioner's settings: the command line wins over the file. */
+static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config *file,
+                             bool async_remove, ts_prov_daemon **ret, ts_error **err) {
+        if (cli->no_provisioner || file->no_provisioner)
+                return 0;
+        ts_prov_daemon_config pc = {
+                .prov = {
+                        .containerd_address = cli->containerd_address ? cli->containerd_address
+                                                                      : file->containerd_address,
+                        .namespace = cli->namespace ? cli->namespace : file->namespace,
+                        .snapshotter = cli->snapshotter_name ? cli->snapshotter_name
+                                                             : file->snapshotter_name,
+                        .max_warms = (unsigned) (cli->max_warms ? cli->max_warms : file->max_warms),
+                        .async_remove = async_remove,
+                },
+                .address = cli->provisioner_address ? cli->provisioner_address
+                                                    : file->provisioner_address,
+                .socket_group = cli->provisioner_group ? cli->provisioner_group
+                                                       : file->provisioner_group,
+        };
+        return ts_prov_daemon_start(&pc, ret, err);
+}
+
 /* A bad command line: say why, then leave through the common clean-up. */
 #define USAGE(...)                                                                             \
         do {                                                                                   \
@@ -105,6 +147,13 @@ enum {
         OPT_ASYNC,
         OPT_DISCARD,
         OPT_MKFS,
+        OPT_PROV_ADDRESS,
+        OPT_PROV_GROUP,
+        OPT_CONTAINERD,
+        OPT_NAMESPACE,
+        OPT_SNAPSHOTTER_NAME,
+        OPT_MAX_WARMS,
+        OPT_NO_PROV,
         OPT_LOG_LEVEL,
         OPT_VERSION,
 };
@@ -120,6 +169,13 @@ int main(int argc, char **argv) {
                 { "async-remove", no_argument, NULL, OPT_ASYNC },
                 { "discard", no_argument, NULL, OPT_DISCARD },
                 { "mkfs", required_argument, NULL, OPT_MKFS },
+                { "provisioner-address", required_argument, NULL, OPT_PROV_ADDRESS },
+                { "provisioner-group", required_argument, NULL, OPT_PROV_GROUP },
+                { "containerd-address", required_argument, NULL, OPT_CONTAINERD },
+                { "namespace", required_argument, NULL, OPT_NAMESPACE },
+                { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
+                { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
+                { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
                 { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "help", no_argument, NULL, 'h' },
@@ -133,6 +189,7 @@ int main(int argc, char **argv) {
         ts_error *err = NULL;
         ts_snapshotter *snap = NULL;
         ts_rpc_server *server = NULL;
+        ts_prov_daemon *prov = NULL;
         int r = 0;
         const char *address = NULL;
         int c;
@@ -145,6 +202,17 @@ int main(int argc, char **argv) {
                 case OPT_POOL: free(cli.pool); cli.pool = strdup(optarg); break;
                 case OPT_ADDRESS: free(cli.address); cli.address = strdup(optarg); break;
                 case OPT_MKFS: free(cli.mkfs); cli.mkfs = strdup(optarg); break;
+                case OPT_PROV_ADDRESS: set_opt(&cli.provisioner_address, optarg); break;
+                case OPT_PROV_GROUP: set_opt(&cli.provisioner_group, optarg); break;
+                case OPT_CONTAINERD: set_opt(&cli.containerd_address, optarg); break;
+                case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
+                case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
+                case OPT_NO_PROV: cli.no_provisioner = true; break;
+                case OPT_MAX_WARMS:
+                        if (ts_parse_u64(optarg, &cli.max_warms) < 0 || cli.max_warms == 0 ||
+                            cli.max_warms > 64)
+                                USAGE("--max-warms '%s' is not a number from 1 to 64", optarg);
+                        break;
                 case OPT_CONFIG: config_path = optarg; break;
                 case OPT_ASYNC: async = true; break;
                 case OPT_DISCARD: discard = true; break;
@@ -220,6 +288,10 @@ int main(int argc, char **argv) {
                 log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
                 goto out;
         }
+        if ((r = start_provisioner(&cli, &file, sc.async_remove, &prov, &err)) < 0) {
+                log_error_errno(r, "cannot start the provisioner: %s", ts_error_message(err, r));
+                goto out;
+        }
         the_server = server;
         struct sigaction sa = { .sa_handler = on_signal };
         sigemptyset(&sa.sa_mask);
@@ -240,6 +312,7 @@ int main(int argc, char **argv) {
         log_info("stopped");
         exit_code = 0;
 out:
+        ts_prov_daemon_stop(prov);
         ts_rpc_server_free(server);
         if (address && exit_code == 0)
                 unlink(address);

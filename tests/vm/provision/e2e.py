@@ -49,7 +49,7 @@ def scan_device(lane, dev, mnt):
 
 def pull(lane, ref):
     """`thinsnap image pull --json`: the process and its status lines."""
-    p = lane.thinsnap("image", "pull", ref, "--plain-http", "--json", check=False)
+    p = lane.thinsnap("image", "pull", ref, "--plain-http", "--json", check=False, parse=False)
     return p, [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
