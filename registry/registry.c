@@ -346,7 +346,7 @@ typedef struct call {
         const char *repo; /* "domain/path", for authentication messages */
         const char *what; /* the object asked for, for other messages */
         char *scope;
-        bool blob;             /* redirects followed, Range resumes */
+        bool blob;             /* Range resumes */
         uint64_t offset;       /* blob: where the caller's data starts */
         int64_t size;          /* blob: its size */
         int (*sink)(void *userdata, const void *p, size_t n);
@@ -404,8 +404,8 @@ static bool same_origin(const char *a, const char *b) {
                strcmp(sa, sb) == 0 && strcasecmp(ha, hb) == 0 && pa == pb;
 }
 
-/* Where a blob redirect may lead: https anywhere; plain http only to loopback hosts or
- * from a registry that is plain HTTP itself. */
+/* Where a redirect may lead: https anywhere; plain http only to loopback hosts or from a
+ * registry that is plain HTTP itself. */
 static int redirect_target(call *c, const char *from, char **ret, ts_error **err) {
         char *to = NULL;
         if (ts_http_url_resolve(from, c->resp.location, &to) < 0)
@@ -430,7 +430,7 @@ static bool is_redirect(long st) {
         return st == 301 || st == 302 || st == 303 || st == 307 || st == 308;
 }
 
-/* One try: the request, and for blobs the redirects it leads to. 0 when an answer came. */
+/* One try: the request and the redirects it leads to. 0 when an answer came. */
 static int attempt(call *c, const char *authz, ts_error **err) {
         if (!c->blob && c->received > 0) {
                 c->restart(c->userdata);
@@ -461,7 +461,7 @@ static int attempt(call *c, const char *authz, ts_error **err) {
                 int k = ts_http_exchange(c->r->http, &q, &c->resp, err);
                 if (c->body_err)
                         return ts_error_move(err, &c->body_err);
-                if (k < 0 || !c->blob || !is_redirect(c->resp.status) || !c->resp.location)
+                if (k < 0 || !is_redirect(c->resp.status) || !c->resp.location)
                         return k;
                 if (hop == REDIRECTS_MAX)
                         return ts_error_setf_plain(err, EPROTO, "%s: more than %d redirects",

@@ -260,6 +260,13 @@ def run_faults(t, proxy, exp, args):
             hops[1]["path"].startswith("/_redirected/") and not hops[1]["auth"] and
             hops[1]["status"] == 200, str(hops))
 
+    proxy.clear()
+    proxy.fault("redirect", "/manifests/" + exp["manifest_digest"])
+    t.pulls("manifest redirected to another host", ref, exp, *args)
+    hops = proxy.requests("/manifests/" + exp["manifest_digest"])
+    t.check("manifest redirect: no Authorization to the other host",
+            [(h["status"], h["auth"]) for h in hops] == [(307, True), (200, False)], str(hops))
+
     for code in (429, 503):
         proxy.clear()
         proxy.fault("status", path, count=2, code=code)
