@@ -1,7 +1,6 @@
 /* thinsnapd: a containerd proxy snapshotter on a device-mapper thin pool. */
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "plugin/config.h"
@@ -84,23 +84,6 @@ _printf_(1, 2) static int usage_error(const char *fmt, ...) {
         return 2;
 }
 
-static int mkdir_parents(const char *path) {
-        _cleanup_free_ char *copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        char *dir = dirname(copy);
-        if (strcmp(dir, ".") == 0 || strcmp(dir, "/") == 0)
-                return 0;
-        struct stat st;
-        if (stat(dir, &st) == 0)
-                return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-        int r = mkdir_parents(dir);
-        if (r < 0)
-                return r;
-        if (mkdir(dir, 0711) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
 
 static void set_opt(char **dst, const char *v) {
         free(*dst);
@@ -280,7 +263,7 @@ int main(int argc, char **argv) {
         r = ts_rpc_server_new(NULL, &server);
         if (r >= 0)
                 r = ts_service_register(server, snap);
-        if (r >= 0 && (r = mkdir_parents(address)) < 0)
+        if (r >= 0 && (r = ts_mkdir_parents(address, 0711)) < 0)
                 ts_error_set(&err, r, "create the directory of %s", address);
         if (r >= 0)
                 r = ts_rpc_server_listen(server, address, mode, &err);

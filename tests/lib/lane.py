@@ -26,6 +26,16 @@ class Failed(Exception):
     pass
 
 
+def image_facts(imagedir):
+    """expected.json of a `build-image build` output, with "target_digest": what a registry
+    serves for its tag once skopeo pushed it (the image index of a multi-platform image, else
+    the manifest: skopeo pushes an OCI archive's image, not its index.json)."""
+    with open(os.path.join(imagedir, "expected.json")) as f:
+        exp = json.load(f)
+    exp["target_digest"] = exp.get("image_index_digest") or exp["manifest_digest"]
+    return exp
+
+
 class Lane:
     def __init__(self, bindir, srcdir, name, containerd="containerd", ctr="ctr", base_size="256M"):
         self.bindir, self.src, self.name = bindir, srcdir, name
@@ -167,6 +177,8 @@ class Lane:
                 text = open(path, errors="replace").read().splitlines()
             except OSError:
                 continue
+            # containerd's start-up lines say nothing about a failure
+            text = [t for t in text if "loading plugin" not in t]
             print(f"---- last {lines} lines of {name}'s log ----")
             print("\n".join(text[-lines:]))
 

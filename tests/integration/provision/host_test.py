@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
-from lane import Failed, Lane  # noqa: E402
+from lane import Failed, Lane, image_facts  # noqa: E402
 from registry import Registry  # noqa: E402
 
 
@@ -23,11 +23,7 @@ def build_image(lane, out, seed, name, *extra):
     subprocess.run([sys.executable, f"{lane.src}/tests/containerd/build-image", "build", out,
                     "--seed", str(seed), "--name", name, *extra], check=True,
                    stdout=subprocess.DEVNULL)
-    exp = json.load(open(f"{out}/expected.json"))
-    # What the registry serves for the tag: the image index of a multi-platform image, else
-    # the manifest (skopeo pushes an OCI archive's image, not its index.json).
-    exp["target_digest"] = exp.get("image_index_digest") or exp["manifest_digest"]
-    return exp
+    return image_facts(out)
 
 
 def pull(lane, ref, *extra):
