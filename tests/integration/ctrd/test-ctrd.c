@@ -11,7 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
 #include <zlib.h>
 
 #include "common/strv.h"
@@ -23,6 +22,7 @@
 #include "ctrd/snapshots.h"
 #include "ctrd/writer.h"
 #include "daemon.h"
+#include "oci/digest.h"
 
 #define MiB (1024 * 1024)
 #define LAYER_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -76,13 +76,8 @@ static uint8_t *blob(size_t n, uint32_t seed) {
         return p;
 }
 
-static void digest_of(const void *p, size_t n, char out[72]) {
-        unsigned char md[32];
-        unsigned len = 0;
-        ck_assert(EVP_Digest(p, n, md, &len, EVP_sha256(), NULL) == 1);
-        strcpy(out, "sha256:");
-        for (unsigned i = 0; i < 32; i++)
-                sprintf(out + 7 + 2 * i, "%02x", md[i]);
+static void digest_of(const void *p, size_t n, char out[TS_DIGEST_MAX]) {
+        ck_assert_int_eq(ts_digest_buffer(p, n, out), 0);
 }
 
 /* Writes p (n bytes, in pieces of step) as ref and commits it. */
