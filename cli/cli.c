@@ -15,13 +15,20 @@ int ts_cli_fail(const char *cmd, const ts_error *err, int r) {
 }
 
 int ts_cli_fail_json(const char *cmd, bool json, const ts_error *err, int r) {
+        return ts_cli_fail_json_as(cmd, json, false, err, r);
+}
+
+int ts_cli_fail_json_as(const char *cmd, bool json, bool line, const ts_error *err, int r) {
         if (json) {
                 json_object *o = json_object_new_object();
                 json_object_object_add(o, "error", json_object_new_string(ts_error_message(err, r)));
                 int e = err ? err->errnum : (r < 0 ? -r : r);
                 const char *name = strerrorname_np(e);
                 json_object_object_add(o, "errno", json_object_new_string(name ? name : "EIO"));
-                ts_cli_print_json(o);
+                if (line)
+                        ts_cli_print_json_line(o);
+                else
+                        ts_cli_print_json(o);
         }
         return ts_cli_fail(cmd, err, r);
 }
@@ -63,6 +70,12 @@ const char *ts_cli_state_dir(const char *opt) {
         if (env && *env)
                 return env;
         return TS_POOLSTATE_DEFAULT_DIR;
+}
+
+void ts_cli_print_json_line(json_object *o) {
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        fflush(stdout);
+        json_object_put(o);
 }
 
 void ts_cli_print_json(json_object *o) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/json.h"
 
 enum {
         TS_EXIT_OK = 0,
@@ -36,6 +37,10 @@ const char *ts_cli_state_dir(const char *opt);
  * the reference. */
 void ts_cli_print_json(json_object *o);
 
+/* Prints a JSON object on stdout on one line (JSON lines) and drops the
+ * reference. */
+void ts_cli_print_json_line(json_object *o);
+
 /* Prints an object's fields as "key: value" lines for people (nested
  * objects indented below their key, arrays as JSON). */
 void ts_cli_print_fields(json_object *o);
@@ -44,5 +49,6 @@ void ts_cli_print_fields(json_object *o);
  * the usual line on stderr; returns TS_EXIT_FAILED. */
 int ts_cli_fail_json(const char *cmd, bool json, const ts_error *err, int r);
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put)
-#define _cleanup_json_ _cleanup_(json_object_putp)
+/* The same; line: the JSON object on one line, for commands that print
+ * JSON lines (a stream of statuses). */
+int ts_cli_fail_json_as(const char *cmd, bool json, bool line, const ts_error *err, int r);

@@ -70,6 +70,7 @@ typedef struct image_args {
         const char *cmd; /* "image pull" */
         const char *address, *platform, *user, *ca_file, *name;
         bool json, plain_http, password_stdin, detach;
+        bool stream; /* prints JSON lines: pull and import */
         char **args;
         int n_args;
 } image_args;
@@ -127,7 +128,7 @@ static int need_args(const image_args *a, int min, int max, const char *what) {
 
 /* The call's failure: one line on stderr, and a JSON object with --json. */
 static int failed(const image_args *a, const ts_error *err, int r) {
-        return ts_cli_fail_json(a->cmd, a->json, err, r);
+        return ts_cli_fail_json_as(a->cmd, a->json, a->stream, err, r);
 }
 
 static int connect_service(const image_args *a, ts_rpc_client **ret, ts_error **err) {
@@ -217,6 +218,7 @@ static int cmd_pull(int argc, char **argv) {
                 return r < 0 ? TS_EXIT_OK : r;
         if ((r = need_args(&a, 1, 1, "one REF")))
                 return r;
+        a.stream = true;
         Thinsnap__V1__PullImageRequest req = THINSNAP__V1__PULL_IMAGE_REQUEST__INIT;
         req.ref = a.args[0];
         req.platform = (char *) (a.platform ? a.platform : "");
@@ -250,6 +252,7 @@ static int cmd_import(int argc, char **argv) {
                 return r < 0 ? TS_EXIT_OK : r;
         if ((r = need_args(&a, 1, 1, "one FILE")))
                 return r;
+        a.stream = true;
         /* The daemon opens it: hand it an absolute path, checked here first
          * so a typo reads as the caller's mistake. */
         _cleanup_free_ char *path = realpath(a.args[0], NULL);

@@ -80,6 +80,9 @@ int64_t prov_now_ns(void);
 /* An RFC 3339 UTC time hours from now, for containerd.io/gc.expire. */
 void prov_expiry(unsigned hours, char *buf, size_t len);
 
+/* A deep copy of d into *ret. Returns 0 or -ENOMEM. */
+int prov_descriptor_copy(const ts_ctrd_descriptor *d, ts_ctrd_descriptor *ret);
+
 /* ---- images (images.c) ---- */
 
 /* An image record found by name, digest or digest prefix. */
@@ -108,6 +111,10 @@ const prov_chain *prov_chain_add(ts_prov *p, prov_chain *c);
 prov_chain *prov_chain_free(prov_chain *c);
 
 /* ---- warms (warm.c) ---- */
+
+/* Walking the warm list (caller holds p->lock): the next warm, its image name. */
+prov_warm *prov_warm_next(const prov_warm *w);
+const char *prov_warm_name(const prov_warm *w);
 
 /* Status of the warm of the image named name (normalised reference), if
  * one is queued, running or failed; NULL otherwise. Caller holds p->lock. */

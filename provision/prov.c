@@ -1,5 +1,7 @@
 #include "prov-internal.h"
 
+#include "common/strv.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,22 @@ void prov_expiry(unsigned hours, char *buf, size_t len) {
         struct tm tm;
         gmtime_r(&t, &tm);
         strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int prov_descriptor_copy(const ts_ctrd_descriptor *d, ts_ctrd_descriptor *ret) {
+        ts_ctrd_descriptor c = { .size = d->size };
+        int r = (d->media_type && !(c.media_type = strdup(d->media_type))) ||
+                                (d->digest && !(c.digest = strdup(d->digest)))
+                        ? -ENOMEM
+                        : 0;
+        for (char *const *a = d->annotations; r >= 0 && a && *a; a++)
+                r = ts_strv_push(&c.annotations, *a);
+        if (r < 0) {
+                ts_ctrd_descriptor_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
 }
 
 int prov_ctrd(ts_prov *p, ts_ctrd **ret, ts_error **err) {

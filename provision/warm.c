@@ -166,6 +166,14 @@ static int status_copy_locked(const prov_warm *w, ts_prov_warm_status *ret) {
         return 0;
 }
 
+prov_warm *prov_warm_next(const prov_warm *w) {
+        return w->next;
+}
+
+const char *prov_warm_name(const prov_warm *w) {
+        return w->name;
+}
+
 ts_prov_warm_status *prov_warm_status_locked(ts_prov *p, const char *name) {
         for (prov_warm *w = p->warms; w; w = w->next) {
                 if (strcmp(w->name, name) != 0)
@@ -414,7 +422,7 @@ static int lease_ensure(prov_job *j, ts_error **err) {
         ts_error *e = NULL;
         int r = ts_ctrd_lease_create(j->c, j->lease, labels, NULL, &e);
         if (r == -EEXIST) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return 0;
         }
         return r < 0 ? ts_error_move(err, &e) : 0;
@@ -437,7 +445,7 @@ static void finish(prov_warm *w, int r, ts_error *err) {
                 if (ts_ctrd_lease_delete(w->job.c, w->job.lease, false, &e) < 0 && e->errnum != ENOENT)
                         log_warn("warm of %s: lease %s stays until it expires: %s", w->name,
                                  w->job.lease, e->msg);
-                ts_error_free(e);
+                e = ts_error_free(e);
         }
         if (r < 0)
                 log_warn("warm of %s failed: %s", w->name, ts_error_message(err, r));
@@ -531,7 +539,7 @@ static int recover_once(ts_prov *p, ts_error **err) {
                 return r;
         for (size_t i = 0; i < n; i++)
                 requeue(p, v[i].labels);
-        ts_ctrd_leases_free(v, n);
+        ts_ctrd_lease_list_free(v, n);
         return 0;
 }
 

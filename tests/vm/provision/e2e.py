@@ -27,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
-from lane import Failed, Lane  # noqa: E402
+from lane import Failed, Lane, image_facts  # noqa: E402
 from registry import Registry  # noqa: E402
 
 NAME = "e2e/img:v1"
@@ -49,7 +49,7 @@ def scan_device(lane, dev, mnt):
 
 def pull(lane, ref):
     """`thinsnap image pull --json`: the process and its status lines."""
-    p = lane.thinsnap("image", "pull", ref, "--plain-http", "--json", check=False)
+    p = lane.thinsnap("image", "pull", ref, "--plain-http", "--json", check=False, parse=False)
     return p, [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
@@ -60,7 +60,7 @@ def warm(lane, ref, expected):
     lane.ok("pull streams its status", len(lines) >= 2, f"{len(lines)} lines: {p.stderr}")
     last = lines[-1] if lines else {}
     lane.check("pull ends READY", last.get("state"), "READY")
-    lane.check("pull names the index digest", last.get("digest"), expected["index_digest"])
+    lane.check("pull names the image's digest", last.get("digest"), expected["target_digest"])
     states = [line.get("state") for line in lines]
     lane.ok("pull went through PULLING and UNPACKING",
             "PULLING" in states and "UNPACKING" in states, f"{states}")
@@ -99,8 +99,8 @@ def images(lane, ref, expected):
     lane.check("image ls: top chain id", img.get("chain_id"), expected["chain_ids"][-1])
     lane.ok("image ls: content and pool bytes", img.get("content_bytes", 0) > 20 << 20
             and img.get("pool_bytes", 0) > 20 << 20, json.dumps(img))
-    hexd = expected["index_digest"].split(":")[1]
-    for name in (expected["index_digest"], hexd[:8]):
+    hexd = expected["target_digest"].split(":")[1]
+    for name in (expected["target_digest"], hexd[:8]):
         got = lane.thinsnap("image", "inspect", name, "--json")
         lane.check(f"inspect by {name[:15]}", got.get("name"), ref)
     cfg = lane.thinsnap("image", "config", ref, "--json")
@@ -133,7 +133,7 @@ def vms(lane, ref, expected):
             dev)
     again = lane.thinsnap("vm", "snapshot", "vm1", ref).stdout.strip()
     lane.check("the same VM and image give the same device", again, dev)
-    info = lane.thinsnap("vm", "snapshot", "vm2", expected["index_digest"].split(":")[1][:12],
+    info = lane.thinsnap("vm", "snapshot", "vm2", expected["target_digest"].split(":")[1][:12],
                          "--json")
     lane.ok("snapshot by digest prefix", info.get("device", "").startswith("/dev/mapper/"),
             json.dumps(info))
@@ -208,26 +208,34 @@ def bad_input(lane, ref):
     lane.ok("an unknown tag: NOT_FOUND", p.returncode == 1 and "NOT_FOUND" in p.stderr, p.stderr)
 
 
-def concurrency(lane, ref, n=40):
-    """More calls at once than the provisioner has handler threads (16)."""
-    lane.say(f"{n} VMs at once")
-    results = [None] * n
+def concurrency(lane, ref, ref2, n=40):
+    """More calls at once than the provisioner has handler threads (16), while three pulls of
+    another image join one warm: nothing may wait for a thread that waits on containerd."""
+    lane.say(f"{n} VMs at once, and three pulls of {ref2}")
+    results, pulls = [None] * n, [None] * 3
 
     def one(i):
         results[i] = lane.thinsnap("vm", "snapshot", f"c{i}", ref, check=False).returncode
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    def warm_one(i):
+        p, lines = pull(lane, ref2)
+        pulls[i] = (p.returncode, lines[-1].get("state") if lines else None)
+
+    threads = [threading.Thread(target=warm_one, args=(i,)) for i in range(3)]
+    threads += [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     lane.check(f"{n} concurrent snapshots all made", results.count(0), n)
+    lane.check("three concurrent pulls all READY", pulls, [(0, "READY")] * 3)
     gc = lane.thinsnap("vm", "gc", "--keep", "vm2", "--json")
     lane.check("gc removes them all", len(gc.get("removed", [])), n)
 
 
 def restart(lane, ref2):
     lane.say("a warm killed midway resumes at the next start")
+    lane.thinsnap("image", "rm", ref2)
     p = subprocess.Popen([f"{lane.bindir}/cli/thinsnap", "image", "pull", ref2, "--plain-http",
                           "--json"], env=lane.env, stdout=subprocess.PIPE, text=True)
     for line in p.stdout:
@@ -263,11 +271,11 @@ def main():
     ap.add_argument("--config-version", type=int, default=2)
     a = ap.parse_args()
     lane = Lane(a.bindir, a.srcdir, "e2e", containerd=a.containerd, ctr=a.ctr)
-    lane.expected = expected = json.load(open(f"{a.imagedir}/expected.json"))
+    lane.expected = expected = image_facts(a.imagedir)
     try:
         reg = Registry(f"{lane.work}/registry", "plain")
         reg.start()
-        reg.push(f"{a.imagedir}/image.tar", NAME)
+        reg.push(f"{a.imagedir}/image.tar", NAME, all_manifests=True)
         reg.push(f"{a.imagedir2}/image.tar", "e2e/other:v1")
         ref = f"{reg.host}/{NAME}"
         lane.pool_create()
@@ -284,7 +292,7 @@ def main():
         inject_and_holders(lane, dev)
         teardown_and_gc(lane, dev)
         bad_input(lane, ref)
-        concurrency(lane, ref)
+        concurrency(lane, ref, f"{reg.host}/e2e/other:v1")
         restart(lane, f"{reg.host}/e2e/other:v1")
         containerd_down(lane)
         reg.stop()
