@@ -51,6 +51,7 @@ class Lane:
                         THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1")
         self.procs = {}
         self.logs = {}
+        self.mounts = []
         self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
@@ -150,6 +151,16 @@ class Lane:
                     '"io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]\n' + common)
         return 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' + common
 
+    def ext4_dir(self, path, size="2G"):
+        """An ext4 filesystem on a loop device at path (in the guest, /tmp and /var/lib are
+        tmpfs, which holds no user xattrs: containerd's native snapshotter needs them)."""
+        img = f"{self.work}/{os.path.basename(path)}.ext4"
+        self.run(["truncate", "-s", size, img], check=True)
+        self.run(["mkfs.ext4", "-q", "-E", "nodiscard", img], check=True)
+        os.makedirs(path, exist_ok=True)
+        self.run(["mount", "-o", "loop", img, path], check=True)
+        self.mounts.append(path)
+
     def start_containerd(self, config_version=2, proxy=True):
         cfg = f"{self.work}/containerd.toml"
         with open(cfg, "w") as f:
@@ -186,6 +197,8 @@ class Lane:
         """Stops everything, prints the tally and exits 0 (all passed) or 1."""
         for name in list(self.procs):
             self.stop(name, limit=60)
+        for m in reversed(self.mounts):
+            self.run(["umount", m])
         if os.path.exists(f"{self.work}/data"):
             self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", self.pool, "--force",
                       "--delete-files"])
