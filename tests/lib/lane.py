@@ -52,6 +52,7 @@ class Lane:
         self.procs = {}
         self.logs = {}
         self.mounts = []
+        self.pools = []
         self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
@@ -95,10 +96,11 @@ class Lane:
         return self.run([self.ctr_bin, "--address", self.ctd_sock, "-n", ns, *args], check=check)
 
     # ---- the pool and the daemons ----
-    def pool_create(self, data_size="4G", meta_size="64M"):
+    def pool_create(self, data_size="4G", meta_size="64M", *extra):
         self.run([f"{self.bindir}/cli/thinsnap", "pool", "create", self.pool, "--data",
-                  f"{self.work}/data", "--data-size", data_size, "--meta", f"{self.work}/meta",
-                  "--meta-size", meta_size], check=True)
+                  f"{self.work}/{self.pool}.data", "--data-size", data_size, "--meta",
+                  f"{self.work}/{self.pool}.meta", "--meta-size", meta_size, *extra], check=True)
+        self.pools.append(self.pool)
 
     def pool_status(self):
         return json.loads(self.run([f"{self.bindir}/cli/thinsnap", "pool", "status", self.pool,
@@ -123,7 +125,8 @@ class Lane:
         for s in (self.ts_sock, self.prov_sock):
             if os.path.exists(s):
                 os.unlink(s)
-        p = self.spawn("thinsnapd", [f"{self.bindir}/plugin/thinsnapd", "--root", f"{self.work}/root",
+        p = self.spawn("thinsnapd", [f"{self.bindir}/plugin/thinsnapd", "--root",
+                                     f"{self.work}/{self.pool}.root",
                                      "--pool", self.pool, "--address", self.ts_sock, "--base-size",
                                      self.base_size, "--provisioner-address", self.prov_sock,
                                      "--containerd-address", self.ctd_sock, *args])
@@ -199,8 +202,8 @@ class Lane:
             self.stop(name, limit=60)
         for m in reversed(self.mounts):
             self.run(["umount", m])
-        if os.path.exists(f"{self.work}/data"):
-            self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", self.pool, "--force",
+        for pool in self.pools:
+            self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", pool, "--force",
                       "--delete-files"])
         if self.failed:
             self.dump_logs()
