@@ -1,33 +1,21 @@
 #include "snapshotter.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <linux/fs.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "common/strv.h"
-#include "devmapper/dm.h"
-#include "devmapper/pool.h"
-#include "devmapper/thin.h"
-
-extern char **environ;
+#include "plugin/snapdev.h"
 
 struct ts_snapshotter {
         ts_store *store;
-        ts_pool *pool;
-        char *root;
+        ts_snapdev *dev;
         uint64_t base_size;
         uint32_t base_id;
         int64_t base_mapped; /* bytes mapped in the base device */
@@ -39,35 +27,16 @@ struct ts_snapshotter {
         pthread_cond_t cond;
         char **held; /* keys in operation */
 
-        /* Pool status is read at most every STATUS_TTL_NS before a Prepare,
-         * and always after a failure. */
-        int64_t status_at;
-        ts_pool_status status;
-
-        /* Committed devices whose removal was deferred because they were
-         * still open (containerd may commit a mounted snapshot): a child of
-         * one must suspend it around create_snap. */
-        uint32_t *deferred;
-        size_t n_deferred;
-
         /* async removal */
         pthread_t reaper;
         bool reaper_running, stopping, reap_pending;
 };
-
-#define STATUS_TTL_NS (250 * 1000 * 1000LL)
 
 static void error_clear(ts_error **err) {
         if (err) {
                 ts_error_free(*err);
                 *err = NULL;
         }
-}
-
-static int64_t mono_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 /* ---- fault injection (crash-safety tests) ---- */
@@ -143,216 +112,9 @@ static void unlock_keys(ts_snapshotter *s, const char *ns, const char *k1, const
 
 /* ---- devices ---- */
 
-static void dev_name(const ts_snapshotter *s, uint32_t id, char *buf, size_t len) {
-        snprintf(buf, len, "%s-snap-%" PRIu32, s->pool->name, id);
-}
-
 static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mount *m) {
-        char name[96];
-        dev_name(s, info->dev_id, name, sizeof name);
-        snprintf(m->source, sizeof m->source, "/dev/mapper/%s", name);
+        ts_snapdev_path(s->dev, info->dev_id, m->source, sizeof m->source);
         m->read_only = info->kind == TS_KIND_VIEW;
-}
-
-#define DISCARD_CHUNK (64ULL << 20)
-
-/* Discards every block of the inactive device id (size bytes), so the pool
- * passes the blocks only it held down to its data device (a sparse file, an
- * SSD) before the delete drops them. The device is activated for this alone:
- * it was deactivated first, so nobody has it open. In bounded chunks, so one
- * huge discard does not stall the pool. A failed discard is logged and
- * otherwise ignored: the delete frees the blocks in the pool either way. */
-static void discard_device(ts_snapshotter *s, uint32_t id, uint64_t size) {
-        char name[96], path[128];
-        dev_name(s, id, name, sizeof name);
-        snprintf(path, sizeof path, "/dev/mapper/%s", name);
-        if (size == 0) {
-                log_warn("device %s: size unknown, not discarded before its delete", name);
-                return;
-        }
-        ts_error *e = NULL;
-        int r = ts_thin_activate(s->pool, name, id, size, 0, &e);
-        if (r < 0) {
-                log_warn("device %s: not discarded before its delete: %s", name, ts_error_message(e, r));
-                ts_error_free(e);
-                return;
-        }
-        uint64_t off = 0;
-        int fd = open(path, O_WRONLY | O_EXCL | O_CLOEXEC);
-        if (fd < 0)
-                log_warn_errno(-errno, "device %s: not discarded before its delete: open %s", name, path);
-        else {
-                for (; off < size; off += DISCARD_CHUNK) {
-                        uint64_t range[2] = { off, size - off < DISCARD_CHUNK ? size - off : DISCARD_CHUNK };
-                        if (ioctl(fd, BLKDISCARD, range) < 0) {
-                                log_warn_errno(-errno, "device %s: discard stopped at byte %" PRIu64
-                                               " of %" PRIu64, name, off, size);
-                                break;
-                        }
-                }
-                close(fd);
-        }
-        if (off >= size)
-                log_debug("device %s: discarded %" PRIu64 " bytes before its delete", name, size);
-        r = ts_thin_deactivate(name, 0, &e);
-        if (r < 0) /* drop_device's delete reports what follows from it */
-                log_warn("device %s: deactivating after the discard: %s", name, ts_error_message(e, r));
-        ts_error_free(e);
-}
-
-/* Deactivates (absent is fine), discards when asked (size is the device's
- * size, for that), and deletes (absent is fine) device id. */
-static int drop_device(ts_snapshotter *s, uint32_t id, uint64_t size, bool discard, ts_error **err) {
-        char name[96];
-        dev_name(s, id, name, sizeof name);
-        int r = ts_thin_deactivate(name, 0, err);
-        if (r < 0)
-                return r;
-        if (discard)
-                discard_device(s, id, size);
-        /* A device whose removal was deferred (committed while mounted) is
-         * released by the kernel from a work queue after its last close:
-         * the pool may call it busy for a moment. */
-        for (int i = 0;; i++) {
-                ts_error *e = NULL;
-                r = ts_thin_delete(s->pool, id, &e);
-                if (r != -EBUSY || i >= 40) {
-                        if (r < 0)
-                                ts_error_move(err, &e);
-                        ts_error_free(e);
-                        if (r >= 0) {
-                                /* Blocks were freed: the next space check reads the pool. */
-                                pthread_mutex_lock(&s->lock);
-                                s->status_at = 0;
-                                pthread_mutex_unlock(&s->lock);
-                        }
-                        return r;
-                }
-                ts_error_free(e);
-                struct timespec ts = { 0, 50 * 1000000L };
-                nanosleep(&ts, NULL);
-        }
-}
-
-/* Reads the pool's status (cached for STATUS_TTL_NS unless fresh). */
-static int pool_status(ts_snapshotter *s, bool fresh, ts_pool_status *ret, ts_error **err) {
-        int64_t now = mono_ns();
-        pthread_mutex_lock(&s->lock);
-        bool cached = !fresh && s->status_at && now - s->status_at < STATUS_TTL_NS;
-        if (cached)
-                *ret = s->status;
-        pthread_mutex_unlock(&s->lock);
-        if (cached)
-                return 0;
-        ts_pool_status st;
-        int r = ts_pool_get_status(s->pool, &st, err);
-        if (r < 0)
-                return r;
-        pthread_mutex_lock(&s->lock);
-        s->status = st;
-        s->status_at = now;
-        pthread_mutex_unlock(&s->lock);
-        *ret = st;
-        return 0;
-}
-
-/* -ENOSPC with the pool's figures when it has no room left, else 0. */
-static int check_space(ts_snapshotter *s, bool fresh, ts_error **err) {
-        ts_pool_status st;
-        int r = pool_status(s, fresh, &st, err);
-        if (r < 0)
-                return r;
-        bool data_full = st.out_of_data_space || st.used_data_blocks >= st.total_data_blocks;
-        bool meta_full = st.total_meta_blocks && st.used_meta_blocks + 16 >= st.total_meta_blocks;
-        bool bad = st.read_only || st.fail || st.needs_check;
-        if (!fresh && (data_full || meta_full || bad))
-                return check_space(s, true, err); /* a refusal is never made on cached figures */
-        if (data_full || meta_full)
-                return ts_error_setf_plain(err, ENOSPC,
-                                           "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
-                                           " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used",
-                                           s->pool->name, data_full ? "data" : "metadata",
-                                           st.used_data_blocks, st.total_data_blocks,
-                                           st.used_meta_blocks, st.total_meta_blocks);
-        if (bad)
-                return ts_error_setf_plain(err, EROFS, "pool %s is %s", s->pool->name,
-                                           st.needs_check ? "marked needs_check"
-                                           : st.fail     ? "failed"
-                                                         : "read-only");
-        return 0;
-}
-
-static void deferred_add(ts_snapshotter *s, uint32_t id) {
-        pthread_mutex_lock(&s->lock);
-        uint32_t *v = realloc(s->deferred, (s->n_deferred + 1) * sizeof(*v));
-        if (v) {
-                v[s->n_deferred++] = id;
-                s->deferred = v;
-        }
-        pthread_mutex_unlock(&s->lock);
-        if (!v) /* without the note, a child could miss unflushed writes */
-                log_warn("device %u: deferred removal not tracked (out of memory)", id);
-}
-
-/* True (and forgotten) when id had a deferred removal pending. */
-static bool deferred_take(ts_snapshotter *s, uint32_t id) {
-        bool found = false;
-        pthread_mutex_lock(&s->lock);
-        for (size_t i = 0; i < s->n_deferred; i++)
-                if (s->deferred[i] == id) {
-                        s->deferred[i] = s->deferred[--s->n_deferred];
-                        found = true;
-                        break;
-                }
-        pthread_mutex_unlock(&s->lock);
-        return found;
-}
-
-/* ---- base device ---- */
-
-static int run_mkfs(const char *mkfs, const char *dev, ts_error **err) {
-        /* The one process thinsnapd starts: formatting the base device once
-         * per pool and size, at start-up, never on a request. The storage
-         * reads as zeroes where unmapped, so nothing needs zeroing. */
-        char *argv[] = { (char *) mkfs, "-q", "-F", "-E", "nodiscard,assume_storage_prezeroed=1",
-                         "-L", "thinsnap-base", (char *) dev, NULL };
-        pid_t pid;
-        int r = posix_spawnp(&pid, mkfs, NULL, NULL, argv, environ);
-        if (r != 0)
-                return ts_error_set(err, r, "run %s", mkfs);
-        int st;
-        while (waitpid(pid, &st, 0) < 0)
-                if (errno != EINTR)
-                        return ts_error_set(err, errno, "wait for %s", mkfs);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                return ts_error_setf_plain(err, EIO, "%s %s failed (status %d)", mkfs, dev,
-                                           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-        return 0;
-}
-
-/* mkfs leaves /lost+found, which no image has and containerd's checks see
- * as a difference. Removing it needs the filesystem mounted once: here, at
- * start-up, once per pool and size; never on a request. */
-static int drop_lost_found(const char *root, const char *dev, ts_error **err) {
-        _cleanup_free_ char *dir = NULL;
-        if (asprintf(&dir, "%s/base-mount.XXXXXX", root) < 0)
-                return ts_error_set(err, ENOMEM, "base device %s", dev);
-        if (!mkdtemp(dir))
-                return ts_error_set(err, errno, "create %s", dir);
-        int r = 0;
-        if (mount(dev, dir, "ext4", MS_NOATIME, NULL) < 0)
-                r = ts_error_set(err, errno, "mount %s on %s", dev, dir);
-        else {
-                _cleanup_free_ char *lf = NULL;
-                if (asprintf(&lf, "%s/lost+found", dir) < 0)
-                        r = ts_error_set(err, ENOMEM, "base device %s", dev);
-                else if (rmdir(lf) < 0 && errno != ENOENT)
-                        r = ts_error_set(err, errno, "remove %s", lf);
-                if (umount2(dir, 0) < 0 && r >= 0)
-                        r = ts_error_set(err, errno, "unmount %s", dir);
-        }
-        (void) rmdir(dir);
-        return r;
 }
 
 static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
@@ -386,57 +148,15 @@ static int base_formatted(ts_store_txn *txn, void *p, ts_error **err) {
         return ts_store_base_set_formatted(txn, ((struct base_arg *) p)->size, err);
 }
 
-/* Measures the bytes mapped in the base device (for Usage), activating it
- * briefly read-only. */
-static int measure_base(ts_snapshotter *s, ts_error **err) {
-        char name[96];
-        dev_name(s, s->base_id, name, sizeof name);
-        int r = ts_thin_activate(s->pool, name, s->base_id, s->base_size, TS_THIN_READ_ONLY, err);
-        if (r < 0 && r != -EEXIST)
-                return r;
-        ts_thin_status st;
-        r = ts_thin_get_status(name, &st, err);
-        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
-        if (r < 0)
-                return r;
-        if (q < 0)
-                return q;
-        s->base_mapped = (int64_t) (st.mapped_sectors * 512);
-        return 0;
-}
-
-static int ensure_base(ts_snapshotter *s, const char *mkfs, ts_error **err) {
+static int ensure_base(ts_snapshotter *s, ts_error **err) {
         struct base_arg a = { .size = s->base_size };
         int r = txn_run(s, base_reserve, &a, err);
         if (r < 0)
                 return ts_error_prefix(err, r, "base device of %" PRIu64 " bytes", s->base_size);
         s->base_id = a.base.dev_id;
-        if (a.base.formatted)
-                return measure_base(s, err);
-
-        char name[96], path[128];
-        dev_name(s, a.base.dev_id, name, sizeof name);
-        snprintf(path, sizeof path, "/dev/mapper/%s", name);
-        log_info("formatting the base device %s (%" PRIu64 " bytes) once for pool %s", name,
-                 s->base_size, s->pool->name);
-        r = ts_thin_create(s->pool, a.base.dev_id, err);
-        if (r == -EEXIST) /* a crash during an earlier format: start over */
-                r = 0;
-        if (r >= 0)
-                r = ts_thin_activate(s->pool, name, a.base.dev_id, s->base_size, 0, err);
-        if (r >= 0)
-                r = run_mkfs(mkfs, path, err);
-        if (r >= 0)
-                r = drop_lost_found(s->root, path, err);
-        ts_thin_status st = { 0 };
-        if (r >= 0)
-                r = ts_thin_get_status(name, &st, err);
-        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
-        if (r >= 0 && q < 0)
-                r = q;
-        if (r < 0)
-                return ts_error_prefix(err, r, "format base device %s", name);
-        s->base_mapped = (int64_t) (st.mapped_sectors * 512);
+        r = ts_snapdev_base(s->dev, s->base_id, s->base_size, !a.base.formatted, &s->base_mapped, err);
+        if (r < 0 || a.base.formatted)
+                return r;
         return txn_run(s, base_formatted, &a, err);
 }
 
@@ -509,7 +229,7 @@ static int delete_record(ts_store_txn *txn, void *p, ts_error **err) {
 /* Finishes a removal whose intent (REMOVING) is recorded. */
 static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
                          uint64_t dev_size, ts_error **err) {
-        int r = drop_device(s, dev_id, dev_size, s->discard, err);
+        int r = ts_snapdev_drop(s->dev, dev_id, dev_size, s->discard, err);
         if (r < 0)
                 return r;
         fault(s, "remove", "after-delete");
@@ -527,8 +247,6 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
         unsigned rolled = 0, finished = 0, left = 0, activated = 0;
         for (size_t i = 0; i < rc.n && r >= 0; i++) {
                 struct pending *e = &rc.v[i];
-                char name[96];
-                dev_name(s, e->dev_id, name, sizeof name);
                 if (e->state == TS_STATE_CREATING) {
                         r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, err);
                         rolled++;
@@ -548,18 +266,13 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
                         if (r < 0)
                                 ts_error_move(err, &busy);
                         ts_error_free(busy);
-                } else if (e->kind == TS_KIND_COMMITTED) {
-                        r = ts_thin_deactivate(name, TS_THIN_DEFERRED, err);
                 } else {
-                        ts_dm_info info;
-                        r = ts_dm_info_get(name, &info, err);
-                        if (r >= 0 && !info.exists) {
-                                r = ts_thin_activate(s->pool, name, e->dev_id, e->dev_size, 0, err);
-                                activated++;
-                        }
+                        r = ts_snapdev_settle(s->dev, e->dev_id, e->dev_size, e->kind != TS_KIND_COMMITTED, err);
+                        activated += r > 0;
                 }
                 if (r < 0)
-                        ts_error_prefix(err, r, "recover snapshot %s/%s (device %s)", e->ns, e->key, name);
+                        ts_error_prefix(err, r, "recover snapshot %s/%s (device %" PRIu32 ")", e->ns, e->key,
+                                        e->dev_id);
         }
         recon_done(&rc);
         if (r < 0)
@@ -576,12 +289,10 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
         ts_store_txn_commit(txn, NULL);
         for (size_t i = 0; r >= 0 && i < nb; i++) {
                 if (bases[i].formatted) {
-                        char name[96];
-                        dev_name(s, bases[i].dev_id, name, sizeof name);
-                        r = ts_thin_deactivate(name, 0, err);
+                        r = ts_snapdev_deactivate(s->dev, bases[i].dev_id, err);
                         continue;
                 }
-                r = drop_device(s, bases[i].dev_id, 0, false, err);
+                r = ts_snapdev_drop(s->dev, bases[i].dev_id, 0, false, err);
                 if (r >= 0) {
                         ts_store_txn *w = NULL;
                         r = ts_store_begin(s->store, true, &w, err);
@@ -764,12 +475,17 @@ static void *reaper_main(void *p) {
 /* ---- open / close ---- */
 
 int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, ts_error **err) {
-        if (cfg->base_size == 0 || cfg->base_size % 4096)
+        if (cfg->base_size == 0 || cfg->base_size % 4096) {
+                ts_snapdev_free(cfg->dev);
                 return ts_error_setf_plain(err, EINVAL, "base size %" PRIu64 " is not a positive "
                                                         "multiple of 4 KiB", cfg->base_size);
+        }
         ts_snapshotter *s = calloc(1, sizeof(*s));
-        if (!s)
+        if (!s) {
+                ts_snapdev_free(cfg->dev);
                 return ts_error_set(err, ENOMEM, "snapshotter");
+        }
+        s->dev = cfg->dev;
         pthread_mutex_init(&s->lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -777,28 +493,18 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         pthread_cond_init(&s->cond, &ca);
         pthread_condattr_destroy(&ca);
         s->base_size = cfg->base_size;
-        s->root = strdup(cfg->root);
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
         const char *f = getenv("THINSNAPD_FAULT");
-        if (!s->root || (f && *f && !(s->fault = strdup(f)))) {
+        if (f && *f && !(s->fault = strdup(f))) {
                 ts_snapshotter_close(s);
                 return ts_error_set(err, ENOMEM, "snapshotter");
         }
 
-        int r = ts_dm_check_available(err);
-        if (r >= 0)
-                r = ts_pool_open(cfg->pool, &s->pool, err);
-        if (r >= 0) {
-                ts_pool_status st;
-                r = ts_pool_get_status(s->pool, &st, err);
-                if (r >= 0 && st.needs_check)
-                        r = ts_error_setf_plain(err, EUCLEAN,
-                                                "pool %s needs_check: its metadata must be repaired "
-                                                "(thin_check/thin_repair) before use", cfg->pool);
-                else if (r >= 0 && (st.fail || st.read_only))
-                        r = ts_error_setf_plain(err, EROFS, "pool %s is %s", cfg->pool,
-                                                st.fail ? "failed" : "read-only");
+        int r = 0;
+        if (!s->dev) {
+                ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
+                r = ts_snapdev_open(&dc, &s->dev, err);
         }
         ts_store_options so = { .dev_id_max = cfg->dev_id_max };
         if (r >= 0)
@@ -806,7 +512,7 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         if (r >= 0)
                 r = reconcile(s, err);
         if (r >= 0)
-                r = ensure_base(s, cfg->mkfs ? cfg->mkfs : "mkfs.ext4", err);
+                r = ensure_base(s, err);
         if (r >= 0 && s->async_remove) {
                 s->reap_pending = true; /* removals left by reconcile, if any */
                 r = -pthread_create(&s->reaper, NULL, reaper_main, s);
@@ -834,11 +540,9 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
                 pthread_join(s->reaper, NULL);
         }
         ts_store_close(s->store);
-        ts_pool_free(s->pool);
+        ts_snapdev_free(s->dev);
         ts_strv_free(s->held);
         free(s->fault);
-        free(s->root);
-        free(s->deferred);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);
@@ -885,7 +589,7 @@ static int set_state(ts_store_txn *txn, void *p, ts_error **err) {
 int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, const char *parent,
                            ts_snapshot_kind kind, const ts_label *labels, size_t n_labels,
                            ts_mount *ret_mount, ts_error **err) {
-        int r = check_space(s, false, err);
+        int r = ts_snapdev_check_space(s->dev, false, err);
         if (r < 0)
                 return r;
         r = lock_keys(s, ns, key, NULL);
@@ -895,7 +599,6 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
                                 .n_labels = n_labels, .size = s->base_size, .origin = s->base_id };
         bool recorded = false, snapped = false, pool_step = false;
-        char name[96];
         r = txn_run(s, create_record, &a, err);
         if (r == -EEXIST && settle_removal_locked(s, ns, key, NULL, NULL) > 0) {
                 /* The key's asynchronous removal was not reaped yet: now it is. */
@@ -907,25 +610,13 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         recorded = true;
         fault(s, "prepare", "after-record");
 
-        dev_name(s, a.info.dev_id, name, sizeof name);
-        /* A committed parent is inactive, unless its removal was deferred
-         * while it was still mounted: then the snapshot is taken with the
-         * origin suspended, so it sees every write the origin acknowledged. */
-        char origin_name[96];
-        bool maybe_active = a.origin != s->base_id && deferred_take(s, a.origin);
-        dev_name(s, a.origin, origin_name, sizeof origin_name);
         pool_step = true;
-        r = ts_thin_snap(s->pool, a.info.dev_id, a.origin, maybe_active ? origin_name : NULL, err);
-        if (maybe_active) {
-                ts_dm_info oi;
-                if (ts_dm_info_get(origin_name, &oi, NULL) == 0 && oi.exists)
-                        deferred_add(s, a.origin); /* still open: keep the note */
-        }
+        r = ts_snapdev_snap(s->dev, a.info.dev_id, a.origin, err);
         if (r < 0)
                 goto out;
         snapped = true;
         fault(s, "prepare", "after-snap");
-        r = ts_thin_activate(s->pool, name, a.info.dev_id, a.info.dev_size, 0, err);
+        r = ts_snapdev_activate(s->dev, a.info.dev_id, a.info.dev_size, err);
         if (r < 0)
                 goto out;
         fault(s, "prepare", "after-activate");
@@ -938,7 +629,7 @@ out:
         if (r < 0 && recorded) {
                 /* Roll back what was made; the record goes last. */
                 ts_error *e2 = NULL;
-                int q = snapped ? drop_device(s, a.info.dev_id, 0, false, &e2) : 0;
+                int q = snapped ? ts_snapdev_drop(s->dev, a.info.dev_id, 0, false, &e2) : 0;
                 if (q >= 0) {
                         struct key_arg k = { ns, key };
                         q = txn_run(s, delete_record, &k, &e2);
@@ -953,7 +644,7 @@ out:
                  * returned (a pool that ran out of metadata space refuses
                  * messages with EOPNOTSUPP). */
                 ts_error *why = NULL;
-                if (pool_step && check_space(s, true, &why) == -ENOSPC) {
+                if (pool_step && ts_snapdev_check_space(s->dev, true, &why) == -ENOSPC) {
                         if (err) {
                                 ts_error_free(*err);
                                 *err = TAKE_PTR(why);
@@ -1020,17 +711,14 @@ static int parents_mapped(ts_snapshotter *s, const char *ns, const ts_store_info
 
 static int active_usage(ts_snapshotter *s, const char *ns, const ts_store_info *info, int64_t *ret,
                         ts_error **err) {
-        char name[96];
-        dev_name(s, info->dev_id, name, sizeof name);
-        ts_thin_status st;
-        int r = ts_thin_get_status(name, &st, err);
+        int64_t mapped, below;
+        int r = ts_snapdev_mapped(s->dev, info->dev_id, &mapped, err);
         if (r < 0)
                 return r;
-        int64_t below;
         r = parents_mapped(s, ns, info, &below, err);
         if (r < 0)
                 return r;
-        int64_t mine = (int64_t) (st.mapped_sectors * 512) - below;
+        int64_t mine = mapped - below;
         *ret = mine > 0 ? mine : 0;
         return 0;
 }
@@ -1054,7 +742,6 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         if (r < 0)
                 return ts_error_set(err, r, "commit %s", key);
         ts_store_info info = { 0 };
-        char dev[96];
         bool deactivated = false;
         r = get_ready(s, ns, key, &info, err);
         if (r < 0)
@@ -1077,19 +764,8 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         r = active_usage(s, ns, &info, &a.usage, err);
         if (r < 0)
                 goto out;
-        dev_name(s, info.dev_id, dev, sizeof dev);
-        /* containerd may commit a snapshot that is still mounted: then the
-         * kernel removes the device when it is unmounted (deferred). */
-        ts_dm_info di;
-        r = ts_dm_remove(dev, 0, NULL);
-        if (r == -EBUSY) {
-                r = ts_dm_remove(dev, TS_DM_REMOVE_DEFERRED, err);
-                if (r >= 0 && ts_dm_info_get(dev, &di, NULL) == 0 && di.exists)
-                        deferred_add(s, info.dev_id);
-        } else if (r == -ENXIO)
-                r = 0;
-        else if (r < 0)
-                r = ts_thin_deactivate(dev, 0, err);
+        /* containerd may commit a snapshot that is still mounted. */
+        r = ts_snapdev_release(s->dev, info.dev_id, err);
         if (r < 0)
                 goto out;
         deactivated = true;
@@ -1098,7 +774,7 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
 out:
         if (r < 0 && deactivated) {
                 ts_error *e2 = NULL;
-                int q = ts_thin_activate(s->pool, dev, info.dev_id, info.dev_size, 0, &e2);
+                int q = ts_snapdev_activate(s->dev, info.dev_id, info.dev_size, &e2);
                 if (q < 0)
                         log_warn("commit %s/%s: re-activating after failure: %s", ns, key,
                                  ts_error_message(e2, q));
@@ -1144,9 +820,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
                 pthread_mutex_unlock(&s->lock);
                 goto out;
         }
-        char dev[96];
-        dev_name(s, a.info.dev_id, dev, sizeof dev);
-        r = ts_thin_deactivate(dev, 0, err);
+        r = ts_snapdev_deactivate(s->dev, a.info.dev_id, err);
         if (r < 0) {
                 /* Busy: give the remove up, the record is as it was. */
                 struct state_arg st = { ns, key, TS_STATE_READY };

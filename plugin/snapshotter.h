@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "plugin/filter.h"
+#include "plugin/snapdev.h"
 #include "store/store.h"
 
 typedef struct ts_snapshotter ts_snapshotter;
@@ -29,10 +30,12 @@ typedef struct ts_snapshotter_config {
         bool async_remove;        /* Remove returns once the intent is recorded */
         bool discard_on_remove;   /* discard an active device's blocks before delete */
         uint32_t dev_id_max;      /* 0: the 24-bit limit (tests lower it) */
+        ts_snapdev *dev;          /* NULL: the thin pool `pool` (snapdev.h); else this device
+                                   * layer, which the snapshotter takes over (also on failure) */
 } ts_snapshotter_config;
 
 typedef struct ts_mount {
-        char source[128]; /* /dev/mapper/<pool>-snap-<id> */
+        char source[128]; /* the device (ts_snapdev_path): /dev/mapper/<pool>-snap-<id> */
         bool read_only;
 } ts_mount;
 
