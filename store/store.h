@@ -10,9 +10,8 @@
  * parents that must be committed, commit as a rename that keeps the snapshot id and
  * replaces the labels, remove refused while children exist, Update by field paths,
  * labels with an empty value are not stored. On top of that every snapshot owns one
- * thin device id allocated here, and carries a crash-safety state (see README.md in
- * this directory for the Prepare / Commit / Remove protocol and start-up
- * reconciliation).
+ * thin device id allocated here, and carries a crash-safety state (the snapshotter's
+ * crash protocol, which uses these states, is described in plugin/snapshotter.h).
  *
  * Errors are -errno. The Snapshots service maps them to containerd's errdefs:
  *   -ENOENT        NotFound            (no such key / parent)
@@ -65,7 +64,7 @@ typedef enum ts_snapshot_kind {
         TS_KIND_COMMITTED = 3,
 } ts_snapshot_kind;
 
-/* Crash-safety state of a record (README.md has the protocol).
+/* Crash-safety state of a record (plugin/snapshotter.h has the protocol).
  * READY is the only final state; the others are intents that start-up
  * reconciliation finishes or rolls back. */
 typedef enum ts_snapshot_state {
