@@ -73,11 +73,11 @@ static void et_init(void) {
 /* The one libext2fs adapter: errcode_t -> -errno with error_message() text. */
 static int ext2_errno(errcode_t code) {
         if (code > 0 && code < 4096)
-                return (int) code; /* plain errno from the io layer */
+                return -(int) code; /* plain errno from the io layer */
         switch (code) {
         case EXT2_ET_NO_MEMORY:
         case EXT2_ET_TDB_ERR_OOM:
-                return ENOMEM;
+                return -ENOMEM;
         case EXT2_ET_BLOCK_ALLOC_FAIL:
         case EXT2_ET_INODE_ALLOC_FAIL:
         case EXT2_ET_DIR_NO_SPACE:
@@ -86,21 +86,21 @@ static int ext2_errno(errcode_t code) {
         case EXT2_ET_EA_NO_SPACE:
         case EXT2_ET_INLINE_DATA_NO_SPACE:
         case EXT2_ET_TOO_MANY_INODES:
-                return ENOSPC;
+                return -ENOSPC;
         case EXT2_ET_FILE_NOT_FOUND:
-                return ENOENT;
+                return -ENOENT;
         case EXT2_ET_DIR_EXISTS:
         case EXT2_ET_FILE_EXISTS:
-                return EEXIST;
+                return -EEXIST;
         case EXT2_ET_NO_DIRECTORY:
-                return ENOTDIR;
+                return -ENOTDIR;
         case EXT2_ET_RO_FILSYS:
         case EXT2_ET_FILE_RO:
-                return EROFS;
+                return -EROFS;
         case EXT2_ET_SYMLINK_LOOP:
-                return ELOOP;
+                return -ELOOP;
         case EXT2_ET_FILE_TOO_BIG:
-                return EFBIG;
+                return -EFBIG;
         case EXT2_ET_UNSUPP_FEATURE:
         case EXT2_ET_RO_UNSUPP_FEATURE:
         case EXT2_ET_UNIMPLEMENTED:
@@ -108,11 +108,11 @@ static int ext2_errno(errcode_t code) {
         case EXT2_ET_EXTENT_NOT_SUPPORTED:
         case EXT2_ET_DIRHASH_UNSUPP:
         case EXT2_ET_EXTERNAL_JOURNAL_NOSUPP:
-                return EOPNOTSUPP;
+                return -EOPNOTSUPP;
         case EXT2_ET_BAD_MAGIC:
         case EXT2_ET_UNEXPECTED_BLOCK_SIZE:
         case EXT2_ET_REV_TOO_HIGH:
-                return EMEDIUMTYPE;
+                return -EMEDIUMTYPE;
         case EXT2_ET_SHORT_READ:
         case EXT2_ET_SHORT_WRITE:
         case EXT2_ET_LLSEEK_FAILED:
@@ -120,26 +120,23 @@ static int ext2_errno(errcode_t code) {
         case EXT2_ET_INODE_BITMAP_WRITE:
         case EXT2_ET_INODE_TABLE_WRITE:
         case EXT2_ET_GDESC_WRITE:
-                return EIO;
+                return -EIO;
         case EXT2_ET_INVALID_ARGUMENT:
-                return EINVAL;
+                return -EINVAL;
         default:
                 /* Everything else libext2fs reports is a structure it found
                  * inconsistent: a corrupt or hostile image. */
-                return EUCLEAN;
+                return -EUCLEAN;
         }
 }
 
 static int ext2_fail(ts_error **err, errcode_t code, const char *fmt, ...) _printf_(3, 4);
 static int ext2_fail(ts_error **err, errcode_t code, const char *fmt, ...) {
-        int errnum = ext2_errno(code);
-        _cleanup_free_ char *head = NULL;
         va_list ap;
         va_start(ap, fmt);
-        if (vasprintf(&head, fmt, ap) < 0)
-                head = NULL;
+        int r = ts_error_setv_cause(err, ext2_errno(code), error_message(code), fmt, ap);
         va_end(ap);
-        return ts_error_setf_plain(err, errnum, "%s: %s", head ? head : "ext2fs", error_message(code));
+        return r;
 }
 
 static ext2_filsys FS(ts_inject *ij) {

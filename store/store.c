@@ -30,7 +30,7 @@ struct ts_store_txn {
         bool write;
 };
 
-/* ---- the one LMDB adapter: MDB_* -> errno ---- */
+/* ---- the one LMDB adapter: MDB_* -> -errno ---- */
 
 static int mdb_errno(int rc) {
         switch (rc) {
@@ -70,15 +70,10 @@ static int mdb_errno(int rc) {
 
 /* Sets err from an LMDB return code, with LMDB's own text. Returns -errno. */
 _printf_(3, 4) static int mdb_fail(ts_error **err, int rc, const char *fmt, ...) {
-        int r = mdb_errno(rc);
-        char *head = NULL;
         va_list ap;
         va_start(ap, fmt);
-        if (vasprintf(&head, fmt, ap) < 0)
-                head = NULL;
+        int r = ts_error_setv_cause(err, mdb_errno(rc), mdb_strerror(rc), fmt, ap);
         va_end(ap);
-        ts_error_setf_plain(err, -r, "%s: %s", head ? head : "lmdb", mdb_strerror(rc));
-        free(head);
         return r;
 }
 
