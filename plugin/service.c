@@ -276,13 +276,11 @@ static int h_stat(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         if (code != TS_RPC_OK)
                 return op_end(&o, code);
         ts_error *err = NULL;
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = ts_snapshotter_stat(ud, o.ns, req->key, &info, &err);
         if (r < 0)
                 return op_end(&o, fail(call, r, err));
-        code = send_info(call, &info);
-        ts_store_info_done(&info);
-        return op_end(&o, code);
+        return op_end(&o, send_info(call, &info));
 }
 
 static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
@@ -302,14 +300,12 @@ static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         size_t n_paths = req->update_mask ? req->update_mask->n_paths : 0;
         const char *const *paths = req->update_mask ? (const char *const *) req->update_mask->paths : NULL;
         ts_error *err = NULL;
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = ts_snapshotter_update(ud, o.ns, key, labels, req->info->n_labels, paths, n_paths, &info,
                                       &err);
         if (r < 0)
                 return op_end(&o, fail(call, r, err));
-        code = send_info(call, &info);
-        ts_store_info_done(&info);
-        return op_end(&o, code);
+        return op_end(&o, send_info(call, &info));
 }
 
 /* List streams its answer in batches, as containerd's service does. */

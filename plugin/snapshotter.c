@@ -119,16 +119,14 @@ static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mo
 
 static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
                    ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, true, &txn, err);
         if (r < 0)
                 return r;
         r = fn(txn, arg, err);
-        if (r < 0) {
-                ts_store_txn_abort(txn);
+        if (r < 0)
                 return r;
-        }
-        return ts_store_txn_commit(txn, err);
+        return ts_store_txn_commit(TAKE_PTR(txn), err);
 }
 
 struct base_arg {
@@ -208,13 +206,11 @@ static void recon_done(struct recon *rc) {
 /* Collects every snapshot of every namespace into rc, in one read
  * transaction. rc holds what was collected even on failure. */
 static int collect_all(ts_snapshotter *s, struct recon *rc, ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
-        r = ts_store_walk(txn, NULL, collect, rc, err);
-        ts_store_txn_commit(txn, NULL);
-        return r;
+        return ts_store_walk(txn, NULL, collect, rc, err);
 }
 
 struct key_arg {
@@ -235,6 +231,10 @@ static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uin
         fault(s, "remove", "after-delete");
         struct key_arg a = { ns, key };
         return txn_run(s, delete_record, &a, err);
+}
+
+static int base_delete(ts_store_txn *txn, void *p, ts_error **err) {
+        return ts_store_base_delete(txn, *(uint64_t *) p, err);
 }
 
 static int reconcile(ts_snapshotter *s, ts_error **err) {
@@ -281,26 +281,20 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
         /* Bases whose format did not finish are made again from scratch. */
         ts_store_base *bases = NULL;
         size_t nb = 0;
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         r = ts_store_base_list(txn, &bases, &nb, err);
-        ts_store_txn_commit(txn, NULL);
+        txn = ts_store_txn_abort(txn);
         for (size_t i = 0; r >= 0 && i < nb; i++) {
                 if (bases[i].formatted) {
                         r = ts_snapdev_deactivate(s->dev, bases[i].dev_id, err);
                         continue;
                 }
                 r = ts_snapdev_drop(s->dev, bases[i].dev_id, 0, false, err);
-                if (r >= 0) {
-                        ts_store_txn *w = NULL;
-                        r = ts_store_begin(s->store, true, &w, err);
-                        if (r >= 0 && (r = ts_store_base_delete(w, bases[i].size, err)) < 0)
-                                ts_store_txn_abort(w);
-                        else if (r >= 0)
-                                r = ts_store_txn_commit(w, err);
-                }
+                if (r >= 0)
+                        r = txn_run(s, base_delete, &bases[i].size, err);
         }
         free(bases);
         if (r < 0)
@@ -316,13 +310,11 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
 
 /* Reads key's record in a read transaction of its own. */
 static int read_record(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret, ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
-        r = ts_store_get(txn, ns, key, ret, err);
-        ts_store_txn_commit(txn, NULL);
-        return r;
+        return ts_store_get(txn, ns, key, ret, err);
 }
 
 /* With key's lock held: finishes the removal of key when its record is
@@ -336,24 +328,19 @@ static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *
                                  ts_error **err) {
         if (ret_present)
                 *ret_present = false;
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         _cleanup_error_ ts_error *e = NULL;
         int r = read_record(s, ns, key, &info, &e);
         if (r == -ENOENT)
                 return 0;
-        if (r < 0) {
-                ts_error_move(err, &e);
-                return r;
-        }
+        if (r < 0)
+                return ts_error_move(err, &e);
         bool removing = info.state == TS_STATE_REMOVING;
         if (ret_present)
                 *ret_present = !removing;
-        uint32_t id = info.dev_id;
-        uint64_t size = info.dev_size;
-        ts_store_info_done(&info);
         if (!removing)
                 return 0;
-        r = finish_remove(s, ns, key, id, size, err);
+        r = finish_remove(s, ns, key, info.dev_id, info.dev_size, err);
         return r < 0 ? r : 1;
 }
 
@@ -410,12 +397,12 @@ static int removing_child(const ts_store_info *info, void *p) {
  * or a negative errno when one could not be finished. */
 static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
         struct children_arg a = { key, NULL };
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, NULL);
         if (r < 0)
                 return r;
         r = ts_store_walk(txn, ns, removing_child, &a, NULL);
-        ts_store_txn_commit(txn, NULL);
+        txn = ts_store_txn_abort(txn);
         int done = 0;
         for (char **k = a.keys; r >= 0 && k && *k; k++) {
                 r = lock_keys(s, ns, *k, NULL);
@@ -564,13 +551,12 @@ struct create_arg {
 static int create_record(ts_store_txn *txn, void *p, ts_error **err) {
         struct create_arg *a = p;
         if (a->parent && *a->parent) {
-                ts_store_info parent;
+                _cleanup_store_info_ ts_store_info parent = { 0 };
                 int r = ts_store_get(txn, a->ns, a->parent, &parent, err);
                 if (r < 0)
                         return r;
                 a->size = parent.dev_size;
                 a->origin = parent.dev_id;
-                ts_store_info_done(&parent);
         }
         return ts_store_create(txn, a->ns, a->key, a->parent, a->kind, a->labels, a->n_labels, a->size,
                                &a->info, err);
@@ -672,16 +658,14 @@ static int get_ready(ts_snapshotter *s, const char *ns, const char *key, ts_stor
 
 int ts_snapshotter_mounts(ts_snapshotter *s, const char *ns, const char *key, ts_mount *ret_mount,
                           ts_error **err) {
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = get_ready(s, ns, key, &info, err);
         if (r < 0)
                 return r;
         if (info.kind != TS_KIND_ACTIVE && info.kind != TS_KIND_VIEW)
-                r = ts_error_setf_plain(err, EBUSY, "snapshot %s is not active or view", key);
-        else
-                fill_mount(s, &info, ret_mount);
-        ts_store_info_done(&info);
-        return r;
+                return ts_error_setf_plain(err, EBUSY, "snapshot %s is not active or view", key);
+        fill_mount(s, &info, ret_mount);
+        return 0;
 }
 
 /* Bytes mapped in the parents of info (their recorded usage) and the base. */
@@ -692,14 +676,13 @@ static int parents_mapped(ts_snapshotter *s, const char *ns, const ts_store_info
                 *ret = sum;
                 return 0;
         }
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         ts_store_info *chain = NULL;
         size_t n = 0;
         r = ts_store_parents(txn, ns, info->name, &chain, &n, err);
-        ts_store_txn_commit(txn, NULL);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++)
@@ -741,7 +724,7 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         int r = lock_keys(s, ns, key, name);
         if (r < 0)
                 return ts_error_set(err, r, "commit %s", key);
-        ts_store_info info = { 0 };
+        _cleanup_store_info_ ts_store_info info = { 0 };
         bool deactivated = false;
         r = get_ready(s, ns, key, &info, err);
         if (r < 0)
@@ -780,7 +763,6 @@ out:
                                  ts_error_message(e2, q));
                 ts_error_free(e2);
         }
-        ts_store_info_done(&info);
         unlock_keys(s, ns, key, name);
         return r;
 }
@@ -853,13 +835,11 @@ struct update_arg {
 
 static int update_record(ts_store_txn *txn, void *p, ts_error **err) {
         struct update_arg *a = p;
-        ts_store_info cur;
+        _cleanup_store_info_ ts_store_info cur = { 0 };
         int r = ts_store_get(txn, a->ns, a->key, &cur, err);
         if (r < 0)
                 return r;
-        bool ready = cur.state == TS_STATE_READY;
-        ts_store_info_done(&cur);
-        if (!ready)
+        if (cur.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", a->key);
         return ts_store_update(txn, a->ns, a->key, a->labels, a->n_labels, a->paths, a->n_paths, a->ret,
                                err);
@@ -874,18 +854,18 @@ int ts_snapshotter_update(ts_snapshotter *s, const char *ns, const char *key, co
 
 int ts_snapshotter_usage(ts_snapshotter *s, const char *ns, const char *key, int64_t *ret_size,
                          int64_t *ret_inodes, ts_error **err) {
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = get_ready(s, ns, key, &info, err);
         if (r < 0)
                 return r;
         if (info.kind == TS_KIND_COMMITTED) {
                 *ret_size = info.usage_size;
                 *ret_inodes = info.usage_inodes;
-        } else {
-                r = active_usage(s, ns, &info, ret_size, err);
-                *ret_inodes = 0;
+                return 0;
         }
-        ts_store_info_done(&info);
+        r = active_usage(s, ns, &info, ret_size, err);
+        if (r >= 0)
+                *ret_inodes = 0;
         return r;
 }
 
@@ -906,14 +886,12 @@ static int walk_one(const ts_store_info *info, void *p) {
 
 int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter,
                         ts_store_walk_fn fn, void *userdata, ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         struct walk_arg a = { filter, fn, userdata };
-        r = ts_store_walk(txn, ns, walk_one, &a, err);
-        ts_store_txn_commit(txn, NULL);
-        return r;
+        return ts_store_walk(txn, ns, walk_one, &a, err);
 }
 
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {

@@ -143,9 +143,12 @@ int ts_store_begin(ts_store *s, bool write, ts_store_txn **ret, ts_error **err);
  * (then nothing was written). Returns 0, -ENOSPC (map full), -EIO. */
 int ts_store_txn_commit(ts_store_txn *txn, ts_error **err);
 
-/* Aborts the transaction, discarding its writes. Accepts NULL; returns NULL. */
+/* Aborts the transaction, discarding its writes (the way to end a read
+ * transaction). Accepts NULL; returns NULL. */
 ts_store_txn *ts_store_txn_abort(ts_store_txn *txn);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ts_store_txn *, ts_store_txn_abort);
+/* A transaction that ends with its scope: a read transaction needs nothing
+ * more; a write transaction is committed with ts_store_txn_commit(TAKE_PTR(t)). */
 #define _cleanup_txn_ _cleanup_(ts_store_txn_abortp)
 
 /* True for a write transaction. */
@@ -238,6 +241,8 @@ bool ts_store_info_field(const char *const *fieldpath, size_t n, void *info, con
 
 /* Releases what an info holds and zeroes it. Accepts NULL. */
 void ts_store_info_done(ts_store_info *info);
+/* A record released with its scope; initialise it to { 0 }. */
+#define _cleanup_store_info_ _cleanup_(ts_store_info_done)
 /* Frees an array of n infos from ts_store_parents. Accepts NULL. */
 void ts_store_infos_free(ts_store_info *infos, size_t n);
 
