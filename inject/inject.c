@@ -9,7 +9,6 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "inject/io-internal.h"
@@ -46,8 +46,7 @@ struct ts_inject {
         char *scratch; /* one block */
         int fd;        /* the device or image, for the whole session: see ts_inject_open */
         bool broken;   /* a failure could not be rolled back */
-        char *fault;   /* TS_INJECT_FAULT: "<op>:<point>", killed at its fault_nth passage */
-        uint32_t fault_nth, fault_seen;
+        ts_fault *fault; /* TS_INJECT_FAULT */
 };
 
 /* What a guest path resolves to: a parent directory and a name in it. */
@@ -416,37 +415,11 @@ static int commit(ts_inject *ij, ts_error **err) {
  *   release  (a replacement) the old inode released and written to the kernel,
  *            not yet flushed */
 static void fault(ts_inject *ij, const char *op, const char *point) {
-        if (!ij->fault)
-                return;
-        size_t n = strlen(op);
-        if (strncmp(ij->fault, op, n) != 0 || ij->fault[n] != ':' || strcmp(ij->fault + n + 1, point) != 0)
-                return;
-        if (++ij->fault_seen < ij->fault_nth)
-                return;
-        log_debug("inject: fault injection: killed at %s:%s", op, point);
-        raise(SIGKILL);
+        ts_fault_point(ij->fault, op, point);
 }
 
 static const char *fault_op(int ftype) {
         return ftype == EXT2_FT_DIR ? "mkdir" : ftype == EXT2_FT_SYMLINK ? "symlink" : "file";
-}
-
-/* Reads TS_INJECT_FAULT once, at open. */
-static int fault_setup(ts_inject *ij, ts_error **err) {
-        const char *f = getenv("TS_INJECT_FAULT");
-        if (!f || !*f)
-                return 0;
-        if (!(ij->fault = strdup(f)))
-                return ts_error_set(err, ENOMEM, "TS_INJECT_FAULT");
-        ij->fault_nth = 1;
-        char *colon = strchr(ij->fault, ':');
-        char *nth = colon ? strchr(colon + 1, ':') : NULL;
-        if (nth) {
-                *nth = '\0';
-                if (ts_parse_u32(nth + 1, &ij->fault_nth) < 0 || ij->fault_nth == 0)
-                        return ts_error_setf_plain(err, EINVAL, "TS_INJECT_FAULT=%s: bad count \"%s\"", f, nth + 1);
-        }
-        return 0;
 }
 
 static blk64_t loaded_free_blocks(ts_inject *ij) {
@@ -2109,7 +2082,7 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         ij->fd = TAKE_FD(fd);
         if (!(ij->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "open %s", path);
-        r = fault_setup(ij, err);
+        r = ts_fault_from_env("TS_INJECT_FAULT", &ij->fault, err);
         if (r < 0)
                 return r;
 
@@ -2189,7 +2162,7 @@ ts_inject *ts_inject_free(ts_inject *ij) {
         if (ij->fd >= 0)
                 close(ij->fd);
         free(ij->path);
-        free(ij->fault);
+        ts_fault_free(ij->fault);
         free(ij);
         return NULL;
 }

@@ -3,12 +3,12 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/strv.h"
 #include "plugin/snapdev.h"
@@ -21,7 +21,7 @@ struct ts_snapshotter {
         int64_t base_mapped; /* bytes mapped in the base device */
         bool async_remove;
         bool discard;
-        char *fault; /* THINSNAPD_FAULT: "<op>:<point>" */
+        ts_fault *fault; /* THINSNAPD_FAULT */
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -39,20 +39,10 @@ static void error_clear(ts_error **err) {
         }
 }
 
-/* ---- fault injection (crash-safety tests) ---- */
-
 /* Kills the process at a named step when THINSNAPD_FAULT names it, so the
- * VM-lane tests can prove that a restart finishes or rolls back each step. */
+ * crash tests can prove that a restart finishes or rolls back each step. */
 static void fault(ts_snapshotter *s, const char *op, const char *point) {
-        if (!s->fault)
-                return;
-        char want[128];
-        snprintf(want, sizeof want, "%s:%s", op, point);
-        if (strcmp(s->fault, want) == 0) {
-                log_warn("fault injection: killing thinsnapd at %s", want);
-                fflush(stderr);
-                raise(SIGKILL);
-        }
+        ts_fault_point(s->fault, op, point);
 }
 
 /* ---- per-key serialisation ---- */
@@ -482,14 +472,8 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         s->base_size = cfg->base_size;
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
-        const char *f = getenv("THINSNAPD_FAULT");
-        if (f && *f && !(s->fault = strdup(f))) {
-                ts_snapshotter_close(s);
-                return ts_error_set(err, ENOMEM, "snapshotter");
-        }
-
-        int r = 0;
-        if (!s->dev) {
+        int r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
+        if (r >= 0 && !s->dev) {
                 ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
                 r = ts_snapdev_open(&dc, &s->dev, err);
         }
@@ -529,7 +513,7 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
         ts_store_close(s->store);
         ts_snapdev_free(s->dev);
         ts_strv_free(s->held);
-        free(s->fault);
+        ts_fault_free(s->fault);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);

@@ -93,7 +93,7 @@
  * (a device still held) is retried after 1 s, doubling up to 60 s. At close
  * it stops; what is left is finished by the next open.
  *
- * THINSNAPD_FAULT=<op>:<point> (read at open) kills the process at a
+ * THINSNAPD_FAULT=<op>:<point>[:<n>] (common/fault.h) kills the process at a
  * named step for the crash tests: prepare:after-record, after-snap,
  * after-activate; commit:after-deactivate; remove:after-mark,
  * after-deactivate, after-delete. tests/unit/test-snapshotter.c kills it
