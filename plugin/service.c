@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
@@ -21,9 +21,7 @@ typedef struct map_entry {
 
 static int op_log(ts_rpc_call *call, const char *op, const char *key, int64_t t0, int code) {
         if (ts_log_get_level() >= TS_LOG_DEBUG || code != TS_RPC_OK) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                double ms = (double) ((int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec - t0) / 1e6;
+                double ms = (double) (ts_clock_mono_ns() - t0) / 1e6;
                 char fields[512];
                 const char *ns = ts_rpc_call_namespace(call);
                 snprintf(fields, sizeof fields, "op=%s namespace=%s key=\"%s\" ms=%.2f code=%s", op,
@@ -38,12 +36,6 @@ static int op_log(ts_rpc_call *call, const char *op, const char *key, int64_t t0
                 ts_log_emit(lvl, 0, fields, "%s", code == TS_RPC_OK ? "done" : "failed");
         }
         return code;
-}
-
-static int64_t start_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 /* containerd's metadata layer namespaces the keys it hands a proxy
@@ -73,7 +65,7 @@ typedef struct op {
 /* The common start: a namespace, and (when key_what is set) a key. */
 static int op_begin(op *o, ts_rpc_call *call, const char *name, const char *key_what,
                     const char *key) {
-        *o = (op) { .call = call, .name = name, .key = key, .t0 = start_ns() };
+        *o = (op) { .call = call, .name = name, .key = key, .t0 = ts_clock_mono_ns() };
         int code = namespace_of(call, &o->ns);
         if (code == TS_RPC_OK && key_what)
                 code = need_key(call, key_what, key);
