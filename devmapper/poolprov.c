@@ -294,7 +294,7 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
         r = ts_poolstate_read(state_dir, req->name, &recorded, &state_err);
         ts_error_free(state_err);
         if (r == 0) {
-                if (!ts_poolspec_equal(recorded, &want)) {
+                if (!ts_poolstate_equal(recorded, &want)) {
                         r = ts_error_setf_plain(err, EEXIST,
                                                 "pool %s exists with a different set-up (data %s, "
                                                 "metadata %s); destroy it first or use another name",

@@ -138,7 +138,7 @@ static int ext2_fail(ts_error **err, errcode_t code, const char *fmt, ...) {
         return r;
 }
 
-static ext2_filsys FS(ts_inject *ij) {
+static ext2_filsys fs_of(ts_inject *ij) {
         return ij->fs;
 }
 
@@ -163,7 +163,7 @@ static void set_padding(char *buf, uint64_t from, unsigned blocksize) {
 /* The on-disk image of group g's block bitmap as held in memory: the group's
  * bits, then padding bits set up to the end of the block. */
 static int render_block_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t first = ext2fs_group_first_block2(fs, g);
         blk64_t nbits = ext2fs_group_last_block2(fs, g) - first + 1;
         memset(buf, 0, fs->blocksize);
@@ -175,7 +175,7 @@ static int render_block_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
 }
 
 static int render_inode_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
         memset(buf, 0, fs->blocksize);
         errcode_t e = ext2fs_get_inode_bitmap_range2(fs->inode_map, (ext2_ino_t) g * ipg + 1, ipg, buf);
@@ -219,7 +219,7 @@ static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err);
 /* Reads are synchronous; these start reads that will be waited for soon, so
  * that the device serves them together with the reads in between. */
 static void readahead_bitmaps(ts_inject *ij, dgrp_t g) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct group *gr = &ij->groups[g];
         if (gr->bb || gr->ra)
                 return;
@@ -260,7 +260,7 @@ static void readahead_dir(ext2_filsys fs, const struct ext2_inode_large *in) {
  * backup and descriptors, and whichever groups' bitmaps and inode tables lie
  * in it. */
 static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct group *gr = &ij->groups[g];
         if (gr->bb)
                 return 0;
@@ -337,7 +337,7 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
  * what was last read or written, with its checksum (which lives in the group
  * descriptor, written afterwards by ext2fs_flush). */
 static int write_bitmap(ts_inject *ij, dgrp_t g, bool inode, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct group *gr = &ij->groups[g];
         char *buf = ij->scratch, *last = inode ? gr->ib : gr->bb;
         const char *what = inode ? "inode" : "block";
@@ -373,7 +373,7 @@ static int write_groups(ts_inject *ij, ts_error **err) {
                 if (r < 0)
                         return r;
         }
-        FS(ij)->flags &= ~(EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
+        fs_of(ij)->flags &= ~(EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
         return 0;
 }
 
@@ -384,7 +384,7 @@ static int write_groups(ts_inject *ij, ts_error **err) {
  * sync as the barrier between "new objects exist" and "a directory entry
  * names them". */
 static int flush(ts_inject *ij, bool sync, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int r = write_groups(ij, err);
         if (r < 0)
                 return r;
@@ -426,14 +426,14 @@ static blk64_t loaded_free_blocks(ts_inject *ij) {
         blk64_t n = 0;
         for (dgrp_t g = 0; g < ij->ngroups; g++)
                 if (ij->groups[g].bb)
-                        n += ext2fs_bg_free_blocks_count(FS(ij), g);
+                        n += ext2fs_bg_free_blocks_count(fs_of(ij), g);
         return n;
 }
 
 /* Loads groups, from `start` on, until the loaded ones hold at least `need`
  * free blocks by their descriptors. */
 static int ensure_blocks(ts_inject *ij, blk64_t need, dgrp_t start, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t have = loaded_free_blocks(ij);
         for (dgrp_t i = 0; i < ij->ngroups && have < need; i++) {
                 dgrp_t g = (start + i) % ij->ngroups;
@@ -457,7 +457,7 @@ static int ensure_blocks(ts_inject *ij, blk64_t need, dgrp_t start, ts_error **e
 static int load_more(ts_inject *ij, dgrp_t start, ts_error **err) {
         for (dgrp_t i = 0; i < ij->ngroups; i++) {
                 dgrp_t g = (start + i) % ij->ngroups;
-                if (ij->groups[g].bb || ext2fs_bg_free_blocks_count(FS(ij), g) == 0)
+                if (ij->groups[g].bb || ext2fs_bg_free_blocks_count(fs_of(ij), g) == 0)
                         continue;
                 int r = load_group(ij, g, err);
                 return r < 0 ? r : 1;
@@ -466,7 +466,7 @@ static int load_more(ts_inject *ij, dgrp_t start, ts_error **err) {
 }
 
 static dgrp_t group_of_ino(ts_inject *ij, ext2_ino_t ino) {
-        return ext2fs_group_of_ino(FS(ij), ino);
+        return ext2fs_group_of_ino(fs_of(ij), ino);
 }
 
 /* The stripe that mke2fs read from the device's I/O hints (a thin device
@@ -477,12 +477,12 @@ static blk64_t stripe_blocks(ext2_filsys fs) {
 }
 
 static blk64_t group_goal(ts_inject *ij, ext2_ino_t ino) {
-        return ext2fs_group_first_block2(FS(ij), group_of_ino(ij, ino));
+        return ext2fs_group_first_block2(fs_of(ij), group_of_ino(ij, ino));
 }
 
 /* Allocates a free inode near `near` and accounts for it. */
 static int alloc_inode(ts_inject *ij, ext2_ino_t near, bool is_dir, ext2_ino_t *ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
         dgrp_t start = group_of_ino(ij, near);
         for (dgrp_t i = 0; i < ij->ngroups; i++) {
@@ -507,7 +507,7 @@ static int alloc_inode(ts_inject *ij, ext2_ino_t near, bool is_dir, ext2_ino_t *
 }
 
 static int alloc_block(ts_inject *ij, blk64_t goal, blk64_t *ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         for (;;) {
                 blk64_t b;
                 errcode_t e = ext2fs_new_block2(fs, goal, NULL, &b);
@@ -528,14 +528,14 @@ static int alloc_block(ts_inject *ij, blk64_t goal, blk64_t *ret, ts_error **err
 
 static int read_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
         memset(in, 0, sizeof(*in));
-        errcode_t e = ext2fs_read_inode_full(FS(ij), ino, (struct ext2_inode *) in, sizeof(*in));
+        errcode_t e = ext2fs_read_inode_full(fs_of(ij), ino, (struct ext2_inode *) in, sizeof(*in));
         if (e)
                 return ext2_fail(err, e, "read inode %u", ino);
         return 0;
 }
 
 static int write_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int size = EXT2_INODE_SIZE(fs->super);
         if ((size_t) size > sizeof(*in))
                 size = sizeof(*in);
@@ -548,7 +548,7 @@ static int write_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *i
 /* Writes a brand-new inode over the whole on-disk slot, so nothing a previous
  * owner left there (extended attributes in the inode's tail) survives. */
 static int write_new_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int size = EXT2_INODE_SIZE(fs->super); /* at most a block */
         /* No allocation: rollbacks rely on this to zero a slot. */
         char *buf = ij->scratch;
@@ -569,7 +569,7 @@ static bool large_inodes(ext2_filsys fs) {
 static int check_mtime(ts_inject *ij, int64_t t, ts_error **err) {
         if (t == TS_INJECT_MTIME_NOW)
                 return 0;
-        int64_t max = large_inodes(FS(ij)) ? (int64_t) INT32_MAX + (3LL << 32) : INT32_MAX;
+        int64_t max = large_inodes(fs_of(ij)) ? (int64_t) INT32_MAX + (3LL << 32) : INT32_MAX;
         if (t < INT32_MIN || t > max)
                 return ts_error_setf_plain(err, EINVAL, "mtime %lld is out of the range this filesystem stores",
                                            (long long) t);
@@ -585,7 +585,7 @@ static void set_times(ts_inject *ij, struct ext2_inode_large *in, int64_t t) {
         uint32_t lo = (uint32_t) t;
         uint32_t epoch = (uint32_t) (((t - (int64_t) (int32_t) lo) >> 32) & 3);
         in->i_atime = in->i_mtime = in->i_ctime = lo;
-        if (large_inodes(FS(ij))) {
+        if (large_inodes(fs_of(ij))) {
                 in->i_atime_extra = in->i_mtime_extra = in->i_ctime_extra = epoch;
                 uint32_t nlo = (uint32_t) now;
                 in->i_crtime = nlo;
@@ -604,7 +604,7 @@ static void set_owner(struct ext2_inode_large *in, uint32_t uid, uint32_t gid) {
  * this filesystem; a hostile image can point an entry anywhere. */
 static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext2_inode_large *in,
                      ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         if (ino < 1 || ino > fs->super->s_inodes_count)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at inode %u, outside the filesystem",
                                            what, ino);
@@ -635,7 +635,7 @@ static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext
 static int lookup(ts_inject *ij, ext2_ino_t dir, const char *name, const char *what, ext2_ino_t *ret_ino,
                   ts_error **err) {
         ext2_ino_t ino = 0;
-        errcode_t e = ext2fs_lookup(FS(ij), dir, name, (int) strlen(name), NULL, &ino);
+        errcode_t e = ext2fs_lookup(fs_of(ij), dir, name, (int) strlen(name), NULL, &ino);
         if (e == EXT2_ET_FILE_NOT_FOUND) {
                 *ret_ino = 0;
                 return 0;
@@ -651,7 +651,7 @@ static int lookup(ts_inject *ij, ext2_ino_t dir, const char *name, const char *w
 /* Reads a symlink's target into a fresh NUL-terminated string. */
 static int read_symlink(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
                         char **ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         uint64_t size = EXT2_I_SIZE(in);
         if (size == 0 || size >= fs->blocksize || size >= PATH_MAX)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: symlink inode %u has invalid size %llu", what,
@@ -742,10 +742,10 @@ static int blocks_check_cb(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcn
 
 static int check_blocks(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
                         ts_error **err) {
-        if (!ext2fs_inode_has_valid_blocks2(FS(ij), (struct ext2_inode *) in))
+        if (!ext2fs_inode_has_valid_blocks2(fs_of(ij), (struct ext2_inode *) in))
                 return 0;
         struct blocks_check c = { .ij = ij, .err = err, .what = what };
-        errcode_t e = ext2fs_block_iterate3(FS(ij), ino, BLOCK_FLAG_READ_ONLY, NULL, blocks_check_cb, &c);
+        errcode_t e = ext2fs_block_iterate3(fs_of(ij), ino, BLOCK_FLAG_READ_ONLY, NULL, blocks_check_cb, &c);
         if (c.r < 0)
                 return c.r;
         if (e)
@@ -759,7 +759,7 @@ static int check_blocks(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *
  * replacement calls this before it switches the entry. */
 static int prepare_release(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
                            ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int r = load_group(ij, group_of_ino(ij, ino), err);
         if (r < 0)
                 return r;
@@ -779,7 +779,7 @@ static int prepare_release(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_larg
  * inode itself when it was the last. `force` frees regardless of the link
  * count (an inode we created and never linked). */
 static int release_inode(ts_inject *ij, ext2_ino_t ino, bool force, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct ext2_inode_large in;
         char what[64];
         snprintf(what, sizeof what, "release inode %u", ino);
@@ -834,7 +834,7 @@ static void rollback_new(ts_inject *ij, ext2_ino_t ino, bool written, bool is_di
         if (written)
                 r = release_inode(ij, ino, true, &e2);
         else
-                ext2fs_inode_alloc_stats2(FS(ij), ino, -1, is_dir);
+                ext2fs_inode_alloc_stats2(fs_of(ij), ino, -1, is_dir);
         if (r < 0 || commit(ij, &e2) < 0) {
                 log_debug("inject: rollback of inode %u failed: %s", ino, ts_error_message(e2, -EIO));
                 ij->broken = true;
@@ -860,7 +860,7 @@ static int prepare_dir_write(ts_inject *ij, ext2_ino_t dir, const char *what, ts
 
 static int link_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype,
                       const char *what, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         for (int tries = 0;; tries++) {
                 errcode_t e = ext2fs_link(fs, dir, name, ino, ftype);
                 if (e == EXT2_ET_DIR_NO_SPACE && tries < 2) {
@@ -910,9 +910,9 @@ static int switch_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_in
                 .old_ino = old_ino,
                 .new_ino = new_ino,
                 .ftype = ftype,
-                .filetype = ext2fs_has_feature_filetype(FS(ij)->super),
+                .filetype = ext2fs_has_feature_filetype(fs_of(ij)->super),
         };
-        errcode_t e = ext2fs_dir_iterate2(FS(ij), dir, 0, NULL, switch_cb, &c);
+        errcode_t e = ext2fs_dir_iterate2(fs_of(ij), dir, 0, NULL, switch_cb, &c);
         if (e)
                 return ext2_fail(err, e, "%s: replace entry \"%s\"", what, name);
         if (!c.done)
@@ -926,7 +926,7 @@ static int switch_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_in
  * old inode. On failure before the entry exists, new_ino is rolled back. */
 static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, int ftype, const char *what,
                    ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         const char *op = fault_op(ftype);
         int r;
         fault(ij, op, "inode");
@@ -1006,11 +1006,11 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
 /* Initialises an empty extent tree in the inode when the filesystem has
  * extents. */
 static int init_extents(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
-        if (!ext2fs_has_feature_extents(FS(ij)->super))
+        if (!ext2fs_has_feature_extents(fs_of(ij)->super))
                 return 0;
         ext2_extent_handle_t h;
         in->i_flags &= ~EXT4_EXTENTS_FL;
-        errcode_t e = ext2fs_extent_open2(FS(ij), ino, (struct ext2_inode *) in, &h);
+        errcode_t e = ext2fs_extent_open2(fs_of(ij), ino, (struct ext2_inode *) in, &h);
         if (e)
                 return ext2_fail(err, e, "inode %u: initialise extents", ino);
         ext2fs_extent_free(h);
@@ -1020,7 +1020,7 @@ static int init_extents(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *
 /* Maps logical block 0 of a one-block inode (directory, slow symlink). */
 static int map_first_block(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, blk64_t blk,
                            ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         if (!ext2fs_has_feature_extents(fs->super)) {
                 in->i_block[0] = (uint32_t) blk;
                 return write_inode(ij, ino, in, err);
@@ -1041,7 +1041,7 @@ static int map_first_block(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_larg
  * blocks and no links. Returns whether the slot now holds it; when not, what
  * the slot holds is unknown and the handle is marked broken. */
 static bool empty_slot(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         in->i_links_count = 0;
         in->i_flags = 0;
         memset(in->i_block, 0, sizeof(in->i_block));
@@ -1058,7 +1058,7 @@ static bool empty_slot(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *i
  * and returns its inode. */
 static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t mode, uint32_t uid,
                     uint32_t gid, int64_t mtime, const char *what, ext2_ino_t *ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int r = prepare_dir_write(ij, parent, what, err);
         if (r < 0)
                 return r;
@@ -1296,7 +1296,7 @@ static int check_replace(const struct target *t, const ts_inject_opts *o, const 
  * rolls it back. */
 static int begin_new(ts_inject *ij, const char *guest_path, const ts_inject_opts *opts, blk64_t nblocks,
                      struct target *t, ext2_ino_t *ret_ino, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
                                  .mtime = TS_INJECT_MTIME_NOW };
         int r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, t, err);
@@ -1396,7 +1396,7 @@ static int source_segments(int fd, uint64_t size, unsigned bs, struct segment **
  * contiguously (at most max). */
 static int map_run(ts_inject *ij, ext2_ino_t ino, ext2_extent_handle_t h, blk64_t lblk, blk64_t max,
                    blk64_t *ret_pblk, blk64_t *ret_n, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         errcode_t e;
         if (h) {
                 struct ext2fs_extent ext;
@@ -1439,7 +1439,7 @@ static int map_run(ts_inject *ij, ext2_ino_t ino, ext2_extent_handle_t h, blk64_
  * commit's fsync of the device flushes them with everything else. */
 static int write_data(ts_inject *ij, blk64_t pblk, blk64_t n, const char *buf, const char *what,
                       ts_error **err) {
-        errcode_t e = ts_io_write_data(FS(ij)->io, pblk, n, buf);
+        errcode_t e = ts_io_write_data(fs_of(ij)->io, pblk, n, buf);
         if (e)
                 return ext2_fail(err, e, "%s: write data at block %llu", what, (unsigned long long) pblk);
         return 0;
@@ -1486,7 +1486,7 @@ static blk64_t free_run(ext2_filsys fs, blk64_t goal, blk64_t want, blk64_t alig
 /* Allocates the segment's blocks in ino and copies the source into them. */
 static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *s,
                         char *buf, blk64_t chunk, const char *what, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         unsigned bs = fs->blocksize;
         errcode_t e;
         /* Start where a free run can hold the whole segment (up to one
@@ -1561,7 +1561,7 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
         int r = check_opts(ij, opts, err);
         if (r < 0)
                 return r;
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return ts_error_set(err, errno, "%s: stat the source", guest_path);
@@ -1671,7 +1671,7 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
         int r = check_opts(ij, opts, err);
         if (r < 0)
                 return r;
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         size_t len = target ? strlen(target) : 0;
         if (len == 0 || len >= fs->blocksize || len >= PATH_MAX)
                 return ts_error_setf_plain(err, EINVAL, "%s: symlink target must be 1 to %u bytes", guest_path,
@@ -1940,7 +1940,7 @@ static bool in_range(blk64_t b, blk64_t start, blk64_t len) {
  * ext2fs_check_desc which builds a bitmap of the whole filesystem; overlaps
  * between groups are checked for each group when it is loaded. */
 static int check_descriptors(ts_inject *ij, const char *path, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t first = fs->super->s_first_data_block, count = ext2fs_blocks_count(fs->super);
         blk64_t head = first + 1 + fs->desc_blocks + fs->super->s_reserved_gdt_blocks;
         if (ext2fs_has_feature_meta_bg(fs->super))
@@ -1962,7 +1962,7 @@ static int check_descriptors(ts_inject *ij, const char *path, ts_error **err) {
 /* Before we write group g's bitmaps or inode table: none of them may share a
  * block with another group's metadata. */
 static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t ipb = fs->inode_blocks_per_group;
         blk64_t bb = ext2fs_block_bitmap_loc(fs, g), ib = ext2fs_inode_bitmap_loc(fs, g);
         blk64_t it = ext2fs_inode_table_loc(fs, g);
@@ -1984,7 +1984,7 @@ bad:
 }
 
 static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct ext2_super_block *sb = fs->super;
         if (ext2fs_has_feature_journal_dev(sb))
                 return ts_error_setf_plain(err, EMEDIUMTYPE, "%s: is an external journal, not a filesystem", path);

@@ -125,8 +125,8 @@ int main(int argc, char **argv) {
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
-        ts_daemon_config file = { .socket_mode = 0660 };
-        ts_daemon_config cli = { 0 };
+        ts_config file = { .socket_mode = 0660 };
+        ts_config cli = { 0 };
         const char *config_path = NULL;
         bool async = false, discard = false, mode_set = false;
         int exit_code = 1;
@@ -245,7 +245,7 @@ out:
                 unlink(address);
         ts_snapshotter_close(snap);
         ts_error_free(err);
-        ts_daemon_config_done(&file);
-        ts_daemon_config_done(&cli);
+        ts_config_done(&file);
+        ts_config_done(&cli);
         return exit_code;
 }

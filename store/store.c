@@ -325,7 +325,7 @@ const char *ts_store_info_label(const ts_store_info *info, const char *key) {
         return l ? l->value : NULL;
 }
 
-const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind) {
+const char *ts_store_kind_to_string(ts_snapshot_kind kind) {
         switch (kind) {
         case TS_KIND_VIEW:
                 return "view";
@@ -338,7 +338,7 @@ const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind) {
         }
 }
 
-const char *ts_snapshot_state_to_string(ts_snapshot_state state) {
+const char *ts_store_state_to_string(ts_snapshot_state state) {
         switch (state) {
         case TS_STATE_CREATING:
                 return "creating";
@@ -907,7 +907,7 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
         if (kind != TS_KIND_ACTIVE && kind != TS_KIND_VIEW)
                 return ts_error_setf_plain(err, EINVAL,
                                            "snapshot type %s invalid; only snapshots of type Active or View can be created",
-                                           ts_snapshot_kind_to_string(kind));
+                                           ts_store_kind_to_string(kind));
         _cleanup_dbkey_ dbkey k = {};
         r = make_key(t, ns, key, &k, err);
         if (r < 0)
@@ -1041,7 +1041,7 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is not active", key);
         if (i.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
-                                           ts_snapshot_state_to_string(i.state));
+                                           ts_store_state_to_string(i.state));
 
         ts_label *nl = NULL;
         size_t nn = 0;
@@ -1093,7 +1093,7 @@ int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_s
                 return r;
         if (i.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
-                                           ts_snapshot_state_to_string(i.state));
+                                           ts_store_state_to_string(i.state));
         i.state = TS_STATE_REMOVING;
         return store_record(t, &k, &i, ret_info, err);
 }
@@ -1261,7 +1261,7 @@ bool ts_store_info_field(const char *const *fieldpath, size_t n, void *userdata,
         if (strcmp(fieldpath[0], "kind") == 0) {
                 if (info->kind != TS_KIND_VIEW && info->kind != TS_KIND_ACTIVE && info->kind != TS_KIND_COMMITTED)
                         return false;
-                v = ts_snapshot_kind_to_string(info->kind);
+                v = ts_store_kind_to_string(info->kind);
         } else if (strcmp(fieldpath[0], "name") == 0)
                 v = info->name ? info->name : "";
         else if (strcmp(fieldpath[0], "parent") == 0)

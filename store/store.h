@@ -250,9 +250,9 @@ void ts_store_infos_free(ts_store_info *infos, size_t n);
 const char *ts_store_info_label(const ts_store_info *info, const char *key);
 
 /* "view", "active", "committed" or "unknown". */
-const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind);
+const char *ts_store_kind_to_string(ts_snapshot_kind kind);
 /* "creating", "ready", "removing" or "unknown". */
-const char *ts_snapshot_state_to_string(ts_snapshot_state state);
+const char *ts_store_state_to_string(ts_snapshot_state state);
 
 /* ---- thin device ids ---- */
 

@@ -154,12 +154,12 @@ START_TEST(state_roundtrip) {
         ck_assert_int_eq(ts_poolstate_to_json(&s, &json), 0);
         _cleanup_poolspec_ ts_poolspec *back = NULL;
         ck_assert_int_eq(ts_poolstate_from_json(json, &back, NULL), 0);
-        ck_assert(ts_poolspec_equal(&s, back));
+        ck_assert(ts_poolstate_equal(&s, back));
         ck_assert_str_eq(back->meta.path, "/dev/vdb");
         ck_assert(!back->meta.is_file);
 
         back->params.low_water_blocks = 8;
-        ck_assert(!ts_poolspec_equal(&s, back));
+        ck_assert(!ts_poolstate_equal(&s, back));
 }
 END_TEST
 
@@ -172,7 +172,7 @@ START_TEST(state_file_io) {
         ck_assert_int_eq(ts_poolstate_write(sub, &s, NULL), 0);
         _cleanup_poolspec_ ts_poolspec *back = NULL;
         ck_assert_int_eq(ts_poolstate_read(sub, "tp", &back, NULL), 0);
-        ck_assert(ts_poolspec_equal(&s, back));
+        ck_assert(ts_poolstate_equal(&s, back));
 
         _cleanup_error_ ts_error *err = NULL;
         ts_poolspec *none = NULL;
