@@ -19,7 +19,7 @@
 #define THIN_SUPERBLOCK_MAGIC 27022010ULL
 #define THIN_SUPERBLOCK_MAGIC_OFFSET 32
 
-int ts_poolprov_classify_meta(const unsigned char *buf, size_t len) {
+ts_poolprov_meta ts_poolprov_classify_meta(const unsigned char *buf, size_t len) {
         if (len > 4096)
                 len = 4096;
         if (len >= THIN_SUPERBLOCK_MAGIC_OFFSET + 8) {
@@ -27,19 +27,18 @@ int ts_poolprov_classify_meta(const unsigned char *buf, size_t len) {
                 for (int i = 7; i >= 0; i--) /* little-endian on disk */
                         magic = (magic << 8) | buf[THIN_SUPERBLOCK_MAGIC_OFFSET + i];
                 if (magic == THIN_SUPERBLOCK_MAGIC)
-                        return 1;
+                        return TS_POOLPROV_META_THIN;
         }
         for (size_t i = 0; i < len; i++)
                 if (buf[i])
-                        return 2;
-        return 0;
+                        return TS_POOLPROV_META_OTHER;
+        return TS_POOLPROV_META_ZERO;
 }
 
 /* What one device of the pool needs: the path as given, made absolute, and
  * what this call did to it, so a failure can undo exactly that. */
 typedef struct devplan {
         const char *role; /* "data" or "metadata" */
-        const char *flag; /* "--data-size" or "--meta-size" */
         ts_pooldev dev;   /* absolute path, kind, size */
         bool exists;
         bool created_file;
@@ -48,7 +47,7 @@ typedef struct devplan {
         bool attached_loop;
 } devplan;
 
-#define DEVPLAN_INIT(r, f) { .role = (r), .flag = (f), .loop_fd = -1 }
+#define DEVPLAN_INIT(r) { .role = (r), .loop_fd = -1 }
 
 static void devplan_done(devplan *p) {
         free(p->dev.path);
@@ -101,8 +100,8 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                         return ts_error_set(err, errno, "%s %s", p->role, p->dev.path);
                 if (!want && !dflt)
                         return ts_error_setf_plain(err, ENOENT,
-                                                   "%s file %s does not exist: give %s to create it",
-                                                   p->role, p->dev.path, p->flag);
+                                                   "%s file %s does not exist and no size was given "
+                                                   "to create it", p->role, p->dev.path);
                 p->dev.is_file = true;
                 p->dev.size = want ? want : dflt;
                 return 0;
@@ -114,9 +113,9 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                 if (want && want != p->dev.size) {
                         char a[32], b[32];
                         return ts_error_setf_plain(err, EINVAL,
-                                                   "%s file %s exists with %s, but %s asks for %s",
+                                                   "%s file %s exists with %s, not the %s asked for",
                                                    p->role, p->dev.path,
-                                                   ts_format_size(p->dev.size, a, sizeof a), p->flag,
+                                                   ts_format_size(p->dev.size, a, sizeof a),
                                                    ts_format_size(want, b, sizeof b));
                 }
                 return 0;
@@ -129,9 +128,9 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                 if (want && want > p->dev.size) {
                         char a[32], b[32];
                         return ts_error_setf_plain(err, EINVAL,
-                                                   "%s device %s has %s, less than %s asks for (%s)",
+                                                   "%s device %s has %s, less than the %s asked for",
                                                    p->role, p->dev.path,
-                                                   ts_format_size(p->dev.size, a, sizeof a), p->flag,
+                                                   ts_format_size(p->dev.size, a, sizeof a),
                                                    ts_format_size(want, b, sizeof b));
                 }
                 if (want)
@@ -264,8 +263,8 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
         if (r < 0)
                 return r;
 
-        devplan data = DEVPLAN_INIT("data", "--data-size");
-        devplan meta = DEVPLAN_INIT("metadata", "--meta-size");
+        devplan data = DEVPLAN_INIT("data");
+        devplan meta = DEVPLAN_INIT("metadata");
         bool pool_created = false;
         ts_poolprov_outcome outcome = TS_POOLPROV_CREATED;
         _cleanup_poolspec_ ts_poolspec *recorded = NULL;
@@ -329,8 +328,8 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
                 r = read_head(meta.dev.path, head, sizeof(head), &n, err);
                 if (r < 0)
                         goto fail;
-                int kind = ts_poolprov_classify_meta(head, n);
-                if (kind == 2) {
+                ts_poolprov_meta kind = ts_poolprov_classify_meta(head, n);
+                if (kind == TS_POOLPROV_META_OTHER) {
                         r = ts_error_setf_plain(err, EINVAL,
                                                 "metadata %s holds data that is not thin-pool "
                                                 "metadata; refusing to overwrite it (zero its first "
@@ -338,7 +337,7 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
                                                 meta.dev.path);
                         goto fail;
                 }
-                if (kind == 1)
+                if (kind == TS_POOLPROV_META_THIN)
                         outcome = TS_POOLPROV_ATTACHED;
         }
 
@@ -391,8 +390,8 @@ int ts_poolprov_attach(const char *state_dir, const char *name, ts_poolprov_outc
                 return 0;
         }
 
-        devplan data = DEVPLAN_INIT("data", "--data-size");
-        devplan meta = DEVPLAN_INIT("metadata", "--meta-size");
+        devplan data = DEVPLAN_INIT("data");
+        devplan meta = DEVPLAN_INIT("metadata");
         const ts_pooldev *devs[2] = { &s->data, &s->meta };
         devplan *plans[2] = { &data, &meta };
         for (int i = 0; i < 2; i++) {

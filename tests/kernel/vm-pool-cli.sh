@@ -100,11 +100,11 @@ count=$((count + 1))
 
 # Bad input: clear errors, nothing changed.
 before=$(ls -A "$work" | sort | tr '\n' ' ')
-expect 1 "does not exist: give --data-size" pool create tq --data "$work/nd" --meta "$work/nm"
+expect 1 "does not exist and no size was given" pool create tq --data "$work/nd" --meta "$work/nm"
 expect 1 "directory" pool create tq --data "$work/nodir/d" --data-size 64M --meta "$work/nm"
 expect 1 "smaller than one block" pool create tq --data "$work/nd" --data-size 32K --meta "$work/nm"
 expect 1 "below the minimum of 2 MiB" pool create tq --data "$work/nd" --data-size 64M --meta "$work/nm" --meta-size 1M
-expect 1 "exists with 256 MiB, but --data-size asks for 1 GiB" pool create tp --data "$d" --data-size 1G --meta "$m"
+expect 1 "exists with 256 MiB, not the 1 GiB asked for" pool create tp --data "$d" --data-size 1G --meta "$m"
 expect 1 "pool tp exists with a different set-up" pool create tp --data "$work/other" --data-size 64M --meta "$work/om"
 expect 1 "same path" pool create tq --data "$work/x" --data-size 64M --meta "$work/x"
 expect 1 "is in use" pool create tq --data "$d" --meta "$work/nm" --meta-size 4M

@@ -125,16 +125,16 @@ END_TEST
 
 START_TEST(meta_classifier) {
         unsigned char buf[4096] = { 0 };
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), 0);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), TS_POOLPROV_META_ZERO);
         /* 27022010 little-endian at offset 32: thin-pool metadata. */
         uint32_t magic = 27022010;
         for (int i = 0; i < 4; i++)
                 buf[32 + i] = (unsigned char) (magic >> (8 * i));
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), 1);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), TS_POOLPROV_META_THIN);
         memset(buf, 0, sizeof buf);
         buf[1080] = 0x53; /* say, an ext4 superblock */
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), 2);
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, 10), 0);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), TS_POOLPROV_META_OTHER);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, 10), TS_POOLPROV_META_ZERO);
 }
 END_TEST
 
