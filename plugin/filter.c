@@ -1231,15 +1231,6 @@ int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_err
         return 0;
 }
 
-bool ts_filter_is_always(const ts_filter *f) {
-        if (f->n == 0)
-                return true;
-        for (size_t i = 0; i < f->n; i++)
-                if (f->alts[i].n == 0)
-                        return true;
-        return false;
-}
-
 static bool selector_match(const selector *sel, ts_filter_field_fn fn, void *userdata) {
         const char *v = NULL;
         size_t vl = 0;

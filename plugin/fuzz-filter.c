@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "plugin/filter.h"
-#include "store/store.h"
+#include "plugin/snapfilter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -24,8 +24,8 @@ static ts_store_info infos[] = {
 
 static void match_all(const ts_filter *f) {
         for (size_t i = 0; i < sizeof(infos) / sizeof(infos[0]); i++) {
-                bool a = ts_filter_match(f, ts_store_info_field, &infos[i]);
-                bool b = ts_filter_match(f, ts_store_info_field, &infos[i]);
+                bool a = ts_filter_match(f, ts_snapfilter_field, &infos[i]);
+                bool b = ts_filter_match(f, ts_snapfilter_field, &infos[i]);
                 if (a != b)
                         abort(); /* matching must be deterministic */
         }

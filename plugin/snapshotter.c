@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/strv.h"
 #include "plugin/snapdev.h"
+#include "plugin/snapfilter.h"
 
 struct ts_snapshotter {
         ts_store *store;
@@ -863,7 +864,7 @@ static int walk_one(const ts_store_info *info, void *p) {
         struct walk_arg *a = p;
         if (info->state != TS_STATE_READY)
                 return 0;
-        if (a->filter && !ts_filter_match(a->filter, ts_store_info_field, (void *) info))
+        if (a->filter && !ts_filter_match(a->filter, ts_snapfilter_field, (void *) info))
                 return 0;
         return a->fn(info, a->userdata);
 }

@@ -647,10 +647,6 @@ ts_store_txn *ts_store_txn_abort(ts_store_txn *t) {
         return NULL;
 }
 
-bool ts_store_txn_is_write(const ts_store_txn *t) {
-        return t->write;
-}
-
 /* ---- device ids ---- */
 
 /* Next-fit allocation: the search starts at the cursor after the last id handed
@@ -1249,50 +1245,6 @@ int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_
         *ret_infos = list;
         *ret_n = n;
         return 0;
-}
-
-bool ts_store_info_field(const char *const *fieldpath, size_t n, void *userdata, const char **ret_value,
-                         size_t *ret_len) {
-        const ts_store_info *info = userdata;
-        if (n == 0)
-                return false;
-        const char *v = NULL;
-        _cleanup_free_ char *joined = NULL;
-        if (strcmp(fieldpath[0], "kind") == 0) {
-                if (info->kind != TS_KIND_VIEW && info->kind != TS_KIND_ACTIVE && info->kind != TS_KIND_COMMITTED)
-                        return false;
-                v = ts_store_kind_to_string(info->kind);
-        } else if (strcmp(fieldpath[0], "name") == 0)
-                v = info->name ? info->name : "";
-        else if (strcmp(fieldpath[0], "parent") == 0)
-                v = info->parent ? info->parent : "";
-        else if (strcmp(fieldpath[0], "labels") == 0) {
-                if (info->n_labels == 0)
-                        return false;
-                size_t len = 0;
-                for (size_t i = 1; i < n; i++)
-                        len += strlen(fieldpath[i]) + 1;
-                joined = malloc(len + 1);
-                if (!joined)
-                        return false;
-                char *p = joined;
-                for (size_t i = 1; i < n; i++) {
-                        if (i > 1)
-                                *p++ = '.';
-                        size_t l = strlen(fieldpath[i]);
-                        memcpy(p, fieldpath[i], l);
-                        p += l;
-                }
-                *p = 0;
-                const ts_label *l = labels_find(info->labels, info->n_labels, joined);
-                if (!l)
-                        return false;
-                v = l->value;
-        } else
-                return false;
-        *ret_value = v;
-        *ret_len = strlen(v);
-        return true;
 }
 
 /* ---- base devices ---- */

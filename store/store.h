@@ -151,9 +151,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ts_store_txn *, ts_store_txn_abort);
  * more; a write transaction is committed with ts_store_txn_commit(TAKE_PTR(t)). */
 #define _cleanup_txn_ _cleanup_(ts_store_txn_abortp)
 
-/* True for a write transaction. */
-bool ts_store_txn_is_write(const ts_store_txn *txn);
-
 /* ---- snapshots ---- (all return -EROFS when a write is tried in a read txn) */
 
 /* Creates a record for a view or active snapshot in state CREATING, as containerd's
@@ -229,15 +226,6 @@ int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *
  * missing), -EIO, -ENOMEM. */
 int ts_store_parents(ts_store_txn *txn, const char *ns, const char *key, ts_store_info **ret_infos,
                      size_t *ret_n, ts_error **err);
-
-/* The filter adaptor for a record, as containerd's adaptSnapshot: fieldpath "name",
- * "parent" (always present, "" for none), "kind" ("view", "active", "committed"),
- * "labels.<k...>" (joined with "."; absent when the record has no such label).
- * Anything else is absent. Returns true and sets *ret_value and *ret_len when present.
- * The signature matches ts_filter_field_fn (plugin/filter.h) with the info as
- * userdata. */
-bool ts_store_info_field(const char *const *fieldpath, size_t n, void *info, const char **ret_value,
-                         size_t *ret_len);
 
 /* Releases what an info holds and zeroes it. Accepts NULL. */
 void ts_store_info_done(ts_store_info *info);

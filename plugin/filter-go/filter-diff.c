@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "plugin/filter.h"
-#include "store/store.h"
+#include "plugin/snapfilter.h"
 
 /* Keep in step with main.go; labels sorted by key, as records hold them. */
 static ts_label l0[] = { { (char *) "containerd.io/gc.root", (char *) "2026-11-23T00:00:00Z" },
@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
                 } else {
                         printf("%s OK ", argv[a]);
                         for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++)
-                                putchar(ts_filter_match(flt, ts_store_info_field, &records[i]) ? '1' : '0');
+                                putchar(ts_filter_match(flt, ts_snapfilter_field, &records[i]) ? '1' : '0');
                         printf("\n");
                 }
                 ts_filter_free(flt);
