@@ -228,52 +228,54 @@ static int base_delete(ts_store_txn *txn, void *p, ts_error **err) {
         return ts_store_base_delete(txn, *(uint64_t *) p, err);
 }
 
-static int reconcile(ts_snapshotter *s, ts_error **err) {
-        struct recon rc = { 0 };
-        int r = collect_all(s, &rc, err);
-        if (r < 0) {
-                recon_done(&rc);
-                return r;
-        }
-        unsigned rolled = 0, finished = 0, left = 0, activated = 0;
-        for (size_t i = 0; i < rc.n && r >= 0; i++) {
-                struct pending *e = &rc.v[i];
-                if (e->state == TS_STATE_CREATING) {
-                        r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, err);
-                        rolled++;
-                } else if (e->state == TS_STATE_REMOVING) {
-                        ts_error *busy = NULL;
-                        r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, &busy);
-                        if (r == -EBUSY) {
-                                /* Still open: the record stays REMOVING (invisible) and the
-                                 * removal is finished later (the reaper, a reuse of the key,
-                                 * or the next start); it must not keep the daemon down. */
-                                log_warn("remove of %s/%s left for later: %s", e->ns, e->key,
-                                         ts_error_message(busy, r));
-                                r = 0;
-                                left++;
-                        } else
-                                finished++;
-                        if (r < 0)
-                                ts_error_move(err, &busy);
-                        ts_error_free(busy);
-                } else {
-                        r = ts_snapdev_settle(s->dev, e->dev_id, e->dev_size, e->kind != TS_KIND_COMMITTED, err);
-                        activated += r > 0;
-                }
-                if (r < 0)
-                        ts_error_prefix(err, r, "recover snapshot %s/%s (device %" PRIu32 ")", e->ns, e->key,
-                                        e->dev_id);
-        }
-        recon_done(&rc);
-        if (r < 0)
-                return r;
+struct recovered {
+        unsigned rolled, finished, left, activated;
+};
 
-        /* Bases whose format did not finish are made again from scratch. */
-        ts_store_base *bases = NULL;
+/* Removes a record found REMOVING at open, unless its device is still held
+ * open: then the record stays REMOVING (invisible) and the removal is
+ * finished later (the reaper, a reuse of the key, or the next start); it
+ * must not keep the daemon down. */
+static int recover_removal(ts_snapshotter *s, const struct pending *e, struct recovered *n,
+                           ts_error **err) {
+        _cleanup_error_ ts_error *busy = NULL;
+        int r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, &busy);
+        if (r == -EBUSY) {
+                log_warn("remove of %s/%s left for later: %s", e->ns, e->key, ts_error_message(busy, r));
+                n->left++;
+                return 0;
+        }
+        if (r < 0)
+                return ts_error_move(err, &busy);
+        n->finished++;
+        return 0;
+}
+
+/* Finishes, rolls back or settles the device of one record found at open. */
+static int recover_one(ts_snapshotter *s, const struct pending *e, struct recovered *n, ts_error **err) {
+        int r;
+        if (e->state == TS_STATE_CREATING) {
+                r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, err);
+                n->rolled++;
+        } else if (e->state == TS_STATE_REMOVING)
+                r = recover_removal(s, e, n, err);
+        else {
+                r = ts_snapdev_settle(s->dev, e->dev_id, e->dev_size, e->kind != TS_KIND_COMMITTED, err);
+                n->activated += r > 0;
+        }
+        if (r < 0)
+                return ts_error_prefix(err, r, "recover snapshot %s/%s (device %" PRIu32 ")", e->ns, e->key,
+                                       e->dev_id);
+        return 0;
+}
+
+/* Formatted bases are made inactive; bases whose format did not finish are
+ * dropped, to be made again from scratch. */
+static int recover_bases(ts_snapshotter *s, ts_error **err) {
+        _cleanup_free_ ts_store_base *bases = NULL;
         size_t nb = 0;
         _cleanup_txn_ ts_store_txn *txn = NULL;
-        r = ts_store_begin(s->store, false, &txn, err);
+        int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         r = ts_store_base_list(txn, &bases, &nb, err);
@@ -287,13 +289,24 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
                 if (r >= 0)
                         r = txn_run(s, base_delete, &bases[i].size, err);
         }
-        free(bases);
+        return r;
+}
+
+static int reconcile(ts_snapshotter *s, ts_error **err) {
+        struct recon rc = { 0 };
+        struct recovered n = { 0 };
+        int r = collect_all(s, &rc, err);
+        for (size_t i = 0; r >= 0 && i < rc.n; i++)
+                r = recover_one(s, &rc.v[i], &n, err);
+        recon_done(&rc);
+        if (r >= 0)
+                r = recover_bases(s, err);
         if (r < 0)
                 return r;
-        if (rolled || finished || left || activated)
+        if (n.rolled || n.finished || n.left || n.activated)
                 log_info("recovered after a stop: %u unfinished prepares rolled back, %u removals "
                          "finished (%u left for later), %u devices re-activated",
-                         rolled, finished, left, activated);
+                         n.rolled, n.finished, n.left, n.activated);
         return 0;
 }
 
@@ -557,6 +570,60 @@ static int set_state(ts_store_txn *txn, void *p, ts_error **err) {
         return ts_store_set_state(txn, a->ns, a->key, a->state, err);
 }
 
+/* Records a Prepare (CREATING); a key whose asynchronous removal was not
+ * reaped yet is freed first. */
+static int record_prepare(ts_snapshotter *s, struct create_arg *a, ts_error **err) {
+        int r = txn_run(s, create_record, a, err);
+        if (r == -EEXIST && settle_removal_locked(s, a->ns, a->key, NULL, NULL) > 0) {
+                error_clear(err);
+                r = txn_run(s, create_record, a, err);
+        }
+        return r;
+}
+
+/* The device steps of a recorded Prepare, then its record READY. *snapped
+ * tells whether the device was made. */
+static int make_device(ts_snapshotter *s, const struct create_arg *a, bool *snapped, ts_error **err) {
+        fault(s, "prepare", "after-record");
+        int r = ts_snapdev_snap(s->dev, a->info.dev_id, a->origin, err);
+        if (r < 0)
+                return r;
+        *snapped = true;
+        fault(s, "prepare", "after-snap");
+        r = ts_snapdev_activate(s->dev, a->info.dev_id, a->info.dev_size, err);
+        if (r < 0)
+                return r;
+        fault(s, "prepare", "after-activate");
+        struct state_arg st = { a->ns, a->key, TS_STATE_READY };
+        return txn_run(s, set_state, &st, err);
+}
+
+/* Undoes a Prepare that failed with r after its record: the device (when
+ * made), then the record. Returns r, or -ENOSPC with the pool's figures
+ * when the pool is out of space now: it filled after the space check, and
+ * that is the answer whatever the kernel returned (a pool out of metadata
+ * space refuses messages with EOPNOTSUPP). */
+static int rollback_prepare(ts_snapshotter *s, const struct create_arg *a, bool snapped, int r,
+                            ts_error **err) {
+        _cleanup_error_ ts_error *e2 = NULL;
+        int q = snapped ? ts_snapdev_drop(s->dev, a->info.dev_id, 0, false, &e2) : 0;
+        if (q >= 0) {
+                struct key_arg k = { a->ns, a->key };
+                q = txn_run(s, delete_record, &k, &e2);
+        }
+        if (q < 0)
+                log_warn("prepare %s/%s: rollback left the record for start-up recovery: %s", a->ns, a->key,
+                         ts_error_message(e2, q));
+        _cleanup_error_ ts_error *why = NULL;
+        if (ts_snapdev_check_space(s->dev, true, &why) != -ENOSPC)
+                return r;
+        if (err) {
+                ts_error_free(*err);
+                *err = TAKE_PTR(why);
+        }
+        return -ENOSPC;
+}
+
 int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, const char *parent,
                            ts_snapshot_kind kind, const ts_label *labels, size_t n_labels,
                            ts_mount *ret_mount, ts_error **err) {
@@ -566,63 +633,16 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         r = lock_keys(s, ns, key, NULL);
         if (r < 0)
                 return ts_error_set(err, r, "prepare %s", key);
-
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
                                 .n_labels = n_labels, .size = s->base_size, .origin = s->base_id };
-        bool recorded = false, snapped = false, pool_step = false;
-        r = txn_run(s, create_record, &a, err);
-        if (r == -EEXIST && settle_removal_locked(s, ns, key, NULL, NULL) > 0) {
-                /* The key's asynchronous removal was not reaped yet: now it is. */
-                error_clear(err);
-                r = txn_run(s, create_record, &a, err);
-        }
-        if (r < 0)
-                goto out;
-        recorded = true;
-        fault(s, "prepare", "after-record");
-
-        pool_step = true;
-        r = ts_snapdev_snap(s->dev, a.info.dev_id, a.origin, err);
-        if (r < 0)
-                goto out;
-        snapped = true;
-        fault(s, "prepare", "after-snap");
-        r = ts_snapdev_activate(s->dev, a.info.dev_id, a.info.dev_size, err);
-        if (r < 0)
-                goto out;
-        fault(s, "prepare", "after-activate");
-        struct state_arg st = { ns, key, TS_STATE_READY };
-        r = txn_run(s, set_state, &st, err);
-        if (r < 0)
-                goto out;
-        fill_mount(s, &a.info, ret_mount);
-out:
-        if (r < 0 && recorded) {
-                /* Roll back what was made; the record goes last. */
-                ts_error *e2 = NULL;
-                int q = snapped ? ts_snapdev_drop(s->dev, a.info.dev_id, 0, false, &e2) : 0;
-                if (q >= 0) {
-                        struct key_arg k = { ns, key };
-                        q = txn_run(s, delete_record, &k, &e2);
-                }
-                if (q < 0)
-                        log_warn("prepare %s/%s: rollback left the record for start-up recovery: %s",
-                                 ns, key, ts_error_message(e2, q));
-                ts_error_free(e2);
-                /* A pool step failed although the space check before it passed
-                 * (the pool filled meanwhile): when the pool is now out of space,
-                 * that is the answer, with its figures, whatever the kernel
-                 * returned (a pool that ran out of metadata space refuses
-                 * messages with EOPNOTSUPP). */
-                ts_error *why = NULL;
-                if (pool_step && ts_snapdev_check_space(s->dev, true, &why) == -ENOSPC) {
-                        if (err) {
-                                ts_error_free(*err);
-                                *err = TAKE_PTR(why);
-                        }
-                        r = -ENOSPC;
-                }
-                ts_error_free(why);
+        r = record_prepare(s, &a, err);
+        if (r >= 0) {
+                bool snapped = false;
+                r = make_device(s, &a, &snapped, err);
+                if (r < 0)
+                        r = rollback_prepare(s, &a, snapped, r, err);
+                else
+                        fill_mount(s, &a.info, ret_mount);
         }
         ts_store_info_done(&a.info);
         unlock_keys(s, ns, key, NULL);
