@@ -1130,6 +1130,134 @@ static int check_path(const char *path, ts_error **err) {
         return 0;
 }
 
+/* A path being resolved: what is left of it, and the directories walked
+ * through from the guest root. */
+struct walk {
+        const char *path; /* as given, for messages */
+        char *queue;      /* the rest of the path; a symlink splices its target in */
+        char *p;          /* where the next component starts */
+        ext2_ino_t *stack;
+        size_t depth, cap;
+        unsigned nlinks;
+};
+
+static void walk_done(struct walk *w) {
+        free(w->queue);
+        free(w->stack);
+}
+
+static int walk_init(struct walk *w, const char *path, ts_error **err) {
+        w->path = path;
+        w->queue = w->p = strdup(path);
+        w->cap = 64;
+        w->stack = calloc(w->cap, sizeof(*w->stack));
+        if (!w->queue || !w->stack)
+                return ts_error_set(err, ENOMEM, "%s", path);
+        w->stack[0] = EXT2_ROOT_INO;
+        w->depth = 1;
+        return 0;
+}
+
+static ext2_ino_t walk_dir(const struct walk *w) {
+        return w->stack[w->depth - 1];
+}
+
+/* The next component to look up into name ("." and ".." are walked here),
+ * and whether it is the last. Returns 1, 0 at the end of the path, or
+ * -ENAMETOOLONG. */
+static int walk_next(struct walk *w, char name[static EXT2_NAME_LEN + 1], bool *last, ts_error **err) {
+        for (;;) {
+                while (*w->p == '/')
+                        w->p++;
+                if (!*w->p)
+                        return 0;
+                char *c = w->p;
+                size_t len = strcspn(c, "/");
+                w->p += len;
+                if (len > EXT2_NAME_LEN)
+                        return ts_error_setf_plain(err, ENAMETOOLONG, "%s: component \"%.*s...\" is too long",
+                                                   w->path, 32, c);
+                if (len == 1 && c[0] == '.')
+                        continue;
+                if (len == 2 && c[0] == '.' && c[1] == '.') {
+                        if (w->depth > 1)
+                                w->depth--;
+                        continue;
+                }
+                memcpy(name, c, len);
+                name[len] = '\0';
+                *last = *w->p == '\0';
+                return 1;
+        }
+}
+
+/* Replaces symlink ino (named name) by its target in what is left to walk. */
+static int walk_symlink(ts_inject *ij, struct walk *w, ext2_ino_t ino, struct ext2_inode_large *in,
+                        const char *name, bool last, ts_error **err) {
+        if (++w->nlinks > MAX_SYMLINKS)
+                return ts_error_setf_plain(err, ELOOP, "%s: too many levels of symbolic links", w->path);
+        _cleanup_free_ char *target = NULL;
+        int r = read_symlink(ij, ino, in, w->path, &target, err);
+        if (r < 0)
+                return r;
+        size_t tl = strlen(target), rl = strlen(w->p);
+        if (tl + 1 + rl >= PATH_MAX)
+                return ts_error_setf_plain(err, ENAMETOOLONG, "%s: symlink \"%s\" expands past %d bytes",
+                                           w->path, name, PATH_MAX - 1);
+        char *nq = malloc(tl + 1 + rl + 1);
+        if (!nq)
+                return ts_error_set(err, ENOMEM, "%s", w->path);
+        memcpy(nq, target, tl);
+        nq[tl] = '/';
+        memcpy(nq + tl + 1, w->p, rl + 1);
+        free(w->queue);
+        w->queue = w->p = nq;
+        if (target[0] == '/')
+                w->depth = 1;
+        if (last && !rl)
+                /* Drop the trailing '/' so the target's own last component is
+                 * treated as the final one. */
+                nq[tl] = '\0';
+        return 0;
+}
+
+static int walk_push(struct walk *w, ext2_ino_t ino, ts_error **err) {
+        if (w->depth == w->cap) {
+                ext2_ino_t *ns = reallocarray(w->stack, w->cap * 2, sizeof(*w->stack));
+                if (!ns)
+                        return ts_error_set(err, ENOMEM, "%s", w->path);
+                w->stack = ns;
+                w->cap *= 2;
+        }
+        w->stack[w->depth++] = ino;
+        return 0;
+}
+
+/* The entry name in dir, ino (0: absent) with its inode in (when ino). */
+static int found(struct target *ret, ext2_ino_t dir, const char *name, ext2_ino_t ino,
+                 const struct ext2_inode_large *in) {
+        ret->dir = dir;
+        snprintf(ret->name, sizeof ret->name, "%s", name);
+        ret->ino = ino;
+        if (ino)
+                ret->inode = *in;
+        return 0;
+}
+
+/* Makes missing directory name in dir when rflags allow it (intermediate,
+ * or last with R_MKDIR_LAST), -ENOENT otherwise. */
+static int make_missing(ts_inject *ij, const struct walk *w, ext2_ino_t dir, const char *name, bool last,
+                        unsigned rflags, const ts_inject_opts *dopts, ext2_ino_t *ret_ino,
+                        struct ext2_inode_large *ret_in, ts_error **err) {
+        if (!(rflags & (last ? R_MKDIR_LAST : R_MKDIRS)))
+                return ts_error_setf_plain(err, ENOENT, "%s: \"%s\" does not exist", w->path, name);
+        int r = make_dir(ij, dir, name, dopts->mode, dopts->uid, dopts->gid, dopts->mtime, w->path, ret_ino,
+                         err);
+        if (r < 0)
+                return r;
+        return read_inode(ij, *ret_ino, ret_in, err);
+}
+
 /* Resolves a guest path. Components are processed from a queue; a symlink's
  * target is put in front of what remains (an absolute one restarts at the
  * guest root), `..` pops a stack of the directories walked through and stops
@@ -1139,127 +1267,50 @@ static int resolve(ts_inject *ij, const char *path, unsigned rflags, const ts_in
         int r = check_path(path, err);
         if (r < 0)
                 return r;
-
-        _cleanup_free_ char *queue = strdup(path);
-        _cleanup_free_ ext2_ino_t *stack = NULL;
-        size_t depth = 1, cap = 0;
-        if (!queue)
-                return ts_error_set(err, ENOMEM, "%s", path);
-        cap = 64;
-        stack = calloc(cap, sizeof(*stack));
-        if (!stack)
-                return ts_error_set(err, ENOMEM, "%s", path);
-        stack[0] = EXT2_ROOT_INO;
-        unsigned nlinks = 0;
-        char *p = queue;
-
+        _cleanup_(walk_done) struct walk w = { 0 };
+        r = walk_init(&w, path, err);
+        if (r < 0)
+                return r;
         for (;;) {
-                while (*p == '/')
-                        p++;
-                if (!*p) {
-                        /* The path names a directory without a final name. */
-                        memset(ret, 0, sizeof(*ret));
-                        ret->ino = stack[depth - 1];
-                        return read_inode(ij, ret->ino, &ret->inode, err);
-                }
-                char *c = p;
-                size_t len = strcspn(p, "/");
-                p += len;
-                if (len > EXT2_NAME_LEN)
-                        return ts_error_setf_plain(err, ENAMETOOLONG, "%s: component \"%.*s...\" is too long",
-                                                   path, 32, c);
-                bool last = *p == '\0';
-                if (len == 1 && c[0] == '.')
-                        continue;
-                if (len == 2 && c[0] == '.' && c[1] == '.') {
-                        if (depth > 1)
-                                depth--;
-                        continue;
-                }
                 char name[EXT2_NAME_LEN + 1];
-                memcpy(name, c, len);
-                name[len] = '\0';
-                ext2_ino_t cur = stack[depth - 1], ino = 0;
-                r = lookup(ij, cur, name, path, &ino, err);
+                bool last = false;
+                r = walk_next(&w, name, &last, err);
                 if (r < 0)
                         return r;
+                if (r == 0) {
+                        /* The path names a directory without a final name. */
+                        memset(ret, 0, sizeof(*ret));
+                        ret->ino = walk_dir(&w);
+                        return read_inode(ij, ret->ino, &ret->inode, err);
+                }
+                ext2_ino_t cur = walk_dir(&w), ino = 0;
                 struct ext2_inode_large in;
-                if (ino) {
+                r = lookup(ij, cur, name, path, &ino, err);
+                if (r >= 0 && ino)
                         r = check_ref(ij, ino, path, &in, err);
+                if (r < 0)
+                        return r;
+                if (last && !(rflags & R_FOLLOW_LAST))
+                        return found(ret, cur, name, ino, &in);
+                if (!ino)
+                        r = make_missing(ij, &w, cur, name, last, rflags, dopts, &ino, &in, err);
+                else if (LINUX_S_ISLNK(in.i_mode)) {
+                        r = walk_symlink(ij, &w, ino, &in, name, last, err);
                         if (r < 0)
                                 return r;
-                }
-                if (last && !(rflags & R_FOLLOW_LAST)) {
-                        ret->dir = cur;
-                        memcpy(ret->name, name, len + 1);
-                        ret->ino = ino;
-                        if (ino)
-                                ret->inode = in;
-                        return 0;
-                }
-                if (!ino) {
-                        if (!(rflags & (last ? R_MKDIR_LAST : R_MKDIRS)))
-                                return ts_error_setf_plain(err, ENOENT, "%s: \"%s\" does not exist", path, name);
-                        r = make_dir(ij, cur, name, dopts->mode, dopts->uid, dopts->gid, dopts->mtime, path,
-                                     &ino, err);
-                        if (r < 0)
-                                return r;
-                        r = read_inode(ij, ino, &in, err);
-                        if (r < 0)
-                                return r;
-                } else if (LINUX_S_ISLNK(in.i_mode)) {
-                        if (++nlinks > MAX_SYMLINKS)
-                                return ts_error_setf_plain(err, ELOOP, "%s: too many levels of symbolic links",
-                                                           path);
-                        _cleanup_free_ char *target = NULL;
-                        r = read_symlink(ij, ino, &in, path, &target, err);
-                        if (r < 0)
-                                return r;
-                        size_t tl = strlen(target), rl = strlen(p);
-                        if (tl + 1 + rl >= PATH_MAX)
-                                return ts_error_setf_plain(err, ENAMETOOLONG,
-                                                           "%s: symlink \"%s\" expands past %d bytes", path,
-                                                           name, PATH_MAX - 1);
-                        char *nq = malloc(tl + 1 + rl + 1);
-                        if (!nq)
-                                return ts_error_set(err, ENOMEM, "%s", path);
-                        memcpy(nq, target, tl);
-                        nq[tl] = '/';
-                        memcpy(nq + tl + 1, p, rl + 1);
-                        free(queue);
-                        queue = p = nq;
-                        if (target[0] == '/')
-                                depth = 1;
-                        if (last && !rl)
-                                /* Drop the trailing '/' so the target's own last
-                                 * component is treated as the final one. */
-                                nq[tl] = '\0';
                         continue;
                 }
-                if (last && !LINUX_S_ISDIR(in.i_mode)) {
-                        ret->dir = cur;
-                        memcpy(ret->name, name, len + 1);
-                        ret->ino = ino;
-                        ret->inode = in;
-                        return 0;
-                }
+                if (r < 0)
+                        return r;
+                if (last && !LINUX_S_ISDIR(in.i_mode))
+                        return found(ret, cur, name, ino, &in);
                 if (!LINUX_S_ISDIR(in.i_mode))
                         return ts_error_setf_plain(err, ENOTDIR, "%s: \"%s\" is not a directory", path, name);
-                if (depth == cap) {
-                        ext2_ino_t *ns = reallocarray(stack, cap * 2, sizeof(*stack));
-                        if (!ns)
-                                return ts_error_set(err, ENOMEM, "%s", path);
-                        stack = ns;
-                        cap *= 2;
-                }
-                stack[depth++] = ino;
-                if (last) {
-                        ret->dir = cur;
-                        memcpy(ret->name, name, len + 1);
-                        ret->ino = ino;
-                        ret->inode = in;
-                        return 0;
-                }
+                r = walk_push(&w, ino, err);
+                if (r < 0)
+                        return r;
+                if (last)
+                        return found(ret, cur, name, ino, &in);
         }
 }
 
@@ -1556,23 +1607,77 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
         return r;
 }
 
+/* Writes the new regular file's inode ino, size bytes long with no blocks
+ * yet. *written tells whether it reached the inode table. */
+static int new_file_inode(ts_inject *ij, ext2_ino_t ino, const ts_inject_opts *opts, uint64_t size,
+                          const char *guest_path, bool *written, ts_error **err) {
+        struct ext2_inode_large in = {};
+        in.i_mode = LINUX_S_IFREG | (opts->mode & 07777);
+        set_owner(&in, opts->uid, opts->gid);
+        in.i_links_count = 1;
+        set_times(ij, &in, opts->mtime);
+        errcode_t e = ext2fs_inode_size_set(fs_of(ij), (struct ext2_inode *) &in, size);
+        if (e)
+                return ext2_fail(err, e, "%s: set size", guest_path);
+        int r = init_extents(ij, ino, &in, err);
+        if (r >= 0)
+                r = write_new_inode(ij, ino, &in, err);
+        if (r >= 0)
+                *written = true;
+        return r;
+}
+
+/* Copies the source's data segments into inode ino. */
+static int copy_data(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *segs,
+                     size_t nsegs, const char *guest_path, ts_error **err) {
+        if (nsegs == 0)
+                return 0;
+        /* The copy buffer: up to COPY_CHUNK, no larger than the longest
+         * segment (a small file needs no megabyte mapped and unmapped). */
+        unsigned bs = fs_of(ij)->blocksize;
+        size_t align = bs < 4096 ? 4096 : bs, buf_len = 0;
+        for (size_t i = 0; i < nsegs; i++)
+                if (segs[i].len >= COPY_CHUNK / bs)
+                        buf_len = COPY_CHUNK;
+                else if (segs[i].len * bs > buf_len)
+                        buf_len = (size_t) segs[i].len * bs;
+        buf_len = (buf_len + align - 1) / align * align;
+        _cleanup_free_ char *buf = aligned_alloc(align, buf_len);
+        if (!buf)
+                return ts_error_set(err, ENOMEM, "%s", guest_path);
+        for (size_t i = 0; i < nsegs; i++) {
+                int r = copy_segment(ij, ino, fd, size, &segs[i], buf, buf_len / bs, guest_path, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* fallocate rewrote the inode; puts the final times on top. */
+static int set_final_times(ts_inject *ij, ext2_ino_t ino, const ts_inject_opts *opts, ts_error **err) {
+        struct ext2_inode_large in;
+        int r = read_inode(ij, ino, &in, err);
+        if (r < 0)
+                return r;
+        set_times(ij, &in, opts->mtime);
+        return write_inode(ij, ino, &in, err);
+}
+
 int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_inject_opts *opts,
                        ts_error **err) {
         int r = check_opts(ij, opts, err);
         if (r < 0)
                 return r;
-        ext2_filsys fs = fs_of(ij);
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return ts_error_set(err, errno, "%s: stat the source", guest_path);
         if (!S_ISREG(st.st_mode))
                 return ts_error_setf_plain(err, EINVAL, "%s: the source is not a regular file", guest_path);
         uint64_t size = (uint64_t) st.st_size;
-
         _cleanup_free_ struct segment *segs = NULL;
         size_t nsegs = 0;
         blk64_t nblocks = 0;
-        r = source_segments(fd, size, fs->blocksize, &segs, &nsegs, &nblocks);
+        r = source_segments(fd, size, fs_of(ij)->blocksize, &segs, &nsegs, &nblocks);
         if (r < 0)
                 return ts_error_set(err, r, "%s: scan the source", guest_path);
 
@@ -1581,66 +1686,23 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
         r = begin_new(ij, guest_path, opts, nblocks, &t, &ino, err);
         if (r < 0)
                 return r;
-
-        _cleanup_free_ char *buf = NULL;
-        struct ext2_inode_large in = {};
         bool written = false;
         r = ensure_blocks(ij, nblocks + nblocks / 1024 + 8, group_of_ino(ij, ino), err);
-        if (r < 0)
-                goto fail;
-        in.i_mode = LINUX_S_IFREG | (opts->mode & 07777);
-        set_owner(&in, opts->uid, opts->gid);
-        in.i_links_count = 1;
-        set_times(ij, &in, opts->mtime);
-        errcode_t e = ext2fs_inode_size_set(fs, (struct ext2_inode *) &in, size);
-        if (e) {
-                r = ext2_fail(err, e, "%s: set size", guest_path);
-                goto fail;
-        }
-        r = init_extents(ij, ino, &in, err);
         if (r >= 0)
-                r = write_new_inode(ij, ino, &in, err);
-        if (r < 0)
-                goto fail;
-        written = true;
-
-        /* The copy buffer: up to COPY_CHUNK, no larger than the longest
-         * segment (a small file needs no megabyte mapped and unmapped). */
-        size_t align = fs->blocksize < 4096 ? 4096 : fs->blocksize, buf_len = 0;
-        for (size_t i = 0; i < nsegs; i++)
-                if (segs[i].len >= COPY_CHUNK / fs->blocksize)
-                        buf_len = COPY_CHUNK;
-                else if (segs[i].len * fs->blocksize > buf_len)
-                        buf_len = (size_t) segs[i].len * fs->blocksize;
-        buf_len = (buf_len + align - 1) / align * align;
-        if (nsegs) {
-                buf = aligned_alloc(align, buf_len);
-                if (!buf) {
-                        r = ts_error_set(err, ENOMEM, "%s", guest_path);
-                        goto fail;
-                }
+                r = new_file_inode(ij, ino, opts, size, guest_path, &written, err);
+        if (r >= 0)
+                r = copy_data(ij, ino, fd, size, segs, nsegs, guest_path, err);
+        if (r >= 0) {
+                fault(ij, "file", "data");
+                r = set_final_times(ij, ino, opts, err);
         }
-        for (size_t i = 0; i < nsegs; i++) {
-                r = copy_segment(ij, ino, fd, size, &segs[i], buf, buf_len / fs->blocksize, guest_path, err);
-                if (r < 0)
-                        goto fail;
+        if (r >= 0)
+                r = commit(ij, err);
+        if (r < 0) {
+                rollback_new(ij, ino, written, false);
+                return r;
         }
-        fault(ij, "file", "data");
-        /* fallocate rewrote the inode; put the final times on top. */
-        r = read_inode(ij, ino, &in, err);
-        if (r < 0)
-                goto fail;
-        set_times(ij, &in, opts->mtime);
-        r = write_inode(ij, ino, &in, err);
-        if (r < 0)
-                goto fail;
-        r = commit(ij, err);
-        if (r < 0)
-                goto fail;
         return install(ij, &t, ino, EXT2_FT_REG_FILE, guest_path, err);
-fail:
-        rollback_new(ij, ino, written, false);
-        return r;
 }
 
 int ts_inject_write_file(ts_inject *ij, const char *host_path, const char *guest_path,
@@ -2030,16 +2092,13 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         return 0;
 }
 
-int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err) {
-        if (flags)
-                return ts_error_setf_plain(err, EINVAL, "unknown open flags %#x", flags);
-        pthread_once(&et_once, et_init);
-
-        struct stat st;
-        if (stat(path, &st) < 0)
+/* Opens path (stat in *st) for a session and refuses what is not an
+ * ext2/3/4 filesystem nobody else uses. Returns the descriptor or -errno. */
+static int open_target(const char *path, struct stat *st, ts_error **err) {
+        if (stat(path, st) < 0)
                 return ts_error_set(err, errno, "stat %s", path);
-        bool blk = S_ISBLK(st.st_mode);
-        if (!blk && !S_ISREG(st.st_mode))
+        bool blk = S_ISBLK(st->st_mode);
+        if (!blk && !S_ISREG(st->st_mode))
                 return ts_error_setf_plain(err, EINVAL, "%s: not a block device or a regular file", path);
         /* One descriptor serves the type probe, the checks and libext2fs for
          * the whole session. On a block device it is exclusive: the kernel
@@ -2048,46 +2107,32 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
          * can mount the device while we write. Keeping it open also keeps the
          * device's page cache, which the kernel drops at the last close. */
         _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | (blk ? O_EXCL : 0));
-        if (fd < 0) {
-                int r = -errno;
-                if (r == -EBUSY && blk) {
-                        /* Say what holds it when we can see it; a failure
-                         * to look does not hide the EBUSY. */
-                        _cleanup_error_ ts_error *why = NULL;
-                        r = check_in_use(path, &st, &why);
-                        if (r == -EBUSY) {
-                                ts_error_move(err, &why);
-                                return r;
-                        }
-                        return ts_error_setf_plain(err, EBUSY,
-                                                   "%s: in use (mounted in another namespace or opened exclusively)",
-                                                   path);
-                }
-                return ts_error_set(err, -r, "open %s", path);
+        if (fd < 0 && errno == EBUSY && blk) {
+                /* Say what holds it when we can see it; a failure to look
+                 * does not hide the EBUSY. */
+                _cleanup_error_ ts_error *why = NULL;
+                if (check_in_use(path, st, &why) == -EBUSY)
+                        return ts_error_move(err, &why);
+                return ts_error_setf_plain(err, EBUSY,
+                                           "%s: in use (mounted in another namespace or opened exclusively)",
+                                           path);
         }
+        if (fd < 0)
+                return ts_error_set(err, errno, "open %s", path);
         int r = probe_type(path, fd, err);
         if (r < 0)
                 return r;
-        if (!blk) {
-                /* An image file has no exclusive open: look for its mounts and
-                 * loop devices. */
-                r = check_in_use(path, &st, err);
-                if (r < 0)
-                        return r;
-        }
-
-        _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
-        if (!ij)
-                return ts_error_set(err, ENOMEM, "open %s", path);
-        ij->fd = TAKE_FD(fd);
-        if (!(ij->path = strdup(path)))
-                return ts_error_set(err, ENOMEM, "open %s", path);
-        r = ts_fault_from_env("TS_INJECT_FAULT", &ij->fault, err);
-        if (r < 0)
+        /* An image file has no exclusive open: look for its mounts and loop
+         * devices. */
+        if (!blk && (r = check_in_use(path, st, err)) < 0)
                 return r;
+        return TAKE_FD(fd);
+}
 
+/* Opens the filesystem on ij->fd through our io manager. */
+static int open_fs(ts_inject *ij, const char *path, ts_error **err) {
         char name[64];
-        r = ts_io_name(ij->fd, name, sizeof name);
+        int r = ts_io_name(ij->fd, name, sizeof name);
         if (r < 0)
                 return ts_error_set(err, -r, "open %s", path);
         /* MASTER_SB_ONLY: like the kernel, update only the primary superblock
@@ -2113,20 +2158,46 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         ij->scratch = malloc(fs->blocksize);
         if (!ij->groups || !ij->scratch)
                 return ts_error_set(err, ENOMEM, "open %s", path);
-        r = check_fs(ij, path, &st, err);
-        if (r < 0)
-                return r;
+        return 0;
+}
 
-        e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
+/* Empty bitmaps in which every group counts as full until it is loaded. */
+static int init_bitmaps(ts_inject *ij, const char *path, ts_error **err) {
+        ext2_filsys fs = ij->fs;
+        errcode_t e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
         if (!e)
                 e = ext2fs_allocate_inode_bitmap(fs, "inodes", &fs->inode_map);
         if (e)
                 return ext2_fail(err, e, "%s: bitmaps", path);
-        /* Every group counts as full until its bitmaps are loaded. */
         blk64_t first = fs->super->s_first_data_block;
         bitmap_range(fs->block_map, first, ext2fs_blocks_count(fs->super) - first, true);
         bitmap_range(fs->inode_map, 1, fs->super->s_inodes_count, true);
+        return 0;
+}
 
+int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err) {
+        if (flags)
+                return ts_error_setf_plain(err, EINVAL, "unknown open flags %#x", flags);
+        pthread_once(&et_once, et_init);
+        struct stat st;
+        _cleanup_close_ int fd = open_target(path, &st, err);
+        if (fd < 0)
+                return fd;
+        _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
+        if (!ij)
+                return ts_error_set(err, ENOMEM, "open %s", path);
+        ij->fd = TAKE_FD(fd);
+        if (!(ij->path = strdup(path)))
+                return ts_error_set(err, ENOMEM, "open %s", path);
+        int r = ts_fault_from_env("TS_INJECT_FAULT", &ij->fault, err);
+        if (r >= 0)
+                r = open_fs(ij, path, err);
+        if (r >= 0)
+                r = check_fs(ij, path, &st, err);
+        if (r >= 0)
+                r = init_bitmaps(ij, path, err);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(ij);
         return 0;
 }
