@@ -70,3 +70,19 @@ void ts_cli_print_json(json_object *o) {
         fflush(stdout);
         json_object_put(o);
 }
+
+static void print_value(const char *key, json_object *v, int indent) {
+        if (json_object_is_type(v, json_type_object)) {
+                printf("%*s%s:\n", indent, "", key);
+                json_object_object_foreach(v, k, sub) print_value(k, sub, indent + 2);
+        } else if (json_object_is_type(v, json_type_string))
+                printf("%*s%s: %s\n", indent, "", key, json_object_get_string(v));
+        else
+                printf("%*s%s: %s\n", indent, "", key,
+                       json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+void ts_cli_print_fields(json_object *o) {
+        json_object_object_foreach(o, k, v) print_value(k, v, 0);
+}

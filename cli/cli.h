@@ -36,6 +36,10 @@ const char *ts_cli_state_dir(const char *opt);
  * the reference. */
 void ts_cli_print_json(json_object *o);
 
+/* Prints an object's fields as "key: value" lines for people (nested
+ * objects indented below their key, arrays as JSON). */
+void ts_cli_print_fields(json_object *o);
+
 /* Prints {"error": message, "errno": name} on stdout for --json callers and
  * the usual line on stderr; returns TS_EXIT_FAILED. */
 int ts_cli_fail_json(const char *cmd, bool json, const ts_error *err, int r);

@@ -31,6 +31,18 @@ uint64_t ts_rpc_call_deadline(const ts_rpc_call *call) {
         return call->deadline;
 }
 
+int ts_rpc_call_peer(const ts_rpc_call *call, uid_t *ret_uid, gid_t *ret_gid, pid_t *ret_pid) {
+        if (!call->has_peer)
+                return -ENODATA;
+        if (ret_uid)
+                *ret_uid = call->peer_uid;
+        if (ret_gid)
+                *ret_gid = call->peer_gid;
+        if (ret_pid)
+                *ret_pid = call->peer_pid;
+        return 0;
+}
+
 bool ts_rpc_call_cancelled(ts_rpc_call *call) {
         pthread_mutex_lock(&call->server->lock);
         bool c = call->cancelled;

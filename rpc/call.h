@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -48,6 +49,11 @@ const uint8_t *ts_rpc_call_request(const ts_rpc_call *call, size_t *ret_len);
 /* The call's deadline on CLOCK_MONOTONIC in nanoseconds, or 0 when the
  * client gave no grpc-timeout. */
 uint64_t ts_rpc_call_deadline(const ts_rpc_call *call);
+
+/* The credentials of the process that opened the call's connection, as the
+ * kernel gave them at accept (SO_PEERCRED). Each ret_ may be NULL. Returns 0,
+ * or -ENODATA when they are not known (a connection without a socket). */
+int ts_rpc_call_peer(const ts_rpc_call *call, uid_t *ret_uid, gid_t *ret_gid, pid_t *ret_pid);
 
 /* True once the call can no longer be answered: the client cancelled or
  * went away, the deadline passed (the client has already been told

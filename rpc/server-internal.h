@@ -11,6 +11,7 @@
 
 #include "rpc/conn-internal.h"
 #include "rpc/frame.h"
+#include "rpc/pool-internal.h"
 #include "rpc/server.h"
 
 typedef struct rpc_conn rpc_conn;
@@ -38,10 +39,15 @@ struct ts_rpc_call {
         size_t req_len;
         unsigned n_req;
         bool request_done, dispatched, headers_sent, finished;
-        uv_work_t work;
+        uv_work_t work;   /* on libuv's pool */
+        ts_rpc_job job;   /* on the server's own threads */
 
         /* Read-only while the handler runs. */
         uint64_t deadline;
+        bool has_peer;
+        uid_t peer_uid;
+        gid_t peer_gid;
+        pid_t peer_pid;
 
         /* Under server->lock. */
         int refs;
@@ -53,6 +59,7 @@ struct ts_rpc_call {
         bool cancelled;
         bool pending;
         struct ts_rpc_call *pending_next;
+        struct ts_rpc_call *done_next; /* handler returned, own threads */
         pthread_cond_t cond;
 };
 
@@ -65,6 +72,7 @@ struct ts_rpc_server {
 
         ts_rpc_method *methods;
         size_t n_methods;
+        ts_rpc_pool *pool; /* NULL: handlers run on libuv's pool */
 
         rpc_conn *conns;
         unsigned n_working;
@@ -75,6 +83,8 @@ struct ts_rpc_server {
 
         pthread_mutex_t lock;
         struct ts_rpc_call *pending_head;
+        struct ts_rpc_call *done_head;
+        unsigned n_queued; /* dispatched, handler not started yet */
         bool shutdown_requested;
 };
 

@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #define DEFAULT_MAX_STREAMS 256
 #define DEFAULT_QUEUE_BYTES (4u * 1024 * 1024)
 #define DEFAULT_GRACE_MS 30000
+#define DEFAULT_MAX_QUEUED 4096
 
 struct rpc_conn {
         ts_rpc_server *server;
@@ -22,6 +24,8 @@ struct rpc_conn {
         ts_rpc_conn h2;
         ts_rpc_call *calls;
         bool goaway_sent;
+        bool has_peer; /* SO_PEERCRED at accept */
+        struct ucred peer;
 };
 
 static void conn_close(rpc_conn *c);
@@ -76,6 +80,10 @@ static int call_new(rpc_conn *c, int32_t stream_id, ts_rpc_call **ret) {
         call->conn = c;
         call->stream_id = stream_id;
         call->refs = 1;
+        call->has_peer = c->has_peer;
+        call->peer_uid = c->peer.uid;
+        call->peer_gid = c->peer.gid;
+        call->peer_pid = c->peer.pid;
         ts_rpc_deframer_init(&call->deframer, c->server->opts.max_message_size);
         pthread_cond_init(&call->cond, NULL);
         call->conn_next = c->calls;
@@ -256,12 +264,15 @@ static void call_fail(ts_rpc_call *call, int code, const char *fmt, ...) {
 
 /* ---- handlers on workers ---- */
 
-static void work_cb(uv_work_t *w) {
-        ts_rpc_call *call = w->data;
+/* On the worker: decodes the request, runs the handler, settles the status. */
+static void run_handler(ts_rpc_call *call) {
         ts_rpc_server *s = call->server;
         ProtobufCMessage *req = NULL;
         int code = TS_RPC_OK;
 
+        pthread_mutex_lock(&s->lock);
+        s->n_queued--;
+        pthread_mutex_unlock(&s->lock);
         if (call->method->request)
                 code = ts_rpc_call_decode(call, call->method->request, &req);
         if (code == TS_RPC_OK && !ts_rpc_call_cancelled(call))
@@ -292,8 +303,8 @@ static void work_cb(uv_work_t *w) {
         pthread_mutex_unlock(&s->lock);
 }
 
-static void after_work_cb(uv_work_t *w, int status) {
-        ts_rpc_call *call = w->data;
+/* On the loop: the handler returned. */
+static void handler_done(ts_rpc_call *call) {
         ts_rpc_server *s = call->server;
         rpc_conn *c = call->conn;
 
@@ -304,6 +315,28 @@ static void after_work_cb(uv_work_t *w, int status) {
         }
         call_unref(call);
         server_maybe_finish(s);
+}
+
+static void work_cb(uv_work_t *w) {
+        run_handler(w->data);
+}
+
+static void after_work_cb(uv_work_t *w, int status) {
+        handler_done(w->data);
+}
+
+/* On one of the server's own threads; the loop learns of the end through
+ * the done list. */
+static void job_run(ts_rpc_job *j) {
+        ts_rpc_call *call = (ts_rpc_call *) ((char *) j - offsetof(ts_rpc_call, job));
+        ts_rpc_server *s = call->server;
+
+        run_handler(call);
+        pthread_mutex_lock(&s->lock);
+        call->done_next = s->done_head;
+        s->done_head = call;
+        uv_async_send(&s->async);
+        pthread_mutex_unlock(&s->lock);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -326,14 +359,30 @@ static void dispatch(ts_rpc_call *call) {
                 return call_fail(call, TS_RPC_INTERNAL, "expected one request message, got %u",
                                  call->n_req);
         pthread_mutex_lock(&s->lock);
+        if (s->n_queued >= s->opts.max_queued_calls) {
+                pthread_mutex_unlock(&s->lock);
+                return call_fail(call, TS_RPC_RESOURCE_EXHAUSTED,
+                                 "server busy: %" PRIu32 " calls wait for a handler already",
+                                 s->opts.max_queued_calls);
+        }
+        s->n_queued++;
         call->refs++;
         call->dispatched = true;
         pthread_mutex_unlock(&s->lock);
-        call->work.data = call;
-        int r = uv_queue_work(&s->loop, &call->work, work_cb, after_work_cb);
-        if (r < 0) {
-                call_unref(call);
-                return call_fail(call, TS_RPC_UNAVAILABLE, "cannot queue work: %s", uv_strerror(r));
+        if (s->pool) {
+                call->job.run = job_run;
+                ts_rpc_pool_submit(s->pool, &call->job);
+        } else {
+                call->work.data = call;
+                int r = uv_queue_work(&s->loop, &call->work, work_cb, after_work_cb);
+                if (r < 0) {
+                        pthread_mutex_lock(&s->lock);
+                        s->n_queued--;
+                        pthread_mutex_unlock(&s->lock);
+                        call_unref(call);
+                        return call_fail(call, TS_RPC_UNAVAILABLE, "cannot queue work: %s",
+                                         uv_strerror(r));
+                }
         }
         s->n_working++;
 }
@@ -650,6 +699,10 @@ static void on_connection(uv_stream_t *listener, int status) {
                 conn_close(c);
                 return;
         }
+        uv_os_fd_t fd;
+        socklen_t len = sizeof(c->peer);
+        c->has_peer = uv_fileno((uv_handle_t *) &c->h2.pipe, &fd) == 0 &&
+                      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len) == 0;
         conn_flush(c);
 }
 
@@ -729,12 +782,18 @@ static void async_cb(uv_async_t *a) {
         ts_rpc_server *s = a->data;
 
         pthread_mutex_lock(&s->lock);
-        ts_rpc_call *list = s->pending_head;
+        ts_rpc_call *list = s->pending_head, *done = s->done_head;
         s->pending_head = NULL;
+        s->done_head = NULL;
         bool stop = __atomic_load_n(&s->shutdown_requested, __ATOMIC_SEQ_CST);
         for (ts_rpc_call *c = list; c; c = c->pending_next)
                 c->pending = false;
         pthread_mutex_unlock(&s->lock);
+
+        for (ts_rpc_call *c = done, *n; c; c = n) {
+                n = c->done_next;
+                handler_done(c);
+        }
 
         for (ts_rpc_call *c = list, *n; c; c = n) {
                 n = c->pending_next;
@@ -765,23 +824,33 @@ int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret) {
                 s->opts.stream_queue_bytes = DEFAULT_QUEUE_BYTES;
         if (!s->opts.shutdown_grace_ms)
                 s->opts.shutdown_grace_ms = DEFAULT_GRACE_MS;
+        if (!s->opts.max_queued_calls)
+                s->opts.max_queued_calls = DEFAULT_MAX_QUEUED;
         pthread_mutex_init(&s->lock, NULL);
         r = uv_loop_init(&s->loop);
-        if (r < 0) {
-                pthread_mutex_destroy(&s->lock);
-                free(s);
-                return r;
-        }
+        if (r < 0)
+                goto fail_loop;
         r = uv_async_init(&s->loop, &s->async, async_cb);
-        if (r < 0) {
-                uv_loop_close(&s->loop);
-                pthread_mutex_destroy(&s->lock);
-                free(s);
-                return r;
+        if (r < 0)
+                goto fail_async;
+        if (s->opts.handler_threads > 0) {
+                r = ts_rpc_pool_new(s->opts.handler_threads, &s->pool);
+                if (r < 0) {
+                        uv_close((uv_handle_t *) &s->async, NULL);
+                        uv_run(&s->loop, UV_RUN_DEFAULT);
+                        goto fail_async;
+                }
         }
         s->async.data = s;
         *ret = s;
         return 0;
+
+fail_async:
+        uv_loop_close(&s->loop);
+fail_loop:
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return r;
 }
 
 ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s) {
@@ -802,6 +871,7 @@ ts_rpc_server *ts_rpc_server_free(ts_rpc_server *s) {
                         conn_close(c);
         }
         uv_run(&s->loop, UV_RUN_DEFAULT);
+        s->pool = ts_rpc_pool_free(s->pool);
         uv_loop_close(&s->loop);
         for (size_t i = 0; i < s->n_methods; i++)
                 free((char *) s->methods[i].path);
@@ -942,7 +1012,7 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
         /* Let handlers finish and their output be produced. */
         for (;;) {
                 pthread_mutex_lock(&s->lock);
-                bool busy = s->n_working > 0 || s->pending_head;
+                bool busy = s->n_working > 0 || s->pending_head || s->done_head;
                 pthread_mutex_unlock(&s->lock);
                 if (!busy)
                         break;

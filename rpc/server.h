@@ -2,9 +2,10 @@
  *
  * One libuv loop thread owns the listening socket, every connection and
  * its nghttp2 session, and never blocks. A request is collected and its
- * framing checked on the loop; its handler (rpc/call.h) runs on a libuv
- * worker; what the handler sends is posted back to the loop (uv_async) and
- * written there.
+ * framing checked on the loop; its handler (rpc/call.h) runs on a worker
+ * thread (libuv's process-wide pool, or the server's own threads, see
+ * handler_threads); what the handler sends is posted back to the loop
+ * (uv_async) and written there.
  *
  * Errors the layer answers itself, as trailers-only responses:
  *   unknown method                         UNIMPLEMENTED
@@ -16,6 +17,7 @@
  *   bad flag byte, stream ending inside a
  *     message, not exactly one request     INTERNAL
  *   deadline (grpc-timeout) passed         DEADLINE_EXCEEDED
+ *   max_queued_calls calls wait already    RESOURCE_EXHAUSTED
  *   content-type not application/grpc*     HTTP 415
  * A peer that does not speak HTTP/2 (bad preface, protocol error) loses its
  * connection; the server goes on. */
@@ -37,6 +39,14 @@ typedef struct ts_rpc_server_options {
         uint32_t max_concurrent_streams; /* per connection; 0: 256 */
         size_t stream_queue_bytes;       /* bound of a call's unsent output; 0: 4 MiB */
         uint32_t shutdown_grace_ms;      /* wait for calls in flight; 0: 30 s */
+        /* Threads of this server's own that run its handlers; 0: libuv's
+         * process-wide pool (UV_THREADPOOL_SIZE threads), shared with every
+         * server of the process that uses it. A server whose handlers wait
+         * on a peer that calls back into this process needs its own. */
+        uint32_t handler_threads;
+        /* Calls that wait for a handler thread; past it a new call fails at
+         * once with RESOURCE_EXHAUSTED. 0: 4096. */
+        uint32_t max_queued_calls;
 } ts_rpc_server_options;
 
 /* One method. path is "/package.Service/Method" (copied). request is the
@@ -56,8 +66,9 @@ typedef struct ts_rpc_service_method {
         bool server_streaming;
 } ts_rpc_service_method;
 
-/* Creates a server with its loop (nothing listens yet). opts NULL means all
- * defaults. Returns 0, -ENOMEM, or -errno from libuv. */
+/* Creates a server with its loop (nothing listens yet) and its handler
+ * threads. opts NULL means all defaults. Returns 0, -ENOMEM, or -errno from
+ * libuv or pthread_create. */
 int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret);
 
 /* Frees a server whose run returned (or that never ran); accepts NULL;

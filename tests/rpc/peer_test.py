@@ -42,7 +42,8 @@ def field_varint(num, v):
     return varint(num << 3) + varint(v) if v else b""
 
 
-def echo_request(text="", sleep_ms=0, metadata_key="", repeat=0, size=0, fail_at=0):
+def echo_request(text="", sleep_ms=0, metadata_key="", repeat=0, size=0, fail_at=0,
+                 peer=False):
     out = b""
     if text:
         out += field_bytes(1, text.encode())
@@ -50,6 +51,7 @@ def echo_request(text="", sleep_ms=0, metadata_key="", repeat=0, size=0, fail_at
     if metadata_key:
         out += field_bytes(3, metadata_key.encode())
     out += field_varint(4, repeat) + field_varint(5, size) + field_varint(6, fail_at)
+    out += field_varint(7, 1 if peer else 0)
     return out
 
 
@@ -113,13 +115,30 @@ def expect_code(name, fn, code):
     return None
 
 
-def run_client_tests(server_bin):
+def start_server(server_bin, args):
     tmp = tempfile.mkdtemp(prefix="ts-rpc-py-")
     sock = os.path.join(tmp, "s.sock")
-    srv = subprocess.Popen([server_bin, sock, str(MAX_MESSAGE)], stdout=subprocess.PIPE)
+    srv = subprocess.Popen([server_bin, sock] + args, stdout=subprocess.PIPE)
+    line = srv.stdout.readline()
+    check("server ready", line.strip() == b"ready", repr(line))
+    return srv, tmp, sock
+
+
+def stop_server(srv, tmp, sock):
+    if srv.poll() is None:
+        srv.kill()
+        srv.wait()
     try:
-        line = srv.stdout.readline()
-        check("server ready", line.strip() == b"ready", repr(line))
+        os.unlink(sock)
+    except FileNotFoundError:
+        pass
+    os.rmdir(tmp)
+
+
+def run_client_tests(server_bin, args):
+    print("# server options: %s" % " ".join(args), flush=True)
+    srv, tmp, sock = start_server(server_bin, [str(MAX_MESSAGE)] + args)
+    try:
         ch = grpc.insecure_channel("unix:" + sock)
         echo = ch.unary_unary(SVC + "Echo")
         stream = ch.unary_stream(SVC + "Stream")
@@ -131,6 +150,10 @@ def run_client_tests(server_bin):
         r = parse(echo(echo_request(metadata_key="containerd-namespace"),
                        metadata=[("containerd-namespace", "k8s.io")], timeout=30))
         check("metadata reaches the handler", r.get(1) == b"k8s.io", repr(r))
+
+        r = parse(echo(echo_request(peer=True), timeout=30))
+        want = "uid=%d gid=%d pid=%d" % (os.getuid(), os.getgid(), os.getpid())
+        check("caller's credentials", r.get(1) == want.encode(), repr(r))
 
         r = parse(echo(echo_request(size=512 * 1024), timeout=30))
         check("512 KiB response", len(r.get(3, b"")) == 512 * 1024)
@@ -216,14 +239,38 @@ def run_client_tests(server_bin):
         check("server exits 0 after shutdown", rc == 0, "rc=%s" % rc)
         ch.close()
     finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
-        try:
-            os.unlink(sock)
-        except FileNotFoundError:
-            pass
-        os.rmdir(tmp)
+        stop_server(srv, tmp, sock)
+
+
+def run_queue_bound_tests(server_bin):
+    """One handler thread, one queued call: past that, calls are refused."""
+    srv, tmp, sock = start_server(server_bin, ["--handler-threads", "1",
+                                               "--max-queued-calls", "1"])
+    try:
+        ch = grpc.insecure_channel("unix:" + sock)
+        echo = ch.unary_unary(SVC + "Echo")
+        # An endless stream holds the only thread once its first message is here.
+        holder = ch.unary_stream(SVC + "Stream")(
+            echo_request("h", repeat=1000000000, sleep_ms=5), timeout=600)
+        next(holder)
+        futs = [echo.future(echo_request("q%d" % i), timeout=600) for i in range(5)]
+        limit = time.monotonic() + 300
+        while sum(f.done() for f in futs) < 4 and time.monotonic() < limit:
+            time.sleep(0.01)
+        done = [f for f in futs if f.done()]
+        pending = [f for f in futs if not f.done()]
+        codes = [str(f.exception().code()) if f.exception() else "OK" for f in done]
+        check("calls past the queue bound are refused at once",
+              len(pending) == 1 and codes == ["StatusCode.RESOURCE_EXHAUSTED"] * 4, repr(codes))
+        holder.cancel()
+        queued = pending[0].result()
+        check("the queued call runs once the thread is free",
+              parse(queued).get(1, b"").startswith(b"q"))
+        r = parse(echo(echo_request("after"), timeout=30))
+        check("served again", r.get(1) == b"after")
+        ch.close()
+    finally:
+        stop_server(srv, tmp, sock)
 
 
 # ---- grpcio as the server ----
@@ -287,7 +334,9 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     if sys.argv[1] == "client":
-        run_client_tests(sys.argv[2])
+        run_client_tests(sys.argv[2], [])
+        run_client_tests(sys.argv[2], ["--handler-threads", "4"])
+        run_queue_bound_tests(sys.argv[2])
     else:
         run_server_tests(sys.argv[2])
     print("%d failure(s)" % len(failures))

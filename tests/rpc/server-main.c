@@ -1,5 +1,8 @@
-/* rpc-test-server SOCKET [MAX_MESSAGE_BYTES]: serves the test service until
- * SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
+/* rpc-test-server SOCKET [MAX_MESSAGE_BYTES] [--OPTION N]...: serves the test
+ * service until SIGTERM or SIGINT, then shuts down gracefully and exits 0.
+ * Each --OPTION sets the server option of that name (dashes for
+ * underscores), e.g. --handler-threads 2. */
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,21 +18,36 @@ static void on_signal(int sig) {
 
 int main(int argc, char **argv) {
         ts_rpc_server_options opts = { 0 };
+        uint32_t *const values[] = {
+                &opts.handler_threads,
+                &opts.max_queued_calls,
+        };
+        static const struct option longopts[] = {
+                { "handler-threads", required_argument, NULL, 0 },
+                { "max-queued-calls", required_argument, NULL, 0 },
+                {},
+        };
         _cleanup_error_ ts_error *err = NULL;
-        int r;
+        int r, c, idx;
 
-        if (argc < 2 || argc > 3) {
-                fprintf(stderr, "usage: %s SOCKET [MAX_MESSAGE_BYTES]\n", argv[0]);
+        while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
+                if (c != 0 || ts_parse_u32(optarg, values[idx]) < 0) {
+                        fprintf(stderr, "bad option\n");
+                        return 2;
+                }
+        }
+        if (argc - optind < 1 || argc - optind > 2) {
+                fprintf(stderr, "usage: %s SOCKET [MAX_MESSAGE_BYTES] [--OPTION N]...\n", argv[0]);
                 return 2;
         }
-        if (argc == 3 && ts_parse_u32(argv[2], &opts.max_message_size) < 0) {
-                fprintf(stderr, "bad size %s\n", argv[2]);
+        if (argc - optind == 2 && ts_parse_u32(argv[optind + 1], &opts.max_message_size) < 0) {
+                fprintf(stderr, "bad size %s\n", argv[optind + 1]);
                 return 2;
         }
         r = ts_rpc_server_new(&opts, &server);
         if (r < 0 || ts_testsvc_register(server) < 0)
                 return 1;
-        r = ts_rpc_server_listen(server, argv[1], 0660, &err);
+        r = ts_rpc_server_listen(server, argv[optind], 0660, &err);
         if (r < 0) {
                 fprintf(stderr, "listen: %s\n", ts_error_message(err, r));
                 return 1;

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,10 +23,22 @@ static int echo(ts_rpc_call *call, const ProtobufCMessage *m, void *userdata) {
         const Thinsnap__Test__V1__EchoRequest *req = (const void *) m;
         Thinsnap__Test__V1__EchoResponse resp = THINSNAP__TEST__V1__ECHO_RESPONSE__INIT;
         _cleanup_free_ uint8_t *blob = NULL;
+        char peer[64];
 
         if (nap(call, req->sleep_ms) < 0)
                 return ts_rpc_call_error(call, TS_RPC_CANCELLED, "cancelled while sleeping");
         resp.text = req->text;
+        if (req->peer) {
+                uid_t uid;
+                gid_t gid;
+                pid_t pid;
+                int r = ts_rpc_call_peer(call, &uid, &gid, &pid);
+                if (r < 0)
+                        return ts_rpc_call_errno(call, r, NULL);
+                snprintf(peer, sizeof(peer), "uid=%u gid=%u pid=%d", (unsigned) uid,
+                         (unsigned) gid, (int) pid);
+                resp.text = peer;
+        }
         if (req->metadata_key && *req->metadata_key) {
                 const char *v = ts_rpc_call_metadata(call, req->metadata_key);
                 resp.text = (char *) (v ? v : "(none)");

@@ -9,60 +9,84 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rpc/client.h"
-#include "rpc/server.h"
+#include "rpc/server-internal.h"
 #include "testsvc.h"
 #include "tests/unit/ts-check.h"
 
-#define ECHO "/thinsnap.test.v1.Test/Echo"
-#define STREAM "/thinsnap.test.v1.Test/Stream"
-#define FAIL "/thinsnap.test.v1.Test/Fail"
+#define TEST_ECHO "/thinsnap.test.v1.Test/Echo"
+#define TEST_STREAM "/thinsnap.test.v1.Test/Stream"
+#define TEST_FAIL "/thinsnap.test.v1.Test/Fail"
 
 typedef Thinsnap__Test__V1__EchoRequest EchoRequest;
 typedef Thinsnap__Test__V1__EchoResponse EchoResponse;
 
-static char sock_path[108];
-static ts_rpc_server *server;
-static pthread_t server_thread;
-static int server_rc = -1;
-static uint32_t grace_ms;
+/* A server running on its own thread, listening in a fresh directory. */
+typedef struct test_server {
+        ts_rpc_server *s;
+        pthread_t thread;
+        int rc;
+        char path[108];
+} test_server;
 
 static void *run_server(void *p) {
-        server_rc = ts_rpc_server_run(server, NULL);
+        test_server *t = p;
+        t->rc = ts_rpc_server_run(t->s, NULL);
         return NULL;
 }
 
-static void start_server(uint32_t max_message) {
-        ts_rpc_server_options o = { .max_message_size = max_message,
-                                    .shutdown_grace_ms = grace_ms };
+static void test_server_start(test_server *t, const ts_rpc_server_options *o,
+                              const ts_rpc_method *extra, size_t n_extra) {
         ts_error *err = NULL;
         char dir[] = "/tmp/ts-rpc-XXXXXX";
 
         ck_assert_ptr_nonnull(mkdtemp(dir));
-        snprintf(sock_path, sizeof(sock_path), "%s/s.sock", dir);
-        ck_assert_int_eq(ts_rpc_server_new(&o, &server), 0);
-        ck_assert_int_eq(ts_testsvc_register(server), 0);
-        ck_assert_int_eq(ts_rpc_server_listen(server, sock_path, 0660, &err), 0);
-        ck_assert_int_eq(pthread_create(&server_thread, NULL, run_server, NULL), 0);
+        snprintf(t->path, sizeof(t->path), "%s/s.sock", dir);
+        ck_assert_int_eq(ts_rpc_server_new(o, &t->s), 0);
+        ck_assert_int_eq(ts_testsvc_register(t->s), 0);
+        for (size_t i = 0; i < n_extra; i++)
+                ck_assert_int_eq(ts_rpc_server_add_method(t->s, &extra[i]), 0);
+        ck_assert_int_eq(ts_rpc_server_listen(t->s, t->path, 0660, &err), 0);
+        t->rc = -1;
+        ck_assert_int_eq(pthread_create(&t->thread, NULL, run_server, t), 0);
+}
+
+static void test_server_stop(test_server *t) {
+        ts_rpc_server_shutdown(t->s);
+        pthread_join(t->thread, NULL);
+        ck_assert_int_eq(t->rc, 0);
+        t->s = ts_rpc_server_free(t->s);
+        unlink(t->path);
+        *strrchr(t->path, '/') = 0;
+        rmdir(t->path);
+}
+
+static test_server main_server;
+
+static uint32_t grace_ms;
+
+static void start_server(uint32_t max_message) {
+        ts_rpc_server_options o = { .max_message_size = max_message,
+                                    .shutdown_grace_ms = grace_ms };
+        test_server_start(&main_server, &o, NULL, 0);
 }
 
 static void stop_server(void) {
-        ts_rpc_server_shutdown(server);
-        pthread_join(server_thread, NULL);
-        ck_assert_int_eq(server_rc, 0);
-        server = ts_rpc_server_free(server);
-        unlink(sock_path);
-        *strrchr(sock_path, '/') = 0;
-        rmdir(sock_path);
+        test_server_stop(&main_server);
+}
+
+static ts_rpc_client *connect_to(const char *path) {
+        ts_rpc_client *c = NULL;
+        ts_error *err = NULL;
+        ck_assert_int_eq(ts_rpc_client_connect(path, &c, &err), 0);
+        return c;
 }
 
 static ts_rpc_client *connect_client(void) {
-        ts_rpc_client *c = NULL;
-        ts_error *err = NULL;
-        ck_assert_int_eq(ts_rpc_client_connect(sock_path, &c, &err), 0);
-        return c;
+        return connect_to(main_server.path);
 }
 
 /* One Echo call; returns the errno-style result, the response in *ret. */
@@ -82,7 +106,7 @@ static void expect_echo(ts_rpc_client *c, const char *text) {
         EchoResponse *resp = NULL;
 
         req.text = (char *) text;
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, NULL), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, NULL, &resp, NULL), 0);
         ck_assert_str_eq(resp->text, text);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
@@ -110,31 +134,31 @@ START_TEST(unary_and_metadata) {
         ts_error *err = NULL;
 
         req.text = "hello";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, &err), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, NULL, &resp, &err), 0);
         ck_assert_str_eq(resp->text, "hello");
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 
         ts_rpc_metadata md[] = { { "containerd-namespace", "k8s.io" }, { "x-other", "v" } };
         ts_rpc_call_options o = { .metadata = md, .n_metadata = 2 };
         req.metadata_key = "containerd-namespace";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, &o, &resp, &err), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, &o, &resp, &err), 0);
         ck_assert_str_eq(resp->text, "k8s.io");
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         req.metadata_key = "absent";
-        ck_assert_int_eq(echo_call(c, ECHO, &req, &o, &resp, &err), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, &o, &resp, &err), 0);
         ck_assert_str_eq(resp->text, "(none)");
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 
         /* A 1 MiB response crosses many DATA frames and window updates. */
         req.metadata_key = "";
         req.size = 1 << 20;
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, &err), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, NULL, &resp, &err), 0);
         ck_assert_uint_eq(resp->blob.len, 1 << 20);
         ck_assert_int_eq(resp->blob.data[12345], 'x');
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 
         struct stat st;
-        ck_assert_int_eq(stat(sock_path, &st), 0);
+        ck_assert_int_eq(stat(main_server.path, &st), 0);
         ck_assert_int_eq(st.st_mode & 07777, 0660);
 
         ts_rpc_client_free(c);
@@ -152,7 +176,7 @@ START_TEST(status_errors) {
 
         /* Handler error with a message that needs percent-encoding. */
         req.text = "snapshot \"a/b\" 100% gone\n\xc3\xa9";
-        ck_assert_int_eq(echo_call(c, FAIL, &req, NULL, &resp, &err), -ENOENT);
+        ck_assert_int_eq(echo_call(c, TEST_FAIL, &req, NULL, &resp, &err), -ENOENT);
         ck_assert_int_eq(err->errnum, ENOENT);
         ck_assert_ptr_nonnull(strstr(err->msg, "NOT_FOUND"));
         ck_assert_ptr_nonnull(strstr(err->msg, "snapshot \"a/b\" 100% gone\n\xc3\xa9"));
@@ -167,14 +191,14 @@ START_TEST(status_errors) {
 
         /* Does not decode: a field 1 of length 100 with 2 bytes. */
         static const uint8_t bad[] = { 0x0a, 100, 'a', 'b' };
-        ck_assert_int_eq(raw_status(c, ECHO, bad, sizeof(bad), NULL, &msg), TS_RPC_INVALID_ARGUMENT);
+        ck_assert_int_eq(raw_status(c, TEST_ECHO, bad, sizeof(bad), NULL, &msg), TS_RPC_INVALID_ARGUMENT);
         ck_assert_ptr_nonnull(strstr(msg, "EchoRequest"));
         free(msg);
 
         /* Over the server's 64 KiB limit. */
         size_t big = 64 * 1024 + 1;
         uint8_t *blob = calloc(1, big);
-        ck_assert_int_eq(raw_status(c, ECHO, blob, big, NULL, &msg), TS_RPC_RESOURCE_EXHAUSTED);
+        ck_assert_int_eq(raw_status(c, TEST_ECHO, blob, big, NULL, &msg), TS_RPC_RESOURCE_EXHAUSTED);
         free(msg);
         free(blob);
         /* Exactly at the limit is fine (a valid message: field 1, bytes). */
@@ -185,14 +209,14 @@ START_TEST(status_errors) {
         t[tl] = 0;
         req.text = t;
         ck_assert_uint_eq(protobuf_c_message_get_packed_size(&req.base), 64 * 1024);
-        ck_assert_int_eq(echo_call(c, ECHO, &req, NULL, &resp, &err), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, NULL, &resp, &err), 0);
         ck_assert_uint_eq(strlen(resp->text), tl);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         free(t);
 
         /* Two request messages on a unary method. */
         ts_rpc_client_call *cc;
-        ck_assert_int_eq(ts_rpc_client_call_start(c, ECHO, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_ECHO, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send(cc, "", 0, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send(cc, "", 0, NULL), 0);
         ts_rpc_client_call_close_send(cc);
@@ -219,7 +243,7 @@ START_TEST(streaming) {
         req.text = "s";
         req.repeat = 200;
         req.size = 64 * 1024;
-        ck_assert_int_eq(ts_rpc_client_call_start(c, STREAM, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_STREAM, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
         ts_rpc_client_call_close_send(cc);
         uint32_t n = 0;
@@ -242,7 +266,7 @@ START_TEST(streaming) {
 
         /* Empty stream: trailers only, OK. */
         req.repeat = 0;
-        ck_assert_int_eq(ts_rpc_client_call_start(c, STREAM, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_STREAM, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
         ts_rpc_client_call_close_send(cc);
         uint8_t *raw;
@@ -254,7 +278,7 @@ START_TEST(streaming) {
         req.repeat = 10;
         req.size = 0;
         req.fail_at = 3;
-        ck_assert_int_eq(ts_rpc_client_call_start(c, STREAM, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_STREAM, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
         ts_rpc_client_call_close_send(cc);
         n = 0;
@@ -291,20 +315,20 @@ START_TEST(deadlines) {
         size_t len = protobuf_c_message_pack(&req.base, buf);
         ts_rpc_metadata md[] = { { "grpc-timeout", "50m" } };
         ts_rpc_call_options o = { .metadata = md, .n_metadata = 1 };
-        ck_assert_int_eq(raw_status(c, ECHO, buf, len, &o, &msg), TS_RPC_DEADLINE_EXCEEDED);
+        ck_assert_int_eq(raw_status(c, TEST_ECHO, buf, len, &o, &msg), TS_RPC_DEADLINE_EXCEEDED);
         ck_assert_str_eq(msg, "deadline exceeded");
         free(msg);
 
         /* A client deadline ends the wait with -ETIMEDOUT, whoever notices. */
         ts_rpc_call_options o2 = { .timeout_ns = 50 * 1000000ull };
         EchoResponse *resp = NULL;
-        ck_assert_int_eq(echo_call(c, ECHO, &req, &o2, &resp, &err), -ETIMEDOUT);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, &o2, &resp, &err), -ETIMEDOUT);
         err = ts_error_free(err);
 
         /* A generous deadline does not get in the way. */
         req.sleep_ms = 1;
         ts_rpc_call_options o3 = { .timeout_ns = 60 * 1000000000ull };
-        ck_assert_int_eq(echo_call(c, ECHO, &req, &o3, &resp, &err), 0);
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, &o3, &resp, &err), 0);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 
         ts_rpc_client_free(c);
@@ -328,7 +352,7 @@ static void *worker(void *p) {
                 snprintf(text, sizeof(text), "w%d-%d", a->id, i);
                 req.text = text;
                 req.sleep_ms = (uint32_t) (i % 3);
-                if (echo_call(a->c, ECHO, &req, NULL, &resp, &err) < 0 || strcmp(resp->text, text))
+                if (echo_call(a->c, TEST_ECHO, &req, NULL, &resp, &err) < 0 || strcmp(resp->text, text))
                         a->failures++;
                 if (resp)
                         protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -354,7 +378,7 @@ START_TEST(concurrent_streams) {
         req.repeat = 5;
         req.sleep_ms = 2;
         for (int i = 0; i < 40; i++) {
-                ck_assert_int_eq(ts_rpc_client_call_start(c, STREAM, NULL, &cc[i], NULL), 0);
+                ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_STREAM, NULL, &cc[i], NULL), 0);
                 ck_assert_int_eq(ts_rpc_client_call_send_message(cc[i], &req.base, NULL), 0);
                 ts_rpc_client_call_close_send(cc[i]);
         }
@@ -390,7 +414,7 @@ START_TEST(cancel_and_disconnect) {
         /* An endless stream, cancelled by the client after a few. */
         req.text = "c";
         req.repeat = 1000000;
-        ck_assert_int_eq(ts_rpc_client_call_start(c, STREAM, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_STREAM, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
         ts_rpc_client_call_close_send(cc);
         for (int i = 0; i < 3; i++) {
@@ -405,7 +429,7 @@ START_TEST(cancel_and_disconnect) {
          * server keeps serving others. */
         ts_rpc_client *c2 = connect_client();
         req.repeat = 1000000;
-        ck_assert_int_eq(ts_rpc_client_call_start(c2, STREAM, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c2, TEST_STREAM, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
         ts_rpc_client_call_close_send(cc);
         ck_assert_int_eq(ts_rpc_client_call_recv(cc, &m, &len, NULL), 1);
@@ -423,7 +447,7 @@ START_TEST(garbage_peer) {
         start_server(0);
         /* Not HTTP/2 at all: the server drops that connection only. */
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        strcpy(sa.sun_path, sock_path);
+        strcpy(sa.sun_path, main_server.path);
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ck_assert_int_ge(fd, 0);
         ck_assert_int_eq(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
@@ -455,7 +479,7 @@ static void *slow_call(void *p) {
         EchoResponse *resp = NULL;
         req.text = "in flight";
         req.sleep_ms = 300;
-        a->r = echo_call(a->c, ECHO, &req, NULL, &resp, NULL);
+        a->r = echo_call(a->c, TEST_ECHO, &req, NULL, &resp, NULL);
         if (a->r == 0) {
                 a->text = strdup(resp->text);
                 protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -477,8 +501,8 @@ START_TEST(graceful_shutdown) {
         ck_assert_int_eq(pthread_create(&t, NULL, slow_call, &a), 0);
         usleep(100 * 1000);
 
-        ts_rpc_server_shutdown(server);
-        pthread_join(server_thread, NULL); /* returns only after the call ended */
+        ts_rpc_server_shutdown(main_server.s);
+        pthread_join(main_server.thread, NULL); /* returns only after the call ended */
         pthread_join(t, NULL);
         ck_assert_int_eq(a.r, 0);
         ck_assert_str_eq(a.text, "in flight");
@@ -486,14 +510,14 @@ START_TEST(graceful_shutdown) {
 
         /* Nothing listens any more; calls on the old connection fail. */
         ts_rpc_client *c2 = NULL;
-        ck_assert_int_lt(ts_rpc_client_connect(sock_path, &c2, NULL), 0);
+        ck_assert_int_lt(ts_rpc_client_connect(main_server.path, &c2, NULL), 0);
         req.text = "late";
         ts_error *err = NULL;
-        ck_assert_int_lt(echo_call(c, ECHO, &req, NULL, &resp, &err), 0);
+        ck_assert_int_lt(echo_call(c, TEST_ECHO, &req, NULL, &resp, &err), 0);
         ts_error_free(err);
         ts_rpc_client_free(c);
-        server = ts_rpc_server_free(server);
-        unlink(sock_path);
+        main_server.s = ts_rpc_server_free(main_server.s);
+        unlink(main_server.path);
 }
 END_TEST
 
@@ -506,18 +530,18 @@ START_TEST(shutdown_grace) {
 
         expect_echo(c, "warm");
         /* A request that never ends holds its stream open... */
-        ck_assert_int_eq(ts_rpc_client_call_start(c, ECHO, NULL, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_ECHO, NULL, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send_message(cc, &req.base, NULL), 0);
         usleep(50 * 1000);
         /* ...until the grace period ends and the server closes it. */
-        ts_rpc_server_shutdown(server);
-        pthread_join(server_thread, NULL);
-        ck_assert_int_eq(server_rc, 0);
+        ts_rpc_server_shutdown(main_server.s);
+        pthread_join(main_server.thread, NULL);
+        ck_assert_int_eq(main_server.rc, 0);
         ck_assert_int_eq(ts_rpc_client_call_status(cc, NULL), TS_RPC_UNAVAILABLE);
         ts_rpc_client_call_free(cc);
         ts_rpc_client_free(c);
-        server = ts_rpc_server_free(server);
-        unlink(sock_path);
+        main_server.s = ts_rpc_server_free(main_server.s);
+        unlink(main_server.path);
 }
 END_TEST
 
@@ -527,7 +551,7 @@ START_TEST(socket_file) {
         ts_rpc_server *s2;
         ts_error *err = NULL;
         ck_assert_int_eq(ts_rpc_server_new(NULL, &s2), 0);
-        ck_assert_int_eq(ts_rpc_server_listen(s2, sock_path, 0600, &err), -EADDRINUSE);
+        ck_assert_int_eq(ts_rpc_server_listen(s2, main_server.path, 0600, &err), -EADDRINUSE);
         err = ts_error_free(err);
         ts_rpc_server_free(s2);
         stop_server();
@@ -559,6 +583,187 @@ START_TEST(socket_file) {
 }
 END_TEST
 
+/* ---- handler threads, the handler queue, the caller's credentials ---- */
+
+#define GATE "/t.Gate/Wait"
+
+/* Handlers of GATE wait until the gate opens (or their call is cancelled). */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static unsigned gate_waiting;
+
+static int gate(ts_rpc_call *call, const ProtobufCMessage *m, void *userdata) {
+        pthread_mutex_lock(&gate_lock);
+        gate_waiting++;
+        pthread_cond_broadcast(&gate_cond);
+        while (!gate_open && !ts_rpc_call_cancelled(call)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 10 * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&gate_cond, &gate_lock, &ts);
+        }
+        gate_waiting--;
+        pthread_mutex_unlock(&gate_lock);
+        return ts_rpc_call_send_bytes(call, "", 0) < 0 ? TS_RPC_CANCELLED : TS_RPC_OK;
+}
+
+static const ts_rpc_method gate_method = { .path = GATE, .handler = gate };
+
+static void gate_wait_for(unsigned n) {
+        pthread_mutex_lock(&gate_lock);
+        while (gate_waiting < n)
+                pthread_cond_wait(&gate_cond, &gate_lock);
+        unsigned w = gate_waiting;
+        pthread_mutex_unlock(&gate_lock);
+        ck_assert_uint_eq(w, n);
+}
+
+static void gate_set(bool open) {
+        pthread_mutex_lock(&gate_lock);
+        gate_open = open;
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+}
+
+/* Starts a call of GATE with an empty request; its status is read later. */
+static ts_rpc_client_call *gate_call(ts_rpc_client *c) {
+        ts_rpc_call_options o = { .timeout_ns = 60 * 1000000000ull };
+        ts_rpc_client_call *cc;
+        ck_assert_int_eq(ts_rpc_client_call_start(c, GATE, &o, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_send(cc, "", 0, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_close_send(cc), 0);
+        return cc;
+}
+
+/* Waits until n calls of s wait for a handler thread. */
+static void wait_queued(ts_rpc_server *s, unsigned n) {
+        for (;;) {
+                pthread_mutex_lock(&s->lock);
+                unsigned q = s->n_queued;
+                pthread_mutex_unlock(&s->lock);
+                if (q == n)
+                        return;
+                usleep(1000);
+        }
+}
+
+START_TEST(own_handler_threads) {
+        /* blocked: handlers wait (as a provisioner's wait on containerd);
+         * other: on libuv's pool, must still answer meanwhile. Today's
+         * libuv pool has 4 threads, fewer than the 6 blocked calls. */
+        ts_rpc_server_options bo = { .handler_threads = 2 };
+        test_server blocked, other;
+        ts_rpc_client_call *cc[6];
+
+        gate_set(false);
+        test_server_start(&blocked, &bo, &gate_method, 1);
+        test_server_start(&other, NULL, NULL, 0);
+        ts_rpc_client *cb = connect_to(blocked.path), *co = connect_to(other.path);
+
+        for (int i = 0; i < 6; i++)
+                cc[i] = gate_call(cb);
+        wait_queued(blocked.s, 4);
+        gate_wait_for(2);
+
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        EchoResponse *resp = NULL;
+        ts_rpc_call_options o = { .timeout_ns = 30 * 1000000000ull };
+        for (int i = 0; i < 8; i++) {
+                req.text = "meanwhile";
+                ck_assert_int_eq(echo_call(co, TEST_ECHO, &req, &o, &resp, NULL), 0);
+                ck_assert_str_eq(resp->text, "meanwhile");
+                protobuf_c_message_free_unpacked(&resp->base, NULL);
+        }
+        /* The blocked server's other methods wait their turn in its queue. */
+        gate_set(true);
+        for (int i = 0; i < 6; i++) {
+                ck_assert_int_eq(ts_rpc_client_call_status(cc[i], NULL), TS_RPC_OK);
+                ts_rpc_client_call_free(cc[i]);
+        }
+        req.text = "after";
+        ck_assert_int_eq(echo_call(cb, TEST_ECHO, &req, &o, &resp, NULL), 0);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+        ts_rpc_client_free(cb);
+        ts_rpc_client_free(co);
+        test_server_stop(&blocked);
+        test_server_stop(&other);
+}
+END_TEST
+
+static void queue_bound(uint32_t threads) {
+        ts_rpc_server_options o = { .handler_threads = threads, .max_queued_calls = 2 };
+        ts_rpc_client_call *cc[8];
+        unsigned running = threads ? threads : 4;
+
+        gate_set(false);
+        test_server_start(&main_server, &o, &gate_method, 1);
+        ts_rpc_client *c = connect_client();
+        /* One at a time: the queue holds calls not started yet. */
+        for (unsigned i = 0; i < running; i++) {
+                cc[i] = gate_call(c);
+                gate_wait_for(i + 1);
+        }
+        cc[running] = gate_call(c);
+        wait_queued(main_server.s, 1);
+        cc[running + 1] = gate_call(c);
+        wait_queued(main_server.s, 2);
+
+        /* Past the bound: refused at once, while the others still wait. */
+        char *msg = NULL;
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        uint8_t buf[16];
+        req.text = "x";
+        size_t len = protobuf_c_message_pack(&req.base, buf);
+        ts_rpc_call_options to = { .timeout_ns = 30 * 1000000000ull };
+        ck_assert_int_eq(raw_status(c, TEST_ECHO, buf, len, &to, &msg), TS_RPC_RESOURCE_EXHAUSTED);
+        ck_assert_ptr_nonnull(strstr(msg, "2 calls wait"));
+        free(msg);
+
+        gate_set(true);
+        for (unsigned i = 0; i < running + 2; i++) {
+                ck_assert_int_eq(ts_rpc_client_call_status(cc[i], NULL), TS_RPC_OK);
+                ts_rpc_client_call_free(cc[i]);
+        }
+        expect_echo(c, "served again");
+        ts_rpc_client_free(c);
+        stop_server();
+}
+
+START_TEST(queue_bound_own_threads) {
+        queue_bound(1);
+}
+END_TEST
+
+START_TEST(queue_bound_libuv_pool) {
+        setenv("UV_THREADPOOL_SIZE", "4", 1);
+        queue_bound(0);
+}
+END_TEST
+
+START_TEST(peer_credentials) {
+        start_server(0);
+        ts_rpc_client *c = connect_client();
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        EchoResponse *resp = NULL;
+        char want[64];
+
+        req.peer = true;
+        ck_assert_int_eq(echo_call(c, TEST_ECHO, &req, NULL, &resp, NULL), 0);
+        snprintf(want, sizeof(want), "uid=%u gid=%u pid=%d", (unsigned) getuid(),
+                 (unsigned) getgid(), (int) getpid());
+        ck_assert_str_eq(resp->text, want);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        ts_rpc_client_free(c);
+        stop_server();
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("rpc-server");
         TCase *tc = tcase_create("core");
@@ -572,6 +777,10 @@ int main(void) {
         tcase_add_test(tc, graceful_shutdown);
         tcase_add_test(tc, shutdown_grace);
         tcase_add_test(tc, socket_file);
+        tcase_add_test(tc, own_handler_threads);
+        tcase_add_test(tc, queue_bound_own_threads);
+        tcase_add_test(tc, queue_bound_libuv_pool);
+        tcase_add_test(tc, peer_credentials);
         suite_add_tcase(s, tc);
         return ts_check_run(s);
 }
