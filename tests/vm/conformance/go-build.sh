@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Go programs of the snapshotter harness on the host, in GOPATH mode
 # against Debian's containerd source (golang-github-containerd-containerd-dev):
-#   OUTDIR/conformance.test    containerd's snapshotter suite (tests/conformance)
+#   OUTDIR/conformance.test    containerd's snapshotter suite (tests/vm/conformance)
 #   OUTDIR/snapshotter-bench   the snapshotter benchmark (bench/snapshotter)
-# Usage: tests/conformance/go-build.sh OUTDIR
+# Usage: tests/vm/conformance/go-build.sh OUTDIR
 # The GOPATH and GOCACHE live under OUTDIR: the guest can only run the results.
 set -euo pipefail
 out=${1:?usage: go-build.sh OUTDIR}
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 command -v go >/dev/null || { echo "go-build: 'go' not found (apt-get install golang-go)" >&2; exit 1; }
 [ -d /usr/share/gocode/src/github.com/containerd/containerd/snapshots/testsuite ] ||
   { echo "go-build: containerd's Go source not found (apt-get install golang-github-containerd-containerd-dev)" >&2; exit 1; }
@@ -22,7 +22,7 @@ mkdir -p "$gopath/src/gotest.tools"
 [ -e /usr/share/gocode/src/gotest.tools/v3 ] || ln -sfn /usr/share/gocode/src/gotest.tools "$gopath/src/gotest.tools/v3"
 export GO111MODULE=off GOPATH=$gopath:/usr/share/gocode GOCACHE=$out/gocache GOFLAGS= CGO_ENABLED=1
 # Build to a new name and rename: a guest may be running the old binary.
-go test -c -o "$out/.conformance.test.new" thinsnap.local/tests/conformance
+go test -c -o "$out/.conformance.test.new" thinsnap.local/tests/vm/conformance
 mv -f "$out/.conformance.test.new" "$out/conformance.test"
 go build -o "$out/.snapshotter-bench.new" thinsnap.local/bench/snapshotter
 mv -f "$out/.snapshotter-bench.new" "$out/snapshotter-bench"

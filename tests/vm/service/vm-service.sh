@@ -11,7 +11,7 @@ export THINSNAP_STATE_DIR=$work/state
         --log-level info 2>"$work/daemon.log" &
 pid=$!
 rc=0
-/usr/bin/python3 "$src/tests/service/snapshots_client.py" "$work/ts.sock" "$src/proto" || rc=1
+/usr/bin/python3 "$src/tests/vm/service/snapshots_client.py" "$work/ts.sock" "$src/proto" || rc=1
 kill -TERM $pid
 for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 if kill -0 $pid 2>/dev/null; then echo "FAIL: thinsnapd did not stop on SIGTERM"; kill -9 $pid; rc=1; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs containerd's snapshotter conformance suite in the VM lane.
 #
-#   tests/conformance/run.sh [--peer devmapper] [--build DIR] [--timeout S] [-- GO-TEST-ARGS...]
+#   tests/vm/conformance/run.sh [--peer devmapper] [--build DIR] [--timeout S] [-- GO-TEST-ARGS...]
 #
 # Default: against thinsnapd (through containerd's proxy client), a fresh pool
 # and daemon per case. --peer devmapper: against containerd's Go devmapper
@@ -11,7 +11,7 @@
 # binary as root inside the guest. Extra args go to the test binary, e.g.
 # -- -test.run 'TestSnapshotterConformance/Basic'.
 set -euo pipefail
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$top"
 peer=thinsnapd build=build/release timeout=
 while [ $# -gt 0 ]; do
@@ -40,7 +40,7 @@ if [ "$peer" = thinsnapd ] && [ -z "$thinsnapd" ]; then
   echo "run.sh: no thinsnapd binary in $build (target not built yet?); try --peer devmapper" >&2
   exit 1
 fi
-tests/conformance/go-build.sh "$build/go"
+tests/vm/conformance/go-build.sh "$build/go"
 
 exec tests/vm/run --cache "${TS_VM_CACHE:-$build/vm-cache}" --timeout "$timeout" -- \
   "$build/go/conformance.test" -test.root -test.v -test.timeout "$((timeout - 60))s" \

@@ -21,7 +21,7 @@ import (
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/testsuite"
 
-	"thinsnap.local/tests/conformance/harness"
+	"thinsnap.local/tests/vm/conformance/harness"
 )
 
 func envOr(name, def string) string {

@@ -33,7 +33,7 @@ thinsnap=
 thinsnapd=
 base_size=256M
 pool=ctrtest
-builder=$here/build-image
+builder=$here/../../lib/build-image
 snippet=$top_dir/deploy/containerd-thinsnap.toml
 image_dir=
 while [ $# -gt 0 ]; do

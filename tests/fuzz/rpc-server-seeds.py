@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes the seed inputs of fuzz-rpc-server into seeds/: HTTP/2 client
+"""Writes the seed inputs of fuzz-rpc-server into rpc-server-seeds/: HTTP/2 client
 conversations (after the preface, which the harness adds when the first
 byte is odd) built by hand: SETTINGS, HEADERS with literal HPACK fields,
 DATA with gRPC-framed messages."""
@@ -61,9 +61,9 @@ seeds = {
                    frame(7, 0, 0, struct.pack(">II", 0, 0)),
 }
 
-os.makedirs(os.path.join(here, "seeds"), exist_ok=True)
+os.makedirs(os.path.join(here, "rpc-server-seeds"), exist_ok=True)
 for name, body in seeds.items():
-    with open(os.path.join(here, "seeds", name), "wb") as f:
+    with open(os.path.join(here, "rpc-server-seeds", name), "wb") as f:
         f.write(b"\x01" + body)
-with open(os.path.join(here, "seeds", "http1"), "wb") as f:
+with open(os.path.join(here, "rpc-server-seeds", "http1"), "wb") as f:
     f.write(b"\x00GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -472,7 +472,7 @@ START_TEST(no_device_mapper_message) {
 END_TEST
 
 START_TEST(udev_mode) {
-        /* Run under tests/kernel/with-udev.sh, libdevmapper must be
+        /* Run under tests/vm/devmapper/with-udev.sh, libdevmapper must be
          * synchronising with udev (the node checks above then prove that
          * udev's rules made the nodes before our calls returned); run bare,
          * it must not be. */
