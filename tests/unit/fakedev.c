@@ -268,7 +268,7 @@ void ts_fakedev_fail(ts_fakedev_pool *p, const char *op, unsigned nth, int errnu
 
 void ts_fakedev_hold(ts_fakedev_pool *p, uint32_t id) {
         pool_lock(p);
-        p->dev[id].held = true;
+        p->dev[id].held |= p->dev[id].active; /* an inactive device has no node to open */
         pool_unlock(p);
 }
 

@@ -60,8 +60,9 @@ const char *ts_fakedev_calls(ts_fakedev_pool *p, char *buf, size_t len);
  * fails with -errnum. */
 void ts_fakedev_fail(ts_fakedev_pool *p, const char *op, unsigned nth, int errnum);
 
-/* A user opens (hold) or closes (unhold) device id; the last close of a
- * released device deactivates it. Writing maps bytes. */
+/* A user opens (hold; only an active device can be opened) or closes
+ * (unhold) device id; the last close of a released device deactivates it.
+ * Writing maps bytes. */
 void ts_fakedev_hold(ts_fakedev_pool *p, uint32_t id);
 void ts_fakedev_unhold(ts_fakedev_pool *p, uint32_t id);
 void ts_fakedev_write(ts_fakedev_pool *p, uint32_t id, int64_t bytes);
