@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/fault.h"
 #include "common/log.h"
 #include "common/strv.h"
@@ -435,9 +436,8 @@ static void *reaper_main(void *p) {
         for (;;) {
                 if (retry_s && !s->reap_pending && !s->stopping) {
                         /* A removal failed (its device still open, say): try again later. */
-                        struct timespec until;
-                        clock_gettime(CLOCK_MONOTONIC, &until);
-                        until.tv_sec += retry_s;
+                        int64_t at = ts_clock_mono_ns() + (int64_t) retry_s * 1000000000LL;
+                        struct timespec until = { at / 1000000000LL, at % 1000000000LL };
                         while (!s->reap_pending && !s->stopping &&
                                pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
                                 ;
