@@ -102,13 +102,14 @@ static void unlock_keys(ts_snapshotter *s, const char *ns, const char *k1, const
         pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- devices ---- */
+/* ---- records and the base device ---- */
 
 static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mount *m) {
         ts_snapdev_path(s->dev, info->dev_id, m->source, sizeof m->source);
         m->read_only = info->kind == TS_KIND_VIEW;
 }
 
+/* Runs fn in a write transaction of its own, committed when fn succeeds. */
 static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
                    ts_error **err) {
         _cleanup_txn_ ts_store_txn *txn = NULL;
