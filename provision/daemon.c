@@ -2,13 +2,13 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "provision/service.h"
 #include "rpc/server.h"
@@ -33,15 +33,6 @@ static void *serve(void *arg) {
         return NULL;
 }
 
-static int make_parent(const char *path, ts_error **err) {
-        _cleanup_free_ char *copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        char *dir = dirname(copy);
-        if (mkdir(dir, 0711) < 0 && errno != EEXIST)
-                return ts_error_set(err, errno, "create %s", dir);
-        return 0;
-}
 
 static int set_group(const char *path, const char *group, ts_error **err) {
         if (!group)
@@ -62,8 +53,8 @@ static int listen_on(ts_prov_daemon *d, const ts_prov_daemon_config *cfg, ts_err
         int r = ts_rpc_server_new(&o, &d->server);
         if (r >= 0)
                 r = ts_prov_service_register(d->server, d->prov);
-        if (r >= 0)
-                r = make_parent(d->address, err);
+        if (r >= 0 && (r = ts_mkdir_parents(d->address, 0711)) < 0)
+                ts_error_set(err, r, "create the directory of %s", d->address);
         if (r >= 0)
                 r = ts_rpc_server_listen(d->server, d->address,
                                          cfg->socket_mode ? cfg->socket_mode : 0660, err);

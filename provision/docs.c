@@ -21,7 +21,7 @@ static int read_stored(prov_job *j, prov_source *s, const char *digest, uint8_t 
         ts_error *e = NULL;
         int r = ts_ctrd_content_read(j->c, digest, TS_OCI_DOCUMENT_MAX, ret, ret_len, &e);
         if (r == -ENOENT && s) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return 1;
         }
         return r < 0 ? ts_error_move(err, &e) : 0;

@@ -27,7 +27,7 @@ void prov_image_done(prov_image *img) {
 
 static int image_from(const ts_ctrd_image *in, prov_image *ret) {
         prov_image img = { .created_ns = in->created_ns, .updated_ns = in->updated_ns };
-        int r = ts_ctrd_descriptor_copy(&in->target, &img.target);
+        int r = prov_descriptor_copy(&in->target, &img.target);
         if (r >= 0 && !(img.name = strdup(in->name)))
                 r = -ENOMEM;
         for (char *const *l = in->labels; r >= 0 && l && *l; l++)
@@ -76,7 +76,7 @@ static int find_by_digest(ts_prov *p, ts_ctrd *c, const char *digest, const char
                                         hex, found->target.digest, others[0]);
         else
                 r = image_from(found, ret);
-        ts_ctrd_images_free(v, n);
+        ts_ctrd_image_list_free(v, n);
         return r;
 }
 
@@ -88,11 +88,11 @@ static int get_by_ref(ts_ctrd *c, const char *name, bool quiet, prov_image *ret,
         _cleanup_free_ char *full = ts_ref_string(ref);
         if (!full)
                 return -ENOMEM;
-        ts_ctrd_image *img = NULL;
+        ts_ctrd_image img = { 0 };
         ts_error *e = NULL;
         r = ts_ctrd_image_get(c, full, &img, &e);
         if (r == -ENOENT && !quiet) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return ts_error_setf_plain(err, ENOENT, "image %s not found (warm it first: thinsnap "
                                                         "image pull %s)", full, name);
         }
@@ -100,8 +100,8 @@ static int get_by_ref(ts_ctrd *c, const char *name, bool quiet, prov_image *ret,
                 ts_error_move(quiet ? NULL : err, &e);
                 return r;
         }
-        r = image_from(img, ret);
-        ts_ctrd_image_free(img);
+        r = image_from(&img, ret);
+        ts_ctrd_image_done(&img);
         return r;
 }
 
@@ -341,7 +341,7 @@ static int describe(ts_prov *p, ts_ctrd *c, const prov_image *img, ts_prov_image
                 pool_state(p, c, ch, out);
         } else if (e)
                 log_debug("image %s: %s", img->name, e->msg);
-        ts_error_free(e);
+        e = ts_error_free(e);
         pthread_mutex_lock(&p->lock);
         out->warm = prov_warm_status_locked(p, img->name);
         pthread_mutex_unlock(&p->lock);
@@ -437,7 +437,7 @@ int ts_prov_image_list(ts_prov *p, ts_prov_image ***ret, size_t *ret_n, ts_error
                         n_out++;
                 prov_image_done(&img);
         }
-        ts_ctrd_images_free(v, n);
+        ts_ctrd_image_list_free(v, n);
         if (r >= 0)
                 r = add_warms(p, &out, &n_out);
         if (r < 0) {
@@ -497,6 +497,15 @@ static int sorted_copy(char *const *v, char ***ret) {
         return r;
 }
 
+static const char *stop_signal(const ts_oci_config *cfg) {
+        json_object *config, *v;
+        if (!json_object_object_get_ex(cfg->json, "config", &config) ||
+            !json_object_object_get_ex(config, "StopSignal", &v) ||
+            !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
 static int config_from(const prov_image *img, const ts_oci_config *cfg, ts_prov_image_config **ret) {
         ts_prov_image_config *c = calloc(1, sizeof(*c));
         if (!c)
@@ -513,7 +522,7 @@ static int config_from(const prov_image *img, const ts_oci_config *cfg, ts_prov_
         if (r >= 0 && (!(c->image = strdup(img->name)) || !(c->digest = strdup(img->target.digest)) ||
                        (cfg->working_dir && !(c->working_dir = strdup(cfg->working_dir))) ||
                        (cfg->user && !(c->user = strdup(cfg->user))) ||
-                       (cfg->stop_signal && !(c->stop_signal = strdup(cfg->stop_signal)))))
+                       (stop_signal(cfg) && !(c->stop_signal = strdup(stop_signal(cfg))))))
                 r = -ENOMEM;
         if (r < 0) {
                 ts_prov_image_config_free(c);

@@ -56,7 +56,7 @@ typedef struct prov_chain {
 } prov_chain;
 
 struct ts_prov {
-        char *address, *ns, *snapshotter, *docker_config;
+        char *address, *ns, *snapshotter, *docker_config, *pool;
         unsigned max_warms, max_downloads;
         bool async_remove;
 
@@ -74,11 +74,19 @@ struct ts_prov {
  * after thinsnapd). Returns 0 or -ECONNREFUSED naming the socket. */
 int prov_ctrd(ts_prov *p, ts_ctrd **ret, ts_error **err);
 
+/* After a failed unpack (r): when the pool is out of space, -ENOSPC with its
+ * figures replaces the error (containerd reports a write into a full thin
+ * device as an I/O error). Else returns r with *err unchanged. */
+int prov_explain_full_pool(ts_prov *p, int r, ts_error **err);
+
 /* Realtime clock in nanoseconds since the epoch. */
 int64_t prov_now_ns(void);
 
 /* An RFC 3339 UTC time hours from now, for containerd.io/gc.expire. */
 void prov_expiry(unsigned hours, char *buf, size_t len);
+
+/* A deep copy of d into *ret. Returns 0 or -ENOMEM. */
+int prov_descriptor_copy(const ts_ctrd_descriptor *d, ts_ctrd_descriptor *ret);
 
 /* ---- images (images.c) ---- */
 
@@ -108,6 +116,10 @@ const prov_chain *prov_chain_add(ts_prov *p, prov_chain *c);
 prov_chain *prov_chain_free(prov_chain *c);
 
 /* ---- warms (warm.c) ---- */
+
+/* Walking the warm list (caller holds p->lock): the next warm, its image name. */
+prov_warm *prov_warm_next(const prov_warm *w);
+const char *prov_warm_name(const prov_warm *w);
 
 /* Status of the warm of the image named name (normalised reference), if
  * one is queued, running or failed; NULL otherwise. Caller holds p->lock. */

@@ -1,5 +1,8 @@
 #include "prov-internal.h"
 
+#include "common/strv.h"
+#include "devmapper/pool.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,42 @@ void prov_expiry(unsigned hours, char *buf, size_t len) {
         struct tm tm;
         gmtime_r(&t, &tm);
         strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int prov_descriptor_copy(const ts_ctrd_descriptor *d, ts_ctrd_descriptor *ret) {
+        ts_ctrd_descriptor c = { .size = d->size };
+        int r = (d->media_type && !(c.media_type = strdup(d->media_type))) ||
+                                (d->digest && !(c.digest = strdup(d->digest)))
+                        ? -ENOMEM
+                        : 0;
+        for (char *const *a = d->annotations; r >= 0 && a && *a; a++)
+                r = ts_strv_push(&c.annotations, *a);
+        if (r < 0) {
+                ts_ctrd_descriptor_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+int prov_explain_full_pool(ts_prov *p, int r, ts_error **err) {
+        if (!p->pool || r == -ENOSPC || r == -ECANCELED)
+                return r;
+        ts_pool *pool = NULL;
+        ts_pool_status st;
+        ts_error *e = NULL;
+        int q = ts_pool_open(p->pool, &pool, NULL);
+        if (q >= 0)
+                q = ts_pool_get_status(pool, &st, NULL);
+        ts_pool_free(pool);
+        if (q < 0 || ts_pool_status_space(p->pool, &st, &e) >= 0)
+                return r;
+        if (err) {
+                ts_error_free(*err);
+                *err = e;
+        } else
+                ts_error_free(e);
+        return -ENOSPC;
 }
 
 int prov_ctrd(ts_prov *p, ts_ctrd **ret, ts_error **err) {
@@ -61,6 +100,8 @@ static int copy_config(ts_prov *p, const ts_prov_config *cfg) {
         p->ns = strdup(cfg->namespace ? cfg->namespace : TS_PROV_DEFAULT_NAMESPACE);
         p->snapshotter = strdup(cfg->snapshotter ? cfg->snapshotter : TS_PROV_DEFAULT_SNAPSHOTTER);
         p->docker_config = strdup(docker);
+        if (cfg->pool && !(p->pool = strdup(cfg->pool)))
+                return -ENOMEM;
         p->max_warms = cfg->max_warms ? cfg->max_warms : DEFAULT_MAX_WARMS;
         p->max_downloads = cfg->max_downloads ? cfg->max_downloads : DEFAULT_MAX_DOWNLOADS;
         p->async_remove = cfg->async_remove;
@@ -108,6 +149,7 @@ ts_prov *ts_prov_free(ts_prov *p) {
         free(p->ns);
         free(p->snapshotter);
         free(p->docker_config);
+        free(p->pool);
         pthread_cond_destroy(&p->changed);
         pthread_mutex_destroy(&p->lock);
         free(p);

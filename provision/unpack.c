@@ -59,7 +59,7 @@ static int exists(prov_job *j, const char *chain_id, ts_error **err) {
         int r = ts_ctrd_snapshot_stat(j->c, j->p->snapshotter, chain_id, &s, &e);
         ts_ctrd_snapshot_done(&s);
         if (r == -ENOENT) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return 0;
         }
         return r < 0 ? ts_error_move(err, &e) : 1;
@@ -76,7 +76,7 @@ static int prepare(prov_job *j, const char *parent, const char *chain_id, char *
                                                  ret, &e);
                 if (r != -EEXIST || try == PREPARE_TRIES)
                         return r < 0 ? ts_error_move(err, &e) : 0;
-                ts_error_free(e);
+                e = ts_error_free(e);
                 if ((r = exists(j, chain_id, err)) != 0)
                         return r;
         }
@@ -86,7 +86,7 @@ static void drop(prov_job *j, const char *key) {
         ts_error *e = NULL;
         if (ts_ctrd_snapshot_remove(j->c, j->p->snapshotter, key, &e) < 0)
                 log_warn("cannot remove extraction snapshot %s: %s", key, e->msg);
-        ts_error_free(e);
+        e = ts_error_free(e);
 }
 
 static int apply(prov_job *j, const ts_oci_descriptor *layer, const ts_ctrd_mounts *m,
@@ -129,7 +129,7 @@ static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const char 
                 ts_error *e = NULL;
                 r = ts_ctrd_snapshot_commit(j->c, j->lease, j->p->snapshotter, chain_id, key, labels, &e);
                 if (r == -EEXIST) { /* another unpack committed it first */
-                        ts_error_free(e);
+                        e = ts_error_free(e);
                         drop(j, key);
                         return 0;
                 }
@@ -247,7 +247,7 @@ int prov_unpack_and_publish(prov_job *j, const prov_docs *d, prov_layer_wait_fn 
         if (r >= 0)
                 r = unpack_all(j, m, d->cfg, chain, wait, userdata, err);
         if (r < 0)
-                return r;
+                return prov_explain_full_pool(j->p, r, err);
         char key[sizeof(LABEL_GC_SNAPSHOT) + 64];
         snprintf(key, sizeof key, LABEL_GC_SNAPSHOT "%s", j->p->snapshotter);
         if ((r = label_blob(j, m->config.digest, key, chain[n - 1], err)) < 0 ||

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,13 +97,23 @@ static uint64_t device_size(const char *device) {
         return size;
 }
 
+/* A device-mapper device: what thinsnapd's snapshots are. Another
+ * snapshotter's mount (a directory to bind) has no device to check. */
+static bool is_dm_device(const char *path) {
+        struct stat st;
+        return path && stat(path, &st) == 0 && S_ISBLK(st.st_mode) &&
+               strncmp(path, "/dev/mapper/", strlen("/dev/mapper/")) == 0;
+}
+
 /* -EBUSY naming who holds the device open beyond allowed openers. */
 static int check_unused(const char *vm, const char *device, int allowed, ts_error **err) {
+        if (!is_dm_device(device))
+                return 0;
         ts_dm_info info;
         ts_error *e = NULL;
         int r = ts_dm_info_get(dm_name(device), &info, &e);
         if (r < 0) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return r == -ENOENT || r == -ENXIO ? 0 : r;
         }
         if (!info.exists || info.open_count <= allowed)
@@ -175,7 +186,7 @@ static int lease_get(ts_prov *p, const char *id, ts_ctrd_lease **ret, size_t *re
         char *filters[] = { filter, NULL };
         int r = ts_ctrd_lease_list(p->ctrd, filters, ret, ret_n, err);
         if (r >= 0 && *ret_n == 0) {
-                ts_ctrd_leases_free(*ret, *ret_n);
+                ts_ctrd_lease_list_free(*ret, *ret_n);
                 return -ENOENT;
         }
         return r;
@@ -194,7 +205,7 @@ static int existing(ts_prov *p, const ts_prov_snapshot_request *req, const vm_na
         if (!digest || strcmp(digest, img->target.digest) != 0)
                 r = ts_error_setf_plain(err, EEXIST, "VM %s exists with image %s (%s)", req->vm_id,
                                         image ? image : "?", digest ? digest : "?");
-        ts_ctrd_leases_free(l, nl);
+        ts_ctrd_lease_list_free(l, nl);
         return r;
 }
 
@@ -209,7 +220,7 @@ static int lease_create(ts_prov *p, const ts_prov_snapshot_request *req, const v
         ts_error *e = NULL;
         int r = ts_ctrd_lease_create(p->ctrd, n->lease, labels, NULL, &e);
         if (r == -EEXIST) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return existing(p, req, n, img, err);
         }
         return r < 0 ? ts_error_move(err, &e) : 1;
@@ -224,7 +235,7 @@ static int prepare(ts_prov *p, const vm_names *n, const char *parent, const char
         int r = ts_ctrd_snapshot_prepare(p->ctrd, n->lease, p->snapshotter, n->key, parent, labels,
                                          ret, &e);
         if (r == -EEXIST) {
-                ts_error_free(e);
+                e = ts_error_free(e);
                 return ts_ctrd_snapshot_mounts(p->ctrd, p->snapshotter, n->key, ret, err);
         }
         return r < 0 ? ts_error_move(err, &e) : 0;
@@ -287,7 +298,8 @@ int ts_prov_vm_snapshot(ts_prov *p, const ts_prov_snapshot_request *req, ts_prov
  * the background: then it goes soon after). */
 static int check_gone(const char *vm, const char *device, ts_error **err) {
         ts_dm_info info;
-        if (ts_dm_info_get(dm_name(device), &info, NULL) < 0 || !info.exists)
+        if (strncmp(device, "/dev/mapper/", strlen("/dev/mapper/")) != 0 ||
+            ts_dm_info_get(dm_name(device), &info, NULL) < 0 || !info.exists)
                 return 0;
         return ts_error_setf_plain(err, EBUSY, "VM %s: its lease is gone but device %s is still there "
                                                "(containerd could not remove its snapshot: see "
@@ -309,7 +321,7 @@ int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_err
         bool had_snapshot = r >= 0;
         if (r < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
-        ts_error_free(e);
+        e = ts_error_free(e);
         if (device && (r = check_unused(vm_id, device, 0, err)) < 0)
                 return r;
         if (had_snapshot && (r = ts_ctrd_snapshot_remove(c, p->snapshotter, n.key, &e)) < 0 && r != -ENOENT)
@@ -319,7 +331,7 @@ int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_err
         bool had_lease = r >= 0;
         if (r < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
-        ts_error_free(e);
+        e = ts_error_free(e);
         if (device && !p->async_remove && (r = check_gone(vm_id, device, err)) < 0)
                 return r;
         if (ret_existed)
@@ -412,7 +424,7 @@ int ts_prov_vm_list(ts_prov *p, ts_prov_vm ***ret, size_t *ret_n, ts_error **err
         for (size_t i = 0; r >= 0 && i < n; i++)
                 if ((r = vm_from_lease(p, &v[i], &out[n_out])) > 0)
                         n_out++;
-        ts_ctrd_leases_free(v, n);
+        ts_ctrd_lease_list_free(v, n);
         if (r < 0) {
                 ts_prov_vm_list_free(out, n_out);
                 return ts_error_set(err, r, "list VMs");
@@ -449,7 +461,7 @@ int ts_prov_vm_gc(ts_prov *p, char *const *keep, size_t n_keep, char ***ret_remo
                         r = -ENOMEM;
                 else
                         r = ts_strv_push(&failed, line);
-                ts_error_free(e);
+                e = ts_error_free(e);
         }
         ts_prov_vm_list_free(v, n);
         if (r < 0)

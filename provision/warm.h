@@ -47,6 +47,18 @@ void prov_job_set_layer(prov_job *j, unsigned layer, unsigned layers);
 /* The image's target digest, once resolved. */
 void prov_job_set_digest(prov_job *j, const char *digest);
 
+/* What a warm learned of the image it publishes. */
+typedef struct prov_docs {
+        char *name;                /* the image record's name */
+        ts_ctrd_descriptor target; /* what the record points at: index or manifest */
+        char manifest[TS_DIGEST_MAX];
+        int64_t manifest_size;
+        ts_oci_manifest *m;
+        ts_oci_config *cfg;
+} prov_docs;
+
+void prov_docs_done(prov_docs *d);
+
 /* ---- the content store (content.c) ---- */
 
 /* The ingest ref containerd's client uses: "<kind>-<digest>". */
@@ -94,17 +106,6 @@ int prov_pull(prov_job *j, ts_error **err);
 /* The same from the tarball j->import_fd. */
 int prov_import(prov_job *j, ts_error **err);
 
-/* What a warm learned of the image it publishes. */
-typedef struct prov_docs {
-        char *name;                /* the image record's name */
-        ts_ctrd_descriptor target; /* what the record points at: index or manifest */
-        char manifest[TS_DIGEST_MAX];
-        int64_t manifest_size;
-        ts_oci_manifest *m;
-        ts_oci_config *cfg;
-} prov_docs;
-
-void prov_docs_done(prov_docs *d);
 
 /* Waits until layer i of the manifest is in the content store (or failed).
  * NULL when every layer is there already. */

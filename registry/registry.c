@@ -123,6 +123,11 @@ typedef struct buf {
         size_t n, cap, max;
 } buf;
 
+static void buf_done(buf *b) {
+        free(b->p);
+        b->p = NULL;
+}
+
 static int buf_append(buf *b, const void *p, size_t n) {
         if (n > b->max - b->n)
                 return -EMSGSIZE;
@@ -248,13 +253,11 @@ static int fetch_token(ts_registry *r, const ts_auth_challenge *ch, const char *
                 return ts_error_setf_plain(err, EPROTO, "registry %s: refusing token realm "
                                            "\"%.200s\" (not https, or credentials over plain HTTP)",
                                            r->domain, ch->realm);
-        _cleanup_free_ uint8_t *mem = NULL;
-        buf b = { .max = 1 << 20 };
+        _cleanup_(buf_done) buf b = { .max = 1 << 20 };
         bool fallback = true;
         int k = r->username ? token_post(r, ch, scope, &b, &fallback, err) : 0;
         if (k >= 0 && fallback)
                 k = token_get(r, ch, scope, what, &b, err);
-        mem = b.p;
         if (k < 0)
                 return k;
         char *token = NULL;
@@ -338,11 +341,12 @@ static int challenged(ts_registry *r, const char *www_authenticate, const char *
 
 typedef struct call {
         ts_registry *r;
-        const char *method, *path, *accept;
+        const char *method, *accept;
+        char *path;
         const char *repo; /* "domain/path", for authentication messages */
         const char *what; /* the object asked for, for other messages */
         char *scope;
-        bool blob;             /* redirects followed, Range resumes */
+        bool blob;             /* Range resumes */
         uint64_t offset;       /* blob: where the caller's data starts */
         int64_t size;          /* blob: its size */
         int (*sink)(void *userdata, const void *p, size_t n);
@@ -400,8 +404,8 @@ static bool same_origin(const char *a, const char *b) {
                strcmp(sa, sb) == 0 && strcasecmp(ha, hb) == 0 && pa == pb;
 }
 
-/* Where a blob redirect may lead: https anywhere; plain http only to loopback hosts or
- * from a registry that is plain HTTP itself. */
+/* Where a redirect may lead: https anywhere; plain http only to loopback hosts or from a
+ * registry that is plain HTTP itself. */
 static int redirect_target(call *c, const char *from, char **ret, ts_error **err) {
         char *to = NULL;
         if (ts_http_url_resolve(from, c->resp.location, &to) < 0)
@@ -426,7 +430,7 @@ static bool is_redirect(long st) {
         return st == 301 || st == 302 || st == 303 || st == 307 || st == 308;
 }
 
-/* One try: the request, and for blobs the redirects it leads to. 0 when an answer came. */
+/* One try: the request and the redirects it leads to. 0 when an answer came. */
 static int attempt(call *c, const char *authz, ts_error **err) {
         if (!c->blob && c->received > 0) {
                 c->restart(c->userdata);
@@ -457,7 +461,7 @@ static int attempt(call *c, const char *authz, ts_error **err) {
                 int k = ts_http_exchange(c->r->http, &q, &c->resp, err);
                 if (c->body_err)
                         return ts_error_move(err, &c->body_err);
-                if (k < 0 || !c->blob || !is_redirect(c->resp.status) || !c->resp.location)
+                if (k < 0 || !is_redirect(c->resp.status) || !c->resp.location)
                         return k;
                 if (hop == REDIRECTS_MAX)
                         return ts_error_setf_plain(err, EPROTO, "%s: more than %d redirects",
@@ -530,8 +534,10 @@ static int call_run(call *c, ts_error **err) {
                         return k;
                 }
                 long st = c->resp.status;
-                /* A blob answer that ended early without saying how long it was. */
-                bool short_blob = c->blob && c->offset + c->received < (uint64_t) c->size;
+                /* A blob answer that ended early without saying how long it would be (one
+                 * that said so and ended early failed above as a lost connection). */
+                bool short_blob = c->blob && c->offset + c->received < (uint64_t) c->size &&
+                                  c->resp.content_length < 0;
                 if (st >= 200 && st < 300) {
                         if (!short_blob || n >= r->max_attempts)
                                 return 0; /* the caller checks what arrived */
@@ -553,18 +559,28 @@ static int call_run(call *c, ts_error **err) {
         }
 }
 
-static int call_init(call *c, ts_registry *r, const char *repo_path) {
+/* A request for <kind>/<object> ("manifests", "blobs") of repository repo_path. */
+static int call_init(call *c, ts_registry *r, const char *method, const char *repo_path,
+                     const char *kind, const char *object, const char *repo, const char *what) {
         if (asprintf(&c->scope, "repository:%s:pull", repo_path) < 0) {
                 c->scope = NULL;
                 return -ENOMEM;
         }
+        if (asprintf(&c->path, "/v2/%s/%s/%s", repo_path, kind, object) < 0) {
+                c->path = NULL;
+                return -ENOMEM;
+        }
         c->r = r;
+        c->method = method;
+        c->repo = repo;
+        c->what = what;
         c->resp.content_length = -1;
         return 0;
 }
 
 static void call_done(call *c) {
         free(c->scope);
+        free(c->path);
         ts_error_free(c->body_err);
         ts_http_response_done(&c->resp);
 }
@@ -585,15 +601,9 @@ static int manifest_get(ts_registry *r, const char *repo_path, const char *objec
                         const char *accept, const char *repo, const char *what, buf *b,
                         char **ret_type, char **ret_digest, ts_error **err) {
         _cleanup_(call_done) call c = { 0 };
-        _cleanup_free_ char *path = NULL;
-        if (call_init(&c, r, repo_path) < 0 ||
-            asprintf(&path, "/v2/%s/manifests/%s", repo_path, object) < 0)
+        if (call_init(&c, r, "GET", repo_path, "manifests", object, repo, what) < 0)
                 return -ENOMEM;
-        c.method = "GET";
-        c.path = path;
         c.accept = accept;
-        c.repo = repo;
-        c.what = what;
         c.sink = buf_sink;
         c.restart = buf_restart;
         c.userdata = b;
@@ -661,16 +671,9 @@ static int descriptor_new(const char *media_type, const char *digest, int64_t si
 static int resolve_head(ts_registry *r, const ts_ref *ref, const char *repo, const char *what,
                         ts_oci_descriptor **ret, ts_error **err) {
         _cleanup_(call_done) call c = { 0 };
-        _cleanup_free_ char *path = NULL;
-        if (call_init(&c, r, ref->path) < 0 ||
-            asprintf(&path, "/v2/%s/manifests/%s", ref->path, ts_ref_object(ref)) < 0)
+        if (call_init(&c, r, "HEAD", ref->path, "manifests", ts_ref_object(ref), repo, what) < 0)
                 return -ENOMEM;
-        c.method = "HEAD";
-        c.path = path;
         c.accept = ACCEPT_MANIFESTS;
-        c.repo = repo;
-        c.what = what;
-        c.restart = buf_restart;
         ts_error *e = NULL;
         int k = call_run(&c, &e);
         *ret = NULL;
@@ -712,11 +715,10 @@ int ts_registry_resolve(ts_registry *r, const ts_ref *ref, ts_oci_descriptor **r
                         *ret = d;
                 return k;
         }
-        buf b = { .max = TS_REGISTRY_MANIFEST_MAX };
+        _cleanup_(buf_done) buf b = { .max = TS_REGISTRY_MANIFEST_MAX };
         _cleanup_free_ char *type = NULL, *sent = NULL;
         k = manifest_get(r, ref->path, ts_ref_object(ref), ACCEPT_MANIFESTS, repo, what, &b, &type,
                          &sent, err);
-        _cleanup_free_ uint8_t *mem = b.p;
         if (k == -EMSGSIZE)
                 return ts_error_setf_plain(err, EMSGSIZE, "%s: the manifest is larger than %d bytes",
                                            what, TS_REGISTRY_MANIFEST_MAX);
@@ -751,10 +753,9 @@ int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_o
                 return ts_error_setf_plain(err, EMSGSIZE, "%s: a manifest of %lld bytes is over the "
                                            "%d allowed", what, (long long) d->size,
                                            TS_REGISTRY_MANIFEST_MAX);
-        buf b = { .max = (size_t) d->size };
+        _cleanup_(buf_done) buf b = { .max = (size_t) d->size };
         _cleanup_free_ char *type = NULL, *sent = NULL;
         int k = manifest_get(r, repo_path, d->digest, accept, repo, what, &b, &type, &sent, err);
-        _cleanup_free_ uint8_t *mem = b.p;
         if (k == -EMSGSIZE)
                 return ts_error_setf_plain(err, EBADMSG, "%s: larger than the %lld bytes its "
                                            "descriptor says", what, (long long) d->size);
@@ -765,9 +766,9 @@ int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_o
                 return -ENOMEM;
         if (strcmp(digest, d->digest) != 0)
                 return mismatch(err, what, d->digest, digest);
-        if (!mem && !(mem = calloc(1, 1)))
+        if (!b.p && !(b.p = calloc(1, 1)))
                 return -ENOMEM;
-        *ret = TAKE_PTR(mem);
+        *ret = TAKE_PTR(b.p);
         *ret_len = b.n;
         return 0;
 }
@@ -801,10 +802,9 @@ static int blob_sink(void *userdata, const void *p, size_t n) {
 int ts_registry_fetch_blob(ts_registry *r, const char *repo_path, const ts_oci_descriptor *d,
                            uint64_t offset, ts_registry_sink_fn sink, void *userdata,
                            ts_error **err) {
-        _cleanup_free_ char *what = NULL, *repo = NULL, *path = NULL;
+        _cleanup_free_ char *what = NULL, *repo = NULL;
         if (asprintf(&what, "blob %s/%s@%s", r->domain, repo_path, d->digest) < 0 ||
-            asprintf(&repo, "%s/%s", r->domain, repo_path) < 0 ||
-            asprintf(&path, "/v2/%s/blobs/%s", repo_path, d->digest) < 0)
+            asprintf(&repo, "%s/%s", r->domain, repo_path) < 0)
                 return -ENOMEM;
         if (ts_digest_validate(d->digest) < 0 || d->size < 0 || offset > (uint64_t) d->size)
                 return ts_error_setf_plain(err, EINVAL, "%s: bad descriptor or offset %llu", what,
@@ -815,12 +815,8 @@ int ts_registry_fetch_blob(ts_registry *r, const char *repo_path, const ts_oci_d
         blob b = { .what = what, .size = d->size, .at = offset, .hash = h, .sink = sink,
                    .userdata = userdata };
         _cleanup_(call_done) call c = { 0 };
-        if (call_init(&c, r, repo_path) < 0)
+        if (call_init(&c, r, "GET", repo_path, "blobs", d->digest, repo, what) < 0)
                 return -ENOMEM;
-        c.method = "GET";
-        c.path = path;
-        c.repo = repo;
-        c.what = what;
         c.blob = true;
         c.offset = offset;
         c.size = d->size;

@@ -10,8 +10,8 @@
  * GET with Basic), cached per scope until it expires. Basic: the credentials directly.
  * Credentials come from the options, else from a docker config.json.
  * Retries: 408, 429 (Retry-After honoured, up to 10 s) and 5xx answers and lost
- * connections, with exponential backoff, max_attempts in all. Blob redirects are followed
- * (at most 5) without the Authorization header when they lead to another host.
+ * connections, with exponential backoff, max_attempts in all. Redirects are followed (at
+ * most 5) without the Authorization header when they lead to another host.
  *
  * Errors (-errno, and a message naming the reference, the registry or both):
  *   -EACCES      401/403 after authenticating: "authentication required for <repo>"

@@ -26,6 +26,16 @@ class Failed(Exception):
     pass
 
 
+def image_facts(imagedir):
+    """expected.json of a `build-image build` output, with "target_digest": what a registry
+    serves for its tag once skopeo pushed it (the image index of a multi-platform image, else
+    the manifest: skopeo pushes an OCI archive's image, not its index.json)."""
+    with open(os.path.join(imagedir, "expected.json")) as f:
+        exp = json.load(f)
+    exp["target_digest"] = exp.get("image_index_digest") or exp["manifest_digest"]
+    return exp
+
+
 class Lane:
     def __init__(self, bindir, srcdir, name, containerd="containerd", ctr="ctr", base_size="256M"):
         self.bindir, self.src, self.name = bindir, srcdir, name
@@ -41,6 +51,8 @@ class Lane:
                         THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1")
         self.procs = {}
         self.logs = {}
+        self.mounts = []
+        self.pools = []
         self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
@@ -68,22 +80,27 @@ class Lane:
             raise Failed(f"{' '.join(argv)} exited {p.returncode}: {p.stderr.strip()}")
         return p
 
-    def thinsnap(self, *args, check=True, timeout=900):
-        """Runs the CLI; with --json among args the parsed output, else the process."""
+    def thinsnap(self, *args, check=True, timeout=900, parse=True):
+        """Runs the CLI; with --json among args (and parse) the parsed output, else the
+        process."""
         p = self.run([f"{self.bindir}/cli/thinsnap", *args], check=check, timeout=timeout)
-        if "--json" in args and p.returncode == 0:
+        if parse and "--json" in args and p.returncode == 0:
             text = p.stdout.strip()
-            return json.loads(text) if text else None
+            try:
+                return json.loads(text) if text else None
+            except json.JSONDecodeError:  # a stream of statuses: the last one
+                return json.loads(text.splitlines()[-1])
         return p
 
     def ctr(self, *args, ns="thinsnap", check=True):
         return self.run([self.ctr_bin, "--address", self.ctd_sock, "-n", ns, *args], check=check)
 
     # ---- the pool and the daemons ----
-    def pool_create(self, data_size="4G", meta_size="64M"):
+    def pool_create(self, data_size="4G", meta_size="64M", *extra):
         self.run([f"{self.bindir}/cli/thinsnap", "pool", "create", self.pool, "--data",
-                  f"{self.work}/data", "--data-size", data_size, "--meta", f"{self.work}/meta",
-                  "--meta-size", meta_size], check=True)
+                  f"{self.work}/{self.pool}.data", "--data-size", data_size, "--meta",
+                  f"{self.work}/{self.pool}.meta", "--meta-size", meta_size, *extra], check=True)
+        self.pools.append(self.pool)
 
     def pool_status(self):
         return json.loads(self.run([f"{self.bindir}/cli/thinsnap", "pool", "status", self.pool,
@@ -108,27 +125,49 @@ class Lane:
         for s in (self.ts_sock, self.prov_sock):
             if os.path.exists(s):
                 os.unlink(s)
-        p = self.spawn("thinsnapd", [f"{self.bindir}/plugin/thinsnapd", "--root", f"{self.work}/root",
+        p = self.spawn("thinsnapd", [f"{self.bindir}/plugin/thinsnapd", "--root",
+                                     f"{self.work}/{self.pool}.root",
                                      "--pool", self.pool, "--address", self.ts_sock, "--base-size",
                                      self.base_size, "--provisioner-address", self.prov_sock,
                                      "--containerd-address", self.ctd_sock, *args])
         self.wait_for("thinsnapd's sockets",
                       lambda: os.path.exists(self.ts_sock) and os.path.exists(self.prov_sock), proc=p)
 
-    def containerd_config(self, version):
+    def start_prov_server(self, server, snapshotter):
+        """The provisioner's service alone (tests/integration/provision/prov-server), for hosts
+        without device-mapper: VMs are snapshots of snapshotter (e.g. native)."""
+        if os.path.exists(self.prov_sock):
+            os.unlink(self.prov_sock)
+        p = self.spawn("prov-server", [server, self.prov_sock, self.ctd_sock, "thinsnap",
+                                       snapshotter])
+        self.wait_for("the provisioner's socket", lambda: os.path.exists(self.prov_sock), proc=p)
+
+    def containerd_config(self, version, proxy=True):
         common = (f'root = "{self.work}/containerd"\nstate = "{self.run_dir}/containerd-state"\n'
                   f'[grpc]\n  address = "{self.ctd_sock}"\n'
-                  f'[ttrpc]\n  address = "{self.ctd_sock}.ttrpc"\n'
-                  f'[proxy_plugins.thinsnap]\n  type = "snapshot"\n  address = "{self.ts_sock}"\n')
+                  f'[ttrpc]\n  address = "{self.ctd_sock}.ttrpc"\n')
+        if proxy:
+            common += (f'[proxy_plugins.thinsnap]\n  type = "snapshot"\n'
+                       f'  address = "{self.ts_sock}"\n')
         if version >= 3:
             return ('version = 3\ndisabled_plugins = ["io.containerd.grpc.v1.cri", '
                     '"io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]\n' + common)
         return 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' + common
 
-    def start_containerd(self, config_version=2):
+    def ext4_dir(self, path, size="2G"):
+        """An ext4 filesystem on a loop device at path (in the guest, /tmp and /var/lib are
+        tmpfs, which holds no user xattrs: containerd's native snapshotter needs them)."""
+        img = f"{self.work}/{os.path.basename(path)}.ext4"
+        self.run(["truncate", "-s", size, img], check=True)
+        self.run(["mkfs.ext4", "-q", "-E", "nodiscard", img], check=True)
+        os.makedirs(path, exist_ok=True)
+        self.run(["mount", "-o", "loop", img, path], check=True)
+        self.mounts.append(path)
+
+    def start_containerd(self, config_version=2, proxy=True):
         cfg = f"{self.work}/containerd.toml"
         with open(cfg, "w") as f:
-            f.write(self.containerd_config(config_version))
+            f.write(self.containerd_config(config_version, proxy))
         if os.path.exists(self.ctd_sock):
             os.unlink(self.ctd_sock)
         p = self.spawn("containerd", [self.containerd_bin, "--config", cfg])
@@ -152,6 +191,8 @@ class Lane:
                 text = open(path, errors="replace").read().splitlines()
             except OSError:
                 continue
+            # containerd's start-up lines say nothing about a failure
+            text = [t for t in text if "loading plugin" not in t]
             print(f"---- last {lines} lines of {name}'s log ----")
             print("\n".join(text[-lines:]))
 
@@ -159,8 +200,11 @@ class Lane:
         """Stops everything, prints the tally and exits 0 (all passed) or 1."""
         for name in list(self.procs):
             self.stop(name, limit=60)
-        self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", self.pool, "--force",
-                  "--delete-files"])
+        for m in reversed(self.mounts):
+            self.run(["umount", m])
+        for pool in self.pools:
+            self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", pool, "--force",
+                      "--delete-files"])
         if self.failed:
             self.dump_logs()
         print(f"{self.passed} passed, {self.failed} failed", flush=True)

@@ -1,9 +1,12 @@
 #include <check.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "registry/auth-internal.h"
 #include "registry/http-internal.h"
+#include "registry/registry.h"
 #include "tests/unit/ts-check.h"
 
 START_TEST(challenges) {
@@ -250,6 +253,46 @@ START_TEST(http_helpers) {
 }
 END_TEST
 
+START_TEST(registry_new) {
+        ts_registry *r = NULL;
+        ts_error *err = NULL;
+        ck_assert_int_eq(ts_registry_new("docker.io", NULL, &r, NULL), 0);
+        ck_assert_ptr_null(ts_registry_free(r));
+        static const char *const bad[] = { "", "a/b", "h@x", "h?x", NULL };
+        for (size_t i = 0; i < TS_ARRAY_SIZE(bad); i++) {
+                r = NULL;
+                ck_assert_int_eq(ts_registry_new(bad[i], NULL, &r, &err), -EINVAL);
+                ck_assert_ptr_null(r);
+                ck_assert_ptr_nonnull(strstr(err->msg, "invalid registry domain"));
+                err = ts_error_free(err);
+        }
+
+        ts_registry_options o = { .ca_file = "/nonexistent/ca.pem" };
+        ck_assert_int_eq(ts_registry_new("h:5000", &o, &r, &err), -ENOENT);
+        ck_assert_ptr_nonnull(strstr(err->msg, "registry h:5000: CA file /nonexistent/ca.pem"));
+        err = ts_error_free(err);
+        o = (ts_registry_options) { .ca_pem = "not a certificate", .ca_pem_len = 17 };
+        ck_assert_int_eq(ts_registry_new("h:5000", &o, &r, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "holds no PEM certificate"));
+        err = ts_error_free(err);
+
+        char path[] = "/tmp/test-registry-config-XXXXXX";
+        int fd = mkstemp(path);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(write(fd, "{\"auths\":7}", 11), 11);
+        close(fd);
+        o = (ts_registry_options) { .docker_config = path };
+        ck_assert_int_eq(ts_registry_new("h:5000", &o, &r, &err), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(err->msg, "docker config /tmp/test-registry-config-"));
+        ck_assert_ptr_nonnull(strstr(err->msg, "\"auths\" is not an object"));
+        err = ts_error_free(err);
+        unlink(path);
+        o = (ts_registry_options) { .docker_config = "/nonexistent/config.json" };
+        ck_assert_int_eq(ts_registry_new("h:5000", &o, &r, NULL), 0); /* no file: no credentials */
+        ts_registry_free(r);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("registry-auth");
         TCase *tc = tcase_create("auth");
@@ -258,6 +301,7 @@ static Suite *suite(void) {
         tcase_add_test(tc, docker_config);
         tcase_add_test(tc, token_cache);
         tcase_add_test(tc, http_helpers);
+        tcase_add_test(tc, registry_new);
         suite_add_tcase(s, tc);
         return s;
 }

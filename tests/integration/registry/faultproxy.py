@@ -8,13 +8,18 @@ request it sees.
     proxy.requests("/blobs/")                          # [{"method", "path", "range", "auth", "status"}]
     proxy.close()
 
-Faults (each applies to the next `count` requests whose path contains `match`):
+Faults (each applies to the next `count` requests whose path contains `match`; all but
+status and redirect only to answers that upstream gave with a 2xx status):
   status    answer `code` (429, 503...) with Retry-After: `retry_after`, without asking upstream
   redirect  answer 307 to http://localhost:PORT/_redirected/<path>: another host name, served
             from the registry's storage directory, as a registry redirecting to a blob store
   corrupt   upstream's answer with one byte flipped
   truncate  upstream's answer cut after half its body, then the connection closed
   ignore-range  upstream's whole answer (200), as a server that ignores Range does
+  no-digest upstream's answer without its Docker-Content-Digest header
+  unsized   upstream's answer without Content-Length, cut after half its body (the end of
+            the connection ends the body: it looks complete)
+  short     upstream's answer cut to half its body, Content-Length saying so
   hang      upstream's headers and 64 KiB of its body, then nothing until close()
 """
 
@@ -49,13 +54,18 @@ class FaultProxy:
         with self.lock:
             self.faults, self.log = [], []
 
-    def take(self, path):
+    def take(self, path, kinds, consume=True):
+        """The first fault of one of kinds for path; consumed unless told otherwise."""
         with self.lock:
             for f in self.faults:
-                if f["match"] in path and f["count"] > 0:
-                    f["count"] -= 1
+                if f["match"] in path and f["count"] > 0 and f["kind"] in kinds:
+                    f["count"] -= consume
                     return f
         return None
+
+    def consume(self, f):
+        with self.lock:
+            f["count"] -= 1
 
     def record(self, entry):
         with self.lock:
@@ -91,12 +101,15 @@ def handler_for(proxy):
             try:
                 if self.path.startswith("/_redirected/"):
                     return self.from_storage(entry)
-                f = proxy.take(self.path)
+                f = proxy.take(self.path, ("status", "redirect"))
                 if f and f["kind"] == "status":
                     return self.empty(entry, f["code"], {"Retry-After": str(f.get("retry_after", 0))})
                 if f and f["kind"] == "redirect":
                     loc = "http://localhost:%d/_redirected%s" % (proxy.port, self.path)
                     return self.empty(entry, 307, {"Location": loc})
+                # The others spoil a good answer only (not a 401 on the way to one).
+                f = proxy.take(self.path, ("corrupt", "truncate", "ignore-range", "hang",
+                                           "no-digest", "unsized", "short"), consume=False)
                 self.forward(method, entry, f)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
@@ -132,12 +145,24 @@ def handler_for(proxy):
             resp = conn.getresponse()
             body = resp.read()
             conn.close()
+            if f and 200 <= resp.status < 300:
+                proxy.consume(f)
+            else:
+                f = None
             entry["status"] = resp.status
             self.send_response(resp.status)
+            drop = DROP_HEADERS + (("docker-content-digest",) if f and f["kind"] == "no-digest" else ())
             for k, v in resp.getheaders():
-                if k.lower() not in DROP_HEADERS:
+                if k.lower() not in drop:
                     self.send_header(k, v)
             length = resp.getheader("Content-Length") if method == "HEAD" else str(len(body))
+            kind = f["kind"] if f else None
+            if kind in ("unsized", "short") and method == "GET":
+                body = body[:len(body) // 2]
+                length = None if kind == "unsized" else str(len(body))
+                if kind == "unsized":
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
             if length is not None:
                 self.send_header("Content-Length", length)
             self.end_headers()

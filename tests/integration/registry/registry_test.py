@@ -241,6 +241,17 @@ def run_faults(t, proxy, exp, args):
     t.pulls("truncated, then Range ignored", ref, exp, *args)
 
     proxy.clear()
+    proxy.fault("unsized", path)
+    t.pulls("cut short, no Content-Length", ref, exp, *args)
+    ranges = [r["range"] for r in proxy.requests(path)]
+    t.check("cut short: resumed with Range", len(ranges) == 2 and ranges[1] is not None, str(ranges))
+
+    proxy.clear()
+    proxy.fault("short", path)
+    t.fails("shorter than its descriptor", ref, errno.EBADMSG,
+            "blob %s/private/img@%s: ended after" % (proxy.host, big), *args)
+
+    proxy.clear()
     proxy.fault("redirect", path)
     t.pulls("redirect to another host", ref, exp, *args)
     hops = proxy.requests(big)
@@ -248,6 +259,13 @@ def run_faults(t, proxy, exp, args):
             len(hops) == 2 and hops[0]["auth"] and hops[0]["status"] == 307 and
             hops[1]["path"].startswith("/_redirected/") and not hops[1]["auth"] and
             hops[1]["status"] == 200, str(hops))
+
+    proxy.clear()
+    proxy.fault("redirect", "/manifests/" + exp["manifest_digest"])
+    t.pulls("manifest redirected to another host", ref, exp, *args)
+    hops = proxy.requests("/manifests/" + exp["manifest_digest"])
+    t.check("manifest redirect: no Authorization to the other host",
+            [(h["status"], h["auth"]) for h in hops] == [(307, True), (200, False)], str(hops))
 
     for code in (429, 503):
         proxy.clear()
@@ -259,6 +277,25 @@ def run_faults(t, proxy, exp, args):
     proxy.clear()
     proxy.fault("status", "/manifests/", count=1, code=500)
     t.pulls("manifest 500 once", ref, exp, *args)
+
+    tag = "/private/img/manifests/v1"
+    proxy.clear()
+    proxy.fault("status", tag, code=405)
+    t.pulls("HEAD refused (405)", ref, exp, *args)
+    seen = [(r["method"], r["status"]) for r in proxy.requests(tag)]
+    t.check("405: GET after HEAD", seen[0] == ("HEAD", 405) and seen[-1] == ("GET", 200) and
+            all(m == "GET" for m, _ in seen[1:]), str(seen))
+
+    proxy.clear()
+    proxy.fault("no-digest", tag)
+    t.pulls("HEAD without Docker-Content-Digest", ref, exp, *args)
+    seen = [(r["method"], r["status"]) for r in proxy.requests(tag)]
+    t.check("no digest: GET and hash", seen[-2:] == [("HEAD", 200), ("GET", 200)], str(seen))
+
+    proxy.clear()
+    proxy.fault("corrupt", "/manifests/" + exp["manifest_digest"])
+    t.fails("corrupt manifest", ref, errno.EBADMSG, "digest mismatch: expected %s, got sha256:"
+            % exp["manifest_digest"], *args)
 
     proxy.clear()
     proxy.fault("status", path, count=10, code=503)
