@@ -99,7 +99,7 @@ static int set_string(char **dst, value *v) {
         return 0;
 }
 
-static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line, ts_error **err) {
+static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_error **err) {
         static const char *const string_keys[] = {
                 "root", "pool", "address", "mkfs", "provisioner_address", "provisioner_group",
                 "containerd_address", "namespace", "snapshotter_name",
@@ -159,7 +159,7 @@ static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line
         return line_error(err, line, key, "unknown setting");
 }
 
-int ts_config_parse(const char *text, size_t len, ts_daemon_config *cfg, ts_error **err) {
+int ts_config_parse(const char *text, size_t len, ts_config *cfg, ts_error **err) {
         const char *p = text, *end = text + len;
         unsigned line = 0;
         while (p < end) {
@@ -198,7 +198,7 @@ int ts_config_parse(const char *text, size_t len, ts_daemon_config *cfg, ts_erro
         return 0;
 }
 
-int ts_config_load(const char *path, ts_daemon_config *cfg, ts_error **err) {
+int ts_config_load(const char *path, ts_config *cfg, ts_error **err) {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
         if (!f)
                 return ts_error_set(err, errno, "config %s", path);
@@ -217,7 +217,7 @@ int ts_config_load(const char *path, ts_daemon_config *cfg, ts_error **err) {
         return 0;
 }
 
-void ts_daemon_config_done(ts_daemon_config *cfg) {
+void ts_config_done(ts_config *cfg) {
         free(cfg->root);
         free(cfg->pool);
         free(cfg->address);

@@ -91,7 +91,7 @@ static void set_opt(char **dst, const char *v) {
 }
 
 /* The provisioner's settings: the command line wins over the file. */
-static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config *file,
+static int start_provisioner(const ts_config *cli, const ts_config *file,
                              const char *pool, bool async_remove, ts_prov_daemon **ret,
                              ts_error **err) {
         if (cli->no_provisioner || file->no_provisioner)
@@ -166,8 +166,8 @@ int main(int argc, char **argv) {
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
-        ts_daemon_config file = { .socket_mode = 0660 };
-        ts_daemon_config cli = { 0 };
+        ts_config file = { .socket_mode = 0660 };
+        ts_config cli = { 0 };
         const char *config_path = NULL;
         bool async = false, discard = false, mode_set = false;
         int exit_code = 1;
@@ -303,7 +303,7 @@ out:
                 unlink(address);
         ts_snapshotter_close(snap);
         ts_error_free(err);
-        ts_daemon_config_done(&file);
-        ts_daemon_config_done(&cli);
+        ts_config_done(&file);
+        ts_config_done(&cli);
         return exit_code;
 }

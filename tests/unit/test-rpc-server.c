@@ -1,5 +1,5 @@
 /* The rpc server and client against each other, in one process, over a
- * real unix socket, with the test service (tests/rpc/testsvc.proto). */
+ * real unix socket, with the test service (tests/lib/testsvc/testsvc.proto). */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The provisioner on this host, against real parts: Debian's docker-registry on 127.0.0.1
-with images built by tests/containerd/build-image and pushed with skopeo, a containerd of
+with images built by tests/lib/build-image and pushed with skopeo, a containerd of
 the test's own with its native snapshotter (the host has no device-mapper: the VM lane's
 vm-provision-e2e runs the same flows on thinsnapd), the provisioner's service
 (prov-server) and the `thinsnap image|vm` CLI.
@@ -23,7 +23,7 @@ from registry import Registry  # noqa: E402
 
 
 def build_image(lane, out, seed, name, *extra):
-    subprocess.run([sys.executable, f"{lane.src}/tests/containerd/build-image", "build", out,
+    subprocess.run([sys.executable, f"{lane.src}/tests/lib/build-image", "build", out,
                     "--seed", str(seed), "--name", name, *extra], check=True,
                    stdout=subprocess.DEVNULL)
     return image_facts(out)
@@ -37,7 +37,7 @@ def pull(lane, ref, *extra):
 
 
 def scan(lane, path):
-    return json.loads(lane.run([sys.executable, f"{lane.src}/tests/containerd/build-image",
+    return json.loads(lane.run([sys.executable, f"{lane.src}/tests/lib/build-image",
                                 "scan", path], check=True).stdout)
 
 

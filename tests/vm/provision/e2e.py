@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The provisioner end to end, in the VM lane (root, dm-thin), against real parts: Debian's
-docker-registry on 127.0.0.1 with an image built by tests/containerd/build-image and pushed
+docker-registry on 127.0.0.1 with an image built by tests/lib/build-image and pushed
 with skopeo, a real containerd with thinsnapd as its proxy snapshotter, and the `thinsnap`
 CLI talking to thinsnapd's provisioner.
 
@@ -34,7 +34,7 @@ NAME = "e2e/img:v1"
 
 
 def builder(lane):
-    return [sys.executable, f"{lane.src}/tests/containerd/build-image"]
+    return [sys.executable, f"{lane.src}/tests/lib/build-image"]
 
 
 def scan_device(lane, dev, mnt):
