@@ -30,14 +30,14 @@ fi
 cmake --build "$build" -j2 --target thinsnap thinsnapd >/dev/null
 thinsnap=$build/cli/thinsnap
 thinsnapd=$build/plugin/thinsnapd
-tests/conformance/go-build.sh "$build/go" provisioner-bench
+tests/vm/conformance/go-build.sh "$build/go" provisioner-bench
 
 # The guest sees the host's / read-only, except its own /tmp: everything it reads lives
 # under $out, and what it writes goes to the results share, kept and copied back. The image
 # is pushed here (skopeo takes minutes under TCG); the guest serves a copy of the storage.
 rm -rf "$out/flows" "$out/vm" "$out/registry"
 mkdir -p "$out/vm" "$out/flows"
-/usr/bin/python3 tests/containerd/build-image build "$out/image" --layers 3 \
+/usr/bin/python3 tests/lib/build-image build "$out/image" --layers 3 \
   --name 127.0.0.1:5000/bench/img:v1 >/dev/null
 registry=(/usr/bin/python3 tests/lib/registry.py)
 "${registry[@]}" start "$out/registry" >/dev/null

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,64 +69,59 @@ typedef struct image_args {
         const char *cmd; /* "image pull" */
         const char *address, *platform, *user, *ca_file, *name;
         bool json, plain_http, password_stdin, detach;
+        bool stream; /* prints JSON lines: pull and import */
         char **args;
         int n_args;
 } image_args;
 
-/* Returns 0, or an exit code (help printed: -1 mapped to TS_EXIT_OK). */
-static int parse(int argc, char **argv, const char *cmd, const char *allowed, image_args *a) {
-        static const struct option opts[] = {
-                { "address", required_argument, NULL, OPT_ADDRESS },
-                { "json", no_argument, NULL, OPT_JSON },
-                { "platform", required_argument, NULL, OPT_PLATFORM },
-                { "plain-http", no_argument, NULL, OPT_PLAIN_HTTP },
-                { "user", required_argument, NULL, OPT_USER },
-                { "password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN },
-                { "ca-file", required_argument, NULL, OPT_CA_FILE },
-                { "detach", no_argument, NULL, OPT_DETACH },
-                { "name", required_argument, NULL, OPT_NAME },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        *a = (image_args) { .cmd = cmd };
-        optind = 1;
-        opterr = 0;
-        int c;
-        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-                const char *name = c >= OPT_ADDRESS ? opts[c - OPT_ADDRESS].name : NULL;
-                if (name && !strstr(allowed, name))
-                        return ts_cli_usage_error(cmd, "%s takes no --%s", cmd, name);
-                switch (c) {
-                case 'h': fputs(image_help, stdout); return -1;
-                case OPT_ADDRESS: a->address = optarg; break;
-                case OPT_JSON: a->json = true; break;
-                case OPT_PLATFORM: a->platform = optarg; break;
-                case OPT_PLAIN_HTTP: a->plain_http = true; break;
-                case OPT_USER: a->user = optarg; break;
-                case OPT_PASSWORD_STDIN: a->password_stdin = true; break;
-                case OPT_CA_FILE: a->ca_file = optarg; break;
-                case OPT_DETACH: a->detach = true; break;
-                case OPT_NAME: a->name = optarg; break;
-                case ':': return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-                default: return ts_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-                }
+static const struct option image_opts[] = {
+        { "address", required_argument, NULL, OPT_ADDRESS },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "platform", required_argument, NULL, OPT_PLATFORM },
+        { "plain-http", no_argument, NULL, OPT_PLAIN_HTTP },
+        { "user", required_argument, NULL, OPT_USER },
+        { "password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN },
+        { "ca-file", required_argument, NULL, OPT_CA_FILE },
+        { "detach", no_argument, NULL, OPT_DETACH },
+        { "name", required_argument, NULL, OPT_NAME },
+        { "help", no_argument, NULL, 'h' },
+        {},
+};
+
+static int image_opt(void *ud, int opt, const char *arg) {
+        image_args *a = ud;
+        switch (opt) {
+        case OPT_ADDRESS: a->address = arg; break;
+        case OPT_JSON: a->json = true; break;
+        case OPT_PLATFORM: a->platform = arg; break;
+        case OPT_PLAIN_HTTP: a->plain_http = true; break;
+        case OPT_USER: a->user = arg; break;
+        case OPT_PASSWORD_STDIN: a->password_stdin = true; break;
+        case OPT_CA_FILE: a->ca_file = arg; break;
+        case OPT_DETACH: a->detach = true; break;
+        case OPT_NAME: a->name = arg; break;
         }
-        a->args = argv + optind;
-        a->n_args = argc - optind;
         return 0;
 }
 
+/* Returns 0, -1 (help printed) or an exit code. */
+static int parse(int argc, char **argv, const char *cmd, const char *allowed, image_args *a) {
+        ts_cli_opts o = { cmd, image_opts, OPT_ADDRESS, allowed, image_help };
+        *a = (image_args) { .cmd = cmd };
+        int first = 0;
+        int r = ts_cli_getopt(&o, argc, argv, image_opt, a, &first);
+        a->args = argv + first;
+        a->n_args = argc - first;
+        return r;
+}
+
 static int need_args(const image_args *a, int min, int max, const char *what) {
-        if (a->n_args < min)
-                return ts_cli_usage_error(a->cmd, "expected %s", what);
-        if (max >= 0 && a->n_args > max)
-                return ts_cli_usage_error(a->cmd, "unexpected argument '%s'", a->args[max]);
-        return 0;
+        return ts_cli_need_args(a->cmd, a->args, a->n_args, min, max, what);
 }
 
 /* The call's failure: one line on stderr, and a JSON object with --json. */
 static int failed(const image_args *a, const ts_error *err, int r) {
-        return ts_cli_fail_json(a->cmd, a->json, err, r);
+        return ts_cli_fail_json_as(a->cmd, a->json, a->stream, err, r);
 }
 
 static int connect_service(const image_args *a, ts_rpc_client **ret, ts_error **err) {
@@ -217,6 +211,7 @@ static int cmd_pull(int argc, char **argv) {
                 return r < 0 ? TS_EXIT_OK : r;
         if ((r = need_args(&a, 1, 1, "one REF")))
                 return r;
+        a.stream = true;
         Thinsnap__V1__PullImageRequest req = THINSNAP__V1__PULL_IMAGE_REQUEST__INIT;
         req.ref = a.args[0];
         req.platform = (char *) (a.platform ? a.platform : "");
@@ -250,6 +245,7 @@ static int cmd_import(int argc, char **argv) {
                 return r < 0 ? TS_EXIT_OK : r;
         if ((r = need_args(&a, 1, 1, "one FILE")))
                 return r;
+        a.stream = true;
         /* The daemon opens it: hand it an absolute path, checked here first
          * so a typo reads as the caller's mistake. */
         _cleanup_free_ char *path = realpath(a.args[0], NULL);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "common/parse.h"
+#include "cli.h"
 #include "pbjson.h"
 
 #define BAR 24
@@ -71,11 +72,7 @@ static void draw(ts_cli_progress *p, const Thinsnap__V1__WarmStatus *s) {
 
 void ts_cli_progress_show(ts_cli_progress *p, const Thinsnap__V1__WarmStatus *s) {
         if (p->json) {
-                json_object *o = ts_pbjson_from_message(&s->base);
-                puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
-                fflush(stdout);
-                json_object_put(o);
+                ts_cli_print_json_line(ts_pbjson_from_message(&s->base));
         } else if (p->tty)
                 draw(p, s);
         else if (((int) s->state << 16 | (int) s->layer) != p->last_state) {

@@ -9,12 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put)
-#define _cleanup_json_ _cleanup_(json_object_putp)
+#include "common/fs.h"
+#include "common/json.h"
 
 #define STATE_VERSION 1
 
-ts_poolspec *ts_poolspec_free(ts_poolspec *s) {
+ts_poolspec *ts_poolstate_free(ts_poolspec *s) {
         if (s) {
                 free(s->name);
                 free(s->data.path);
@@ -174,8 +174,9 @@ static char *state_path(const char *dir, const char *name, const char *suffix) {
 }
 
 int ts_poolstate_write(const char *dir, const ts_poolspec *s, ts_error **err) {
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-                return ts_error_set(err, errno, "pool state directory %s", dir);
+        int r = ts_mkdir_p(dir, 0700);
+        if (r < 0)
+                return ts_error_set(err, r, "pool state directory %s", dir);
         _cleanup_free_ char *json = NULL;
         if (ts_poolstate_to_json(s, &json) < 0)
                 return ts_error_set(err, ENOMEM, "pool state of %s", s->name);
@@ -256,7 +257,7 @@ static bool dev_equal(const ts_pooldev *a, const ts_pooldev *b) {
         return strcmp(a->path, b->path) == 0 && a->is_file == b->is_file && a->size == b->size;
 }
 
-bool ts_poolspec_equal(const ts_poolspec *a, const ts_poolspec *b) {
+bool ts_poolstate_equal(const ts_poolspec *a, const ts_poolspec *b) {
         return strcmp(a->name, b->name) == 0 && dev_equal(&a->data, &b->data) &&
                dev_equal(&a->meta, &b->meta) &&
                a->params.data_block_sectors == b->params.data_block_sectors &&

@@ -33,7 +33,7 @@ import (
 	"github.com/containerd/containerd/snapshots"
 
 	"thinsnap.local/bench/concurrent"
-	"thinsnap.local/tests/conformance/harness"
+	"thinsnap.local/tests/vm/conformance/harness"
 )
 
 var (

@@ -2,9 +2,18 @@
 """A real OCI registry for tests: Debian's docker-registry (distribution 2.8) on a free
 127.0.0.1 port, its storage under a directory of the caller's, images pushed with skopeo.
 
-  registry.py start DIR [--mode plain] [--port N]
+  registry.py start DIR [--mode plain|tls-basic|token] [--port N]
       starts the registry in the background and prints its facts as JSON (also kept in
       DIR/registry.json): {"mode", "host": "127.0.0.1:PORT", "url", "pids", "dir", ...}
+        plain      plain HTTP, no authentication
+        tls-basic  HTTPS with a certificate from a CA made here ("ca": its PEM file), and
+                   htpasswd Basic authentication ("username", "password")
+        token      plain HTTP with the distribution token flow: a token service started here
+                   ("token_url", "service", "token_log") signs RS256 JWTs; anonymous pulls
+                   are granted for repositories under public/, everything else needs
+                   "username" and "password". Tokens live "token_expires" seconds.
+      tls-basic and token also write "docker_config", a docker config.json with the
+      credentials.
   registry.py push DIR ARCHIVE NAME[:TAG] [--all]
       skopeo copy oci-archive:ARCHIVE docker://HOST/NAME:TAG (--all: every manifest of an
       index, for multi-platform images)
@@ -20,10 +29,14 @@ As a module (tests/lib on sys.path):
 
 Works on the host and inside the QEMU lane's guest (where only /tmp, /var/tmp, /run and
 /var/lib are writable): everything is written under DIR, skopeo's temp files included.
-Python's standard library only.
+Python's standard library for plain mode; python3-cryptography and python3-jwt (and
+htpasswd from apache2-utils) for the others.
 """
 
 import argparse
+import base64
+import datetime
+import hashlib
 import json
 import os
 import secrets
@@ -31,13 +44,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 SKOPEO_BIN = "/usr/bin/skopeo"
-MODES = ("plain",)
+HTPASSWD_BIN = "/usr/bin/htpasswd"
+MODES = ("plain", "tls-basic", "token")
+SERVICE = "thinsnap-test-registry"
+ISSUER = "thinsnap-test-token-issuer"
+TOKEN_EXPIRES = 300
 
 
 class Fail(Exception):
@@ -110,6 +130,8 @@ class Registry:
         else:
             raise Fail("docker-registry did not start; see %s"
                        % os.path.join(self.dir, "registry.log"))
+        if self.mode != "plain":
+            self.write_docker_config()
         self.facts["pids"] = [p.pid for p in self.procs]
         with open(os.path.join(self.dir, "registry.json"), "w") as fh:
             json.dump(self.facts, fh, indent=1, sort_keys=True)
@@ -117,7 +139,45 @@ class Registry:
         return self.facts
 
     def prepare_mode(self):
-        pass
+        if self.mode == "plain":
+            return
+        self.facts.update(username="thinsnap", password=secrets.token_hex(8))
+        if self.mode == "tls-basic":
+            self.facts["ca"] = make_tls(self.dir)
+            path = os.path.join(self.dir, "htpasswd")
+            r = subprocess.run([HTPASSWD_BIN, "-Bbc", path, self.facts["username"],
+                                self.facts["password"]], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise Fail("htpasswd: %s" % r.stderr.strip())
+        else:
+            self.start_token_service()
+
+    def start_token_service(self):
+        make_token_key(self.dir)
+        self.facts.update(service=SERVICE, token_log=os.path.join(self.dir, "token.log"),
+                          token_expires=TOKEN_EXPIRES)
+        with open(os.path.join(self.dir, "token.json"), "w") as fh:
+            json.dump(self.facts, fh)
+        log = open(os.path.join(self.dir, "token-service.log"), "ab")
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "token-service",
+                                 self.dir], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=log, start_new_session=True)
+        log.close()
+        line = proc.stdout.readline().decode().strip()
+        proc.stdout.close()
+        if not line.isdigit():
+            stop_pid(proc.pid)
+            raise Fail("the token service did not start; see %s/token-service.log" % self.dir)
+        self.procs.append(proc)
+        self.facts["token_url"] = "http://127.0.0.1:%s/token" % line
+
+    def write_docker_config(self):
+        auth = base64.b64encode(("%s:%s" % (self.facts["username"], self.facts["password"]))
+                                .encode()).decode()
+        path = os.path.join(self.dir, "docker-config.json")
+        with open(path, "w") as fh:
+            json.dump({"auths": {self.facts["host"]: {"auth": auth}}}, fh)
+        self.facts["docker_config"] = path
 
     def config(self, port):
         cfg = {
@@ -129,6 +189,15 @@ class Registry:
             "http": {"addr": "127.0.0.1:%d" % port, "secret": secrets.token_hex(16)},
             "health": {"storagedriver": {"enabled": False}},
         }
+        if self.mode == "tls-basic":
+            cfg["http"]["tls"] = {"certificate": os.path.join(self.dir, "server.crt"),
+                                  "key": os.path.join(self.dir, "server.key")}
+            cfg["auth"] = {"htpasswd": {"realm": "thinsnap-test",
+                                        "path": os.path.join(self.dir, "htpasswd")}}
+        elif self.mode == "token":
+            cfg["auth"] = {"token": {"realm": self.facts["token_url"], "service": SERVICE,
+                                     "issuer": ISSUER,
+                                     "rootcertbundle": os.path.join(self.dir, "token.crt")}}
         return cfg
 
     def start_registry(self, port):
@@ -173,7 +242,12 @@ class Registry:
 
     # ---- images ----
     def skopeo_dest_args(self):
-        return ["--dest-tls-verify=false"]
+        if self.mode == "plain":
+            return ["--dest-tls-verify=false"]
+        creds = ["--dest-creds", "%s:%s" % (self.facts["username"], self.facts["password"])]
+        if self.mode == "tls-basic":
+            return ["--dest-cert-dir", os.path.join(self.dir, "certs")] + creds
+        return ["--dest-tls-verify=false"] + creds
 
     def push(self, archive, name, all_manifests=False):
         """Pushes an OCI archive as 127.0.0.1:PORT/name (name with :tag or @digest)."""
@@ -193,6 +267,202 @@ class Registry:
         if r.returncode != 0:
             raise Fail("skopeo copy %s -> %s/%s failed: %s"
                        % (archive, self.host, name, (r.stderr or r.stdout).strip()))
+
+
+# ---- keys and certificates (python3-cryptography) ----
+
+NOT_BEFORE = datetime.datetime(2020, 1, 1)
+NOT_AFTER = datetime.datetime(2100, 1, 1)
+
+
+def write_pem(path, data, mode=0o644):
+    with open(path, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, mode)
+
+
+def make_tls(dir):
+    """A CA (DIR/ca.crt, also DIR/certs/ca.crt for skopeo) and a certificate for 127.0.0.1
+    and localhost signed by it (DIR/server.crt, server.key). Returns the CA's path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import ipaddress
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def builder(subject, issuer, pub):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                .public_key(pub).serial_number(x509.random_serial_number())
+                .not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    usage = dict(content_commitment=False, key_encipherment=False, data_encipherment=False,
+                 key_agreement=False, encipher_only=False, decipher_only=False)
+    ca = (builder(name("thinsnap test CA"), name("thinsnap test CA"), ca_key.public_key())
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       **usage), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (builder(name("127.0.0.1"), ca.subject, key.public_key())
+            .add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False,
+                                         crl_sign=False, **usage), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    ca_pem = ca.public_bytes(pem)
+    write_pem(os.path.join(dir, "ca.crt"), ca_pem)
+    os.makedirs(os.path.join(dir, "certs"), exist_ok=True)
+    write_pem(os.path.join(dir, "certs", "ca.crt"), ca_pem)
+    write_pem(os.path.join(dir, "server.crt"), cert.public_bytes(pem))
+    write_pem(os.path.join(dir, "server.key"), key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+    return os.path.join(dir, "ca.crt")
+
+
+def make_token_key(dir):
+    """The token service's RSA key (DIR/token.key) and a self-signed certificate for it
+    (DIR/token.crt), the registry's rootcertbundle."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ISSUER)])
+    cert = (x509.CertificateBuilder().subject_name(n).issuer_name(n)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOT_BEFORE).not_valid_after(NOT_AFTER)
+            .sign(key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    write_pem(os.path.join(dir, "token.crt"), cert.public_bytes(pem))
+    write_pem(os.path.join(dir, "token.key"), key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+
+
+def libtrust_key_id(public_key):
+    """The key id distribution looks a token's "kid" up by (libtrust's form): base32 of
+    the first 240 bits of the sha256 of the DER public key, in groups of four."""
+    from cryptography.hazmat.primitives import serialization
+    der = public_key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    s = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(s[i:i + 4] for i in range(0, len(s), 4))
+
+
+# ---- the token service ----
+
+class TokenService:
+    """Answers GET (Basic credentials or anonymous) and POST (OAuth2 password grant) on
+    /token with an RS256 JWT granting what the caller may do; logs each request as a JSON
+    line: {"method", "user", "scopes", "status"}."""
+
+    def __init__(self, facts):
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        self.jwt, self.facts = jwt, facts
+        with open(os.path.join(facts["dir"], "token.key"), "rb") as fh:
+            self.key = serialization.load_pem_private_key(fh.read(), None)
+        self.kid = libtrust_key_id(self.key.public_key())
+        self.log_lock = threading.Lock()
+
+    def log(self, entry):
+        with self.log_lock, open(self.facts["token_log"], "a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def grant(self, user, scopes):
+        access = []
+        for scope in scopes:
+            parts = scope.split(":")
+            if len(parts) != 3 or parts[0] != "repository":
+                continue
+            actions = [a for a in parts[2].split(",")
+                       if user or (a == "pull" and parts[1].startswith("public/"))]
+            access.append({"type": "repository", "name": parts[1], "actions": actions})
+        now = int(time.time())
+        claims = {"iss": ISSUER, "sub": user or "", "aud": self.facts["service"],
+                  "exp": now + self.facts["token_expires"], "nbf": now - 10, "iat": now,
+                  "jti": secrets.token_hex(8), "access": access}
+        return self.jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    def answer(self, method, params, basic):
+        """(status, body) for a request with query or form params and Basic credentials."""
+        creds = None
+        if method == "POST":
+            if params.get("grant_type", [""])[0] != "password":
+                return 400, {"error": "unsupported_grant_type"}
+            creds = (params.get("username", [""])[0], params.get("password", [""])[0])
+        elif basic:
+            creds = basic
+        scopes = [x for s in params.get("scope", []) for x in s.split(" ") if x]
+        user = None
+        if creds:
+            if creds != (self.facts["username"], self.facts["password"]):
+                self.log({"method": method, "user": creds[0], "scopes": scopes, "status": 401})
+                return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}
+            user = creds[0]
+        token = self.grant(user, scopes)
+        self.log({"method": method, "user": user, "scopes": scopes, "status": 200})
+        # GET answers "token", POST "access_token", as Docker Hub's endpoints do.
+        key = "access_token" if method == "POST" else "token"
+        return 200, {key: token, "expires_in": self.facts["token_expires"]}
+
+
+def token_handler(service):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def reply(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def basic(self):
+            h = self.headers.get("Authorization", "")
+            if not h.startswith("Basic "):
+                return None
+            user, _, password = base64.b64decode(h[6:]).decode().partition(":")
+            return (user, password)
+
+        def do_GET(self):
+            u = urllib.parse.urlsplit(self.path)
+            if u.path != "/token":
+                return self.reply(404, {})
+            self.reply(*service.answer("GET", urllib.parse.parse_qs(u.query), self.basic()))
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length", "0"))
+            form = urllib.parse.parse_qs(self.rfile.read(n).decode())
+            if urllib.parse.urlsplit(self.path).path != "/token":
+                return self.reply(404, {})
+            self.reply(*service.answer("POST", form, None))
+
+    return Handler
+
+
+def run_token_service(dir):
+    with open(os.path.join(dir, "token.json")) as fh:
+        facts = json.load(fh)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), token_handler(TokenService(facts)))
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
 
 
 def load_facts(dir):
@@ -226,6 +496,8 @@ def main():
     p.add_argument("--all", action="store_true")
     t = sub.add_parser("stop")
     t.add_argument("dir")
+    k = sub.add_parser("token-service", help="(started by start --mode token)")
+    k.add_argument("dir")
     a = ap.parse_args()
     try:
         if a.cmd == "start":
@@ -235,6 +507,8 @@ def main():
             print()
         elif a.cmd == "push":
             attach(a.dir).push(a.archive, a.name, a.all)
+        elif a.cmd == "token-service":
+            run_token_service(a.dir)
         elif a.cmd == "stop":
             for pid in load_facts(a.dir).get("pids", []):
                 stop_pid(pid)

@@ -6,7 +6,7 @@
 #include "plugin/config.h"
 #include "tests/unit/ts-check.h"
 
-static int parse(const char *text, ts_daemon_config *cfg, char **msg) {
+static int parse(const char *text, ts_config *cfg, char **msg) {
         ts_error *err = NULL;
         int r = ts_config_parse(text, strlen(text), cfg, &err);
         if (msg)
@@ -16,7 +16,7 @@ static int parse(const char *text, ts_daemon_config *cfg, char **msg) {
 }
 
 START_TEST(full_file) {
-        ts_daemon_config c = { .socket_mode = 0660 };
+        ts_config c = { .socket_mode = 0660 };
         const char *text = "# thinsnapd\n"
                            "root = \"/var/lib/thinsnap\"\n"
                            "  pool=\"tp\"   # trailing comment\n"
@@ -48,7 +48,7 @@ START_TEST(full_file) {
         ck_assert(c.discard_on_remove);
         ck_assert_int_eq(parse("discard_on_remove = false\nasync_remove = false", &c, NULL), 0);
         ck_assert(!c.discard_on_remove && !c.async_remove);
-        ts_daemon_config_done(&c);
+        ts_config_done(&c);
 }
 END_TEST
 
@@ -74,19 +74,19 @@ START_TEST(bad_lines) {
                 { "pool = \"a\tb\"", "control character" },
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-                ts_daemon_config c = { 0 };
+                ts_config c = { 0 };
                 char *msg = NULL;
                 ck_assert_int_eq(parse(bad[i].text, &c, &msg), -EINVAL);
                 ck_assert_msg(msg && strstr(msg, bad[i].needle), "case %zu: '%s' lacks '%s'", i,
                               msg ? msg : "(null)", bad[i].needle);
                 free(msg);
-                ts_daemon_config_done(&c);
+                ts_config_done(&c);
         }
 }
 END_TEST
 
 START_TEST(load_missing_file) {
-        ts_daemon_config c = { 0 };
+        ts_config c = { 0 };
         ts_error *err = NULL;
         ck_assert_int_eq(ts_config_load("/nonexistent/thinsnapd.toml", &c, &err), -ENOENT);
         ck_assert_ptr_nonnull(strstr(err->msg, "/nonexistent/thinsnapd.toml"));
