@@ -27,9 +27,15 @@ case $out in /*) ;; *) out=$top/$out ;; esac
 if [ ! -f "$build/CMakeCache.txt" ]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build "$build" -j2 --target thinsnap thinsnapd >/dev/null
+# prov-flow is the thinsnap provisioner's own flow (the third column), where it exists.
+targets=(thinsnap thinsnapd)
+cmake --build "$build" --target help >"$build/targets.txt"
+if grep -qw prov-flow "$build/targets.txt"; then targets+=(prov-flow); fi
+cmake --build "$build" -j2 --target "${targets[@]}" >/dev/null
 thinsnap=$build/cli/thinsnap
 thinsnapd=$build/plugin/thinsnapd
+thinsnap_flow=()
+[ ! -x "$build/bench/prov-flow" ] || thinsnap_flow=(--thinsnap-flow "$build/bench/prov-flow")
 tests/vm/conformance/go-build.sh "$build/go" provisioner-bench
 
 # The guest sees the host's / read-only, except its own /tmp: everything it reads lives
@@ -50,7 +56,8 @@ cache=${TS_VM_CACHE:-$(sed -n 's/^TS_VM_CACHE:[A-Z]*=//p' "$build/CMakeCache.txt
 status=0
 TMPDIR=$out/vm tests/vm/run --keep --cache "${cache:-$build/vm-cache}" --timeout "$timeout" -- \
   "$top/bench/provisioner/in-guest.sh" --registry "$out/registry" --go-flow "$build/go/provisioner-bench" \
-  --thinsnap "$thinsnap" --thinsnapd "$thinsnapd" --out /run/ts-vm/flows "$@" || status=$?
+  --thinsnap "$thinsnap" --thinsnapd "$thinsnapd" --out /run/ts-vm/flows "${thinsnap_flow[@]}" \
+  "$@" || status=$?
 for d in "$out"/vm/ts-vm.*; do
   cp "$d"/flows/*.json "$out/flows/" 2>/dev/null || true
 done

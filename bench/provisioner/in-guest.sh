@@ -138,17 +138,20 @@ new_pool() {
         pools+=("$1")
 }
 
-# start_thinsnapd POOL SOCKET [ARGS...]: sets tsd_pid
+# start_thinsnapd POOL SOCKET [PROVISIONER-SOCKET CONTAINERD-SOCKET]: thinsnapd on POOL, with
+# its provisioner (talking to that containerd) when given, else the Snapshots API alone;
+# sets tsd_pid
 start_thinsnapd() {
-        local pool=$1 sock=$2
-        shift 2
+        local pool=$1 sock=$2 prov=${3:-} args=(--no-provisioner)
+        [ -z "$prov" ] || args=(--provisioner-address "$prov" --containerd-address "$4" --namespace "$ns")
         mkdir -p "$(dirname "$sock")"
         logs+=("$work/thinsnapd-$pool.log")
         "$thinsnapd" --root "$work/thinsnapd-$pool" --pool "$pool" --address "$sock" \
-                --base-size "$base_size" "$@" >"$work/thinsnapd-$pool.log" 2>&1 &
+                --base-size "$base_size" "${args[@]}" >"$work/thinsnapd-$pool.log" 2>&1 &
         tsd_pid=$!
         pids+=("$tsd_pid")
         wait_until 60 "thinsnapd listens on $sock" test -S "$sock"
+        [ -z "$prov" ] || wait_until 60 "thinsnapd's provisioner listens on $prov" test -S "$prov"
 }
 
 # start_containerd NAME SNIPPET: a containerd of its own (root, state, socket) with the
@@ -224,26 +227,25 @@ run_go_flows() {
 # ---- HOOK: the thinsnap provisioner's own flow (the third column) ------------------------------
 # The same steps through thinsnap.v1.Provisioner on thinsnapd: a fresh pool, thinsnapd serving
 # both containerd's Snapshots API and the Provisioner, a fresh containerd with thinsnap as its
-# proxy plugin. Two ways in:
-#  - a driver for the Provisioner API inside bench/provisioner (beside the containerd-client
-#    flow): then this setup adds `-flow thinsnap=...` to go_flows, runs before run_go_flows,
-#    and the three flows run in lockstep (the fairest);
-#  - any program given as --thinsnap-flow CMD, run here after the Go flows with
-#    `CMD -address PROVISIONER-SOCKET -image REF -plain-http -vms N -warms N -out DIR
-#    -rss thinsnap=PID:thinsnapd`, writing DIR/thinsnap.json in provisioner-bench's form.
-# Either way bench/provisioner-table.py prints it as a third column with its ratios against
-# both Go flows.
+# proxy plugin, and the program given as --thinsnap-flow CMD (bench/prov-flow, which
+# bench/run-provisioner-bench.sh builds and passes), run as
+#   CMD -address PROVISIONER-SOCKET -image REF -plain-http -vms N -warms N -flow thinsnap
+#       -out OUT/thinsnap.json -rss-pid PID -rss-name thinsnapd
+# and writing provisioner-bench's JSON. It runs after the Go flows, not in lockstep with them
+# (a driver for the Provisioner API inside bench/provisioner would join the lockstep: it would
+# add `-flow thinsnap=...` to go_flows before run_go_flows). bench/provisioner-table.py prints
+# it as a third column with its ratios against both Go flows.
 flow_thinsnap() {
         [ -n "$thinsnap_flow" ] || { skipped thinsnap "no --thinsnap-flow program given"; return 0; }
         local sock=/run/pb-thinsnap/thinsnapd.sock prov=/run/pb-thinsnap/provisioner.sock
         new_pool pb-tp
-        start_thinsnapd pb-tp "$sock" --provisioner-address "$prov" \
-                --containerd-address /run/pb-thinsnap/containerd.sock --namespace "$ns"
+        start_thinsnapd pb-tp "$sock" "$prov" /run/pb-thinsnap/containerd.sock
         start_containerd thinsnap "$(printf '%s\n' '[proxy_plugins.thinsnap]' \
                 '  type = "snapshot"' "  address = \"$sock\"")"
         say "thinsnap: $warms warms, $vms VMs one by one, $vms at once"
         $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
-                -out "$out" -rss "thinsnap=$tsd_pid:thinsnapd" || die "thinsnap flow failed"
+                -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd ||
+                die "the thinsnap flow failed (see thinsnap.json)"
         stop "$ctd_pid"
         stop "$tsd_pid"
 }
