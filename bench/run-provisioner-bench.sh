@@ -24,9 +24,7 @@ case $build in /*) ;; *) build=$top/$build ;; esac
 out=${out:-$build/provisioner-bench}
 case $out in /*) ;; *) out=$top/$out ;; esac
 
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 # prov-flow is the thinsnap provisioner's own flow (the third column), where it exists.
 targets=(thinsnap thinsnapd)
 cmake --build "$build" --target help >"$build/targets.txt"
