@@ -10,7 +10,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
-build=build/release timeout=5400 out=
+build=build/release timeout=7200 out=
 while [ $# -gt 0 ]; do
   case $1 in
     --build) build=${2:?--build needs a value}; shift 2 ;;
