@@ -54,6 +54,7 @@ class Lane:
         self.logs = {}
         self.mounts = []
         self.pools = []
+        self.cleanups = []
         self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
@@ -197,10 +198,24 @@ class Lane:
             print(f"---- last {lines} lines of {name}'s log ----")
             print("\n".join(text[-lines:]))
 
+    def registry(self, mode="plain"):
+        """A started tests/lib/registry.py Registry under the work directory, stopped by
+        finish() whatever happens."""
+        from registry import Registry
+        reg = Registry(f"{self.work}/registry-{len(self.cleanups)}", mode)
+        self.cleanups.append(reg.stop)
+        reg.start()
+        return reg
+
     def finish(self):
         """Stops everything, prints the tally and exits 0 (all passed) or 1."""
         for name in list(self.procs):
             self.stop(name, limit=60)
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 (a failed stop must not hide the tally)
+                print(f"lane: cleanup: {e}", flush=True)
         for m in reversed(self.mounts):
             self.run(["umount", m])
         for pool in self.pools:
