@@ -97,6 +97,8 @@ int ts_rpc_call_send(ts_rpc_call *call, const ProtobufCMessage *msg) {
 }
 
 static void set_message(ts_rpc_call *call, char *msg) {
+        if (msg)
+                ts_rpc_message_cut(msg, TS_RPC_MESSAGE_MAX);
         pthread_mutex_lock(&call->server->lock);
         free(call->status_msg);
         call->status_msg = msg;

@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -8,7 +10,6 @@
 #include "rpc/frame.h"
 
 #define STREAM_WINDOW (1 << 20)
-#define CONN_WINDOW (16 << 20)
 #define WRITE_CHUNK (256 * 1024)
 #define READ_SIZE 65536
 
@@ -93,6 +94,67 @@ void ts_rpc_bufq_clear(ts_rpc_bufq *q) {
         *q = (ts_rpc_bufq) { 0 };
 }
 
+/* ---- nghttp2 ---- */
+
+int ts_rpc_nghttp2_errno(int rv) {
+        switch (rv) {
+        case NGHTTP2_ERR_NOMEM:
+                return -ENOMEM;
+        case NGHTTP2_ERR_INVALID_ARGUMENT:
+                return -EINVAL;
+        case NGHTTP2_ERR_EOF:
+                return -ECONNRESET;
+        case NGHTTP2_ERR_SESSION_CLOSING:
+                return -ESHUTDOWN;
+        case NGHTTP2_ERR_STREAM_CLOSED:
+        case NGHTTP2_ERR_STREAM_CLOSING:
+                return -EPIPE;
+        case NGHTTP2_ERR_DEFERRED:
+        case NGHTTP2_ERR_WOULDBLOCK:
+        case NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE:
+                return -EAGAIN;
+        default:
+                return rv >= 0 ? 0 : -EPROTO;
+        }
+}
+
+int ts_rpc_nghttp2_error(ts_error **err, int rv, const char *fmt, ...) {
+        char ctx[256];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(ctx, sizeof(ctx), fmt, ap);
+        va_end(ap);
+        int r = ts_rpc_nghttp2_errno(rv);
+        return ts_error_setf_plain(err, r < 0 ? -r : EPROTO, "%s: %s", ctx, nghttp2_strerror(rv));
+}
+
+static void *mem_malloc(size_t size, void *ud) {
+        return malloc(size);
+}
+
+static void mem_free(void *p, void *ud) {
+        free(p);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *ud) {
+        return calloc(n, size);
+}
+
+static void *mem_realloc(void *p, size_t size, void *ud) {
+        return realloc(p, size);
+}
+
+nghttp2_mem *ts_rpc_nghttp2_mem(void) {
+        static nghttp2_mem mem = {
+                .malloc = mem_malloc,
+                .free = mem_free,
+                .calloc = mem_calloc,
+                .realloc = mem_realloc,
+        };
+        return &mem;
+}
+
 /* ---- connection ---- */
 
 uint64_t ts_rpc_conn_now_ns(void) {
@@ -101,25 +163,28 @@ uint64_t ts_rpc_conn_now_ns(void) {
         return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
 }
 
-int ts_rpc_conn_settings(ts_rpc_conn *c, const nghttp2_settings_entry *extra) {
-        nghttp2_settings_entry iv[] = {
-                *extra,
-                { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW },
-        };
-        if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, TS_ARRAY_SIZE(iv)) != 0 ||
-            nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) !=
-                    0)
-                return -ENOMEM;
-        return 0;
+int ts_rpc_conn_settings(ts_rpc_conn *c, const nghttp2_settings_entry *extra, size_t n_extra,
+                         int32_t conn_window) {
+        nghttp2_settings_entry iv[8];
+
+        if (n_extra >= TS_ARRAY_SIZE(iv))
+                return -EINVAL;
+        memcpy(iv, extra, n_extra * sizeof(*iv));
+        iv[n_extra] = (nghttp2_settings_entry) { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW };
+        int r = nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, n_extra + 1);
+        if (r == 0)
+                r = nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+                                                          conn_window);
+        return ts_rpc_nghttp2_errno(r);
 }
 
-int ts_rpc_conn_pipe_init(ts_rpc_conn *c, uv_loop_t *loop) {
+int ts_rpc_conn_pipe_open(ts_rpc_conn *c, uv_loop_t *loop, int fd) {
         int r = uv_pipe_init(loop, &c->pipe, 0);
         if (r < 0)
                 return r;
         c->pipe.data = c;
         c->has_pipe = true;
-        return 0;
+        return uv_pipe_open(&c->pipe, fd);
 }
 
 static void pipe_closed_cb(uv_handle_t *h) {
@@ -133,10 +198,19 @@ static void close_pipe(ts_rpc_conn *c) {
                 uv_close((uv_handle_t *) &c->pipe, pipe_closed_cb);
 }
 
+static bool pipe_gone(ts_rpc_conn *c) {
+        return c->has_pipe && uv_is_closing((uv_handle_t *) &c->pipe);
+}
+
 void ts_rpc_conn_close(ts_rpc_conn *c, bool abort) {
+        bool was = c->closing;
         c->closing = true;
-        if (abort || !c->writing)
+        if (c->has_pipe && !was && !pipe_gone(c))
+                uv_read_stop((uv_stream_t *) &c->pipe);
+        if (abort)
                 close_pipe(c);
+        else
+                ts_rpc_conn_flush(c);
 }
 
 void ts_rpc_conn_done(ts_rpc_conn *c) {
@@ -156,7 +230,7 @@ static void write_cb(uv_write_t *req, int status) {
         c->writing = false;
         free(c->wbuf);
         c->wbuf = NULL;
-        if (c->closing) {
+        if (status < 0 && c->closing) {
                 close_pipe(c);
                 return;
         }
@@ -189,7 +263,7 @@ static void capture(ts_rpc_conn *c, const uint8_t *p, size_t n) {
 }
 
 void ts_rpc_conn_flush(ts_rpc_conn *c) {
-        if (c->writing || c->closing || !c->session)
+        if (c->writing || pipe_gone(c) || !c->session)
                 return;
 
         size_t cap = 0, len = 0;
@@ -199,7 +273,10 @@ void ts_rpc_conn_flush(ts_rpc_conn *c) {
                 ssize_t n = nghttp2_session_mem_send(c->session, &p);
                 if (n < 0) {
                         free(buf);
-                        c->lost(c, -EPROTO, nghttp2_strerror((int) n));
+                        if (c->closing)
+                                close_pipe(c);
+                        else
+                                c->lost(c, ts_rpc_nghttp2_errno((int) n), nghttp2_strerror((int) n));
                         return;
                 }
                 if (n == 0)
@@ -215,7 +292,10 @@ void ts_rpc_conn_flush(ts_rpc_conn *c) {
                         uint8_t *nb = realloc(buf, ncap);
                         if (!nb) {
                                 free(buf);
-                                c->lost(c, -ENOMEM, "out of memory");
+                                if (c->closing)
+                                        close_pipe(c);
+                                else
+                                        c->lost(c, -ENOMEM, "out of memory");
                                 return;
                         }
                         buf = nb;
@@ -229,8 +309,10 @@ void ts_rpc_conn_flush(ts_rpc_conn *c) {
 
         if (len == 0) {
                 free(buf);
-                if (!nghttp2_session_want_read(c->session) &&
-                    !nghttp2_session_want_write(c->session))
+                if (c->closing)
+                        close_pipe(c);
+                else if (!nghttp2_session_want_read(c->session) &&
+                         !nghttp2_session_want_write(c->session))
                         c->lost(c, 0, NULL);
                 return;
         }
@@ -241,10 +323,14 @@ void ts_rpc_conn_flush(ts_rpc_conn *c) {
         if (r < 0) {
                 c->wbuf = NULL;
                 free(buf);
-                c->lost(c, r, "write failed");
+                if (c->closing)
+                        close_pipe(c);
+                else
+                        c->lost(c, r, "write failed");
                 return;
         }
         c->writing = true;
+        c->write_since = uv_now(c->pipe.loop);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -267,7 +353,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
                         free(buf->base);
                         /* Flushing what nghttp2 queued (a GOAWAY) is not
                          * worth the wait. */
-                        c->lost(c, -EPROTO, nghttp2_strerror((int) r));
+                        c->lost(c, ts_rpc_nghttp2_errno((int) r), nghttp2_strerror((int) r));
                         return;
                 }
         }
