@@ -224,111 +224,90 @@ void ts_rpc_conn_done(ts_rpc_conn *c) {
         c->cap = NULL;
 }
 
+/* The connection cannot go on: once closing, its pipe just closes;
+ * otherwise its owner hears why. */
+static void stop(ts_rpc_conn *c, int err, const char *why) {
+        if (c->closing)
+                close_pipe(c);
+        else
+                c->lost(c, err, why);
+}
+
 static void write_cb(uv_write_t *req, int status) {
         ts_rpc_conn *c = req->data;
 
         c->writing = false;
         free(c->wbuf);
         c->wbuf = NULL;
-        if (status < 0 && c->closing) {
-                close_pipe(c);
-                return;
-        }
-        if (status < 0) {
-                c->lost(c, status, "connection lost");
-                return;
-        }
+        if (status < 0)
+                return stop(c, status, "connection lost");
         ts_rpc_conn_flush(c);
 }
 
-/* Keeps n bytes at p in the capture buffer; stops capturing when it
- * cannot grow. */
-static void capture(ts_rpc_conn *c, const uint8_t *p, size_t n) {
-        if (!c->capture)
-                return;
-        if (c->cap_len + n > c->cap_size) {
-                size_t ns = c->cap_size ? c->cap_size * 2 : 4096;
-                while (ns < c->cap_len + n)
+/* Appends n bytes at p to the buffer *buf of *size bytes, *len used,
+ * doubling it as needed. Returns 0 or -ENOMEM (the buffer unchanged). */
+static int append(uint8_t **buf, size_t *size, size_t *len, const uint8_t *p, size_t n) {
+        if (*len + n > *size) {
+                size_t ns = *size ? *size * 2 : 16384;
+                while (ns < *len + n)
                         ns *= 2;
-                uint8_t *nb = realloc(c->cap, ns);
-                if (!nb) {
-                        c->capture = false;
-                        return;
-                }
-                c->cap = nb;
-                c->cap_size = ns;
+                uint8_t *nb = realloc(*buf, ns);
+                if (!nb)
+                        return -ENOMEM;
+                *buf = nb;
+                *size = ns;
         }
-        memcpy(c->cap + c->cap_len, p, n);
-        c->cap_len += n;
+        memcpy(*buf + *len, p, n);
+        *len += n;
+        return 0;
+}
+
+/* Takes what nghttp2 has to send, up to about WRITE_CHUNK, into *buf
+ * (*len bytes); without a pipe, into the capture buffer (which stops
+ * capturing when it cannot grow). Returns 0 or a failure for stop(). */
+static int gather(ts_rpc_conn *c, uint8_t **buf, size_t *len, const char **why) {
+        size_t size = 0;
+
+        while (*len < WRITE_CHUNK) {
+                const uint8_t *p;
+                ssize_t n = nghttp2_session_mem_send(c->session, &p);
+                if (n <= 0) {
+                        *why = n < 0 ? nghttp2_strerror((int) n) : NULL;
+                        return ts_rpc_nghttp2_errno((int) n);
+                }
+                if (!c->has_pipe) {
+                        if (c->capture && append(&c->cap, &c->cap_size, &c->cap_len, p, (size_t) n) < 0)
+                                c->capture = false;
+                } else if (append(buf, &size, len, p, (size_t) n) < 0) {
+                        *why = "out of memory";
+                        return -ENOMEM;
+                }
+        }
+        return 0;
 }
 
 void ts_rpc_conn_flush(ts_rpc_conn *c) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        const char *why = NULL;
+        size_t len = 0;
+
         if (c->writing || pipe_gone(c) || !c->session)
                 return;
-
-        size_t cap = 0, len = 0;
-        uint8_t *buf = NULL;
-        for (;;) {
-                const uint8_t *p;
-                ssize_t n = nghttp2_session_mem_send(c->session, &p);
-                if (n < 0) {
-                        free(buf);
-                        if (c->closing)
-                                close_pipe(c);
-                        else
-                                c->lost(c, ts_rpc_nghttp2_errno((int) n), nghttp2_strerror((int) n));
-                        return;
-                }
-                if (n == 0)
-                        break;
-                if (!c->has_pipe) {
-                        capture(c, p, (size_t) n);
-                        continue;
-                }
-                if (len + (size_t) n > cap) {
-                        size_t ncap = cap ? cap * 2 : 16384;
-                        while (ncap < len + (size_t) n)
-                                ncap *= 2;
-                        uint8_t *nb = realloc(buf, ncap);
-                        if (!nb) {
-                                free(buf);
-                                if (c->closing)
-                                        close_pipe(c);
-                                else
-                                        c->lost(c, -ENOMEM, "out of memory");
-                                return;
-                        }
-                        buf = nb;
-                        cap = ncap;
-                }
-                memcpy(buf + len, p, (size_t) n);
-                len += (size_t) n;
-                if (len >= WRITE_CHUNK)
-                        break;
-        }
-
+        int r = gather(c, &buf, &len, &why);
+        if (r < 0)
+                return stop(c, r, why);
         if (len == 0) {
-                free(buf);
-                if (c->closing)
-                        close_pipe(c);
-                else if (!nghttp2_session_want_read(c->session) &&
-                         !nghttp2_session_want_write(c->session))
-                        c->lost(c, 0, NULL);
+                if (c->closing || (!nghttp2_session_want_read(c->session) &&
+                                   !nghttp2_session_want_write(c->session)))
+                        stop(c, 0, NULL);
                 return;
         }
         uv_buf_t b = uv_buf_init((char *) buf, (unsigned) len);
-        c->wbuf = buf;
         c->wreq.data = c;
-        int r = uv_write(&c->wreq, (uv_stream_t *) &c->pipe, &b, 1, write_cb);
-        if (r < 0) {
-                c->wbuf = NULL;
-                free(buf);
-                if (c->closing)
-                        close_pipe(c);
-                else
-                        c->lost(c, r, "write failed");
-                return;
-        }
+        r = uv_write(&c->wreq, (uv_stream_t *) &c->pipe, &b, 1, write_cb);
+        if (r < 0)
+                return stop(c, r, "write failed");
+        c->wbuf = TAKE_PTR(buf);
         c->writing = true;
         c->write_since = uv_now(c->pipe.loop);
 }
