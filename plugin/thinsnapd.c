@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -137,6 +138,23 @@ static struct option *long_options(const struct option *fixed, size_t n_fixed) {
                 o[n_fixed + i] = (struct option) { ts_config_rpc_keys[i].flag, required_argument,
                                                    NULL, OPT_RPC + (int) i };
         return o;
+}
+
+/* Each connection takes a descriptor: the soft limit (often 1024) is raised
+ * to the hard one, and a max_connections above what that leaves is said. */
+static void raise_nofile(uint32_t max_connections) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+                (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t) max_connections + 64)
+                log_warn("max_connections %" PRIu32 " is close to the descriptor limit %llu: "
+                         "connections past it are closed at once",
+                         max_connections, (unsigned long long) rl.rlim_cur);
 }
 
 /* The server's options: the command line's over the file's over the
@@ -270,6 +288,7 @@ int main(int argc, char **argv) {
         /* Handlers run on libuv's pool (4 threads unless told): enough room
          * for a burst of Prepares to overlap their kernel round trips. */
         setenv("UV_THREADPOOL_SIZE", "16", 0);
+        raise_nofile(rpc_opts.max_connections);
         r = ts_rpc_server_new(&rpc_opts, &server);
         if (r >= 0)
                 r = ts_service_register(server, snap);
