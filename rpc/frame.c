@@ -209,6 +209,13 @@ char *ts_rpc_message_cut(char *msg, size_t max) {
         return msg;
 }
 
+char *ts_rpc_message_vformat(const char *fmt, va_list ap) {
+        char *m = NULL;
+        if (vasprintf(&m, fmt, ap) < 0)
+                return NULL;
+        return ts_rpc_message_cut(m, TS_RPC_MESSAGE_MAX);
+}
+
 int ts_rpc_percent_encode(const char *msg, char **ret) {
         static const char hex[] = "0123456789ABCDEF";
         size_t n = strlen(msg);

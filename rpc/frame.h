@@ -4,9 +4,12 @@
  * of grpc-message. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "common/macro.h"
 
 #define TS_RPC_FRAME_PREFIX 5
 #define TS_RPC_DEFAULT_MAX_MESSAGE (16u * 1024 * 1024)
@@ -82,6 +85,10 @@ int ts_rpc_status_parse(const char *s, size_t len, int *ret_code);
  * ending in "..." when cut, and never inside a UTF-8 sequence. Returns
  * msg. */
 char *ts_rpc_message_cut(char *msg, size_t max);
+
+/* A status message: fmt formatted with ap, cut to TS_RPC_MESSAGE_MAX.
+ * Returns it malloc()ed, or NULL when out of memory. */
+char *ts_rpc_message_vformat(const char *fmt, va_list ap) _printf_(1, 0);
 
 /* Percent-encodes a grpc-message: bytes outside 0x20..0x7E and '%' become
  * "%XX". Returns 0 and a malloc()ed string, or -ENOMEM. */

@@ -241,15 +241,11 @@ void ts_rpc_stream_kick(ts_rpc_call *call) {
 static void call_fail(ts_rpc_call *call, int code, const char *fmt, ...) _printf_(3, 4);
 static void call_fail(ts_rpc_call *call, int code, const char *fmt, ...) {
         ts_rpc_server *s = call->server;
-        char *m = NULL;
         va_list ap;
 
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
+        char *m = ts_rpc_message_vformat(fmt, ap);
         va_end(ap);
-        if (m)
-                ts_rpc_message_cut(m, TS_RPC_MESSAGE_MAX);
         give_window_back(call);
 
         pthread_mutex_lock(&s->lock);

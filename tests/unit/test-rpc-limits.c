@@ -362,6 +362,15 @@ static int read_answer(raw *r, uint32_t sid, answer *a) {
         return k;
 }
 
+/* Stream sid ends with code and (unless NULL) message. */
+static void expect_status(raw *r, uint32_t sid, int code, const char *message) {
+        answer a;
+        ck_assert_int_eq(read_answer(r, sid, &a), 1);
+        ck_assert_int_eq(a.status, code);
+        if (message)
+                ck_assert_str_eq(a.message, message);
+}
+
 static void expect_echo_ok(raw *r, uint32_t sid) {
         answer a;
         queue_request_headers(r, sid, ECHO);
@@ -438,10 +447,7 @@ START_TEST(header_list_size) {
         queue_frame(&r, F_HEADERS, FL_END_HEADERS, 1, b, n);
         free(b);
         queue_echo_request(&r, 1, "too much");
-        answer a;
-        ck_assert_int_eq(read_answer(&r, 1, &a), 1);
-        ck_assert_int_eq(a.status, TS_RPC_RESOURCE_EXHAUSTED);
-        ck_assert_str_eq(a.message, "request headers larger than 4096 bytes");
+        expect_status(&r, 1, TS_RPC_RESOURCE_EXHAUSTED, "request headers larger than 4096 bytes");
 
         /* The connection goes on. */
         expect_echo_ok(&r, 3);
@@ -465,8 +471,7 @@ START_TEST(concurrent_streams) {
         ck_assert_int_eq(read_answer(&r, 9, &a), 1);
         ck_assert_uint_eq(a.rst, NGHTTP2_REFUSED_STREAM);
         queue_echo_request(&r, 1, "one of four");
-        ck_assert_int_eq(read_answer(&r, 1, &a), 1);
-        ck_assert_int_eq(a.status, TS_RPC_OK);
+        expect_status(&r, 1, TS_RPC_OK, NULL);
         raw_close(&r);
 
         /* After it, a client that opens a fifth loses its connection. */
@@ -531,12 +536,10 @@ START_TEST(connection_window) {
         char text[40 * 1024];
         memset(text, 't', sizeof(text) - 1);
         text[sizeof(text) - 1] = 0;
-        answer a;
         for (uint32_t sid = 15; sid <= 17; sid += 2) {
                 queue_request_headers(&r, sid, ECHO);
                 queue_echo_request(&r, sid, text);
-                ck_assert_int_eq(read_answer(&r, sid, &a), 1);
-                ck_assert_int_eq(a.status, TS_RPC_OK);
+                expect_status(&r, sid, TS_RPC_OK, NULL);
         }
         sync_window_updates(&r, 19);
         ck_assert_int_ge(r.window, 48 * 1024);
@@ -582,11 +585,8 @@ START_TEST(max_connections) {
         ck_assert_int_eq(read_to_close(&refused, NULL), 0);
         raw_close(&refused);
         ts_testsvc_gate_set(true);
-        answer a;
-        for (int i = 0; i < 2; i++) {
-                ck_assert_int_eq(read_answer(&busy[i], 1, &a), 1);
-                ck_assert_int_eq(a.status, TS_RPC_OK);
-        }
+        for (int i = 0; i < 2; i++)
+                expect_status(&busy[i], 1, TS_RPC_OK, NULL);
         raw_close(&busy[0]);
         ck_assert_int_eq(client_echo("room again"), 0);
         raw_close(&busy[1]);
@@ -629,9 +629,7 @@ START_TEST(idle_timeout) {
         ts_testsvc_gate_wait_for(1);
         usleep(300 * 1000);
         ts_testsvc_gate_set(true);
-        answer a;
-        ck_assert_int_eq(read_answer(&r, 1, &a), 1);
-        ck_assert_int_eq(a.status, TS_RPC_OK);
+        expect_status(&r, 1, TS_RPC_OK, NULL);
         /* Idle: GOAWAY, then closed. */
         int goaways;
         ck_assert_int_eq(read_to_close(&r, &goaways), 0);
@@ -650,10 +648,7 @@ START_TEST(request_timeout) {
         uint8_t partial[7] = { 0, 0, 0, 0, 10, 0x0a, 8 };
         queue_frame(&r, F_DATA, 0, 1, partial, sizeof(partial));
         read_settings(&r);
-        answer a;
-        ck_assert_int_eq(read_answer(&r, 1, &a), 1);
-        ck_assert_int_eq(a.status, TS_RPC_DEADLINE_EXCEEDED);
-        ck_assert_str_eq(a.message, "request not complete within 100 ms");
+        expect_status(&r, 1, TS_RPC_DEADLINE_EXCEEDED, "request not complete within 100 ms");
         expect_echo_ok(&r, 3);
         raw_close(&r);
         stop();
