@@ -3,14 +3,18 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd-image.h"
 #include "cmd-inject.h"
 #include "cmd-pool.h"
+#include "cmd-vm.h"
 #include "common/log.h"
 
 static const char main_help[] =
         "Usage: thinsnap [--log-level LEVEL] COMMAND ...\n"
         "\n"
         "Commands:\n"
+        "  image    warm images into the pool and inspect them (through thinsnapd)\n"
+        "  vm       cut, fill and tear down one device per VM (through thinsnapd)\n"
         "  pool     create, attach, inspect and destroy thin pools\n"
         "  thin     low-level thin device operations on a pool\n"
         "  inject   write a file into a device's ext4 filesystem without mounting it\n"
@@ -49,6 +53,8 @@ int main(int argc, char **argv) {
                 { "pool", ts_cmd_pool },
                 { "thin", ts_cmd_thin },
                 { "inject", ts_cmd_inject },
+                { "image", ts_cmd_image },
+                { "vm", ts_cmd_vm },
         };
         for (size_t c = 0; c < TS_ARRAY_SIZE(cmds); c++)
                 if (strcmp(argv[i], cmds[c].name) == 0)

@@ -36,3 +36,7 @@ int ts_strv_push(char ***v, const char *s) {
         *v = nv;
         return 0;
 }
+
+int ts_strv_cmp(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}

@@ -15,6 +15,9 @@ size_t ts_strv_length(char *const *v);
  * Returns 0 or -ENOMEM (then *v is unchanged). */
 int ts_strv_push(char ***v, const char *s);
 
+/* strcmp() for qsort() over an array of char *. */
+int ts_strv_cmp(const void *a, const void *b);
+
 static inline void ts_strv_freep(char ***v) {
         ts_strv_free(*v);
 }

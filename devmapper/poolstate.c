@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put)
-#define _cleanup_json_ _cleanup_(json_object_putp)
+#include "common/fs.h"
+#include "common/json.h"
 
 #define STATE_VERSION 1
 
@@ -174,8 +174,9 @@ static char *state_path(const char *dir, const char *name, const char *suffix) {
 }
 
 int ts_poolstate_write(const char *dir, const ts_poolspec *s, ts_error **err) {
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-                return ts_error_set(err, errno, "pool state directory %s", dir);
+        int r = ts_mkdir_p(dir, 0700);
+        if (r < 0)
+                return ts_error_set(err, r, "pool state directory %s", dir);
         _cleanup_free_ char *json = NULL;
         if (ts_poolstate_to_json(s, &json) < 0)
                 return ts_error_set(err, ENOMEM, "pool state of %s", s->name);

@@ -210,8 +210,15 @@ static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line
         for (size_t i = 0; i < ts_config_n_rpc_keys; i++)
                 if (strcmp(key, ts_config_rpc_keys[i].key) == 0)
                         return apply_rpc(cfg, &ts_config_rpc_keys[i], v, line, err);
-        static const char *const string_keys[] = { "root", "pool", "address", "mkfs" };
-        char **string_dst[] = { &cfg->root, &cfg->pool, &cfg->address, &cfg->mkfs };
+        static const char *const string_keys[] = {
+                "root", "pool", "address", "mkfs", "provisioner_address", "provisioner_group",
+                "containerd_address", "namespace", "snapshotter_name",
+        };
+        char **string_dst[] = {
+                &cfg->root, &cfg->pool, &cfg->address, &cfg->mkfs, &cfg->provisioner_address,
+                &cfg->provisioner_group, &cfg->containerd_address, &cfg->namespace,
+                &cfg->snapshotter_name,
+        };
         for (size_t i = 0; i < TS_ARRAY_SIZE(string_keys); i++)
                 if (strcmp(key, string_keys[i]) == 0) {
                         if (v->type != V_STRING || !*v->s)
@@ -223,6 +230,18 @@ static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line
                         cfg->base_size = v->i;
                 else if (v->type != V_STRING || ts_parse_size(v->s, &cfg->base_size) < 0)
                         return line_error(err, line, key, "must be a size such as \"10G\" or bytes");
+                return 0;
+        }
+        if (strcmp(key, "max_warms") == 0) {
+                if (v->type != V_INT || v->i == 0 || v->i > 64)
+                        return line_error(err, line, key, "must be a number from 1 to 64");
+                cfg->max_warms = v->i;
+                return 0;
+        }
+        if (strcmp(key, "provisioner") == 0) {
+                if (v->type != V_BOOL)
+                        return line_error(err, line, key, "must be true or false");
+                cfg->no_provisioner = !v->b;
                 return 0;
         }
         if (strcmp(key, "socket_mode") == 0) {
@@ -313,5 +332,12 @@ void ts_daemon_config_done(ts_daemon_config *cfg) {
         free(cfg->pool);
         free(cfg->address);
         free(cfg->mkfs);
+        free(cfg->provisioner_address);
+        free(cfg->provisioner_group);
+        free(cfg->containerd_address);
+        free(cfg->namespace);
+        free(cfg->snapshotter_name);
         cfg->root = cfg->pool = cfg->address = cfg->mkfs = NULL;
+        cfg->provisioner_address = cfg->provisioner_group = cfg->containerd_address = NULL;
+        cfg->namespace = cfg->snapshotter_name = NULL;
 }

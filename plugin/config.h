@@ -12,6 +12,13 @@
  *   mkfs = "mkfs.ext4"
  *   max_connections = 1024     # the gRPC server's limits (see ts_config_rpc_keys)
  *   request_timeout = "60s"
+ *   provisioner = true         # serve thinsnap.v1.Provisioner
+ *   provisioner_address = "/run/thinsnap/provisioner.sock"
+ *   provisioner_group = "thinsnap"
+ *   containerd_address = "/run/containerd/containerd.sock"
+ *   namespace = "thinsnap"     # the provisioner's containerd namespace
+ *   snapshotter_name = "thinsnap"   # containerd's name for thinsnapd
+ *   max_warms = 2              # image warms running at once
  *
  * One `key = value` per line; values are "strings" (escapes \" \\ \n \t),
  * integers or true/false. Unknown keys and bad values are errors naming the
@@ -27,7 +34,11 @@
 
 typedef struct ts_daemon_config {
         char *root, *pool, *address, *mkfs;
+        char *provisioner_address, *provisioner_group, *containerd_address, *namespace,
+                *snapshotter_name;
         uint64_t base_size;
+        uint64_t max_warms;
+        bool no_provisioner;
         uint32_t socket_mode;
         enum ts_log_level log_level;
         bool log_level_set;

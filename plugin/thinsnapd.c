@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,11 +11,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "plugin/config.h"
 #include "plugin/service.h"
 #include "plugin/snapshotter.h"
+#include "provision/daemon.h"
 #include "rpc/server.h"
 
 #define DEFAULT_BASE_SIZE (10ULL << 30)
@@ -46,6 +47,19 @@ static const char help[] =
         "                      discard passdown). Costs a device activation per Remove;\n"
         "                      a failed discard is logged; Remove goes on. Default off\n"
         "  --mkfs PATH         mkfs.ext4 to format the base device with\n"
+        "\n"
+        "The provisioner (thinsnap.v1.Provisioner: warm images, cut one device per VM;\n"
+        "the `thinsnap image` and `thinsnap vm` commands use it):\n"
+        "  --provisioner-address SOCKET  its socket (default " TS_PROV_DEFAULT_ADDRESS ")\n"
+        "  --provisioner-group GROUP     group of that socket (mode 0660)\n"
+        "  --containerd-address SOCKET   containerd's socket (default\n"
+        "                      " TS_PROV_DEFAULT_CONTAINERD ")\n"
+        "  --namespace NS      containerd namespace of its images and VMs (default\n"
+        "                      " TS_PROV_DEFAULT_NAMESPACE ")\n"
+        "  --snapshotter-name NAME  the name containerd's config gives thinsnapd in\n"
+        "                      [proxy_plugins] (default " TS_PROV_DEFAULT_SNAPSHOTTER ")\n"
+        "  --max-warms N       image warms running at once (default 2)\n"
+        "  --no-provisioner    serve the Snapshots API only\n"
         "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
         "\n"
         "Limits of the gRPC server, per client (defaults far above what containerd needs):\n"
@@ -88,22 +102,35 @@ _printf_(1, 2) static int usage_error(const char *fmt, ...) {
         return 2;
 }
 
-static int mkdir_parents(const char *path) {
-        _cleanup_free_ char *copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        char *dir = dirname(copy);
-        if (strcmp(dir, ".") == 0 || strcmp(dir, "/") == 0)
+
+static void set_opt(char **dst, const char *v) {
+        free(*dst);
+        *dst = strdup(v);
+}
+
+/* The provisioner's settings: the command line wins over the file. */
+static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config *file,
+                             const char *pool, bool async_remove, ts_prov_daemon **ret,
+                             ts_error **err) {
+        if (cli->no_provisioner || file->no_provisioner)
                 return 0;
-        struct stat st;
-        if (stat(dir, &st) == 0)
-                return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-        int r = mkdir_parents(dir);
-        if (r < 0)
-                return r;
-        if (mkdir(dir, 0711) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
+        ts_prov_daemon_config pc = {
+                .prov = {
+                        .containerd_address = cli->containerd_address ? cli->containerd_address
+                                                                      : file->containerd_address,
+                        .namespace = cli->namespace ? cli->namespace : file->namespace,
+                        .snapshotter = cli->snapshotter_name ? cli->snapshotter_name
+                                                             : file->snapshotter_name,
+                        .max_warms = (unsigned) (cli->max_warms ? cli->max_warms : file->max_warms),
+                        .pool = pool,
+                        .async_remove = async_remove,
+                },
+                .address = cli->provisioner_address ? cli->provisioner_address
+                                                    : file->provisioner_address,
+                .socket_group = cli->provisioner_group ? cli->provisioner_group
+                                                       : file->provisioner_group,
+        };
+        return ts_prov_daemon_start(&pc, ret, err);
 }
 
 /* A bad command line: say why, then leave through the common clean-up. */
@@ -123,6 +150,13 @@ enum {
         OPT_ASYNC,
         OPT_DISCARD,
         OPT_MKFS,
+        OPT_PROV_ADDRESS,
+        OPT_PROV_GROUP,
+        OPT_CONTAINERD,
+        OPT_NAMESPACE,
+        OPT_SNAPSHOTTER_NAME,
+        OPT_MAX_WARMS,
+        OPT_NO_PROV,
         OPT_LOG_LEVEL,
         OPT_VERSION,
         OPT_RPC, /* + the index in ts_config_rpc_keys */
@@ -184,6 +218,13 @@ int main(int argc, char **argv) {
                 { "async-remove", no_argument, NULL, OPT_ASYNC },
                 { "discard", no_argument, NULL, OPT_DISCARD },
                 { "mkfs", required_argument, NULL, OPT_MKFS },
+                { "provisioner-address", required_argument, NULL, OPT_PROV_ADDRESS },
+                { "provisioner-group", required_argument, NULL, OPT_PROV_GROUP },
+                { "containerd-address", required_argument, NULL, OPT_CONTAINERD },
+                { "namespace", required_argument, NULL, OPT_NAMESPACE },
+                { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
+                { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
+                { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
                 { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "help", no_argument, NULL, 'h' },
@@ -196,6 +237,7 @@ int main(int argc, char **argv) {
         ts_error *err = NULL;
         ts_snapshotter *snap = NULL;
         ts_rpc_server *server = NULL;
+        ts_prov_daemon *prov = NULL;
         int r = 0;
         const char *address = NULL;
         ts_rpc_server_options rpc_opts;
@@ -220,6 +262,17 @@ int main(int argc, char **argv) {
                 case OPT_POOL: free(cli.pool); cli.pool = strdup(optarg); break;
                 case OPT_ADDRESS: free(cli.address); cli.address = strdup(optarg); break;
                 case OPT_MKFS: free(cli.mkfs); cli.mkfs = strdup(optarg); break;
+                case OPT_PROV_ADDRESS: set_opt(&cli.provisioner_address, optarg); break;
+                case OPT_PROV_GROUP: set_opt(&cli.provisioner_group, optarg); break;
+                case OPT_CONTAINERD: set_opt(&cli.containerd_address, optarg); break;
+                case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
+                case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
+                case OPT_NO_PROV: cli.no_provisioner = true; break;
+                case OPT_MAX_WARMS:
+                        if (ts_parse_u64(optarg, &cli.max_warms) < 0 || cli.max_warms == 0 ||
+                            cli.max_warms > 64)
+                                USAGE("--max-warms '%s' is not a number from 1 to 64", optarg);
+                        break;
                 case OPT_CONFIG: config_path = optarg; break;
                 case OPT_ASYNC: async = true; break;
                 case OPT_DISCARD: discard = true; break;
@@ -292,12 +345,16 @@ int main(int argc, char **argv) {
         r = ts_rpc_server_new(&rpc_opts, &server);
         if (r >= 0)
                 r = ts_service_register(server, snap);
-        if (r >= 0 && (r = mkdir_parents(address)) < 0)
+        if (r >= 0 && (r = ts_mkdir_parents(address, 0711)) < 0)
                 ts_error_set(&err, r, "create the directory of %s", address);
         if (r >= 0)
                 r = ts_rpc_server_listen(server, address, mode, &err);
         if (r < 0) {
                 log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
+                goto out;
+        }
+        if ((r = start_provisioner(&cli, &file, pool, sc.async_remove, &prov, &err)) < 0) {
+                log_error_errno(r, "cannot start the provisioner: %s", ts_error_message(err, r));
                 goto out;
         }
         the_server = server;
@@ -320,6 +377,7 @@ int main(int argc, char **argv) {
         log_info("stopped");
         exit_code = 0;
 out:
+        ts_prov_daemon_stop(prov);
         ts_rpc_server_free(server);
         if (address && exit_code == 0)
                 unlink(address);

@@ -27,7 +27,6 @@ struct ts_rpc_client_call {
         char *method;
         nghttp2_nv *nv;
         size_t n_nv;
-        uint64_t deadline; /* CLOCK_MONOTONIC ns, 0 none */
 
         /* Loop thread only. */
         int32_t stream_id;
@@ -35,7 +34,8 @@ struct ts_rpc_client_call {
         int http_status;
         bool got_grpc_status;
 
-        /* Under client->lock. */
+        /* Under client->lock (the deadline is set at start, before the call is shared). */
+        uint64_t deadline; /* CLOCK_MONOTONIC ns, 0 none */
         bool submitted, dirty, cancel_requested, cancel_sent, send_closed, send_eof_pending;
         struct ts_rpc_client_call *dirty_next;
         ts_rpc_bufq out;
@@ -648,6 +648,13 @@ int ts_rpc_client_call_close_send(ts_rpc_client_call *cc) {
         }
         pthread_mutex_unlock(&c->lock);
         return 0;
+}
+
+void ts_rpc_client_call_set_timeout(ts_rpc_client_call *cc, uint64_t timeout_ns) {
+        ts_rpc_client *c = cc->client;
+        pthread_mutex_lock(&c->lock);
+        cc->deadline = timeout_ns ? ts_rpc_conn_now_ns() + timeout_ns : 0;
+        pthread_mutex_unlock(&c->lock);
 }
 
 void ts_rpc_client_call_cancel(ts_rpc_client_call *cc) {

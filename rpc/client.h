@@ -82,6 +82,11 @@ int ts_rpc_client_call_recv_message(ts_rpc_client_call *cc, const ProtobufCMessa
  * "" when none). Response messages not yet received are dropped. */
 int ts_rpc_client_call_status(ts_rpc_client_call *cc, const char **ret_message);
 
+/* Moves the call's deadline to timeout_ns from now (0: none). A streaming
+ * caller sets it before each wait to bound the time without progress
+ * rather than the whole call; the grpc-timeout already sent is unchanged. */
+void ts_rpc_client_call_set_timeout(ts_rpc_client_call *cc, uint64_t timeout_ns);
+
 /* Cancels the call (RST_STREAM CANCEL); its status becomes CANCELLED unless
  * it had ended already. */
 void ts_rpc_client_call_cancel(ts_rpc_client_call *cc);

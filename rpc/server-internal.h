@@ -69,6 +69,7 @@ struct ts_rpc_call {
         bool request_taken; /* the handler has its request: give the window back */
         bool pending;
         struct ts_rpc_call *pending_next;
+        struct ts_rpc_call *kick_next; /* loop thread only: a taken pending list */
         struct ts_rpc_call *done_next; /* handler returned, own threads */
         pthread_cond_t cond;
 };

@@ -475,14 +475,18 @@ void ts_rpc_server_post_locked(ts_rpc_server *s, ts_rpc_call *call) {
         uv_async_send(&s->async);
 }
 
-/* Takes the next call off a list taken from pending_head. A call stays
- * marked pending until then, so that a post meanwhile does not link it into
- * the next list (through the same pending_next) while this one is walked. */
-static void pending_take(ts_rpc_server *s, ts_rpc_call *c, ts_rpc_call **ret_next) {
-        pthread_mutex_lock(&s->lock);
-        *ret_next = c->pending_next;
-        c->pending = false;
-        pthread_mutex_unlock(&s->lock);
+/* Takes the posted calls, under s->lock. The list is chained through
+ * kick_next, which only the loop touches: once pending is false a handler
+ * may post its call again, which rewrites pending_next. */
+static ts_rpc_call *take_pending_locked(ts_rpc_server *s) {
+        ts_rpc_call *list = NULL;
+        for (ts_rpc_call *c = s->pending_head; c; c = c->pending_next) {
+                c->pending = false;
+                c->kick_next = list;
+                list = c;
+        }
+        s->pending_head = NULL;
+        return list;
 }
 
 static void async_close_cb(uv_handle_t *h) {
@@ -491,11 +495,10 @@ static void async_close_cb(uv_handle_t *h) {
         s->async_closed = true;
         /* Posts that arrived after their call completed still hold a ref. */
         pthread_mutex_lock(&s->lock);
-        ts_rpc_call *list = s->pending_head;
-        s->pending_head = NULL;
+        ts_rpc_call *list = take_pending_locked(s);
         pthread_mutex_unlock(&s->lock);
         for (ts_rpc_call *c = list, *n; c; c = n) {
-                pending_take(s, c, &n);
+                n = c->kick_next;
                 ts_rpc_stream_unref(c);
         }
 }
@@ -543,8 +546,7 @@ static void async_cb(uv_async_t *a) {
         ts_rpc_server *s = a->data;
 
         pthread_mutex_lock(&s->lock);
-        ts_rpc_call *list = s->pending_head, *done = s->done_head;
-        s->pending_head = NULL;
+        ts_rpc_call *list = take_pending_locked(s), *done = s->done_head;
         s->done_head = NULL;
         bool stop = __atomic_load_n(&s->shutdown_requested, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&s->lock);
@@ -554,7 +556,7 @@ static void async_cb(uv_async_t *a) {
                 ts_rpc_stream_handler_done(c);
         }
         for (ts_rpc_call *c = list, *n; c; c = n) {
-                pending_take(s, c, &n);
+                n = c->kick_next;
                 rpc_conn *conn = c->conn;
                 if (conn) {
                         ts_rpc_stream_kick(c);

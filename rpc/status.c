@@ -65,6 +65,9 @@ int ts_rpc_status_from_errno(int errnum) {
         case EAGAIN:
         case ECONNREFUSED:
         case ECONNRESET:
+        case EHOSTUNREACH:
+        case ENETUNREACH:
+        case EHOSTDOWN:
         case EPIPE:
         case ENOTCONN:
         case ESHUTDOWN:

@@ -8,12 +8,17 @@ PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libdevmapper-dev libext2fs-dev e2fsprogs libblkid-dev libjson-c-dev
   libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev liblmdb-dev
-  libcurl4-openssl-dev check
+  libcurl4-openssl-dev libssl-dev check
   # real-kernel lane (QEMU guest booting Debian's kernel)
   qemu-system-x86 busybox-static cpio kmod dmsetup udev thin-provisioning-tools
   # peers and independent clients used by tests and benchmarks
   containerd golang-go golang-github-containerd-containerd-dev
   python3-grpcio python3-protobuf python3-grpc-tools
+  # a real OCI registry on 127.0.0.1 (plain, TLS + htpasswd, token auth) and its pusher
+  docker-registry skopeo apache2-utils python3-jwt python3-cryptography
+  # tests of ctrd/: gzip layers built by the test; debian-archive-keyring checks
+  # the suites tests/lib/fetch-containerd downloads containerd from
+  zlib1g-dev debian-archive-keyring
 )
 
 missing=()

@@ -48,6 +48,30 @@ expect 2 "expects 3 arguments, got 2" thin activate tp 1
 expect 2 "--size is needed" thin activate tp 1 name
 expect 2 "--size is needed" thin activate tp 1 name --size 1000
 expect 2 "unknown command 'grow'" thin grow
+# thinsnap image and vm: clients of thinsnapd's provisioner
+export THINSNAP_ADDRESS=$state/no-provisioner.sock
+expect 2 "Usage: thinsnap image" image
+expect 0 "pull REF [--platform" image --help
+expect 2 "unknown command 'frob'" image frob
+expect 2 "expected one REF" image pull
+expect 2 "unexpected argument 'b'" image pull a b
+expect 2 "image ls takes no --platform" image ls --platform linux/amd64
+expect 2 "--password-stdin goes with --user USER" image pull alpine --password-stdin
+expect 2 "expected one IMAGE" image inspect
+expect 2 "expected one IMAGE or more" image rm
+expect 2 "Usage: thinsnap vm" vm
+expect 0 "snapshot VM_ID IMAGE" vm --help
+expect 2 "expected VM_ID IMAGE" vm snapshot vm1
+expect 2 "--owner 'x' is not UID:GID" vm snapshot vm1 alpine --owner x
+expect 2 "--mode goes with --owner" vm snapshot vm1 alpine --mode 0600
+expect 2 "GUEST_PATH 'rel' must be absolute" vm inject vm1 /etc/hostname rel
+expect 2 "this would tear down every VM" vm gc
+expect 2 "--all and --keep exclude each other" vm gc --all --keep a
+expect 2 "vm ls takes no --keep" vm ls --keep a
+expect 1 "no provisioner at $THINSNAP_ADDRESS" vm ls
+expect 1 "\"errno\":\"ENOENT\"" image ls --json
+expect 1 "no provisioner at /nowhere.sock" image ls --address /nowhere.sock
+unset THINSNAP_ADDRESS
 if [ ! -e /dev/mapper/control ]; then
         # On a kernel without device-mapper the operations say so and exit 1.
         expect 1 "device-mapper is not available" pool status tp

@@ -33,6 +33,12 @@ expect 2 "--max-header-list-size: 'lots' is not a size" --max-header-list-size l
 expect 2 "--connection-window must be at least" --root /tmp/r --pool tp --address /tmp/x --connection-window 1M
 printf 'max_connections = 16\nidle_timeout = 5\n' > "$tmp/rpc.toml"
 expect 2 "config line 2: idle_timeout: must be a duration string" --config "$tmp/rpc.toml"
+expect 2 "--max-warms '0' is not a number from 1 to 64" --root /tmp/r --max-warms 0
+expect 0 "--provisioner-address SOCKET" --help
+printf 'max_warms = 100\n' > "$tmp/warms.toml"
+expect 2 "config line 1: max_warms: must be a number from 1 to 64" --config "$tmp/warms.toml"
+printf 'provisioner = "yes"\n' > "$tmp/prov.toml"
+expect 2 "config line 1: provisioner: must be true or false" --config "$tmp/prov.toml"
 printf 'pool = "tp"\nbogus = 1\n' > "$tmp/bad.toml"
 expect 2 "config line 2: bogus: unknown setting" --config "$tmp/bad.toml"
 expect 2 "No such file or directory" --config "$tmp/missing.toml"

@@ -1,0 +1,381 @@
+/* prov-flow: a VM manager's storage flow through thinsnap's Provisioner API, in C on one held
+ * connection: the third column of bench/run-provisioner-bench.sh, next to the same flow
+ * written with containerd's Go client (bench/provisioner). The same steps, the same JSON:
+ *
+ *   prov-flow -address SOCK -image REF [-plain-http] [-vms N] [-warms N] [-concurrent N]
+ *             [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME]
+ *
+ *   warm        PullImage until READY, -warms times; between two the image is removed
+ *               (RemoveImage, synchronous GC), so each warm starts cold;
+ *   vm_snapshot Snapshot(vm, image), -vms times one after another; teardown: Teardown of each;
+ *   concurrent  -concurrent Snapshots released at once (each call, start -> last, first ->
+ *               last completion), then their Teardowns at once. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bench/bench.h"
+#include "common/json.h"
+#include "rpc/call.h"
+#include "rpc/client.h"
+#include "thinsnap/v1/provisioner.pb-c.h"
+
+#define SVC "/thinsnap.v1.Provisioner/"
+
+typedef struct args {
+        const char *address, *image, *flow, *out, *rss_name;
+        int vms, warms, concurrent, rss_pid;
+        bool plain_http;
+} args;
+
+typedef struct run {
+        const args *a;
+        ts_rpc_client *c;
+        json_object *res, *ops, *rss, *problems;
+} run;
+
+static void add_op(run *r, const char *op, double ms) {
+        json_object *v;
+        if (!json_object_object_get_ex(r->ops, op, &v)) {
+                v = json_object_new_array();
+                json_object_object_add(r->ops, op, v);
+        }
+        json_object_array_add(v, json_object_new_double(ms));
+}
+
+static void problem(run *r, const char *what, int e, const ts_error *err) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s: %s", what, ts_error_message(err, e));
+        fprintf(stderr, "prov-flow: PROBLEM: %s\n", buf);
+        json_object_array_add(r->problems, json_object_new_string(buf));
+}
+
+static void sample_rss(run *r, const char *when) {
+        if (!r->a->rss_pid)
+                return;
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%d/status", r->a->rss_pid);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        while (f && fgets(line, sizeof line, f))
+                if (strncmp(line, "VmRSS:", 6) == 0) {
+                        json_object *s = json_object_new_object();
+                        json_object_object_add(s, "when", json_object_new_string(when));
+                        json_object_object_add(s, "kib", json_object_new_int64(strtoll(line + 6, NULL, 10)));
+                        json_object_array_add(r->rss, s);
+                        return;
+                }
+}
+
+static int unary(run *r, const char *method, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *desc, ts_error **err) {
+        char path[96];
+        snprintf(path, sizeof path, SVC "%s", method);
+        ProtobufCMessage *resp = NULL;
+        int e = ts_rpc_client_unary(r->c, path, NULL, req, desc, &resp, err);
+        if (resp)
+                protobuf_c_message_free_unpacked(resp, NULL);
+        return e;
+}
+
+/* PullImage until its stream ends; the last status must be READY. */
+static int warm(run *r, ts_error **err) {
+        Thinsnap__V1__PullImageRequest req = THINSNAP__V1__PULL_IMAGE_REQUEST__INIT;
+        req.ref = (char *) r->a->image;
+        req.plain_http = r->a->plain_http;
+        ts_rpc_client_call *cc = NULL;
+        int e = ts_rpc_client_call_start(r->c, SVC "PullImage", NULL, &cc, err);
+        if (e >= 0)
+                e = ts_rpc_client_call_send_message(cc, &req.base, err);
+        if (e >= 0)
+                e = ts_rpc_client_call_close_send(cc);
+        int state = -1;
+        while (e >= 0) {
+                ProtobufCMessage *m = NULL;
+                e = ts_rpc_client_call_recv_message(cc, &thinsnap__v1__warm_status__descriptor, &m, err);
+                if (e <= 0)
+                        break;
+                state = ((Thinsnap__V1__WarmStatus *) m)->state;
+                protobuf_c_message_free_unpacked(m, NULL);
+        }
+        ts_rpc_client_call_free(cc);
+        if (e >= 0 && state != THINSNAP__V1__WARM_STATUS__STATE__READY)
+                e = ts_error_setf_plain(err, EPROTO, "the warm ended in state %d", state);
+        return e;
+}
+
+static int unwarm(run *r, ts_error **err) {
+        Thinsnap__V1__RemoveImageRequest req = THINSNAP__V1__REMOVE_IMAGE_REQUEST__INIT;
+        req.image = (char *) r->a->image;
+        return unary(r, "RemoveImage", &req.base, &thinsnap__v1__remove_image_response__descriptor, err);
+}
+
+static int snapshot(run *r, const char *vm, ts_error **err) {
+        Thinsnap__V1__SnapshotRequest req = THINSNAP__V1__SNAPSHOT_REQUEST__INIT;
+        req.vm_id = (char *) vm;
+        req.image = (char *) r->a->image;
+        char path[96];
+        ProtobufCMessage *resp = NULL;
+        snprintf(path, sizeof path, SVC "Snapshot");
+        int e = ts_rpc_client_unary(r->c, path, NULL, &req.base, &thinsnap__v1__vm__descriptor, &resp, err);
+        if (e >= 0) {
+                struct stat st;
+                const char *dev = ((Thinsnap__V1__VM *) resp)->device;
+                if (stat(dev, &st) < 0 || !S_ISBLK(st.st_mode))
+                        e = ts_error_setf_plain(err, EPROTO, "VM %s: %s is not a block device", vm, dev);
+                protobuf_c_message_free_unpacked(resp, NULL);
+        }
+        return e;
+}
+
+static int teardown(run *r, const char *vm, ts_error **err) {
+        Thinsnap__V1__TeardownRequest req = THINSNAP__V1__TEARDOWN_REQUEST__INIT;
+        req.vm_id = (char *) vm;
+        return unary(r, "Teardown", &req.base, &thinsnap__v1__teardown_response__descriptor, err);
+}
+
+/* ---- N calls released at once ---- */
+
+typedef struct conc {
+        run *r;
+        int (*fn)(run *, const char *, ts_error **);
+        pthread_barrier_t go;
+        double release_ms, *done_ms, *lat_ms;
+        int failures;
+        pthread_mutex_t lock;
+} conc;
+
+typedef struct conc_arg {
+        conc *c;
+        int i;
+} conc_arg;
+
+static void *conc_one(void *p) {
+        conc_arg *ca = p;
+        conc *c = ca->c;
+        char vm[32];
+        snprintf(vm, sizeof vm, "cvm-%03d", ca->i);
+        pthread_barrier_wait(&c->go);
+        double t0 = ts_bench_now_ms();
+        ts_error *err = NULL;
+        int e = c->fn(c->r, vm, &err);
+        double t1 = ts_bench_now_ms();
+        c->lat_ms[ca->i] = t1 - t0;
+        c->done_ms[ca->i] = t1;
+        if (e < 0) {
+                pthread_mutex_lock(&c->lock);
+                c->failures++;
+                problem(c->r, vm, e, err);
+                pthread_mutex_unlock(&c->lock);
+        }
+        ts_error_free(err);
+        return NULL;
+}
+
+/* Runs fn for n VMs at once; records each latency under op; *ret_total and
+ * *ret_spread in ms. Returns the number of failed calls. */
+static int concurrently(run *r, int n, int (*fn)(run *, const char *, ts_error **), const char *op,
+                        double *ret_total, double *ret_spread) {
+        conc c = { .r = r, .fn = fn };
+        c.done_ms = calloc((size_t) n, sizeof(double));
+        c.lat_ms = calloc((size_t) n, sizeof(double));
+        pthread_t *t = calloc((size_t) n, sizeof(*t));
+        conc_arg *a = calloc((size_t) n, sizeof(*a));
+        if (!c.done_ms || !c.lat_ms || !t || !a)
+                abort();
+        pthread_mutex_init(&c.lock, NULL);
+        pthread_barrier_init(&c.go, NULL, (unsigned) n + 1);
+        for (int i = 0; i < n; i++) {
+                a[i] = (conc_arg) { &c, i };
+                if (pthread_create(&t[i], NULL, conc_one, &a[i]))
+                        abort();
+        }
+        double release = ts_bench_now_ms();
+        pthread_barrier_wait(&c.go);
+        for (int i = 0; i < n; i++)
+                pthread_join(t[i], NULL);
+        double first = c.done_ms[0], last = c.done_ms[0];
+        for (int i = 0; i < n; i++) {
+                add_op(r, op, c.lat_ms[i]);
+                first = c.done_ms[i] < first ? c.done_ms[i] : first;
+                last = c.done_ms[i] > last ? c.done_ms[i] : last;
+        }
+        *ret_total = last - release;
+        *ret_spread = last - first;
+        pthread_barrier_destroy(&c.go);
+        free(c.done_ms);
+        free(c.lat_ms);
+        free(t);
+        free(a);
+        return c.failures;
+}
+
+/* ---- the flow ---- */
+
+static int timed(run *r, const char *op, int (*fn)(run *, ts_error **), ts_error **err) {
+        double t0 = ts_bench_now_ms();
+        int e = fn(r, err);
+        if (e >= 0)
+                add_op(r, op, ts_bench_now_ms() - t0);
+        return e;
+}
+
+static int timed_vm(run *r, const char *op, int (*fn)(run *, const char *, ts_error **),
+                    const char *vm, ts_error **err) {
+        double t0 = ts_bench_now_ms();
+        int e = fn(r, vm, err);
+        if (e >= 0)
+                add_op(r, op, ts_bench_now_ms() - t0);
+        return e;
+}
+
+static int sequential(run *r, ts_error **err) {
+        char vm[32], when[64];
+        int e = 0;
+        for (int i = 0; e >= 0 && i < r->a->vms; i++) {
+                snprintf(vm, sizeof vm, "vm-%03d", i);
+                e = timed_vm(r, "vm_snapshot", snapshot, vm, err);
+        }
+        snprintf(when, sizeof when, "with %d VMs", r->a->vms);
+        sample_rss(r, when);
+        for (int i = 0; e >= 0 && i < r->a->vms; i++) {
+                snprintf(vm, sizeof vm, "vm-%03d", i);
+                e = timed_vm(r, "teardown", teardown, vm, err);
+        }
+        return e;
+}
+
+static int parallel(run *r, ts_error **err) {
+        int n = r->a->concurrent;
+        double total, spread, down_total, down_spread;
+        int failed = concurrently(r, n, snapshot, "concurrent_vm_snapshot", &total, &spread);
+        char when[64];
+        snprintf(when, sizeof when, "with %d concurrent VMs", n);
+        sample_rss(r, when);
+        failed += concurrently(r, n, teardown, "concurrent_teardown", &down_total, &down_spread);
+        json_object *c = json_object_new_object();
+        json_object_object_add(c, "n", json_object_new_int(n));
+        json_object_object_add(c, "total_ms", json_object_new_double(total));
+        json_object_object_add(c, "spread_ms", json_object_new_double(spread));
+        json_object_object_add(c, "teardown_total_ms", json_object_new_double(down_total));
+        json_object_object_add(r->res, "concurrent", c);
+        return failed ? ts_error_setf_plain(err, EIO, "%d concurrent calls failed", failed) : 0;
+}
+
+static int flow(run *r, ts_error **err) {
+        sample_rss(r, "at start");
+        ts_error *e0 = NULL;
+        if (unwarm(r, &e0) < 0 && e0->errnum != ENOENT) /* an earlier run's image */
+                problem(r, "removing an earlier image", -e0->errnum, e0);
+        ts_error_free(e0);
+        int e = 0;
+        for (int i = 0; e >= 0 && i < r->a->warms; i++) {
+                e = timed(r, "warm", warm, err);
+                if (e >= 0 && i < r->a->warms - 1)
+                        e = unwarm(r, err);
+        }
+        sample_rss(r, "after warm");
+        if (e >= 0)
+                e = sequential(r, err);
+        sample_rss(r, "after teardown");
+        if (e >= 0 && r->a->concurrent > 0)
+                e = parallel(r, err);
+        sample_rss(r, "at the end");
+        return e;
+}
+
+/* ---- command line and output ---- */
+
+static int parse_int(const char *flag, const char *v, int min) {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*v == '\0' || *end || n < min || n > 100000) {
+                fprintf(stderr, "prov-flow: %s '%s' is not a number from %d\n", flag, v, min);
+                exit(2);
+        }
+        return (int) n;
+}
+
+static void parse(int argc, char **argv, args *a) {
+        *a = (args) { .flow = "thinsnap", .vms = 50, .warms = 3, .concurrent = -1 };
+        for (int i = 1; i < argc; i++) {
+                const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+                if (strcmp(f, "-plain-http") == 0) {
+                        a->plain_http = true;
+                        continue;
+                }
+                if (!v) {
+                        fprintf(stderr, "prov-flow: %s needs a value\n", f);
+                        exit(2);
+                }
+                i++;
+                if (strcmp(f, "-address") == 0) a->address = v;
+                else if (strcmp(f, "-image") == 0) a->image = v;
+                else if (strcmp(f, "-flow") == 0) a->flow = v;
+                else if (strcmp(f, "-out") == 0) a->out = v;
+                else if (strcmp(f, "-rss-name") == 0) a->rss_name = v;
+                else if (strcmp(f, "-vms") == 0) a->vms = parse_int(f, v, 1);
+                else if (strcmp(f, "-warms") == 0) a->warms = parse_int(f, v, 1);
+                else if (strcmp(f, "-concurrent") == 0) a->concurrent = parse_int(f, v, 0);
+                else if (strcmp(f, "-rss-pid") == 0) a->rss_pid = parse_int(f, v, 1);
+                else {
+                        fprintf(stderr, "prov-flow: unknown flag %s\n", f);
+                        exit(2);
+                }
+        }
+        if (!a->address || !a->image) {
+                fprintf(stderr, "usage: prov-flow -address SOCK -image REF [-plain-http] [-vms N] "
+                                "[-warms N] [-concurrent N] [-flow NAME] [-out FILE] [-rss-pid PID] "
+                                "[-rss-name NAME]\n");
+                exit(2);
+        }
+        if (a->concurrent < 0)
+                a->concurrent = a->vms;
+}
+
+static int write_out(const args *a, json_object *res) {
+        const char *text = json_object_to_json_string_ext(res, JSON_C_TO_STRING_PRETTY);
+        if (!a->out)
+                return puts(text) < 0 ? -EIO : 0;
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", a->out);
+        FILE *f = fopen(tmp, "we");
+        if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0 || rename(tmp, a->out) < 0)
+                return -errno;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        args a;
+        parse(argc, argv, &a);
+        _cleanup_json_ json_object *res = json_object_new_object();
+        run r = { .a = &a, .res = res, .ops = json_object_new_object(),
+                  .rss = json_object_new_array(), .problems = json_object_new_array() };
+        json_object_object_add(res, "flow", json_object_new_string(a.flow));
+        json_object_object_add(res, "client", json_object_new_string(
+                "thinsnap.v1.Provisioner, C client on one connection"));
+        json_object_object_add(res, "snapshotter", json_object_new_string("thinsnap"));
+        json_object_object_add(res, "image", json_object_new_string(a.image));
+        json_object_object_add(res, "vms", json_object_new_int(a.vms));
+        json_object_object_add(res, "ops_ms", r.ops);
+        json_object_object_add(res, "rss", r.rss);
+        json_object_object_add(res, "problems", r.problems);
+        if (a.rss_name)
+                json_object_object_add(res, "rss_process", json_object_new_string(a.rss_name));
+        ts_error *err = NULL;
+        int e = ts_rpc_client_connect(a.address, &r.c, &err);
+        if (e >= 0)
+                e = flow(&r, &err);
+        if (e < 0) {
+                fprintf(stderr, "prov-flow: %s\n", ts_error_message(err, e));
+                json_object_object_add(res, "failed", json_object_new_string(ts_error_message(err, e)));
+        }
+        ts_error_free(err);
+        ts_rpc_client_free(r.c);
+        int w = write_out(&a, res);
+        if (w < 0)
+                fprintf(stderr, "prov-flow: write %s: %s\n", a.out ? a.out : "stdout", strerror(-w));
+        return e < 0 || w < 0 ? 1 : 0;
+}
