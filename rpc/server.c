@@ -744,6 +744,8 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
                 *ret_out = TAKE_PTR(c->h2.cap);
                 *ret_out_len = c->h2.cap_len;
         }
+        /* What the close still sends (window updates, GOAWAY) is dropped. */
+        c->h2.capture = false;
         conn_unlink_and_free(c);
         uv_run(&s->loop, UV_RUN_NOWAIT);
         if (lost)
