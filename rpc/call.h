@@ -76,8 +76,9 @@ int ts_rpc_call_send(ts_rpc_call *call, const ProtobufCMessage *msg);
 int ts_rpc_call_send_bytes(ts_rpc_call *call, const void *data, size_t len);
 
 /* Sets the status message (printf format; cut to TS_RPC_MESSAGE_MAX bytes;
- * percent-encoded on the wire) and returns code, for `return ts_rpc_call_error(call, TS_RPC_NOT_FOUND,
- * "snapshot %s not found", key);`. The last call wins. */
+ * percent-encoded on the wire) and returns code, for
+ * `return ts_rpc_call_error(call, TS_RPC_NOT_FOUND, "snapshot %s not found", key);`.
+ * The last call wins. */
 int ts_rpc_call_error(ts_rpc_call *call, int code, const char *fmt, ...) _printf_(3, 4);
 
 /* Maps a -errno (and the ts_error that explains it, NULL allowed) to a
