@@ -41,7 +41,8 @@ class Lane:
         self.bindir, self.src, self.name = bindir, srcdir, name
         self.containerd_bin, self.ctr_bin, self.base_size = containerd, ctr, base_size
         self.work = tempfile.mkdtemp(prefix=f"{name}.", dir="/tmp")
-        self.run_dir = f"/run/{name}"
+        # per run, so two runs on one host (CI and a developer's) do not meet
+        self.run_dir = f"/run/{os.path.basename(self.work)}"
         os.makedirs(self.run_dir, exist_ok=True)
         self.pool = f"{name}-tp"
         self.ts_sock = f"{self.run_dir}/thinsnapd.sock"
@@ -209,4 +210,5 @@ class Lane:
             self.dump_logs()
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         sys.exit(1 if self.failed else 0)

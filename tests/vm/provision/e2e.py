@@ -261,7 +261,7 @@ def full_pool(lane, ref2):
     lane.stop("containerd")
     lane.stop("thinsnapd")
     lane.pool = f"{lane.name}-small"
-    lane.pool_create("24M", "4M", "--error-if-no-space")
+    lane.pool_create("12M", "4M", "--error-if-no-space")
     lane.start_thinsnapd()
     lane.start_containerd()
     p, _ = pull(lane, ref2)
