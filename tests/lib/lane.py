@@ -49,7 +49,8 @@ class Lane:
         self.prov_sock = f"{self.run_dir}/provisioner.sock"
         self.ctd_sock = f"{self.run_dir}/containerd.sock"
         self.env = dict(os.environ, THINSNAP_STATE_DIR=f"{self.work}/pools",
-                        THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1")
+                        THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1",
+                        TS_REGISTRY_TIMEOUT="3")
         self.procs = {}
         self.logs = {}
         self.mounts = []
