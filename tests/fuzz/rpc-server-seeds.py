@@ -13,18 +13,31 @@ def frame(ftype, flags, sid, payload):
     return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
 
 
-def hpack(headers):
+def hpack_len(n):
+    """A string length with HPACK's 7-bit prefix (no Huffman)."""
+    if n < 127:
+        return bytes([n])
+    out, n = bytearray([127]), n - 127
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    return bytes(out + bytearray([n]))
+
+
+def hpack(headers, indexed=False):
+    """Literal fields with new names; indexed: added to the dynamic table."""
     out = b""
     for k, v in headers:
-        out += b"\x00" + bytes([len(k)]) + k.encode() + bytes([len(v)]) + v.encode()
+        out += (b"\x40" if indexed else b"\x00") + hpack_len(len(k)) + k.encode() + \
+            hpack_len(len(v)) + v.encode()
     return out
 
 
-def headers(sid, path, extra=(), end_stream=False):
+def headers(sid, path, extra=(), end_stream=False, tail=b""):
     h = [(":method", "POST"), (":scheme", "http"), (":path", path),
          (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")]
     h += list(extra)
-    return frame(1, 0x4 | (0x1 if end_stream else 0), sid, hpack(h))
+    return frame(1, 0x4 | (0x1 if end_stream else 0), sid, hpack(h) + tail)
 
 
 def grpc_msg(body, flag=0):
@@ -56,6 +69,19 @@ seeds = {
         frame(3, 0, 3, struct.pack(">I", 8)),
     "oversized": settings + headers(1, "/thinsnap.test.v1.Test/Echo") +
                  data(1, b"\x00\x00\x01\x00\x00" + b"a" * 64),
+    # A 4000-byte header into HPACK's table, then 20 one-byte references to
+    # it: past the 64 KiB header list bound once decoded.
+    "header-expansion": settings +
+        headers(1, "/thinsnap.test.v1.Test/Echo",
+                tail=hpack([("x-big", "h" * 4000)], indexed=True) + b"\xbe" * 20) +
+        data(1, grpc_msg(echo_req)) +
+        headers(3, "/thinsnap.test.v1.Test/Echo") + data(3, grpc_msg(echo_req)),
+    # A message declared at the size limit whose bytes stop early, then the
+    # stream is reset: its window comes back.
+    "unfinished-reset": settings + headers(1, "/thinsnap.test.v1.Test/Echo") +
+        data(1, b"\x00\x00\x00\x10\x00" + b"a" * 100, end=False) +
+        frame(3, 0, 1, struct.pack(">I", 8)) +
+        headers(3, "/thinsnap.test.v1.Test/Echo") + data(3, grpc_msg(echo_req)),
     "goaway-ping": settings + frame(6, 0, 0, b"12345678") +
                    headers(1, "/thinsnap.test.v1.Test/Echo") + data(1, grpc_msg(b"\xff\xff")) +
                    frame(7, 0, 0, struct.pack(">II", 0, 0)),

@@ -72,6 +72,14 @@ START_TEST(bad_lines) {
                 { "= 1", "line 1: expected `key = value`" },
                 { "pool =", "a value is missing" },
                 { "pool = \"a\tb\"", "control character" },
+                { "max_connections = 0", "line 1: max_connections: '0' is not a count above 0" },
+                { "max_connections = \"x\"", "max_connections: 'x' is not a count" },
+                { "connection_window = \"5G\"", "connection_window: '5G' is not a size" },
+                { "request_timeout = 30", "request_timeout: must be a duration string" },
+                { "request_timeout = \"30\"", "request_timeout: '30' is not a duration" },
+                { "idle_timeout = \"0s\"", "idle_timeout: '0s' is not a duration" },
+                { "send_timeout = \"2d\"", "send_timeout: '2d' is not a duration" },
+                { "send_timeout = \"5000000h\"", "is not a duration" },
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
                 ts_config c = { 0 };
@@ -82,6 +90,44 @@ START_TEST(bad_lines) {
                 free(msg);
                 ts_config_done(&c);
         }
+}
+END_TEST
+
+START_TEST(rpc_limits) {
+        ts_config c = { 0 };
+        const char *text = "max_connections = 64\n"
+                           "max_concurrent_streams = \"32\"\n"
+                           "max_header_list_size = \"16K\"\n"
+                           "connection_window = 40000000\n"
+                           "max_queued_calls = 100\n"
+                           "handshake_timeout = \"500ms\"\n"
+                           "request_timeout = \"30s\"\n"
+                           "idle_timeout = \"10m\"\n"
+                           "send_timeout = \"1h\"\n";
+        ck_assert_int_eq(parse(text, &c, NULL), 0);
+        ck_assert_uint_eq(c.rpc.max_connections, 64);
+        ck_assert_uint_eq(c.rpc.max_concurrent_streams, 32);
+        ck_assert_uint_eq(c.rpc.max_header_list_size, 16384);
+        ck_assert_uint_eq(c.rpc.connection_window, 40000000);
+        ck_assert_uint_eq(c.rpc.max_queued_calls, 100);
+        ck_assert_uint_eq(c.rpc.handshake_timeout_ms, 500);
+        ck_assert_uint_eq(c.rpc.request_timeout_ms, 30000);
+        ck_assert_uint_eq(c.rpc.idle_timeout_ms, 600000);
+        ck_assert_uint_eq(c.rpc.send_timeout_ms, 3600000);
+
+        /* What the command line sets wins; what it leaves keeps the file's. */
+        ts_rpc_server_options cli = { .max_connections = 8 };
+        const ts_config_rpc_key *k = NULL;
+        for (size_t i = 0; i < ts_config_n_rpc_keys; i++)
+                if (strcmp(ts_config_rpc_keys[i].flag, "handshake-timeout") == 0)
+                        k = &ts_config_rpc_keys[i];
+        ck_assert_ptr_nonnull(k);
+        ck_assert_int_eq(ts_config_set_rpc(&cli, k, "--handshake-timeout", "2s", NULL), 0);
+        ts_config_merge_rpc(&c.rpc, &cli);
+        ck_assert_uint_eq(c.rpc.max_connections, 8);
+        ck_assert_uint_eq(c.rpc.handshake_timeout_ms, 2000);
+        ck_assert_uint_eq(c.rpc.request_timeout_ms, 30000);
+        ts_config_done(&c);
 }
 END_TEST
 
@@ -99,6 +145,7 @@ int main(void) {
         TCase *tc = tcase_create("parse");
         tcase_add_test(tc, full_file);
         tcase_add_test(tc, bad_lines);
+        tcase_add_test(tc, rpc_limits);
         tcase_add_test(tc, load_missing_file);
         suite_add_tcase(s, tc);
         return ts_check_run(s);

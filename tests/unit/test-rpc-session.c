@@ -161,6 +161,15 @@ START_TEST(seeds_answers) {
         ck_assert_int_eq(feed_seed(s, "oversized", &res), 0);
         ck_assert_int_eq(res.status[0], TS_RPC_RESOURCE_EXHAUSTED);
 
+        /* Headers past the bound once decoded: refused; the next call is not. */
+        ck_assert_int_eq(feed_seed(s, "header-expansion", &res), 0);
+        ck_assert_int_eq(res.status[0], TS_RPC_RESOURCE_EXHAUSTED);
+        ck_assert_int_eq(res.status[1], TS_RPC_OK);
+
+        ck_assert_int_eq(feed_seed(s, "unfinished-reset", &res), 0);
+        ck_assert_int_eq(res.status[0], -1);
+        ck_assert_int_eq(res.status[1], TS_RPC_OK);
+
         ck_assert_int_eq(feed_seed(s, "goaway-ping", &res), 0);
         ck_assert_int_eq(res.status[0], TS_RPC_INVALID_ARGUMENT);
 

@@ -26,6 +26,13 @@ expect 2 "--log-level 'loud'" --log-level loud
 expect 2 "unknown option '--bogus'" --bogus
 expect 2 "unexpected argument 'extra'" --root /tmp/r extra
 expect 2 "--root needs a value" --root
+expect 0 "--max-connections N" --help
+expect 2 "--max-connections: '0' is not a count above 0" --max-connections 0
+expect 2 "--send-timeout: '10' is not a duration" --send-timeout 10
+expect 2 "--max-header-list-size: 'lots' is not a size" --max-header-list-size lots
+expect 2 "--connection-window must be at least" --root /tmp/r --pool tp --address /tmp/x --connection-window 1M
+printf 'max_connections = 16\nidle_timeout = 5\n' > "$tmp/rpc.toml"
+expect 2 "config line 2: idle_timeout: must be a duration string" --config "$tmp/rpc.toml"
 expect 2 "--max-warms '0' is not a number from 1 to 64" --root /tmp/r --max-warms 0
 expect 0 "--provisioner-address SOCKET" --help
 printf 'max_warms = 100\n' > "$tmp/warms.toml"

@@ -19,12 +19,23 @@ static void on_signal(int sig) {
 int main(int argc, char **argv) {
         ts_rpc_server_options opts = { 0 };
         uint32_t *const values[] = {
-                &opts.handler_threads,
-                &opts.max_queued_calls,
+                &opts.handler_threads,       &opts.max_queued_calls,
+                &opts.max_concurrent_streams, &opts.max_header_list_size,
+                &opts.connection_window,     &opts.max_connections,
+                &opts.handshake_timeout_ms,  &opts.request_timeout_ms,
+                &opts.idle_timeout_ms,       &opts.send_timeout_ms,
         };
         static const struct option longopts[] = {
                 { "handler-threads", required_argument, NULL, 0 },
                 { "max-queued-calls", required_argument, NULL, 0 },
+                { "max-concurrent-streams", required_argument, NULL, 0 },
+                { "max-header-list-size", required_argument, NULL, 0 },
+                { "connection-window", required_argument, NULL, 0 },
+                { "max-connections", required_argument, NULL, 0 },
+                { "handshake-timeout-ms", required_argument, NULL, 0 },
+                { "request-timeout-ms", required_argument, NULL, 0 },
+                { "idle-timeout-ms", required_argument, NULL, 0 },
+                { "send-timeout-ms", required_argument, NULL, 0 },
                 {},
         };
         _cleanup_error_ ts_error *err = NULL;

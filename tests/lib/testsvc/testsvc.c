@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "testsvc.h"
 
@@ -97,4 +98,86 @@ int ts_testsvc_register(ts_rpc_server *s) {
         };
         return ts_rpc_server_add_service(s, &thinsnap__test__v1__test__descriptor, methods,
                                          TS_ARRAY_SIZE(methods), NULL);
+}
+
+static void *run(void *p) {
+        ts_testsvc_server *t = p;
+        t->rc = ts_rpc_server_run(t->s, NULL);
+        return NULL;
+}
+
+int ts_testsvc_start(ts_testsvc_server *t, const ts_rpc_server_options *o,
+                     const ts_rpc_method *extra, size_t n_extra) {
+        char dir[] = "/tmp/ts-rpc-XXXXXX";
+        int r;
+
+        if (!mkdtemp(dir))
+                return -errno;
+        snprintf(t->path, sizeof(t->path), "%s/s.sock", dir);
+        t->rc = -1;
+        r = ts_rpc_server_new(o, &t->s);
+        if (r < 0)
+                return r;
+        r = ts_testsvc_register(t->s);
+        for (size_t i = 0; r >= 0 && i < n_extra; i++)
+                r = ts_rpc_server_add_method(t->s, &extra[i]);
+        if (r >= 0)
+                r = ts_rpc_server_listen(t->s, t->path, 0660, NULL);
+        if (r >= 0)
+                r = -pthread_create(&t->thread, NULL, run, t);
+        if (r < 0)
+                t->s = ts_rpc_server_free(t->s);
+        return r;
+}
+
+int ts_testsvc_stop(ts_testsvc_server *t) {
+        ts_rpc_server_shutdown(t->s);
+        pthread_join(t->thread, NULL);
+        t->s = ts_rpc_server_free(t->s);
+        unlink(t->path);
+        *strrchr(t->path, '/') = 0;
+        rmdir(t->path);
+        return t->rc;
+}
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static unsigned gate_waiting;
+
+static int gate(ts_rpc_call *call, const ProtobufCMessage *m, void *userdata) {
+        pthread_mutex_lock(&gate_lock);
+        gate_waiting++;
+        pthread_cond_broadcast(&gate_cond);
+        while (!gate_open && !ts_rpc_call_cancelled(call)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 10 * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&gate_cond, &gate_lock, &ts);
+        }
+        gate_waiting--;
+        pthread_mutex_unlock(&gate_lock);
+        return ts_rpc_call_send_bytes(call, "", 0) < 0 ? TS_RPC_CANCELLED : TS_RPC_OK;
+}
+
+const ts_rpc_method ts_testsvc_gate = { .path = "/t.Gate/Wait", .handler = gate };
+
+void ts_testsvc_gate_set(bool open) {
+        pthread_mutex_lock(&gate_lock);
+        gate_open = open;
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+}
+
+unsigned ts_testsvc_gate_wait_for(unsigned n) {
+        pthread_mutex_lock(&gate_lock);
+        while (gate_waiting < n)
+                pthread_cond_wait(&gate_cond, &gate_lock);
+        unsigned w = gate_waiting;
+        pthread_mutex_unlock(&gate_lock);
+        return w;
 }
