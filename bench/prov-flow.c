@@ -3,10 +3,12 @@
  * written with containerd's Go client (bench/provisioner). The same steps, the same JSON:
  *
  *   prov-flow -address SOCK -image REF [-plain-http] [-vms N] [-warms N] [-concurrent N]
- *             [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME]
+ *             [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME] [-also-warm REF]...
  *
  *   warm        PullImage until READY, -warms times; between two the image is removed
- *               (RemoveImage, synchronous GC), so each warm starts cold;
+ *               (RemoveImage, synchronous GC), so each warm starts cold; then each
+ *               -also-warm image once (untimed), so the daemon's memory is sampled with
+ *               several images warm;
  *   vm_snapshot Snapshot(vm, image), -vms times one after another; teardown: Teardown of each;
  *   concurrent  -concurrent Snapshots released at once (each call, start -> last, first ->
  *               last completion), then their Teardowns at once. */
@@ -24,10 +26,11 @@
 #include "thinsnap/v1/provisioner.pb-c.h"
 
 #define SVC "/thinsnap.v1.Provisioner/"
+#define MAX_ALSO 16
 
 typedef struct args {
-        const char *address, *image, *flow, *out, *rss_name;
-        int vms, warms, concurrent, rss_pid;
+        const char *address, *image, *flow, *out, *rss_name, *also[MAX_ALSO];
+        int vms, warms, concurrent, rss_pid, n_also;
         bool plain_http;
 } args;
 
@@ -80,10 +83,10 @@ static int unary(run *r, const char *method, const ProtobufCMessage *req,
         return e;
 }
 
-/* PullImage until its stream ends; the last status must be READY. */
-static int warm(run *r, ts_error **err) {
+/* PullImage of ref until its stream ends; the last status must be READY. */
+static int warm_ref(run *r, const char *ref, ts_error **err) {
         Thinsnap__V1__PullImageRequest req = THINSNAP__V1__PULL_IMAGE_REQUEST__INIT;
-        req.ref = (char *) r->a->image;
+        req.ref = (char *) ref;
         req.plain_http = r->a->plain_http;
         ts_rpc_client_call *cc = NULL;
         int e = ts_rpc_client_call_start(r->c, SVC "PullImage", NULL, &cc, err);
@@ -102,8 +105,12 @@ static int warm(run *r, ts_error **err) {
         }
         ts_rpc_client_call_free(cc);
         if (e >= 0 && state != THINSNAP__V1__WARM_STATUS__STATE__READY)
-                e = ts_error_setf_plain(err, EPROTO, "the warm ended in state %d", state);
+                e = ts_error_setf_plain(err, EPROTO, "the warm of %s ended in state %d", ref, state);
         return e;
+}
+
+static int warm(run *r, ts_error **err) {
+        return warm_ref(r, r->a->image, err);
 }
 
 static int unwarm(run *r, ts_error **err) {
@@ -238,7 +245,10 @@ static int sequential(run *r, ts_error **err) {
                 snprintf(vm, sizeof vm, "vm-%03d", i);
                 e = timed_vm(r, "vm_snapshot", snapshot, vm, err);
         }
-        snprintf(when, sizeof when, "with %d VMs", r->a->vms);
+        if (r->a->n_also > 0)
+                snprintf(when, sizeof when, "with %d VMs and %d images", r->a->vms, r->a->n_also + 1);
+        else
+                snprintf(when, sizeof when, "with %d VMs", r->a->vms);
         sample_rss(r, when);
         for (int i = 0; e >= 0 && i < r->a->vms; i++) {
                 snprintf(vm, sizeof vm, "vm-%03d", i);
@@ -277,6 +287,13 @@ static int flow(run *r, ts_error **err) {
                         e = unwarm(r, err);
         }
         sample_rss(r, "after warm");
+        for (int i = 0; e >= 0 && i < r->a->n_also; i++)
+                e = warm_ref(r, r->a->also[i], err);
+        if (e >= 0 && r->a->n_also > 0) {
+                char when[64];
+                snprintf(when, sizeof when, "with %d images warm", r->a->n_also + 1);
+                sample_rss(r, when);
+        }
         if (e >= 0)
                 e = sequential(r, err);
         sample_rss(r, "after teardown");
@@ -316,6 +333,11 @@ static void parse(int argc, char **argv, args *a) {
                 else if (strcmp(f, "-flow") == 0) a->flow = v;
                 else if (strcmp(f, "-out") == 0) a->out = v;
                 else if (strcmp(f, "-rss-name") == 0) a->rss_name = v;
+                else if (strcmp(f, "-also-warm") == 0 && a->n_also < MAX_ALSO) a->also[a->n_also++] = v;
+                else if (strcmp(f, "-also-warm") == 0) {
+                        fprintf(stderr, "prov-flow: at most %d -also-warm images\n", MAX_ALSO);
+                        exit(2);
+                }
                 else if (strcmp(f, "-vms") == 0) a->vms = parse_int(f, v, 1);
                 else if (strcmp(f, "-warms") == 0) a->warms = parse_int(f, v, 1);
                 else if (strcmp(f, "-concurrent") == 0) a->concurrent = parse_int(f, v, 0);
@@ -328,7 +350,7 @@ static void parse(int argc, char **argv, args *a) {
         if (!a->address || !a->image) {
                 fprintf(stderr, "usage: prov-flow -address SOCK -image REF [-plain-http] [-vms N] "
                                 "[-warms N] [-concurrent N] [-flow NAME] [-out FILE] [-rss-pid PID] "
-                                "[-rss-name NAME]\n");
+                                "[-rss-name NAME] [-also-warm REF]...\n");
                 exit(2);
         }
         if (a->concurrent < 0)

@@ -5,7 +5,7 @@
 # thinsnapd, then prints markdown tables with the ratios (bench/provisioner/README.md).
 #   bench/run-provisioner-bench.sh [--build DIR] [--timeout S] [--out DIR] [-- GUEST-ARGS...]
 # GUEST-ARGS go to bench/provisioner/in-guest.sh (--vms N, --warms N, --base-size SIZE,
-# --thinsnap-flow CMD). The samples of each flow stay in OUT/flows/*.json (default
+# --flows LIST). The samples of each flow stay in OUT/flows/*.json (default
 # DIR/provisioner-bench); bench/provisioner-table.py prints the tables from them again.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,10 +43,21 @@ rm -rf "$out/flows" "$out/vm" "$out/registry"
 mkdir -p "$out/vm" "$out/flows"
 /usr/bin/python3 tests/lib/build-image build "$out/image" --layers 3 \
   --name 127.0.0.1:5000/bench/img:v1 >/dev/null
+# Four more images of the same form (other seeds: other layers), which the thinsnap flow
+# warms too, so thinsnapd's memory is measured with 50 VMs and 5 images.
+extra=()
+for i in 1 2 3 4; do
+  /usr/bin/python3 tests/lib/build-image build "$out/small$i" --layers 3 --seed $((i + 1)) \
+    --name "127.0.0.1:5000/bench/small$i:v1" >/dev/null
+  extra+=(--also-warm "127.0.0.1:5000/bench/small$i:v1")
+done
 registry=(/usr/bin/python3 tests/lib/registry.py)
 "${registry[@]}" start "$out/registry" >/dev/null
 trap '"${registry[@]}" stop "$out/registry"' EXIT
 "${registry[@]}" push "$out/registry" "$out/image/image.tar" bench/img:v1
+for i in 1 2 3 4; do
+  "${registry[@]}" push "$out/registry" "$out/small$i/image.tar" "bench/small$i:v1"
+done
 "${registry[@]}" stop "$out/registry"
 trap - EXIT
 
@@ -55,7 +66,7 @@ status=0
 TMPDIR=$out/vm tests/vm/run --keep --cache "${cache:-$build/vm-cache}" --timeout "$timeout" -- \
   "$top/bench/provisioner/in-guest.sh" --registry "$out/registry" --go-flow "$build/go/provisioner-bench" \
   --thinsnap "$thinsnap" --thinsnapd "$thinsnapd" --out /run/ts-vm/flows "${thinsnap_flow[@]}" \
-  "$@" || status=$?
+  "${extra[@]}" "$@" || status=$?
 for d in "$out"/vm/ts-vm.*; do
   cp "$d"/flows/*.json "$out/flows/" 2>/dev/null || true
 done

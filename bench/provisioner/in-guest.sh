@@ -4,6 +4,7 @@
 #
 #   in-guest.sh --registry DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
 #               [--vms N] [--warms N] [--base-size SIZE] [--thinsnap-flow CMD]
+#               [--also-warm REF]... [--flows go,thinsnap]
 #
 # DIR is a registry's storage (`tests/lib/registry.py start DIR`) into which the image was
 # pushed as bench/img:v1 on the host (skopeo takes minutes under TCG). Serves a copy of it
@@ -12,17 +13,20 @@
 #   go-devmapper  containerd's Go client, containerd's built-in devmapper snapshotter;
 #   go-thinsnapd  containerd's Go client, thinsnapd as containerd's proxy plugin `thinsnap`;
 #   thinsnap      the thinsnap provisioner's own API (flow_thinsnap below: the third column).
+# --also-warm REF: another image in the same registry that the thinsnap flow warms (untimed)
+# before its VMs, so thinsnapd's memory is sampled with several images; --flows: which flows
+# run (go: both Go flows, thinsnap: the third; default both).
 # Each flow writes OUT/<flow>.json (bench/provisioner/README.md); a flow that is not run writes
 # {"flow": ..., "skipped": reason}.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 usage() {
-        sed -n '5,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
 }
 
-registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow=
+registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow= also=() flows=go,thinsnap
 vms=50 warms=3 base_size=128M
 while [ $# -gt 0 ]; do
         case $1 in
@@ -35,6 +39,8 @@ while [ $# -gt 0 ]; do
         --warms) warms=${2:-}; shift 2 || usage ;;
         --base-size) base_size=${2:-}; shift 2 || usage ;;
         --thinsnap-flow) thinsnap_flow=${2:-}; shift 2 || usage ;;
+        --also-warm) also+=(-also-warm "${2:-}"); shift 2 || usage ;;
+        --flows) flows=${2:-}; shift 2 || usage ;;
         *) echo "in-guest: unknown argument '$1'" >&2; usage ;;
         esac
 done
@@ -244,7 +250,8 @@ flow_thinsnap() {
                 '  type = "snapshot"' "  address = \"$sock\"")"
         say "thinsnap: $warms warms, $vms VMs one by one, $vms at once"
         $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
-                -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd ||
+                -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd \
+                "${also[@]}" ||
                 die "the thinsnap flow failed (see thinsnap.json)"
         stop "$ctd_pid"
         stop "$tsd_pid"
@@ -252,8 +259,17 @@ flow_thinsnap() {
 
 say "starting docker-registry with $ref"
 start_registry
-setup_go_devmapper
-setup_go_thinsnapd
-run_go_flows
-flow_thinsnap
+case ",$flows," in
+*,go,*)
+        setup_go_devmapper
+        setup_go_thinsnapd
+        run_go_flows
+        ;;
+*) skipped go-devmapper "not asked for (--flows $flows)"
+   skipped go-thinsnapd "not asked for (--flows $flows)" ;;
+esac
+case ",$flows," in
+*,thinsnap,*) flow_thinsnap ;;
+*) skipped thinsnap "not asked for (--flows $flows)" ;;
+esac
 say "done"
