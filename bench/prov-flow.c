@@ -59,17 +59,26 @@ static void problem(run *r, const char *what, int e, const ts_error *err) {
 static void sample_rss(run *r, const char *when) {
         if (!r->a->rss_pid)
                 return;
+        /* VmRSS, and the part of it that is the process's own memory (RssAnon) rather than
+         * pages of its executable and shared libraries (RssFile). */
+        static const struct { const char *field, *key; } keys[] = {
+                { "VmRSS:", "kib" }, { "RssAnon:", "anon_kib" }, { "RssFile:", "file_kib" },
+        };
         char path[64], line[256];
         snprintf(path, sizeof path, "/proc/%d/status", r->a->rss_pid);
         _cleanup_fclose_ FILE *f = fopen(path, "re");
-        while (f && fgets(line, sizeof line, f))
-                if (strncmp(line, "VmRSS:", 6) == 0) {
-                        json_object *s = json_object_new_object();
-                        json_object_object_add(s, "when", json_object_new_string(when));
-                        json_object_object_add(s, "kib", json_object_new_int64(strtoll(line + 6, NULL, 10)));
-                        json_object_array_add(r->rss, s);
-                        return;
+        if (!f)
+                return;
+        json_object *s = json_object_new_object();
+        json_object_object_add(s, "when", json_object_new_string(when));
+        while (fgets(line, sizeof line, f))
+                for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+                        size_t n = strlen(keys[i].field);
+                        if (strncmp(line, keys[i].field, n) == 0)
+                                json_object_object_add(s, keys[i].key,
+                                                       json_object_new_int64(strtoll(line + n, NULL, 10)));
                 }
+        json_object_array_add(r->rss, s);
 }
 
 static int unary(run *r, const char *method, const ProtobufCMessage *req,

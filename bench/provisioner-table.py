@@ -50,6 +50,15 @@ def fmt_ratio(a, b):
     return "—" if a is None or b is None or b == 0 else "%.3f×" % (a / b)
 
 
+def rss_cell(s):
+    """VmRSS, and of it the process's own memory (RssAnon) where the flow sampled it: the rest
+    is pages of the executable and its shared libraries."""
+    cell = "%.1f MiB" % (s["kib"] / 1024)
+    if "anon_kib" in s:
+        cell += " (anon %.1f)" % (s["anon_kib"] / 1024)
+    return cell
+
+
 def load(path):
     try:
         with open(path) as fh:
@@ -137,7 +146,8 @@ def main():
 
     rss = [f for f in flows if f.get("rss")]
     if rss:
-        print("### Resident memory (VmRSS)")
+        print("### Resident memory (VmRSS; in brackets RssAnon, without the pages of the "
+              "executable and its shared libraries)")
         print()
         print("| when | " + " | ".join("%s of %s" % (f.get("rss_process") or "?", f["flow"])
                                      for f in rss) + " |")
@@ -146,8 +156,7 @@ def main():
         for f in rss:
             whens += [s["when"] for s in f["rss"] if s["when"] not in whens]
         for w in whens:
-            cells = [next(("%.1f MiB" % (s["kib"] / 1024) for s in f["rss"] if s["when"] == w), "—")
-                     for f in rss]
+            cells = [next((rss_cell(s) for s in f["rss"] if s["when"] == w), "—") for f in rss]
             print("| %s | %s |" % (w, " | ".join(cells)))
     return 1 if any(f.get("failed") or f.get("problems") for f in flows) else 0
 

@@ -88,8 +88,10 @@ type concurrentResult struct {
 }
 
 type rssSample struct {
-	When string `json:"when"`
-	KiB  int64  `json:"kib"`
+	When    string `json:"when"`
+	KiB     int64  `json:"kib"`
+	AnonKiB int64  `json:"anon_kib"` // the process's own memory (RssAnon)
+	FileKiB int64  `json:"file_kib"` // pages of its executable and shared libraries (RssFile)
 }
 
 // result is the JSON a flow writes; samples are in milliseconds.
@@ -126,33 +128,44 @@ func (r *result) problem(format string, args ...interface{}) {
 	r.Problems = append(r.Problems, msg)
 }
 
-// vmRSS reads VmRSS (KiB) from /proc/PID/status.
-func vmRSS(pid int) (int64, error) {
+// readRSS reads VmRSS, RssAnon and RssFile (KiB) from /proc/PID/status.
+func readRSS(pid int, when string) (rssSample, error) {
+	s := rssSample{When: when}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return s, err
 	}
 	defer f.Close()
+	fields := map[string]*int64{"VmRSS:": &s.KiB, "RssAnon:": &s.AnonKiB, "RssFile:": &s.FileKiB}
+	seen := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, "VmRSS:") {
-			v := strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:"))
-			return strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
+		name, v, ok := strings.Cut(sc.Text(), "\t")
+		if p := fields[name]; ok && p != nil {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("/proc/%d/status: %s %q: %v", pid, name, v, err)
+			}
+			*p = n
+			seen++
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmRSS line", pid)
+	if seen != len(fields) {
+		return s, fmt.Errorf("/proc/%d/status lacks VmRSS, RssAnon or RssFile", pid)
+	}
+	return s, nil
 }
 
 func (r *result) sampleRSS(when string) {
 	if r.rssPid == 0 {
 		return
 	}
-	kib, err := vmRSS(r.rssPid)
+	s, err := readRSS(r.rssPid, when)
 	if err != nil {
 		r.problem("VmRSS of %s (pid %d) %s: %v", r.RSSProcess, r.rssPid, when, err)
 		return
 	}
-	r.RSS = append(r.RSS, rssSample{When: when, KiB: kib})
+	r.RSS = append(r.RSS, s)
 }
 
 func usage(format string, args ...interface{}) {
