@@ -64,22 +64,51 @@ typedef struct downloads {
         unsigned n_threads;
 } downloads;
 
+/* libcurl hands over a blob in pieces of 16 KiB: each would be a Content.Write
+ * message of its own, answered by containerd. They are gathered into 1 MiB
+ * writes, the messages containerd's own client sends. */
+#define SINK_CHUNK (1u << 20)
+
 typedef struct layer_sink {
         downloads *dl;
         size_t i;
         ts_ctrd_writer *w;
         uint64_t done;
+        uint8_t *buf; /* SINK_CHUNK bytes; len of them gathered */
+        size_t len;
 } layer_sink;
+
+static int sink_send(layer_sink *ls, const void *p, size_t n, ts_error **err) {
+        int r = ts_ctrd_writer_write(ls->w, p, n, err);
+        if (r < 0)
+                return r;
+        ls->done += n;
+        prov_job_blob_progress(ls->dl->j, ls->i, ls->done, false);
+        return 0;
+}
+
+static int sink_flush(layer_sink *ls, ts_error **err) {
+        int r = ls->len ? sink_send(ls, ls->buf, ls->len, err) : 0;
+        ls->len = 0;
+        return r;
+}
 
 static int layer_write(void *userdata, const void *p, size_t n) {
         layer_sink *ls = userdata;
         if (prov_job_cancelled(ls->dl->j) || __atomic_load_n(&ls->dl->stop, __ATOMIC_RELAXED))
                 return -ECANCELED;
-        int r = ts_ctrd_writer_write(ls->w, p, n, NULL);
-        if (r < 0)
-                return r;
-        ls->done += n;
-        prov_job_blob_progress(ls->dl->j, ls->i, ls->done, false);
+        if (ls->len == 0 && n >= SINK_CHUNK)
+                return sink_send(ls, p, n, NULL);
+        while (n > 0) {
+                size_t k = SINK_CHUNK - ls->len < n ? SINK_CHUNK - ls->len : n;
+                memcpy(ls->buf + ls->len, p, k);
+                ls->len += k;
+                p = (const uint8_t *) p + k;
+                n -= k;
+                int r = ls->len == SINK_CHUNK ? sink_flush(ls, NULL) : 0;
+                if (r < 0)
+                        return r;
+        }
         return 0;
 }
 
@@ -89,7 +118,10 @@ static int layer_write(void *userdata, const void *p, size_t n) {
 static int download_try(downloads *dl, size_t i, const char *ref, bool *ret_resumed,
                         ts_error **err) {
         const ts_oci_descriptor *d = &dl->m->layers[i];
-        layer_sink ls = { .dl = dl, .i = i };
+        _cleanup_free_ uint8_t *buf = malloc(SINK_CHUNK);
+        if (!buf)
+                return -ENOMEM;
+        layer_sink ls = { .dl = dl, .i = i, .buf = buf };
         int r = ts_ctrd_writer_open(dl->j->c, dl->j->lease, ref, d->size, d->digest, &ls.w, err);
         if (r != 0)
                 return r;
@@ -97,6 +129,8 @@ static int download_try(downloads *dl, size_t i, const char *ref, bool *ret_resu
         ls.done = off > 0 ? (uint64_t) off : 0;
         *ret_resumed = off > 0;
         r = ts_registry_fetch_blob(dl->s->reg, dl->s->repo, d, ls.done, layer_write, &ls, err);
+        if (r >= 0)
+                r = sink_flush(&ls, err);
         if (r >= 0)
                 r = ts_ctrd_writer_commit(ls.w, dl->s->labels, err);
         ts_ctrd_writer_free(ls.w);
