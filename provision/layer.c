@@ -1,0 +1,178 @@
+/* Writing a layer: libarchive makes the tar, zlib compresses it as the
+ * bytes come out, and both are hashed on the way. One adapter each turns
+ * libarchive's and zlib's failures into our errors. */
+#include "layer.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define READ_CHUNK (1 << 20)
+#define GZIP_LEVEL 6
+
+typedef struct sink {
+        ts_sha256 *tar_hash;
+        z_stream z;
+        uint8_t *out;
+        size_t cap;
+        uint64_t tar_len;
+        int zerr; /* the first zlib failure, as -errno */
+} sink;
+
+static int archive_fail(struct archive *a, int code, ts_error **err, const char *what) {
+        const char *msg = archive_error_string(a);
+        int e = code == ARCHIVE_FATAL && archive_errno(a) == ENOMEM ? ENOMEM : EIO;
+        return ts_error_setf_plain(err, e, "layer tar: %s: %s", what, msg ? msg : "libarchive failed");
+}
+
+static int zlib_fail(int code, ts_error **err) {
+        return ts_error_setf_plain(err, code == Z_MEM_ERROR ? ENOMEM : EIO, "layer gzip: %s",
+                                   zError(code));
+}
+
+/* Runs deflate over what is in s->z until the input is used (or, with
+ * Z_FINISH, the stream ends), growing the output. Returns 0 or a zlib code. */
+static int pump(sink *s, int flush) {
+        for (;;) {
+                if (s->z.avail_out == 0) {
+                        size_t used = s->cap;
+                        size_t cap = s->cap ? s->cap * 2 : 64 * 1024;
+                        uint8_t *n = realloc(s->out, cap);
+                        if (!n)
+                                return Z_MEM_ERROR;
+                        s->out = n;
+                        s->cap = cap;
+                        s->z.next_out = n + used;
+                        s->z.avail_out = (uInt) (cap - used);
+                }
+                int r = deflate(&s->z, flush);
+                if (r == Z_STREAM_END)
+                        return 0;
+                if (r != Z_OK && r != Z_BUF_ERROR)
+                        return r;
+                if (flush == Z_NO_FLUSH && s->z.avail_in == 0 && s->z.avail_out != 0)
+                        return 0;
+        }
+}
+
+static la_ssize_t sink_write(struct archive *a, void *userdata, const void *p, size_t n) {
+        sink *s = userdata;
+        ts_sha256_update(s->tar_hash, p, n);
+        s->tar_len += n;
+        s->z.next_in = (Bytef *) p;
+        s->z.avail_in = (uInt) n;
+        int r = pump(s, Z_NO_FLUSH);
+        if (r != 0) {
+                s->zerr = r;
+                archive_set_error(a, r == Z_MEM_ERROR ? ENOMEM : EIO, "gzip: %s", zError(r));
+                return -1;
+        }
+        return (la_ssize_t) n;
+}
+
+static int path_cmp(const void *a, const void *b) {
+        return strcmp(((const prov_layer_entry *) a)->path, ((const prov_layer_entry *) b)->path);
+}
+
+static int write_content(struct archive *a, const prov_layer_entry *e, uint8_t *buf, ts_error **err) {
+        for (uint64_t off = 0; off < e->size;) {
+                size_t want = e->size - off < READ_CHUNK ? (size_t) (e->size - off) : READ_CHUNK;
+                ssize_t n = pread(e->fd, buf, want, (off_t) off);
+                if (n < 0)
+                        return ts_error_set(err, errno, "layer tar: read the content of %s", e->path);
+                if (n == 0)
+                        return ts_error_setf_plain(err, EINVAL, "layer tar: %s ended at %llu of its %llu "
+                                                                "bytes (changed while read?)",
+                                                   e->path, (unsigned long long) off,
+                                                   (unsigned long long) e->size);
+                if (archive_write_data(a, buf, (size_t) n) != n)
+                        return archive_fail(a, ARCHIVE_FATAL, err, e->path);
+                off += (uint64_t) n;
+        }
+        return 0;
+}
+
+static int write_entry(struct archive *a, struct archive_entry *ae, const prov_layer_entry *e,
+                       uint8_t *buf, ts_error **err) {
+        if (e->path[0] != '/' || !e->path[1])
+                return ts_error_setf_plain(err, EINVAL, "layer tar: entry path '%s' is not absolute",
+                                           e->path);
+        archive_entry_clear(ae);
+        archive_entry_set_pathname(ae, e->path + 1);
+        archive_entry_set_filetype(ae, e->kind == PROV_LAYER_DIR ? AE_IFDIR : AE_IFREG);
+        archive_entry_set_perm(ae, e->mode & 07777);
+        archive_entry_set_uid(ae, 0);
+        archive_entry_set_gid(ae, 0);
+        archive_entry_set_mtime(ae, PROV_LAYER_MTIME, 0);
+        archive_entry_set_size(ae, e->kind == PROV_LAYER_FILE ? (la_int64_t) e->size : 0);
+        int r = archive_write_header(a, ae);
+        if (r != ARCHIVE_OK)
+                return archive_fail(a, r, err, e->path);
+        return e->kind == PROV_LAYER_FILE ? write_content(a, e, buf, err) : 0;
+}
+
+static int write_tar(sink *s, prov_layer_entry *entries, size_t n, ts_error **err) {
+        struct archive *a = archive_write_new();
+        struct archive_entry *ae = archive_entry_new();
+        uint8_t *buf = malloc(READ_CHUNK);
+        int r = a && ae && buf ? 0 : -ENOMEM;
+        if (r >= 0 && (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+                       archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+                       archive_write_open(a, s, NULL, sink_write, NULL) != ARCHIVE_OK))
+                r = archive_fail(a, ARCHIVE_FATAL, err, "open");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = write_entry(a, ae, &entries[i], buf, err);
+        if (r >= 0 && archive_write_close(a) != ARCHIVE_OK)
+                r = archive_fail(a, ARCHIVE_FATAL, err, "close");
+        if (r < 0 && s->zerr)
+                r = zlib_fail(s->zerr, NULL);
+        archive_entry_free(ae);
+        if (a)
+                archive_write_free(a);
+        free(buf);
+        return r;
+}
+
+void prov_layer_done(prov_layer *l) {
+        free(l->blob);
+        *l = (prov_layer) { 0 };
+}
+
+int prov_layer_build(prov_layer_entry *entries, size_t n, prov_layer *ret, ts_error **err) {
+        qsort(entries, n, sizeof(*entries), path_cmp);
+        sink s = { 0 };
+        int r = ts_sha256_new(&s.tar_hash);
+        if (r < 0)
+                return r;
+        /* windowBits 15 + 16: a gzip wrapper, whose header zlib writes with
+         * no name and a zero time. */
+        int z = deflateInit2(&s.z, GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+        if (z != Z_OK) {
+                ts_sha256_free(s.tar_hash);
+                return zlib_fail(z, err);
+        }
+        r = write_tar(&s, entries, n, err);
+        if (r >= 0) {
+                s.z.next_in = NULL;
+                s.z.avail_in = 0;
+                if ((z = pump(&s, Z_FINISH)) != 0)
+                        r = zlib_fail(z, err);
+        }
+        deflateEnd(&s.z);
+        prov_layer l = { .blob = s.out, .blob_len = s.z.total_out, .tar_len = s.tar_len };
+        ts_sha256_final(s.tar_hash, l.diff_id);
+        ts_sha256_free(s.tar_hash);
+        if (r >= 0)
+                r = ts_digest_buffer(l.blob, l.blob_len, l.digest);
+        if (r < 0) {
+                prov_layer_done(&l);
+                return r;
+        }
+        *ret = l;
+        return 0;
+}
