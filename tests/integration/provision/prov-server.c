@@ -3,14 +3,29 @@
  *
  *   prov-server SOCKET CONTAINERD_SOCKET NAMESPACE SNAPSHOTTER
  *
- * Serves thinsnap.v1.Provisioner on SOCKET until SIGTERM or SIGINT. */
+ * Serves thinsnap.v1.Provisioner on SOCKET until SIGTERM or SIGINT. The
+ * limits of prepared images come from TS_PROV_MAX_LAYERS,
+ * TS_PROV_MAX_COMPRESSED_BYTES, TS_PROV_MAX_UNPACKED_BYTES,
+ * TS_PROV_MAX_INODES and TS_PROV_MAX_AGENT_BYTES when set. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "common/log.h"
+#include "common/parse.h"
 #include "provision/daemon.h"
+
+static uint64_t env_u64(const char *name) {
+        const char *v = getenv(name);
+        uint64_t n = 0;
+        if (v && ts_parse_u64(v, &n) < 0) {
+                fprintf(stderr, "prov-server: %s='%s' is not a number\n", name, v);
+                exit(2);
+        }
+        return n;
+}
 
 int main(int argc, char **argv) {
         if (argc != 5) {
@@ -30,6 +45,13 @@ int main(int argc, char **argv) {
         ts_prov_daemon_config cfg = {
                 .prov = { .containerd_address = argv[2], .namespace = argv[3], .snapshotter = argv[4] },
                 .address = argv[1],
+        };
+        cfg.prov.limits = (ts_prov_limits) {
+                .max_layers = (unsigned) env_u64("TS_PROV_MAX_LAYERS"),
+                .max_compressed_bytes = env_u64("TS_PROV_MAX_COMPRESSED_BYTES"),
+                .max_unpacked_bytes = env_u64("TS_PROV_MAX_UNPACKED_BYTES"),
+                .max_inodes = env_u64("TS_PROV_MAX_INODES"),
+                .max_agent_bytes = env_u64("TS_PROV_MAX_AGENT_BYTES"),
         };
         ts_error *err = NULL;
         ts_prov_daemon *d = NULL;
