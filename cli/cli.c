@@ -99,3 +99,44 @@ static void print_value(const char *key, json_object *v, int indent) {
 void ts_cli_print_fields(json_object *o) {
         json_object_object_foreach(o, k, v) print_value(k, v, 0);
 }
+
+static bool allowed_opt(const char *allowed, const char *name) {
+        size_t n = strlen(name);
+        for (const char *p = allowed; (p = strstr(p, name)); p += n)
+                if ((p == allowed || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+                        return true;
+        return false;
+}
+
+int ts_cli_getopt(const ts_cli_opts *o, int argc, char **argv,
+                  int (*fn)(void *ud, int opt, const char *arg), void *ud, int *ret_optind) {
+        optind = 1;
+        opterr = 0;
+        int c;
+        while ((c = getopt_long(argc, argv, ":h", o->table, NULL)) != -1) {
+                if (c == 'h') {
+                        fputs(o->help, stdout);
+                        return -1;
+                }
+                if (c == ':')
+                        return ts_cli_usage_error(o->cmd, "%s needs a value", argv[optind - 1]);
+                if (c < o->first)
+                        return ts_cli_usage_error(o->cmd, "unknown option '%s'", argv[optind - 1]);
+                const char *name = o->table[c - o->first].name;
+                if (!allowed_opt(o->allowed, name))
+                        return ts_cli_usage_error(o->cmd, "%s takes no --%s", o->cmd, name);
+                int r = fn(ud, c, optarg);
+                if (r)
+                        return r;
+        }
+        *ret_optind = optind;
+        return 0;
+}
+
+int ts_cli_need_args(const char *cmd, char *const *args, int n, int min, int max, const char *what) {
+        if (n < min)
+                return ts_cli_usage_error(cmd, "expected %s", what);
+        if (max >= 0 && n > max)
+                return ts_cli_usage_error(cmd, "unexpected argument '%s'", args[max]);
+        return 0;
+}

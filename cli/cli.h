@@ -2,6 +2,7 @@
  * option values, JSON output. */
 #pragma once
 
+#include <getopt.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,6 +15,28 @@ enum {
         TS_EXIT_FAILED = 1, /* the operation failed */
         TS_EXIT_USAGE = 2,  /* the command line was wrong */
 };
+
+/* A subcommand's options: one getopt_long table shared by a family of
+ * subcommands (values count up from `first` in table order, then "help"
+ * as 'h'), the long names this one takes (space-separated), its help. */
+typedef struct ts_cli_opts {
+        const char *cmd; /* "image pull" */
+        const struct option *table;
+        int first;
+        const char *allowed;
+        const char *help;
+} ts_cli_opts;
+
+/* Runs getopt_long over argv; each option of o->allowed goes to fn(ud,
+ * value, optarg), which returns 0 or an exit code; any other is a usage
+ * error naming it. Returns 0 with *ret_optind at the first operand, -1
+ * after printing the help on stdout, or an exit code. */
+int ts_cli_getopt(const ts_cli_opts *o, int argc, char **argv,
+                  int (*fn)(void *ud, int opt, const char *arg), void *ud, int *ret_optind);
+
+/* The operand count: 0, or TS_EXIT_USAGE saying "expected <what>" or
+ * naming the first one too many (max < 0: no limit). */
+int ts_cli_need_args(const char *cmd, char *const *args, int n, int min, int max, const char *what);
 
 /* Prints "thinsnap <cmd>: <message>" on stderr; returns TS_EXIT_FAILED. */
 int ts_cli_fail(const char *cmd, const ts_error *err, int r);

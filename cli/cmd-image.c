@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,10 +105,33 @@ typedef struct image_args {
         int n_args;
 } image_args;
 
+static const struct option image_opts[] = {
+        { "address", required_argument, NULL, OPT_ADDRESS },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "platform", required_argument, NULL, OPT_PLATFORM },
+        { "plain-http", no_argument, NULL, OPT_PLAIN_HTTP },
+        { "user", required_argument, NULL, OPT_USER },
+        { "password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN },
+        { "ca-file", required_argument, NULL, OPT_CA_FILE },
+        { "detach", no_argument, NULL, OPT_DETACH },
+        { "name", required_argument, NULL, OPT_NAME },
+        { "digest", required_argument, NULL, OPT_DIGEST },
+        { "agent", required_argument, NULL, OPT_AGENT },
+        { "guest-path", required_argument, NULL, OPT_GUEST_PATH },
+        { "entrypoint", required_argument, NULL, OPT_ENTRYPOINT },
+        { "max-layers", required_argument, NULL, OPT_MAX_LAYERS },
+        { "max-compressed-bytes", required_argument, NULL, OPT_MAX_COMPRESSED },
+        { "max-unpacked-bytes", required_argument, NULL, OPT_MAX_UNPACKED },
+        { "max-inodes", required_argument, NULL, OPT_MAX_INODES },
+        { "max-agent-bytes", required_argument, NULL, OPT_MAX_AGENT },
+        { "help", no_argument, NULL, 'h' },
+        {},
+};
+
 /* A --max-* value: a count or a size ("64M"). Returns 0 or TS_EXIT_USAGE. */
-static int parse_limit(image_args *a, int c, const char *name, const char *v) {
+static int parse_limit(image_args *a, int c, const char *v) {
         char opt[48];
-        snprintf(opt, sizeof opt, "--%s", name);
+        snprintf(opt, sizeof opt, "--%s", image_opts[c - OPT_ADDRESS].name);
         uint64_t n = 0;
         int r = c == OPT_MAX_LAYERS || c == OPT_MAX_INODES
                         ? ts_cli_u64(a->cmd, opt, v, c == OPT_MAX_LAYERS ? UINT32_MAX : UINT64_MAX, &n)
@@ -128,79 +150,45 @@ static int parse_limit(image_args *a, int c, const char *name, const char *v) {
         return 0;
 }
 
-/* Returns 0, or an exit code (help printed: -1 mapped to TS_EXIT_OK). */
-static int parse(int argc, char **argv, const char *cmd, const char *allowed, image_args *a) {
-        static const struct option opts[] = {
-                { "address", required_argument, NULL, OPT_ADDRESS },
-                { "json", no_argument, NULL, OPT_JSON },
-                { "platform", required_argument, NULL, OPT_PLATFORM },
-                { "plain-http", no_argument, NULL, OPT_PLAIN_HTTP },
-                { "user", required_argument, NULL, OPT_USER },
-                { "password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN },
-                { "ca-file", required_argument, NULL, OPT_CA_FILE },
-                { "detach", no_argument, NULL, OPT_DETACH },
-                { "name", required_argument, NULL, OPT_NAME },
-                { "digest", required_argument, NULL, OPT_DIGEST },
-                { "agent", required_argument, NULL, OPT_AGENT },
-                { "guest-path", required_argument, NULL, OPT_GUEST_PATH },
-                { "entrypoint", required_argument, NULL, OPT_ENTRYPOINT },
-                { "max-layers", required_argument, NULL, OPT_MAX_LAYERS },
-                { "max-compressed-bytes", required_argument, NULL, OPT_MAX_COMPRESSED },
-                { "max-unpacked-bytes", required_argument, NULL, OPT_MAX_UNPACKED },
-                { "max-inodes", required_argument, NULL, OPT_MAX_INODES },
-                { "max-agent-bytes", required_argument, NULL, OPT_MAX_AGENT },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
-        *a = (image_args) { .cmd = cmd };
-        thinsnap__v1__prepare_limits__init(&a->limits);
-        optind = 1;
-        opterr = 0;
-        int c;
-        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-                const char *name = c >= OPT_ADDRESS ? opts[c - OPT_ADDRESS].name : NULL;
-                if (name && !strstr(allowed, name))
-                        return ts_cli_usage_error(cmd, "%s takes no --%s", cmd, name);
-                switch (c) {
-                case 'h': fputs(image_help, stdout); return -1;
-                case OPT_ADDRESS: a->address = optarg; break;
-                case OPT_JSON: a->json = true; break;
-                case OPT_PLATFORM: a->platform = optarg; break;
-                case OPT_PLAIN_HTTP: a->plain_http = true; break;
-                case OPT_USER: a->user = optarg; break;
-                case OPT_PASSWORD_STDIN: a->password_stdin = true; break;
-                case OPT_CA_FILE: a->ca_file = optarg; break;
-                case OPT_DETACH: a->detach = true; break;
-                case OPT_NAME: a->name = optarg; break;
-                case OPT_DIGEST: a->digest = optarg; break;
-                case OPT_AGENT: a->agent = optarg; break;
-                case OPT_GUEST_PATH: a->guest_path = optarg; break;
-                case OPT_ENTRYPOINT: a->entrypoint = optarg; break;
-                case OPT_MAX_LAYERS:
-                case OPT_MAX_COMPRESSED:
-                case OPT_MAX_UNPACKED:
-                case OPT_MAX_INODES:
-                case OPT_MAX_AGENT: {
-                        int q = parse_limit(a, c, name, optarg);
-                        if (q)
-                                return q;
-                        break;
-                }
-                case ':': return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-                default: return ts_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-                }
+static int image_opt(void *ud, int opt, const char *arg) {
+        image_args *a = ud;
+        switch (opt) {
+        case OPT_ADDRESS: a->address = arg; break;
+        case OPT_JSON: a->json = true; break;
+        case OPT_PLATFORM: a->platform = arg; break;
+        case OPT_PLAIN_HTTP: a->plain_http = true; break;
+        case OPT_USER: a->user = arg; break;
+        case OPT_PASSWORD_STDIN: a->password_stdin = true; break;
+        case OPT_CA_FILE: a->ca_file = arg; break;
+        case OPT_DETACH: a->detach = true; break;
+        case OPT_NAME: a->name = arg; break;
+        case OPT_DIGEST: a->digest = arg; break;
+        case OPT_AGENT: a->agent = arg; break;
+        case OPT_GUEST_PATH: a->guest_path = arg; break;
+        case OPT_ENTRYPOINT: a->entrypoint = arg; break;
+        case OPT_MAX_LAYERS:
+        case OPT_MAX_COMPRESSED:
+        case OPT_MAX_UNPACKED:
+        case OPT_MAX_INODES:
+        case OPT_MAX_AGENT: return parse_limit(a, opt, arg);
         }
-        a->args = argv + optind;
-        a->n_args = argc - optind;
         return 0;
 }
 
+/* Returns 0, -1 (help printed) or an exit code. */
+static int parse(int argc, char **argv, const char *cmd, const char *allowed, image_args *a) {
+        ts_cli_opts o = { cmd, image_opts, OPT_ADDRESS, allowed, image_help };
+        *a = (image_args) { .cmd = cmd };
+        thinsnap__v1__prepare_limits__init(&a->limits);
+        int first = 0;
+        int r = ts_cli_getopt(&o, argc, argv, image_opt, a, &first);
+        a->args = argv + first;
+        a->n_args = argc - first;
+        return r;
+}
+
 static int need_args(const image_args *a, int min, int max, const char *what) {
-        if (a->n_args < min)
-                return ts_cli_usage_error(a->cmd, "expected %s", what);
-        if (max >= 0 && a->n_args > max)
-                return ts_cli_usage_error(a->cmd, "unexpected argument '%s'", a->args[max]);
-        return 0;
+        return ts_cli_need_args(a->cmd, a->args, a->n_args, min, max, what);
 }
 
 /* The call's failure: one line on stderr, and a JSON object with --json. */

@@ -2,7 +2,6 @@
 #include "cmd-vm.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,7 +86,8 @@ static int parse_owner(vm_args *a, const char *v) {
         return 0;
 }
 
-static int parse_opt(vm_args *a, int c, const char *arg) {
+static int vm_opt(void *ud, int c, const char *arg) {
+        vm_args *a = ud;
         switch (c) {
         case OPT_ADDRESS: a->address = arg; return 0;
         case OPT_JSON: a->json = true; return 0;
@@ -109,50 +109,32 @@ static int parse_opt(vm_args *a, int c, const char *arg) {
         return TS_EXIT_USAGE;
 }
 
+static const struct option vm_opts[] = {
+        { "address", required_argument, NULL, OPT_ADDRESS },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "owner", required_argument, NULL, OPT_OWNER },
+        { "mode", required_argument, NULL, OPT_MODE },
+        { "uid", required_argument, NULL, OPT_UID },
+        { "gid", required_argument, NULL, OPT_GID },
+        { "keep", required_argument, NULL, OPT_KEEP },
+        { "all", no_argument, NULL, OPT_ALL },
+        { "help", no_argument, NULL, 'h' },
+        {},
+};
+
 /* Returns 0, -1 (help printed) or an exit code. */
 static int parse(int argc, char **argv, const char *cmd, const char *allowed, vm_args *a) {
-        static const struct option opts[] = {
-                { "address", required_argument, NULL, OPT_ADDRESS },
-                { "json", no_argument, NULL, OPT_JSON },
-                { "owner", required_argument, NULL, OPT_OWNER },
-                { "mode", required_argument, NULL, OPT_MODE },
-                { "uid", required_argument, NULL, OPT_UID },
-                { "gid", required_argument, NULL, OPT_GID },
-                { "keep", required_argument, NULL, OPT_KEEP },
-                { "all", no_argument, NULL, OPT_ALL },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
+        ts_cli_opts o = { cmd, vm_opts, OPT_ADDRESS, allowed, vm_help };
         *a = (vm_args) { .cmd = cmd };
-        optind = 1;
-        opterr = 0;
-        int c, r;
-        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-                if (c == 'h') {
-                        fputs(vm_help, stdout);
-                        return -1;
-                }
-                if (c == ':')
-                        return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-                if (c < OPT_ADDRESS)
-                        return ts_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-                const char *name = opts[c - OPT_ADDRESS].name;
-                if (!strstr(allowed, name))
-                        return ts_cli_usage_error(cmd, "%s takes no --%s", cmd, name);
-                if ((r = parse_opt(a, c, optarg)))
-                        return r;
-        }
-        a->args = argv + optind;
-        a->n_args = argc - optind;
-        return 0;
+        int first = 0;
+        int r = ts_cli_getopt(&o, argc, argv, vm_opt, a, &first);
+        a->args = argv + first;
+        a->n_args = argc - first;
+        return r;
 }
 
 static int need_args(const vm_args *a, int min, int max, const char *what) {
-        if (a->n_args < min)
-                return ts_cli_usage_error(a->cmd, "expected %s", what);
-        if (max >= 0 && a->n_args > max)
-                return ts_cli_usage_error(a->cmd, "unexpected argument '%s'", a->args[max]);
-        return 0;
+        return ts_cli_need_args(a->cmd, a->args, a->n_args, min, max, what);
 }
 
 static int call(const vm_args *a, const char *method, const ProtobufCMessage *req,

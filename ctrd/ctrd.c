@@ -228,14 +228,15 @@ static int call_failed(ts_ctrd_call *call, int r, ts_error **rpc_err, ts_error *
         if (!e)
                 e = EPROTO;
         if (code == TS_RPC_DEADLINE_EXCEEDED)
-                return ts_error_setf_plain(err, e, "containerd at %s: no answer within %llu s",
+                return ts_error_setf_plain(err, e, "containerd at %s: no answer within %llu ms",
                                            call->c->socket,
                                            (unsigned long long) (call->deadline == TS_CTRD_STREAM
                                                 ? call->c->opts.idle_timeout_ns
-                                                : deadline_ns(call->c, call->deadline)) / NS_PER_S);
+                                                : deadline_ns(call->c, call->deadline)) / 1000000);
+        const char *text = *msg ? msg : ts_rpc_status_name(code);
         if (code == TS_RPC_UNAVAILABLE)
-                return ts_error_setf_plain(err, e, "containerd at %s: %s", call->c->socket, msg);
-        return ts_error_setf_plain(err, e, "%s", *msg ? msg : ts_rpc_status_name(code));
+                return ts_error_setf_plain(err, e, "containerd at %s: %s", call->c->socket, text);
+        return ts_error_setf_plain(err, e, "%s", text);
 }
 
 int ts_ctrd_call_send(ts_ctrd_call *call, const ProtobufCMessage *msg, ts_error **err) {

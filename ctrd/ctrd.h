@@ -58,8 +58,8 @@ typedef struct ts_ctrd_mounts {
 int ts_ctrd_connect(const char *address, const char *ns, const ts_ctrd_options *opts,
                     ts_ctrd **ret, ts_error **err);
 
-/* Closes the connection and frees. Every writer must have been freed
- * first. Accepts NULL; returns NULL. */
+/* Closes the connection and frees. No call may be running (on any thread)
+ * and every writer must have been freed. Accepts NULL; returns NULL. */
 ts_ctrd *ts_ctrd_free(ts_ctrd *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ts_ctrd *, ts_ctrd_free);
 

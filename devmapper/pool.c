@@ -282,6 +282,18 @@ int ts_pool_get_status(const ts_pool *pool, ts_pool_status *ret, ts_error **err)
         return 0;
 }
 
+int ts_pool_status_space(const char *name, const ts_pool_status *st, ts_error **err) {
+        bool data_full = st->out_of_data_space || st->used_data_blocks >= st->total_data_blocks;
+        bool meta_full = st->total_meta_blocks && st->used_meta_blocks + 16 >= st->total_meta_blocks;
+        if (!data_full && !meta_full)
+                return 0;
+        return ts_error_setf_plain(err, ENOSPC,
+                                   "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
+                                   " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used",
+                                   name, data_full ? "data" : "metadata", st->used_data_blocks,
+                                   st->total_data_blocks, st->used_meta_blocks, st->total_meta_blocks);
+}
+
 int ts_pool_active_devices(const ts_pool *pool, char ***ret, ts_error **err) {
         return ts_dm_holders(pool->major, pool->minor, ret, err);
 }

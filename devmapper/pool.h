@@ -45,6 +45,11 @@ typedef struct ts_pool_status {
         bool error_if_no_space;
 } ts_pool_status;
 
+/* -ENOSPC with the pool's figures ("pool tp is out of data space: data 10/10
+ * blocks, metadata 30/512 blocks used") when st shows no data block left or
+ * metadata within 16 blocks of full; else 0. */
+int ts_pool_status_space(const char *name, const ts_pool_status *st, ts_error **err);
+
 /* Checks a pool name: 1..64 characters of [A-Za-z0-9._-], not starting with
  * '.' or '-'. Returns 0 or -EINVAL with a message. */
 int ts_pool_check_name(const char *name, ts_error **err);

@@ -92,7 +92,8 @@ static void set_opt(char **dst, const char *v) {
 
 /* The provisioner's settings: the command line wins over the file. */
 static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config *file,
-                             bool async_remove, ts_prov_daemon **ret, ts_error **err) {
+                             const char *pool, bool async_remove, ts_prov_daemon **ret,
+                             ts_error **err) {
         if (cli->no_provisioner || file->no_provisioner)
                 return 0;
         ts_prov_daemon_config pc = {
@@ -103,6 +104,7 @@ static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config
                         .snapshotter = cli->snapshotter_name ? cli->snapshotter_name
                                                              : file->snapshotter_name,
                         .max_warms = (unsigned) (cli->max_warms ? cli->max_warms : file->max_warms),
+                        .pool = pool,
                         .async_remove = async_remove,
                 },
                 .address = cli->provisioner_address ? cli->provisioner_address
@@ -271,7 +273,7 @@ int main(int argc, char **argv) {
                 log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
                 goto out;
         }
-        if ((r = start_provisioner(&cli, &file, sc.async_remove, &prov, &err)) < 0) {
+        if ((r = start_provisioner(&cli, &file, pool, sc.async_remove, &prov, &err)) < 0) {
                 log_error_errno(r, "cannot start the provisioner: %s", ts_error_message(err, r));
                 goto out;
         }

@@ -58,7 +58,7 @@ typedef struct prov_chain {
 } prov_chain;
 
 struct ts_prov {
-        char *address, *ns, *snapshotter, *docker_config;
+        char *address, *ns, *snapshotter, *docker_config, *pool;
         unsigned max_warms, max_downloads;
         bool async_remove;
         ts_prov_limits limits; /* of prepared images, defaults filled in */
@@ -76,6 +76,11 @@ struct ts_prov {
 /* The connection to containerd, made on first use (containerd may start
  * after thinsnapd). Returns 0 or -ECONNREFUSED naming the socket. */
 int prov_ctrd(ts_prov *p, ts_ctrd **ret, ts_error **err);
+
+/* After a failed unpack (r): when the pool is out of space, -ENOSPC with its
+ * figures replaces the error (containerd reports a write into a full thin
+ * device as an I/O error). Else returns r with *err unchanged. */
+int prov_explain_full_pool(ts_prov *p, int r, ts_error **err);
 
 /* Realtime clock in nanoseconds since the epoch. */
 int64_t prov_now_ns(void);

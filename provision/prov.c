@@ -1,6 +1,7 @@
 #include "prov-internal.h"
 
 #include "common/strv.h"
+#include "devmapper/pool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +39,26 @@ int prov_descriptor_copy(const ts_ctrd_descriptor *d, ts_ctrd_descriptor *ret) {
         }
         *ret = c;
         return 0;
+}
+
+int prov_explain_full_pool(ts_prov *p, int r, ts_error **err) {
+        if (!p->pool || r == -ENOSPC || r == -ECANCELED)
+                return r;
+        ts_pool *pool = NULL;
+        ts_pool_status st;
+        ts_error *e = NULL;
+        int q = ts_pool_open(p->pool, &pool, NULL);
+        if (q >= 0)
+                q = ts_pool_get_status(pool, &st, NULL);
+        ts_pool_free(pool);
+        if (q < 0 || ts_pool_status_space(p->pool, &st, &e) >= 0)
+                return r;
+        if (err) {
+                ts_error_free(*err);
+                *err = e;
+        } else
+                ts_error_free(e);
+        return -ENOSPC;
 }
 
 int prov_ctrd(ts_prov *p, ts_ctrd **ret, ts_error **err) {
@@ -79,6 +100,8 @@ static int copy_config(ts_prov *p, const ts_prov_config *cfg) {
         p->ns = strdup(cfg->namespace ? cfg->namespace : TS_PROV_DEFAULT_NAMESPACE);
         p->snapshotter = strdup(cfg->snapshotter ? cfg->snapshotter : TS_PROV_DEFAULT_SNAPSHOTTER);
         p->docker_config = strdup(docker);
+        if (cfg->pool && !(p->pool = strdup(cfg->pool)))
+                return -ENOMEM;
         p->max_warms = cfg->max_warms ? cfg->max_warms : DEFAULT_MAX_WARMS;
         p->max_downloads = cfg->max_downloads ? cfg->max_downloads : DEFAULT_MAX_DOWNLOADS;
         p->async_remove = cfg->async_remove;
@@ -127,6 +150,7 @@ ts_prov *ts_prov_free(ts_prov *p) {
         free(p->ns);
         free(p->snapshotter);
         free(p->docker_config);
+        free(p->pool);
         pthread_cond_destroy(&p->changed);
         pthread_mutex_destroy(&p->lock);
         free(p);

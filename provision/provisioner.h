@@ -56,6 +56,8 @@ typedef struct ts_prov_config {
                                            else ~/.docker/config.json */
         unsigned max_warms;             /* warms running at once; 0: 2 */
         unsigned max_downloads;         /* parallel blob downloads per warm; 0: 3 */
+        const char *pool;               /* thinsnapd's thin pool: a failed unpack on a full
+                                           pool says so with its figures; NULL: not known */
         bool async_remove;              /* thinsnapd removes devices in the background:
                                            teardown cannot wait for the device to go */
         ts_prov_limits limits;          /* of prepared images */
@@ -142,7 +144,9 @@ int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm
 
 /* Waits until the warm's status is newer than after_seq (0: any), or the
  * warm ended, or timeout_ms passed (-1: no limit), then copies it into
- * *ret. Returns 0, -ETIMEDOUT (nothing newer; *ret untouched), -ENOMEM. */
+ * *ret. A change of byte counts alone is reported at most every 100 ms; a
+ * change of state, layer or blob list at once. Returns 0, -ETIMEDOUT
+ * (nothing newer; *ret untouched), -ENOMEM. */
 int ts_prov_warm_wait(ts_prov_warm *w, uint64_t after_seq, int timeout_ms,
                       ts_prov_warm_status *ret);
 

@@ -236,7 +236,7 @@ int prov_unpack_and_publish(prov_job *j, const prov_docs *d, prov_layer_wait_fn 
         if (r >= 0)
                 r = unpack_all(j, m, d->cfg, chain, wait, userdata, err);
         if (r < 0)
-                return r;
+                return prov_explain_full_pool(j->p, r, err);
         char key[sizeof(LABEL_GC_SNAPSHOT) + 64];
         snprintf(key, sizeof key, LABEL_GC_SNAPSHOT "%s", j->p->snapshotter);
         if ((r = label_blob(j, m->config.digest, key, chain[n - 1], err)) < 0 ||

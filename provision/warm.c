@@ -22,6 +22,8 @@
 #define FAILED_KEPT 32
 /* How often recovery asks again while containerd does not answer. */
 #define RECOVER_RETRY_S 5
+/* Byte counts reach a waiter at most this often. */
+#define PROGRESS_INTERVAL_MS 100
 
 struct prov_warm {
         ts_prov *p;
@@ -33,6 +35,7 @@ struct prov_warm {
         ts_prov_limits limits;
         void *ca_pem;
         ts_prov_warm_status st;
+        uint64_t significant_seq; /* the last change besides byte counts */
         bool finished;
         prov_warm *next;
 };
@@ -43,8 +46,12 @@ bool prov_job_cancelled(const prov_job *j) {
 
 /* ---- status ---- */
 
-static void touch_locked(prov_warm *w) {
+/* A change of the status; byte counts alone are not significant: waiters
+ * see those at most every PROGRESS_INTERVAL_MS. */
+static void touch_locked(prov_warm *w, bool significant) {
         w->st.seq++;
+        if (significant)
+                w->significant_seq = w->st.seq;
         w->st.updated_ns = prov_now_ns();
         pthread_cond_broadcast(&w->p->changed);
 }
@@ -52,7 +59,7 @@ static void touch_locked(prov_warm *w) {
 void prov_job_set_state(prov_job *j, ts_prov_warm_state state) {
         pthread_mutex_lock(&j->p->lock);
         j->w->st.state = state;
-        touch_locked(j->w);
+        touch_locked(j->w, true);
         pthread_mutex_unlock(&j->p->lock);
 }
 
@@ -61,7 +68,7 @@ void prov_job_set_layer(prov_job *j, unsigned layer, unsigned layers) {
         j->w->st.state = TS_PROV_WARM_UNPACKING;
         j->w->st.layer = layer;
         j->w->st.layers = layers;
-        touch_locked(j->w);
+        touch_locked(j->w, true);
         pthread_mutex_unlock(&j->p->lock);
 }
 
@@ -70,7 +77,7 @@ void prov_job_set_digest(prov_job *j, const char *digest) {
         pthread_mutex_lock(&j->p->lock);
         free(j->w->st.digest);
         j->w->st.digest = d;
-        touch_locked(j->w);
+        touch_locked(j->w, true);
         pthread_mutex_unlock(&j->p->lock);
 }
 
@@ -100,7 +107,7 @@ int prov_job_set_blobs(prov_job *j, char *const *digests, const int64_t *sizes, 
         st->n_blobs = n;
         st->bytes_total = total;
         st->bytes_done = 0;
-        touch_locked(j->w);
+        touch_locked(j->w, true);
         pthread_mutex_unlock(&j->p->lock);
         return 0;
 }
@@ -114,7 +121,7 @@ void prov_job_blob_progress(prov_job *j, size_t i, uint64_t done, bool cached) {
                 st->bytes_done += now - (b->cached ? b->total : b->done);
                 b->done = now;
                 b->cached = cached;
-                touch_locked(j->w);
+                touch_locked(j->w, cached);
         }
         pthread_mutex_unlock(&j->p->lock);
 }
@@ -394,19 +401,35 @@ static void deadline_after(struct timespec *ts, int ms) {
         }
 }
 
+static bool deadline_passed(const struct timespec *t) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
 int ts_prov_warm_wait(ts_prov_warm *h, uint64_t after_seq, int timeout_ms,
                       ts_prov_warm_status *ret) {
         prov_warm *w = (prov_warm *) h;
         ts_prov *p = w->p;
-        struct timespec until;
+        struct timespec until, progress;
         if (timeout_ms >= 0)
                 deadline_after(&until, timeout_ms);
+        deadline_after(&progress, after_seq ? PROGRESS_INTERVAL_MS : 0);
         pthread_mutex_lock(&p->lock);
-        int r = 0;
-        while (w->st.seq <= after_seq && r == 0)
-                r = timeout_ms < 0 ? pthread_cond_wait(&p->changed, &p->lock)
-                                   : pthread_cond_timedwait(&p->changed, &p->lock, &until);
-        r = w->st.seq > after_seq ? status_copy_locked(w, ret) : -ETIMEDOUT;
+        for (;;) {
+                bool newer = w->st.seq > after_seq;
+                if (w->significant_seq > after_seq || (newer && deadline_passed(&progress)))
+                        break;
+                if (timeout_ms >= 0 && deadline_passed(&until))
+                        break;
+                /* Byte counts only: wake when they may be reported. */
+                const struct timespec *t = newer ? &progress : timeout_ms >= 0 ? &until : NULL;
+                if (t)
+                        pthread_cond_timedwait(&p->changed, &p->lock, t);
+                else
+                        pthread_cond_wait(&p->changed, &p->lock);
+        }
+        int r = w->st.seq > after_seq ? status_copy_locked(w, ret) : -ETIMEDOUT;
         pthread_mutex_unlock(&p->lock);
         return r;
 }
@@ -481,7 +504,7 @@ static void finish(prov_warm *w, int r, ts_error *err) {
                 w->st.error = strdup(ts_error_message(err, r));
                 w->st.errnum = -r;
         }
-        touch_locked(w);
+        touch_locked(w, true);
         if (r >= 0 || r == -ECANCELED)
                 unlink_locked(w); /* followers keep their own reference */
         trim_failed_locked(p);
@@ -509,7 +532,7 @@ static void *worker(void *arg) {
                 w->refs++;
                 w->st.state = TS_PROV_WARM_PULLING;
                 lease_id(w->key, w->job.lease, sizeof w->job.lease);
-                touch_locked(w);
+                touch_locked(w, true);
                 pthread_mutex_unlock(&p->lock);
                 ts_error *err = NULL;
                 int r = run_job(&w->job, &err);

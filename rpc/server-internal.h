@@ -59,6 +59,7 @@ struct ts_rpc_call {
         bool cancelled;
         bool pending;
         struct ts_rpc_call *pending_next;
+        struct ts_rpc_call *kick_next; /* loop thread only: a taken pending list */
         struct ts_rpc_call *done_next; /* handler returned, own threads */
         pthread_cond_t cond;
 };

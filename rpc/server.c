@@ -714,19 +714,30 @@ static void listener_close_cb(uv_handle_t *h) {
         server_maybe_finish(s);
 }
 
+/* Takes the posted calls, under s->lock. The list is chained through
+ * kick_next, which only the loop touches: once pending is false a handler
+ * may post its call again, which rewrites pending_next. */
+static ts_rpc_call *take_pending_locked(ts_rpc_server *s) {
+        ts_rpc_call *list = NULL;
+        for (ts_rpc_call *c = s->pending_head; c; c = c->pending_next) {
+                c->pending = false;
+                c->kick_next = list;
+                list = c;
+        }
+        s->pending_head = NULL;
+        return list;
+}
+
 static void async_close_cb(uv_handle_t *h) {
         ts_rpc_server *s = h->data;
 
         s->async_closed = true;
         /* Posts that arrived after their call completed still hold a ref. */
         pthread_mutex_lock(&s->lock);
-        ts_rpc_call *list = s->pending_head;
-        s->pending_head = NULL;
-        for (ts_rpc_call *c = list; c; c = c->pending_next)
-                c->pending = false;
+        ts_rpc_call *list = take_pending_locked(s);
         pthread_mutex_unlock(&s->lock);
         for (ts_rpc_call *c = list, *n; c; c = n) {
-                n = c->pending_next;
+                n = c->kick_next;
                 call_unref(c);
         }
 }
@@ -782,12 +793,9 @@ static void async_cb(uv_async_t *a) {
         ts_rpc_server *s = a->data;
 
         pthread_mutex_lock(&s->lock);
-        ts_rpc_call *list = s->pending_head, *done = s->done_head;
-        s->pending_head = NULL;
+        ts_rpc_call *list = take_pending_locked(s), *done = s->done_head;
         s->done_head = NULL;
         bool stop = __atomic_load_n(&s->shutdown_requested, __ATOMIC_SEQ_CST);
-        for (ts_rpc_call *c = list; c; c = c->pending_next)
-                c->pending = false;
         pthread_mutex_unlock(&s->lock);
 
         for (ts_rpc_call *c = done, *n; c; c = n) {
@@ -796,7 +804,7 @@ static void async_cb(uv_async_t *a) {
         }
 
         for (ts_rpc_call *c = list, *n; c; c = n) {
-                n = c->pending_next;
+                n = c->kick_next;
                 rpc_conn *conn = c->conn;
                 if (conn) {
                         call_kick(c);

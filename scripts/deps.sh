@@ -16,9 +16,9 @@ PKGS=(
   python3-grpcio python3-protobuf python3-grpc-tools
   # a real OCI registry on 127.0.0.1 (plain, TLS + htpasswd, token auth) and its pusher
   docker-registry skopeo apache2-utils python3-jwt python3-cryptography
-  # tests of ctrd/: digests and gzip layers built by the test; debian-archive-keyring checks
+  # tests of ctrd/: gzip layers built by the test; debian-archive-keyring checks
   # the suites tests/lib/fetch-containerd downloads containerd from
-  libssl-dev zlib1g-dev debian-archive-keyring
+  zlib1g-dev debian-archive-keyring
 )
 
 missing=()

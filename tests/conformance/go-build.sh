@@ -3,6 +3,7 @@
 # against Debian's containerd source (golang-github-containerd-containerd-dev):
 #   OUTDIR/conformance.test    containerd's snapshotter suite (tests/conformance)
 #   OUTDIR/snapshotter-bench   the snapshotter benchmark (bench/snapshotter)
+#   OUTDIR/ctrd-peer           the Go side of the containerd client benchmark (bench/ctrd)
 # Usage: tests/conformance/go-build.sh OUTDIR
 # The GOPATH and GOCACHE live under OUTDIR: the guest can only run the results.
 set -euo pipefail
@@ -26,3 +27,5 @@ go test -c -o "$out/.conformance.test.new" thinsnap.local/tests/conformance
 mv -f "$out/.conformance.test.new" "$out/conformance.test"
 go build -o "$out/.snapshotter-bench.new" thinsnap.local/bench/snapshotter
 mv -f "$out/.snapshotter-bench.new" "$out/snapshotter-bench"
+go build -o "$out/.ctrd-peer.new" thinsnap.local/bench/ctrd
+mv -f "$out/.ctrd-peer.new" "$out/ctrd-peer"

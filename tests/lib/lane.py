@@ -51,6 +51,8 @@ class Lane:
                         THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1")
         self.procs = {}
         self.logs = {}
+        self.mounts = []
+        self.pools = []
         self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
@@ -94,10 +96,11 @@ class Lane:
         return self.run([self.ctr_bin, "--address", self.ctd_sock, "-n", ns, *args], check=check)
 
     # ---- the pool and the daemons ----
-    def pool_create(self, data_size="4G", meta_size="64M"):
+    def pool_create(self, data_size="4G", meta_size="64M", *extra):
         self.run([f"{self.bindir}/cli/thinsnap", "pool", "create", self.pool, "--data",
-                  f"{self.work}/data", "--data-size", data_size, "--meta", f"{self.work}/meta",
-                  "--meta-size", meta_size], check=True)
+                  f"{self.work}/{self.pool}.data", "--data-size", data_size, "--meta",
+                  f"{self.work}/{self.pool}.meta", "--meta-size", meta_size, *extra], check=True)
+        self.pools.append(self.pool)
 
     def pool_status(self):
         return json.loads(self.run([f"{self.bindir}/cli/thinsnap", "pool", "status", self.pool,
@@ -122,7 +125,8 @@ class Lane:
         for s in (self.ts_sock, self.prov_sock):
             if os.path.exists(s):
                 os.unlink(s)
-        p = self.spawn("thinsnapd", [f"{self.bindir}/plugin/thinsnapd", "--root", f"{self.work}/root",
+        p = self.spawn("thinsnapd", [f"{self.bindir}/plugin/thinsnapd", "--root",
+                                     f"{self.work}/{self.pool}.root",
                                      "--pool", self.pool, "--address", self.ts_sock, "--base-size",
                                      self.base_size, "--provisioner-address", self.prov_sock,
                                      "--containerd-address", self.ctd_sock, *args])
@@ -149,6 +153,16 @@ class Lane:
             return ('version = 3\ndisabled_plugins = ["io.containerd.grpc.v1.cri", '
                     '"io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]\n' + common)
         return 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' + common
+
+    def ext4_dir(self, path, size="2G"):
+        """An ext4 filesystem on a loop device at path (in the guest, /tmp and /var/lib are
+        tmpfs, which holds no user xattrs: containerd's native snapshotter needs them)."""
+        img = f"{self.work}/{os.path.basename(path)}.ext4"
+        self.run(["truncate", "-s", size, img], check=True)
+        self.run(["mkfs.ext4", "-q", "-E", "nodiscard", img], check=True)
+        os.makedirs(path, exist_ok=True)
+        self.run(["mount", "-o", "loop", img, path], check=True)
+        self.mounts.append(path)
 
     def start_containerd(self, config_version=2, proxy=True):
         cfg = f"{self.work}/containerd.toml"
@@ -186,8 +200,10 @@ class Lane:
         """Stops everything, prints the tally and exits 0 (all passed) or 1."""
         for name in list(self.procs):
             self.stop(name, limit=60)
-        if os.path.exists(f"{self.work}/data"):
-            self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", self.pool, "--force",
+        for m in reversed(self.mounts):
+            self.run(["umount", m])
+        for pool in self.pools:
+            self.run([f"{self.bindir}/cli/thinsnap", "pool", "destroy", pool, "--force",
                       "--delete-files"])
         if self.failed:
             self.dump_logs()

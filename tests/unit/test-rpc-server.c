@@ -746,6 +746,42 @@ START_TEST(queue_bound_libuv_pool) {
 }
 END_TEST
 
+/* Streaming handlers on the server's own threads post their call again while
+ * the loop walks the calls posted before: many small messages on many calls at
+ * once, round after round (ASan sees a call freed early). */
+START_TEST(streams_on_own_threads) {
+        test_server t;
+        ts_rpc_server_options o = { .handler_threads = 4 };
+        test_server_start(&t, &o, NULL, 0);
+        ts_rpc_client *c = connect_to(t.path);
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        req.text = "s";
+        req.repeat = 300;
+        for (int round = 0; round < 8; round++) {
+                ts_rpc_client_call *cc[16];
+                for (int i = 0; i < 16; i++) {
+                        ck_assert_int_eq(ts_rpc_client_call_start(c, TEST_STREAM, NULL, &cc[i], NULL), 0);
+                        ck_assert_int_eq(ts_rpc_client_call_send_message(cc[i], &req.base, NULL), 0);
+                        ts_rpc_client_call_close_send(cc[i]);
+                }
+                for (int i = 0; i < 16; i++) {
+                        uint8_t *m;
+                        size_t len;
+                        int n = 0, r;
+                        while ((r = ts_rpc_client_call_recv(cc[i], &m, &len, NULL)) > 0) {
+                                n++;
+                                free(m);
+                        }
+                        ck_assert_int_eq(r, 0);
+                        ck_assert_int_eq(n, 300);
+                        ts_rpc_client_call_free(cc[i]);
+                }
+        }
+        ts_rpc_client_free(c);
+        test_server_stop(&t);
+}
+END_TEST
+
 START_TEST(peer_credentials) {
         start_server(0);
         ts_rpc_client *c = connect_client();
@@ -781,6 +817,7 @@ int main(void) {
         tcase_add_test(tc, queue_bound_own_threads);
         tcase_add_test(tc, queue_bound_libuv_pool);
         tcase_add_test(tc, peer_credentials);
+        tcase_add_test(tc, streams_on_own_threads);
         suite_add_tcase(s, tc);
         return ts_check_run(s);
 }

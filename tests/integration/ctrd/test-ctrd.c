@@ -4,13 +4,13 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
 #include <zlib.h>
 
 #include "common/strv.h"
@@ -22,6 +22,7 @@
 #include "ctrd/snapshots.h"
 #include "ctrd/writer.h"
 #include "daemon.h"
+#include "oci/digest.h"
 
 #define MiB (1024 * 1024)
 #define LAYER_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -75,13 +76,8 @@ static uint8_t *blob(size_t n, uint32_t seed) {
         return p;
 }
 
-static void digest_of(const void *p, size_t n, char out[72]) {
-        unsigned char md[32];
-        unsigned len = 0;
-        ck_assert(EVP_Digest(p, n, md, &len, EVP_sha256(), NULL) == 1);
-        strcpy(out, "sha256:");
-        for (unsigned i = 0; i < 32; i++)
-                sprintf(out + 7 + 2 * i, "%02x", md[i]);
+static void digest_of(const void *p, size_t n, char out[TS_DIGEST_MAX]) {
+        ck_assert_int_eq(ts_digest_buffer(p, n, out), 0);
 }
 
 /* Writes p (n bytes, in pieces of step) as ref and commits it. */
@@ -546,7 +542,20 @@ START_TEST(test_images) {
         ck_fails(ts_ctrd_image_update(c, &upd, (char *[]) { "labels", NULL }, NULL, &e), e, -ENOENT,
                  upd.name);
 
-        ts_ctrd_image other = img;
+        ts_ctrd_free(c);
+}
+END_TEST
+
+START_TEST(test_image_list_delete) {
+        ts_ctrd *c = connect_ns("images-list");
+        ts_error *e = NULL;
+        char dg[72];
+        digest_of("m", 1, dg);
+        ts_ctrd_image img = { .name = "registry.test/app:1",
+                              .labels = (char *[]) { "a", "one", NULL },
+                              .target = { .media_type = MANIFEST, .digest = dg, .size = 1 } };
+        ck_ok(ts_ctrd_image_create(c, &img, NULL, &e), e);
+        ts_ctrd_image other = img, got = { 0 };
         other.name = "registry.test/app:2";
         other.labels = NULL;
         ck_ok(ts_ctrd_image_create(c, &other, NULL, &e), e);
@@ -735,8 +744,9 @@ static const char *bind_source(const ts_ctrd_mounts *m) {
         return m->v[0].source;
 }
 
-START_TEST(test_snapshots) {
-        ts_ctrd *c = connect_ns("snapshots");
+/* Under lease "work": "base" committed with base.txt, and on it the active
+ * "child" and the view "look". */
+static void make_tree(ts_ctrd *c) {
         ts_error *e = NULL;
         ts_ctrd_mounts *m = NULL;
         ck_ok(ts_ctrd_lease_create(c, "work", NULL, NULL, &e), e);
@@ -750,23 +760,35 @@ START_TEST(test_snapshots) {
         ck_ok(ts_ctrd_snapshot_commit(c, "work", "native", "base", "base-active",
                                       (char *[]) { "containerd.io/snapshot.ref", "base", NULL }, &e), e);
         ck_assert(has_resource(c, "work", "snapshots/native", "base"));
-        ck_fails(ts_ctrd_snapshot_stat(c, "native", "base-active", &(ts_ctrd_snapshot) { 0 }, &e), e,
-                 -ENOENT, "base-active");
-
-        ts_ctrd_snapshot s = { 0 };
-        ck_ok(ts_ctrd_snapshot_stat(c, "native", "base", &s, &e), e);
-        ck_assert_int_eq(s.kind, TS_CTRD_SNAPSHOT_COMMITTED);
-        ck_assert_ptr_null(s.parent);
-        ck_assert_str_eq(ts_ctrd_label(s.labels, "containerd.io/snapshot.ref"), "base");
-        ts_ctrd_snapshot_done(&s);
-
         ck_ok(ts_ctrd_snapshot_prepare(c, "work", "native", "child", "base", NULL, &m, &e), e);
         char *text = read_text(bind_source(m), "base.txt");
         ck_assert_str_eq(text, "base\n");
         free(text);
         m = ts_ctrd_mounts_free(m);
         ck_ok(ts_ctrd_snapshot_view(c, "work", "native", "look", "base", NULL, &m, &e), e);
-        m = ts_ctrd_mounts_free(m);
+        ts_ctrd_mounts_free(m);
+}
+
+START_TEST(test_snapshots) {
+        ts_ctrd *c = connect_ns("snapshots");
+        ts_error *e = NULL;
+        ts_ctrd_mounts *m = NULL;
+        make_tree(c);
+        ts_ctrd_snapshot s = { 0 };
+        ck_fails(ts_ctrd_snapshot_stat(c, "native", "base-active", &s, &e), e, -ENOENT, "base-active");
+        ck_ok(ts_ctrd_snapshot_stat(c, "native", "base", &s, &e), e);
+        ck_assert_int_eq(s.kind, TS_CTRD_SNAPSHOT_COMMITTED);
+        ck_assert_ptr_null(s.parent);
+        ck_assert_str_eq(ts_ctrd_label(s.labels, "containerd.io/snapshot.ref"), "base");
+        ts_ctrd_snapshot_done(&s);
+        ck_ok(ts_ctrd_snapshot_stat(c, "native", "look", &s, &e), e);
+        ck_assert_int_eq(s.kind, TS_CTRD_SNAPSHOT_VIEW);
+        ck_assert_str_eq(s.parent, "base");
+        ts_ctrd_snapshot_done(&s);
+        ck_ok(ts_ctrd_snapshot_stat(c, "native", "child", &s, &e), e);
+        ck_assert_int_eq(s.kind, TS_CTRD_SNAPSHOT_ACTIVE);
+        ts_ctrd_snapshot_done(&s);
+
         ck_ok(ts_ctrd_snapshot_mounts(c, "native", "child", &m, &e), e);
         bind_source(m);
         m = ts_ctrd_mounts_free(m);
@@ -774,11 +796,29 @@ START_TEST(test_snapshots) {
                  -ENOENT, "orphan");
         ck_fails(ts_ctrd_snapshot_stat(c, "nosuch", "base", &s, &e), e, -EINVAL, "nosuch");
 
-        ck_ok(ts_ctrd_snapshot_stat(c, "native", "look", &s, &e), e);
-        ck_assert_int_eq(s.kind, TS_CTRD_SNAPSHOT_VIEW);
-        ck_assert_str_eq(s.parent, "base");
+        int64_t size = 0, inodes = 0;
+        ck_ok(ts_ctrd_snapshot_usage(c, "native", "base", &size, &inodes, &e), e);
+        ck_assert(size >= 5 && inodes >= 1);
+        ck_ok(ts_ctrd_snapshot_update_labels(c, "native", "base", (char *[]) { "x", "y", NULL }, &s,
+                                             &e), e);
+        ck_assert_str_eq(ts_ctrd_label(s.labels, "x"), "y");
+        ck_assert_str_eq(ts_ctrd_label(s.labels, "containerd.io/snapshot.ref"), "base");
         ts_ctrd_snapshot_done(&s);
+        ck_ok(ts_ctrd_snapshot_update_labels(c, "native", "base",
+                                             (char *[]) { "containerd.io/snapshot.ref", "", NULL },
+                                             NULL, &e), e);
+        ck_ok(ts_ctrd_snapshot_stat(c, "native", "base", &s, &e), e);
+        ck_assert_str_eq(ts_ctrd_label(s.labels, "x"), "y");
+        ck_assert_ptr_null(ts_ctrd_label(s.labels, "containerd.io/snapshot.ref"));
+        ts_ctrd_snapshot_done(&s);
+        ts_ctrd_free(c);
+}
+END_TEST
 
+START_TEST(test_snapshot_list_remove) {
+        ts_ctrd *c = connect_ns("snapshots-list");
+        ts_error *e = NULL;
+        make_tree(c);
         ts_ctrd_snapshot *v = NULL;
         size_t n = 0;
         ck_ok(ts_ctrd_snapshot_list(c, "native", NULL, &v, &n, &e), e);
@@ -787,18 +827,9 @@ START_TEST(test_snapshots) {
         ck_ok(ts_ctrd_snapshot_list(c, "native", (char *[]) { "parent==base", "name==nothing", NULL },
                                     &v, &n, &e), e);
         ck_assert_uint_eq(n, 2);
+        ck_assert_str_eq(v[0].parent, "base");
+        ck_assert_str_eq(v[1].parent, "base");
         ts_ctrd_snapshot_list_free(v, n);
-
-        int64_t size = 0, inodes = 0;
-        ck_ok(ts_ctrd_snapshot_usage(c, "native", "base", &size, &inodes, &e), e);
-        ck_assert(size >= 5 && inodes >= 1);
-
-        ck_ok(ts_ctrd_snapshot_update_labels(c, "native", "base",
-                                             (char *[]) { "x", "y", "containerd.io/snapshot.ref", "", NULL },
-                                             &s, &e), e);
-        ck_assert_str_eq(ts_ctrd_label(s.labels, "x"), "y");
-        ck_assert_ptr_null(ts_ctrd_label(s.labels, "containerd.io/snapshot.ref"));
-        ts_ctrd_snapshot_done(&s);
 
         ck_fails(ts_ctrd_snapshot_remove(c, "native", "base", &e), e, -EBUSY, "base");
         ck_ok(ts_ctrd_snapshot_remove(c, "native", "child", &e), e);
@@ -881,7 +912,10 @@ START_TEST(test_diff_apply) {
                                        (char *[]) { "containerd.io/snapshot.ref", diff_id, NULL }, &m, &e), e);
         ts_ctrd_descriptor layer = { .media_type = LAYER_GZIP, .digest = dg, .size = (int64_t) gz_len };
         ts_ctrd_descriptor applied = { 0 };
-        ck_ok(ts_ctrd_diff_apply(c, &layer, m, NULL, 0, &applied, &e), e);
+        /* A payload for a processor of another media type: carried, not used. */
+        ts_ctrd_payload pl = { "io.containerd.processor.v1.test", "types.thinsnap.test/Options",
+                               "\x08\x01", 2 };
+        ck_ok(ts_ctrd_diff_apply(c, &layer, m, &pl, 1, &applied, &e), e);
         ck_assert_str_eq(applied.digest, diff_id);
         ck_assert_int_eq(applied.size, (int64_t) tar_len);
         ck_assert_str_eq(applied.media_type, "application/vnd.oci.image.layer.v1.tar");
@@ -935,6 +969,59 @@ START_TEST(test_unavailable) {
         ck_assert_uint_eq(n, 1);
         ck_assert_str_eq(v[0].id, "before");
         ts_ctrd_lease_list_free(v, n);
+        ts_ctrd_free(c);
+        ctrd_daemon_done(&own);
+}
+END_TEST
+
+/* kill() returns before every thread of the target has stopped. */
+static void wait_stopped(pid_t pid) {
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        for (int i = 0; i < 500; i++) {
+                FILE *f = fopen(path, "re");
+                ck_assert_ptr_nonnull(f);
+                size_t k = fread(buf, 1, sizeof(buf) - 1, f);
+                fclose(f);
+                buf[k] = 0;
+                const char *st = strrchr(buf, ')');
+                if (st && st[1] == ' ' && st[2] == 'T')
+                        return;
+                nanosleep(&(struct timespec) { .tv_nsec = 2000000 }, NULL);
+        }
+        ck_abort_msg("containerd %d did not stop", (int) pid);
+}
+
+/* A containerd that stops answering (SIGSTOP): calls and streams time out. */
+START_TEST(test_timeouts) {
+        ctrd_daemon own;
+        ts_error *e = NULL;
+        ts_ctrd *c = NULL;
+        ts_ctrd_options o = { .timeout_ns = 300000000, .idle_timeout_ns = 300000000 };
+        ck_assert_int_eq(ctrd_daemon_init(&own, D.bin), 0);
+        ck_assert_int_eq(ctrd_daemon_start(&own), 0);
+        ck_ok(ts_ctrd_connect(own.sock, "hang", &o, &c, &e), e);
+        ck_ok(ts_ctrd_lease_create(c, L, NULL, NULL, &e), e);
+        size_t n = 16 * MiB;
+        uint8_t *p = blob(n, 11);
+        ts_ctrd_writer *w = NULL;
+        ck_assert_int_eq(ts_ctrd_writer_open(c, L, "layer-hang", (int64_t) n, NULL, &w, &e), 0);
+
+        ck_assert_int_eq(kill(own.pid, SIGSTOP), 0);
+        wait_stopped(own.pid);
+        ck_fails(ts_ctrd_lease_list(c, NULL, &(ts_ctrd_lease *) { NULL }, &(size_t) { 0 }, &e), e,
+                 -ETIMEDOUT, own.sock);
+        ck_fails(ts_ctrd_writer_write(w, p, n, &e), e, -ETIMEDOUT, "layer-hang");
+        ts_ctrd_writer_free(w);
+        ck_assert_int_eq(kill(own.pid, SIGCONT), 0);
+
+        /* The connection is still good once containerd answers again. */
+        ts_ctrd_lease *v = NULL;
+        size_t nv = 0;
+        ck_ok(ts_ctrd_lease_list(c, NULL, &v, &nv, &e), e);
+        ck_assert_uint_eq(nv, 1);
+        ts_ctrd_lease_list_free(v, nv);
+        free(p);
         ts_ctrd_free(c);
         ctrd_daemon_done(&own);
 }
@@ -1007,13 +1094,16 @@ static Suite *ctrd_suite(void) {
         tcase_add_test(tc, test_content_labels);
         tcase_add_test(tc, test_content_statuses);
         tcase_add_test(tc, test_images);
+        tcase_add_test(tc, test_image_list_delete);
         tcase_add_test(tc, test_image_delete_sync);
         tcase_add_test(tc, test_leases);
         tcase_add_test(tc, test_lease_gc);
         tcase_add_test(tc, test_rfc3339);
         tcase_add_test(tc, test_snapshots);
+        tcase_add_test(tc, test_snapshot_list_remove);
         tcase_add_test(tc, test_diff_apply);
         tcase_add_test(tc, test_unavailable);
+        tcase_add_test(tc, test_timeouts);
         tcase_add_test(tc, test_threads);
         suite_add_tcase(s, tc);
         return s;

@@ -14,8 +14,11 @@ import shutil
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
+sys.path.insert(0, os.path.join(HERE, "..", "registry"))
 from lane import Failed, Lane, image_facts  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 from registry import Registry  # noqa: E402
 
 
@@ -141,7 +144,7 @@ def imports(lane, archive, docker_archive, exp):
     lane.ok("a file that is no image archive is refused", p.returncode == 1, p.stderr)
 
 
-def faults(lane, host):
+def faults_input(lane, host):
     p, _ = pull(lane, f"{host}/nope/missing:v1")
     lane.ok("an unknown image: NOT_FOUND", p.returncode == 1 and "NOT_FOUND" in p.stderr, p.stderr)
     p, _ = pull(lane, f"{host}/hc/a:v1@sha256:{'0' * 64}")
@@ -155,6 +158,57 @@ def faults(lane, host):
     p = lane.thinsnap("image", "pull", "no-such-host.invalid/x/y:z", check=False)
     lane.ok("a registry host that does not resolve: UNAVAILABLE", p.returncode == 1 and
             "UNAVAILABLE" in p.stderr and "no such host" in p.stderr, p.stderr)
+
+
+def platforms(lane, ref):
+    p, _ = pull(lane, ref, "--platform", "linux/s390x")
+    lane.ok("no manifest for the platform: NOT_FOUND listing the ones there are",
+            p.returncode == 1 and "NOT_FOUND" in p.stderr and "linux/arm64" in p.stderr, p.stderr)
+
+
+def tls_basic(lane, archive):
+    reg = Registry(f"{lane.work}/tls", "tls-basic")
+    reg.start()
+    try:
+        reg.push(archive, "private/img:v1")
+        ref = f"{reg.host}/private/img:v1"
+        f = reg.facts
+        p = lane.thinsnap("image", "pull", ref, "--ca-file", f["ca"], check=False)
+        lane.ok("TLS registry without credentials: authentication required for the repository",
+                p.returncode == 1 and f"authentication required for {reg.host}/private/img" in p.stderr,
+                p.stderr)
+        p = lane.run([f"{lane.bindir}/cli/thinsnap", "image", "pull", ref, "--ca-file", f["ca"],
+                      "--user", f["username"], "--password-stdin"], input=f["password"] + "\n")
+        lane.ok("TLS registry with --ca-file and --user/--password-stdin", p.returncode == 0,
+                p.stderr)
+        p = lane.thinsnap("image", "pull", ref, "--user", f"{f['username']}:{f['password']}",
+                          check=False)
+        lane.ok("TLS registry with a CA nobody gave: refused as not trusted",
+                p.returncode == 1 and "not trusted" in p.stderr, p.stderr)
+    finally:
+        reg.stop()
+
+
+def faults(lane, reg, exp):
+    proxy = FaultProxy(reg.host, os.path.join(reg.facts["dir"], "data"))
+    try:
+        ref = f"{proxy.host}/hc/c:v1"
+        big = next(x for x in exp["layers"] if x["size"] > 20 << 20)["digest"]
+        proxy.fault("corrupt", "/blobs/" + big)
+        p, _ = pull(lane, ref)
+        lane.ok("a blob that does not match its digest: refused", p.returncode == 1 and
+                big in p.stderr, p.stderr)
+        lane.ok("nothing of it published", ref not in lane.ctr("images", "ls", "-q").stdout and
+                "thinsnap.warm" not in lane.ctr("leases", "ls").stdout)
+        proxy.clear()
+        proxy.fault("truncate", "/blobs/" + big)
+        p, lines = pull(lane, ref)
+        lane.ok("a truncated download is resumed", p.returncode == 0 and lines and
+                lines[-1].get("state") == "READY", p.stderr)
+        ranges = [r["range"] for r in proxy.requests("/blobs/" + big)]
+        lane.ok("... with Range", any(r and r.startswith("bytes=") for r in ranges), str(ranges))
+    finally:
+        proxy.close()
 
 
 def main():
@@ -171,10 +225,12 @@ def main():
         a = build_image(lane, f"{lane.work}/a", 1, "docker.io/test/imported:v1", "--platforms",
                         "linux/amd64,linux/arm64/v8,linux/386", "--attestation")
         build_image(lane, f"{lane.work}/b", 2, "docker.io/test/b:v1")
+        c = build_image(lane, f"{lane.work}/c", 3, "docker.io/test/c:v1")
         reg = Registry(f"{lane.work}/registry", "plain")
         reg.start()
         reg.push(f"{lane.work}/a/image.tar", "hc/a:v1", all_manifests=True)
         reg.push(f"{lane.work}/b/image.tar", "hc/b:v1", all_manifests=True)
+        reg.push(f"{lane.work}/c/image.tar", "hc/c:v1")
         lane.run(["skopeo", "--tmpdir", lane.work, "copy", "--insecure-policy",
                   f"oci-archive:{lane.work}/a/image.tar", f"docker-archive:{lane.work}/saved.tar"],
                  check=True)
@@ -186,7 +242,10 @@ def main():
         pull(lane, other)
         vms(lane, ref, other, a)
         imports(lane, f"{lane.work}/a/image.tar", f"{lane.work}/saved.tar", a)
-        faults(lane, reg.host)
+        faults_input(lane, reg.host)
+        platforms(lane, ref)
+        tls_basic(lane, f"{lane.work}/b/image.tar")
+        faults(lane, reg, c)
         out = lane.thinsnap("image", "rm", ref, "--json")
         lane.check("rm", out[0].get("name") if out else None, ref)
         p = lane.thinsnap("image", "inspect", ref, check=False)
