@@ -13,7 +13,9 @@
 #include <zlib.h>
 
 #define READ_CHUNK (1 << 20)
-#define GZIP_LEVEL 6
+/* The layer is made once per prepare and is mostly a binary: level 1 is
+ * three times faster than 6 on one, for some 8% more bytes. */
+#define GZIP_LEVEL 1
 
 typedef struct sink {
         ts_sha256 *tar_hash;
