@@ -537,30 +537,47 @@ static int cmd_show(int argc, char **argv, const char *cmd, const char *method,
         return TS_EXIT_OK;
 }
 
-static int cmd_rm(int argc, char **argv) {
+/* rm and unprepare: one call per operand, each answer shown (with --json all of them
+ * as one array). Their requests are both {string = 1}: one message type serves. */
+static int each_operand(int argc, char **argv, const char *cmd, const char *what, const char *method,
+                        const ProtobufCMessageDescriptor *req_desc,
+                        const ProtobufCMessageDescriptor *resp_desc,
+                        json_object *(*show)(const char *arg, const ProtobufCMessage *resp, bool json)) {
         image_args a;
-        int r = parse(argc, argv, "image rm", "address json", &a);
+        int r = parse(argc, argv, cmd, "address json", &a);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
-        if ((r = need_args(&a, 1, -1, "one IMAGE or more")))
+        if ((r = need_args(&a, 1, -1, what)))
                 return r;
         _cleanup_json_ json_object *all = json_object_new_array();
         for (int i = 0; i < a.n_args; i++) {
                 Thinsnap__V1__RemoveImageRequest req = THINSNAP__V1__REMOVE_IMAGE_REQUEST__INIT;
+                req.base.descriptor = req_desc;
                 req.image = a.args[i];
-                _cleanup_message_ Thinsnap__V1__RemoveImageResponse *resp = NULL;
-                if ((r = call(&a, "RemoveImage", &req.base,
-                              &thinsnap__v1__remove_image_response__descriptor,
-                              (ProtobufCMessage **) &resp)))
+                _cleanup_message_ ProtobufCMessage *resp = NULL;
+                if ((r = call(&a, method, &req.base, resp_desc, &resp)))
                         return r;
-                if (a.json)
-                        json_object_array_add(all, ts_pbjson_from_message(&resp->base));
-                else
-                        printf("removed %s %s\n", resp->name, resp->digest);
+                json_object *o = show(a.args[i], resp, a.json);
+                if (o)
+                        json_object_array_add(all, o);
         }
         if (a.json)
                 ts_cli_print_json(TAKE_PTR(all));
         return TS_EXIT_OK;
+}
+
+static json_object *show_removed(const char *arg, const ProtobufCMessage *m, bool json) {
+        const Thinsnap__V1__RemoveImageResponse *resp = (const void *) m;
+        if (json)
+                return ts_pbjson_from_message(m);
+        printf("removed %s %s\n", resp->name, resp->digest);
+        return NULL;
+}
+
+static int cmd_rm(int argc, char **argv) {
+        return each_operand(argc, argv, "image rm", "one IMAGE or more", "RemoveImage",
+                            &thinsnap__v1__remove_image_request__descriptor,
+                            &thinsnap__v1__remove_image_response__descriptor, show_removed);
 }
 
 static int cmd_prepared(int argc, char **argv) {
@@ -600,32 +617,21 @@ static int cmd_prepared(int argc, char **argv) {
         return TS_EXIT_OK;
 }
 
-static int cmd_unprepare(int argc, char **argv) {
-        image_args a;
-        int r = parse(argc, argv, "image unprepare", "address json", &a);
-        if (r)
-                return r < 0 ? TS_EXIT_OK : r;
-        if ((r = need_args(&a, 1, -1, "one sha256:<hex> or more")))
-                return r;
-        _cleanup_json_ json_object *all = json_object_new_array();
-        for (int i = 0; i < a.n_args; i++) {
-                Thinsnap__V1__UnprepareImageRequest req = THINSNAP__V1__UNPREPARE_IMAGE_REQUEST__INIT;
-                req.digest = a.args[i];
-                _cleanup_message_ Thinsnap__V1__UnprepareImageResponse *resp = NULL;
-                if ((r = call(&a, "UnprepareImage", &req.base,
-                              &thinsnap__v1__unprepare_image_response__descriptor,
-                              (ProtobufCMessage **) &resp)))
-                        return r;
-                if (a.json) {
-                        json_object *o = ts_pbjson_from_message(&resp->base);
-                        json_object_object_add(o, "digest", json_object_new_string(req.digest));
-                        json_object_array_add(all, o);
-                } else
-                        printf("%s: %s\n", req.digest, resp->existed ? "removed" : "no such prepared image");
+static json_object *show_unprepared(const char *arg, const ProtobufCMessage *m, bool json) {
+        const Thinsnap__V1__UnprepareImageResponse *resp = (const void *) m;
+        if (!json) {
+                printf("%s: %s\n", arg, resp->existed ? "removed" : "no such prepared image");
+                return NULL;
         }
-        if (a.json)
-                ts_cli_print_json(TAKE_PTR(all));
-        return TS_EXIT_OK;
+        json_object *o = ts_pbjson_from_message(m);
+        json_object_object_add(o, "digest", json_object_new_string(arg));
+        return o;
+}
+
+static int cmd_unprepare(int argc, char **argv) {
+        return each_operand(argc, argv, "image unprepare", "one sha256:<hex> or more", "UnprepareImage",
+                            &thinsnap__v1__unprepare_image_request__descriptor,
+                            &thinsnap__v1__unprepare_image_response__descriptor, show_unprepared);
 }
 
 int ts_cmd_image(int argc, char **argv) {

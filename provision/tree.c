@@ -112,12 +112,16 @@ static int dir_lstat(prov_tree *t, const char *path, uint32_t *ret_mode, ts_erro
         return 0;
 }
 
-static int set_attrs(int dfd, const char *name, int fd, uint32_t mode) {
-        struct timespec times[2] = { { .tv_sec = PROV_LAYER_MTIME }, { .tv_sec = PROV_LAYER_MTIME } };
-        if (fd >= 0)
-                return fchown(fd, 0, 0) < 0 || fchmod(fd, mode) < 0 || futimens(fd, times) < 0 ? -errno : 0;
+static const struct timespec layer_times[2] = { { .tv_sec = PROV_LAYER_MTIME },
+                                                { .tv_sec = PROV_LAYER_MTIME } };
+
+static int set_file_attrs(int fd, uint32_t mode) {
+        return fchown(fd, 0, 0) < 0 || fchmod(fd, mode) < 0 || futimens(fd, layer_times) < 0 ? -errno : 0;
+}
+
+static int set_dir_attrs(int dfd, const char *name, uint32_t mode) {
         return fchownat(dfd, name, 0, 0, AT_SYMLINK_NOFOLLOW) < 0 || fchmodat(dfd, name, mode, 0) < 0 ||
-                               utimensat(dfd, name, times, AT_SYMLINK_NOFOLLOW) < 0
+                               utimensat(dfd, name, layer_times, AT_SYMLINK_NOFOLLOW) < 0
                        ? -errno
                        : 0;
 }
@@ -151,7 +155,7 @@ static int dir_write_file(int dfd, const char *name, const prov_layer_entry *e) 
                 return -errno;
         int r = copy_content(e->fd, e->size, fd);
         if (r >= 0)
-                r = set_attrs(dfd, NULL, fd, e->mode);
+                r = set_file_attrs(fd, e->mode);
         if (r >= 0 && renameat(dfd, tmp, dfd, name) < 0)
                 r = -errno;
         if (r < 0)
@@ -166,7 +170,7 @@ static int dir_write(prov_tree *t, const prov_layer_entry *e, ts_error **err) {
                 return dfd;
         int r;
         if (e->kind == PROV_LAYER_DIR)
-                r = mkdirat(dfd, name, 0700) < 0 ? -errno : set_attrs(dfd, name, -1, e->mode);
+                r = mkdirat(dfd, name, 0700) < 0 ? -errno : set_dir_attrs(dfd, name, e->mode);
         else
                 r = dir_write_file(dfd, name, e);
         return r < 0 ? ts_error_set(err, -r, "write %s into %s", e->path, t->dir) : 0;
@@ -242,7 +246,6 @@ static int ext_write(prov_tree *t, const prov_layer_entry *e, ts_error **err) {
  * again, deepest first, as tar extractors (containerd's too) do.
  * libext2fs leaves a directory's times alone when it links an entry. */
 static int dir_times(prov_tree *t, const prov_layer_entry *entries, size_t n, ts_error **err) {
-        struct timespec times[2] = { { .tv_sec = PROV_LAYER_MTIME }, { .tv_sec = PROV_LAYER_MTIME } };
         for (size_t i = n; i-- > 0;) {
                 if (entries[i].kind != PROV_LAYER_DIR)
                         continue;
@@ -250,7 +253,7 @@ static int dir_times(prov_tree *t, const prov_layer_entry *entries, size_t n, ts
                 _cleanup_close_ int dfd = open_parent(t, entries[i].path, &name, err);
                 if (dfd < 0)
                         return dfd;
-                if (utimensat(dfd, name, times, AT_SYMLINK_NOFOLLOW) < 0)
+                if (utimensat(dfd, name, layer_times, AT_SYMLINK_NOFOLLOW) < 0)
                         return ts_error_set(err, errno, "set the times of %s", entries[i].path);
         }
         return 0;
