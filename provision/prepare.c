@@ -116,7 +116,8 @@ static int check_guest_path(const char *path, ts_error **err) {
         if (path[0] != '/')
                 return ts_error_setf_plain(err, EINVAL, "guest path '%.256s' is not absolute", path);
         if (n > GUEST_PATH_MAX)
-                return ts_error_setf_plain(err, EINVAL, "guest path is longer than %d bytes", GUEST_PATH_MAX);
+                return ts_error_setf_plain(err, EINVAL, "guest path is longer than %d bytes",
+                                           GUEST_PATH_MAX);
         for (const char *c = path + 1;; c += strcspn(c, "/") + 1) {
                 size_t len = strcspn(c, "/");
                 if (len == 0)
@@ -256,7 +257,8 @@ static int warm(prepare *x, ts_error **err) {
                 if (q < 0 || (req->progress && req->progress(req->userdata, &s) < 0))
                         r = q < 0 ? q : ts_error_setf_plain(err, ECANCELED, "the prepare was cancelled");
                 else if (s.state == TS_PROV_WARM_FAILED)
-                        r = ts_error_setf_plain(err, s.errnum ? s.errnum : EIO, "%s", s.error ? s.error : "");
+                        r = ts_error_setf_plain(err, s.errnum ? s.errnum : EIO, "%s",
+                                                s.error ? s.error : "");
                 else if (s.state == TS_PROV_WARM_READY) {
                         ts_prov_warm_status_done(&s);
                         break;
@@ -500,7 +502,8 @@ static int label_blob(prepare *x, const char *digest, const char *key, const cha
         return ts_ctrd_content_update_labels(x->c, digest, labels, NULL, err);
 }
 
-static int store(prepare *x, const char *kind, const char *digest, const void *p, size_t n, ts_error **err) {
+static int store(prepare *x, const char *kind, const char *digest, const void *p, size_t n,
+                 ts_error **err) {
         char ref[128];
         prov_ingest_ref(kind, digest, ref, sizeof ref);
         return prov_store_bytes(&x->job, ref, digest, p, n, NULL, err);
@@ -528,7 +531,8 @@ static int set_entrypoint(json_object *doc, const char *agent) {
         if (!ep)
                 return -ENOMEM;
         json_object_array_add(ep, json_object_new_string(agent));
-        if (!json_object_object_get_ex(doc, "config", &config) || !json_object_is_type(config, json_type_object)) {
+        if (!json_object_object_get_ex(doc, "config", &config) ||
+            !json_object_is_type(config, json_type_object)) {
                 config = json_object_new_object();
                 json_object_object_add(doc, "config", config);
         }
@@ -552,8 +556,10 @@ static int make_config(prepare *x, ts_error **err) {
             (!(x->user_entrypoint = json_strv(cfg->entrypoint)) || !(x->user_cmd = json_strv(cfg->cmd))))
                 return -ENOMEM;
         if ((r = ts_oci_config_add_layer(cfg, x->layer.diff_id, NULL, by, "thinsnap agent layer")) < 0 ||
-            (x->req->entrypoint == TS_PROV_ENTRYPOINT_AGENT && (r = set_entrypoint(cfg->json, x->guest_path)) < 0) ||
-            (r = ts_oci_config_serialize(cfg, &doc, &len)) < 0 || (r = ts_digest_buffer(doc, len, x->config)) < 0)
+            (x->req->entrypoint == TS_PROV_ENTRYPOINT_AGENT &&
+             (r = set_entrypoint(cfg->json, x->guest_path)) < 0) ||
+            (r = ts_oci_config_serialize(cfg, &doc, &len)) < 0 ||
+            (r = ts_digest_buffer(doc, len, x->config)) < 0)
                 return r;
         char key[sizeof(LABEL_GC_SNAPSHOT) + 64];
         snprintf(key, sizeof key, LABEL_GC_SNAPSHOT "%s", x->p->snapshotter);
@@ -682,7 +688,8 @@ static int build(prepare *x, ts_error **err) {
         int r = lease_create(x, err);
         if (r < 0)
                 return r;
-        if ((r = make_layer(x, err)) >= 0 && (r = store_layer(x, err)) >= 0 && (r = make_config(x, err)) >= 0 &&
+        if ((r = make_layer(x, err)) >= 0 && (r = store_layer(x, err)) >= 0 &&
+            (r = make_config(x, err)) >= 0 &&
             (r = make_manifest(x, err)) >= 0)
                 r = publish(x, err);
         return r;

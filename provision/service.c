@@ -620,9 +620,13 @@ static void limits_from(const Thinsnap__V1__PrepareLimits *l, ts_prov_limits *re
         *ret = (ts_prov_limits) { 0 };
         if (!l)
                 return;
-        *ret = (ts_prov_limits) { .max_layers = l->max_layers, .max_compressed_bytes = l->max_compressed_bytes,
-                                  .max_unpacked_bytes = l->max_unpacked_bytes, .max_inodes = l->max_inodes,
-                                  .max_agent_bytes = l->max_agent_bytes };
+        *ret = (ts_prov_limits) {
+                .max_layers = l->max_layers,
+                .max_compressed_bytes = l->max_compressed_bytes,
+                .max_unpacked_bytes = l->max_unpacked_bytes,
+                .max_inodes = l->max_inodes,
+                .max_agent_bytes = l->max_agent_bytes,
+        };
 }
 
 static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *msg, void *ud) {

@@ -88,7 +88,8 @@ static int open_parent(prov_tree *t, const char *path, const char **ret_name, ts
         const char *slash = strrchr(path, '/');
         if (path[0] != '/' || !slash[1])
                 return ts_error_setf_plain(err, EINVAL, "'%s' is not an absolute path to an entry", path);
-        _cleanup_free_ char *parent = slash == path ? strdup(".") : strndup(path + 1, (size_t) (slash - path - 1));
+        _cleanup_free_ char *parent = slash == path ? strdup(".")
+                                                    : strndup(path + 1, (size_t) (slash - path - 1));
         if (!parent)
                 return -ENOMEM;
         struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
@@ -150,7 +151,8 @@ static int copy_content(int from, uint64_t size, int to) {
 static int dir_write_file(int dfd, const char *name, const prov_layer_entry *e) {
         char tmp[300];
         snprintf(tmp, sizeof tmp, ".%.200s.thinsnap-%d", name, (int) getpid());
-        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        _cleanup_close_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                        0600);
         if (fd < 0)
                 return -errno;
         int r = copy_content(e->fd, e->size, fd);
@@ -224,7 +226,8 @@ static int dir_usage(prov_tree *t, uint64_t *ret_bytes, uint64_t *ret_inodes, ts
 
 int prov_tree_lstat(prov_tree *t, const char *path, uint32_t *ret_mode, ts_error **err) {
         uint32_t ino;
-        return t->ij ? ts_inject_lstat(t->ij, path, &ino, ret_mode, err) : dir_lstat(t, path, ret_mode, err);
+        return t->ij ? ts_inject_lstat(t->ij, path, &ino, ret_mode, err)
+                     : dir_lstat(t, path, ret_mode, err);
 }
 
 int prov_tree_usage(prov_tree *t, uint64_t *ret_bytes, uint64_t *ret_inodes, ts_error **err) {
