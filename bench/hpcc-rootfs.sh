@@ -2,9 +2,9 @@
 # The peer of `thinsnap image prepare` in bench/run-prepared-bench.sh: what hpcc's rootfs
 # backend does to give a VM an image with its agent. Pull (skopeo into an OCI layout),
 # flatten (each layer's tar extracted in order with GNU tar, OCI whiteouts of a layer applied
-# to what is below it first), a fresh ext4 file (mkfs.ext4, sized at 1.5 times the tree plus
-# 64 MiB) filled through a loop mount, the agent at /.hpcc/agent (0755) and each of /proc
-# /sys /dev /tmp /run the image lacks made.
+# to what is below it first; xattrs are not kept: the lane's tmpfs takes none), a fresh ext4
+# file (mkfs.ext4, sized at 1.5 times the tree plus 64 MiB) filled through a loop mount, the
+# agent at /.hpcc/agent (0755) and each of /proc /sys /dev /tmp /run the image lacks made.
 #
 #   hpcc-rootfs.sh REF AGENT OUT.ext4 WORKDIR      (REF on a plain-HTTP registry)
 set -euo pipefail
@@ -34,8 +34,7 @@ for hex in $layers; do
       rm -rf "${root:?}/$dir/${base#.wh.}"
     fi
   done < <(tar -tf "$f" | grep -E '(^|/)\.wh\.' || true)
-  tar -xf "$f" -C "$root" --numeric-owner --same-permissions --xattrs --xattrs-include='*' \
-    --exclude='.wh.*'
+  tar -xf "$f" -C "$root" --numeric-owner --same-permissions --recursive-unlink --exclude='.wh.*'
 done
 
 bytes=$(du -sb "$root" | cut -f1)
