@@ -342,6 +342,32 @@ def bad_input(lane, host, exp_a, exp_b, agent):
     nothing_left(lane, "bad input")
 
 
+def interrupted(lane, reg, agent):
+    """A prepare that fails after its layer, snapshot, config and manifest exist (the user's cmd
+    is too long for the record's label) publishes no record, and what it made goes at the
+    next collection."""
+    sys.path.insert(0, os.path.join(lane.src, "tests", "vm", "prepared"))
+    import image
+    facts = image.build(f"{lane.work}/long.tar", "docker.io/test/long:v1", cmd_bytes=5000)
+    reg.push(f"{lane.work}/long.tar", "hc/long:v1")
+    before = content_digests(lane)
+    p, _ = prepare(lane, f"{reg.host}/hc/long:v1", facts["target_digest"], agent,
+                   "--entrypoint", "agent")
+    refused(lane, "a cmd too long for a label", p, "INVALID_ARGUMENT", "too long for a label")
+    names = lane.ctr("images", "ls", "-q").stdout
+    lane.ok("... no prepared record", PREFIX + hexof(facts["target_digest"]) not in names, names)
+    nothing_left(lane, "a failed prepare")
+    lane.ctr("leases", "create", "--id", "gc-trigger")
+    lane.ctr("leases", "delete", "--sync", "gc-trigger")
+    snaps = lane.ctr("snapshots", "--snapshotter", "native", "ls").stdout
+    top = facts["chain_ids"][-1]
+    lane.ok("... its agent layer's snapshot is collected",
+            not any(ln.split()[1:2] == [top] for ln in snaps.splitlines()), snaps)
+    new = content_digests(lane) - before
+    lane.ok("... and so are its layer, config and manifest: only the user's image is new",
+            len(new) == 4, sorted(new))
+
+
 def main():
     bindir, src, server = sys.argv[1:4]
     if os.geteuid() != 0:
@@ -386,6 +412,7 @@ def main():
         limits(lane, ref_b, exp_b, agents[3], big)
         cut_and_unprepare(lane, exp_a, a, agents[1])
         bad_input(lane, reg.host, exp_a, exp_b, agents[0])
+        interrupted(lane, reg, agents[0])
         reg.stop()
     except Failed as e:
         lane.ok("the run went through", False, str(e))

@@ -4,7 +4,9 @@ skopeo pushes (oci-archive:): two gzip layers with an /etc/os-release, a few fil
 symlink, /tmp (mode 1777, kept as the image has it) and /var/run pointing at /run (which the
 image lacks, as it lacks /proc /sys /dev). Deterministic (fixed times, gzip without a time).
 
-    image.py OUT.tar NAME     prints {"target_digest", "diff_ids", "chain_ids"} as JSON
+    image.py OUT.tar NAME [CMD_BYTES]
+        prints {"target_digest", "diff_ids", "chain_ids"} as JSON; CMD_BYTES makes the
+        config's Cmd that long (an entrypoint too long to keep in a label)
 """
 import gzip
 import hashlib
@@ -46,7 +48,7 @@ def blob(blobs, data):
     return d
 
 
-def build(out, name):
+def build(out, name, cmd_bytes=0):
     base = [("etc", "dir", 0o755), ("bin", "dir", 0o755), ("usr", "dir", 0o755),
             ("usr/share", "dir", 0o755), ("var", "dir", 0o755), ("tmp", "dir", 0o1777),
             ("var/run", "symlink", 0o777, b"", "/run"),
@@ -61,7 +63,8 @@ def build(out, name):
                        "digest": blob(blobs, gz), "size": len(gz)})
         diff_ids.append(diff_id)
     config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "config": {"Cmd": ["/bin/hello"], "Env": ["PATH=/bin"]},
+                         "config": {"Cmd": ["/bin/hello"] + (["x" * cmd_bytes] if cmd_bytes else []),
+                                    "Env": ["PATH=/bin"]},
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}},
                         sort_keys=True).encode()
     manifest = json.dumps({"schemaVersion": 2,
@@ -88,4 +91,4 @@ def build(out, name):
 
 
 if __name__ == "__main__":
-    print(json.dumps(build(sys.argv[1], sys.argv[2])))
+    print(json.dumps(build(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)))
