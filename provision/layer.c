@@ -18,7 +18,7 @@
 #define GZIP_LEVEL 1
 
 typedef struct sink {
-        ts_sha256 *tar_hash;
+        ts_sha256 *tar_hash, *blob_hash;
         z_stream z;
         uint8_t *out;
         size_t cap;
@@ -52,7 +52,9 @@ static int pump(sink *s, int flush) {
                         s->z.next_out = n + used;
                         s->z.avail_out = (uInt) (cap - used);
                 }
+                size_t before = s->z.total_out;
                 int r = deflate(&s->z, flush);
+                ts_sha256_update(s->blob_hash, s->out + before, s->z.total_out - before);
                 if (r == Z_STREAM_END)
                         return 0;
                 if (r != Z_OK && r != Z_BUF_ERROR)
@@ -118,25 +120,98 @@ static int write_entry(struct archive *a, struct archive_entry *ae, const prov_l
         return e->kind == PROV_LAYER_FILE ? write_content(a, e, buf, err) : 0;
 }
 
-static int write_tar(sink *s, prov_layer_entry *entries, size_t n, ts_error **err) {
-        struct archive *a = archive_write_new();
-        struct archive_entry *ae = archive_entry_new();
-        uint8_t *buf = malloc(READ_CHUNK);
-        int r = a && ae && buf ? 0 : -ENOMEM;
-        if (r >= 0 && (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-                       archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
-                       archive_write_open(a, s, NULL, sink_write, NULL) != ARCHIVE_OK))
-                r = archive_fail(a, ARCHIVE_FATAL, err, "open");
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = write_entry(a, ae, &entries[i], buf, err);
-        if (r >= 0 && archive_write_close(a) != ARCHIVE_OK)
-                r = archive_fail(a, ARCHIVE_FATAL, err, "close");
-        if (r < 0 && s->zerr)
-                r = zlib_fail(s->zerr, NULL);
-        archive_entry_free(ae);
-        if (a)
-                archive_write_free(a);
-        free(buf);
+struct prov_layer_builder {
+        sink s;
+        struct archive *a;
+        struct archive_entry *ae;
+        uint8_t *buf; /* file content on its way */
+        char *last;   /* the last path written: entries must follow it */
+        bool zinit;
+};
+
+prov_layer_builder *prov_layer_builder_free(prov_layer_builder *b) {
+        if (!b)
+                return NULL;
+        if (b->a)
+                archive_write_free(b->a);
+        archive_entry_free(b->ae);
+        if (b->zinit)
+                deflateEnd(&b->s.z);
+        ts_sha256_free(b->s.tar_hash);
+        ts_sha256_free(b->s.blob_hash);
+        free(b->s.out);
+        free(b->buf);
+        free(b->last);
+        free(b);
+        return NULL;
+}
+
+int prov_layer_begin(prov_layer_builder **ret, ts_error **err) {
+        prov_layer_builder *b = calloc(1, sizeof(*b));
+        if (!b || ts_sha256_new(&b->s.tar_hash) < 0 || ts_sha256_new(&b->s.blob_hash) < 0 ||
+            !(b->a = archive_write_new()) || !(b->ae = archive_entry_new()) ||
+            !(b->buf = malloc(READ_CHUNK))) {
+                prov_layer_builder_free(b);
+                return -ENOMEM;
+        }
+        /* windowBits 15 + 16: a gzip wrapper, whose header zlib writes with
+         * no name and a zero time. */
+        int z = deflateInit2(&b->s.z, GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+        int r = z == Z_OK ? 0 : zlib_fail(z, err);
+        b->zinit = z == Z_OK;
+        if (r >= 0 && (archive_write_set_format_pax_restricted(b->a) != ARCHIVE_OK ||
+                       archive_write_set_bytes_in_last_block(b->a, 1) != ARCHIVE_OK ||
+                       archive_write_open(b->a, &b->s, NULL, sink_write, NULL) != ARCHIVE_OK))
+                r = archive_fail(b->a, ARCHIVE_FATAL, err, "open");
+        if (r < 0) {
+                prov_layer_builder_free(b);
+                return r;
+        }
+        *ret = b;
+        return 0;
+}
+
+void prov_layer_sort(prov_layer_entry *entries, size_t n) {
+        qsort(entries, n, sizeof(*entries), path_cmp);
+}
+
+int prov_layer_add(prov_layer_builder *b, prov_layer_entry *entries, size_t n, ts_error **err) {
+        prov_layer_sort(entries, n);
+        if (n && b->last && strcmp(entries[0].path, b->last) <= 0)
+                return ts_error_setf_plain(err, EINVAL, "layer tar: %s does not sort after %s",
+                                           entries[0].path, b->last);
+        for (size_t i = 0; i < n; i++) {
+                int r = write_entry(b->a, b->ae, &entries[i], b->buf, err);
+                if (r < 0)
+                        return r;
+        }
+        if (n) {
+                free(b->last);
+                if (!(b->last = strdup(entries[n - 1].path)))
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int prov_layer_end(prov_layer_builder *b, prov_layer *ret, ts_error **err) {
+        int r = 0;
+        if (archive_write_close(b->a) != ARCHIVE_OK)
+                r = b->s.zerr ? zlib_fail(b->s.zerr, err) : archive_fail(b->a, ARCHIVE_FATAL, err, "close");
+        if (r >= 0) {
+                b->s.z.next_in = NULL;
+                b->s.z.avail_in = 0;
+                int z = pump(&b->s, Z_FINISH);
+                if (z != 0)
+                        r = zlib_fail(z, err);
+        }
+        if (r >= 0) {
+                prov_layer l = { .blob = TAKE_PTR(b->s.out), .blob_len = b->s.z.total_out,
+                                 .tar_len = b->s.tar_len };
+                ts_sha256_final(b->s.tar_hash, l.diff_id);
+                ts_sha256_final(b->s.blob_hash, l.digest);
+                *ret = l;
+        }
+        prov_layer_builder_free(b);
         return r;
 }
 
@@ -146,35 +221,9 @@ void prov_layer_done(prov_layer *l) {
 }
 
 int prov_layer_build(prov_layer_entry *entries, size_t n, prov_layer *ret, ts_error **err) {
-        qsort(entries, n, sizeof(*entries), path_cmp);
-        sink s = { 0 };
-        int r = ts_sha256_new(&s.tar_hash);
-        if (r < 0)
-                return r;
-        /* windowBits 15 + 16: a gzip wrapper, whose header zlib writes with
-         * no name and a zero time. */
-        int z = deflateInit2(&s.z, GZIP_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
-        if (z != Z_OK) {
-                ts_sha256_free(s.tar_hash);
-                return zlib_fail(z, err);
-        }
-        r = write_tar(&s, entries, n, err);
-        if (r >= 0) {
-                s.z.next_in = NULL;
-                s.z.avail_in = 0;
-                if ((z = pump(&s, Z_FINISH)) != 0)
-                        r = zlib_fail(z, err);
-        }
-        deflateEnd(&s.z);
-        prov_layer l = { .blob = s.out, .blob_len = s.z.total_out, .tar_len = s.tar_len };
-        ts_sha256_final(s.tar_hash, l.diff_id);
-        ts_sha256_free(s.tar_hash);
-        if (r >= 0)
-                r = ts_digest_buffer(l.blob, l.blob_len, l.digest);
-        if (r < 0) {
-                prov_layer_done(&l);
-                return r;
-        }
-        *ret = l;
-        return 0;
+        prov_layer_builder *b = NULL;
+        int r = prov_layer_begin(&b, err);
+        if (r >= 0 && (r = prov_layer_add(b, entries, n, err)) < 0)
+                prov_layer_builder_free(b);
+        return r < 0 ? r : prov_layer_end(b, ret, err);
 }

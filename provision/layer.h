@@ -43,4 +43,19 @@ typedef struct prov_layer {
  * -EIO (libarchive or zlib failed; the message says which), -ENOMEM. */
 int prov_layer_build(prov_layer_entry *entries, size_t n, prov_layer *ret, ts_error **err);
 
+/* The same in steps, so that the head of a layer can be written before its
+ * tail is known (and on another thread: a builder is used by one thread at
+ * a time). The bytes are those prov_layer_build gives for all the entries.
+ * begin: -ENOMEM, -EIO. add: sorts entries, which must all sort after those
+ * added before (else -EINVAL), and the errors of prov_layer_build. end:
+ * finishes and frees the builder (also on failure). */
+typedef struct prov_layer_builder prov_layer_builder;
+int prov_layer_begin(prov_layer_builder **ret, ts_error **err);
+int prov_layer_add(prov_layer_builder *b, prov_layer_entry *entries, size_t n, ts_error **err);
+int prov_layer_end(prov_layer_builder *b, prov_layer *ret, ts_error **err);
+prov_layer_builder *prov_layer_builder_free(prov_layer_builder *b);
+
+/* Sorts entries by path, as the layer orders them. */
+void prov_layer_sort(prov_layer_entry *entries, size_t n);
+
 void prov_layer_done(prov_layer *l);

@@ -68,6 +68,16 @@ typedef struct prepare {
         char chain[TS_DIGEST_MAX], config[TS_DIGEST_MAX], manifest[TS_DIGEST_MAX];
         int64_t config_size, manifest_size;
         char *user_entrypoint, *user_cmd; /* JSON, for the record's labels */
+        int64_t t0_ns, warm_ns, layer_ns; /* for the log line */
+        /* The head of the layer (up to the agent) written on another thread
+         * while the warm runs, on the guess that the tree lacks every
+         * parent of the guest path and every mount point sorting before it. */
+        pthread_t spec_thread;
+        bool spec_running;
+        prov_layer_entry spec_head[ENTRIES_MAX];
+        size_t spec_n;
+        prov_layer_builder *spec;
+        int spec_r;
 } prepare;
 
 /* ---- one prepare per digest at a time ---- */
@@ -355,10 +365,12 @@ typedef enum want {
         WANT_ANY,    /* a mount point: whatever is there stays */
 } want;
 
-/* Whether path is in the tree: 1, 0 (absent), or -errno. */
+/* Whether path is in the tree: 1, 0 (absent, or no tree: the guess), or -errno. */
 static int present(prov_tree *t, const char *path, want w, ts_error **err) {
         uint32_t mode = 0;
         ts_error *e = NULL;
+        if (!t)
+                return 0;
         int r = prov_tree_lstat(t, path, &mode, &e);
         if (r == -ENOENT) {
                 ts_error_free(e);
@@ -453,6 +465,132 @@ static void snapshot_key(prepare *x) {
 /* Reads the user's tree in an active snapshot on its top, makes the layer
  * from what it lacks, writes the same entries into it and commits it
  * (unless a snapshot of that chain id is there already). */
+/* ---- the head of the layer, ahead of time ---- */
+
+static size_t agent_index(const prepare *x, const prov_layer_entry *e, size_t n) {
+        size_t k = 0;
+        while (k < n && strcmp(e[k].path, x->guest_path) != 0)
+                k++;
+        return k;
+}
+
+static void *spec_run(void *arg) {
+        prepare *x = arg;
+        x->spec_r = prov_layer_begin(&x->spec, NULL);
+        if (x->spec_r >= 0 && (x->spec_r = prov_layer_add(x->spec, x->spec_head, x->spec_n, NULL)) < 0)
+                x->spec = prov_layer_builder_free(x->spec);
+        return NULL;
+}
+
+static void spec_start(prepare *x) {
+        prov_layer_entry e[ENTRIES_MAX];
+        size_t n = 0;
+        if (plan(x, NULL, e, &n, NULL) < 0)
+                return;
+        prov_layer_sort(e, n);
+        x->spec_n = agent_index(x, e, n) + 1;
+        memcpy(x->spec_head, e, x->spec_n * sizeof(*e));
+        x->spec_running = pthread_create(&x->spec_thread, NULL, spec_run, x) == 0;
+}
+
+static void spec_join(prepare *x) {
+        if (x->spec_running)
+                pthread_join(x->spec_thread, NULL);
+        x->spec_running = false;
+}
+
+static bool same_entries(const prov_layer_entry *a, const prov_layer_entry *b, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(a[i].path, b[i].path) != 0 || a[i].kind != b[i].kind || a[i].mode != b[i].mode)
+                        return false;
+        return true;
+}
+
+/* The layer of entries: the head written ahead when the guess was right,
+ * the rest now. */
+static int layer_of(prepare *x, prov_layer_entry *e, size_t n, ts_error **err) {
+        prov_layer_sort(e, n);
+        size_t k = agent_index(x, e, n) + 1;
+        spec_join(x);
+        prov_layer_builder *b = TAKE_PTR(x->spec);
+        if (!b || k != x->spec_n || !same_entries(e, x->spec_head, k)) {
+                log_debug("prepare %s: the layer's head written ahead does not fit; writing it again",
+                          x->name);
+                prov_layer_builder_free(b);
+                return prov_layer_build(e, n, &x->layer, err);
+        }
+        int r = prov_layer_add(b, e + k, n - k, err);
+        if (r < 0) {
+                prov_layer_builder_free(b);
+                return r;
+        }
+        return prov_layer_end(b, &x->layer, err);
+}
+
+/* ---- the snapshot ---- */
+
+static int store_layer(prepare *x, ts_error **err);
+
+typedef struct store_job {
+        prepare *x;
+        int r;
+        ts_error *err;
+} store_job;
+
+static void *store_run(void *arg) {
+        store_job *sj = arg;
+        sj->r = store_layer(sj->x, &sj->err);
+        return NULL;
+}
+
+static int commit(prepare *x, ts_error **err) {
+        char *labels[] = { LABEL_SNAPSHOT_REF, x->chain, NULL };
+        ts_error *ce = NULL;
+        int r = ts_ctrd_snapshot_commit(x->c, x->job.lease, x->p->snapshotter, x->chain, x->key, labels,
+                                        &ce);
+        if (r == -EEXIST) { /* another prepare committed the same tree first */
+                ts_error_free(ce);
+                drop_key(x);
+                return 0;
+        }
+        if (r < 0) {
+                drop_key(x);
+                return ts_error_move(err, &ce);
+        }
+        x->key[0] = '\0';
+        return 0;
+}
+
+/* Writes the entries into the snapshot and commits it, while the layer's
+ * blob goes into the content store on another thread. */
+static int write_and_commit(prepare *x, prov_tree *t, const prov_layer_entry *e, size_t n,
+                            ts_error **err) {
+        store_job sj = { .x = x };
+        pthread_t th;
+        bool threaded = pthread_create(&th, NULL, store_run, &sj) == 0;
+        int r = prov_tree_write(t, e, n, err);
+        if (r < 0)
+                prov_tree_free(t);
+        else
+                r = prov_tree_close(t, err);
+        if (r >= 0)
+                r = commit(x, err);
+        else
+                drop_key(x);
+        if (threaded)
+                pthread_join(th, NULL);
+        else
+                sj.r = store_layer(x, &sj.err);
+        if (r >= 0 && sj.r < 0)
+                r = ts_error_move(err, &sj.err);
+        ts_error_free(sj.err);
+        return r;
+}
+
+/* Reads the user's tree in an active snapshot on its top, makes the layer
+ * from what it lacks, writes the same entries into it and commits it
+ * (unless a snapshot of that chain id is there already), and stores the
+ * layer's blob. */
 static int make_layer(prepare *x, ts_error **err) {
         ts_ctrd_mounts *mounts = NULL;
         prov_tree *t = NULL;
@@ -466,33 +604,16 @@ static int make_layer(prepare *x, ts_error **err) {
                 return r;
         }
         if ((r = prov_tree_open(mounts, &t, err)) >= 0 && (r = check_usage(x, t, err)) >= 0 &&
-            (r = plan(x, t, e, &n, err)) >= 0 && (r = prov_layer_build(e, n, &x->layer, err)) >= 0 &&
-            (r = chain_of(x)) >= 0 && (r = chain_exists(x, err)) == 0)
-                r = prov_tree_write(t, e, n, err);
+            (r = plan(x, t, e, &n, err)) >= 0 && (r = layer_of(x, e, n, err)) >= 0 &&
+            (r = chain_of(x)) >= 0)
+                r = chain_exists(x, err);
         ts_ctrd_mounts_free(mounts);
         if (r != 0) { /* failed, or the chain is there: nothing to commit */
                 prov_tree_free(t);
                 drop_key(x);
-                return r < 0 ? r : 0;
+                return r < 0 ? r : store_layer(x, err);
         }
-        if ((r = prov_tree_close(t, err)) < 0) {
-                drop_key(x);
-                return r;
-        }
-        char *labels[] = { LABEL_SNAPSHOT_REF, x->chain, NULL };
-        ts_error *ce = NULL;
-        r = ts_ctrd_snapshot_commit(x->c, x->job.lease, x->p->snapshotter, x->chain, x->key, labels, &ce);
-        if (r == -EEXIST) { /* another prepare committed the same tree first */
-                ts_error_free(ce);
-                drop_key(x);
-                return 0;
-        }
-        if (r < 0) {
-                drop_key(x);
-                return ts_error_move(err, &ce);
-        }
-        x->key[0] = '\0';
-        return 0;
+        return write_and_commit(x, t, e, n, err);
 }
 
 /* ---- content ---- */
@@ -688,8 +809,10 @@ static int build(prepare *x, ts_error **err) {
         int r = lease_create(x, err);
         if (r < 0)
                 return r;
-        if ((r = make_layer(x, err)) >= 0 && (r = store_layer(x, err)) >= 0 &&
-            (r = make_config(x, err)) >= 0 &&
+        if ((r = make_layer(x, err)) < 0)
+                return r;
+        x->layer_ns = prov_now_ns();
+        if ((r = make_config(x, err)) >= 0 &&
             (r = make_manifest(x, err)) >= 0)
                 r = publish(x, err);
         return r;
@@ -711,8 +834,11 @@ static int run(prepare *x, ts_prov_prepared **ret, ts_error **err) {
         int r = already(x, &replaces, ret);
         if (r != 0)
                 return r < 0 ? r : 0;
+        x->t0_ns = prov_now_ns();
+        spec_start(x);
         if ((r = warm(x, err)) < 0 || (r = load_user_image(x, err)) < 0)
                 return r;
+        x->warm_ns = prov_now_ns();
         x->job = (prov_job) { .p = x->p, .c = x->c };
         r = build(x, err);
         if (x->job.lease[0]) {
@@ -726,11 +852,18 @@ static int run(prepare *x, ts_prov_prepared **ret, ts_error **err) {
         }
         if (r < 0)
                 return r;
-        log_info("prepared %s: %s with agent %s at %s", x->name, x->user, x->agent, x->guest_path);
+        int64_t now = prov_now_ns();
+        log_info("prepared %s: %s with agent %s at %s in %.0f ms (warm %.0f, agent layer %.0f, "
+                 "records %.0f)",
+                 x->name, x->user, x->agent, x->guest_path, (double) (now - x->t0_ns) / 1e6,
+                 (double) (x->warm_ns - x->t0_ns) / 1e6, (double) (x->layer_ns - x->warm_ns) / 1e6,
+                 (double) (now - x->layer_ns) / 1e6);
         return describe_new(x, ret, err);
 }
 
 static void prepare_done(prepare *x) {
+        spec_join(x);
+        prov_layer_builder_free(x->spec);
         free(x->user);
         ts_oci_manifest_free(x->m);
         free(x->cfg);

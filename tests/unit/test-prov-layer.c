@@ -131,11 +131,47 @@ START_TEST(refuses_short_file_and_relative_path) {
 }
 END_TEST
 
+/* A layer built in two steps (the head, then the rest) is the same bytes. */
+START_TEST(steps_give_the_same_bytes) {
+        static uint8_t content[1 << 20];
+        memset(content, 'a', sizeof content);
+        int fd = memfd_with(content, sizeof content);
+        prov_layer whole = build(fd, sizeof content);
+        prov_layer_entry head[] = {
+                { "/.hpcc/agent", PROV_LAYER_FILE, 0755, fd, sizeof content },
+                { "/.hpcc", PROV_LAYER_DIR, 0755, -1, 0 },
+        };
+        prov_layer_entry tail[] = {
+                { "/tmp", PROV_LAYER_DIR, 01777, -1, 0 },
+                { "/proc", PROV_LAYER_DIR, 0555, -1, 0 },
+        };
+        prov_layer_builder *b = NULL;
+        ts_error *err = NULL;
+        ck_assert_int_eq(prov_layer_begin(&b, &err), 0);
+        ck_assert_int_eq(prov_layer_add(b, head, 2, &err), 0);
+        prov_layer_entry early[] = { { "/.a", PROV_LAYER_DIR, 0755, -1, 0 } };
+        ck_assert_int_eq(prov_layer_add(b, early, 1, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "/.a does not sort after /.hpcc/agent"));
+        err = ts_error_free(err);
+        ck_assert_int_eq(prov_layer_add(b, tail, 2, &err), 0);
+        prov_layer steps;
+        ck_assert_int_eq(prov_layer_end(b, &steps, &err), 0);
+        ck_assert_uint_eq(steps.blob_len, whole.blob_len);
+        ck_assert_int_eq(memcmp(steps.blob, whole.blob, whole.blob_len), 0);
+        ck_assert_str_eq(steps.digest, whole.digest);
+        ck_assert_str_eq(steps.diff_id, whole.diff_id);
+        prov_layer_done(&steps);
+        prov_layer_done(&whole);
+        close(fd);
+}
+END_TEST
+
 static Suite *layer_suite(void) {
         Suite *s = suite_create("prov-layer");
         TCase *tc = tcase_create("layer");
         tcase_add_test(tc, reads_back_exactly);
         tcase_add_test(tc, refuses_short_file_and_relative_path);
+        tcase_add_test(tc, steps_give_the_same_bytes);
         suite_add_tcase(s, tc);
         return s;
 }
