@@ -1,12 +1,11 @@
 #include "bench/bench.h"
 
 #include <stdlib.h>
-#include <time.h>
+
+#include "common/clock.h"
 
 double ts_bench_now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
+        return (double) ts_clock_mono_ns() / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b) {

@@ -27,7 +27,7 @@ case $build in /*) ;; *) build=$top/$build ;; esac
 
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTS_VM_TESTS=OFF >/dev/null
 cmake --build "$build" -j2 --target ctrd-bench >/dev/null
-"$top/tests/conformance/go-build.sh" "$build/go"
+"$top/tests/vm/conformance/go-build.sh" "$build/go"
 
 work=$(mktemp -d /tmp/ctrd-bench.XXXXXX)
 pid=

@@ -28,7 +28,7 @@ cmake --build "$build" -j2 --target "${targets[@]}" >/dev/null
 thinsnap=${TS_THINSNAP:-$build/cli/thinsnap}
 thinsnapd=${TS_THINSNAPD:-$(find "$build" -type f -name thinsnapd -perm -u+x 2>/dev/null | head -n1)}
 [ -n "$thinsnapd" ] || echo "run-snapshotter-bench: no thinsnapd binary in $build: its side will be skipped" >&2
-tests/conformance/go-build.sh "$build/go"
+tests/vm/conformance/go-build.sh "$build/go"
 
 exec tests/vm/run --cache "${TS_VM_CACHE:-$build/vm-cache}" --timeout "$timeout" -- \
   "$build/go/snapshotter-bench" -thinsnap "$thinsnap" ${thinsnapd:+-thinsnapd "$thinsnapd"} "$@"

@@ -4,11 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-_printf_(4, 0) static int set_common(ts_error **err, int errnum, int with_strerror, const char *fmt, va_list ap) {
+static int positive_errno(int errnum) {
         if (errnum < 0)
                 errnum = -errnum;
-        if (errnum == 0)
-                errnum = EIO;
+        return errnum ? errnum : EIO;
+}
+
+/* The message is the formatted context, then ": cause" when cause is set. */
+_printf_(4, 0) static int set_common(ts_error **err, int errnum, const char *cause, const char *fmt, va_list ap) {
+        errnum = positive_errno(errnum);
         if (!err || *err)
                 return -errnum;
 
@@ -22,8 +26,8 @@ _printf_(4, 0) static int set_common(ts_error **err, int errnum, int with_strerr
                 return -errnum;
         }
         e->errnum = errnum;
-        if (head && with_strerror) {
-                if (asprintf(&e->msg, "%s: %s", head, strerror(errnum)) < 0)
+        if (head && cause) {
+                if (asprintf(&e->msg, "%s: %s", head, cause) < 0)
                         e->msg = NULL;
                 free(head);
         } else
@@ -35,7 +39,7 @@ _printf_(4, 0) static int set_common(ts_error **err, int errnum, int with_strerr
 int ts_error_set(ts_error **err, int errnum, const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
-        int r = set_common(err, errnum, 1, fmt, ap);
+        int r = set_common(err, errnum, strerror(positive_errno(errnum)), fmt, ap);
         va_end(ap);
         return r;
 }
@@ -43,9 +47,13 @@ int ts_error_set(ts_error **err, int errnum, const char *fmt, ...) {
 int ts_error_setf_plain(ts_error **err, int errnum, const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
-        int r = set_common(err, errnum, 0, fmt, ap);
+        int r = set_common(err, errnum, NULL, fmt, ap);
         va_end(ap);
         return r;
+}
+
+int ts_error_setv_cause(ts_error **err, int errnum, const char *cause, const char *fmt, va_list ap) {
+        return set_common(err, errnum, cause, fmt, ap);
 }
 
 int ts_error_prefix(ts_error **err, int r, const char *fmt, ...) {

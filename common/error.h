@@ -24,6 +24,14 @@ int ts_error_set(ts_error **err, int errnum, const char *fmt, ...) _printf_(3, 4
 /* Same as ts_error_set but the message is used as is, without strerror. */
 int ts_error_setf_plain(ts_error **err, int errnum, const char *fmt, ...) _printf_(3, 4);
 
+/* For a library's error adapter (one per library: LMDB in store.c,
+ * libext2fs in inject.c, libdevmapper in dm.c): as ts_error_set, with the
+ * library's own text for the failure (mdb_strerror, error_message) in place
+ * of strerror. errnum is the adapter's translation of the library's code,
+ * -errno like every return value. Returns -errnum. */
+int ts_error_setv_cause(ts_error **err, int errnum, const char *cause, const char *fmt, va_list ap)
+        _printf_(4, 0);
+
 /* Prefixes the error in *err (if the caller asked for one and it is set)
  * with "<context>: ". Returns r, the failing call's -errno, unchanged, so
  * `return ts_error_prefix(err, r, "pool %s", name);` keeps the real code

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/strv.h"
 #include "containerd/services/content/v1/content.pb-c.h"
 #include "ctrd/content.h"
@@ -175,26 +176,16 @@ int ts_ctrd_content_read_stream(ts_ctrd *c, const char *digest, int64_t offset, 
         return read_range(c, digest, offset, size, true, sink, userdata, err);
 }
 
-typedef struct membuf {
+/* read_at's sink: the caller's buffer, which the blob must not overrun. */
+typedef struct fixed_sink {
         uint8_t *p;
-        size_t len, cap, max;
-        bool fixed; /* p is the caller's, cap bytes */
-} membuf;
+        size_t len, cap;
+} fixed_sink;
 
-static int membuf_sink(void *userdata, const void *p, size_t n) {
-        membuf *b = userdata;
-        if (n > b->max - b->len)
-                return b->fixed ? -ERANGE : -EFBIG;
-        if (!b->fixed && b->len + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 64 * 1024;
-                while (cap < b->len + n + 1)
-                        cap *= 2;
-                uint8_t *q = realloc(b->p, cap);
-                if (!q)
-                        return -ENOMEM;
-                b->p = q;
-                b->cap = cap;
-        }
+static int fixed_write(void *userdata, const void *p, size_t n) {
+        fixed_sink *b = userdata;
+        if (n > b->cap - b->len)
+                return -ERANGE;
         memcpy(b->p + b->len, p, n);
         b->len += n;
         return 0;
@@ -203,7 +194,7 @@ static int membuf_sink(void *userdata, const void *p, size_t n) {
 int ts_ctrd_content_read(ts_ctrd *c, const char *digest, size_t max, uint8_t **ret,
                          size_t *ret_len, ts_error **err) {
         _cleanup_(ts_ctrd_blob_done) ts_ctrd_blob info = { 0 };
-        membuf b = { .max = max };
+        _cleanup_buf_ ts_buf b = { .max = max };
 
         /* Info first: a blob over the cap is refused before any of it is read. */
         int r = ts_ctrd_content_info(c, digest, &info, err);
@@ -214,28 +205,26 @@ int ts_ctrd_content_read(ts_ctrd *c, const char *digest, size_t max, uint8_t **r
                                            "content read %s: %lld bytes, over the %zu allowed",
                                            digest, (long long) info.size, max);
         if (info.size > 0)
-                r = read_range(c, digest, 0, info.size, true, membuf_sink, &b, err);
-        if (r >= 0 && !b.p && !(b.p = malloc(1)))
-                r = ts_error_set(err, ENOMEM, "content read %s", digest);
-        if (r < 0) {
-                free(b.p);
+                r = read_range(c, digest, 0, info.size, true, ts_buf_sink, &b, err);
+        if (r == -EMSGSIZE) /* the blob grew past the cap while it was read */
+                return ts_error_setf_plain(err, EFBIG, "content read %s: over the %zu allowed",
+                                           digest, max);
+        if (r < 0)
                 return r;
-        }
-        b.p[b.len] = 0;
-        *ret = b.p;
-        *ret_len = b.len;
+        if (!(*ret = ts_buf_steal(&b, ret_len)))
+                return ts_error_set(err, ENOMEM, "content read %s", digest);
         return 0;
 }
 
 int64_t ts_ctrd_content_read_at(ts_ctrd *c, const char *digest, int64_t offset, void *buf,
                                 size_t len, ts_error **err) {
-        membuf b = { .p = buf, .cap = len, .max = len, .fixed = true };
+        fixed_sink b = { .p = buf, .cap = len };
         if (len > INT64_MAX)
                 return ts_error_setf_plain(err, EINVAL, "content read %s: length %zu",
                                            digest ? digest : "", len);
         if (len == 0)
                 return 0;
-        int r = read_range(c, digest, offset, (int64_t) len, false, membuf_sink, &b, err);
+        int r = read_range(c, digest, offset, (int64_t) len, false, fixed_write, &b, err);
         return r < 0 ? r : (int64_t) b.len;
 }
 

@@ -60,27 +60,32 @@ static int task_new(int type, const char *name, struct dm_task **ret, const char
         return 0;
 }
 
+/* The one libdevmapper adapter: a task's 1/0 result -> 0 or the kernel's
+ * -errno (-EIO when libdevmapper failed before asking the kernel). Its own
+ * text goes to our log (dm_log_cb); callers name the operation in err. */
+static int task_result(struct dm_task *dmt, int ok) {
+        if (ok)
+                return 0;
+        int e = dm_task_get_errno(dmt);
+        return -(e > 0 ? e : EIO);
+}
+
 /* Runs a task. With node_change, the device node exists (or is gone) when
  * this returns: through udev when it runs, by libdevmapper otherwise. */
 static int task_run(struct dm_task *dmt, bool node_change) {
-        int ok, e;
-        if (!node_change) {
-                ok = dm_task_run(dmt);
-                e = ok ? 0 : dm_task_get_errno(dmt);
-                return ok ? 0 : -(e > 0 ? e : EIO);
-        }
+        if (!node_change)
+                return task_result(dmt, dm_task_run(dmt));
 
         pthread_mutex_lock(&node_lock);
         uint32_t cookie = 0;
         bool use_cookie = dm_udev_get_sync_support() && dm_task_set_cookie(dmt, &cookie, 0);
-        ok = dm_task_run(dmt);
-        e = ok ? 0 : dm_task_get_errno(dmt);
+        int r = task_result(dmt, dm_task_run(dmt));
         if (use_cookie)
                 (void) dm_udev_wait(cookie);
         else
                 dm_task_update_nodes();
         pthread_mutex_unlock(&node_lock);
-        return ok ? 0 : -(e > 0 ? e : EIO);
+        return r;
 }
 
 int ts_dm_check_available(ts_error **err) {

@@ -175,13 +175,3 @@ int ts_loop_detach(const char *dev, ts_error **err) {
                 return ts_error_set(err, errno, "detach %s", dev);
         return 0;
 }
-
-int ts_loop_direct_io(const char *dev, ts_error **err) {
-        _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return ts_error_set(err, errno, "status of %s", dev);
-        struct loop_info64 info;
-        if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
-                return ts_error_set(err, errno, "status of %s", dev);
-        return (info.lo_flags & LO_FLAGS_DIRECT_IO) ? 1 : 0;
-}

@@ -41,6 +41,3 @@ int ts_loop_get(const char *file, unsigned flags, char **ret_dev, int *ret_fd, b
  * attached, or -errno. */
 int ts_loop_detach(const char *dev, ts_error **err);
 
-/* Reports whether `dev` (a loop device path) is using direct I/O. Returns
- * 1, 0, or -errno. */
-int ts_loop_direct_io(const char *dev, ts_error **err);

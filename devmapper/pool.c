@@ -310,8 +310,7 @@ int ts_pool_destroy(const char *name, bool force, ts_error **err) {
         size_t n = ts_strv_length(users);
         if (n > 0 && !force)
                 return ts_error_setf_plain(err, EBUSY,
-                                           "pool %s has %zu active device%s (first: %s); "
-                                           "deactivate them or use --force",
+                                           "pool %s has %zu active device%s (first: %s)",
                                            name, n, n == 1 ? "" : "s", users[0]);
         for (size_t i = 0; i < n; i++) {
                 r = ts_thin_deactivate(users[i], 0, err);

@@ -19,7 +19,7 @@
 #define THIN_SUPERBLOCK_MAGIC 27022010ULL
 #define THIN_SUPERBLOCK_MAGIC_OFFSET 32
 
-int ts_poolprov_classify_meta(const unsigned char *buf, size_t len) {
+ts_poolprov_meta ts_poolprov_classify_meta(const unsigned char *buf, size_t len) {
         if (len > 4096)
                 len = 4096;
         if (len >= THIN_SUPERBLOCK_MAGIC_OFFSET + 8) {
@@ -27,19 +27,18 @@ int ts_poolprov_classify_meta(const unsigned char *buf, size_t len) {
                 for (int i = 7; i >= 0; i--) /* little-endian on disk */
                         magic = (magic << 8) | buf[THIN_SUPERBLOCK_MAGIC_OFFSET + i];
                 if (magic == THIN_SUPERBLOCK_MAGIC)
-                        return 1;
+                        return TS_POOLPROV_META_THIN;
         }
         for (size_t i = 0; i < len; i++)
                 if (buf[i])
-                        return 2;
-        return 0;
+                        return TS_POOLPROV_META_OTHER;
+        return TS_POOLPROV_META_ZERO;
 }
 
 /* What one device of the pool needs: the path as given, made absolute, and
  * what this call did to it, so a failure can undo exactly that. */
 typedef struct devplan {
         const char *role; /* "data" or "metadata" */
-        const char *flag; /* "--data-size" or "--meta-size" */
         ts_pooldev dev;   /* absolute path, kind, size */
         bool exists;
         bool created_file;
@@ -48,7 +47,7 @@ typedef struct devplan {
         bool attached_loop;
 } devplan;
 
-#define DEVPLAN_INIT(r, f) { .role = (r), .flag = (f), .loop_fd = -1 }
+#define DEVPLAN_INIT(r) { .role = (r), .loop_fd = -1 }
 
 static void devplan_done(devplan *p) {
         free(p->dev.path);
@@ -101,8 +100,8 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                         return ts_error_set(err, errno, "%s %s", p->role, p->dev.path);
                 if (!want && !dflt)
                         return ts_error_setf_plain(err, ENOENT,
-                                                   "%s file %s does not exist: give %s to create it",
-                                                   p->role, p->dev.path, p->flag);
+                                                   "%s file %s does not exist and no size was given "
+                                                   "to create it", p->role, p->dev.path);
                 p->dev.is_file = true;
                 p->dev.size = want ? want : dflt;
                 return 0;
@@ -114,9 +113,9 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                 if (want && want != p->dev.size) {
                         char a[32], b[32];
                         return ts_error_setf_plain(err, EINVAL,
-                                                   "%s file %s exists with %s, but %s asks for %s",
+                                                   "%s file %s exists with %s, not the %s asked for",
                                                    p->role, p->dev.path,
-                                                   ts_format_size(p->dev.size, a, sizeof a), p->flag,
+                                                   ts_format_size(p->dev.size, a, sizeof a),
                                                    ts_format_size(want, b, sizeof b));
                 }
                 return 0;
@@ -129,9 +128,9 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                 if (want && want > p->dev.size) {
                         char a[32], b[32];
                         return ts_error_setf_plain(err, EINVAL,
-                                                   "%s device %s has %s, less than %s asks for (%s)",
+                                                   "%s device %s has %s, less than the %s asked for",
                                                    p->role, p->dev.path,
-                                                   ts_format_size(p->dev.size, a, sizeof a), p->flag,
+                                                   ts_format_size(p->dev.size, a, sizeof a),
                                                    ts_format_size(want, b, sizeof b));
                 }
                 if (want)
@@ -251,6 +250,96 @@ static int activate(const ts_poolspec *s, const devplan *data, const devplan *me
                               s->data.size / TS_SECTOR_SIZE, &s->params, err);
 }
 
+/* Looks at both devices as they are; checks their paths and sizes. */
+static int plan_devices(const ts_poolprov_request *req, uint64_t block, devplan *data, devplan *meta,
+                        ts_error **err) {
+        int r = plan_dev(data, req->data_path, req->data_size, 0, err);
+        if (r < 0)
+                return r;
+        r = plan_dev(meta, req->meta_path, req->meta_size,
+                     ts_pool_meta_size(data->dev.size, block, TS_POOLPROV_DEFAULT_MAX_THINS), err);
+        if (r < 0)
+                return r;
+        if (strcmp(data->dev.path, meta->dev.path) == 0)
+                return ts_error_setf_plain(err, EINVAL, "data and metadata are the same path (%s)",
+                                           data->dev.path);
+        return check_sizes(req, data, meta, block, err);
+}
+
+/* 1 when the pool is recorded exactly as wanted (create again changes
+ * nothing), 0 when it is not recorded, or -errno: -EEXIST when it is
+ * recorded with a different set-up. */
+static int find_recorded(const char *state_dir, const ts_poolspec *want, ts_error **err) {
+        _cleanup_poolspec_ ts_poolspec *recorded = NULL;
+        ts_error *state_err = NULL;
+        int r = ts_poolstate_read(state_dir, want->name, &recorded, &state_err);
+        ts_error_free(state_err);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return ts_poolstate_read(state_dir, want->name, &recorded, err);
+        if (!ts_poolstate_equal(recorded, want))
+                return ts_error_setf_plain(err, EEXIST,
+                                           "pool %s exists with a different set-up (data %s, "
+                                           "metadata %s); destroy it first or use another name",
+                                           want->name, recorded->data.path, recorded->meta.path);
+        return 1;
+}
+
+static int check_name_free(const char *state_dir, const char *name, ts_error **err) {
+        ts_dm_info info;
+        int r = ts_dm_info_get(name, &info, err);
+        if (r < 0)
+                return r;
+        if (info.exists)
+                return ts_error_setf_plain(err, EEXIST,
+                                           "a device-mapper device named %s exists already and is not "
+                                           "a pool recorded in %s",
+                                           name, state_dir);
+        return 0;
+}
+
+/* Existing metadata is reused only when it is thin-pool metadata (then the
+ * pool is attached, not created); anything else on it is refused rather
+ * than overwritten. */
+static int check_meta_head(const devplan *meta, ts_poolprov_outcome *outcome, ts_error **err) {
+        if (!meta->exists)
+                return 0;
+        unsigned char head[4096];
+        size_t n = 0;
+        int r = read_head(meta->dev.path, head, sizeof(head), &n, err);
+        if (r < 0)
+                return r;
+        ts_poolprov_meta kind = ts_poolprov_classify_meta(head, n);
+        if (kind == TS_POOLPROV_META_OTHER)
+                return ts_error_setf_plain(err, EINVAL,
+                                           "metadata %s holds data that is not thin-pool "
+                                           "metadata; refusing to overwrite it (zero its first "
+                                           "4 KiB to reuse it)",
+                                           meta->dev.path);
+        if (kind == TS_POOLPROV_META_THIN)
+                *outcome = TS_POOLPROV_ATTACHED;
+        return 0;
+}
+
+/* Creates missing files, attaches loop devices, creates the pool and
+ * records it. *pool_created tells whether the pool device was made. */
+static int set_up(const char *state_dir, const ts_poolspec *want, devplan *data, devplan *meta,
+                  bool *pool_created, ts_error **err) {
+        int r;
+        if (!data->exists && (r = create_file(data, err)) < 0)
+                return r;
+        if (!meta->exists && (r = create_file(meta, err)) < 0)
+                return r;
+        if ((r = bring_up(data, err)) < 0 || (r = bring_up(meta, err)) < 0)
+                return r;
+        r = activate(want, data, meta, err);
+        if (r < 0)
+                return r;
+        *pool_created = true;
+        return ts_poolstate_write(state_dir, want, err);
+}
+
 int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
                        ts_poolprov_outcome *ret, ts_error **err) {
         int r = ts_pool_check_name(req->name, err);
@@ -264,104 +353,30 @@ int ts_poolprov_create(const char *state_dir, const ts_poolprov_request *req,
         if (r < 0)
                 return r;
 
-        devplan data = DEVPLAN_INIT("data", "--data-size");
-        devplan meta = DEVPLAN_INIT("metadata", "--meta-size");
+        devplan data = DEVPLAN_INIT("data");
+        devplan meta = DEVPLAN_INIT("metadata");
         bool pool_created = false;
         ts_poolprov_outcome outcome = TS_POOLPROV_CREATED;
-        _cleanup_poolspec_ ts_poolspec *recorded = NULL;
-
-        r = plan_dev(&data, req->data_path, req->data_size, 0, err);
+        r = plan_devices(req, block, &data, &meta, err);
         if (r < 0)
-                goto fail;
-        r = plan_dev(&meta, req->meta_path, req->meta_size,
-                     ts_pool_meta_size(data.dev.size, block, TS_POOLPROV_DEFAULT_MAX_THINS), err);
-        if (r < 0)
-                goto fail;
-        if (strcmp(data.dev.path, meta.dev.path) == 0) {
-                r = ts_error_setf_plain(err, EINVAL, "data and metadata are the same path (%s)",
-                                        data.dev.path);
-                goto fail;
-        }
-        r = check_sizes(req, &data, &meta, block, err);
-        if (r < 0)
-                goto fail;
-
+                return devplans_finish(&data, &meta, r);
         ts_poolspec want;
         spec_from(req, &data, &meta, block, &want);
-
-        /* Running create again on the same pool succeeds and changes nothing. */
-        ts_error *state_err = NULL;
-        r = ts_poolstate_read(state_dir, req->name, &recorded, &state_err);
-        ts_error_free(state_err);
-        if (r == 0) {
-                if (!ts_poolspec_equal(recorded, &want)) {
-                        r = ts_error_setf_plain(err, EEXIST,
-                                                "pool %s exists with a different set-up (data %s, "
-                                                "metadata %s); destroy it first or use another name",
-                                                req->name, recorded->data.path, recorded->meta.path);
-                        goto fail;
-                }
+        r = find_recorded(state_dir, &want, err);
+        if (r > 0) {
                 devplans_finish(&data, &meta, 0);
                 return ts_poolprov_attach(state_dir, req->name, ret, err);
         }
-        if (r != -ENOENT) {
-                r = ts_poolstate_read(state_dir, req->name, &recorded, err);
-                goto fail;
-        }
-
-        ts_dm_info info;
-        r = ts_dm_info_get(req->name, &info, err);
-        if (r < 0)
-                goto fail;
-        if (info.exists) {
-                r = ts_error_setf_plain(err, EEXIST,
-                                        "a device-mapper device named %s exists already and is not "
-                                        "a pool recorded in %s",
-                                        req->name, state_dir);
-                goto fail;
-        }
-
-        /* Existing metadata is reused only when it is thin-pool metadata;
-         * anything else on it is refused rather than overwritten. */
-        if (meta.exists) {
-                unsigned char head[4096];
-                size_t n = 0;
-                r = read_head(meta.dev.path, head, sizeof(head), &n, err);
-                if (r < 0)
-                        goto fail;
-                int kind = ts_poolprov_classify_meta(head, n);
-                if (kind == 2) {
-                        r = ts_error_setf_plain(err, EINVAL,
-                                                "metadata %s holds data that is not thin-pool "
-                                                "metadata; refusing to overwrite it (zero its first "
-                                                "4 KiB to reuse it)",
-                                                meta.dev.path);
-                        goto fail;
-                }
-                if (kind == 1)
-                        outcome = TS_POOLPROV_ATTACHED;
-        }
-
-        if (!data.exists && (r = create_file(&data, err)) < 0)
-                goto fail;
-        if (!meta.exists && (r = create_file(&meta, err)) < 0)
-                goto fail;
-        if ((r = bring_up(&data, err)) < 0 || (r = bring_up(&meta, err)) < 0)
-                goto fail;
-        r = activate(&want, &data, &meta, err);
-        if (r < 0)
-                goto fail;
-        pool_created = true;
-        r = ts_poolstate_write(state_dir, &want, err);
-        if (r < 0)
-                goto fail;
-
-        *ret = outcome;
-        return devplans_finish(&data, &meta, 0);
-
-fail:
-        if (pool_created)
+        if (r >= 0)
+                r = check_name_free(state_dir, req->name, err);
+        if (r >= 0)
+                r = check_meta_head(&meta, &outcome, err);
+        if (r >= 0)
+                r = set_up(state_dir, &want, &data, &meta, &pool_created, err);
+        if (r < 0 && pool_created)
                 (void) ts_dm_remove(req->name, 0, NULL);
+        if (r >= 0)
+                *ret = outcome;
         return devplans_finish(&data, &meta, r);
 }
 
@@ -391,8 +406,8 @@ int ts_poolprov_attach(const char *state_dir, const char *name, ts_poolprov_outc
                 return 0;
         }
 
-        devplan data = DEVPLAN_INIT("data", "--data-size");
-        devplan meta = DEVPLAN_INIT("metadata", "--meta-size");
+        devplan data = DEVPLAN_INIT("data");
+        devplan meta = DEVPLAN_INIT("metadata");
         const ts_pooldev *devs[2] = { &s->data, &s->meta };
         devplan *plans[2] = { &data, &meta };
         for (int i = 0; i < 2; i++) {

@@ -56,7 +56,13 @@ int ts_poolprov_attach(const char *state_dir, const char *name, ts_poolprov_outc
 int ts_poolprov_destroy(const char *state_dir, const char *name, bool force, bool delete_files,
                         ts_error **err);
 
-/* Classifies the first 4 KiB of a metadata device: 0 all zeroes (the
- * kernel will format it), 1 thin-pool metadata (reused as is), 2 other
- * data. Pure; len is the number of bytes in buf (at most 4096 looked at). */
-int ts_poolprov_classify_meta(const unsigned char *buf, size_t len);
+/* What the first 4 KiB of a metadata device hold. */
+typedef enum ts_poolprov_meta {
+        TS_POOLPROV_META_ZERO,  /* all zeroes: the kernel formats it */
+        TS_POOLPROV_META_THIN,  /* thin-pool metadata: reused as it is */
+        TS_POOLPROV_META_OTHER, /* anything else: not to be overwritten */
+} ts_poolprov_meta;
+
+/* Classifies the head of a metadata device. Pure; len is the number of
+ * bytes in buf (at most 4096 are looked at). */
+ts_poolprov_meta ts_poolprov_classify_meta(const unsigned char *buf, size_t len);

@@ -14,7 +14,7 @@
 
 #define STATE_VERSION 1
 
-ts_poolspec *ts_poolspec_free(ts_poolspec *s) {
+ts_poolspec *ts_poolstate_free(ts_poolspec *s) {
         if (s) {
                 free(s->name);
                 free(s->data.path);
@@ -257,7 +257,7 @@ static bool dev_equal(const ts_pooldev *a, const ts_pooldev *b) {
         return strcmp(a->path, b->path) == 0 && a->is_file == b->is_file && a->size == b->size;
 }
 
-bool ts_poolspec_equal(const ts_poolspec *a, const ts_poolspec *b) {
+bool ts_poolstate_equal(const ts_poolspec *a, const ts_poolspec *b) {
         return strcmp(a->name, b->name) == 0 && dev_equal(&a->data, &b->data) &&
                dev_equal(&a->meta, &b->meta) &&
                a->params.data_block_sectors == b->params.data_block_sectors &&

@@ -27,11 +27,11 @@ typedef struct ts_poolspec {
 } ts_poolspec;
 
 /* Frees a spec; accepts NULL; returns NULL. */
-ts_poolspec *ts_poolspec_free(ts_poolspec *s);
-static inline void ts_poolspec_freep(ts_poolspec **s) {
-        ts_poolspec_free(*s);
+ts_poolspec *ts_poolstate_free(ts_poolspec *s);
+static inline void ts_poolstate_freep(ts_poolspec **s) {
+        ts_poolstate_free(*s);
 }
-#define _cleanup_poolspec_ _cleanup_(ts_poolspec_freep)
+#define _cleanup_poolspec_ _cleanup_(ts_poolstate_freep)
 
 /* Serialises a spec to JSON text (owned by the caller). Returns 0 or
  * -ENOMEM. */
@@ -55,4 +55,4 @@ int ts_poolstate_remove(const char *dir, const char *name, ts_error **err);
 
 /* True when two specs describe the same pool (name, paths, kinds, sizes,
  * parameters). */
-bool ts_poolspec_equal(const ts_poolspec *a, const ts_poolspec *b);
+bool ts_poolstate_equal(const ts_poolspec *a, const ts_poolspec *b);

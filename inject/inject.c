@@ -9,7 +9,6 @@
 #include <limits.h>
 #include <linux/fs.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "inject/io-internal.h"
@@ -46,8 +46,7 @@ struct ts_inject {
         char *scratch; /* one block */
         int fd;        /* the device or image, for the whole session: see ts_inject_open */
         bool broken;   /* a failure could not be rolled back */
-        char *fault;   /* TS_INJECT_FAULT: "<op>:<point>", killed at its fault_nth passage */
-        uint32_t fault_nth, fault_seen;
+        ts_fault *fault; /* TS_INJECT_FAULT */
 };
 
 /* What a guest path resolves to: a parent directory and a name in it. */
@@ -73,11 +72,11 @@ static void et_init(void) {
 /* The one libext2fs adapter: errcode_t -> -errno with error_message() text. */
 static int ext2_errno(errcode_t code) {
         if (code > 0 && code < 4096)
-                return (int) code; /* plain errno from the io layer */
+                return -(int) code; /* plain errno from the io layer */
         switch (code) {
         case EXT2_ET_NO_MEMORY:
         case EXT2_ET_TDB_ERR_OOM:
-                return ENOMEM;
+                return -ENOMEM;
         case EXT2_ET_BLOCK_ALLOC_FAIL:
         case EXT2_ET_INODE_ALLOC_FAIL:
         case EXT2_ET_DIR_NO_SPACE:
@@ -86,21 +85,21 @@ static int ext2_errno(errcode_t code) {
         case EXT2_ET_EA_NO_SPACE:
         case EXT2_ET_INLINE_DATA_NO_SPACE:
         case EXT2_ET_TOO_MANY_INODES:
-                return ENOSPC;
+                return -ENOSPC;
         case EXT2_ET_FILE_NOT_FOUND:
-                return ENOENT;
+                return -ENOENT;
         case EXT2_ET_DIR_EXISTS:
         case EXT2_ET_FILE_EXISTS:
-                return EEXIST;
+                return -EEXIST;
         case EXT2_ET_NO_DIRECTORY:
-                return ENOTDIR;
+                return -ENOTDIR;
         case EXT2_ET_RO_FILSYS:
         case EXT2_ET_FILE_RO:
-                return EROFS;
+                return -EROFS;
         case EXT2_ET_SYMLINK_LOOP:
-                return ELOOP;
+                return -ELOOP;
         case EXT2_ET_FILE_TOO_BIG:
-                return EFBIG;
+                return -EFBIG;
         case EXT2_ET_UNSUPP_FEATURE:
         case EXT2_ET_RO_UNSUPP_FEATURE:
         case EXT2_ET_UNIMPLEMENTED:
@@ -108,11 +107,11 @@ static int ext2_errno(errcode_t code) {
         case EXT2_ET_EXTENT_NOT_SUPPORTED:
         case EXT2_ET_DIRHASH_UNSUPP:
         case EXT2_ET_EXTERNAL_JOURNAL_NOSUPP:
-                return EOPNOTSUPP;
+                return -EOPNOTSUPP;
         case EXT2_ET_BAD_MAGIC:
         case EXT2_ET_UNEXPECTED_BLOCK_SIZE:
         case EXT2_ET_REV_TOO_HIGH:
-                return EMEDIUMTYPE;
+                return -EMEDIUMTYPE;
         case EXT2_ET_SHORT_READ:
         case EXT2_ET_SHORT_WRITE:
         case EXT2_ET_LLSEEK_FAILED:
@@ -120,29 +119,26 @@ static int ext2_errno(errcode_t code) {
         case EXT2_ET_INODE_BITMAP_WRITE:
         case EXT2_ET_INODE_TABLE_WRITE:
         case EXT2_ET_GDESC_WRITE:
-                return EIO;
+                return -EIO;
         case EXT2_ET_INVALID_ARGUMENT:
-                return EINVAL;
+                return -EINVAL;
         default:
                 /* Everything else libext2fs reports is a structure it found
                  * inconsistent: a corrupt or hostile image. */
-                return EUCLEAN;
+                return -EUCLEAN;
         }
 }
 
 static int ext2_fail(ts_error **err, errcode_t code, const char *fmt, ...) _printf_(3, 4);
 static int ext2_fail(ts_error **err, errcode_t code, const char *fmt, ...) {
-        int errnum = ext2_errno(code);
-        _cleanup_free_ char *head = NULL;
         va_list ap;
         va_start(ap, fmt);
-        if (vasprintf(&head, fmt, ap) < 0)
-                head = NULL;
+        int r = ts_error_setv_cause(err, ext2_errno(code), error_message(code), fmt, ap);
         va_end(ap);
-        return ts_error_setf_plain(err, errnum, "%s: %s", head ? head : "ext2fs", error_message(code));
+        return r;
 }
 
-static ext2_filsys FS(ts_inject *ij) {
+static ext2_filsys fs_of(ts_inject *ij) {
         return ij->fs;
 }
 
@@ -167,7 +163,7 @@ static void set_padding(char *buf, uint64_t from, unsigned blocksize) {
 /* The on-disk image of group g's block bitmap as held in memory: the group's
  * bits, then padding bits set up to the end of the block. */
 static int render_block_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t first = ext2fs_group_first_block2(fs, g);
         blk64_t nbits = ext2fs_group_last_block2(fs, g) - first + 1;
         memset(buf, 0, fs->blocksize);
@@ -179,7 +175,7 @@ static int render_block_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
 }
 
 static int render_inode_bitmap(ts_inject *ij, dgrp_t g, char *buf) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
         memset(buf, 0, fs->blocksize);
         errcode_t e = ext2fs_get_inode_bitmap_range2(fs->inode_map, (ext2_ino_t) g * ipg + 1, ipg, buf);
@@ -223,7 +219,7 @@ static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err);
 /* Reads are synchronous; these start reads that will be waited for soon, so
  * that the device serves them together with the reads in between. */
 static void readahead_bitmaps(ts_inject *ij, dgrp_t g) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct group *gr = &ij->groups[g];
         if (gr->bb || gr->ra)
                 return;
@@ -264,7 +260,7 @@ static void readahead_dir(ext2_filsys fs, const struct ext2_inode_large *in) {
  * backup and descriptors, and whichever groups' bitmaps and inode tables lie
  * in it. */
 static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct group *gr = &ij->groups[g];
         if (gr->bb)
                 return 0;
@@ -341,7 +337,7 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
  * what was last read or written, with its checksum (which lives in the group
  * descriptor, written afterwards by ext2fs_flush). */
 static int write_bitmap(ts_inject *ij, dgrp_t g, bool inode, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct group *gr = &ij->groups[g];
         char *buf = ij->scratch, *last = inode ? gr->ib : gr->bb;
         const char *what = inode ? "inode" : "block";
@@ -377,7 +373,7 @@ static int write_groups(ts_inject *ij, ts_error **err) {
                 if (r < 0)
                         return r;
         }
-        FS(ij)->flags &= ~(EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
+        fs_of(ij)->flags &= ~(EXT2_FLAG_BB_DIRTY | EXT2_FLAG_IB_DIRTY);
         return 0;
 }
 
@@ -388,7 +384,7 @@ static int write_groups(ts_inject *ij, ts_error **err) {
  * sync as the barrier between "new objects exist" and "a directory entry
  * names them". */
 static int flush(ts_inject *ij, bool sync, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int r = write_groups(ij, err);
         if (r < 0)
                 return r;
@@ -419,51 +415,25 @@ static int commit(ts_inject *ij, ts_error **err) {
  *   release  (a replacement) the old inode released and written to the kernel,
  *            not yet flushed */
 static void fault(ts_inject *ij, const char *op, const char *point) {
-        if (!ij->fault)
-                return;
-        size_t n = strlen(op);
-        if (strncmp(ij->fault, op, n) != 0 || ij->fault[n] != ':' || strcmp(ij->fault + n + 1, point) != 0)
-                return;
-        if (++ij->fault_seen < ij->fault_nth)
-                return;
-        log_debug("inject: fault injection: killed at %s:%s", op, point);
-        raise(SIGKILL);
+        ts_fault_point(ij->fault, op, point);
 }
 
 static const char *fault_op(int ftype) {
         return ftype == EXT2_FT_DIR ? "mkdir" : ftype == EXT2_FT_SYMLINK ? "symlink" : "file";
 }
 
-/* Reads TS_INJECT_FAULT once, at open. */
-static int fault_setup(ts_inject *ij, ts_error **err) {
-        const char *f = getenv("TS_INJECT_FAULT");
-        if (!f || !*f)
-                return 0;
-        if (!(ij->fault = strdup(f)))
-                return ts_error_set(err, ENOMEM, "TS_INJECT_FAULT");
-        ij->fault_nth = 1;
-        char *colon = strchr(ij->fault, ':');
-        char *nth = colon ? strchr(colon + 1, ':') : NULL;
-        if (nth) {
-                *nth = '\0';
-                if (ts_parse_u32(nth + 1, &ij->fault_nth) < 0 || ij->fault_nth == 0)
-                        return ts_error_setf_plain(err, EINVAL, "TS_INJECT_FAULT=%s: bad count \"%s\"", f, nth + 1);
-        }
-        return 0;
-}
-
 static blk64_t loaded_free_blocks(ts_inject *ij) {
         blk64_t n = 0;
         for (dgrp_t g = 0; g < ij->ngroups; g++)
                 if (ij->groups[g].bb)
-                        n += ext2fs_bg_free_blocks_count(FS(ij), g);
+                        n += ext2fs_bg_free_blocks_count(fs_of(ij), g);
         return n;
 }
 
 /* Loads groups, from `start` on, until the loaded ones hold at least `need`
  * free blocks by their descriptors. */
 static int ensure_blocks(ts_inject *ij, blk64_t need, dgrp_t start, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t have = loaded_free_blocks(ij);
         for (dgrp_t i = 0; i < ij->ngroups && have < need; i++) {
                 dgrp_t g = (start + i) % ij->ngroups;
@@ -487,7 +457,7 @@ static int ensure_blocks(ts_inject *ij, blk64_t need, dgrp_t start, ts_error **e
 static int load_more(ts_inject *ij, dgrp_t start, ts_error **err) {
         for (dgrp_t i = 0; i < ij->ngroups; i++) {
                 dgrp_t g = (start + i) % ij->ngroups;
-                if (ij->groups[g].bb || ext2fs_bg_free_blocks_count(FS(ij), g) == 0)
+                if (ij->groups[g].bb || ext2fs_bg_free_blocks_count(fs_of(ij), g) == 0)
                         continue;
                 int r = load_group(ij, g, err);
                 return r < 0 ? r : 1;
@@ -496,7 +466,7 @@ static int load_more(ts_inject *ij, dgrp_t start, ts_error **err) {
 }
 
 static dgrp_t group_of_ino(ts_inject *ij, ext2_ino_t ino) {
-        return ext2fs_group_of_ino(FS(ij), ino);
+        return ext2fs_group_of_ino(fs_of(ij), ino);
 }
 
 /* The stripe that mke2fs read from the device's I/O hints (a thin device
@@ -507,12 +477,12 @@ static blk64_t stripe_blocks(ext2_filsys fs) {
 }
 
 static blk64_t group_goal(ts_inject *ij, ext2_ino_t ino) {
-        return ext2fs_group_first_block2(FS(ij), group_of_ino(ij, ino));
+        return ext2fs_group_first_block2(fs_of(ij), group_of_ino(ij, ino));
 }
 
 /* Allocates a free inode near `near` and accounts for it. */
 static int alloc_inode(ts_inject *ij, ext2_ino_t near, bool is_dir, ext2_ino_t *ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         uint32_t ipg = EXT2_INODES_PER_GROUP(fs->super);
         dgrp_t start = group_of_ino(ij, near);
         for (dgrp_t i = 0; i < ij->ngroups; i++) {
@@ -537,7 +507,7 @@ static int alloc_inode(ts_inject *ij, ext2_ino_t near, bool is_dir, ext2_ino_t *
 }
 
 static int alloc_block(ts_inject *ij, blk64_t goal, blk64_t *ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         for (;;) {
                 blk64_t b;
                 errcode_t e = ext2fs_new_block2(fs, goal, NULL, &b);
@@ -558,14 +528,14 @@ static int alloc_block(ts_inject *ij, blk64_t goal, blk64_t *ret, ts_error **err
 
 static int read_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
         memset(in, 0, sizeof(*in));
-        errcode_t e = ext2fs_read_inode_full(FS(ij), ino, (struct ext2_inode *) in, sizeof(*in));
+        errcode_t e = ext2fs_read_inode_full(fs_of(ij), ino, (struct ext2_inode *) in, sizeof(*in));
         if (e)
                 return ext2_fail(err, e, "read inode %u", ino);
         return 0;
 }
 
 static int write_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int size = EXT2_INODE_SIZE(fs->super);
         if ((size_t) size > sizeof(*in))
                 size = sizeof(*in);
@@ -578,7 +548,7 @@ static int write_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *i
 /* Writes a brand-new inode over the whole on-disk slot, so nothing a previous
  * owner left there (extended attributes in the inode's tail) survives. */
 static int write_new_inode(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int size = EXT2_INODE_SIZE(fs->super); /* at most a block */
         /* No allocation: rollbacks rely on this to zero a slot. */
         char *buf = ij->scratch;
@@ -599,7 +569,7 @@ static bool large_inodes(ext2_filsys fs) {
 static int check_mtime(ts_inject *ij, int64_t t, ts_error **err) {
         if (t == TS_INJECT_MTIME_NOW)
                 return 0;
-        int64_t max = large_inodes(FS(ij)) ? (int64_t) INT32_MAX + (3LL << 32) : INT32_MAX;
+        int64_t max = large_inodes(fs_of(ij)) ? (int64_t) INT32_MAX + (3LL << 32) : INT32_MAX;
         if (t < INT32_MIN || t > max)
                 return ts_error_setf_plain(err, EINVAL, "mtime %lld is out of the range this filesystem stores",
                                            (long long) t);
@@ -615,7 +585,7 @@ static void set_times(ts_inject *ij, struct ext2_inode_large *in, int64_t t) {
         uint32_t lo = (uint32_t) t;
         uint32_t epoch = (uint32_t) (((t - (int64_t) (int32_t) lo) >> 32) & 3);
         in->i_atime = in->i_mtime = in->i_ctime = lo;
-        if (large_inodes(FS(ij))) {
+        if (large_inodes(fs_of(ij))) {
                 in->i_atime_extra = in->i_mtime_extra = in->i_ctime_extra = epoch;
                 uint32_t nlo = (uint32_t) now;
                 in->i_crtime = nlo;
@@ -634,7 +604,7 @@ static void set_owner(struct ext2_inode_large *in, uint32_t uid, uint32_t gid) {
  * this filesystem; a hostile image can point an entry anywhere. */
 static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext2_inode_large *in,
                      ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         if (ino < 1 || ino > fs->super->s_inodes_count)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: entry points at inode %u, outside the filesystem",
                                            what, ino);
@@ -665,7 +635,7 @@ static int check_ref(ts_inject *ij, ext2_ino_t ino, const char *what, struct ext
 static int lookup(ts_inject *ij, ext2_ino_t dir, const char *name, const char *what, ext2_ino_t *ret_ino,
                   ts_error **err) {
         ext2_ino_t ino = 0;
-        errcode_t e = ext2fs_lookup(FS(ij), dir, name, (int) strlen(name), NULL, &ino);
+        errcode_t e = ext2fs_lookup(fs_of(ij), dir, name, (int) strlen(name), NULL, &ino);
         if (e == EXT2_ET_FILE_NOT_FOUND) {
                 *ret_ino = 0;
                 return 0;
@@ -681,7 +651,7 @@ static int lookup(ts_inject *ij, ext2_ino_t dir, const char *name, const char *w
 /* Reads a symlink's target into a fresh NUL-terminated string. */
 static int read_symlink(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
                         char **ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         uint64_t size = EXT2_I_SIZE(in);
         if (size == 0 || size >= fs->blocksize || size >= PATH_MAX)
                 return ts_error_setf_plain(err, EUCLEAN, "%s: symlink inode %u has invalid size %llu", what,
@@ -772,10 +742,10 @@ static int blocks_check_cb(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcn
 
 static int check_blocks(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
                         ts_error **err) {
-        if (!ext2fs_inode_has_valid_blocks2(FS(ij), (struct ext2_inode *) in))
+        if (!ext2fs_inode_has_valid_blocks2(fs_of(ij), (struct ext2_inode *) in))
                 return 0;
         struct blocks_check c = { .ij = ij, .err = err, .what = what };
-        errcode_t e = ext2fs_block_iterate3(FS(ij), ino, BLOCK_FLAG_READ_ONLY, NULL, blocks_check_cb, &c);
+        errcode_t e = ext2fs_block_iterate3(fs_of(ij), ino, BLOCK_FLAG_READ_ONLY, NULL, blocks_check_cb, &c);
         if (c.r < 0)
                 return c.r;
         if (e)
@@ -789,7 +759,7 @@ static int check_blocks(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *
  * replacement calls this before it switches the entry. */
 static int prepare_release(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, const char *what,
                            ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int r = load_group(ij, group_of_ino(ij, ino), err);
         if (r < 0)
                 return r;
@@ -809,7 +779,7 @@ static int prepare_release(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_larg
  * inode itself when it was the last. `force` frees regardless of the link
  * count (an inode we created and never linked). */
 static int release_inode(ts_inject *ij, ext2_ino_t ino, bool force, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct ext2_inode_large in;
         char what[64];
         snprintf(what, sizeof what, "release inode %u", ino);
@@ -864,7 +834,7 @@ static void rollback_new(ts_inject *ij, ext2_ino_t ino, bool written, bool is_di
         if (written)
                 r = release_inode(ij, ino, true, &e2);
         else
-                ext2fs_inode_alloc_stats2(FS(ij), ino, -1, is_dir);
+                ext2fs_inode_alloc_stats2(fs_of(ij), ino, -1, is_dir);
         if (r < 0 || commit(ij, &e2) < 0) {
                 log_debug("inject: rollback of inode %u failed: %s", ino, ts_error_message(e2, -EIO));
                 ij->broken = true;
@@ -890,7 +860,7 @@ static int prepare_dir_write(ts_inject *ij, ext2_ino_t dir, const char *what, ts
 
 static int link_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_ino_t ino, int ftype,
                       const char *what, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         for (int tries = 0;; tries++) {
                 errcode_t e = ext2fs_link(fs, dir, name, ino, ftype);
                 if (e == EXT2_ET_DIR_NO_SPACE && tries < 2) {
@@ -940,9 +910,9 @@ static int switch_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_in
                 .old_ino = old_ino,
                 .new_ino = new_ino,
                 .ftype = ftype,
-                .filetype = ext2fs_has_feature_filetype(FS(ij)->super),
+                .filetype = ext2fs_has_feature_filetype(fs_of(ij)->super),
         };
-        errcode_t e = ext2fs_dir_iterate2(FS(ij), dir, 0, NULL, switch_cb, &c);
+        errcode_t e = ext2fs_dir_iterate2(fs_of(ij), dir, 0, NULL, switch_cb, &c);
         if (e)
                 return ext2_fail(err, e, "%s: replace entry \"%s\"", what, name);
         if (!c.done)
@@ -956,7 +926,7 @@ static int switch_entry(ts_inject *ij, ext2_ino_t dir, const char *name, ext2_in
  * old inode. On failure before the entry exists, new_ino is rolled back. */
 static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, int ftype, const char *what,
                    ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         const char *op = fault_op(ftype);
         int r;
         fault(ij, op, "inode");
@@ -1036,11 +1006,11 @@ static int install(ts_inject *ij, const struct target *t, ext2_ino_t new_ino, in
 /* Initialises an empty extent tree in the inode when the filesystem has
  * extents. */
 static int init_extents(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, ts_error **err) {
-        if (!ext2fs_has_feature_extents(FS(ij)->super))
+        if (!ext2fs_has_feature_extents(fs_of(ij)->super))
                 return 0;
         ext2_extent_handle_t h;
         in->i_flags &= ~EXT4_EXTENTS_FL;
-        errcode_t e = ext2fs_extent_open2(FS(ij), ino, (struct ext2_inode *) in, &h);
+        errcode_t e = ext2fs_extent_open2(fs_of(ij), ino, (struct ext2_inode *) in, &h);
         if (e)
                 return ext2_fail(err, e, "inode %u: initialise extents", ino);
         ext2fs_extent_free(h);
@@ -1050,7 +1020,7 @@ static int init_extents(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *
 /* Maps logical block 0 of a one-block inode (directory, slow symlink). */
 static int map_first_block(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in, blk64_t blk,
                            ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         if (!ext2fs_has_feature_extents(fs->super)) {
                 in->i_block[0] = (uint32_t) blk;
                 return write_inode(ij, ino, in, err);
@@ -1071,7 +1041,7 @@ static int map_first_block(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_larg
  * blocks and no links. Returns whether the slot now holds it; when not, what
  * the slot holds is unknown and the handle is marked broken. */
 static bool empty_slot(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *in) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         in->i_links_count = 0;
         in->i_flags = 0;
         memset(in->i_block, 0, sizeof(in->i_block));
@@ -1088,7 +1058,7 @@ static bool empty_slot(ts_inject *ij, ext2_ino_t ino, struct ext2_inode_large *i
  * and returns its inode. */
 static int make_dir(ts_inject *ij, ext2_ino_t parent, const char *name, uint32_t mode, uint32_t uid,
                     uint32_t gid, int64_t mtime, const char *what, ext2_ino_t *ret, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         int r = prepare_dir_write(ij, parent, what, err);
         if (r < 0)
                 return r;
@@ -1160,6 +1130,134 @@ static int check_path(const char *path, ts_error **err) {
         return 0;
 }
 
+/* A path being resolved: what is left of it, and the directories walked
+ * through from the guest root. */
+struct walk {
+        const char *path; /* as given, for messages */
+        char *queue;      /* the rest of the path; a symlink splices its target in */
+        char *p;          /* where the next component starts */
+        ext2_ino_t *stack;
+        size_t depth, cap;
+        unsigned nlinks;
+};
+
+static void walk_done(struct walk *w) {
+        free(w->queue);
+        free(w->stack);
+}
+
+static int walk_init(struct walk *w, const char *path, ts_error **err) {
+        w->path = path;
+        w->queue = w->p = strdup(path);
+        w->cap = 64;
+        w->stack = calloc(w->cap, sizeof(*w->stack));
+        if (!w->queue || !w->stack)
+                return ts_error_set(err, ENOMEM, "%s", path);
+        w->stack[0] = EXT2_ROOT_INO;
+        w->depth = 1;
+        return 0;
+}
+
+static ext2_ino_t walk_dir(const struct walk *w) {
+        return w->stack[w->depth - 1];
+}
+
+/* The next component to look up into name ("." and ".." are walked here),
+ * and whether it is the last. Returns 1, 0 at the end of the path, or
+ * -ENAMETOOLONG. */
+static int walk_next(struct walk *w, char name[static EXT2_NAME_LEN + 1], bool *last, ts_error **err) {
+        for (;;) {
+                while (*w->p == '/')
+                        w->p++;
+                if (!*w->p)
+                        return 0;
+                char *c = w->p;
+                size_t len = strcspn(c, "/");
+                w->p += len;
+                if (len > EXT2_NAME_LEN)
+                        return ts_error_setf_plain(err, ENAMETOOLONG, "%s: component \"%.*s...\" is too long",
+                                                   w->path, 32, c);
+                if (len == 1 && c[0] == '.')
+                        continue;
+                if (len == 2 && c[0] == '.' && c[1] == '.') {
+                        if (w->depth > 1)
+                                w->depth--;
+                        continue;
+                }
+                memcpy(name, c, len);
+                name[len] = '\0';
+                *last = *w->p == '\0';
+                return 1;
+        }
+}
+
+/* Replaces symlink ino (named name) by its target in what is left to walk. */
+static int walk_symlink(ts_inject *ij, struct walk *w, ext2_ino_t ino, struct ext2_inode_large *in,
+                        const char *name, bool last, ts_error **err) {
+        if (++w->nlinks > MAX_SYMLINKS)
+                return ts_error_setf_plain(err, ELOOP, "%s: too many levels of symbolic links", w->path);
+        _cleanup_free_ char *target = NULL;
+        int r = read_symlink(ij, ino, in, w->path, &target, err);
+        if (r < 0)
+                return r;
+        size_t tl = strlen(target), rl = strlen(w->p);
+        if (tl + 1 + rl >= PATH_MAX)
+                return ts_error_setf_plain(err, ENAMETOOLONG, "%s: symlink \"%s\" expands past %d bytes",
+                                           w->path, name, PATH_MAX - 1);
+        char *nq = malloc(tl + 1 + rl + 1);
+        if (!nq)
+                return ts_error_set(err, ENOMEM, "%s", w->path);
+        memcpy(nq, target, tl);
+        nq[tl] = '/';
+        memcpy(nq + tl + 1, w->p, rl + 1);
+        free(w->queue);
+        w->queue = w->p = nq;
+        if (target[0] == '/')
+                w->depth = 1;
+        if (last && !rl)
+                /* Drop the trailing '/' so the target's own last component is
+                 * treated as the final one. */
+                nq[tl] = '\0';
+        return 0;
+}
+
+static int walk_push(struct walk *w, ext2_ino_t ino, ts_error **err) {
+        if (w->depth == w->cap) {
+                ext2_ino_t *ns = reallocarray(w->stack, w->cap * 2, sizeof(*w->stack));
+                if (!ns)
+                        return ts_error_set(err, ENOMEM, "%s", w->path);
+                w->stack = ns;
+                w->cap *= 2;
+        }
+        w->stack[w->depth++] = ino;
+        return 0;
+}
+
+/* The entry name in dir, ino (0: absent) with its inode in (when ino). */
+static int found(struct target *ret, ext2_ino_t dir, const char *name, ext2_ino_t ino,
+                 const struct ext2_inode_large *in) {
+        ret->dir = dir;
+        snprintf(ret->name, sizeof ret->name, "%s", name);
+        ret->ino = ino;
+        if (ino)
+                ret->inode = *in;
+        return 0;
+}
+
+/* Makes missing directory name in dir when rflags allow it (intermediate,
+ * or last with R_MKDIR_LAST), -ENOENT otherwise. */
+static int make_missing(ts_inject *ij, const struct walk *w, ext2_ino_t dir, const char *name, bool last,
+                        unsigned rflags, const ts_inject_opts *dopts, ext2_ino_t *ret_ino,
+                        struct ext2_inode_large *ret_in, ts_error **err) {
+        if (!(rflags & (last ? R_MKDIR_LAST : R_MKDIRS)))
+                return ts_error_setf_plain(err, ENOENT, "%s: \"%s\" does not exist", w->path, name);
+        int r = make_dir(ij, dir, name, dopts->mode, dopts->uid, dopts->gid, dopts->mtime, w->path, ret_ino,
+                         err);
+        if (r < 0)
+                return r;
+        return read_inode(ij, *ret_ino, ret_in, err);
+}
+
 /* Resolves a guest path. Components are processed from a queue; a symlink's
  * target is put in front of what remains (an absolute one restarts at the
  * guest root), `..` pops a stack of the directories walked through and stops
@@ -1169,127 +1267,50 @@ static int resolve(ts_inject *ij, const char *path, unsigned rflags, const ts_in
         int r = check_path(path, err);
         if (r < 0)
                 return r;
-
-        _cleanup_free_ char *queue = strdup(path);
-        _cleanup_free_ ext2_ino_t *stack = NULL;
-        size_t depth = 1, cap = 0;
-        if (!queue)
-                return ts_error_set(err, ENOMEM, "%s", path);
-        cap = 64;
-        stack = calloc(cap, sizeof(*stack));
-        if (!stack)
-                return ts_error_set(err, ENOMEM, "%s", path);
-        stack[0] = EXT2_ROOT_INO;
-        unsigned nlinks = 0;
-        char *p = queue;
-
+        _cleanup_(walk_done) struct walk w = { 0 };
+        r = walk_init(&w, path, err);
+        if (r < 0)
+                return r;
         for (;;) {
-                while (*p == '/')
-                        p++;
-                if (!*p) {
-                        /* The path names a directory without a final name. */
-                        memset(ret, 0, sizeof(*ret));
-                        ret->ino = stack[depth - 1];
-                        return read_inode(ij, ret->ino, &ret->inode, err);
-                }
-                char *c = p;
-                size_t len = strcspn(p, "/");
-                p += len;
-                if (len > EXT2_NAME_LEN)
-                        return ts_error_setf_plain(err, ENAMETOOLONG, "%s: component \"%.*s...\" is too long",
-                                                   path, 32, c);
-                bool last = *p == '\0';
-                if (len == 1 && c[0] == '.')
-                        continue;
-                if (len == 2 && c[0] == '.' && c[1] == '.') {
-                        if (depth > 1)
-                                depth--;
-                        continue;
-                }
                 char name[EXT2_NAME_LEN + 1];
-                memcpy(name, c, len);
-                name[len] = '\0';
-                ext2_ino_t cur = stack[depth - 1], ino = 0;
-                r = lookup(ij, cur, name, path, &ino, err);
+                bool last = false;
+                r = walk_next(&w, name, &last, err);
                 if (r < 0)
                         return r;
+                if (r == 0) {
+                        /* The path names a directory without a final name. */
+                        memset(ret, 0, sizeof(*ret));
+                        ret->ino = walk_dir(&w);
+                        return read_inode(ij, ret->ino, &ret->inode, err);
+                }
+                ext2_ino_t cur = walk_dir(&w), ino = 0;
                 struct ext2_inode_large in;
-                if (ino) {
+                r = lookup(ij, cur, name, path, &ino, err);
+                if (r >= 0 && ino)
                         r = check_ref(ij, ino, path, &in, err);
+                if (r < 0)
+                        return r;
+                if (last && !(rflags & R_FOLLOW_LAST))
+                        return found(ret, cur, name, ino, &in);
+                if (!ino)
+                        r = make_missing(ij, &w, cur, name, last, rflags, dopts, &ino, &in, err);
+                else if (LINUX_S_ISLNK(in.i_mode)) {
+                        r = walk_symlink(ij, &w, ino, &in, name, last, err);
                         if (r < 0)
                                 return r;
-                }
-                if (last && !(rflags & R_FOLLOW_LAST)) {
-                        ret->dir = cur;
-                        memcpy(ret->name, name, len + 1);
-                        ret->ino = ino;
-                        if (ino)
-                                ret->inode = in;
-                        return 0;
-                }
-                if (!ino) {
-                        if (!(rflags & (last ? R_MKDIR_LAST : R_MKDIRS)))
-                                return ts_error_setf_plain(err, ENOENT, "%s: \"%s\" does not exist", path, name);
-                        r = make_dir(ij, cur, name, dopts->mode, dopts->uid, dopts->gid, dopts->mtime, path,
-                                     &ino, err);
-                        if (r < 0)
-                                return r;
-                        r = read_inode(ij, ino, &in, err);
-                        if (r < 0)
-                                return r;
-                } else if (LINUX_S_ISLNK(in.i_mode)) {
-                        if (++nlinks > MAX_SYMLINKS)
-                                return ts_error_setf_plain(err, ELOOP, "%s: too many levels of symbolic links",
-                                                           path);
-                        _cleanup_free_ char *target = NULL;
-                        r = read_symlink(ij, ino, &in, path, &target, err);
-                        if (r < 0)
-                                return r;
-                        size_t tl = strlen(target), rl = strlen(p);
-                        if (tl + 1 + rl >= PATH_MAX)
-                                return ts_error_setf_plain(err, ENAMETOOLONG,
-                                                           "%s: symlink \"%s\" expands past %d bytes", path,
-                                                           name, PATH_MAX - 1);
-                        char *nq = malloc(tl + 1 + rl + 1);
-                        if (!nq)
-                                return ts_error_set(err, ENOMEM, "%s", path);
-                        memcpy(nq, target, tl);
-                        nq[tl] = '/';
-                        memcpy(nq + tl + 1, p, rl + 1);
-                        free(queue);
-                        queue = p = nq;
-                        if (target[0] == '/')
-                                depth = 1;
-                        if (last && !rl)
-                                /* Drop the trailing '/' so the target's own last
-                                 * component is treated as the final one. */
-                                nq[tl] = '\0';
                         continue;
                 }
-                if (last && !LINUX_S_ISDIR(in.i_mode)) {
-                        ret->dir = cur;
-                        memcpy(ret->name, name, len + 1);
-                        ret->ino = ino;
-                        ret->inode = in;
-                        return 0;
-                }
+                if (r < 0)
+                        return r;
+                if (last && !LINUX_S_ISDIR(in.i_mode))
+                        return found(ret, cur, name, ino, &in);
                 if (!LINUX_S_ISDIR(in.i_mode))
                         return ts_error_setf_plain(err, ENOTDIR, "%s: \"%s\" is not a directory", path, name);
-                if (depth == cap) {
-                        ext2_ino_t *ns = reallocarray(stack, cap * 2, sizeof(*stack));
-                        if (!ns)
-                                return ts_error_set(err, ENOMEM, "%s", path);
-                        stack = ns;
-                        cap *= 2;
-                }
-                stack[depth++] = ino;
-                if (last) {
-                        ret->dir = cur;
-                        memcpy(ret->name, name, len + 1);
-                        ret->ino = ino;
-                        ret->inode = in;
-                        return 0;
-                }
+                r = walk_push(&w, ino, err);
+                if (r < 0)
+                        return r;
+                if (last)
+                        return found(ret, cur, name, ino, &in);
         }
 }
 
@@ -1326,7 +1347,7 @@ static int check_replace(const struct target *t, const ts_inject_opts *o, const 
  * rolls it back. */
 static int begin_new(ts_inject *ij, const char *guest_path, const ts_inject_opts *opts, blk64_t nblocks,
                      struct target *t, ext2_ino_t *ret_ino, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         ts_inject_opts dopts = { .mode = opts->dir_mode, .uid = opts->dir_uid, .gid = opts->dir_gid,
                                  .mtime = TS_INJECT_MTIME_NOW };
         int r = resolve(ij, guest_path, (opts->flags & TS_INJECT_NO_MKDIRS) ? 0 : R_MKDIRS, &dopts, t, err);
@@ -1426,7 +1447,7 @@ static int source_segments(int fd, uint64_t size, unsigned bs, struct segment **
  * contiguously (at most max). */
 static int map_run(ts_inject *ij, ext2_ino_t ino, ext2_extent_handle_t h, blk64_t lblk, blk64_t max,
                    blk64_t *ret_pblk, blk64_t *ret_n, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         errcode_t e;
         if (h) {
                 struct ext2fs_extent ext;
@@ -1469,7 +1490,7 @@ static int map_run(ts_inject *ij, ext2_ino_t ino, ext2_extent_handle_t h, blk64_
  * commit's fsync of the device flushes them with everything else. */
 static int write_data(ts_inject *ij, blk64_t pblk, blk64_t n, const char *buf, const char *what,
                       ts_error **err) {
-        errcode_t e = ts_io_write_data(FS(ij)->io, pblk, n, buf);
+        errcode_t e = ts_io_write_data(fs_of(ij)->io, pblk, n, buf);
         if (e)
                 return ext2_fail(err, e, "%s: write data at block %llu", what, (unsigned long long) pblk);
         return 0;
@@ -1516,7 +1537,7 @@ static blk64_t free_run(ext2_filsys fs, blk64_t goal, blk64_t want, blk64_t alig
 /* Allocates the segment's blocks in ino and copies the source into them. */
 static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *s,
                         char *buf, blk64_t chunk, const char *what, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         unsigned bs = fs->blocksize;
         errcode_t e;
         /* Start where a free run can hold the whole segment (up to one
@@ -1586,23 +1607,77 @@ static int copy_segment(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, co
         return r;
 }
 
+/* Writes the new regular file's inode ino, size bytes long with no blocks
+ * yet. *written tells whether it reached the inode table. */
+static int new_file_inode(ts_inject *ij, ext2_ino_t ino, const ts_inject_opts *opts, uint64_t size,
+                          const char *guest_path, bool *written, ts_error **err) {
+        struct ext2_inode_large in = {};
+        in.i_mode = LINUX_S_IFREG | (opts->mode & 07777);
+        set_owner(&in, opts->uid, opts->gid);
+        in.i_links_count = 1;
+        set_times(ij, &in, opts->mtime);
+        errcode_t e = ext2fs_inode_size_set(fs_of(ij), (struct ext2_inode *) &in, size);
+        if (e)
+                return ext2_fail(err, e, "%s: set size", guest_path);
+        int r = init_extents(ij, ino, &in, err);
+        if (r >= 0)
+                r = write_new_inode(ij, ino, &in, err);
+        if (r >= 0)
+                *written = true;
+        return r;
+}
+
+/* Copies the source's data segments into inode ino. */
+static int copy_data(ts_inject *ij, ext2_ino_t ino, int fd, uint64_t size, const struct segment *segs,
+                     size_t nsegs, const char *guest_path, ts_error **err) {
+        if (nsegs == 0)
+                return 0;
+        /* The copy buffer: up to COPY_CHUNK, no larger than the longest
+         * segment (a small file needs no megabyte mapped and unmapped). */
+        unsigned bs = fs_of(ij)->blocksize;
+        size_t align = bs < 4096 ? 4096 : bs, buf_len = 0;
+        for (size_t i = 0; i < nsegs; i++)
+                if (segs[i].len >= COPY_CHUNK / bs)
+                        buf_len = COPY_CHUNK;
+                else if (segs[i].len * bs > buf_len)
+                        buf_len = (size_t) segs[i].len * bs;
+        buf_len = (buf_len + align - 1) / align * align;
+        _cleanup_free_ char *buf = aligned_alloc(align, buf_len);
+        if (!buf)
+                return ts_error_set(err, ENOMEM, "%s", guest_path);
+        for (size_t i = 0; i < nsegs; i++) {
+                int r = copy_segment(ij, ino, fd, size, &segs[i], buf, buf_len / bs, guest_path, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* fallocate rewrote the inode; puts the final times on top. */
+static int set_final_times(ts_inject *ij, ext2_ino_t ino, const ts_inject_opts *opts, ts_error **err) {
+        struct ext2_inode_large in;
+        int r = read_inode(ij, ino, &in, err);
+        if (r < 0)
+                return r;
+        set_times(ij, &in, opts->mtime);
+        return write_inode(ij, ino, &in, err);
+}
+
 int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_inject_opts *opts,
                        ts_error **err) {
         int r = check_opts(ij, opts, err);
         if (r < 0)
                 return r;
-        ext2_filsys fs = FS(ij);
         struct stat st;
         if (fstat(fd, &st) < 0)
                 return ts_error_set(err, errno, "%s: stat the source", guest_path);
         if (!S_ISREG(st.st_mode))
                 return ts_error_setf_plain(err, EINVAL, "%s: the source is not a regular file", guest_path);
         uint64_t size = (uint64_t) st.st_size;
-
         _cleanup_free_ struct segment *segs = NULL;
         size_t nsegs = 0;
         blk64_t nblocks = 0;
-        r = source_segments(fd, size, fs->blocksize, &segs, &nsegs, &nblocks);
+        r = source_segments(fd, size, fs_of(ij)->blocksize, &segs, &nsegs, &nblocks);
         if (r < 0)
                 return ts_error_set(err, r, "%s: scan the source", guest_path);
 
@@ -1611,66 +1686,23 @@ int ts_inject_write_fd(ts_inject *ij, int fd, const char *guest_path, const ts_i
         r = begin_new(ij, guest_path, opts, nblocks, &t, &ino, err);
         if (r < 0)
                 return r;
-
-        _cleanup_free_ char *buf = NULL;
-        struct ext2_inode_large in = {};
         bool written = false;
         r = ensure_blocks(ij, nblocks + nblocks / 1024 + 8, group_of_ino(ij, ino), err);
-        if (r < 0)
-                goto fail;
-        in.i_mode = LINUX_S_IFREG | (opts->mode & 07777);
-        set_owner(&in, opts->uid, opts->gid);
-        in.i_links_count = 1;
-        set_times(ij, &in, opts->mtime);
-        errcode_t e = ext2fs_inode_size_set(fs, (struct ext2_inode *) &in, size);
-        if (e) {
-                r = ext2_fail(err, e, "%s: set size", guest_path);
-                goto fail;
-        }
-        r = init_extents(ij, ino, &in, err);
         if (r >= 0)
-                r = write_new_inode(ij, ino, &in, err);
-        if (r < 0)
-                goto fail;
-        written = true;
-
-        /* The copy buffer: up to COPY_CHUNK, no larger than the longest
-         * segment (a small file needs no megabyte mapped and unmapped). */
-        size_t align = fs->blocksize < 4096 ? 4096 : fs->blocksize, buf_len = 0;
-        for (size_t i = 0; i < nsegs; i++)
-                if (segs[i].len >= COPY_CHUNK / fs->blocksize)
-                        buf_len = COPY_CHUNK;
-                else if (segs[i].len * fs->blocksize > buf_len)
-                        buf_len = (size_t) segs[i].len * fs->blocksize;
-        buf_len = (buf_len + align - 1) / align * align;
-        if (nsegs) {
-                buf = aligned_alloc(align, buf_len);
-                if (!buf) {
-                        r = ts_error_set(err, ENOMEM, "%s", guest_path);
-                        goto fail;
-                }
+                r = new_file_inode(ij, ino, opts, size, guest_path, &written, err);
+        if (r >= 0)
+                r = copy_data(ij, ino, fd, size, segs, nsegs, guest_path, err);
+        if (r >= 0) {
+                fault(ij, "file", "data");
+                r = set_final_times(ij, ino, opts, err);
         }
-        for (size_t i = 0; i < nsegs; i++) {
-                r = copy_segment(ij, ino, fd, size, &segs[i], buf, buf_len / fs->blocksize, guest_path, err);
-                if (r < 0)
-                        goto fail;
+        if (r >= 0)
+                r = commit(ij, err);
+        if (r < 0) {
+                rollback_new(ij, ino, written, false);
+                return r;
         }
-        fault(ij, "file", "data");
-        /* fallocate rewrote the inode; put the final times on top. */
-        r = read_inode(ij, ino, &in, err);
-        if (r < 0)
-                goto fail;
-        set_times(ij, &in, opts->mtime);
-        r = write_inode(ij, ino, &in, err);
-        if (r < 0)
-                goto fail;
-        r = commit(ij, err);
-        if (r < 0)
-                goto fail;
         return install(ij, &t, ino, EXT2_FT_REG_FILE, guest_path, err);
-fail:
-        rollback_new(ij, ino, written, false);
-        return r;
 }
 
 int ts_inject_write_file(ts_inject *ij, const char *host_path, const char *guest_path,
@@ -1701,7 +1733,7 @@ int ts_inject_symlink(ts_inject *ij, const char *target, const char *guest_path,
         int r = check_opts(ij, opts, err);
         if (r < 0)
                 return r;
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         size_t len = target ? strlen(target) : 0;
         if (len == 0 || len >= fs->blocksize || len >= PATH_MAX)
                 return ts_error_setf_plain(err, EINVAL, "%s: symlink target must be 1 to %u bytes", guest_path,
@@ -2024,7 +2056,7 @@ static bool in_range(blk64_t b, blk64_t start, blk64_t len) {
  * ext2fs_check_desc which builds a bitmap of the whole filesystem; overlaps
  * between groups are checked for each group when it is loaded. */
 static int check_descriptors(ts_inject *ij, const char *path, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t first = fs->super->s_first_data_block, count = ext2fs_blocks_count(fs->super);
         blk64_t head = first + 1 + fs->desc_blocks + fs->super->s_reserved_gdt_blocks;
         if (ext2fs_has_feature_meta_bg(fs->super))
@@ -2046,7 +2078,7 @@ static int check_descriptors(ts_inject *ij, const char *path, ts_error **err) {
 /* Before we write group g's bitmaps or inode table: none of them may share a
  * block with another group's metadata. */
 static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t ipb = fs->inode_blocks_per_group;
         blk64_t bb = ext2fs_block_bitmap_loc(fs, g), ib = ext2fs_inode_bitmap_loc(fs, g);
         blk64_t it = ext2fs_inode_table_loc(fs, g);
@@ -2068,7 +2100,7 @@ bad:
 }
 
 static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         struct ext2_super_block *sb = fs->super;
         if (ext2fs_has_feature_journal_dev(sb))
                 return ts_error_setf_plain(err, EMEDIUMTYPE, "%s: is an external journal, not a filesystem", path);
@@ -2114,16 +2146,13 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         return 0;
 }
 
-int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err) {
-        if (flags)
-                return ts_error_setf_plain(err, EINVAL, "unknown open flags %#x", flags);
-        pthread_once(&et_once, et_init);
-
-        struct stat st;
-        if (stat(path, &st) < 0)
+/* Opens path (stat in *st) for a session and refuses what is not an
+ * ext2/3/4 filesystem nobody else uses. Returns the descriptor or -errno. */
+static int open_target(const char *path, struct stat *st, ts_error **err) {
+        if (stat(path, st) < 0)
                 return ts_error_set(err, errno, "stat %s", path);
-        bool blk = S_ISBLK(st.st_mode);
-        if (!blk && !S_ISREG(st.st_mode))
+        bool blk = S_ISBLK(st->st_mode);
+        if (!blk && !S_ISREG(st->st_mode))
                 return ts_error_setf_plain(err, EINVAL, "%s: not a block device or a regular file", path);
         /* One descriptor serves the type probe, the checks and libext2fs for
          * the whole session. On a block device it is exclusive: the kernel
@@ -2132,46 +2161,32 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
          * can mount the device while we write. Keeping it open also keeps the
          * device's page cache, which the kernel drops at the last close. */
         _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | (blk ? O_EXCL : 0));
-        if (fd < 0) {
-                int r = -errno;
-                if (r == -EBUSY && blk) {
-                        /* Say what holds it when we can see it; a failure
-                         * to look does not hide the EBUSY. */
-                        _cleanup_error_ ts_error *why = NULL;
-                        r = check_in_use(path, &st, &why);
-                        if (r == -EBUSY) {
-                                ts_error_move(err, &why);
-                                return r;
-                        }
-                        return ts_error_setf_plain(err, EBUSY,
-                                                   "%s: in use (mounted in another namespace or opened exclusively)",
-                                                   path);
-                }
-                return ts_error_set(err, -r, "open %s", path);
+        if (fd < 0 && errno == EBUSY && blk) {
+                /* Say what holds it when we can see it; a failure to look
+                 * does not hide the EBUSY. */
+                _cleanup_error_ ts_error *why = NULL;
+                if (check_in_use(path, st, &why) == -EBUSY)
+                        return ts_error_move(err, &why);
+                return ts_error_setf_plain(err, EBUSY,
+                                           "%s: in use (mounted in another namespace or opened exclusively)",
+                                           path);
         }
+        if (fd < 0)
+                return ts_error_set(err, errno, "open %s", path);
         int r = probe_type(path, fd, err);
         if (r < 0)
                 return r;
-        if (!blk) {
-                /* An image file has no exclusive open: look for its mounts and
-                 * loop devices. */
-                r = check_in_use(path, &st, err);
-                if (r < 0)
-                        return r;
-        }
-
-        _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
-        if (!ij)
-                return ts_error_set(err, ENOMEM, "open %s", path);
-        ij->fd = TAKE_FD(fd);
-        if (!(ij->path = strdup(path)))
-                return ts_error_set(err, ENOMEM, "open %s", path);
-        r = fault_setup(ij, err);
-        if (r < 0)
+        /* An image file has no exclusive open: look for its mounts and loop
+         * devices. */
+        if (!blk && (r = check_in_use(path, st, err)) < 0)
                 return r;
+        return TAKE_FD(fd);
+}
 
+/* Opens the filesystem on ij->fd through our io manager. */
+static int open_fs(ts_inject *ij, const char *path, ts_error **err) {
         char name[64];
-        r = ts_io_name(ij->fd, name, sizeof name);
+        int r = ts_io_name(ij->fd, name, sizeof name);
         if (r < 0)
                 return ts_error_set(err, -r, "open %s", path);
         /* MASTER_SB_ONLY: like the kernel, update only the primary superblock
@@ -2197,20 +2212,46 @@ int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error *
         ij->scratch = malloc(fs->blocksize);
         if (!ij->groups || !ij->scratch)
                 return ts_error_set(err, ENOMEM, "open %s", path);
-        r = check_fs(ij, path, &st, err);
-        if (r < 0)
-                return r;
+        return 0;
+}
 
-        e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
+/* Empty bitmaps in which every group counts as full until it is loaded. */
+static int init_bitmaps(ts_inject *ij, const char *path, ts_error **err) {
+        ext2_filsys fs = ij->fs;
+        errcode_t e = ext2fs_allocate_block_bitmap(fs, "blocks", &fs->block_map);
         if (!e)
                 e = ext2fs_allocate_inode_bitmap(fs, "inodes", &fs->inode_map);
         if (e)
                 return ext2_fail(err, e, "%s: bitmaps", path);
-        /* Every group counts as full until its bitmaps are loaded. */
         blk64_t first = fs->super->s_first_data_block;
         bitmap_range(fs->block_map, first, ext2fs_blocks_count(fs->super) - first, true);
         bitmap_range(fs->inode_map, 1, fs->super->s_inodes_count, true);
+        return 0;
+}
 
+int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err) {
+        if (flags)
+                return ts_error_setf_plain(err, EINVAL, "unknown open flags %#x", flags);
+        pthread_once(&et_once, et_init);
+        struct stat st;
+        _cleanup_close_ int fd = open_target(path, &st, err);
+        if (fd < 0)
+                return fd;
+        _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
+        if (!ij)
+                return ts_error_set(err, ENOMEM, "open %s", path);
+        ij->fd = TAKE_FD(fd);
+        if (!(ij->path = strdup(path)))
+                return ts_error_set(err, ENOMEM, "open %s", path);
+        int r = ts_fault_from_env("TS_INJECT_FAULT", &ij->fault, err);
+        if (r >= 0)
+                r = open_fs(ij, path, err);
+        if (r >= 0)
+                r = check_fs(ij, path, &st, err);
+        if (r >= 0)
+                r = init_bitmaps(ij, path, err);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(ij);
         return 0;
 }
@@ -2246,7 +2287,7 @@ ts_inject *ts_inject_free(ts_inject *ij) {
         if (ij->fd >= 0)
                 close(ij->fd);
         free(ij->path);
-        free(ij->fault);
+        ts_fault_free(ij->fault);
         free(ij);
         return NULL;
 }

@@ -43,7 +43,7 @@ struct tio {
         struct struct_io_stats stats;
 };
 
-static struct tio *TIO(io_channel io) {
+static struct tio *tio_of(io_channel io) {
         return io->private_data;
 }
 
@@ -243,7 +243,7 @@ static errcode_t tio_open(const char *name, int flags, io_channel *ret) {
 static errcode_t tio_close(io_channel io) {
         if (--io->refcount > 0)
                 return 0;
-        struct tio *t = TIO(io);
+        struct tio *t = tio_of(io);
         /* Blocks still held were never flushed: dropped, as an unflushed
          * write may be lost by a crash anyway. */
         for (size_t i = 0; i < t->nheld; i++)
@@ -262,7 +262,7 @@ static errcode_t tio_set_blksize(io_channel io, int blksize) {
 }
 
 static errcode_t tio_read(io_channel io, unsigned long long block, int count, void *data) {
-        struct tio *t = TIO(io);
+        struct tio *t = tio_of(io);
         off_t off;
         size_t len;
         errcode_t e = span(io, block, count, &off, &len);
@@ -290,7 +290,7 @@ static errcode_t tio_read(io_channel io, unsigned long long block, int count, vo
 }
 
 static errcode_t tio_write(io_channel io, unsigned long long block, int count, const void *data) {
-        struct tio *t = TIO(io);
+        struct tio *t = tio_of(io);
         off_t off;
         size_t len;
         errcode_t e = span(io, block, count, &off, &len);
@@ -347,7 +347,7 @@ static errcode_t tio_write_blk(io_channel io, unsigned long block, int count, co
 }
 
 static errcode_t tio_flush(io_channel io) {
-        struct tio *t = TIO(io);
+        struct tio *t = tio_of(io);
         /* The kernel reports a failed writeback to one fsync only: once a
          * flush failed, what it covered may be lost, and every later flush
          * says so too. */
@@ -371,7 +371,7 @@ static errcode_t tio_set_option(io_channel io, const char *option, const char *a
 }
 
 static errcode_t tio_get_stats(io_channel io, io_stats *ret) {
-        *ret = &TIO(io)->stats;
+        *ret = &tio_of(io)->stats;
         return 0;
 }
 
@@ -380,7 +380,7 @@ static errcode_t tio_readahead(io_channel io, unsigned long long block, unsigned
         size_t len;
         if (count > INT_MAX || span(io, block, (int) count, &off, &len))
                 return EXT2_ET_INVALID_ARGUMENT;
-        (void) posix_fadvise(TIO(io)->fd, off, (off_t) len, POSIX_FADV_WILLNEED);
+        (void) posix_fadvise(tio_of(io)->fd, off, (off_t) len, POSIX_FADV_WILLNEED);
         return 0;
 }
 
@@ -408,7 +408,7 @@ int ts_io_name(int fd, char *buf, size_t len) {
 }
 
 errcode_t ts_io_hold_writes(io_channel io, unsigned unit) {
-        struct tio *t = TIO(io);
+        struct tio *t = tio_of(io);
         if (unit == 0 || unit > MAX_UNIT)
                 return EXT2_ET_INVALID_ARGUMENT;
         if (t->unit && t->unit != unit) {
@@ -421,7 +421,7 @@ errcode_t ts_io_hold_writes(io_channel io, unsigned unit) {
 }
 
 errcode_t ts_io_write_data(io_channel io, unsigned long long blk, unsigned long long n, const void *buf) {
-        struct tio *t = TIO(io);
+        struct tio *t = tio_of(io);
         unsigned long long bs = (unsigned long long) io->block_size;
         if (n == 0)
                 return 0;
@@ -477,9 +477,9 @@ errcode_t ts_io_write_data(io_channel io, unsigned long long blk, unsigned long 
 }
 
 errcode_t ts_io_write_back(io_channel io) {
-        return write_back(TIO(io));
+        return write_back(tio_of(io));
 }
 
 size_t ts_io_held(io_channel io) {
-        return TIO(io)->nheld;
+        return tio_of(io)->nheld;
 }

@@ -2,6 +2,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +101,89 @@ static int set_string(char **dst, value *v) {
         return 0;
 }
 
-static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line, ts_error **err) {
+/* Each field is a uint32_t: the sizeof term fails to compile otherwise. */
+#define RPC_KEY(k, f, field, kind)                                                             \
+        { k, f,                                                                                \
+          offsetof(ts_rpc_server_options, field) +                                             \
+                  0 * sizeof(char[sizeof(((ts_rpc_server_options *) 0)->field) == 4 ? 1 : -1]), \
+          kind }
+const ts_config_rpc_key ts_config_rpc_keys[] = {
+        RPC_KEY("max_connections", "max-connections", max_connections, TS_CONFIG_COUNT),
+        RPC_KEY("max_concurrent_streams", "max-concurrent-streams", max_concurrent_streams,
+                TS_CONFIG_COUNT),
+        RPC_KEY("max_header_list_size", "max-header-list-size", max_header_list_size,
+                TS_CONFIG_SIZE),
+        RPC_KEY("connection_window", "connection-window", connection_window, TS_CONFIG_SIZE),
+        RPC_KEY("max_queued_calls", "max-queued-calls", max_queued_calls, TS_CONFIG_COUNT),
+        RPC_KEY("handshake_timeout", "handshake-timeout", handshake_timeout_ms,
+                TS_CONFIG_DURATION),
+        RPC_KEY("request_timeout", "request-timeout", request_timeout_ms, TS_CONFIG_DURATION),
+        RPC_KEY("idle_timeout", "idle-timeout", idle_timeout_ms, TS_CONFIG_DURATION),
+        RPC_KEY("send_timeout", "send-timeout", send_timeout_ms, TS_CONFIG_DURATION),
+};
+const size_t ts_config_n_rpc_keys = TS_ARRAY_SIZE(ts_config_rpc_keys);
+
+int ts_config_set_rpc(ts_rpc_server_options *o, const ts_config_rpc_key *k, const char *name,
+                      const char *text, ts_error **err) {
+        uint32_t *dst = (uint32_t *) ((char *) o + k->offset);
+        uint64_t size;
+        int r;
+
+        switch (k->kind) {
+        case TS_CONFIG_COUNT:
+                r = ts_parse_u32(text, dst) < 0 || *dst == 0 ? -EINVAL : 0;
+                if (r < 0)
+                        return ts_error_setf_plain(err, EINVAL, "%s: '%.64s' is not a count above 0",
+                                                   name, text);
+                return 0;
+        case TS_CONFIG_SIZE:
+                r = ts_parse_size(text, &size);
+                if (r < 0 || size == 0 || size > UINT32_MAX)
+                        return ts_error_setf_plain(err, EINVAL,
+                                                   "%s: '%.64s' is not a size above 0 and below "
+                                                   "4G (examples: 64K, 32M)",
+                                                   name, text);
+                *dst = (uint32_t) size;
+                return 0;
+        default:
+                if (ts_parse_duration_ms(text, dst) < 0)
+                        return ts_error_setf_plain(err, EINVAL,
+                                                   "%s: '%.64s' is not a duration above 0 "
+                                                   "(examples: 500ms, 30s, 10m, 1h)",
+                                                   name, text);
+                return 0;
+        }
+}
+
+void ts_config_merge_rpc(ts_rpc_server_options *into, const ts_rpc_server_options *from) {
+        for (size_t i = 0; i < ts_config_n_rpc_keys; i++) {
+                size_t off = ts_config_rpc_keys[i].offset;
+                const uint32_t *v = (const uint32_t *) ((const char *) from + off);
+                if (*v)
+                        *(uint32_t *) ((char *) into + off) = *v;
+        }
+}
+
+static int apply_rpc(ts_config *cfg, const ts_config_rpc_key *k, value *v, unsigned line,
+                     ts_error **err) {
+        char num[24];
+        const char *text = v->s;
+        if (v->type == V_INT && k->kind != TS_CONFIG_DURATION) {
+                snprintf(num, sizeof(num), "%" PRIu64, v->i);
+                text = num;
+        } else if (v->type != V_STRING)
+                return line_error(err, line, k->key,
+                                  k->kind == TS_CONFIG_DURATION
+                                          ? "must be a duration string such as \"30s\""
+                                          : "must be a number or a string");
+        int r = ts_config_set_rpc(&cfg->rpc, k, k->key, text, err);
+        return r < 0 ? ts_error_prefix(err, r, "config line %u", line) : 0;
+}
+
+static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_error **err) {
+        for (size_t i = 0; i < ts_config_n_rpc_keys; i++)
+                if (strcmp(key, ts_config_rpc_keys[i].key) == 0)
+                        return apply_rpc(cfg, &ts_config_rpc_keys[i], v, line, err);
         static const char *const string_keys[] = {
                 "root", "pool", "address", "mkfs", "provisioner_address", "provisioner_group",
                 "containerd_address", "namespace", "snapshotter_name",
@@ -126,6 +210,11 @@ static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line
                 if (v->type != V_INT || v->i == 0 || v->i > 64)
                         return line_error(err, line, key, "must be a number from 1 to 64");
                 cfg->max_warms = v->i;
+                return 0;
+        }
+        if (strcmp(key, "registry_timeout") == 0) {
+                if (v->type != V_STRING || ts_parse_duration_ms(v->s, &cfg->registry_timeout_ms) < 0)
+                        return line_error(err, line, key, "must be a duration such as \"30s\"");
                 return 0;
         }
         if (strcmp(key, "provisioner") == 0) {
@@ -159,7 +248,7 @@ static int apply(ts_daemon_config *cfg, const char *key, value *v, unsigned line
         return line_error(err, line, key, "unknown setting");
 }
 
-int ts_config_parse(const char *text, size_t len, ts_daemon_config *cfg, ts_error **err) {
+int ts_config_parse(const char *text, size_t len, ts_config *cfg, ts_error **err) {
         const char *p = text, *end = text + len;
         unsigned line = 0;
         while (p < end) {
@@ -198,7 +287,7 @@ int ts_config_parse(const char *text, size_t len, ts_daemon_config *cfg, ts_erro
         return 0;
 }
 
-int ts_config_load(const char *path, ts_daemon_config *cfg, ts_error **err) {
+int ts_config_load(const char *path, ts_config *cfg, ts_error **err) {
         _cleanup_fclose_ FILE *f = fopen(path, "re");
         if (!f)
                 return ts_error_set(err, errno, "config %s", path);
@@ -217,7 +306,7 @@ int ts_config_load(const char *path, ts_daemon_config *cfg, ts_error **err) {
         return 0;
 }
 
-void ts_daemon_config_done(ts_daemon_config *cfg) {
+void ts_config_done(ts_config *cfg) {
         free(cfg->root);
         free(cfg->pool);
         free(cfg->address);

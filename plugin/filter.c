@@ -388,6 +388,103 @@ static int unhex(char c) {
 
 /* Unquotes the token text t[0..n) (quotes included) into a malloc'ed buffer.
  * Returns 0, -EINVAL (quote syntax error), -ENOMEM. */
+/* Unquoting: reads from s (len bytes left), writes to out at o. Every
+ * escape produces at most as many bytes as it spans. */
+typedef struct unq {
+        const char *s;
+        size_t len;
+        char *out;
+        size_t o;
+} unq;
+
+/* The byte a one-letter escape stands for, 0 for none. */
+static char simple_escape(char e) {
+        switch (e) {
+        case 'a': return '\a';
+        case 'b': return '\b';
+        case 'f': return '\f';
+        case 'n': return '\n';
+        case 'r': return '\r';
+        case 't': return '\t';
+        case 'v': return '\v';
+        case '\\': return '\\';
+        default: return 0;
+        }
+}
+
+/* \xhh (a byte), \uhhhh and \Uhhhhhhhh (a rune, UTF-8 encoded). */
+static int unescape_hex(unq *u, char e) {
+        size_t digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+        if (u->len < digits)
+                return -EINVAL;
+        uint32_t u32 = 0;
+        for (size_t j = 0; j < digits; j++) {
+                int x = unhex(u->s[j]);
+                if (x < 0)
+                        return -EINVAL;
+                u32 = (u32 << 4) | (uint32_t) x;
+        }
+        u->s += digits;
+        u->len -= digits;
+        /* containerd computes in a Go rune (int32): eight hex digits from 8 up
+         * wrap negative, pass the "> MaxRune" check and append the low byte.
+         * Same bytes here. */
+        int32_t v = (int32_t) u32;
+        if (e == 'x' || v < 0) {
+                u->out[u->o++] = (char) (u32 & 0xff);
+                return 0;
+        }
+        if (v > MAX_RUNE)
+                return -EINVAL;
+        char enc[4];
+        size_t w = encode_rune(v, enc);
+        memcpy(u->out + u->o, enc, w);
+        u->o += w;
+        return 0;
+}
+
+/* \ooo: three octal digits, at most 255; e is the first. */
+static int unescape_octal(unq *u, char e) {
+        int v = e - '0';
+        if (u->len < 2)
+                return -EINVAL;
+        for (int j = 0; j < 2; j++) {
+                int x = u->s[j] - '0';
+                if (x < 0 || x > 7)
+                        return -EINVAL;
+                v = (v << 3) | x;
+        }
+        u->s += 2;
+        u->len -= 2;
+        if (v > 255)
+                return -EINVAL;
+        u->out[u->o++] = (char) v;
+        return 0;
+}
+
+/* One escape after its backslash, inside a string quoted with quote. */
+static int unescape(unq *u, char quote) {
+        if (u->len < 1)
+                return -EINVAL;
+        char e = u->s[0];
+        u->s++;
+        u->len--;
+        char c = simple_escape(e);
+        if (c) {
+                u->out[u->o++] = c;
+                return 0;
+        }
+        if (e == 'x' || e == 'u' || e == 'U')
+                return unescape_hex(u, e);
+        if (e >= '0' && e <= '7')
+                return unescape_octal(u, e);
+        if ((e == '\'' || e == '"' || e == '|' || e == '/') && e == quote) {
+                u->out[u->o++] = e;
+                return 0;
+        }
+        return -EINVAL;
+}
+
 static int unquote(const char *t, size_t n, char **ret, size_t *ret_len) {
         if (n < 2)
                 return -EINVAL;
@@ -396,123 +493,27 @@ static int unquote(const char *t, size_t n, char **ret, size_t *ret_len) {
                 return -EINVAL;
         if (quote != '"' && quote != '|' && quote != '/')
                 return -EINVAL;
-        const char *s = t + 1;
-        size_t len = n - 2;
-        if (memchr(s, '\n', len))
+        unq u = { .s = t + 1, .len = n - 2 };
+        if (memchr(u.s, '\n', u.len))
                 return -EINVAL;
-
-        char *out = malloc(len + 1);
+        _cleanup_free_ char *out = u.out = malloc(u.len + 1);
         if (!out)
                 return -ENOMEM;
-        size_t o = 0;
-        /* every escape produces at most as many bytes as it spans, so len+1 suffices */
-        while (len > 0) {
-                unsigned char c = (unsigned char) s[0];
-                if (c == (unsigned char) quote)
-                        goto bad;
-                if (c != '\\') {
-                        out[o++] = (char) c;
-                        s++;
-                        len--;
-                        continue;
-                }
-                if (len <= 1)
-                        goto bad;
-                char e = s[1];
-                s += 2;
-                len -= 2;
-                switch (e) {
-                case 'a':
-                        out[o++] = '\a';
-                        break;
-                case 'b':
-                        out[o++] = '\b';
-                        break;
-                case 'f':
-                        out[o++] = '\f';
-                        break;
-                case 'n':
-                        out[o++] = '\n';
-                        break;
-                case 'r':
-                        out[o++] = '\r';
-                        break;
-                case 't':
-                        out[o++] = '\t';
-                        break;
-                case 'v':
-                        out[o++] = '\v';
-                        break;
-                case 'x':
-                case 'u':
-                case 'U': {
-                        size_t digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-                        if (len < digits)
-                                goto bad;
-                        uint32_t u32 = 0;
-                        for (size_t j = 0; j < digits; j++) {
-                                int x = unhex(s[j]);
-                                if (x < 0)
-                                        goto bad;
-                                u32 = (u32 << 4) | (uint32_t) x;
-                        }
-                        s += digits;
-                        len -= digits;
-                        /* containerd computes in a Go rune (int32): eight hex digits from
-                         * 8 up wrap negative, pass the "> MaxRune" check and append the
-                         * low byte. Same bytes here. */
-                        int32_t v = (int32_t) u32;
-                        if (e == 'x' || v < 0) {
-                                out[o++] = (char) (u32 & 0xff);
-                                break;
-                        }
-                        if (v > MAX_RUNE)
-                                goto bad;
-                        char u[4];
-                        size_t w = encode_rune(v, u);
-                        memcpy(out + o, u, w);
-                        o += w;
-                        break;
-                }
-                case '0' ... '7': {
-                        int v = e - '0';
-                        if (len < 2)
-                                goto bad;
-                        for (int j = 0; j < 2; j++) {
-                                int x = s[j] - '0';
-                                if (x < 0 || x > 7)
-                                        goto bad;
-                                v = (v << 3) | x;
-                        }
-                        s += 2;
-                        len -= 2;
-                        if (v > 255)
-                                goto bad;
-                        out[o++] = (char) v;
-                        break;
-                }
-                case '\\':
-                        out[o++] = '\\';
-                        break;
-                case '\'':
-                case '"':
-                case '|':
-                case '/':
-                        if (e != quote)
-                                goto bad;
-                        out[o++] = e;
-                        break;
-                default:
-                        goto bad;
-                }
+        while (u.len > 0) {
+                char c = u.s[0];
+                if (c == quote)
+                        return -EINVAL;
+                u.s++;
+                u.len--;
+                if (c != '\\')
+                        u.out[u.o++] = c;
+                else if (unescape(&u, quote) < 0)
+                        return -EINVAL;
         }
-        out[o] = 0;
-        *ret = out;
-        *ret_len = o;
+        out[u.o] = 0;
+        *ret = TAKE_PTR(out);
+        *ret_len = u.o;
         return 0;
-bad:
-        free(out);
-        return -EINVAL;
 }
 
 /* ---- parser (containerd's filters/parser.go) ---- */
@@ -1229,15 +1230,6 @@ int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_err
         }
         *ret = TAKE_PTR(f);
         return 0;
-}
-
-bool ts_filter_is_always(const ts_filter *f) {
-        if (f->n == 0)
-                return true;
-        for (size_t i = 0; i < f->n; i++)
-                if (f->alts[i].n == 0)
-                        return true;
-        return false;
 }
 
 static bool selector_match(const selector *sel, ts_filter_field_fn fn, void *userdata) {

@@ -88,9 +88,6 @@ int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_err
 /* True when the object that fn describes matches f. */
 bool ts_filter_match(const ts_filter *f, ts_filter_field_fn fn, void *userdata);
 
-/* True when f matches everything (no selectors in some alternative). */
-bool ts_filter_is_always(const ts_filter *f);
-
 /* Frees f; accepts NULL; returns NULL. */
 ts_filter *ts_filter_free(ts_filter *f);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ts_filter *, ts_filter_free);

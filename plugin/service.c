@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
@@ -21,9 +21,7 @@ typedef struct map_entry {
 
 static int op_log(ts_rpc_call *call, const char *op, const char *key, int64_t t0, int code) {
         if (ts_log_get_level() >= TS_LOG_DEBUG || code != TS_RPC_OK) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                double ms = (double) ((int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec - t0) / 1e6;
+                double ms = (double) (ts_clock_mono_ns() - t0) / 1e6;
                 char fields[512];
                 const char *ns = ts_rpc_call_namespace(call);
                 snprintf(fields, sizeof fields, "op=%s namespace=%s key=\"%s\" ms=%.2f code=%s", op,
@@ -40,20 +38,16 @@ static int op_log(ts_rpc_call *call, const char *op, const char *key, int64_t t0
         return code;
 }
 
-static int64_t start_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* containerd's metadata layer namespaces the keys it hands a proxy
- * snapshotter itself ("default/12/extract-...") and sends no namespace
- * header; direct clients may send one to keep their keys apart. */
-#define DEFAULT_NAMESPACE "default"
+/* One key space. containerd's metadata layer namespaces the keys it hands
+ * a proxy snapshotter itself ("default/12/extract-..."); 2.x forwards its
+ * caller's namespace header on most calls but sends none on the walk its
+ * garbage collector makes, so keys kept apart by the header would never be
+ * collected. The header is logged, never used. */
+#define KEY_SPACE "default"
 
 static int namespace_of(ts_rpc_call *call, const char **ret) {
-        const char *ns = ts_rpc_call_namespace(call);
-        *ret = ns && *ns ? ns : DEFAULT_NAMESPACE;
+        (void) call;
+        *ret = KEY_SPACE;
         return TS_RPC_OK;
 }
 
@@ -73,7 +67,7 @@ typedef struct op {
 /* The common start: a namespace, and (when key_what is set) a key. */
 static int op_begin(op *o, ts_rpc_call *call, const char *name, const char *key_what,
                     const char *key) {
-        *o = (op) { .call = call, .name = name, .key = key, .t0 = start_ns() };
+        *o = (op) { .call = call, .name = name, .key = key, .t0 = ts_clock_mono_ns() };
         int code = namespace_of(call, &o->ns);
         if (code == TS_RPC_OK && key_what)
                 code = need_key(call, key_what, key);
@@ -276,13 +270,11 @@ static int h_stat(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         if (code != TS_RPC_OK)
                 return op_end(&o, code);
         ts_error *err = NULL;
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = ts_snapshotter_stat(ud, o.ns, req->key, &info, &err);
         if (r < 0)
                 return op_end(&o, fail(call, r, err));
-        code = send_info(call, &info);
-        ts_store_info_done(&info);
-        return op_end(&o, code);
+        return op_end(&o, send_info(call, &info));
 }
 
 static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
@@ -302,14 +294,12 @@ static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         size_t n_paths = req->update_mask ? req->update_mask->n_paths : 0;
         const char *const *paths = req->update_mask ? (const char *const *) req->update_mask->paths : NULL;
         ts_error *err = NULL;
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = ts_snapshotter_update(ud, o.ns, key, labels, req->info->n_labels, paths, n_paths, &info,
                                       &err);
         if (r < 0)
                 return op_end(&o, fail(call, r, err));
-        code = send_info(call, &info);
-        ts_store_info_done(&info);
-        return op_end(&o, code);
+        return op_end(&o, send_info(call, &info));
 }
 
 /* List streams its answer in batches, as containerd's service does. */

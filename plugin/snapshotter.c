@@ -1,61 +1,38 @@
 #include "snapshotter.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <linux/fs.h>
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "common/clock.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/strv.h"
-#include "devmapper/dm.h"
-#include "devmapper/pool.h"
-#include "devmapper/thin.h"
-
-extern char **environ;
+#include "plugin/snapdev.h"
+#include "plugin/snapfilter.h"
 
 struct ts_snapshotter {
         ts_store *store;
-        ts_pool *pool;
-        char *root;
+        ts_snapdev *dev;
         uint64_t base_size;
         uint32_t base_id;
         int64_t base_mapped; /* bytes mapped in the base device */
         bool async_remove;
         bool discard;
-        char *fault; /* THINSNAPD_FAULT: "<op>:<point>" */
+        ts_fault *fault; /* THINSNAPD_FAULT */
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
         char **held; /* keys in operation */
 
-        /* Pool status is read at most every STATUS_TTL_NS before a Prepare,
-         * and always after a failure. */
-        int64_t status_at;
-        ts_pool_status status;
-
-        /* Committed devices whose removal was deferred because they were
-         * still open (containerd may commit a mounted snapshot): a child of
-         * one must suspend it around create_snap. */
-        uint32_t *deferred;
-        size_t n_deferred;
-
         /* async removal */
         pthread_t reaper;
         bool reaper_running, stopping, reap_pending;
 };
-
-#define STATUS_TTL_NS (250 * 1000 * 1000LL)
 
 static void error_clear(ts_error **err) {
         if (err) {
@@ -64,26 +41,10 @@ static void error_clear(ts_error **err) {
         }
 }
 
-static int64_t mono_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* ---- fault injection (crash-safety tests) ---- */
-
 /* Kills the process at a named step when THINSNAPD_FAULT names it, so the
- * VM-lane tests can prove that a restart finishes or rolls back each step. */
+ * crash tests can prove that a restart finishes or rolls back each step. */
 static void fault(ts_snapshotter *s, const char *op, const char *point) {
-        if (!s->fault)
-                return;
-        char want[128];
-        snprintf(want, sizeof want, "%s:%s", op, point);
-        if (strcmp(s->fault, want) == 0) {
-                log_warn("fault injection: killing thinsnapd at %s", want);
-                fflush(stderr);
-                raise(SIGKILL);
-        }
+        ts_fault_point(s->fault, op, point);
 }
 
 /* ---- per-key serialisation ---- */
@@ -141,232 +102,24 @@ static void unlock_keys(ts_snapshotter *s, const char *ns, const char *k1, const
         pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- devices ---- */
-
-static void dev_name(const ts_snapshotter *s, uint32_t id, char *buf, size_t len) {
-        snprintf(buf, len, "%s-snap-%" PRIu32, s->pool->name, id);
-}
+/* ---- records and the base device ---- */
 
 static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mount *m) {
-        char name[96];
-        dev_name(s, info->dev_id, name, sizeof name);
-        snprintf(m->source, sizeof m->source, "/dev/mapper/%s", name);
+        ts_snapdev_path(s->dev, info->dev_id, m->source, sizeof m->source);
         m->read_only = info->kind == TS_KIND_VIEW;
 }
 
-#define DISCARD_CHUNK (64ULL << 20)
-
-/* Discards every block of the inactive device id (size bytes), so the pool
- * passes the blocks only it held down to its data device (a sparse file, an
- * SSD) before the delete drops them. The device is activated for this alone:
- * it was deactivated first, so nobody has it open. In bounded chunks, so one
- * huge discard does not stall the pool. A failed discard is logged and
- * otherwise ignored: the delete frees the blocks in the pool either way. */
-static void discard_device(ts_snapshotter *s, uint32_t id, uint64_t size) {
-        char name[96], path[128];
-        dev_name(s, id, name, sizeof name);
-        snprintf(path, sizeof path, "/dev/mapper/%s", name);
-        if (size == 0) {
-                log_warn("device %s: size unknown, not discarded before its delete", name);
-                return;
-        }
-        ts_error *e = NULL;
-        int r = ts_thin_activate(s->pool, name, id, size, 0, &e);
-        if (r < 0) {
-                log_warn("device %s: not discarded before its delete: %s", name, ts_error_message(e, r));
-                ts_error_free(e);
-                return;
-        }
-        uint64_t off = 0;
-        int fd = open(path, O_WRONLY | O_EXCL | O_CLOEXEC);
-        if (fd < 0)
-                log_warn_errno(-errno, "device %s: not discarded before its delete: open %s", name, path);
-        else {
-                for (; off < size; off += DISCARD_CHUNK) {
-                        uint64_t range[2] = { off, size - off < DISCARD_CHUNK ? size - off : DISCARD_CHUNK };
-                        if (ioctl(fd, BLKDISCARD, range) < 0) {
-                                log_warn_errno(-errno, "device %s: discard stopped at byte %" PRIu64
-                                               " of %" PRIu64, name, off, size);
-                                break;
-                        }
-                }
-                close(fd);
-        }
-        if (off >= size)
-                log_debug("device %s: discarded %" PRIu64 " bytes before its delete", name, size);
-        r = ts_thin_deactivate(name, 0, &e);
-        if (r < 0) /* drop_device's delete reports what follows from it */
-                log_warn("device %s: deactivating after the discard: %s", name, ts_error_message(e, r));
-        ts_error_free(e);
-}
-
-/* Deactivates (absent is fine), discards when asked (size is the device's
- * size, for that), and deletes (absent is fine) device id. */
-static int drop_device(ts_snapshotter *s, uint32_t id, uint64_t size, bool discard, ts_error **err) {
-        char name[96];
-        dev_name(s, id, name, sizeof name);
-        int r = ts_thin_deactivate(name, 0, err);
-        if (r < 0)
-                return r;
-        if (discard)
-                discard_device(s, id, size);
-        /* A device whose removal was deferred (committed while mounted) is
-         * released by the kernel from a work queue after its last close:
-         * the pool may call it busy for a moment. */
-        for (int i = 0;; i++) {
-                ts_error *e = NULL;
-                r = ts_thin_delete(s->pool, id, &e);
-                if (r != -EBUSY || i >= 40) {
-                        if (r < 0)
-                                ts_error_move(err, &e);
-                        ts_error_free(e);
-                        if (r >= 0) {
-                                /* Blocks were freed: the next space check reads the pool. */
-                                pthread_mutex_lock(&s->lock);
-                                s->status_at = 0;
-                                pthread_mutex_unlock(&s->lock);
-                        }
-                        return r;
-                }
-                ts_error_free(e);
-                struct timespec ts = { 0, 50 * 1000000L };
-                nanosleep(&ts, NULL);
-        }
-}
-
-/* Reads the pool's status (cached for STATUS_TTL_NS unless fresh). */
-static int pool_status(ts_snapshotter *s, bool fresh, ts_pool_status *ret, ts_error **err) {
-        int64_t now = mono_ns();
-        pthread_mutex_lock(&s->lock);
-        bool cached = !fresh && s->status_at && now - s->status_at < STATUS_TTL_NS;
-        if (cached)
-                *ret = s->status;
-        pthread_mutex_unlock(&s->lock);
-        if (cached)
-                return 0;
-        ts_pool_status st;
-        int r = ts_pool_get_status(s->pool, &st, err);
-        if (r < 0)
-                return r;
-        pthread_mutex_lock(&s->lock);
-        s->status = st;
-        s->status_at = now;
-        pthread_mutex_unlock(&s->lock);
-        *ret = st;
-        return 0;
-}
-
-/* -ENOSPC with the pool's figures when it has no room left, else 0. */
-static int check_space(ts_snapshotter *s, bool fresh, ts_error **err) {
-        ts_pool_status st;
-        int r = pool_status(s, fresh, &st, err);
-        if (r < 0)
-                return r;
-        bool data_full = st.out_of_data_space || st.used_data_blocks >= st.total_data_blocks;
-        bool meta_full = st.total_meta_blocks && st.used_meta_blocks + 16 >= st.total_meta_blocks;
-        bool bad = st.read_only || st.fail || st.needs_check;
-        if (!fresh && (data_full || meta_full || bad))
-                return check_space(s, true, err); /* a refusal is never made on cached figures */
-        if (data_full || meta_full)
-                return ts_error_setf_plain(err, ENOSPC,
-                                           "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
-                                           " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used",
-                                           s->pool->name, data_full ? "data" : "metadata",
-                                           st.used_data_blocks, st.total_data_blocks,
-                                           st.used_meta_blocks, st.total_meta_blocks);
-        if (bad)
-                return ts_error_setf_plain(err, EROFS, "pool %s is %s", s->pool->name,
-                                           st.needs_check ? "marked needs_check"
-                                           : st.fail     ? "failed"
-                                                         : "read-only");
-        return 0;
-}
-
-static void deferred_add(ts_snapshotter *s, uint32_t id) {
-        pthread_mutex_lock(&s->lock);
-        uint32_t *v = realloc(s->deferred, (s->n_deferred + 1) * sizeof(*v));
-        if (v) {
-                v[s->n_deferred++] = id;
-                s->deferred = v;
-        }
-        pthread_mutex_unlock(&s->lock);
-        if (!v) /* without the note, a child could miss unflushed writes */
-                log_warn("device %u: deferred removal not tracked (out of memory)", id);
-}
-
-/* True (and forgotten) when id had a deferred removal pending. */
-static bool deferred_take(ts_snapshotter *s, uint32_t id) {
-        bool found = false;
-        pthread_mutex_lock(&s->lock);
-        for (size_t i = 0; i < s->n_deferred; i++)
-                if (s->deferred[i] == id) {
-                        s->deferred[i] = s->deferred[--s->n_deferred];
-                        found = true;
-                        break;
-                }
-        pthread_mutex_unlock(&s->lock);
-        return found;
-}
-
-/* ---- base device ---- */
-
-static int run_mkfs(const char *mkfs, const char *dev, ts_error **err) {
-        /* The one process thinsnapd starts: formatting the base device once
-         * per pool and size, at start-up, never on a request. The storage
-         * reads as zeroes where unmapped, so nothing needs zeroing. */
-        char *argv[] = { (char *) mkfs, "-q", "-F", "-E", "nodiscard,assume_storage_prezeroed=1",
-                         "-L", "thinsnap-base", (char *) dev, NULL };
-        pid_t pid;
-        int r = posix_spawnp(&pid, mkfs, NULL, NULL, argv, environ);
-        if (r != 0)
-                return ts_error_set(err, r, "run %s", mkfs);
-        int st;
-        while (waitpid(pid, &st, 0) < 0)
-                if (errno != EINTR)
-                        return ts_error_set(err, errno, "wait for %s", mkfs);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                return ts_error_setf_plain(err, EIO, "%s %s failed (status %d)", mkfs, dev,
-                                           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-        return 0;
-}
-
-/* mkfs leaves /lost+found, which no image has and containerd's checks see
- * as a difference. Removing it needs the filesystem mounted once: here, at
- * start-up, once per pool and size; never on a request. */
-static int drop_lost_found(const char *root, const char *dev, ts_error **err) {
-        _cleanup_free_ char *dir = NULL;
-        if (asprintf(&dir, "%s/base-mount.XXXXXX", root) < 0)
-                return ts_error_set(err, ENOMEM, "base device %s", dev);
-        if (!mkdtemp(dir))
-                return ts_error_set(err, errno, "create %s", dir);
-        int r = 0;
-        if (mount(dev, dir, "ext4", MS_NOATIME, NULL) < 0)
-                r = ts_error_set(err, errno, "mount %s on %s", dev, dir);
-        else {
-                _cleanup_free_ char *lf = NULL;
-                if (asprintf(&lf, "%s/lost+found", dir) < 0)
-                        r = ts_error_set(err, ENOMEM, "base device %s", dev);
-                else if (rmdir(lf) < 0 && errno != ENOENT)
-                        r = ts_error_set(err, errno, "remove %s", lf);
-                if (umount2(dir, 0) < 0 && r >= 0)
-                        r = ts_error_set(err, errno, "unmount %s", dir);
-        }
-        (void) rmdir(dir);
-        return r;
-}
-
+/* Runs fn in a write transaction of its own, committed when fn succeeds. */
 static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
                    ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, true, &txn, err);
         if (r < 0)
                 return r;
         r = fn(txn, arg, err);
-        if (r < 0) {
-                ts_store_txn_abort(txn);
+        if (r < 0)
                 return r;
-        }
-        return ts_store_txn_commit(txn, err);
+        return ts_store_txn_commit(TAKE_PTR(txn), err);
 }
 
 struct base_arg {
@@ -386,57 +139,15 @@ static int base_formatted(ts_store_txn *txn, void *p, ts_error **err) {
         return ts_store_base_set_formatted(txn, ((struct base_arg *) p)->size, err);
 }
 
-/* Measures the bytes mapped in the base device (for Usage), activating it
- * briefly read-only. */
-static int measure_base(ts_snapshotter *s, ts_error **err) {
-        char name[96];
-        dev_name(s, s->base_id, name, sizeof name);
-        int r = ts_thin_activate(s->pool, name, s->base_id, s->base_size, TS_THIN_READ_ONLY, err);
-        if (r < 0 && r != -EEXIST)
-                return r;
-        ts_thin_status st;
-        r = ts_thin_get_status(name, &st, err);
-        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
-        if (r < 0)
-                return r;
-        if (q < 0)
-                return q;
-        s->base_mapped = (int64_t) (st.mapped_sectors * 512);
-        return 0;
-}
-
-static int ensure_base(ts_snapshotter *s, const char *mkfs, ts_error **err) {
+static int ensure_base(ts_snapshotter *s, ts_error **err) {
         struct base_arg a = { .size = s->base_size };
         int r = txn_run(s, base_reserve, &a, err);
         if (r < 0)
                 return ts_error_prefix(err, r, "base device of %" PRIu64 " bytes", s->base_size);
         s->base_id = a.base.dev_id;
-        if (a.base.formatted)
-                return measure_base(s, err);
-
-        char name[96], path[128];
-        dev_name(s, a.base.dev_id, name, sizeof name);
-        snprintf(path, sizeof path, "/dev/mapper/%s", name);
-        log_info("formatting the base device %s (%" PRIu64 " bytes) once for pool %s", name,
-                 s->base_size, s->pool->name);
-        r = ts_thin_create(s->pool, a.base.dev_id, err);
-        if (r == -EEXIST) /* a crash during an earlier format: start over */
-                r = 0;
-        if (r >= 0)
-                r = ts_thin_activate(s->pool, name, a.base.dev_id, s->base_size, 0, err);
-        if (r >= 0)
-                r = run_mkfs(mkfs, path, err);
-        if (r >= 0)
-                r = drop_lost_found(s->root, path, err);
-        ts_thin_status st = { 0 };
-        if (r >= 0)
-                r = ts_thin_get_status(name, &st, err);
-        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
-        if (r >= 0 && q < 0)
-                r = q;
-        if (r < 0)
-                return ts_error_prefix(err, r, "format base device %s", name);
-        s->base_mapped = (int64_t) (st.mapped_sectors * 512);
+        r = ts_snapdev_base(s->dev, s->base_id, s->base_size, !a.base.formatted, &s->base_mapped, err);
+        if (r < 0 || a.base.formatted)
+                return r;
         return txn_run(s, base_formatted, &a, err);
 }
 
@@ -488,13 +199,11 @@ static void recon_done(struct recon *rc) {
 /* Collects every snapshot of every namespace into rc, in one read
  * transaction. rc holds what was collected even on failure. */
 static int collect_all(ts_snapshotter *s, struct recon *rc, ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
-        r = ts_store_walk(txn, NULL, collect, rc, err);
-        ts_store_txn_commit(txn, NULL);
-        return r;
+        return ts_store_walk(txn, NULL, collect, rc, err);
 }
 
 struct key_arg {
@@ -509,7 +218,7 @@ static int delete_record(ts_store_txn *txn, void *p, ts_error **err) {
 /* Finishes a removal whose intent (REMOVING) is recorded. */
 static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
                          uint64_t dev_size, ts_error **err) {
-        int r = drop_device(s, dev_id, dev_size, s->discard, err);
+        int r = ts_snapdev_drop(s->dev, dev_id, dev_size, s->discard, err);
         if (r < 0)
                 return r;
         fault(s, "remove", "after-delete");
@@ -517,87 +226,89 @@ static int finish_remove(ts_snapshotter *s, const char *ns, const char *key, uin
         return txn_run(s, delete_record, &a, err);
 }
 
-static int reconcile(ts_snapshotter *s, ts_error **err) {
-        struct recon rc = { 0 };
-        int r = collect_all(s, &rc, err);
-        if (r < 0) {
-                recon_done(&rc);
-                return r;
-        }
-        unsigned rolled = 0, finished = 0, left = 0, activated = 0;
-        for (size_t i = 0; i < rc.n && r >= 0; i++) {
-                struct pending *e = &rc.v[i];
-                char name[96];
-                dev_name(s, e->dev_id, name, sizeof name);
-                if (e->state == TS_STATE_CREATING) {
-                        r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, err);
-                        rolled++;
-                } else if (e->state == TS_STATE_REMOVING) {
-                        ts_error *busy = NULL;
-                        r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, &busy);
-                        if (r == -EBUSY) {
-                                /* Still open: the record stays REMOVING (invisible) and the
-                                 * removal is finished later (the reaper, a reuse of the key,
-                                 * or the next start); it must not keep the daemon down. */
-                                log_warn("remove of %s/%s left for later: %s", e->ns, e->key,
-                                         ts_error_message(busy, r));
-                                r = 0;
-                                left++;
-                        } else
-                                finished++;
-                        if (r < 0)
-                                ts_error_move(err, &busy);
-                        ts_error_free(busy);
-                } else if (e->kind == TS_KIND_COMMITTED) {
-                        r = ts_thin_deactivate(name, TS_THIN_DEFERRED, err);
-                } else {
-                        ts_dm_info info;
-                        r = ts_dm_info_get(name, &info, err);
-                        if (r >= 0 && !info.exists) {
-                                r = ts_thin_activate(s->pool, name, e->dev_id, e->dev_size, 0, err);
-                                activated++;
-                        }
-                }
-                if (r < 0)
-                        ts_error_prefix(err, r, "recover snapshot %s/%s (device %s)", e->ns, e->key, name);
-        }
-        recon_done(&rc);
-        if (r < 0)
-                return r;
+static int base_delete(ts_store_txn *txn, void *p, ts_error **err) {
+        return ts_store_base_delete(txn, *(uint64_t *) p, err);
+}
 
-        /* Bases whose format did not finish are made again from scratch. */
-        ts_store_base *bases = NULL;
+struct recovered {
+        unsigned rolled, finished, left, activated;
+};
+
+/* Removes a record found REMOVING at open, unless its device is still held
+ * open: then the record stays REMOVING (invisible) and the removal is
+ * finished later (the reaper, a reuse of the key, or the next start); it
+ * must not keep the daemon down. */
+static int recover_removal(ts_snapshotter *s, const struct pending *e, struct recovered *n,
+                           ts_error **err) {
+        _cleanup_error_ ts_error *busy = NULL;
+        int r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, &busy);
+        if (r == -EBUSY) {
+                log_warn("remove of %s/%s left for later: %s", e->ns, e->key, ts_error_message(busy, r));
+                n->left++;
+                return 0;
+        }
+        if (r < 0)
+                return ts_error_move(err, &busy);
+        n->finished++;
+        return 0;
+}
+
+/* Finishes, rolls back or settles the device of one record found at open. */
+static int recover_one(ts_snapshotter *s, const struct pending *e, struct recovered *n, ts_error **err) {
+        int r;
+        if (e->state == TS_STATE_CREATING) {
+                r = finish_remove(s, e->ns, e->key, e->dev_id, e->dev_size, err);
+                n->rolled++;
+        } else if (e->state == TS_STATE_REMOVING)
+                r = recover_removal(s, e, n, err);
+        else {
+                r = ts_snapdev_settle(s->dev, e->dev_id, e->dev_size, e->kind != TS_KIND_COMMITTED, err);
+                n->activated += r > 0;
+        }
+        if (r < 0)
+                return ts_error_prefix(err, r, "recover snapshot %s/%s (device %" PRIu32 ")", e->ns, e->key,
+                                       e->dev_id);
+        return 0;
+}
+
+/* Formatted bases are made inactive; bases whose format did not finish are
+ * dropped, to be made again from scratch. */
+static int recover_bases(ts_snapshotter *s, ts_error **err) {
+        _cleanup_free_ ts_store_base *bases = NULL;
         size_t nb = 0;
-        ts_store_txn *txn = NULL;
-        r = ts_store_begin(s->store, false, &txn, err);
+        _cleanup_txn_ ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         r = ts_store_base_list(txn, &bases, &nb, err);
-        ts_store_txn_commit(txn, NULL);
+        txn = ts_store_txn_abort(txn);
         for (size_t i = 0; r >= 0 && i < nb; i++) {
                 if (bases[i].formatted) {
-                        char name[96];
-                        dev_name(s, bases[i].dev_id, name, sizeof name);
-                        r = ts_thin_deactivate(name, 0, err);
+                        r = ts_snapdev_deactivate(s->dev, bases[i].dev_id, err);
                         continue;
                 }
-                r = drop_device(s, bases[i].dev_id, 0, false, err);
-                if (r >= 0) {
-                        ts_store_txn *w = NULL;
-                        r = ts_store_begin(s->store, true, &w, err);
-                        if (r >= 0 && (r = ts_store_base_delete(w, bases[i].size, err)) < 0)
-                                ts_store_txn_abort(w);
-                        else if (r >= 0)
-                                r = ts_store_txn_commit(w, err);
-                }
+                r = ts_snapdev_drop(s->dev, bases[i].dev_id, 0, false, err);
+                if (r >= 0)
+                        r = txn_run(s, base_delete, &bases[i].size, err);
         }
-        free(bases);
+        return r;
+}
+
+static int reconcile(ts_snapshotter *s, ts_error **err) {
+        struct recon rc = { 0 };
+        struct recovered n = { 0 };
+        int r = collect_all(s, &rc, err);
+        for (size_t i = 0; r >= 0 && i < rc.n; i++)
+                r = recover_one(s, &rc.v[i], &n, err);
+        recon_done(&rc);
+        if (r >= 0)
+                r = recover_bases(s, err);
         if (r < 0)
                 return r;
-        if (rolled || finished || left || activated)
+        if (n.rolled || n.finished || n.left || n.activated)
                 log_info("recovered after a stop: %u unfinished prepares rolled back, %u removals "
                          "finished (%u left for later), %u devices re-activated",
-                         rolled, finished, left, activated);
+                         n.rolled, n.finished, n.left, n.activated);
         return 0;
 }
 
@@ -605,13 +316,11 @@ static int reconcile(ts_snapshotter *s, ts_error **err) {
 
 /* Reads key's record in a read transaction of its own. */
 static int read_record(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret, ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
-        r = ts_store_get(txn, ns, key, ret, err);
-        ts_store_txn_commit(txn, NULL);
-        return r;
+        return ts_store_get(txn, ns, key, ret, err);
 }
 
 /* With key's lock held: finishes the removal of key when its record is
@@ -625,24 +334,19 @@ static int settle_removal_locked(ts_snapshotter *s, const char *ns, const char *
                                  ts_error **err) {
         if (ret_present)
                 *ret_present = false;
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         _cleanup_error_ ts_error *e = NULL;
         int r = read_record(s, ns, key, &info, &e);
         if (r == -ENOENT)
                 return 0;
-        if (r < 0) {
-                ts_error_move(err, &e);
-                return r;
-        }
+        if (r < 0)
+                return ts_error_move(err, &e);
         bool removing = info.state == TS_STATE_REMOVING;
         if (ret_present)
                 *ret_present = !removing;
-        uint32_t id = info.dev_id;
-        uint64_t size = info.dev_size;
-        ts_store_info_done(&info);
         if (!removing)
                 return 0;
-        r = finish_remove(s, ns, key, id, size, err);
+        r = finish_remove(s, ns, key, info.dev_id, info.dev_size, err);
         return r < 0 ? r : 1;
 }
 
@@ -699,12 +403,12 @@ static int removing_child(const ts_store_info *info, void *p) {
  * or a negative errno when one could not be finished. */
 static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
         struct children_arg a = { key, NULL };
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, NULL);
         if (r < 0)
                 return r;
         r = ts_store_walk(txn, ns, removing_child, &a, NULL);
-        ts_store_txn_commit(txn, NULL);
+        txn = ts_store_txn_abort(txn);
         int done = 0;
         for (char **k = a.keys; r >= 0 && k && *k; k++) {
                 r = lock_keys(s, ns, *k, NULL);
@@ -733,9 +437,8 @@ static void *reaper_main(void *p) {
         for (;;) {
                 if (retry_s && !s->reap_pending && !s->stopping) {
                         /* A removal failed (its device still open, say): try again later. */
-                        struct timespec until;
-                        clock_gettime(CLOCK_MONOTONIC, &until);
-                        until.tv_sec += retry_s;
+                        int64_t at = ts_clock_mono_ns() + (int64_t) retry_s * 1000000000LL;
+                        struct timespec until = { at / 1000000000LL, at % 1000000000LL };
                         while (!s->reap_pending && !s->stopping &&
                                pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
                                 ;
@@ -764,12 +467,17 @@ static void *reaper_main(void *p) {
 /* ---- open / close ---- */
 
 int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, ts_error **err) {
-        if (cfg->base_size == 0 || cfg->base_size % 4096)
+        if (cfg->base_size == 0 || cfg->base_size % 4096) {
+                ts_snapdev_free(cfg->dev);
                 return ts_error_setf_plain(err, EINVAL, "base size %" PRIu64 " is not a positive "
                                                         "multiple of 4 KiB", cfg->base_size);
+        }
         ts_snapshotter *s = calloc(1, sizeof(*s));
-        if (!s)
+        if (!s) {
+                ts_snapdev_free(cfg->dev);
                 return ts_error_set(err, ENOMEM, "snapshotter");
+        }
+        s->dev = cfg->dev;
         pthread_mutex_init(&s->lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -777,28 +485,12 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         pthread_cond_init(&s->cond, &ca);
         pthread_condattr_destroy(&ca);
         s->base_size = cfg->base_size;
-        s->root = strdup(cfg->root);
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
-        const char *f = getenv("THINSNAPD_FAULT");
-        if (!s->root || (f && *f && !(s->fault = strdup(f)))) {
-                ts_snapshotter_close(s);
-                return ts_error_set(err, ENOMEM, "snapshotter");
-        }
-
-        int r = ts_dm_check_available(err);
-        if (r >= 0)
-                r = ts_pool_open(cfg->pool, &s->pool, err);
-        if (r >= 0) {
-                ts_pool_status st;
-                r = ts_pool_get_status(s->pool, &st, err);
-                if (r >= 0 && st.needs_check)
-                        r = ts_error_setf_plain(err, EUCLEAN,
-                                                "pool %s needs_check: its metadata must be repaired "
-                                                "(thin_check/thin_repair) before use", cfg->pool);
-                else if (r >= 0 && (st.fail || st.read_only))
-                        r = ts_error_setf_plain(err, EROFS, "pool %s is %s", cfg->pool,
-                                                st.fail ? "failed" : "read-only");
+        int r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
+        if (r >= 0 && !s->dev) {
+                ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
+                r = ts_snapdev_open(&dc, &s->dev, err);
         }
         ts_store_options so = { .dev_id_max = cfg->dev_id_max };
         if (r >= 0)
@@ -806,7 +498,7 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         if (r >= 0)
                 r = reconcile(s, err);
         if (r >= 0)
-                r = ensure_base(s, cfg->mkfs ? cfg->mkfs : "mkfs.ext4", err);
+                r = ensure_base(s, err);
         if (r >= 0 && s->async_remove) {
                 s->reap_pending = true; /* removals left by reconcile, if any */
                 r = -pthread_create(&s->reaper, NULL, reaper_main, s);
@@ -834,11 +526,9 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
                 pthread_join(s->reaper, NULL);
         }
         ts_store_close(s->store);
-        ts_pool_free(s->pool);
+        ts_snapdev_free(s->dev);
         ts_strv_free(s->held);
-        free(s->fault);
-        free(s->root);
-        free(s->deferred);
+        ts_fault_free(s->fault);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
         free(s);
@@ -860,13 +550,12 @@ struct create_arg {
 static int create_record(ts_store_txn *txn, void *p, ts_error **err) {
         struct create_arg *a = p;
         if (a->parent && *a->parent) {
-                ts_store_info parent;
+                _cleanup_store_info_ ts_store_info parent = { 0 };
                 int r = ts_store_get(txn, a->ns, a->parent, &parent, err);
                 if (r < 0)
                         return r;
                 a->size = parent.dev_size;
                 a->origin = parent.dev_id;
-                ts_store_info_done(&parent);
         }
         return ts_store_create(txn, a->ns, a->key, a->parent, a->kind, a->labels, a->n_labels, a->size,
                                &a->info, err);
@@ -882,85 +571,79 @@ static int set_state(ts_store_txn *txn, void *p, ts_error **err) {
         return ts_store_set_state(txn, a->ns, a->key, a->state, err);
 }
 
+/* Records a Prepare (CREATING); a key whose asynchronous removal was not
+ * reaped yet is freed first. */
+static int record_prepare(ts_snapshotter *s, struct create_arg *a, ts_error **err) {
+        int r = txn_run(s, create_record, a, err);
+        if (r == -EEXIST && settle_removal_locked(s, a->ns, a->key, NULL, NULL) > 0) {
+                error_clear(err);
+                r = txn_run(s, create_record, a, err);
+        }
+        return r;
+}
+
+/* The device steps of a recorded Prepare, then its record READY. *snapped
+ * tells whether the device was made. */
+static int make_device(ts_snapshotter *s, const struct create_arg *a, bool *snapped, ts_error **err) {
+        fault(s, "prepare", "after-record");
+        int r = ts_snapdev_snap(s->dev, a->info.dev_id, a->origin, err);
+        if (r < 0)
+                return r;
+        *snapped = true;
+        fault(s, "prepare", "after-snap");
+        r = ts_snapdev_activate(s->dev, a->info.dev_id, a->info.dev_size, err);
+        if (r < 0)
+                return r;
+        fault(s, "prepare", "after-activate");
+        struct state_arg st = { a->ns, a->key, TS_STATE_READY };
+        return txn_run(s, set_state, &st, err);
+}
+
+/* Undoes a Prepare that failed with r after its record: the device (when
+ * made), then the record. Returns r, or -ENOSPC with the pool's figures
+ * when the pool is out of space now: it filled after the space check, and
+ * that is the answer whatever the kernel returned (a pool out of metadata
+ * space refuses messages with EOPNOTSUPP). */
+static int rollback_prepare(ts_snapshotter *s, const struct create_arg *a, bool snapped, int r,
+                            ts_error **err) {
+        _cleanup_error_ ts_error *e2 = NULL;
+        int q = snapped ? ts_snapdev_drop(s->dev, a->info.dev_id, 0, false, &e2) : 0;
+        if (q >= 0) {
+                struct key_arg k = { a->ns, a->key };
+                q = txn_run(s, delete_record, &k, &e2);
+        }
+        if (q < 0)
+                log_warn("prepare %s/%s: rollback left the record for start-up recovery: %s", a->ns, a->key,
+                         ts_error_message(e2, q));
+        _cleanup_error_ ts_error *why = NULL;
+        if (ts_snapdev_check_space(s->dev, true, &why) != -ENOSPC)
+                return r;
+        if (err) {
+                ts_error_free(*err);
+                *err = TAKE_PTR(why);
+        }
+        return -ENOSPC;
+}
+
 int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, const char *parent,
                            ts_snapshot_kind kind, const ts_label *labels, size_t n_labels,
                            ts_mount *ret_mount, ts_error **err) {
-        int r = check_space(s, false, err);
+        int r = ts_snapdev_check_space(s->dev, false, err);
         if (r < 0)
                 return r;
         r = lock_keys(s, ns, key, NULL);
         if (r < 0)
                 return ts_error_set(err, r, "prepare %s", key);
-
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
                                 .n_labels = n_labels, .size = s->base_size, .origin = s->base_id };
-        bool recorded = false, snapped = false, pool_step = false;
-        char name[96];
-        r = txn_run(s, create_record, &a, err);
-        if (r == -EEXIST && settle_removal_locked(s, ns, key, NULL, NULL) > 0) {
-                /* The key's asynchronous removal was not reaped yet: now it is. */
-                error_clear(err);
-                r = txn_run(s, create_record, &a, err);
-        }
-        if (r < 0)
-                goto out;
-        recorded = true;
-        fault(s, "prepare", "after-record");
-
-        dev_name(s, a.info.dev_id, name, sizeof name);
-        /* A committed parent is inactive, unless its removal was deferred
-         * while it was still mounted: then the snapshot is taken with the
-         * origin suspended, so it sees every write the origin acknowledged. */
-        char origin_name[96];
-        bool maybe_active = a.origin != s->base_id && deferred_take(s, a.origin);
-        dev_name(s, a.origin, origin_name, sizeof origin_name);
-        pool_step = true;
-        r = ts_thin_snap(s->pool, a.info.dev_id, a.origin, maybe_active ? origin_name : NULL, err);
-        if (maybe_active) {
-                ts_dm_info oi;
-                if (ts_dm_info_get(origin_name, &oi, NULL) == 0 && oi.exists)
-                        deferred_add(s, a.origin); /* still open: keep the note */
-        }
-        if (r < 0)
-                goto out;
-        snapped = true;
-        fault(s, "prepare", "after-snap");
-        r = ts_thin_activate(s->pool, name, a.info.dev_id, a.info.dev_size, 0, err);
-        if (r < 0)
-                goto out;
-        fault(s, "prepare", "after-activate");
-        struct state_arg st = { ns, key, TS_STATE_READY };
-        r = txn_run(s, set_state, &st, err);
-        if (r < 0)
-                goto out;
-        fill_mount(s, &a.info, ret_mount);
-out:
-        if (r < 0 && recorded) {
-                /* Roll back what was made; the record goes last. */
-                ts_error *e2 = NULL;
-                int q = snapped ? drop_device(s, a.info.dev_id, 0, false, &e2) : 0;
-                if (q >= 0) {
-                        struct key_arg k = { ns, key };
-                        q = txn_run(s, delete_record, &k, &e2);
-                }
-                if (q < 0)
-                        log_warn("prepare %s/%s: rollback left the record for start-up recovery: %s",
-                                 ns, key, ts_error_message(e2, q));
-                ts_error_free(e2);
-                /* A pool step failed although the space check before it passed
-                 * (the pool filled meanwhile): when the pool is now out of space,
-                 * that is the answer, with its figures, whatever the kernel
-                 * returned (a pool that ran out of metadata space refuses
-                 * messages with EOPNOTSUPP). */
-                ts_error *why = NULL;
-                if (pool_step && check_space(s, true, &why) == -ENOSPC) {
-                        if (err) {
-                                ts_error_free(*err);
-                                *err = TAKE_PTR(why);
-                        }
-                        r = -ENOSPC;
-                }
-                ts_error_free(why);
+        r = record_prepare(s, &a, err);
+        if (r >= 0) {
+                bool snapped = false;
+                r = make_device(s, &a, &snapped, err);
+                if (r < 0)
+                        r = rollback_prepare(s, &a, snapped, r, err);
+                else
+                        fill_mount(s, &a.info, ret_mount);
         }
         ts_store_info_done(&a.info);
         unlock_keys(s, ns, key, NULL);
@@ -981,16 +664,14 @@ static int get_ready(ts_snapshotter *s, const char *ns, const char *key, ts_stor
 
 int ts_snapshotter_mounts(ts_snapshotter *s, const char *ns, const char *key, ts_mount *ret_mount,
                           ts_error **err) {
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = get_ready(s, ns, key, &info, err);
         if (r < 0)
                 return r;
         if (info.kind != TS_KIND_ACTIVE && info.kind != TS_KIND_VIEW)
-                r = ts_error_setf_plain(err, EBUSY, "snapshot %s is not active or view", key);
-        else
-                fill_mount(s, &info, ret_mount);
-        ts_store_info_done(&info);
-        return r;
+                return ts_error_setf_plain(err, EBUSY, "snapshot %s is not active or view", key);
+        fill_mount(s, &info, ret_mount);
+        return 0;
 }
 
 /* Bytes mapped in the parents of info (their recorded usage) and the base. */
@@ -1001,14 +682,13 @@ static int parents_mapped(ts_snapshotter *s, const char *ns, const ts_store_info
                 *ret = sum;
                 return 0;
         }
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         ts_store_info *chain = NULL;
         size_t n = 0;
         r = ts_store_parents(txn, ns, info->name, &chain, &n, err);
-        ts_store_txn_commit(txn, NULL);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++)
@@ -1020,17 +700,14 @@ static int parents_mapped(ts_snapshotter *s, const char *ns, const ts_store_info
 
 static int active_usage(ts_snapshotter *s, const char *ns, const ts_store_info *info, int64_t *ret,
                         ts_error **err) {
-        char name[96];
-        dev_name(s, info->dev_id, name, sizeof name);
-        ts_thin_status st;
-        int r = ts_thin_get_status(name, &st, err);
+        int64_t mapped, below;
+        int r = ts_snapdev_mapped(s->dev, info->dev_id, &mapped, err);
         if (r < 0)
                 return r;
-        int64_t below;
         r = parents_mapped(s, ns, info, &below, err);
         if (r < 0)
                 return r;
-        int64_t mine = (int64_t) (st.mapped_sectors * 512) - below;
+        int64_t mine = mapped - below;
         *ret = mine > 0 ? mine : 0;
         return 0;
 }
@@ -1053,8 +730,7 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         int r = lock_keys(s, ns, key, name);
         if (r < 0)
                 return ts_error_set(err, r, "commit %s", key);
-        ts_store_info info = { 0 };
-        char dev[96];
+        _cleanup_store_info_ ts_store_info info = { 0 };
         bool deactivated = false;
         r = get_ready(s, ns, key, &info, err);
         if (r < 0)
@@ -1077,19 +753,8 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
         r = active_usage(s, ns, &info, &a.usage, err);
         if (r < 0)
                 goto out;
-        dev_name(s, info.dev_id, dev, sizeof dev);
-        /* containerd may commit a snapshot that is still mounted: then the
-         * kernel removes the device when it is unmounted (deferred). */
-        ts_dm_info di;
-        r = ts_dm_remove(dev, 0, NULL);
-        if (r == -EBUSY) {
-                r = ts_dm_remove(dev, TS_DM_REMOVE_DEFERRED, err);
-                if (r >= 0 && ts_dm_info_get(dev, &di, NULL) == 0 && di.exists)
-                        deferred_add(s, info.dev_id);
-        } else if (r == -ENXIO)
-                r = 0;
-        else if (r < 0)
-                r = ts_thin_deactivate(dev, 0, err);
+        /* containerd may commit a snapshot that is still mounted. */
+        r = ts_snapdev_release(s->dev, info.dev_id, err);
         if (r < 0)
                 goto out;
         deactivated = true;
@@ -1098,13 +763,12 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
 out:
         if (r < 0 && deactivated) {
                 ts_error *e2 = NULL;
-                int q = ts_thin_activate(s->pool, dev, info.dev_id, info.dev_size, 0, &e2);
+                int q = ts_snapdev_activate(s->dev, info.dev_id, info.dev_size, &e2);
                 if (q < 0)
                         log_warn("commit %s/%s: re-activating after failure: %s", ns, key,
                                  ts_error_message(e2, q));
                 ts_error_free(e2);
         }
-        ts_store_info_done(&info);
         unlock_keys(s, ns, key, name);
         return r;
 }
@@ -1144,9 +808,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
                 pthread_mutex_unlock(&s->lock);
                 goto out;
         }
-        char dev[96];
-        dev_name(s, a.info.dev_id, dev, sizeof dev);
-        r = ts_thin_deactivate(dev, 0, err);
+        r = ts_snapdev_deactivate(s->dev, a.info.dev_id, err);
         if (r < 0) {
                 /* Busy: give the remove up, the record is as it was. */
                 struct state_arg st = { ns, key, TS_STATE_READY };
@@ -1179,13 +841,11 @@ struct update_arg {
 
 static int update_record(ts_store_txn *txn, void *p, ts_error **err) {
         struct update_arg *a = p;
-        ts_store_info cur;
+        _cleanup_store_info_ ts_store_info cur = { 0 };
         int r = ts_store_get(txn, a->ns, a->key, &cur, err);
         if (r < 0)
                 return r;
-        bool ready = cur.state == TS_STATE_READY;
-        ts_store_info_done(&cur);
-        if (!ready)
+        if (cur.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", a->key);
         return ts_store_update(txn, a->ns, a->key, a->labels, a->n_labels, a->paths, a->n_paths, a->ret,
                                err);
@@ -1200,18 +860,18 @@ int ts_snapshotter_update(ts_snapshotter *s, const char *ns, const char *key, co
 
 int ts_snapshotter_usage(ts_snapshotter *s, const char *ns, const char *key, int64_t *ret_size,
                          int64_t *ret_inodes, ts_error **err) {
-        ts_store_info info;
+        _cleanup_store_info_ ts_store_info info = { 0 };
         int r = get_ready(s, ns, key, &info, err);
         if (r < 0)
                 return r;
         if (info.kind == TS_KIND_COMMITTED) {
                 *ret_size = info.usage_size;
                 *ret_inodes = info.usage_inodes;
-        } else {
-                r = active_usage(s, ns, &info, ret_size, err);
-                *ret_inodes = 0;
+                return 0;
         }
-        ts_store_info_done(&info);
+        r = active_usage(s, ns, &info, ret_size, err);
+        if (r >= 0)
+                *ret_inodes = 0;
         return r;
 }
 
@@ -1225,21 +885,19 @@ static int walk_one(const ts_store_info *info, void *p) {
         struct walk_arg *a = p;
         if (info->state != TS_STATE_READY)
                 return 0;
-        if (a->filter && !ts_filter_match(a->filter, ts_store_info_field, (void *) info))
+        if (a->filter && !ts_filter_match(a->filter, ts_snapfilter_field, (void *) info))
                 return 0;
         return a->fn(info, a->userdata);
 }
 
 int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter,
                         ts_store_walk_fn fn, void *userdata, ts_error **err) {
-        ts_store_txn *txn = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         struct walk_arg a = { filter, fn, userdata };
-        r = ts_store_walk(txn, ns, walk_one, &a, err);
-        ts_store_txn_commit(txn, NULL);
-        return r;
+        return ts_store_walk(txn, ns, walk_one, &a, err);
 }
 
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {

@@ -1,15 +1,103 @@
-/* The snapshotter: containerd's snapshot semantics on the LMDB store and
- * the thin pool, with the crash-safety protocol of store/README.md. It knows
- * nothing of gRPC; plugin/service.c maps the Snapshots API onto it.
+/* The snapshotter: containerd's snapshot semantics on the LMDB store
+ * (store/store.h) and a device layer (snapdev.h), kept consistent across a
+ * crash at any point. It knows nothing of gRPC; plugin/service.c maps the
+ * Snapshots API onto it.
  *
- * Every snapshot is thin device <pool>-snap-<dev id>. Views and active
- * snapshots are active devices; committed snapshots and the base device
- * are kept inactive, so cutting a child from them is one pool message.
+ * Every snapshot is one device, named by its thin id D (the thin pool's
+ * <pool>-snap-<D>). Views and active snapshots are active devices;
+ * committed snapshots and the base device are kept inactive, so cutting a
+ * child from them is one pool message and never suspends anything.
  *
- * Functions are safe to call from several threads at once; operations on
- * the same (namespace, key) are serialised. Errors are -errno as in
- * store/store.h (the service maps them to containerd's errdefs), with
- * -ENOSPC also for a pool out of data or metadata space. */
+ * Functions are safe to call from several threads at once. Errors are -errno
+ * as in store/store.h (the service maps them to containerd's errdefs), with
+ * -ENOSPC also for a pool out of data or metadata space.
+ *
+ * ---- The crash protocol ----
+ *
+ * A record's state is CREATING or REMOVING (intents) or READY (final); a base
+ * record's intent is formatted=false. Every write transaction is committed
+ * (fsync) before the device step that follows it, so a device never exists
+ * without a record naming it, and start-up finishes or rolls back every
+ * intent. Each operation holds an in-process lock on its key (Commit also on
+ * the new name) from start to end: a Remove slipping between a Commit's
+ * release and its rename would delete a device the Commit is publishing.
+ * Stat, List and Mounts show READY records only.
+ *
+ * Open: the pool is refused when needs_check (-EUCLEAN), failed or read-only
+ * (-EROFS). Then, in one read transaction, every record is collected:
+ * CREATING is rolled back (drop D, delete the record); REMOVING is finished
+ * (drop D, delete the record), or left REMOVING when D is still held open
+ * (it must not keep the daemon down: the reaper, a reuse of the key or the
+ * next start finishes it); READY committed is made inactive (at its last
+ * close when held); READY active or view is activated when absent (after a
+ * reboot none is). Formatted base devices are made inactive; a base whose
+ * format did not finish is dropped with its record. Then the base device.
+ *
+ * Base device, at open, once per pool and base size:
+ *   1. txn: the base record of this size, or a new one, formatted=false, with
+ *      a new device id B.
+ *   2. not formatted: create B (one left by a crash is reused), activate it,
+ *      mkfs.ext4 (the one process thinsnapd runs), mount it once to remove
+ *      lost+found, measure it, deactivate. Formatted: activate it read-only
+ *      to measure the bytes it maps (for Usage), deactivate.
+ *   3. txn: formatted=true.
+ *
+ * Prepare / View (key, parent):
+ *   0. The pool's space (figures at most 250 ms old; a refusal is always made
+ *      on fresh ones): -ENOSPC or -EROFS before anything is written.
+ *   1. txn: record CREATING with a new id and device id D; the parent must be
+ *      a READY committed snapshot and gains a child. A key whose asynchronous
+ *      removal is pending is removed first, then the record is made.
+ *   2. snap D from the parent's device (or B without a parent); the origin is
+ *      inactive, or, when it is a committed device released while still held
+ *      open, suspended around the snapshot. Activate D (a view too: its mount
+ *      is read-only).
+ *   3. txn: READY. The mount is D's device.
+ *   A failure in 2 or 3 drops D (if made) and deletes the record; when the
+ *   pool is then out of space, the answer is -ENOSPC with its figures,
+ *   whatever the kernel said (a pool out of metadata space refuses messages
+ *   with EOPNOTSUPP).
+ *
+ * Commit (name, key):
+ *   1. read: key is a READY active snapshot; name is free (a pending
+ *      asynchronous removal of name is finished first). Usage: the bytes D
+ *      maps less those its parents recorded and the base's.
+ *   2. release D: deactivate it, or, when it is still held open (containerd
+ *      may commit a mounted snapshot), let the kernel remove it at its last
+ *      close, noting D so a child's snapshot suspends it (Prepare 2).
+ *   3. txn: rename key to name, kind committed, labels replaced, usage
+ *      recorded, same id and device id.
+ *   A failure in 3 activates D again. No intent is needed: the rename is one
+ *   transaction and release destroys nothing; a crash between 2 and 3 leaves
+ *   a READY active record on an inactive device, which the next open
+ *   activates, and containerd's retry commits.
+ *
+ * Remove (key):
+ *   1. txn: REMOVING; refused with -ENOTEMPTY while children exist (children
+ *      whose asynchronous removal is pending are removed first, then it is
+ *      tried again) and -EBUSY when the record is not READY (a pending
+ *      asynchronous removal of key is finished and answered -ENOENT).
+ *   2. Asynchronous (async_remove): the reaper is woken and 0 returned; the
+ *      snapshot is already gone from Stat and List. Otherwise deactivate D:
+ *      held open (retried for about a second), the record goes back to READY
+ *      and the answer is -EBUSY.
+ *   3. drop D: deactivate; with discard_on_remove, activate it alone and
+ *      discard its blocks in 64 MiB requests (a failure is logged and the
+ *      removal goes on); delete it (retried while the kernel finishes a
+ *      deferred removal).
+ *   4. txn: delete the record (D is free again, reused as late as possible;
+ *      the parent loses a child).
+ *
+ * The reaper (async_remove): a thread finishes every REMOVING record, under
+ * its key's lock, when a Remove wakes it and at open; a removal that fails
+ * (a device still held) is retried after 1 s, doubling up to 60 s. At close
+ * it stops; what is left is finished by the next open.
+ *
+ * THINSNAPD_FAULT=<op>:<point>[:<n>] (common/fault.h) kills the process at a
+ * named step for the crash tests: prepare:after-record, after-snap,
+ * after-activate; commit:after-deactivate; remove:after-mark,
+ * after-deactivate, after-delete. tests/unit/test-snapshotter.c kills it
+ * before and after every device call as well, on a fake device layer. */
 #pragma once
 
 #include <stdbool.h>
@@ -17,6 +105,7 @@
 
 #include "common/error.h"
 #include "plugin/filter.h"
+#include "plugin/snapdev.h"
 #include "store/store.h"
 
 typedef struct ts_snapshotter ts_snapshotter;
@@ -29,20 +118,18 @@ typedef struct ts_snapshotter_config {
         bool async_remove;        /* Remove returns once the intent is recorded */
         bool discard_on_remove;   /* discard an active device's blocks before delete */
         uint32_t dev_id_max;      /* 0: the 24-bit limit (tests lower it) */
+        ts_snapdev *dev;          /* NULL: the thin pool `pool` (snapdev.h); else this device
+                                   * layer, which the snapshotter takes over (also on failure) */
 } ts_snapshotter_config;
 
 typedef struct ts_mount {
-        char source[128]; /* /dev/mapper/<pool>-snap-<id> */
+        char source[128]; /* the device (ts_snapdev_path): /dev/mapper/<pool>-snap-<id> */
         bool read_only;
 } ts_mount;
 
-/* Opens the store and the pool, refuses a pool that is read-only, failed or
- * needs_check, reconciles records left by a crash (rolls back CREATING,
- * finishes REMOVING, re-activates READY active/view devices, deactivates
- * committed ones), and makes sure the base device of cfg->base_size exists
- * and is formatted (the one mkfs of this pool and size). Returns 0 or
- * -errno (-ENXIO no such pool, -EUCLEAN pool needs_check, -EROFS pool
- * read-only or failed). */
+/* Opens the store and the device layer and recovers (see Open above).
+ * Returns 0 or -errno (-EINVAL base size, -ENXIO no such pool, -EUCLEAN pool
+ * needs_check, -EROFS pool read-only or failed). */
 int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, ts_error **err);
 
 /* Stops background work (async removal finishes what it started) and frees

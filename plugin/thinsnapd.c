@@ -1,11 +1,13 @@
 /* thinsnapd: a containerd proxy snapshotter on a device-mapper thin pool. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,8 +59,26 @@ static const char help[] =
         "  --snapshotter-name NAME  the name containerd's config gives thinsnapd in\n"
         "                      [proxy_plugins] (default " TS_PROV_DEFAULT_SNAPSHOTTER ")\n"
         "  --max-warms N       image warms running at once (default 2)\n"
+        "  --registry-timeout DURATION  a registry transfer without progress this long\n"
+        "                      fails (default 30s; 500ms, 30s, 10m...)\n"
         "  --no-provisioner    serve the Snapshots API only\n"
         "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
+        "\n"
+        "Limits of the gRPC server, per client (defaults far above what containerd needs):\n"
+        "  --max-connections N         connections at once; past it the one idle longest\n"
+        "                              is closed, or the new one when none is (1024)\n"
+        "  --max-concurrent-streams N  calls at once on one connection (256)\n"
+        "  --max-header-list-size SIZE a call's headers, decoded (64K)\n"
+        "  --connection-window SIZE    request bytes a connection may have sent that no\n"
+        "                              handler took yet; at least 16M + 5 bytes (32M + 10)\n"
+        "  --max-queued-calls N        calls waiting for a handler; past it RESOURCE_EXHAUSTED\n"
+        "                              at once (4096)\n"
+        "  --handshake-timeout TIME    a connection's start of HTTP/2 (10s)\n"
+        "  --request-timeout TIME      a call's request, from its headers to its end (60s)\n"
+        "  --idle-timeout TIME         a connection without calls, then GOAWAY (1h)\n"
+        "  --send-timeout TIME         a reply its client does not read is reset (60s)\n"
+        "  TIME is 500ms, 30s, 10m, 1h; SIZE is 64K, 32M or bytes.\n"
+        "\n"
         "  --version           print the version\n"
         "  -h, --help          this text\n"
         "\n"
@@ -91,7 +111,7 @@ static void set_opt(char **dst, const char *v) {
 }
 
 /* The provisioner's settings: the command line wins over the file. */
-static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config *file,
+static int start_provisioner(const ts_config *cli, const ts_config *file,
                              const char *pool, bool async_remove, ts_prov_daemon **ret,
                              ts_error **err) {
         if (cli->no_provisioner || file->no_provisioner)
@@ -104,6 +124,9 @@ static int start_provisioner(const ts_daemon_config *cli, const ts_daemon_config
                         .snapshotter = cli->snapshotter_name ? cli->snapshotter_name
                                                              : file->snapshotter_name,
                         .max_warms = (unsigned) (cli->max_warms ? cli->max_warms : file->max_warms),
+                        .registry_timeout_s = ((cli->registry_timeout_ms ? cli->registry_timeout_ms
+                                                                         : file->registry_timeout_ms) +
+                                               999) / 1000,
                         .pool = pool,
                         .async_remove = async_remove,
                 },
@@ -138,13 +161,60 @@ enum {
         OPT_NAMESPACE,
         OPT_SNAPSHOTTER_NAME,
         OPT_MAX_WARMS,
+        OPT_REGISTRY_TIMEOUT,
         OPT_NO_PROV,
         OPT_LOG_LEVEL,
         OPT_VERSION,
+        OPT_RPC, /* + the index in ts_config_rpc_keys */
 };
 
+/* The fixed options, then one per limit of the gRPC server. */
+static struct option *long_options(const struct option *fixed, size_t n_fixed) {
+        struct option *o = calloc(n_fixed + ts_config_n_rpc_keys + 1, sizeof(*o));
+        if (!o)
+                return NULL;
+        memcpy(o, fixed, n_fixed * sizeof(*o));
+        for (size_t i = 0; i < ts_config_n_rpc_keys; i++)
+                o[n_fixed + i] = (struct option) { ts_config_rpc_keys[i].flag, required_argument,
+                                                   NULL, OPT_RPC + (int) i };
+        return o;
+}
+
+/* Each connection takes a descriptor: the soft limit (often 1024) is raised
+ * to the hard one, and a max_connections above what that leaves is said. */
+static void raise_nofile(uint32_t max_connections) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+                (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t) max_connections + 64)
+                log_warn("max_connections %" PRIu32 " is close to the descriptor limit %llu: "
+                         "connections past it are closed at once",
+                         max_connections, (unsigned long long) rl.rlim_cur);
+}
+
+/* The server's options: the command line's over the file's over the
+ * defaults. Returns 0, or -EINVAL (said on stderr). */
+static int server_options(const ts_config *file, const ts_config *cli,
+                          ts_rpc_server_options *ret) {
+        ts_rpc_server_options o = file->rpc;
+        ts_config_merge_rpc(&o, &cli->rpc);
+        if (ts_rpc_server_options_resolve(&o) < 0) {
+                usage_error("--connection-window must be at least the largest message and its "
+                            "prefix (%" PRIu32 " bytes)",
+                            o.max_message_size + 5);
+                return -EINVAL;
+        }
+        *ret = o;
+        return 0;
+}
+
 int main(int argc, char **argv) {
-        static const struct option opts[] = {
+        static const struct option fixed[] = {
                 { "root", required_argument, NULL, OPT_ROOT },
                 { "pool", required_argument, NULL, OPT_POOL },
                 { "address", required_argument, NULL, OPT_ADDRESS },
@@ -160,14 +230,14 @@ int main(int argc, char **argv) {
                 { "namespace", required_argument, NULL, OPT_NAMESPACE },
                 { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
                 { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
+                { "registry-timeout", required_argument, NULL, OPT_REGISTRY_TIMEOUT },
                 { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
                 { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "help", no_argument, NULL, 'h' },
-                {},
         };
-        ts_daemon_config file = { .socket_mode = 0660 };
-        ts_daemon_config cli = { 0 };
+        ts_config file = { .socket_mode = 0660 };
+        ts_config cli = { 0 };
         const char *config_path = NULL;
         bool async = false, discard = false, mode_set = false;
         int exit_code = 1;
@@ -177,9 +247,21 @@ int main(int argc, char **argv) {
         ts_prov_daemon *prov = NULL;
         int r = 0;
         const char *address = NULL;
+        ts_rpc_server_options rpc_opts;
         int c;
+        _cleanup_free_ struct option *opts = long_options(fixed, TS_ARRAY_SIZE(fixed));
+        if (!opts)
+                return 1;
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+                if (c >= OPT_RPC) {
+                        const ts_config_rpc_key *k = &ts_config_rpc_keys[c - OPT_RPC];
+                        char flag[64];
+                        snprintf(flag, sizeof(flag), "--%s", k->flag);
+                        if (ts_config_set_rpc(&cli.rpc, k, flag, optarg, &err) < 0)
+                                USAGE("%s", ts_error_message(err, -EINVAL));
+                        continue;
+                }
                 switch (c) {
                 case 'h': fputs(help, stdout); exit_code = 0; goto out;
                 case OPT_VERSION: printf("thinsnapd %s\n", TS_VERSION); exit_code = 0; goto out;
@@ -193,6 +275,11 @@ int main(int argc, char **argv) {
                 case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
                 case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
                 case OPT_NO_PROV: cli.no_provisioner = true; break;
+                case OPT_REGISTRY_TIMEOUT:
+                        if (ts_parse_duration_ms(optarg, &cli.registry_timeout_ms) < 0)
+                                USAGE("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)",
+                                      optarg);
+                        break;
                 case OPT_MAX_WARMS:
                         if (ts_parse_u64(optarg, &cli.max_warms) < 0 || cli.max_warms == 0 ||
                             cli.max_warms > 64)
@@ -245,6 +332,10 @@ int main(int argc, char **argv) {
                 exit_code = usage_error("%s is required", missing);
                 goto out;
         }
+        if (server_options(&file, &cli, &rpc_opts) < 0) {
+                exit_code = 2;
+                goto out;
+        }
 
         ts_snapshotter_config sc = {
                 .root = root,
@@ -262,7 +353,8 @@ int main(int argc, char **argv) {
         /* Handlers run on libuv's pool (4 threads unless told): enough room
          * for a burst of Prepares to overlap their kernel round trips. */
         setenv("UV_THREADPOOL_SIZE", "16", 0);
-        r = ts_rpc_server_new(NULL, &server);
+        raise_nofile(rpc_opts.max_connections);
+        r = ts_rpc_server_new(&rpc_opts, &server);
         if (r >= 0)
                 r = ts_service_register(server, snap);
         if (r >= 0 && (r = ts_mkdir_parents(address, 0711)) < 0)
@@ -303,7 +395,7 @@ out:
                 unlink(address);
         ts_snapshotter_close(snap);
         ts_error_free(err);
-        ts_daemon_config_done(&file);
-        ts_daemon_config_done(&cli);
+        ts_config_done(&file);
+        ts_config_done(&cli);
         return exit_code;
 }

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "ctrd/content.h"
+#include "ctrd/leases.h"
 #include "oci/platform.h"
 #include "registry/registry.h"
 
@@ -18,8 +20,13 @@
  * s can fetch it, or -errno (-ENOENT when it is not there and s is NULL). */
 static int read_stored(prov_job *j, prov_source *s, const char *digest, uint8_t **ret,
                        size_t *ret_len, ts_error **err) {
+        /* Leased first: what an earlier warm left may otherwise be collected
+         * between this read and the end of the warm. */
+        int r = ts_ctrd_lease_add_resource(j->c, j->lease, TS_CTRD_RESOURCE_CONTENT, digest, err);
+        if (r < 0)
+                return r;
         ts_error *e = NULL;
-        int r = ts_ctrd_content_read(j->c, digest, TS_OCI_DOCUMENT_MAX, ret, ret_len, &e);
+        r = ts_ctrd_content_read(j->c, digest, TS_OCI_DOCUMENT_MAX, ret, ret_len, &e);
         if (r == -ENOENT && s) {
                 e = ts_error_free(e);
                 return 1;
@@ -79,20 +86,6 @@ static int resolve_manifest(prov_job *j, prov_source *s, const ts_oci_descriptor
         return r;
 }
 
-typedef struct mem_sink {
-        uint8_t *buf;
-        size_t len, cap;
-} mem_sink;
-
-static int mem_write(void *userdata, const void *p, size_t n) {
-        mem_sink *m = userdata;
-        if (n > m->cap - m->len)
-                return -EMSGSIZE;
-        memcpy(m->buf + m->len, p, n);
-        m->len += n;
-        return 0;
-}
-
 /* The config: small, fetched whole (the registry checks its digest). */
 static int fetch_config(prov_job *j, prov_source *s, const ts_oci_descriptor *d, ts_oci_config **ret,
                         ts_error **err) {
@@ -103,14 +96,12 @@ static int fetch_config(prov_job *j, prov_source *s, const ts_oci_descriptor *d,
         size_t len = 0;
         int r = read_stored(j, s, d->digest, &buf, &len, err);
         if (r == 1) {
-                mem_sink m = { .buf = malloc((size_t) d->size + 1), .cap = (size_t) d->size };
-                if (!m.buf)
-                        return -ENOMEM;
-                buf = m.buf;
+                _cleanup_buf_ ts_buf m = { .max = (size_t) d->size };
                 char ref[128];
                 prov_ingest_ref("config", d->digest, ref, sizeof ref);
-                r = ts_registry_fetch_blob(s->reg, s->repo, d, 0, mem_write, &m, err);
-                len = m.len;
+                r = ts_registry_fetch_blob(s->reg, s->repo, d, 0, ts_buf_sink, &m, err);
+                if (r >= 0 && !(buf = ts_buf_steal(&m, &len)))
+                        r = -ENOMEM;
                 if (r >= 0)
                         r = prov_store_bytes(j, ref, d->digest, buf, len, s->labels, err);
         }

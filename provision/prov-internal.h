@@ -59,7 +59,7 @@ typedef struct prov_chain {
 
 struct ts_prov {
         char *address, *ns, *snapshotter, *docker_config, *pool;
-        unsigned max_warms, max_downloads;
+        unsigned max_warms, max_downloads, registry_timeout_s;
         bool async_remove;
         ts_prov_limits limits; /* of prepared images, defaults filled in */
 

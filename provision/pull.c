@@ -42,6 +42,7 @@ static int source_open(prov_job *j, prov_source *s, ts_error **err) {
                 .username = j->username,
                 .password = j->password,
                 .docker_config = j->p->docker_config,
+                .timeout_s = j->p->registry_timeout_s,
         };
         return ts_registry_new(s->ref->domain, &o, &s->reg, err);
 }
@@ -82,25 +83,49 @@ static int layer_write(void *userdata, const void *p, size_t n) {
         return 0;
 }
 
-static int download_one(downloads *dl, size_t i, ts_error **err) {
+/* One try: resumes the ingest where containerd has it. Returns 1 when the
+ * blob is stored already, 0, or -errno; *ret_resumed tells whether it
+ * continued an earlier try's bytes. */
+static int download_try(downloads *dl, size_t i, const char *ref, bool *ret_resumed,
+                        ts_error **err) {
         const ts_oci_descriptor *d = &dl->m->layers[i];
-        char ref[128];
-        prov_ingest_ref("layer", d->digest, ref, sizeof ref);
         layer_sink ls = { .dl = dl, .i = i };
         int r = ts_ctrd_writer_open(dl->j->c, dl->j->lease, ref, d->size, d->digest, &ls.w, err);
-        if (r == 1) { /* stored already */
-                prov_job_blob_progress(dl->j, i, 0, true);
-                return 0;
-        }
-        if (r < 0)
+        if (r != 0)
                 return r;
         int64_t off = ts_ctrd_writer_offset(ls.w);
         ls.done = off > 0 ? (uint64_t) off : 0;
+        *ret_resumed = off > 0;
         r = ts_registry_fetch_blob(dl->s->reg, dl->s->repo, d, ls.done, layer_write, &ls, err);
         if (r >= 0)
                 r = ts_ctrd_writer_commit(ls.w, dl->s->labels, err);
         ts_ctrd_writer_free(ls.w);
-        return r < 0 ? ts_error_prefix(err, r, "layer %s", d->digest) : 0;
+        return r < 0 ? r : 0;
+}
+
+static int download_one(downloads *dl, size_t i, ts_error **err) {
+        const ts_oci_descriptor *d = &dl->m->layers[i];
+        char ref[128];
+        prov_ingest_ref("layer", d->digest, ref, sizeof ref);
+        for (int attempt = 0;; attempt++) {
+                bool resumed = false;
+                ts_error *e = NULL;
+                int r = download_try(dl, i, ref, &resumed, &e);
+                if (r == 1) { /* stored already */
+                        prov_job_blob_progress(dl->j, i, 0, true);
+                        return 0;
+                }
+                if (r == -EBADMSG) /* the ingest holds bytes that are not the blob: drop them */
+                        ts_ctrd_content_abort(dl->j->c, ref, NULL);
+                /* An earlier try's bytes may be what was wrong: once more from the start. */
+                if (r == -EBADMSG && resumed && attempt == 0) {
+                        ts_error_free(e);
+                        continue;
+                }
+                if (r < 0)
+                        return ts_error_prefix(err, ts_error_move(err, &e), "layer %s", d->digest);
+                return 0;
+        }
 }
 
 static void *download_worker(void *arg) {

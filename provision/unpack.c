@@ -19,6 +19,7 @@
 #include "ctrd/content.h"
 #include "ctrd/diff.h"
 #include "ctrd/images.h"
+#include "ctrd/leases.h"
 #include "ctrd/snapshots.h"
 
 #define PREPARE_TRIES 3
@@ -53,10 +54,17 @@ static int snapshot_labels(const ts_oci_descriptor *layer, const char *chain_id,
         return 0;
 }
 
+/* Whether the chain id is a snapshot already; leased first, so one an
+ * earlier warm left is not collected while this one relies on it. */
 static int exists(prov_job *j, const char *chain_id, ts_error **err) {
+        char type[sizeof(TS_CTRD_RESOURCE_SNAPSHOTS) + 64];
+        snprintf(type, sizeof type, TS_CTRD_RESOURCE_SNAPSHOTS "%s", j->p->snapshotter);
+        int r = ts_ctrd_lease_add_resource(j->c, j->lease, type, chain_id, err);
+        if (r < 0)
+                return r;
         ts_ctrd_snapshot s = { 0 };
         ts_error *e = NULL;
-        int r = ts_ctrd_snapshot_stat(j->c, j->p->snapshotter, chain_id, &s, &e);
+        r = ts_ctrd_snapshot_stat(j->c, j->p->snapshotter, chain_id, &s, &e);
         ts_ctrd_snapshot_done(&s);
         if (r == -ENOENT) {
                 e = ts_error_free(e);

@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "oci/digest.h"
 #include "registry/auth-internal.h"
 #include "registry/http-internal.h"
@@ -118,46 +119,17 @@ ts_registry *ts_registry_free(ts_registry *r) {
 
 /* ---- bodies collected in memory (tokens, manifests) ---- */
 
-typedef struct buf {
-        uint8_t *p;
-        size_t n, cap, max;
-} buf;
-
-static void buf_done(buf *b) {
-        free(b->p);
-        b->p = NULL;
-}
-
-static int buf_append(buf *b, const void *p, size_t n) {
-        if (n > b->max - b->n)
-                return -EMSGSIZE;
-        if (b->n + n + 1 > b->cap) {
-                size_t cap = b->cap ? b->cap : 4096;
-                while (cap < b->n + n + 1)
-                        cap *= 2;
-                uint8_t *q = realloc(b->p, cap);
-                if (!q)
-                        return -ENOMEM;
-                b->p = q;
-                b->cap = cap;
-        }
-        memcpy(b->p + b->n, p, n);
-        b->n += n;
-        b->p[b->n] = '\0';
-        return 0;
-}
-
 static int buf_body(void *userdata, const ts_http_response *resp, const void *p, size_t n) {
-        return buf_append(userdata, p, n);
+        return ts_buf_sink(userdata, p, n);
 }
 
 /* ---- tokens ---- */
 
 /* One request to a token endpoint, retried as registry requests are. */
-static int token_exchange(ts_registry *r, const ts_http_request *q, buf *b, ts_http_response *resp,
+static int token_exchange(ts_registry *r, const ts_http_request *q, ts_buf *b, ts_http_response *resp,
                           ts_error **err) {
         for (unsigned attempt = 1;; attempt++) {
-                b->n = 0;
+                b->len = 0;
                 ts_error *e = NULL;
                 int k = ts_http_exchange(r->http, q, resp, &e);
                 if (k == -EMSGSIZE)
@@ -176,7 +148,7 @@ static int token_exchange(ts_registry *r, const ts_http_request *q, buf *b, ts_h
 }
 
 /* OAuth2 password grant; *ret_fallback when the endpoint does not do it (GET then). */
-static int token_post(ts_registry *r, const ts_auth_challenge *ch, const char *scope, buf *b,
+static int token_post(ts_registry *r, const ts_auth_challenge *ch, const char *scope, ts_buf *b,
                       bool *ret_fallback, ts_error **err) {
         _cleanup_free_ char *service = ts_http_escape(ch->service ? ch->service : ""),
                             *sc = ts_http_escape(scope), *user = ts_http_escape(r->username),
@@ -202,7 +174,7 @@ static int token_post(ts_registry *r, const ts_auth_challenge *ch, const char *s
 }
 
 static int token_get(ts_registry *r, const ts_auth_challenge *ch, const char *scope,
-                     const char *what, buf *b, ts_error **err) {
+                     const char *what, ts_buf *b, ts_error **err) {
         _cleanup_free_ char *service = ts_http_escape(ch->service ? ch->service : ""),
                             *sc = ts_http_escape(scope), *url = NULL, *basic = NULL;
         if (!service || !sc || asprintf(&url, "%s%sservice=%s&scope=%s", ch->realm,
@@ -253,7 +225,7 @@ static int fetch_token(ts_registry *r, const ts_auth_challenge *ch, const char *
                 return ts_error_setf_plain(err, EPROTO, "registry %s: refusing token realm "
                                            "\"%.200s\" (not https, or credentials over plain HTTP)",
                                            r->domain, ch->realm);
-        _cleanup_(buf_done) buf b = { .max = 1 << 20 };
+        _cleanup_buf_ ts_buf b = { .max = 1 << 20 };
         bool fallback = true;
         int k = r->username ? token_post(r, ch, scope, &b, &fallback, err) : 0;
         if (k >= 0 && fallback)
@@ -262,7 +234,7 @@ static int fetch_token(ts_registry *r, const ts_auth_challenge *ch, const char *
                 return k;
         char *token = NULL;
         int64_t expires_in;
-        k = ts_auth_token_parse(b.p, b.n, &token, &expires_in, err);
+        k = ts_auth_token_parse(b.p, b.len, &token, &expires_in, err);
         if (k < 0)
                 return ts_error_prefix(err, k, "token endpoint %s", ch->realm);
         if (ts_auth_tokens_put(r->tokens, scope, token, now_ms() + (uint64_t) expires_in * 1000) < 0) {
@@ -587,24 +559,20 @@ static void call_done(call *c) {
 
 /* ---- manifests ---- */
 
-static int buf_sink(void *userdata, const void *p, size_t n) {
-        return buf_append(userdata, p, n);
-}
-
 static void buf_restart(void *userdata) {
-        ((buf *) userdata)->n = 0;
+        ((ts_buf *) userdata)->len = 0;
 }
 
 /* GET manifests/<object> into b (at most b->max bytes); the Content-Type and the
  * Docker-Content-Digest the registry sent (NULL when none). */
 static int manifest_get(ts_registry *r, const char *repo_path, const char *object,
-                        const char *accept, const char *repo, const char *what, buf *b,
+                        const char *accept, const char *repo, const char *what, ts_buf *b,
                         char **ret_type, char **ret_digest, ts_error **err) {
         _cleanup_(call_done) call c = { 0 };
         if (call_init(&c, r, "GET", repo_path, "manifests", object, repo, what) < 0)
                 return -ENOMEM;
         c.accept = accept;
-        c.sink = buf_sink;
+        c.sink = ts_buf_sink;
         c.restart = buf_restart;
         c.userdata = b;
         int k = call_run(&c, err);
@@ -617,7 +585,7 @@ static int manifest_get(ts_registry *r, const char *repo_path, const char *objec
 
 /* The media type of a manifest served without a telling Content-Type: its own mediaType,
  * else an OCI index or manifest by its shape. */
-static char *media_from_body(const buf *b) {
+static char *media_from_body(const ts_buf *b) {
         json_object *o = json_tokener_parse((const char *) b->p);
         json_object *v = NULL;
         const char *mt = NULL;
@@ -715,7 +683,7 @@ int ts_registry_resolve(ts_registry *r, const ts_ref *ref, ts_oci_descriptor **r
                         *ret = d;
                 return k;
         }
-        _cleanup_(buf_done) buf b = { .max = TS_REGISTRY_MANIFEST_MAX };
+        _cleanup_buf_ ts_buf b = { .max = TS_REGISTRY_MANIFEST_MAX };
         _cleanup_free_ char *type = NULL, *sent = NULL;
         k = manifest_get(r, ref->path, ts_ref_object(ref), ACCEPT_MANIFESTS, repo, what, &b, &type,
                          &sent, err);
@@ -725,19 +693,19 @@ int ts_registry_resolve(ts_registry *r, const ts_ref *ref, ts_oci_descriptor **r
         if (k < 0)
                 return k;
         char digest[TS_DIGEST_MAX];
-        if (ts_digest_buffer(b.p, b.n, digest) < 0)
+        if (ts_digest_buffer(b.p, b.len, digest) < 0)
                 return -ENOMEM;
         const char *want = ref->digest ? ref->digest : sent;
         if (want && strcmp(want, digest) != 0)
                 return mismatch(err, what, want, digest);
         if (ts_oci_media_kind(type) == TS_OCI_KIND_UNKNOWN) {
                 free(type);
-                type = b.n ? media_from_body(&b) : NULL;
+                type = b.len ? media_from_body(&b) : NULL;
         }
         k = check_manifest_type(what, type, err);
         if (k < 0)
                 return k;
-        return descriptor_new(type, digest, (int64_t) b.n, ret);
+        return descriptor_new(type, digest, (int64_t) b.len, ret);
 }
 
 int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_oci_descriptor *d,
@@ -753,7 +721,7 @@ int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_o
                 return ts_error_setf_plain(err, EMSGSIZE, "%s: a manifest of %lld bytes is over the "
                                            "%d allowed", what, (long long) d->size,
                                            TS_REGISTRY_MANIFEST_MAX);
-        _cleanup_(buf_done) buf b = { .max = (size_t) d->size };
+        _cleanup_buf_ ts_buf b = { .max = (size_t) d->size };
         _cleanup_free_ char *type = NULL, *sent = NULL;
         int k = manifest_get(r, repo_path, d->digest, accept, repo, what, &b, &type, &sent, err);
         if (k == -EMSGSIZE)
@@ -762,14 +730,14 @@ int ts_registry_fetch_manifest(ts_registry *r, const char *repo_path, const ts_o
         if (k < 0)
                 return k;
         char digest[TS_DIGEST_MAX];
-        if (ts_digest_buffer(b.p, b.n, digest) < 0)
+        if (ts_digest_buffer(b.p, b.len, digest) < 0)
                 return -ENOMEM;
         if (strcmp(digest, d->digest) != 0)
                 return mismatch(err, what, d->digest, digest);
         if (!b.p && !(b.p = calloc(1, 1)))
                 return -ENOMEM;
         *ret = TAKE_PTR(b.p);
-        *ret_len = b.n;
+        *ret_len = b.len;
         return 0;
 }
 

@@ -96,22 +96,16 @@ int ts_rpc_call_send(ts_rpc_call *call, const ProtobufCMessage *msg) {
         return queue_message(call, b);
 }
 
-static void set_message(ts_rpc_call *call, char *msg) {
-        pthread_mutex_lock(&call->server->lock);
-        free(call->status_msg);
-        call->status_msg = msg;
-        pthread_mutex_unlock(&call->server->lock);
-}
-
 int ts_rpc_call_error(ts_rpc_call *call, int code, const char *fmt, ...) {
         va_list ap;
-        char *m = NULL;
 
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
+        char *m = ts_rpc_message_vformat(fmt, ap);
         va_end(ap);
-        set_message(call, m);
+        pthread_mutex_lock(&call->server->lock);
+        free(call->status_msg);
+        call->status_msg = m;
+        pthread_mutex_unlock(&call->server->lock);
         return code;
 }
 

@@ -43,7 +43,9 @@ const char *ts_rpc_call_metadata(const ts_rpc_call *call, const char *key);
 /* Shorthand for the "containerd-namespace" metadata, or NULL. */
 const char *ts_rpc_call_namespace(const ts_rpc_call *call);
 
-/* The raw request message (the bytes after the 5-byte prefix). */
+/* The raw request message (the bytes after the 5-byte prefix) of a method
+ * registered raw; a method registered with a descriptor gets it decoded
+ * instead, and this gives NULL and 0. */
 const uint8_t *ts_rpc_call_request(const ts_rpc_call *call, size_t *ret_len);
 
 /* The call's deadline on CLOCK_MONOTONIC in nanoseconds, or 0 when the
@@ -73,9 +75,10 @@ int ts_rpc_call_send(ts_rpc_call *call, const ProtobufCMessage *msg);
 /* Same with an already serialised message. */
 int ts_rpc_call_send_bytes(ts_rpc_call *call, const void *data, size_t len);
 
-/* Sets the status message (printf format; percent-encoded on the wire) and
- * returns code, for `return ts_rpc_call_error(call, TS_RPC_NOT_FOUND,
- * "snapshot %s not found", key);`. The last call wins. */
+/* Sets the status message (printf format; cut to TS_RPC_MESSAGE_MAX bytes;
+ * percent-encoded on the wire) and returns code, for
+ * `return ts_rpc_call_error(call, TS_RPC_NOT_FOUND, "snapshot %s not found", key);`.
+ * The last call wins. */
 int ts_rpc_call_error(ts_rpc_call *call, int code, const char *fmt, ...) _printf_(3, 4);
 
 /* Maps a -errno (and the ts_error that explains it, NULL allowed) to a

@@ -16,6 +16,9 @@
 #include "rpc/conn-internal.h"
 #include "rpc/frame.h"
 
+/* Responses buffered per connection before the client reads them. */
+#define CONN_WINDOW (16 << 20)
+
 struct ts_rpc_client_call {
         ts_rpc_client *client;
         int refs; /* the API owner, the loop while the stream lives */
@@ -52,6 +55,7 @@ struct ts_rpc_client {
         pthread_mutex_t lock;
         pthread_cond_t cond; /* any call state change */
         ts_rpc_client_call *dirty_head;
+        bool async_open;
         bool dead;     /* connection gone: no new calls */
         bool stopping; /* free() asked the loop to end */
 };
@@ -393,9 +397,8 @@ static void callbacks_init(void) {
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
 }
 
-int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err) {
+static int connect_socket(const char *path, int *ret_fd, ts_error **err) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        int r;
 
         if (strlen(path) >= sizeof(sa.sun_path))
                 return ts_error_set(err, ENAMETOOLONG, "socket path %s", path);
@@ -405,73 +408,98 @@ int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err)
                 return ts_error_set(err, errno, "socket");
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                 return ts_error_set(err, errno, "connect to %s", path);
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
 
-        uv_once(&callbacks_once, callbacks_init);
-        if (!callbacks)
-                return ts_error_set(err, ENOMEM, "nghttp2 callbacks");
-
+/* A client with its lock, condition and loop; nothing open on the loop. */
+static int client_new(ts_rpc_client **ret) {
         ts_rpc_client *c = calloc(1, sizeof(*c));
         if (!c)
-                return ts_error_set(err, ENOMEM, "client");
+                return -ENOMEM;
+        int r = uv_loop_init(&c->loop);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
         pthread_mutex_init(&c->lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&c->cond, &ca);
         pthread_condattr_destroy(&ca);
-
-        r = uv_loop_init(&c->loop);
-        if (r < 0)
-                goto fail_loop;
-        r = uv_async_init(&c->loop, &c->async, async_cb);
-        if (r < 0)
-                goto fail_async;
-        c->async.data = c;
         c->h2.userdata = c;
         c->h2.lost = client_lost;
-        r = ts_rpc_conn_pipe_init(&c->h2, &c->loop);
-        if (r < 0)
-                goto fail_pipe;
-        r = uv_pipe_open(&c->h2.pipe, fd);
-        if (r < 0)
-                goto fail_open;
-        fd = -1;
-
-        if (nghttp2_session_client_new(&c->h2.session, callbacks, c) != 0) {
-                r = -ENOMEM;
-                goto fail_open;
-        }
-        nghttp2_settings_entry no_push = { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 };
-        r = ts_rpc_conn_settings(&c->h2, &no_push);
-        if (r < 0)
-                goto fail_session;
-        r = ts_rpc_conn_read_start(&c->h2);
-        if (r < 0)
-                goto fail_session;
-        r = -pthread_create(&c->thread, NULL, thread_main, c);
-        if (r < 0)
-                goto fail_session;
         *ret = c;
         return 0;
+}
 
-fail_session:
-        if (c->h2.session) {
-                nghttp2_session_del(c->h2.session);
-                c->h2.session = NULL;
-        }
-fail_open:
-        ts_rpc_conn_close(&c->h2, true);
-fail_pipe:
-        uv_close((uv_handle_t *) &c->async, NULL);
+/* Frees a client whose loop thread never started: closes what is open on
+ * the loop and lets libuv let go of it first. */
+static void client_destroy(ts_rpc_client *c) {
+        if (c->async_open)
+                uv_close((uv_handle_t *) &c->async, NULL);
+        if (c->h2.has_pipe)
+                ts_rpc_conn_close(&c->h2, true);
         uv_run(&c->loop, UV_RUN_DEFAULT);
         ts_rpc_conn_done(&c->h2);
-fail_async:
         uv_loop_close(&c->loop);
-fail_loop:
         pthread_cond_destroy(&c->cond);
         pthread_mutex_destroy(&c->lock);
         free(c);
-        return ts_error_set(err, -r, "rpc client setup");
+}
+
+/* Opens the connection on *fd (taken, and set to -1, once the pipe has it):
+ * the loop's wake-up, the pipe, and the nghttp2 session with our SETTINGS
+ * queued. */
+static int client_open(ts_rpc_client *c, int *fd, ts_error **err) {
+        int r = uv_async_init(&c->loop, &c->async, async_cb);
+        if (r < 0)
+                return ts_error_set(err, -r, "rpc client wake-up");
+        c->async.data = c;
+        c->async_open = true;
+        r = ts_rpc_conn_pipe_open(&c->h2, &c->loop, *fd);
+        if (r < 0)
+                return ts_error_set(err, -r, "rpc client pipe");
+        *fd = -1;
+        r = nghttp2_session_client_new3(&c->h2.session, callbacks, c, NULL, ts_rpc_nghttp2_mem());
+        if (r != 0)
+                return ts_rpc_nghttp2_error(err, r, "rpc client session");
+        nghttp2_settings_entry no_push = { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 };
+        r = ts_rpc_conn_settings(&c->h2, &no_push, 1, CONN_WINDOW);
+        if (r < 0)
+                return ts_error_set(err, -r, "rpc client settings");
+        r = ts_rpc_conn_read_start(&c->h2);
+        if (r < 0)
+                return ts_error_set(err, -r, "rpc client read");
+        return 0;
+}
+
+int ts_rpc_client_connect(const char *path, ts_rpc_client **ret, ts_error **err) {
+        _cleanup_close_ int fd = -1;
+        ts_rpc_client *c;
+
+        int r = connect_socket(path, &fd, err);
+        if (r < 0)
+                return r;
+        uv_once(&callbacks_once, callbacks_init);
+        if (!callbacks)
+                return ts_error_set(err, ENOMEM, "nghttp2 callbacks");
+        r = client_new(&c);
+        if (r < 0)
+                return ts_error_set(err, -r, "rpc client");
+        r = client_open(c, &fd, err);
+        if (r >= 0) {
+                r = -pthread_create(&c->thread, NULL, thread_main, c);
+                if (r < 0)
+                        ts_error_set(err, -r, "rpc client thread");
+        }
+        if (r < 0) {
+                client_destroy(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
 }
 
 ts_rpc_client *ts_rpc_client_free(ts_rpc_client *c) {

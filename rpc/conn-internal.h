@@ -13,6 +13,8 @@
 #include <protobuf-c/protobuf-c.h>
 #include <uv.h>
 
+#include "common/error.h"
+
 /* One buffer of a queue: len bytes of data[], off of them consumed. */
 typedef struct ts_rpc_buf {
         struct ts_rpc_buf *next;
@@ -53,6 +55,22 @@ void ts_rpc_bufq_clear(ts_rpc_bufq *q);
 /* CLOCK_MONOTONIC in nanoseconds: the clock of both sides' deadlines. */
 uint64_t ts_rpc_conn_now_ns(void);
 
+/* nghttp2's negative error codes as a -errno: NOMEM -ENOMEM,
+ * INVALID_ARGUMENT -EINVAL, EOF -ECONNRESET, SESSION_CLOSING -ESHUTDOWN,
+ * STREAM_CLOSED/STREAM_CLOSING -EPIPE, DEFERRED/WOULDBLOCK/
+ * STREAM_ID_NOT_AVAILABLE -EAGAIN, any other (protocol, flow control,
+ * flooding, a callback's failure) -EPROTO. rv >= 0 gives 0. */
+int ts_rpc_nghttp2_errno(int rv);
+
+/* Sets *err from an nghttp2 failure: the formatted context, then
+ * nghttp2_strerror(rv). Returns ts_rpc_nghttp2_errno(rv). */
+int ts_rpc_nghttp2_error(ts_error **err, int rv, const char *fmt, ...) _printf_(3, 4);
+
+/* The allocator sessions are made with: the C library's, called from our
+ * code so the unit tests' allocation-failure injection reaches nghttp2's
+ * allocations too. */
+nghttp2_mem *ts_rpc_nghttp2_mem(void);
+
 typedef struct ts_rpc_conn ts_rpc_conn;
 
 struct ts_rpc_conn {
@@ -62,6 +80,7 @@ struct ts_rpc_conn {
         bool writing, closing;
         uv_write_t wreq;
         uint8_t *wbuf;
+        uint64_t write_since; /* uv_now() when the write in flight began */
         /* Without a pipe: what nghttp2 sent, when capture is set (cleared
          * when the buffer cannot grow). */
         bool capture;
@@ -77,14 +96,17 @@ struct ts_rpc_conn {
         void (*closed)(ts_rpc_conn *c);
 };
 
-/* Sends our SETTINGS on c->session: extra (each side's own setting), a
- * 1 MiB stream window, and raises the connection window to 16 MiB.
- * Returns 0 or -ENOMEM. */
-int ts_rpc_conn_settings(ts_rpc_conn *c, const nghttp2_settings_entry *extra);
+/* Sends our SETTINGS on c->session: the n_extra entries of extra (each
+ * side's own settings) and a 1 MiB stream window, and sets the connection
+ * window to conn_window. Returns 0 or -ENOMEM. */
+int ts_rpc_conn_settings(ts_rpc_conn *c, const nghttp2_settings_entry *extra, size_t n_extra,
+                         int32_t conn_window);
 
-/* Initialises c->pipe on loop (c->pipe.data = c). Returns 0 or libuv's
- * -errno. */
-int ts_rpc_conn_pipe_init(ts_rpc_conn *c, uv_loop_t *loop);
+/* Initialises c->pipe on loop (c->pipe.data = c) and opens it on fd (a
+ * connected socket). On success the pipe owns fd; on failure the caller
+ * still does, and the pipe, when initialised, is to be closed with
+ * ts_rpc_conn_close(). Returns 0 or libuv's -errno. */
+int ts_rpc_conn_pipe_open(ts_rpc_conn *c, uv_loop_t *loop, int fd);
 
 /* Starts reading the pipe: what arrives goes to nghttp2, then the
  * connection is flushed. Returns 0 or libuv's -errno. */
@@ -92,13 +114,15 @@ int ts_rpc_conn_read_start(ts_rpc_conn *c);
 
 /* Writes what nghttp2 has to send (up to 256 KiB a write, one write at a
  * time); without a pipe, captures it. Calls c->lost when that fails, or
- * when the session neither wants to read nor write any more. Does nothing
- * while a write is in flight, once closing, or without a session. */
+ * when the session neither wants to read nor write any more; once closing,
+ * closes the pipe instead when that happens or nothing is left to write.
+ * Does nothing while a write is in flight, or without a session. */
 void ts_rpc_conn_flush(ts_rpc_conn *c);
 
-/* Stops using the connection: the pipe is closed once a write in flight
- * completed (at once with abort set, which cancels the write); then
- * c->closed runs. Idempotent. */
+/* Stops using the connection: stops reading, writes what nghttp2 still has
+ * to send (a GOAWAY), then closes the pipe; with abort, closes it at once
+ * (cancelling a write in flight). c->closed runs once libuv let go of the
+ * pipe. Idempotent. */
 void ts_rpc_conn_close(ts_rpc_conn *c, bool abort);
 
 /* Frees what the connection holds (session, write and capture buffers);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/macro.h"
 #include "rpc/frame.h"
 
 void ts_rpc_frame_prefix(uint8_t out[TS_RPC_FRAME_PREFIX], bool compressed, uint32_t len) {
@@ -26,15 +27,55 @@ void ts_rpc_deframer_done(ts_rpc_deframer *d) {
 }
 
 bool ts_rpc_deframer_partial(const ts_rpc_deframer *d) {
-        return d->prefix_have > 0 || d->msg;
+        return d->prefix_have > 0 || d->in_message;
+}
+
+/* Makes room for n more bytes of the current message (and its NUL):
+ * doubling, capped at what the message declared. */
+static int grow(ts_rpc_deframer *d, size_t n) {
+        size_t need = (size_t) d->msg_have + n + 1;
+        if (need <= d->msg_size)
+                return 0;
+        size_t size = d->msg_size ? d->msg_size * 2 : 4096;
+        if (size < need)
+                size = need;
+        if (size > (size_t) d->msg_len + 1)
+                size = (size_t) d->msg_len + 1;
+        uint8_t *m = realloc(d->msg, size);
+        if (!m)
+                return -ENOMEM;
+        d->msg = m;
+        d->msg_size = size;
+        return 0;
+}
+
+/* Reads the prefix of the next message; returns 0 or a failure. */
+static int begin_message(ts_rpc_deframer *d) {
+        if (d->prefix[0] > 1) {
+                d->failed = true;
+                return -EBADMSG;
+        }
+        uint32_t l = (uint32_t) d->prefix[1] << 24 | (uint32_t) d->prefix[2] << 16 |
+                     (uint32_t) d->prefix[3] << 8 | d->prefix[4];
+        if (l > d->max_message) {
+                d->failed = true;
+                return -EMSGSIZE;
+        }
+        d->in_message = true;
+        d->msg_len = l;
+        d->msg_have = 0;
+        d->compressed = d->prefix[0] == 1;
+        return 0;
 }
 
 int ts_rpc_deframer_feed(ts_rpc_deframer *d, const uint8_t *data, size_t len,
                          ts_rpc_deframer_cb cb, void *userdata) {
+        int r;
+
         if (d->failed)
                 return -EBADMSG;
 
-        while (len > 0 || (d->prefix_have == TS_RPC_FRAME_PREFIX && !d->msg)) {
+        while (len > 0 || (d->prefix_have == TS_RPC_FRAME_PREFIX && !d->in_message)) {
                 if (d->prefix_have < TS_RPC_FRAME_PREFIX) {
                         size_t n = TS_RPC_FRAME_PREFIX - d->prefix_have;
                         if (n > len)
@@ -46,29 +87,16 @@ int ts_rpc_deframer_feed(ts_rpc_deframer *d, const uint8_t *data, size_t len,
                         if (d->prefix_have < TS_RPC_FRAME_PREFIX)
                                 return 0;
                 }
-
-                if (!d->msg) {
-                        if (d->prefix[0] > 1) {
-                                d->failed = true;
-                                return -EBADMSG;
-                        }
-                        uint32_t l = (uint32_t) d->prefix[1] << 24 | (uint32_t) d->prefix[2] << 16 |
-                                     (uint32_t) d->prefix[3] << 8 | d->prefix[4];
-                        if (l > d->max_message) {
-                                d->failed = true;
-                                return -EMSGSIZE;
-                        }
-                        d->msg = malloc((size_t) l + 1);
-                        if (!d->msg)
-                                return -ENOMEM;
-                        d->msg_len = l;
-                        d->msg_have = 0;
-                        d->compressed = d->prefix[0] == 1;
-                }
+                if (!d->in_message && (r = begin_message(d)) < 0)
+                        return r;
+                if (len == 0 && d->msg_len > 0)
+                        return 0;
 
                 size_t n = d->msg_len - d->msg_have;
                 if (n > len)
                         n = len;
+                if ((r = grow(d, n)) < 0)
+                        return r;
                 memcpy(d->msg + d->msg_have, data, n);
                 d->msg_have += (uint32_t) n;
                 data += n;
@@ -76,12 +104,13 @@ int ts_rpc_deframer_feed(ts_rpc_deframer *d, const uint8_t *data, size_t len,
                 if (d->msg_have < d->msg_len)
                         return 0;
 
-                uint8_t *m = d->msg;
+                uint8_t *m = TAKE_PTR(d->msg);
                 m[d->msg_len] = 0;
-                d->msg = NULL;
+                d->msg_size = 0;
+                d->in_message = false;
                 d->prefix_have = 0;
                 d->n_messages++;
-                int r = cb(userdata, d->compressed, m, d->msg_len);
+                r = cb(userdata, d->compressed, m, d->msg_len);
                 if (r < 0)
                         return r;
         }
@@ -166,6 +195,25 @@ int ts_rpc_status_parse(const char *s, size_t len, int *ret_code) {
         }
         *ret_code = v;
         return 0;
+}
+
+char *ts_rpc_message_cut(char *msg, size_t max) {
+        size_t n = strlen(msg);
+        if (n <= max)
+                return msg;
+        n = max - 3;
+        /* Back off continuation bytes (10xxxxxx) to the start of a sequence. */
+        while (n > 0 && ((unsigned char) msg[n] & 0xc0) == 0x80)
+                n--;
+        memcpy(msg + n, "...", 4);
+        return msg;
+}
+
+char *ts_rpc_message_vformat(const char *fmt, va_list ap) {
+        char *m = NULL;
+        if (vasprintf(&m, fmt, ap) < 0)
+                return NULL;
+        return ts_rpc_message_cut(m, TS_RPC_MESSAGE_MAX);
 }
 
 int ts_rpc_percent_encode(const char *msg, char **ret) {

@@ -4,9 +4,12 @@
  * of grpc-message. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "common/macro.h"
 
 #define TS_RPC_FRAME_PREFIX 5
 #define TS_RPC_DEFAULT_MAX_MESSAGE (16u * 1024 * 1024)
@@ -26,7 +29,9 @@ typedef struct ts_rpc_deframer {
         uint32_t max_message;
         uint8_t prefix[TS_RPC_FRAME_PREFIX];
         size_t prefix_have;
-        uint8_t *msg;
+        bool in_message;
+        uint8_t *msg; /* grows as the message's bytes arrive */
+        size_t msg_size;
         uint32_t msg_len;
         uint32_t msg_have;
         bool compressed;
@@ -38,8 +43,9 @@ typedef struct ts_rpc_deframer {
 void ts_rpc_deframer_init(ts_rpc_deframer *d, uint32_t max_message);
 void ts_rpc_deframer_done(ts_rpc_deframer *d);
 
-/* Feeds len bytes; calls cb for each message completed by them.
- * Returns 0, or:
+/* Feeds len bytes; calls cb for each message completed by them. A
+ * message's buffer grows with the bytes that arrived, never ahead to the
+ * length its prefix declares. Returns 0, or:
  *  -EBADMSG   a flag byte other than 0 or 1;
  *  -EMSGSIZE  a declared length above max_message (nothing is allocated);
  *  -ENOMEM;
@@ -66,6 +72,23 @@ char *ts_rpc_timeout_format(uint64_t ns, char *buf, size_t len);
  * 3 digits. Returns 0 or -EINVAL. Codes above 16 are accepted (a client
  * reports them as is). */
 int ts_rpc_status_parse(const char *s, size_t len, int *ret_code);
+
+/* The longest status message the server keeps (bytes, before
+ * percent-encoding); a longer one is cut. */
+#define TS_RPC_MESSAGE_MAX 1024
+
+/* The most bytes of a client's input (a method path, an encoding name) a
+ * status message quotes. */
+#define TS_RPC_QUOTE_MAX 256
+
+/* Cuts the NUL-terminated msg in place to at most max bytes (max >= 4),
+ * ending in "..." when cut, and never inside a UTF-8 sequence. Returns
+ * msg. */
+char *ts_rpc_message_cut(char *msg, size_t max);
+
+/* A status message: fmt formatted with ap, cut to TS_RPC_MESSAGE_MAX.
+ * Returns it malloc()ed, or NULL when out of memory. */
+char *ts_rpc_message_vformat(const char *fmt, va_list ap) _printf_(1, 0);
 
 /* Percent-encodes a grpc-message: bytes outside 0x20..0x7E and '%' become
  * "%XX". Returns 0 and a malloc()ed string, or -ENOMEM. */

@@ -1,10 +1,14 @@
-/* Internals shared by rpc/server.c and rpc/call.c, and the socket-less
- * entry point the fuzz target uses. */
+/* Internals of the server, shared by rpc/server.c (the server, its
+ * listener and connections), rpc/stream.c (each call on the loop: nghttp2's
+ * callbacks, the request, the handler's dispatch, the response) and
+ * rpc/call.c (the handler's side); and the socket-less entry point the fuzz
+ * target uses. */
 #pragma once
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <nghttp2/nghttp2.h>
 #include <uv.h>
@@ -31,6 +35,8 @@ struct ts_rpc_call {
         char *path, *http_method, *content_type, *encoding;
         rpc_header *headers;
         size_t n_headers;
+        size_t header_bytes; /* as SETTINGS_MAX_HEADER_LIST_SIZE counts */
+        bool headers_too_big;
         uint64_t timeout_ns;
         bool has_timeout;
         uv_timer_t *timer;
@@ -38,6 +44,9 @@ struct ts_rpc_call {
         uint8_t *req;
         size_t req_len;
         unsigned n_req;
+        size_t window_held; /* request bytes whose connection window is not back */
+        uint64_t request_due; /* uv_now() by which the request must be complete */
+        uint64_t stall_since; /* uv_now() since output waits without progress; 0 none */
         bool request_done, dispatched, headers_sent, finished;
         uv_work_t work;   /* on libuv's pool */
         ts_rpc_job job;   /* on the server's own threads */
@@ -57,6 +66,7 @@ struct ts_rpc_call {
         int status;
         char *status_msg;
         bool cancelled;
+        bool request_taken; /* the handler has its request: give the window back */
         bool pending;
         struct ts_rpc_call *pending_next;
         struct ts_rpc_call *kick_next; /* loop thread only: a taken pending list */
@@ -64,9 +74,28 @@ struct ts_rpc_call {
         pthread_cond_t cond;
 };
 
+/* One accepted connection (or a socket-less one). Loop thread only. */
+struct rpc_conn {
+        ts_rpc_server *server;
+        rpc_conn *prev, *next;
+        ts_rpc_conn h2;
+        ts_rpc_call *calls;
+        bool goaway_sent;
+        bool preface_seen;   /* the client's first SETTINGS arrived */
+        bool has_peer;       /* SO_PEERCRED at accept */
+        struct ucred peer;
+        uint64_t created;    /* uv_now() */
+        uint64_t idle_since; /* uv_now() when its last stream went */
+        uv_timer_t *watch;   /* the next of its timeouts */
+        uint64_t watch_due;  /* uv_now() the watch fires at; 0 not armed */
+};
+
 struct ts_rpc_server {
         uv_loop_t loop;
-        uv_pipe_t listener;
+        int listen_fd;          /* -1 when not listening */
+        int reserve_fd;         /* given up to accept-and-close when out of descriptors */
+        uv_poll_t listen_poll;
+        uv_timer_t accept_retry;
         bool listening;
         uv_async_t async;
         ts_rpc_server_options opts;
@@ -76,6 +105,7 @@ struct ts_rpc_server {
         ts_rpc_pool *pool; /* NULL: handlers run on libuv's pool */
 
         rpc_conn *conns;
+        unsigned n_conns;
         unsigned n_working;
         bool shutting_down;
         bool async_closed;
@@ -101,3 +131,34 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
 /* call.c -> server.c: the call has new output or completed; wake the loop.
  * Called with server->lock held. */
 void ts_rpc_server_post_locked(ts_rpc_server *s, struct ts_rpc_call *call);
+
+/* stream.c -> server.c, on the loop. */
+/* Writes what the connection's session has to send. */
+void ts_rpc_server_conn_flush(rpc_conn *c);
+/* Makes the connection's watch fire at due (uv_now() time) at the latest. */
+void ts_rpc_server_conn_watch(rpc_conn *c, uint64_t due);
+/* The shutdown completes once nothing is left; checks that. */
+void ts_rpc_server_maybe_finish(ts_rpc_server *s);
+/* The method registered for path, or NULL. */
+const ts_rpc_method *ts_rpc_server_find_method(ts_rpc_server *s, const char *path);
+
+/* server.c -> stream.c, on the loop. */
+/* The session callbacks and options of every server connection; NULL
+ * when they could not be made (out of memory). */
+const nghttp2_session_callbacks *ts_rpc_stream_callbacks(void);
+const nghttp2_option *ts_rpc_stream_options(void);
+/* The stream is gone (closed, reset, or its connection closed): gives its
+ * connection window back, cancels the handler, drops the stream's
+ * reference. */
+void ts_rpc_stream_detach(ts_rpc_call *call);
+/* Output or an end arrived from the handler: gives the request's window
+ * back once the handler has it, moves the response on. */
+void ts_rpc_stream_kick(ts_rpc_call *call);
+/* The handler returned (on the loop). */
+void ts_rpc_stream_handler_done(ts_rpc_call *call);
+/* Drops a reference; the caller holds no lock. */
+void ts_rpc_stream_unref(ts_rpc_call *call);
+/* Ends the call if its request is late or its output stalled at now;
+ * otherwise lowers *next_due to when it must be looked at again (0: no
+ * need). */
+void ts_rpc_stream_check(ts_rpc_call *call, uint64_t now, uint64_t *next_due);

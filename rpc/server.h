@@ -10,6 +10,8 @@
  * Errors the layer answers itself, as trailers-only responses:
  *   unknown method                         UNIMPLEMENTED
  *   request message over max_message_size  RESOURCE_EXHAUSTED
+ *   request headers over
+ *     max_header_list_size                 RESOURCE_EXHAUSTED
  *   request that does not decode           INVALID_ARGUMENT
  *   compressed message, grpc-encoding not
  *     identity                             UNIMPLEMENTED (grpc-accept-encoding: identity)
@@ -17,8 +19,25 @@
  *   bad flag byte, stream ending inside a
  *     message, not exactly one request     INTERNAL
  *   deadline (grpc-timeout) passed         DEADLINE_EXCEEDED
+ *   request not complete after
+ *     request_timeout_ms                   DEADLINE_EXCEEDED
  *   max_queued_calls calls wait already    RESOURCE_EXHAUSTED
  *   content-type not application/grpc*     HTTP 415
+ * Status messages are cut to TS_RPC_MESSAGE_MAX bytes, and quote at most
+ * TS_RPC_QUOTE_MAX bytes of what the client sent.
+ *
+ * Every resource a client can make the server hold is bounded: streams and
+ * header bytes per connection (advertised in SETTINGS), request bytes per
+ * connection (flow control: the window is given back only as requests are
+ * handed to handlers), connections (past the bound the longest-idle one
+ * is closed to make room, or the new one when none is idle), calls waiting
+ * for a handler, and a call's unsent output. A connection that does not
+ * start HTTP/2 within handshake_timeout_ms, or stays without a stream for
+ * idle_timeout_ms, is closed (the latter after a GOAWAY); a reply that its
+ * client does not read for send_timeout_ms is reset (RST_STREAM CANCEL) and
+ * its handler's send fails. PINGs are answered. A failed accept (out of
+ * memory or descriptors) costs that connection only.
+ *
  * A peer that does not speak HTTP/2 (bad preface, protocol error) loses its
  * connection; the server goes on. */
 #pragma once
@@ -34,9 +53,23 @@
 
 typedef struct ts_rpc_server ts_rpc_server;
 
+/* Every field's 0 means its default; the defaults are far above what a
+ * well-behaved client needs. */
 typedef struct ts_rpc_server_options {
         uint32_t max_message_size;       /* request and response; 0: 16 MiB */
         uint32_t max_concurrent_streams; /* per connection; 0: 256 */
+        /* A request's headers, decoded, counted as HTTP/2 does (name +
+         * value + 32 each); 0: 64 KiB. */
+        uint32_t max_header_list_size;
+        /* Request bytes a connection may have sent that no handler took yet
+         * (its HTTP/2 connection window); at least max_message_size + 5;
+         * 0: twice that. */
+        uint32_t connection_window;
+        uint32_t max_connections;        /* 0: 1024 */
+        uint32_t handshake_timeout_ms;   /* connection to its first SETTINGS; 0: 10 s */
+        uint32_t request_timeout_ms;     /* a request's HEADERS to its end; 0: 60 s */
+        uint32_t idle_timeout_ms;        /* a connection without streams; 0: 1 h */
+        uint32_t send_timeout_ms;        /* a reply's output without progress; 0: 60 s */
         size_t stream_queue_bytes;       /* bound of a call's unsent output; 0: 4 MiB */
         uint32_t shutdown_grace_ms;      /* wait for calls in flight; 0: 30 s */
         /* Threads of this server's own that run its handlers; 0: libuv's
@@ -48,6 +81,10 @@ typedef struct ts_rpc_server_options {
          * once with RESOURCE_EXHAUSTED. 0: 4096. */
         uint32_t max_queued_calls;
 } ts_rpc_server_options;
+
+/* Fills every 0 field of o with its default. Returns 0, or -EINVAL when
+ * connection_window is below max_message_size + 5. */
+int ts_rpc_server_options_resolve(ts_rpc_server_options *o);
 
 /* One method. path is "/package.Service/Method" (copied). request is the
  * request's protobuf-c descriptor, or NULL for a raw handler. */
@@ -67,8 +104,9 @@ typedef struct ts_rpc_service_method {
 } ts_rpc_service_method;
 
 /* Creates a server with its loop (nothing listens yet) and its handler
- * threads. opts NULL means all defaults. Returns 0, -ENOMEM, or -errno from
- * libuv or pthread_create. */
+ * threads. opts NULL means all defaults. Returns 0, -EINVAL (as
+ * ts_rpc_server_options_resolve), -ENOMEM, or -errno from libuv or
+ * pthread_create. */
 int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret);
 
 /* Frees a server whose run returned (or that never ran); accepts NULL;
@@ -87,8 +125,9 @@ int ts_rpc_server_add_service(ts_rpc_server *s, const ProtobufCServiceDescriptor
 
 /* Listens on the unix socket path with the given file mode (e.g. 0660).
  * A stale socket file nobody listens on is removed first. Returns 0,
- * -EADDRINUSE (a live server listens there), -ENAMETOOLONG, -ENOTSOCK
- * (path exists and is not a socket), or -errno of bind/listen/chmod. */
+ * -EALREADY (listens already), -EADDRINUSE (a live server listens there),
+ * -ENAMETOOLONG, -ENOTSOCK (path exists and is not a socket), or -errno of
+ * socket/bind/listen/chmod. */
 int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_error **err);
 
 /* Runs the loop on the calling thread until ts_rpc_server_shutdown() has

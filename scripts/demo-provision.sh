@@ -7,7 +7,7 @@
 #   demo-provision.sh BUILD_DIR IMAGE_DIR
 #
 # BUILD_DIR holds cli/thinsnap and plugin/thinsnapd; IMAGE_DIR an image from
-# tests/containerd/build-image (image.tar). Everything lives under a temporary directory and
+# tests/lib/build-image (image.tar). Everything lives under a temporary directory and
 # /run/thinsnap-demo and is removed at the end.
 set -euo pipefail
 build=${1:?usage: demo-provision.sh BUILD_DIR IMAGE_DIR}

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DTS_VM_CACHE="$PWD/build/vm-cache" >/dev/null
 cmake --build build/release -j"$(nproc)" --target thinsnap thinsnapd >/dev/null
 # The test image is built here: in the lane, software emulation makes that slow.
-/usr/bin/python3 tests/containerd/build-image build build/release/demo-image --name demo/app:v1 >/dev/null
+/usr/bin/python3 tests/lib/build-image build build/release/demo-image --name demo/app:v1 >/dev/null
 args=("$PWD/build/release" "$PWD/build/release/demo-image")
 if [ -e /dev/mapper/control ] && [ "$(id -u)" -eq 0 ]; then
   exec ./scripts/demo-provision.sh "${args[@]}"

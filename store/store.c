@@ -30,7 +30,7 @@ struct ts_store_txn {
         bool write;
 };
 
-/* ---- the one LMDB adapter: MDB_* -> errno ---- */
+/* ---- the one LMDB adapter: MDB_* -> -errno ---- */
 
 static int mdb_errno(int rc) {
         switch (rc) {
@@ -70,15 +70,10 @@ static int mdb_errno(int rc) {
 
 /* Sets err from an LMDB return code, with LMDB's own text. Returns -errno. */
 _printf_(3, 4) static int mdb_fail(ts_error **err, int rc, const char *fmt, ...) {
-        int r = mdb_errno(rc);
-        char *head = NULL;
         va_list ap;
         va_start(ap, fmt);
-        if (vasprintf(&head, fmt, ap) < 0)
-                head = NULL;
+        int r = ts_error_setv_cause(err, mdb_errno(rc), mdb_strerror(rc), fmt, ap);
         va_end(ap);
-        ts_error_setf_plain(err, -r, "%s: %s", head ? head : "lmdb", mdb_strerror(rc));
-        free(head);
         return r;
 }
 
@@ -312,10 +307,6 @@ void ts_store_info_done(ts_store_info *info) {
         memset(info, 0, sizeof(*info));
 }
 
-static void info_donep(ts_store_info *i) {
-        ts_store_info_done(i);
-}
-#define _cleanup_info_ _cleanup_(info_donep)
 
 void ts_store_infos_free(ts_store_info *infos, size_t n) {
         if (!infos)
@@ -330,7 +321,7 @@ const char *ts_store_info_label(const ts_store_info *info, const char *key) {
         return l ? l->value : NULL;
 }
 
-const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind) {
+const char *ts_store_kind_to_string(ts_snapshot_kind kind) {
         switch (kind) {
         case TS_KIND_VIEW:
                 return "view";
@@ -343,7 +334,7 @@ const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind) {
         }
 }
 
-const char *ts_snapshot_state_to_string(ts_snapshot_state state) {
+const char *ts_store_state_to_string(ts_snapshot_state state) {
         switch (state) {
         case TS_STATE_CREATING:
                 return "creating";
@@ -384,7 +375,7 @@ static int record_encode(const ts_store_info *i, MDB_val *ret, buf *b) {
 
 /* Decodes the value v of DB key k ("ns\0key") into ret. */
 static int record_decode(const MDB_val *k, const MDB_val *v, ts_store_info *ret) {
-        _cleanup_info_ ts_store_info i = {};
+        _cleanup_store_info_ ts_store_info i = {};
         bool oom = false;
         const char *kp = k->mv_data;
         const char *nul = memchr(kp, 0, k->mv_size);
@@ -509,7 +500,11 @@ static int need_write(ts_store_txn *t, const char *what, ts_error **err) {
 
 /* ---- environment ---- */
 
-int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret, ts_error **err) {
+DEFINE_TRIVIAL_CLEANUP_FUNC(MDB_txn *, mdb_txn_abort)
+
+/* opts with the defaults filled in, checked. */
+static int resolve_options(const char *root, const ts_store_options *opts, ts_store_options *ret,
+                           ts_error **err) {
         ts_store_options o = opts ? *opts : (ts_store_options){};
         if (!root || !*root)
                 return ts_error_setf_plain(err, EINVAL, "store root is required");
@@ -520,50 +515,43 @@ int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret
         if (o.dev_id_max > TS_STORE_DEV_ID_MAX)
                 return ts_error_setf_plain(err, EINVAL, "device id limit %u exceeds the 24-bit maximum %u",
                                            o.dev_id_max, TS_STORE_DEV_ID_MAX);
+        *ret = o;
+        return 0;
+}
 
-        if (mkdir(root, 0700) < 0 && errno != EEXIST)
-                return ts_error_set(err, errno, "create store directory %s", root);
-
-        ts_store *s = calloc(1, sizeof(*s));
-        if (!s)
-                return -ENOMEM;
-        s->dev_id_max = o.dev_id_max;
-
+/* Creates and opens s->env on root. */
+static int open_env(ts_store *s, const char *root, const ts_store_options *o, ts_error **err) {
         int rc = mdb_env_create(&s->env);
         if (rc) {
-                free(s);
+                s->env = NULL;
                 return mdb_fail(err, rc, "store %s: create environment", root);
         }
-        MDB_txn *txn = NULL;
-        int r;
-        rc = mdb_env_set_mapsize(s->env, o.map_size);
+        rc = mdb_env_set_mapsize(s->env, o->map_size);
         if (rc == 0)
                 rc = mdb_env_set_maxdbs(s->env, 8);
-        if (rc) {
-                r = mdb_fail(err, rc, "store %s: configure environment", root);
-                goto fail;
-        }
-        rc = mdb_env_open(s->env, root, MDB_NOTLS | (o.no_sync ? MDB_NOSYNC : 0), 0600);
-        if (rc) {
-                r = mdb_fail(err, rc, "store %s: open", root);
-                goto fail;
-        }
+        if (rc)
+                return mdb_fail(err, rc, "store %s: configure environment", root);
+        rc = mdb_env_open(s->env, root, MDB_NOTLS | (o->no_sync ? MDB_NOSYNC : 0), 0600);
+        if (rc)
+                return mdb_fail(err, rc, "store %s: open", root);
         s->max_key = (size_t) mdb_env_get_maxkeysize(s->env);
         /* Reader slots of a process that died (a crash) would pin old pages forever. */
         int dead = 0;
         rc = mdb_reader_check(s->env, &dead);
-        if (rc) {
-                r = mdb_fail(err, rc, "store %s: check reader table", root);
-                goto fail;
-        }
+        if (rc)
+                return mdb_fail(err, rc, "store %s: check reader table", root);
         if (dead > 0)
                 log_debug("store cleared stale readers root=%s count=%d", root, dead);
+        return 0;
+}
 
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-        if (rc) {
-                r = mdb_fail(err, rc, "store %s: begin", root);
-                goto fail;
-        }
+/* Opens (creating) the named databases and checks the format version,
+ * writing it into a new store. */
+static int open_databases(ts_store *s, const char *root, ts_error **err) {
+        _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
+        int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (rc)
+                return mdb_fail(err, rc, "store %s: begin", root);
         struct {
                 const char *name;
                 MDB_dbi *dbi;
@@ -575,40 +563,47 @@ int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret
         };
         for (size_t i = 0; i < TS_ARRAY_SIZE(dbs); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
-                if (rc) {
-                        r = mdb_fail(err, rc, "store %s: open database %s", root, dbs[i].name);
-                        goto fail;
-                }
+                if (rc)
+                        return mdb_fail(err, rc, "store %s: open database %s", root, dbs[i].name);
         }
-
         ts_store_txn t = { .store = s, .txn = txn, .write = true };
         uint64_t version;
-        r = meta_get_u64(&t, "version", 0, &version, err);
+        int r = meta_get_u64(&t, "version", 0, &version, err);
         if (r < 0)
-                goto fail;
+                return r;
         if (version == 0)
                 r = meta_put_u64(&t, "version", STORE_FORMAT_VERSION, err);
         else if (version != STORE_FORMAT_VERSION)
                 r = ts_error_setf_plain(err, EINVAL, "store %s: unknown format version %" PRIu64, root, version);
         if (r < 0)
-                goto fail;
+                return r;
+        rc = mdb_txn_commit(TAKE_PTR(txn));
+        if (rc)
+                return mdb_fail(err, rc, "store %s: commit", root);
+        return 0;
+}
 
-        rc = mdb_txn_commit(txn);
-        txn = NULL;
-        if (rc) {
-                r = mdb_fail(err, rc, "store %s: commit", root);
-                goto fail;
+int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret, ts_error **err) {
+        ts_store_options o;
+        int r = resolve_options(root, opts, &o, err);
+        if (r < 0)
+                return r;
+        if (mkdir(root, 0700) < 0 && errno != EEXIST)
+                return ts_error_set(err, errno, "create store directory %s", root);
+        ts_store *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->dev_id_max = o.dev_id_max;
+        r = open_env(s, root, &o, err);
+        if (r >= 0)
+                r = open_databases(s, root, err);
+        if (r < 0) {
+                ts_store_close(s);
+                return r;
         }
         log_debug("store opened root=%s", root);
         *ret = s;
         return 0;
-
-fail:
-        if (txn)
-                mdb_txn_abort(txn);
-        mdb_env_close(s->env);
-        free(s);
-        return r;
 }
 
 ts_store *ts_store_close(ts_store *s) {
@@ -650,10 +645,6 @@ ts_store_txn *ts_store_txn_abort(ts_store_txn *t) {
                 free(t);
         }
         return NULL;
-}
-
-bool ts_store_txn_is_write(const ts_store_txn *t) {
-        return t->write;
 }
 
 /* ---- device ids ---- */
@@ -888,7 +879,7 @@ static int exists(ts_store_txn *t, const dbkey *key, ts_error **err) {
 
 static int adjust_children(ts_store_txn *t, const char *ns, const char *parent, int delta, ts_error **err) {
         _cleanup_dbkey_ dbkey pk = {};
-        _cleanup_info_ ts_store_info p = {};
+        _cleanup_store_info_ ts_store_info p = {};
         int r = make_key(t, ns, parent, &pk, err);
         if (r < 0)
                 return r;
@@ -903,6 +894,59 @@ static int adjust_children(ts_store_txn *t, const char *ns, const char *parent, 
         return put_record(t, &pk, &p, false, err);
 }
 
+/* The parent of a new snapshot must be a committed snapshot that is not
+ * being removed. */
+static int check_parent(ts_store_txn *t, const char *ns, const char *parent, ts_error **err) {
+        _cleanup_dbkey_ dbkey pk = {};
+        _cleanup_store_info_ ts_store_info p = {};
+        int r = make_key(t, ns, parent, &pk, err);
+        if (r < 0)
+                return r;
+        r = get_record(t, &pk, &p, NULL);
+        if (r == -ENOENT || (r >= 0 && p.state == TS_STATE_REMOVING))
+                return ts_error_setf_plain(err, ENOENT, "missing parent %s", parent);
+        if (r < 0)
+                return ts_error_setf_plain(err, -r, "parent %s: %s", parent, strerror(-r));
+        if (p.kind != TS_KIND_COMMITTED)
+                return ts_error_setf_plain(err, EINVAL, "parent %s is not committed snapshot", parent);
+        return 0;
+}
+
+/* Fills the names and labels of a new record i. */
+static int new_record(const char *ns, const char *key, const char *parent, const ts_label *labels,
+                      size_t n_labels, ts_store_info *i, ts_error **err) {
+        i->namespace = strdup(ns);
+        i->name = strdup(key);
+        i->parent = strdup(parent ? parent : "");
+        if (!i->namespace || !i->name || !i->parent)
+                return -ENOMEM;
+        int r = labels_normalise(labels, n_labels, &i->labels, &i->n_labels);
+        if (r < 0)
+                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
+        return 0;
+}
+
+/* Gives record i (key k) a device id and the next snapshot id. The device
+ * id comes first: running out of ids must fail before any write. */
+static int assign_ids(ts_store_txn *t, const dbkey *k, ts_store_info *i, ts_error **err) {
+        _cleanup_free_ uint8_t *ob = NULL;
+        buf b = {};
+        MDB_val owner;
+        int r = owner_snapshot(k, &b, &owner);
+        ob = b.data;
+        if (r < 0)
+                return r;
+        r = dev_alloc(t, &owner, &i->dev_id, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "snapshot %s", i->name);
+        uint64_t next_id;
+        r = meta_get_u64(t, "next_id", 1, &next_id, err);
+        if (r < 0)
+                return r;
+        i->id = next_id;
+        return meta_put_u64(t, "next_id", next_id + 1, err);
+}
+
 int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char *parent,
                     ts_snapshot_kind kind, const ts_label *labels, size_t n_labels, uint64_t dev_size,
                     ts_store_info *ret_info, ts_error **err) {
@@ -912,79 +956,32 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
         if (kind != TS_KIND_ACTIVE && kind != TS_KIND_VIEW)
                 return ts_error_setf_plain(err, EINVAL,
                                            "snapshot type %s invalid; only snapshots of type Active or View can be created",
-                                           ts_snapshot_kind_to_string(kind));
+                                           ts_store_kind_to_string(kind));
         _cleanup_dbkey_ dbkey k = {};
         r = make_key(t, ns, key, &k, err);
         if (r < 0)
                 return r;
-
-        if (parent && *parent) {
-                _cleanup_dbkey_ dbkey pk = {};
-                _cleanup_info_ ts_store_info p = {};
-                r = make_key(t, ns, parent, &pk, err);
-                if (r < 0)
-                        return r;
-                r = get_record(t, &pk, &p, NULL);
-                if (r == -ENOENT || (r >= 0 && p.state == TS_STATE_REMOVING))
-                        return ts_error_setf_plain(err, ENOENT, "missing parent %s", parent);
-                if (r < 0)
-                        return ts_error_setf_plain(err, -r, "parent %s: %s", parent, strerror(-r));
-                if (p.kind != TS_KIND_COMMITTED)
-                        return ts_error_setf_plain(err, EINVAL, "parent %s is not committed snapshot", parent);
-        }
-
+        bool has_parent = parent && *parent;
+        if (has_parent && (r = check_parent(t, ns, parent, err)) < 0)
+                return r;
         r = exists(t, &k, err);
         if (r < 0)
                 return r;
         if (r > 0)
                 return ts_error_setf_plain(err, EEXIST, "snapshot %s: already exists", key);
 
-        _cleanup_info_ ts_store_info i = {
-                .kind = kind,
-                .state = TS_STATE_CREATING,
-                .dev_size = dev_size,
-        };
-        i.namespace = strdup(ns);
-        i.name = strdup(key);
-        i.parent = strdup(parent ? parent : "");
-        if (!i.namespace || !i.name || !i.parent)
-                return -ENOMEM;
-        r = labels_normalise(labels, n_labels, &i.labels, &i.n_labels);
-        if (r < 0)
-                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
-
-        /* the device id first: running out of ids must fail before any write */
-        _cleanup_free_ uint8_t *ob = NULL;
-        buf b = {};
-        MDB_val owner;
-        r = owner_snapshot(&k, &b, &owner);
-        ob = b.data;
+        _cleanup_store_info_ ts_store_info i = { .kind = kind, .state = TS_STATE_CREATING, .dev_size = dev_size };
+        r = new_record(ns, key, parent, labels, n_labels, &i, err);
+        if (r >= 0)
+                r = assign_ids(t, &k, &i, err);
         if (r < 0)
                 return r;
-        r = dev_alloc(t, &owner, &i.dev_id, err);
-        if (r < 0) {
-                ts_error_prefix(err, r, "snapshot %s", key);
-                return r;
-        }
-
-        uint64_t next_id;
-        r = meta_get_u64(t, "next_id", 1, &next_id, err);
-        if (r < 0)
-                return r;
-        i.id = next_id;
-        r = meta_put_u64(t, "next_id", next_id + 1, err);
-        if (r < 0)
-                return r;
-
         i.created_ns = i.updated_ns = now_ns();
         r = put_record(t, &k, &i, true, err);
+        if (r >= 0 && has_parent)
+                r = adjust_children(t, ns, parent, +1, err);
         if (r < 0)
                 return r;
-        if (parent && *parent) {
-                r = adjust_children(t, ns, parent, +1, err);
-                if (r < 0)
-                        return r;
-        }
         hand_out(&i, ret_info);
         return 0;
 }
@@ -1005,7 +1002,7 @@ int ts_store_set_state(ts_store_txn *t, const char *ns, const char *key, ts_snap
         if (state != TS_STATE_CREATING && state != TS_STATE_READY && state != TS_STATE_REMOVING)
                 return ts_error_setf_plain(err, EINVAL, "snapshot state %d unknown", (int) state);
         _cleanup_dbkey_ dbkey k = {};
-        _cleanup_info_ ts_store_info i = {};
+        _cleanup_store_info_ ts_store_info i = {};
         r = make_key(t, ns, key, &k, err);
         if (r < 0)
                 return r;
@@ -1036,7 +1033,7 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
         if (r > 0)
                 return ts_error_setf_plain(err, EEXIST, "committed snapshot %s: already exists", name);
 
-        _cleanup_info_ ts_store_info i = {};
+        _cleanup_store_info_ ts_store_info i = {};
         r = get_record(t, &k, &i, NULL);
         if (r == -ENOENT)
                 return ts_error_setf_plain(err, ENOENT, "failed to get active snapshot %s: not found", key);
@@ -1046,7 +1043,7 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is not active", key);
         if (i.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
-                                           ts_snapshot_state_to_string(i.state));
+                                           ts_store_state_to_string(i.state));
 
         ts_label *nl = NULL;
         size_t nn = 0;
@@ -1092,20 +1089,20 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
 int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_store_info *ret_info,
                           ts_error **err) {
         _cleanup_dbkey_ dbkey k = {};
-        _cleanup_info_ ts_store_info i = {};
+        _cleanup_store_info_ ts_store_info i = {};
         int r = load_for_removal(t, "remove snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
         if (i.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
-                                           ts_snapshot_state_to_string(i.state));
+                                           ts_store_state_to_string(i.state));
         i.state = TS_STATE_REMOVING;
         return store_record(t, &k, &i, ret_info, err);
 }
 
 int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error **err) {
         _cleanup_dbkey_ dbkey k = {};
-        _cleanup_info_ ts_store_info i = {};
+        _cleanup_store_info_ ts_store_info i = {};
         int r = load_for_removal(t, "delete snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
@@ -1128,7 +1125,7 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
                     size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
                     ts_store_info *ret_info, ts_error **err) {
         _cleanup_dbkey_ dbkey k = {};
-        _cleanup_info_ ts_store_info i = {};
+        _cleanup_store_info_ ts_store_info i = {};
         int r = load_for_write(t, "update snapshot", ns, key, &k, &i, err);
         if (r < 0)
                 return r;
@@ -1200,7 +1197,7 @@ int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *us
         for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
                 if (ns && (k.mv_size < nl + 1 || memcmp(k.mv_data, prefix, nl + 1) != 0))
                         break;
-                _cleanup_info_ ts_store_info i = {};
+                _cleanup_store_info_ ts_store_info i = {};
                 r = record_decode(&k, &v, &i);
                 if (r < 0) {
                         if (r == -EIO)
@@ -1219,7 +1216,7 @@ int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *us
 
 int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_info **ret_infos,
                      size_t *ret_n, ts_error **err) {
-        _cleanup_info_ ts_store_info cur = {};
+        _cleanup_store_info_ ts_store_info cur = {};
         int r = ts_store_get(t, ns, key, &cur, err);
         if (r < 0)
                 return r;
@@ -1254,50 +1251,6 @@ int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_
         *ret_infos = list;
         *ret_n = n;
         return 0;
-}
-
-bool ts_store_info_field(const char *const *fieldpath, size_t n, void *userdata, const char **ret_value,
-                         size_t *ret_len) {
-        const ts_store_info *info = userdata;
-        if (n == 0)
-                return false;
-        const char *v = NULL;
-        _cleanup_free_ char *joined = NULL;
-        if (strcmp(fieldpath[0], "kind") == 0) {
-                if (info->kind != TS_KIND_VIEW && info->kind != TS_KIND_ACTIVE && info->kind != TS_KIND_COMMITTED)
-                        return false;
-                v = ts_snapshot_kind_to_string(info->kind);
-        } else if (strcmp(fieldpath[0], "name") == 0)
-                v = info->name ? info->name : "";
-        else if (strcmp(fieldpath[0], "parent") == 0)
-                v = info->parent ? info->parent : "";
-        else if (strcmp(fieldpath[0], "labels") == 0) {
-                if (info->n_labels == 0)
-                        return false;
-                size_t len = 0;
-                for (size_t i = 1; i < n; i++)
-                        len += strlen(fieldpath[i]) + 1;
-                joined = malloc(len + 1);
-                if (!joined)
-                        return false;
-                char *p = joined;
-                for (size_t i = 1; i < n; i++) {
-                        if (i > 1)
-                                *p++ = '.';
-                        size_t l = strlen(fieldpath[i]);
-                        memcpy(p, fieldpath[i], l);
-                        p += l;
-                }
-                *p = 0;
-                const ts_label *l = labels_find(info->labels, info->n_labels, joined);
-                if (!l)
-                        return false;
-                v = l->value;
-        } else
-                return false;
-        *ret_value = v;
-        *ret_len = strlen(v);
-        return true;
 }
 
 /* ---- base devices ---- */

@@ -10,9 +10,8 @@
  * parents that must be committed, commit as a rename that keeps the snapshot id and
  * replaces the labels, remove refused while children exist, Update by field paths,
  * labels with an empty value are not stored. On top of that every snapshot owns one
- * thin device id allocated here, and carries a crash-safety state (see README.md in
- * this directory for the Prepare / Commit / Remove protocol and start-up
- * reconciliation).
+ * thin device id allocated here, and carries a crash-safety state (the snapshotter's
+ * crash protocol, which uses these states, is described in plugin/snapshotter.h).
  *
  * Errors are -errno. The Snapshots service maps them to containerd's errdefs:
  *   -ENOENT        NotFound            (no such key / parent)
@@ -65,7 +64,7 @@ typedef enum ts_snapshot_kind {
         TS_KIND_COMMITTED = 3,
 } ts_snapshot_kind;
 
-/* Crash-safety state of a record (README.md has the protocol).
+/* Crash-safety state of a record (plugin/snapshotter.h has the protocol).
  * READY is the only final state; the others are intents that start-up
  * reconciliation finishes or rolls back. */
 typedef enum ts_snapshot_state {
@@ -144,13 +143,13 @@ int ts_store_begin(ts_store *s, bool write, ts_store_txn **ret, ts_error **err);
  * (then nothing was written). Returns 0, -ENOSPC (map full), -EIO. */
 int ts_store_txn_commit(ts_store_txn *txn, ts_error **err);
 
-/* Aborts the transaction, discarding its writes. Accepts NULL; returns NULL. */
+/* Aborts the transaction, discarding its writes (the way to end a read
+ * transaction). Accepts NULL; returns NULL. */
 ts_store_txn *ts_store_txn_abort(ts_store_txn *txn);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ts_store_txn *, ts_store_txn_abort);
+/* A transaction that ends with its scope: a read transaction needs nothing
+ * more; a write transaction is committed with ts_store_txn_commit(TAKE_PTR(t)). */
 #define _cleanup_txn_ _cleanup_(ts_store_txn_abortp)
-
-/* True for a write transaction. */
-bool ts_store_txn_is_write(const ts_store_txn *txn);
 
 /* ---- snapshots ---- (all return -EROFS when a write is tried in a read txn) */
 
@@ -228,17 +227,10 @@ int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *
 int ts_store_parents(ts_store_txn *txn, const char *ns, const char *key, ts_store_info **ret_infos,
                      size_t *ret_n, ts_error **err);
 
-/* The filter adaptor for a record, as containerd's adaptSnapshot: fieldpath "name",
- * "parent" (always present, "" for none), "kind" ("view", "active", "committed"),
- * "labels.<k...>" (joined with "."; absent when the record has no such label).
- * Anything else is absent. Returns true and sets *ret_value and *ret_len when present.
- * The signature matches ts_filter_field_fn (plugin/filter.h) with the info as
- * userdata. */
-bool ts_store_info_field(const char *const *fieldpath, size_t n, void *info, const char **ret_value,
-                         size_t *ret_len);
-
 /* Releases what an info holds and zeroes it. Accepts NULL. */
 void ts_store_info_done(ts_store_info *info);
+/* A record released with its scope; initialise it to { 0 }. */
+#define _cleanup_store_info_ _cleanup_(ts_store_info_done)
 /* Frees an array of n infos from ts_store_parents. Accepts NULL. */
 void ts_store_infos_free(ts_store_info *infos, size_t n);
 
@@ -246,9 +238,9 @@ void ts_store_infos_free(ts_store_info *infos, size_t n);
 const char *ts_store_info_label(const ts_store_info *info, const char *key);
 
 /* "view", "active", "committed" or "unknown". */
-const char *ts_snapshot_kind_to_string(ts_snapshot_kind kind);
+const char *ts_store_kind_to_string(ts_snapshot_kind kind);
 /* "creating", "ready", "removing" or "unknown". */
-const char *ts_snapshot_state_to_string(ts_snapshot_state state);
+const char *ts_store_state_to_string(ts_snapshot_state state);
 
 /* ---- thin device ids ---- */
 

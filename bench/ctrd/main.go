@@ -28,7 +28,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"thinsnap.local/tests/conformance/harness"
+	"thinsnap.local/tests/vm/conformance/harness"
 )
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

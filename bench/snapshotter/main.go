@@ -32,7 +32,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
 
-	"thinsnap.local/tests/conformance/harness"
+	"thinsnap.local/tests/vm/conformance/harness"
 )
 
 var (

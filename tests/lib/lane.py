@@ -41,18 +41,22 @@ class Lane:
         self.bindir, self.src, self.name = bindir, srcdir, name
         self.containerd_bin, self.ctr_bin, self.base_size = containerd, ctr, base_size
         self.work = tempfile.mkdtemp(prefix=f"{name}.", dir="/tmp")
-        self.run_dir = f"/run/{name}"
+        # per run, so two runs on one host (CI and a developer's) do not meet
+        self.run_dir = f"/run/{os.path.basename(self.work)}"
         os.makedirs(self.run_dir, exist_ok=True)
         self.pool = f"{name}-tp"
         self.ts_sock = f"{self.run_dir}/thinsnapd.sock"
         self.prov_sock = f"{self.run_dir}/provisioner.sock"
         self.ctd_sock = f"{self.run_dir}/containerd.sock"
+        self.ctd_root = f"{self.work}/containerd"  # a test may point containerd elsewhere
         self.env = dict(os.environ, THINSNAP_STATE_DIR=f"{self.work}/pools",
-                        THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1")
+                        THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1",
+                        TS_REGISTRY_TIMEOUT="3")
         self.procs = {}
         self.logs = {}
         self.mounts = []
         self.pools = []
+        self.cleanups = []
         self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
@@ -143,7 +147,7 @@ class Lane:
         self.wait_for("the provisioner's socket", lambda: os.path.exists(self.prov_sock), proc=p)
 
     def containerd_config(self, version, proxy=True):
-        common = (f'root = "{self.work}/containerd"\nstate = "{self.run_dir}/containerd-state"\n'
+        common = (f'root = "{self.ctd_root}"\nstate = "{self.run_dir}/containerd-state"\n'
                   f'[grpc]\n  address = "{self.ctd_sock}"\n'
                   f'[ttrpc]\n  address = "{self.ctd_sock}.ttrpc"\n')
         if proxy:
@@ -196,10 +200,24 @@ class Lane:
             print(f"---- last {lines} lines of {name}'s log ----")
             print("\n".join(text[-lines:]))
 
+    def registry(self, mode="plain"):
+        """A started tests/lib/registry.py Registry under the work directory, stopped by
+        finish() whatever happens."""
+        from registry import Registry
+        reg = Registry(f"{self.work}/registry-{len(self.cleanups)}", mode)
+        self.cleanups.append(reg.stop)
+        reg.start()
+        return reg
+
     def finish(self):
         """Stops everything, prints the tally and exits 0 (all passed) or 1."""
         for name in list(self.procs):
             self.stop(name, limit=60)
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 (a failed stop must not hide the tally)
+                print(f"lane: cleanup: {e}", flush=True)
         for m in reversed(self.mounts):
             self.run(["umount", m])
         for pool in self.pools:
@@ -209,4 +227,5 @@ class Lane:
             self.dump_logs()
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         sys.exit(1 if self.failed else 0)

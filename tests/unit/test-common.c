@@ -1,9 +1,13 @@
 #include <check.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/parse.h"
 #include "tests/unit/ts-check.h"
@@ -90,6 +94,66 @@ START_TEST(error_context) {
 }
 END_TEST
 
+/* Passes op:point `times` times in a child armed with spec; returns the
+ * passage count at which it died (0: it lived). */
+static int killed_at(const char *spec, const char *op, const char *point, int times) {
+        int pipefd[2];
+        ck_assert_int_eq(pipe(pipefd), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                setenv("TS_TEST_FAULT", spec, 1);
+                ts_fault *f = NULL;
+                if (ts_fault_from_env("TS_TEST_FAULT", &f, NULL) < 0)
+                        _exit(2);
+                for (unsigned char i = 1; i <= times; i++) {
+                        if (write(pipefd[1], &i, 1) != 1)
+                                _exit(3);
+                        ts_fault_point(f, op, point);
+                }
+                ts_fault_free(f);
+                _exit(0);
+        }
+        close(pipefd[1]);
+        unsigned char last = 0, c;
+        while (read(pipefd[0], &c, 1) == 1)
+                last = c;
+        close(pipefd[0]);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        if (WIFSIGNALED(st)) {
+                ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+                return last;
+        }
+        ck_assert_int_eq(WEXITSTATUS(st), 0);
+        return 0;
+}
+
+START_TEST(fault_points) {
+        ck_assert_int_eq(killed_at("remove:after-mark", "remove", "after-mark", 3), 1);
+        ck_assert_int_eq(killed_at("remove:after-mark:3", "remove", "after-mark", 5), 3);
+        ck_assert_int_eq(killed_at("remove:after-mark", "remove", "after-delete", 3), 0);
+        ck_assert_int_eq(killed_at("remove:after-mark", "prepare", "after-mark", 3), 0);
+        ck_assert_int_eq(killed_at("remove", "remove", "after-mark", 3), 0);
+
+        ts_fault *f = (ts_fault *) 1;
+        unsetenv("TS_TEST_FAULT");
+        ck_assert_int_eq(ts_fault_from_env("TS_TEST_FAULT", &f, NULL), 0);
+        ck_assert_ptr_null(f);
+        ts_fault_point(NULL, "remove", "after-mark");
+        setenv("TS_TEST_FAULT", "remove:after-mark:0", 1);
+        ts_error *err = NULL;
+        ck_assert_int_eq(ts_fault_from_env("TS_TEST_FAULT", &f, &err), -EINVAL);
+        ck_assert_str_eq(err->msg, "TS_TEST_FAULT=remove:after-mark:0: bad count \"0\"");
+        ts_error_free(err);
+        err = NULL;
+        setenv("TS_TEST_FAULT", "remove:after-mark:x", 1);
+        ck_assert_int_eq(ts_fault_from_env("TS_TEST_FAULT", &f, &err), -EINVAL);
+        ts_error_free(err);
+        unsetenv("TS_TEST_FAULT");
+}
+END_TEST
+
 START_TEST(log_levels) {
         enum ts_log_level l;
         ck_assert_int_eq(ts_log_parse_level("debug", &l), 0);
@@ -111,6 +175,7 @@ int main(void) {
         tcase_add_test(tc, format_size);
         tcase_add_test(tc, error_context);
         tcase_add_test(tc, log_levels);
+        tcase_add_test(tc, fault_points);
         suite_add_tcase(s, tc);
         return ts_check_run(s);
 }

@@ -6,7 +6,7 @@
 #include "plugin/config.h"
 #include "tests/unit/ts-check.h"
 
-static int parse(const char *text, ts_daemon_config *cfg, char **msg) {
+static int parse(const char *text, ts_config *cfg, char **msg) {
         ts_error *err = NULL;
         int r = ts_config_parse(text, strlen(text), cfg, &err);
         if (msg)
@@ -16,7 +16,7 @@ static int parse(const char *text, ts_daemon_config *cfg, char **msg) {
 }
 
 START_TEST(full_file) {
-        ts_daemon_config c = { .socket_mode = 0660 };
+        ts_config c = { .socket_mode = 0660 };
         const char *text = "# thinsnapd\n"
                            "root = \"/var/lib/thinsnap\"\n"
                            "  pool=\"tp\"   # trailing comment\n"
@@ -48,7 +48,7 @@ START_TEST(full_file) {
         ck_assert(c.discard_on_remove);
         ck_assert_int_eq(parse("discard_on_remove = false\nasync_remove = false", &c, NULL), 0);
         ck_assert(!c.discard_on_remove && !c.async_remove);
-        ts_daemon_config_done(&c);
+        ts_config_done(&c);
 }
 END_TEST
 
@@ -72,21 +72,67 @@ START_TEST(bad_lines) {
                 { "= 1", "line 1: expected `key = value`" },
                 { "pool =", "a value is missing" },
                 { "pool = \"a\tb\"", "control character" },
+                { "max_connections = 0", "line 1: max_connections: '0' is not a count above 0" },
+                { "max_connections = \"x\"", "max_connections: 'x' is not a count" },
+                { "connection_window = \"5G\"", "connection_window: '5G' is not a size" },
+                { "request_timeout = 30", "request_timeout: must be a duration string" },
+                { "request_timeout = \"30\"", "request_timeout: '30' is not a duration" },
+                { "idle_timeout = \"0s\"", "idle_timeout: '0s' is not a duration" },
+                { "send_timeout = \"2d\"", "send_timeout: '2d' is not a duration" },
+                { "send_timeout = \"5000000h\"", "is not a duration" },
         };
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-                ts_daemon_config c = { 0 };
+                ts_config c = { 0 };
                 char *msg = NULL;
                 ck_assert_int_eq(parse(bad[i].text, &c, &msg), -EINVAL);
                 ck_assert_msg(msg && strstr(msg, bad[i].needle), "case %zu: '%s' lacks '%s'", i,
                               msg ? msg : "(null)", bad[i].needle);
                 free(msg);
-                ts_daemon_config_done(&c);
+                ts_config_done(&c);
         }
 }
 END_TEST
 
+START_TEST(rpc_limits) {
+        ts_config c = { 0 };
+        const char *text = "max_connections = 64\n"
+                           "max_concurrent_streams = \"32\"\n"
+                           "max_header_list_size = \"16K\"\n"
+                           "connection_window = 40000000\n"
+                           "max_queued_calls = 100\n"
+                           "handshake_timeout = \"500ms\"\n"
+                           "request_timeout = \"30s\"\n"
+                           "idle_timeout = \"10m\"\n"
+                           "send_timeout = \"1h\"\n";
+        ck_assert_int_eq(parse(text, &c, NULL), 0);
+        ck_assert_uint_eq(c.rpc.max_connections, 64);
+        ck_assert_uint_eq(c.rpc.max_concurrent_streams, 32);
+        ck_assert_uint_eq(c.rpc.max_header_list_size, 16384);
+        ck_assert_uint_eq(c.rpc.connection_window, 40000000);
+        ck_assert_uint_eq(c.rpc.max_queued_calls, 100);
+        ck_assert_uint_eq(c.rpc.handshake_timeout_ms, 500);
+        ck_assert_uint_eq(c.rpc.request_timeout_ms, 30000);
+        ck_assert_uint_eq(c.rpc.idle_timeout_ms, 600000);
+        ck_assert_uint_eq(c.rpc.send_timeout_ms, 3600000);
+
+        /* What the command line sets wins; what it leaves keeps the file's. */
+        ts_rpc_server_options cli = { .max_connections = 8 };
+        const ts_config_rpc_key *k = NULL;
+        for (size_t i = 0; i < ts_config_n_rpc_keys; i++)
+                if (strcmp(ts_config_rpc_keys[i].flag, "handshake-timeout") == 0)
+                        k = &ts_config_rpc_keys[i];
+        ck_assert_ptr_nonnull(k);
+        ck_assert_int_eq(ts_config_set_rpc(&cli, k, "--handshake-timeout", "2s", NULL), 0);
+        ts_config_merge_rpc(&c.rpc, &cli);
+        ck_assert_uint_eq(c.rpc.max_connections, 8);
+        ck_assert_uint_eq(c.rpc.handshake_timeout_ms, 2000);
+        ck_assert_uint_eq(c.rpc.request_timeout_ms, 30000);
+        ts_config_done(&c);
+}
+END_TEST
+
 START_TEST(load_missing_file) {
-        ts_daemon_config c = { 0 };
+        ts_config c = { 0 };
         ts_error *err = NULL;
         ck_assert_int_eq(ts_config_load("/nonexistent/thinsnapd.toml", &c, &err), -ENOENT);
         ck_assert_ptr_nonnull(strstr(err->msg, "/nonexistent/thinsnapd.toml"));
@@ -99,6 +145,7 @@ int main(void) {
         TCase *tc = tcase_create("parse");
         tcase_add_test(tc, full_file);
         tcase_add_test(tc, bad_lines);
+        tcase_add_test(tc, rpc_limits);
         tcase_add_test(tc, load_missing_file);
         suite_add_tcase(s, tc);
         return ts_check_run(s);

@@ -125,16 +125,16 @@ END_TEST
 
 START_TEST(meta_classifier) {
         unsigned char buf[4096] = { 0 };
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), 0);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), TS_POOLPROV_META_ZERO);
         /* 27022010 little-endian at offset 32: thin-pool metadata. */
         uint32_t magic = 27022010;
         for (int i = 0; i < 4; i++)
                 buf[32 + i] = (unsigned char) (magic >> (8 * i));
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), 1);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), TS_POOLPROV_META_THIN);
         memset(buf, 0, sizeof buf);
         buf[1080] = 0x53; /* say, an ext4 superblock */
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), 2);
-        ck_assert_int_eq(ts_poolprov_classify_meta(buf, 10), 0);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, sizeof buf), TS_POOLPROV_META_OTHER);
+        ck_assert_int_eq(ts_poolprov_classify_meta(buf, 10), TS_POOLPROV_META_ZERO);
 }
 END_TEST
 
@@ -154,12 +154,12 @@ START_TEST(state_roundtrip) {
         ck_assert_int_eq(ts_poolstate_to_json(&s, &json), 0);
         _cleanup_poolspec_ ts_poolspec *back = NULL;
         ck_assert_int_eq(ts_poolstate_from_json(json, &back, NULL), 0);
-        ck_assert(ts_poolspec_equal(&s, back));
+        ck_assert(ts_poolstate_equal(&s, back));
         ck_assert_str_eq(back->meta.path, "/dev/vdb");
         ck_assert(!back->meta.is_file);
 
         back->params.low_water_blocks = 8;
-        ck_assert(!ts_poolspec_equal(&s, back));
+        ck_assert(!ts_poolstate_equal(&s, back));
 }
 END_TEST
 
@@ -172,7 +172,7 @@ START_TEST(state_file_io) {
         ck_assert_int_eq(ts_poolstate_write(sub, &s, NULL), 0);
         _cleanup_poolspec_ ts_poolspec *back = NULL;
         ck_assert_int_eq(ts_poolstate_read(sub, "tp", &back, NULL), 0);
-        ck_assert(ts_poolspec_equal(&s, back));
+        ck_assert(ts_poolstate_equal(&s, back));
 
         _cleanup_error_ ts_error *err = NULL;
         ts_poolspec *none = NULL;

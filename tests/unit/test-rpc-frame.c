@@ -128,6 +128,57 @@ START_TEST(large_message_many_chunks) {
 }
 END_TEST
 
+START_TEST(buffer_follows_arrival) {
+        /* A prefix declaring 16 MiB, then 10 bytes: what is held is what
+         * came, not what was announced. */
+        uint8_t p[5], chunk[4096];
+        ts_rpc_deframer d;
+        got g = { 0 };
+
+        ts_rpc_deframer_init(&d, 0);
+        ts_rpc_frame_prefix(p, false, 16u << 20);
+        ck_assert_int_eq(ts_rpc_deframer_feed(&d, p, 5, collect, &g), 0);
+        ck_assert_uint_eq(d.msg_size, 0);
+        memset(chunk, 'm', sizeof(chunk));
+        ck_assert_int_eq(ts_rpc_deframer_feed(&d, chunk, 10, collect, &g), 0);
+        ck_assert_uint_le(d.msg_size, 4096);
+        size_t have = 10;
+        while (have < (1u << 20)) {
+                ck_assert_int_eq(ts_rpc_deframer_feed(&d, chunk, sizeof(chunk), collect, &g), 0);
+                have += sizeof(chunk);
+                ck_assert_uint_le(d.msg_size, 2 * have + 1);
+        }
+        ck_assert_uint_eq(g.n, 0);
+        ts_rpc_deframer_done(&d);
+
+        /* A small message still comes out whole, its buffer exactly sized. */
+        ts_rpc_deframer_init(&d, 0);
+        ts_rpc_frame_prefix(p, false, 3);
+        ck_assert_int_eq(ts_rpc_deframer_feed(&d, p, 5, collect, &g), 0);
+        ck_assert_int_eq(ts_rpc_deframer_feed(&d, (const uint8_t *) "abc", 3, collect, &g), 0);
+        ck_assert_uint_eq(g.n, 1);
+        ck_assert_str_eq(g.text[0], "abc");
+        ts_rpc_deframer_done(&d);
+}
+END_TEST
+
+START_TEST(message_cut) {
+        char a[] = "short";
+        ck_assert_str_eq(ts_rpc_message_cut(a, 16), "short");
+        char b[] = "0123456789abcdef";
+        ck_assert_str_eq(ts_rpc_message_cut(b, 16), "0123456789abcdef");
+        char c[] = "0123456789abcdefg";
+        ck_assert_str_eq(ts_rpc_message_cut(c, 16), "0123456789abc...");
+        /* "caf\xc3\xa9": the cut never splits the two-byte sequence. */
+        char d[] = "ab caf\xc3\xa9 and more";
+        ck_assert_str_eq(ts_rpc_message_cut(d, 10), "ab caf...");
+        char e[] = "ab cafe\xc3\xa9 and more";
+        ck_assert_str_eq(ts_rpc_message_cut(e, 11), "ab cafe...");
+        char f[] = "ab cafe\xc3\xa9 and more";
+        ck_assert_str_eq(ts_rpc_message_cut(f, 12), "ab cafe\xc3\xa9...");
+}
+END_TEST
+
 START_TEST(oversized_and_bad_flag) {
         uint8_t p[5];
         ts_rpc_deframer d;
@@ -320,6 +371,8 @@ int main(void) {
         tcase_add_test(tc, status_values);
         tcase_add_test(tc, errno_mapping);
         tcase_add_test(tc, percent_encoding);
+        tcase_add_test(tc, buffer_follows_arrival);
+        tcase_add_test(tc, message_cut);
         suite_add_tcase(s, tc);
         return ts_check_run(s);
 }

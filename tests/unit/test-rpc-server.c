@@ -1,5 +1,5 @@
 /* The rpc server and client against each other, in one process, over a
- * real unix socket, with the test service (tests/rpc/testsvc.proto). */
+ * real unix socket, with the test service (tests/lib/testsvc/testsvc.proto). */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "rpc/client.h"
+#include "rpc/frame.h"
 #include "rpc/server-internal.h"
 #include "testsvc.h"
 #include "tests/unit/ts-check.h"
@@ -24,44 +25,15 @@
 typedef Thinsnap__Test__V1__EchoRequest EchoRequest;
 typedef Thinsnap__Test__V1__EchoResponse EchoResponse;
 
-/* A server running on its own thread, listening in a fresh directory. */
-typedef struct test_server {
-        ts_rpc_server *s;
-        pthread_t thread;
-        int rc;
-        char path[108];
-} test_server;
-
-static void *run_server(void *p) {
-        test_server *t = p;
-        t->rc = ts_rpc_server_run(t->s, NULL);
-        return NULL;
-}
+typedef ts_testsvc_server test_server;
 
 static void test_server_start(test_server *t, const ts_rpc_server_options *o,
                               const ts_rpc_method *extra, size_t n_extra) {
-        ts_error *err = NULL;
-        char dir[] = "/tmp/ts-rpc-XXXXXX";
-
-        ck_assert_ptr_nonnull(mkdtemp(dir));
-        snprintf(t->path, sizeof(t->path), "%s/s.sock", dir);
-        ck_assert_int_eq(ts_rpc_server_new(o, &t->s), 0);
-        ck_assert_int_eq(ts_testsvc_register(t->s), 0);
-        for (size_t i = 0; i < n_extra; i++)
-                ck_assert_int_eq(ts_rpc_server_add_method(t->s, &extra[i]), 0);
-        ck_assert_int_eq(ts_rpc_server_listen(t->s, t->path, 0660, &err), 0);
-        t->rc = -1;
-        ck_assert_int_eq(pthread_create(&t->thread, NULL, run_server, t), 0);
+        ck_assert_int_eq(ts_testsvc_start(t, o, extra, n_extra), 0);
 }
 
 static void test_server_stop(test_server *t) {
-        ts_rpc_server_shutdown(t->s);
-        pthread_join(t->thread, NULL);
-        ck_assert_int_eq(t->rc, 0);
-        t->s = ts_rpc_server_free(t->s);
-        unlink(t->path);
-        *strrchr(t->path, '/') = 0;
-        rmdir(t->path);
+        ck_assert_int_eq(ts_testsvc_stop(t), 0);
 }
 
 static test_server main_server;
@@ -111,12 +83,14 @@ static void expect_echo(ts_rpc_client *c, const char *text) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
-/* Runs a raw call and returns its final status code and message copy. */
+/* Runs a raw call and returns its final status code and message copy. The
+ * server may end the call before its request is sent (an unknown method,
+ * a full queue): the send then fails with the call's status. */
 static int raw_status(ts_rpc_client *c, const char *method, const void *data, size_t len,
                       const ts_rpc_call_options *o, char **ret_msg) {
         ts_rpc_client_call *cc = NULL;
         ck_assert_int_eq(ts_rpc_client_call_start(c, method, o, &cc, NULL), 0);
-        ck_assert_int_eq(ts_rpc_client_call_send(cc, data, len, NULL), 0);
+        (void) ts_rpc_client_call_send(cc, data, len, NULL);
         ck_assert_int_eq(ts_rpc_client_call_close_send(cc), 0);
         const char *m;
         int code = ts_rpc_client_call_status(cc, &m);
@@ -583,58 +557,54 @@ START_TEST(socket_file) {
 }
 END_TEST
 
+START_TEST(messages_cut) {
+        start_server(0);
+        ts_rpc_client *c = connect_client();
+        char *msg = NULL;
+
+        /* A 10 KB method path is quoted up to 256 bytes. */
+        char path[10001];
+        memset(path, 'p', sizeof(path) - 1);
+        path[0] = '/';
+        path[5000] = '/';
+        path[sizeof(path) - 1] = 0;
+        ck_assert_int_eq(raw_status(c, path, "", 0, NULL, &msg), TS_RPC_UNIMPLEMENTED);
+        ck_assert_uint_eq(strlen(msg), strlen("unknown method ") + TS_RPC_QUOTE_MAX);
+        ck_assert_int_eq(strncmp(msg, "unknown method /ppp", 19), 0);
+        free(msg);
+
+        /* A handler's message that echoes 10 KB of request is cut to 1 KiB. */
+        EchoRequest req = THINSNAP__TEST__V1__ECHO_REQUEST__INIT;
+        EchoResponse *resp = NULL;
+        ts_error *err = NULL;
+        char text[10001];
+        memset(text, 'k', sizeof(text) - 1);
+        text[sizeof(text) - 1] = 0;
+        req.text = text;
+        ck_assert_int_eq(echo_call(c, TEST_FAIL, &req, NULL, &resp, &err), -ENOENT);
+        const char *m = strstr(err->msg, "kkk");
+        ck_assert_ptr_nonnull(m);
+        ck_assert_uint_eq(strlen(m), TS_RPC_MESSAGE_MAX);
+        ck_assert_str_eq(m + TS_RPC_MESSAGE_MAX - 3, "...");
+        ts_error_free(err);
+
+        expect_echo(c, "still fine");
+        ts_rpc_client_free(c);
+        stop_server();
+}
+END_TEST
+
 /* ---- handler threads, the handler queue, the caller's credentials ---- */
 
-#define GATE "/t.Gate/Wait"
-
-/* Handlers of GATE wait until the gate opens (or their call is cancelled). */
-static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
-static bool gate_open;
-static unsigned gate_waiting;
-
-static int gate(ts_rpc_call *call, const ProtobufCMessage *m, void *userdata) {
-        pthread_mutex_lock(&gate_lock);
-        gate_waiting++;
-        pthread_cond_broadcast(&gate_cond);
-        while (!gate_open && !ts_rpc_call_cancelled(call)) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 10 * 1000000;
-                if (ts.tv_nsec >= 1000000000) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000;
-                }
-                pthread_cond_timedwait(&gate_cond, &gate_lock, &ts);
-        }
-        gate_waiting--;
-        pthread_mutex_unlock(&gate_lock);
-        return ts_rpc_call_send_bytes(call, "", 0) < 0 ? TS_RPC_CANCELLED : TS_RPC_OK;
-}
-
-static const ts_rpc_method gate_method = { .path = GATE, .handler = gate };
-
 static void gate_wait_for(unsigned n) {
-        pthread_mutex_lock(&gate_lock);
-        while (gate_waiting < n)
-                pthread_cond_wait(&gate_cond, &gate_lock);
-        unsigned w = gate_waiting;
-        pthread_mutex_unlock(&gate_lock);
-        ck_assert_uint_eq(w, n);
+        ck_assert_uint_eq(ts_testsvc_gate_wait_for(n), n);
 }
 
-static void gate_set(bool open) {
-        pthread_mutex_lock(&gate_lock);
-        gate_open = open;
-        pthread_cond_broadcast(&gate_cond);
-        pthread_mutex_unlock(&gate_lock);
-}
-
-/* Starts a call of GATE with an empty request; its status is read later. */
+/* Starts a call of the gate with an empty request; its status is read later. */
 static ts_rpc_client_call *gate_call(ts_rpc_client *c) {
         ts_rpc_call_options o = { .timeout_ns = 60 * 1000000000ull };
         ts_rpc_client_call *cc;
-        ck_assert_int_eq(ts_rpc_client_call_start(c, GATE, &o, &cc, NULL), 0);
+        ck_assert_int_eq(ts_rpc_client_call_start(c, ts_testsvc_gate.path, &o, &cc, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_send(cc, "", 0, NULL), 0);
         ck_assert_int_eq(ts_rpc_client_call_close_send(cc), 0);
         return cc;
@@ -654,14 +624,14 @@ static void wait_queued(ts_rpc_server *s, unsigned n) {
 
 START_TEST(own_handler_threads) {
         /* blocked: handlers wait (as a provisioner's wait on containerd);
-         * other: on libuv's pool, must still answer meanwhile. Today's
-         * libuv pool has 4 threads, fewer than the 6 blocked calls. */
+         * other: on libuv's pool, must still answer meanwhile. libuv's
+         * pool has 4 threads by default, fewer than the 6 blocked calls. */
         ts_rpc_server_options bo = { .handler_threads = 2 };
         test_server blocked, other;
         ts_rpc_client_call *cc[6];
 
-        gate_set(false);
-        test_server_start(&blocked, &bo, &gate_method, 1);
+        ts_testsvc_gate_set(false);
+        test_server_start(&blocked, &bo, &ts_testsvc_gate, 1);
         test_server_start(&other, NULL, NULL, 0);
         ts_rpc_client *cb = connect_to(blocked.path), *co = connect_to(other.path);
 
@@ -680,7 +650,7 @@ START_TEST(own_handler_threads) {
                 protobuf_c_message_free_unpacked(&resp->base, NULL);
         }
         /* The blocked server's other methods wait their turn in its queue. */
-        gate_set(true);
+        ts_testsvc_gate_set(true);
         for (int i = 0; i < 6; i++) {
                 ck_assert_int_eq(ts_rpc_client_call_status(cc[i], NULL), TS_RPC_OK);
                 ts_rpc_client_call_free(cc[i]);
@@ -701,8 +671,8 @@ static void queue_bound(uint32_t threads) {
         ts_rpc_client_call *cc[8];
         unsigned running = threads ? threads : 4;
 
-        gate_set(false);
-        test_server_start(&main_server, &o, &gate_method, 1);
+        ts_testsvc_gate_set(false);
+        test_server_start(&main_server, &o, &ts_testsvc_gate, 1);
         ts_rpc_client *c = connect_client();
         /* One at a time: the queue holds calls not started yet. */
         for (unsigned i = 0; i < running; i++) {
@@ -725,7 +695,7 @@ static void queue_bound(uint32_t threads) {
         ck_assert_ptr_nonnull(strstr(msg, "2 calls wait"));
         free(msg);
 
-        gate_set(true);
+        ts_testsvc_gate_set(true);
         for (unsigned i = 0; i < running + 2; i++) {
                 ck_assert_int_eq(ts_rpc_client_call_status(cc[i], NULL), TS_RPC_OK);
                 ts_rpc_client_call_free(cc[i]);
@@ -813,6 +783,7 @@ int main(void) {
         tcase_add_test(tc, graceful_shutdown);
         tcase_add_test(tc, shutdown_grace);
         tcase_add_test(tc, socket_file);
+        tcase_add_test(tc, messages_cut);
         tcase_add_test(tc, own_handler_threads);
         tcase_add_test(tc, queue_bound_own_threads);
         tcase_add_test(tc, queue_bound_libuv_pool);

@@ -1,5 +1,5 @@
 /* The server's HTTP/2 + gRPC handling without sockets: the fuzz seeds
- * (tests/fuzz-rpc/seeds) are fed to a socket-less session and what the
+ * (tests/fuzz/rpc-server-seeds) are fed to a socket-less session and what the
  * server wrote is parsed back (frames, HPACK) to check each stream's
  * grpc-status. Runs with the sanitizers of the normal build. */
 #include <check.h>
@@ -36,7 +36,7 @@ static uint8_t *read_seed(const char *name, size_t *ret_len) {
         char path[4096];
         const char *src = getenv("TS_SOURCE_DIR");
         ck_assert_ptr_nonnull(src);
-        snprintf(path, sizeof(path), "%s/tests/fuzz-rpc/seeds/%s", src, name);
+        snprintf(path, sizeof(path), "%s/tests/fuzz/rpc-server-seeds/%s", src, name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         ck_assert_int_ge(fd, 0);
         uint8_t *buf = malloc(65536);
@@ -160,6 +160,15 @@ START_TEST(seeds_answers) {
 
         ck_assert_int_eq(feed_seed(s, "oversized", &res), 0);
         ck_assert_int_eq(res.status[0], TS_RPC_RESOURCE_EXHAUSTED);
+
+        /* Headers past the bound once decoded: refused; the next call is not. */
+        ck_assert_int_eq(feed_seed(s, "header-expansion", &res), 0);
+        ck_assert_int_eq(res.status[0], TS_RPC_RESOURCE_EXHAUSTED);
+        ck_assert_int_eq(res.status[1], TS_RPC_OK);
+
+        ck_assert_int_eq(feed_seed(s, "unfinished-reset", &res), 0);
+        ck_assert_int_eq(res.status[0], -1);
+        ck_assert_int_eq(res.status[1], TS_RPC_OK);
 
         ck_assert_int_eq(feed_seed(s, "goaway-ping", &res), 0);
         ck_assert_int_eq(res.status[0], TS_RPC_INVALID_ARGUMENT);

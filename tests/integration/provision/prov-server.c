@@ -3,7 +3,8 @@
  *
  *   prov-server SOCKET CONTAINERD_SOCKET NAMESPACE SNAPSHOTTER
  *
- * Serves thinsnap.v1.Provisioner on SOCKET until SIGTERM or SIGINT. The
+ * Serves thinsnap.v1.Provisioner on SOCKET until SIGTERM or SIGINT.
+ * $TS_LOG_LEVEL and $TS_REGISTRY_TIMEOUT (seconds) set the obvious; the
  * limits of prepared images come from TS_PROV_MAX_LAYERS,
  * TS_PROV_MAX_COMPRESSED_BYTES, TS_PROV_MAX_UNPACKED_BYTES,
  * TS_PROV_MAX_INODES and TS_PROV_MAX_AGENT_BYTES when set. */
@@ -43,7 +44,8 @@ int main(int argc, char **argv) {
         pthread_sigmask(SIG_BLOCK, &ss, NULL);
         signal(SIGPIPE, SIG_IGN);
         ts_prov_daemon_config cfg = {
-                .prov = { .containerd_address = argv[2], .namespace = argv[3], .snapshotter = argv[4] },
+                .prov = { .containerd_address = argv[2], .namespace = argv[3], .snapshotter = argv[4],
+                          .registry_timeout_s = (unsigned) env_u64("TS_REGISTRY_TIMEOUT") },
                 .address = argv[1],
         };
         cfg.prov.limits = (ts_prov_limits) {

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Checks tests/lib/registry.py itself: start a registry in MODE, push an image built by
-tests/containerd/build-image, read it back over the distribution API with an independent
+tests/lib/build-image, read it back over the distribution API with an independent
 client (urllib), check its digests, and that stop leaves no process behind.
 
   registry_lib_test.py MODE WORKDIR
@@ -60,7 +60,7 @@ def main():
     mode, work = sys.argv[1], sys.argv[2]
     shutil.rmtree(work, ignore_errors=True)
     img = os.path.join(work, "img")
-    subprocess.run(["/usr/bin/python3", os.path.join(SRC, "tests/containerd/build-image"),
+    subprocess.run(["/usr/bin/python3", os.path.join(SRC, "tests/lib/build-image"),
                     "build", img, "--name", "lib/test:v1"], check=True, stdout=subprocess.DEVNULL)
     expected = json.load(open(os.path.join(img, "expected.json")))
     failed = []

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The registry client (registry/) against Debian's docker-registry on 127.0.0.1, driven
-through registry-fetch, with images built by tests/containerd/build-image:
+through registry-fetch, with images built by tests/lib/build-image:
 
   registry_test.py MODE WORKDIR REGISTRY_FETCH
 
@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 import registry  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 
-BUILD_IMAGE = os.path.join(SRC, "tests", "containerd", "build-image")
+BUILD_IMAGE = os.path.join(SRC, "tests", "lib", "build-image")
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
