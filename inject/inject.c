@@ -1853,7 +1853,7 @@ static blk64_t group_overhead(ext2_filsys fs, dgrp_t g) {
 }
 
 int ts_inject_usage(ts_inject *ij, uint64_t *ret_bytes, uint64_t *ret_inodes, ts_error **err) {
-        ext2_filsys fs = FS(ij);
+        ext2_filsys fs = fs_of(ij);
         blk64_t free_blocks = 0, overhead = fs->super->s_first_data_block;
         uint64_t free_inodes = 0;
         for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
