@@ -6,7 +6,7 @@
 #   bench/run-prepared-bench.sh [BUILD_DIR] [--vms N] [--rounds N]
 #
 # BUILD_DIR defaults to build/release (configured and built here when absent; benchmarks run
-# without sanitizers). The image (tests/containerd/build-image, 4 layers, ~20 MiB) and the
+# without sanitizers). The image (tests/lib/build-image, 4 layers, ~20 MiB) and the
 # agent are made on the host: TCG makes that slow in the guest.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +21,7 @@ fi
 work=$build/prepared-bench
 rm -rf "$work"
 mkdir -p "$work"
-python3 "$top/tests/containerd/build-image" build "$work/image" --seed 7 >/dev/null
+python3 "$top/tests/lib/build-image" build "$work/image" --seed 7 >/dev/null
 # A 16 MiB agent that compresses like one: the head of a large Go binary (containerd's).
 bin=$(command -v containerd || true)
 if [ -n "$bin" ] && [ "$(stat -c %s "$bin")" -ge $((16 << 20)) ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Prepared images on this host, against real parts: Debian's docker-registry on 127.0.0.1
-with images built by tests/containerd/build-image and pushed with skopeo, a containerd of
+with images built by tests/lib/build-image and pushed with skopeo, a containerd of
 the test's own with its native snapshotter (snapshots are directories here: the agent layer
 is written into the directory; the VM lane's vm-prepared-boot writes it into thinsnapd's ext4
 devices with inject/), the provisioner's service (prov-server) and the `thinsnap image` CLI.
@@ -33,7 +33,7 @@ AGENT_PATH = "/.hpcc/agent"
 
 
 def builder(lane):
-    return [sys.executable, f"{lane.src}/tests/containerd/build-image"]
+    return [sys.executable, f"{lane.src}/tests/lib/build-image"]
 
 
 def hexof(digest):

@@ -30,7 +30,7 @@ GUEST_PATH = "/.hpcc/agent"
 
 
 def builder(lane):
-    return [sys.executable, f"{lane.src}/tests/containerd/build-image"]
+    return [sys.executable, f"{lane.src}/tests/lib/build-image"]
 
 
 def scan(lane, root):
