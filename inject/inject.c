@@ -1828,6 +1828,60 @@ int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, t
         return 0;
 }
 
+int ts_inject_lstat(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, uint32_t *ret_mode,
+                    ts_error **err) {
+        struct target t;
+        int r = resolve(ij, guest_path, 0, NULL, &t, err);
+        if (r < 0)
+                return r;
+        if (!t.ino)
+                return ts_error_setf_plain(err, ENOENT, "%s: does not exist", guest_path);
+        *ret_ino = t.ino;
+        *ret_mode = t.inode.i_mode;
+        return 0;
+}
+
+/* What the filesystem's own structures take in every group: the superblock
+ * and descriptor copies (with the reserved ones), the two bitmaps and the
+ * inode table. */
+static blk64_t group_overhead(ext2_filsys fs, dgrp_t g) {
+        blk64_t super = 0, old_desc = 0, new_desc = 0;
+        blk_t used = 0;
+        if (ext2fs_super_and_bgd_loc2(fs, g, &super, &old_desc, &new_desc, &used))
+                used = 0;
+        return (blk64_t) used + 2 + fs->inode_blocks_per_group;
+}
+
+int ts_inject_usage(ts_inject *ij, uint64_t *ret_bytes, uint64_t *ret_inodes, ts_error **err) {
+        ext2_filsys fs = fs_of(ij);
+        blk64_t free_blocks = 0, overhead = fs->super->s_first_data_block;
+        uint64_t free_inodes = 0;
+        for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+                free_blocks += ext2fs_bg_free_blocks_count(fs, g);
+                free_inodes += ext2fs_bg_free_inodes_count(fs, g);
+                overhead += group_overhead(fs, g);
+        }
+        /* The resize inode maps the reserved descriptor blocks counted above
+         * through one double-indirect block of its own. */
+        if (ext2fs_has_feature_resize_inode(fs->super))
+                overhead++;
+        ext2_ino_t journal = fs->super->s_journal_inum;
+        if (ext2fs_has_feature_journal(fs->super) && journal) {
+                struct ext2_inode_large in;
+                int r = read_inode(ij, journal, &in, err);
+                if (r < 0)
+                        return r;
+                overhead += ext2fs_get_stat_i_blocks(fs, (struct ext2_inode *) &in) / (fs->blocksize / 512);
+        }
+        blk64_t total = ext2fs_blocks_count(fs->super);
+        blk64_t used = total > free_blocks + overhead ? total - free_blocks - overhead : 0;
+        uint64_t inodes = fs->super->s_inodes_count, reserved = EXT2_FIRST_INODE(fs->super) - 1;
+        /* The root directory is one of the reserved inodes and counts. */
+        *ret_inodes = inodes > free_inodes + reserved ? inodes - free_inodes - reserved + 1 : 1;
+        *ret_bytes = (uint64_t) used * fs->blocksize;
+        return 0;
+}
+
 /* ---- opening ---- */
 
 /* Probes fd with libblkid; with `ext_only` only for the ext family (and an

@@ -125,6 +125,21 @@ int ts_inject_mountpoints(ts_inject *ij, ts_error **err);
  * -ENAMETOOLONG, -EINVAL, -EUCLEAN. */
 int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, ts_error **err);
 
+/* The entry guest_path names itself: a symlink in the final component is
+ * not followed (the parents are, inside the guest). Returns 0 with its
+ * inode number and mode (file type and permission bits, as st_mode), or
+ * -ENOENT, -ENOTDIR, -ELOOP, -ENAMETOOLONG, -EINVAL, -EUCLEAN. */
+int ts_inject_lstat(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, uint32_t *ret_mode,
+                    ts_error **err);
+
+/* What the files of the filesystem use, as df(1) counts it: bytes of the
+ * blocks in use besides the filesystem's own structures (superblocks, group
+ * descriptors, bitmaps, inode tables, the journal, the resize inode), and
+ * inodes in use besides the reserved ones (the root directory counts). Read from the
+ * group descriptors' free counts, which a clean filesystem keeps exact.
+ * Returns 0, or -EIO when the journal inode cannot be read. */
+int ts_inject_usage(ts_inject *ij, uint64_t *ret_bytes, uint64_t *ret_inodes, ts_error **err);
+
 /* Flushes and closes; always releases the handle. Returns 0, or -EIO when the
  * final flush failed or an earlier failure could not be rolled back. */
 int ts_inject_close(ts_inject *ij, ts_error **err);

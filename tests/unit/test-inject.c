@@ -1664,6 +1664,70 @@ START_TEST(allocation_failures_release_loads_a_group) {
 }
 END_TEST
 
+/* Blocks an inode holds (data, extent tree), in filesystem blocks. */
+static uint64_t inode_blocks(const char *guest, unsigned bs) {
+        struct info fi;
+        ck_assert_int_eq(info(guest, &fi), 0);
+        uint64_t sectors = fi.in.i_blocks;
+        return sectors * 512 / bs;
+}
+
+static void usage_ok(uint64_t *ret_bytes, uint64_t *ret_inodes) {
+        ts_inject *ij = open_ok();
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_usage(ij, ret_bytes, ret_inodes, &err);
+        ck_assert_msg(r == 0, "usage: %s", ts_error_message(err, r));
+        close_ok(ij);
+}
+
+/* Usage counts the files' blocks and inodes only (no metadata, journal,
+ * reserved inodes), on filesystems with and without a journal; lstat does
+ * not follow a final symlink but resolves the parents. */
+START_TEST(lstat_and_usage) {
+        static const char *const flavours[] = { "ext2", "ext4" };
+        for (size_t k = 0; k < TS_ARRAY_SIZE(flavours); k++) {
+                make_image("32M", "-t", flavours[k], "-b", "1024", NULL);
+                uint64_t b0, i0, b1, i1;
+                usage_ok(&b0, &i0);
+                ck_assert_uint_eq(i0, 2); /* the root and lost+found */
+                ck_assert_uint_eq(b0, (inode_blocks("/", 1024) + inode_blocks("/lost+found", 1024)) * 1024);
+
+                ts_inject *ij = open_ok();
+                ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+                _cleanup_error_ ts_error *err = NULL;
+                static char big[1 << 20];
+                memset(big, 'x', sizeof big);
+                char src[PATH_MAX + 16];
+                snprintf(src, sizeof src, "%s/big", tmpdir);
+                write_host(src, big, sizeof big);
+                ck_assert_int_eq(ts_inject_write_file(ij, src, "/data/big", &o, &err), 0);
+                ck_assert_int_eq(ts_inject_symlink(ij, "/nowhere", "/dangling", &o, &err), 0);
+                ck_assert_int_eq(ts_inject_symlink(ij, "data", "/d", &o, &err), 0);
+                uint32_t ino, mode;
+                ck_assert_int_eq(ts_inject_lstat(ij, "/dangling", &ino, &mode, &err), 0);
+                ck_assert(S_ISLNK(mode));
+                ck_assert_int_eq(ts_inject_lstat(ij, "/d", &ino, &mode, &err), 0);
+                ck_assert(S_ISLNK(mode));
+                ck_assert_int_eq(ts_inject_lstat(ij, "/d/big", &ino, &mode, &err), 0);
+                ck_assert(S_ISREG(mode));
+                ck_assert_uint_eq(mode & 07777, 0644);
+                ck_assert_int_eq(ts_inject_lstat(ij, "/data", &ino, &mode, &err), 0);
+                ck_assert(S_ISDIR(mode));
+                ck_assert_int_eq(ts_inject_lstat(ij, "/nope", &ino, &mode, &err), -ENOENT);
+                ck_assert_int_eq(ts_inject_lstat(ij, "/dangling/x", &ino, &mode, NULL), -ENOENT);
+                ck_assert_int_eq(ts_inject_lstat(ij, "/data/big/x", &ino, &mode, NULL), -ENOTDIR);
+                close_ok(ij);
+                assert_fsck_clean();
+
+                usage_ok(&b1, &i1);
+                ck_assert_uint_eq(i1, i0 + 4);
+                ck_assert_uint_eq(b1 - b0, (inode_blocks("/data", 1024) + inode_blocks("/data/big", 1024)) *
+                                                   1024);
+                ck_assert_uint_ge(b1 - b0, sizeof big);
+        }
+}
+END_TEST
+
 static Suite *inject_suite(void) {
         Suite *s = suite_create("inject");
         TCase *tc = tcase_create("write");
@@ -1703,6 +1767,7 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, refuses_corrupt_directory_block);
         tcase_add_test(tc, multi_group_filesystem);
         tcase_add_test(tc, data_starts_on_stripe_boundary);
+        tcase_add_test(tc, lstat_and_usage);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("crash");
