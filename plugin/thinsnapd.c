@@ -335,7 +335,7 @@ int main(int argc, char **argv) {
         };
         r = ts_snapshotter_open(&sc, &snap, &err);
         if (r < 0) {
-                log_error_errno(r, "cannot start: %s", ts_error_message(err, r));
+                log_error_err(r, err, "cannot start");
                 goto out;
         }
         /* Handlers run on libuv's pool (4 threads unless told): enough room
@@ -350,11 +350,11 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = ts_rpc_server_listen(server, address, mode, &err);
         if (r < 0) {
-                log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
+                log_error_err(r, err, "cannot serve on %s", address);
                 goto out;
         }
         if ((r = start_provisioner(&cli, &file, pool, sc.async_remove, &prov, &err)) < 0) {
-                log_error_errno(r, "cannot start the provisioner: %s", ts_error_message(err, r));
+                log_error_err(r, err, "cannot start the provisioner");
                 goto out;
         }
         the_server = server;
@@ -364,14 +364,15 @@ int main(int argc, char **argv) {
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        char fields[512];
-        snprintf(fields, sizeof fields, "address=%s pool=%s root=%s base_size=%llu", address, pool, root,
-                 (unsigned long long) base_size);
-        ts_log_emit(TS_LOG_INFO, 0, fields, "serving");
+        char size[32];
+        snprintf(size, sizeof size, "%llu", (unsigned long long) base_size);
+        ts_log_emit(TS_LOG_INFO, 0, NULL,
+                    TS_LOG_FIELDS({ "address", address }, { "pool", pool }, { "root", root }, { "base_size", size }),
+                    "serving");
         r = ts_rpc_server_run(server, &err);
         the_server = NULL;
         if (r < 0) {
-                log_error_errno(r, "serving stopped: %s", ts_error_message(err, r));
+                log_error_err(r, err, "serving stopped");
                 goto out;
         }
         log_info("stopped");

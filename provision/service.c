@@ -42,15 +42,18 @@ static int op_end(op *o, int code) {
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = (double) (t1.tv_sec - o->t0.tv_sec) * 1e3 +
                     (double) (t1.tv_nsec - o->t0.tv_nsec) / 1e6;
-        char fields[256];
-        snprintf(fields, sizeof fields, "op=%s subject=\"%.64s\" ms=%.2f code=%s", o->name,
-                 o->subject ? o->subject : "", ms, ts_rpc_status_name(code));
+        char ms_text[32], subject[65];
+        snprintf(ms_text, sizeof ms_text, "%.2f", ms);
+        snprintf(subject, sizeof subject, "%s", o->subject ? o->subject : "");
         enum ts_log_level lvl = code == TS_RPC_OK || code == TS_RPC_NOT_FOUND ||
                                                 code == TS_RPC_ALREADY_EXISTS ||
                                                 code == TS_RPC_INVALID_ARGUMENT
                                         ? TS_LOG_DEBUG
                                         : TS_LOG_WARN;
-        ts_log_emit(lvl, 0, fields, "%s", code == TS_RPC_OK ? "done" : "failed");
+        ts_log_emit(lvl, 0, NULL,
+                    TS_LOG_FIELDS({ "op", o->name }, { "subject", subject }, { "ms", ms_text },
+                                  { "code", ts_rpc_status_name(code) }),
+                    "%s", code == TS_RPC_OK ? "done" : "failed");
         return code;
 }
 
