@@ -4,9 +4,14 @@
 
 1. space: a pool with error_if_no_space is filled through an active
    snapshot's device; Prepare and View must answer RESOURCE_EXHAUSTED naming
-   the pool and its figures, and create nothing; after the filler's Remove,
-   Prepare works again. The same for a 2 MiB metadata device filled by
-   children that each copy every leaf of their parent's mapping tree.
+   the pool and its figures, and create nothing; `thinsnap pool extend`
+   grows it while thinsnapd runs, and Prepare and the filler's writes work
+   again at once; after the filler's Remove too. The same for a 2 MiB
+   metadata device filled by children that each copy every leaf of their
+   parent's mapping tree, then driven by devices of the test's own until the
+   kernel itself runs out of metadata space (the pool turns read-only and
+   refuses even deletes: Remove answers RESOURCE_EXHAUSTED); extended, the
+   same daemon removes and prepares again. thinsnapd's memory stays bounded.
 2. --async-remove: Remove answers at once and the snapshot is gone from Stat
    and List; its thin device leaves the pool shortly after (polled, bounded);
    a device still open is retried; the parent of a child whose removal is
@@ -21,6 +26,7 @@ Usage: pool_test.py BUILD_DIR SOURCE_DIR"""
 import mmap
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -61,6 +67,30 @@ def wait_for(what, cond, seconds=60):
         time.sleep(0.2)
 
 
+def extend(h, *args):
+    """`thinsnap pool extend` while thinsnapd runs; its exit status and output."""
+    p = subprocess.run([h.bindir + "/cli/thinsnap", "pool", "extend", h.pool] + list(args),
+                       env=h.env, capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def rss(h, field="VmRSS"):
+    with open(f"/proc/{h.daemon.pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+RSS_BOUND = 48 * MiB  # above the daemon's VmRSS after its start (ASan build)
+
+
+def check_rss(h, base):
+    peak = rss(h, "VmHWM") - base
+    h.ok("thinsnapd's memory bounded", peak <= RSS_BOUND,
+         f"(peak {peak / MiB:.1f} MiB above the start, bound {RSS_BOUND / MiB:.0f} MiB)")
+
+
 def run(name, body, *pool_args):
     global passed, failed
     h = Harness(bindir, src, name, "tspool-")
@@ -83,6 +113,7 @@ def run(name, body, *pool_args):
 # ---- 1. out of data space ----
 def space(h):
     h.start()
+    base = rss(h)
     ids0 = h.pool_ids()
     fill = h.prepare("fill")
     written, err = write_dev(fill, 64 * MiB)
@@ -116,12 +147,30 @@ def space(h):
     h.check("no thin device made", h.pool_ids(), ids)
     h.check("no device activated", h.active_devs(), [os.path.basename(fill)])
 
+    # Grown while thinsnapd runs: no restart, no removal.
+    rc, out = extend(h, "--data-size", "96M")
+    h.check("extend exits 0", rc, 0)
+    h.ok("extend says what grew", "data 48 MiB -> 96 MiB" in out, repr(out))
+    st = h.pool_status()
+    h.ok("the kernel's pool writable again", "rw" in st and "out_of_data_space" not in st, str(st))
+    h.check("data blocks doubled", int(st[2].split("/")[1]), 2 * total)
+    x = h.prepare("x")
+    h.ok("prepare works at once after the extend", x.startswith("/dev/mapper/"), repr(x))
+    h.check("its device written", write_dev(x, 4 * MiB), (4 * MiB, 0))
+    h.check("the filler writes on", write_dev(fill, 16 * MiB, written), (16 * MiB, 0))
+    h.check("remove it", h.remove("x"), "OK")
+    rc, out = extend(h, "--data-size", "64M")
+    h.ok("extend never shrinks", rc == 1 and "cannot shrink" in out, f"(exit {rc}: {out!r})")
+    rc, out = extend(h)
+    h.ok("extend to the sizes there are changes nothing", rc == 0 and "nothing changed" in out,
+         f"(exit {rc}: {out!r})")
+
     h.check("remove the filler", h.remove("fill"), "OK")
     x = h.prepare("x")
     h.ok("prepare works again", x.startswith("/dev/mapper/"), repr(x))
-    h.check("its device written", write_dev(x, 4 * MiB), (4 * MiB, 0))
     h.check("remove it", h.remove("x"), "OK")
     h.check("pool ids at the end", h.pool_ids(), ids0)
+    check_rss(h, base)
     h.stop()
 
 
@@ -246,15 +295,36 @@ def meta_used(h):
     return tuple(int(x) for x in h.pool_status()[1].split("/"))
 
 
+def exhaust_metadata(h, origin):
+    """Snapshots of `origin` made past thinsnapd (ids from 1000, which it
+    never reaches here), each written once in every 4 MiB like the children,
+    until the kernel's pool runs out of metadata space and turns read-only.
+    Returns their ids."""
+    ids = []
+    for i in range(1000, 1040):
+        if h.dm_message(h.pool, f"create_snap {i} {origin}"):
+            break
+        ids.append(i)
+        name = f"{h.pool}-x{i}"
+        subprocess.run(["dmsetup", "create", name, "--table", f"0 {(64 * MiB) >> 9} thin /dev/mapper/{h.pool} {i}"],
+                       check=True)
+        err = write_blocks("/dev/mapper/" + name, range(0, 48 * MiB, 4 * MiB))
+        subprocess.run(["dmsetup", "remove", name], check=True)
+        if err or "ro" in h.pool_status():
+            break
+    return ids
+
+
 def metadata(h):
     """A 2 MiB metadata device filled cheaply: a committed parent with 48 MiB
     mapped, and children that each write one block in every 4 MiB of it, so
     each child copies every leaf of the parent's mapping tree."""
     h.start()
+    base = rss(h)
     big = h.prepare("big")
     h.check("write big", write_dev(big, 48 * MiB), (48 * MiB, 0))
     h.check("commit BIG", h.commit("BIG", "big"), "OK")
-    made, refused = [], None
+    made, refused, dev_of = [], None, {}
     for i in range(300):
         try:
             r = h.raw("Prepare", h.pb.PrepareSnapshotRequest(key=f"c{i}", parent="BIG"),
@@ -263,6 +333,7 @@ def metadata(h):
             refused = e
             break
         made.append(f"c{i}")
+        dev_of[f"c{i}"] = devid(r.mounts[0].source)
         err = write_blocks(r.mounts[0].source, range(0, 48 * MiB, 4 * MiB))
         if err:
             h.ok("child writes while the pool has metadata space", False, f"(c{i}: errno {err})")
@@ -285,10 +356,40 @@ def metadata(h):
     h.check("view refused too", h.view("v", "BIG"), "RESOURCE_EXHAUSTED")
     h.check("nothing recorded", h.list_names(), sorted(["BIG"] + made))
     h.check("no thin device made", h.pool_ids(limit=len(made) + 8), ids)
-    for k in made[:len(made) // 2]:
-        h.check(f"remove {k}", h.remove(k), "OK")
+
+    # The kernel itself out of metadata space: read-only, deletes refused.
+    extra = exhaust_metadata(h, devid(big))
+    st = h.pool_status()
+    print(f"pool-test tsmeta: {len(extra)} more snapshots, then {st}", flush=True)
+    h.ok("the kernel's pool ran out of metadata space", "ro" in st, str(st))
+    victim = made[0]
+    try:
+        h.raw("Remove", h.pb.RemoveSnapshotRequest(key=victim))
+        h.ok("remove on a pool out of metadata space refused", False, "(it succeeded)")
+    except grpc.RpcError as e:
+        h.check("remove on a pool out of metadata space: status", e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        h.ok("remove: message says out of metadata space and how to grow it",
+             "out of metadata space" in e.details() and "thinsnap pool extend" in e.details(), repr(e.details()))
+    h.check("prepare on the read-only pool", h.prepare("y", "BIG"), "RESOURCE_EXHAUSTED")
+
+    # Grown while the same thinsnapd runs.
+    rc, out = extend(h, "--meta-size", "8M")
+    h.check("extend exits 0", rc, 0)
+    h.ok("extend says what grew", "metadata 2 MiB -> 8 MiB" in out, repr(out))
+    st = h.pool_status()
+    h.ok("the kernel's pool writable again", "rw" in st, str(st))
+    h.check("metadata blocks", int(st[1].split("/")[1]), 2048)
+    h.ok("remove works again", h.remove(victim) in ("OK", "NOT_FOUND"), "")
+    h.check("its device left the pool", h.pool_ids(limit=len(made) + 8), [i for i in ids if i != dev_of[victim]])
+    for i in extra:
+        h.check(f"delete test device {i}", h.dm_message(h.pool, f"delete {i}"), 0)
     x = h.prepare("x", "BIG")
-    h.ok("prepare works again after removals", x.startswith("/dev/mapper/"), repr(x))
+    h.ok("prepare works again after the extend", x.startswith("/dev/mapper/"), repr(x))
+    h.check("and its device takes writes", write_blocks(x, range(0, 64 * MiB, MiB)), 0)
+    for k in made[1:len(made) // 2]:
+        h.check(f"remove {k}", h.remove(k), "OK")
+    h.check("records left", h.list_names(), sorted(["BIG", "x"] + made[len(made) // 2:]))
+    check_rss(h, base)
     h.stop()
 
 
