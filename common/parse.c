@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "macro.h"
+
 /* Reads leading decimal digits of s into *ret; sets *end after them.
  * -EINVAL for NULL or no digit, -ERANGE past UINT64_MAX. */
 static int parse_digits(const char *s, uint64_t *ret, const char **end) {
@@ -103,4 +105,29 @@ char *ts_format_size(uint64_t bytes, char *buf, size_t len) {
         else
                 snprintf(buf, len, "%.1f %s", (double) whole + (double) rem / 1024.0, names[i]);
         return buf;
+}
+
+int ts_parse_duration_ms(const char *s, uint32_t *ret) {
+        static const struct {
+                const char *unit;
+                uint64_t ms;
+        } units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 } };
+        size_t digits = strspn(s, "0123456789");
+        char num[21];
+        uint64_t v;
+
+        if (digits == 0 || digits >= sizeof(num))
+                return -EINVAL;
+        memcpy(num, s, digits);
+        num[digits] = 0;
+        if (ts_parse_u64(num, &v) < 0)
+                return -EINVAL;
+        for (size_t i = 0; i < TS_ARRAY_SIZE(units); i++)
+                if (strcmp(s + digits, units[i].unit) == 0) {
+                        if (v == 0 || v > UINT32_MAX / units[i].ms)
+                                return -EINVAL;
+                        *ret = (uint32_t) (v * units[i].ms);
+                        return 0;
+                }
+        return -EINVAL;
 }

@@ -21,6 +21,11 @@ int ts_parse_mode(const char *s, uint32_t *ret);
  * -ERANGE (overflow). */
 int ts_parse_size(const char *s, uint64_t *ret);
 
+/* Parses a duration: digits and a unit, ms, s, m or h ("500ms", "30s",
+ * "10m", "1h"), in milliseconds, above 0 and within 32 bits. Returns 0 or
+ * -EINVAL. */
+int ts_parse_duration_ms(const char *s, uint32_t *ret);
+
 /* Writes a human-readable size ("1.5 GiB", "512 B") into buf.
  * Returns buf. */
 char *ts_format_size(uint64_t bytes, char *buf, size_t len);

@@ -123,32 +123,6 @@ const ts_config_rpc_key ts_config_rpc_keys[] = {
 };
 const size_t ts_config_n_rpc_keys = TS_ARRAY_SIZE(ts_config_rpc_keys);
 
-/* "500ms", "30s", "10m", "1h" in milliseconds, above 0, within 32 bits. */
-static int parse_duration_ms(const char *s, uint32_t *ret) {
-        static const struct {
-                const char *unit;
-                uint64_t ms;
-        } units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 } };
-        size_t digits = strspn(s, "0123456789");
-        char num[21];
-        uint64_t v;
-
-        if (digits == 0 || digits >= sizeof(num))
-                return -EINVAL;
-        memcpy(num, s, digits);
-        num[digits] = 0;
-        if (ts_parse_u64(num, &v) < 0)
-                return -EINVAL;
-        for (size_t i = 0; i < TS_ARRAY_SIZE(units); i++)
-                if (strcmp(s + digits, units[i].unit) == 0) {
-                        if (v == 0 || v > UINT32_MAX / units[i].ms)
-                                return -EINVAL;
-                        *ret = (uint32_t) (v * units[i].ms);
-                        return 0;
-                }
-        return -EINVAL;
-}
-
 int ts_config_set_rpc(ts_rpc_server_options *o, const ts_config_rpc_key *k, const char *name,
                       const char *text, ts_error **err) {
         uint32_t *dst = (uint32_t *) ((char *) o + k->offset);
@@ -172,7 +146,7 @@ int ts_config_set_rpc(ts_rpc_server_options *o, const ts_config_rpc_key *k, cons
                 *dst = (uint32_t) size;
                 return 0;
         default:
-                if (parse_duration_ms(text, dst) < 0)
+                if (ts_parse_duration_ms(text, dst) < 0)
                         return ts_error_setf_plain(err, EINVAL,
                                                    "%s: '%.64s' is not a duration above 0 "
                                                    "(examples: 500ms, 30s, 10m, 1h)",
@@ -236,6 +210,11 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                 if (v->type != V_INT || v->i == 0 || v->i > 64)
                         return line_error(err, line, key, "must be a number from 1 to 64");
                 cfg->max_warms = v->i;
+                return 0;
+        }
+        if (strcmp(key, "registry_timeout") == 0) {
+                if (v->type != V_STRING || ts_parse_duration_ms(v->s, &cfg->registry_timeout_ms) < 0)
+                        return line_error(err, line, key, "must be a duration such as \"30s\"");
                 return 0;
         }
         if (strcmp(key, "provisioner") == 0) {

@@ -19,6 +19,7 @@
  *   namespace = "thinsnap"     # the provisioner's containerd namespace
  *   snapshotter_name = "thinsnap"   # containerd's name for thinsnapd
  *   max_warms = 2              # image warms running at once
+ *   registry_timeout = "30s"   # a registry transfer without progress this long fails
  *
  * One `key = value` per line; values are "strings" (escapes \" \\ \n \t),
  * integers or true/false. Unknown keys and bad values are errors naming the
@@ -38,6 +39,7 @@ typedef struct ts_config {
                 *snapshotter_name;
         uint64_t base_size;
         uint64_t max_warms;
+        uint32_t registry_timeout_ms;
         bool no_provisioner;
         uint32_t socket_mode;
         enum ts_log_level log_level;

@@ -59,6 +59,8 @@ static const char help[] =
         "  --snapshotter-name NAME  the name containerd's config gives thinsnapd in\n"
         "                      [proxy_plugins] (default " TS_PROV_DEFAULT_SNAPSHOTTER ")\n"
         "  --max-warms N       image warms running at once (default 2)\n"
+        "  --registry-timeout DURATION  a registry transfer without progress this long\n"
+        "                      fails (default 30s; 500ms, 30s, 10m...)\n"
         "  --no-provisioner    serve the Snapshots API only\n"
         "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
         "\n"
@@ -122,6 +124,9 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
                         .snapshotter = cli->snapshotter_name ? cli->snapshotter_name
                                                              : file->snapshotter_name,
                         .max_warms = (unsigned) (cli->max_warms ? cli->max_warms : file->max_warms),
+                        .registry_timeout_s = ((cli->registry_timeout_ms ? cli->registry_timeout_ms
+                                                                         : file->registry_timeout_ms) +
+                                               999) / 1000,
                         .pool = pool,
                         .async_remove = async_remove,
                 },
@@ -156,6 +161,7 @@ enum {
         OPT_NAMESPACE,
         OPT_SNAPSHOTTER_NAME,
         OPT_MAX_WARMS,
+        OPT_REGISTRY_TIMEOUT,
         OPT_NO_PROV,
         OPT_LOG_LEVEL,
         OPT_VERSION,
@@ -224,6 +230,7 @@ int main(int argc, char **argv) {
                 { "namespace", required_argument, NULL, OPT_NAMESPACE },
                 { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
                 { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
+                { "registry-timeout", required_argument, NULL, OPT_REGISTRY_TIMEOUT },
                 { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
                 { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
                 { "version", no_argument, NULL, OPT_VERSION },
@@ -268,6 +275,11 @@ int main(int argc, char **argv) {
                 case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
                 case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
                 case OPT_NO_PROV: cli.no_provisioner = true; break;
+                case OPT_REGISTRY_TIMEOUT:
+                        if (ts_parse_duration_ms(optarg, &cli.registry_timeout_ms) < 0)
+                                USAGE("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)",
+                                      optarg);
+                        break;
                 case OPT_MAX_WARMS:
                         if (ts_parse_u64(optarg, &cli.max_warms) < 0 || cli.max_warms == 0 ||
                             cli.max_warms > 64)

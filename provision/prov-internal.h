@@ -57,7 +57,7 @@ typedef struct prov_chain {
 
 struct ts_prov {
         char *address, *ns, *snapshotter, *docker_config, *pool;
-        unsigned max_warms, max_downloads;
+        unsigned max_warms, max_downloads, registry_timeout_s;
         bool async_remove;
 
         pthread_mutex_t lock;

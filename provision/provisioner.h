@@ -39,6 +39,8 @@ typedef struct ts_prov_config {
                                            else ~/.docker/config.json */
         unsigned max_warms;             /* warms running at once; 0: 2 */
         unsigned max_downloads;         /* parallel blob downloads per warm; 0: 3 */
+        unsigned registry_timeout_s;    /* a registry transfer without progress this long
+                                           fails; 0: 30 */
         const char *pool;               /* thinsnapd's thin pool: a failed unpack on a full
                                            pool says so with its figures; NULL: not known */
         bool async_remove;              /* thinsnapd removes devices in the background:

@@ -42,6 +42,7 @@ static int source_open(prov_job *j, prov_source *s, ts_error **err) {
                 .username = j->username,
                 .password = j->password,
                 .docker_config = j->p->docker_config,
+                .timeout_s = j->p->registry_timeout_s,
         };
         return ts_registry_new(s->ref->domain, &o, &s->reg, err);
 }

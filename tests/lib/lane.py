@@ -48,8 +48,10 @@ class Lane:
         self.ts_sock = f"{self.run_dir}/thinsnapd.sock"
         self.prov_sock = f"{self.run_dir}/provisioner.sock"
         self.ctd_sock = f"{self.run_dir}/containerd.sock"
+        self.ctd_root = f"{self.work}/containerd"  # a test may point containerd elsewhere
         self.env = dict(os.environ, THINSNAP_STATE_DIR=f"{self.work}/pools",
-                        THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1")
+                        THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1",
+                        TS_REGISTRY_TIMEOUT="3")
         self.procs = {}
         self.logs = {}
         self.mounts = []
@@ -145,7 +147,7 @@ class Lane:
         self.wait_for("the provisioner's socket", lambda: os.path.exists(self.prov_sock), proc=p)
 
     def containerd_config(self, version, proxy=True):
-        common = (f'root = "{self.work}/containerd"\nstate = "{self.run_dir}/containerd-state"\n'
+        common = (f'root = "{self.ctd_root}"\nstate = "{self.run_dir}/containerd-state"\n'
                   f'[grpc]\n  address = "{self.ctd_sock}"\n'
                   f'[ttrpc]\n  address = "{self.ctd_sock}.ttrpc"\n')
         if proxy:

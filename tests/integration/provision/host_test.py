@@ -203,6 +203,12 @@ def faults(lane, reg, exp):
                 lines[-1].get("state") == "READY", p.stderr)
         ranges = [r["range"] for r in proxy.requests("/blobs/" + big)]
         lane.ok("... with Range", any(r and r.startswith("bytes=") for r in ranges), str(ranges))
+        lane.thinsnap("image", "rm", ref)
+        proxy.clear()
+        proxy.fault("hang", "/blobs/" + big)
+        p, _ = pull(lane, ref)
+        lane.ok("a registry that hangs: DEADLINE_EXCEEDED", p.returncode == 1 and
+                "DEADLINE_EXCEEDED" in p.stderr and "no progress" in p.stderr, p.stderr)
     finally:
         proxy.close()
 

@@ -3,7 +3,8 @@
  *
  *   prov-server SOCKET CONTAINERD_SOCKET NAMESPACE SNAPSHOTTER
  *
- * Serves thinsnap.v1.Provisioner on SOCKET until SIGTERM or SIGINT. */
+ * Serves thinsnap.v1.Provisioner on SOCKET until SIGTERM or SIGINT.
+ * $TS_LOG_LEVEL and $TS_REGISTRY_TIMEOUT (seconds) set the obvious. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@ int main(int argc, char **argv) {
                 return 2;
         }
         const char *level = getenv("TS_LOG_LEVEL");
+        const char *timeout = getenv("TS_REGISTRY_TIMEOUT");
         enum ts_log_level l;
         if (level && ts_log_parse_level(level, &l) >= 0)
                 ts_log_set_level(l);
@@ -28,7 +30,8 @@ int main(int argc, char **argv) {
         pthread_sigmask(SIG_BLOCK, &ss, NULL);
         signal(SIGPIPE, SIG_IGN);
         ts_prov_daemon_config cfg = {
-                .prov = { .containerd_address = argv[2], .namespace = argv[3], .snapshotter = argv[4] },
+                .prov = { .containerd_address = argv[2], .namespace = argv[3], .snapshotter = argv[4],
+                          .registry_timeout_s = timeout ? (unsigned) strtoul(timeout, NULL, 10) : 0 },
                 .address = argv[1],
         };
         ts_error *err = NULL;

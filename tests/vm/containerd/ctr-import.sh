@@ -21,7 +21,7 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-top_dir=$(cd "$here/../.." && pwd)
+top_dir=$(cd "$here/../../.." && pwd)
 
 usage() {
         sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2

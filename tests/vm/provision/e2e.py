@@ -139,6 +139,11 @@ def vms(lane, ref, expected, native=True):
             json.dumps(info))
     lane.ok("the device's size is given", int(info.get("size_bytes", 0)) > 0, json.dumps(info))
     lane.thinsnap("vm", "snapshot", "vm3", ref)
+    owned = lane.thinsnap("vm", "snapshot", "vmo", ref, "--owner", "1000:1001", "--mode", "0640")
+    st = os.stat(owned.stdout.strip())
+    lane.check("--owner and --mode give the device node to a jailed VMM",
+               (st.st_uid, st.st_gid, st.st_mode & 0o7777), (1000, 1001, 0o640))
+    lane.thinsnap("vm", "teardown", "vmo")
     tree = scan_device(lane, dev, f"{lane.work}/mnt")
     want = {"tree": expected["tree"], "hardlinks": expected["hardlinks"]}
     lane.ok("vm1's tree is the image's", tree.get("tree") == want["tree"] and
@@ -209,6 +214,31 @@ def bad_input(lane, ref):
     lane.ok("an unknown tag: NOT_FOUND", p.returncode == 1 and "NOT_FOUND" in p.stderr, p.stderr)
 
 
+def secured_registries(lane, imagedir, imagedir2):
+    """The same warm from a TLS registry with htpasswd (its own CA, --user) and from one
+    behind a bearer-token service."""
+    lane.say("TLS + Basic and token registries")
+    tls = lane.registry("tls-basic")
+    tls.push(f"{imagedir2}/image.tar", "private/other:v1")
+    ref = f"{tls.host}/private/other:v1"
+    p = lane.thinsnap("image", "pull", ref, "--ca-file", tls.facts["ca"], check=False)
+    lane.ok("TLS without credentials: authentication required", p.returncode == 1 and
+            f"authentication required for {tls.host}/private/other" in p.stderr, p.stderr)
+    p = lane.run([f"{lane.bindir}/cli/thinsnap", "image", "pull", ref, "--ca-file",
+                  tls.facts["ca"], "--user", tls.facts["username"], "--password-stdin"],
+                 input=tls.facts["password"] + "\n")
+    lane.ok("TLS + Basic with the test's CA: pulled", p.returncode == 0, p.stderr)
+    tok = lane.registry("token")
+    tok.push(f"{imagedir}/image.tar", "private/img:v1", all_manifests=True)
+    ref = f"{tok.host}/private/img:v1"
+    p = lane.thinsnap("image", "pull", ref, check=False)
+    lane.ok("token flow, anonymous on a private repository: authentication required",
+            p.returncode == 1 and "authentication required" in p.stderr, p.stderr)
+    p = lane.thinsnap("image", "pull", ref, "--user",
+                      f"{tok.facts['username']}:{tok.facts['password']}", check=False)
+    lane.ok("token flow with credentials: pulled", p.returncode == 0, p.stderr)
+
+
 def concurrency(lane, ref, ref2, n=40):
     """More calls at once than the provisioner has handler threads (16), while three pulls of
     another image join one warm: nothing may wait for a thread that waits on containerd."""
@@ -263,6 +293,8 @@ def full_pool(lane, ref2):
     lane.pool = f"{lane.name}-small"
     lane.pool_create("12M", "4M", "--error-if-no-space")
     lane.start_thinsnapd()
+    # containerd's own records of the first pool's snapshots would stand in the way
+    lane.ctd_root = f"{lane.work}/containerd-small"
     lane.start_containerd()
     p, _ = pull(lane, ref2)
     lane.ok("the warm fails RESOURCE_EXHAUSTED naming the pool's figures", p.returncode == 1 and
@@ -318,6 +350,7 @@ def main():
         teardown_and_gc(lane, dev)
         if not a.quick:
             bad_input(lane, ref)
+            secured_registries(lane, a.imagedir, a.imagedir2)
             concurrency(lane, ref, f"{reg.host}/e2e/other:v1")
             restart(lane, f"{reg.host}/e2e/other:v1")
             lane.thinsnap("image", "rm", f"{reg.host}/e2e/other:v1")
