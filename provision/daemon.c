@@ -98,3 +98,11 @@ ts_prov_daemon *ts_prov_daemon_stop(ts_prov_daemon *d) {
         free(d);
         return NULL;
 }
+
+ts_prov *ts_prov_daemon_prov(ts_prov_daemon *d) {
+        return d->prov;
+}
+
+ts_rpc_server *ts_prov_daemon_server(ts_prov_daemon *d) {
+        return d->server;
+}
