@@ -12,6 +12,10 @@
    kernel itself runs out of metadata space (the pool turns read-only and
    refuses even deletes: Remove answers RESOURCE_EXHAUSTED); extended, the
    same daemon removes and prepares again. thinsnapd's memory stays bounded.
+   Its metrics endpoint, scraped over HTTP, shows the pool's figures move,
+   the calls counted by method and status code (a bad request among them),
+   and an extend at once; a metrics address in use or malformed stops
+   thinsnapd at start with a message saying so.
 2. --async-remove: Remove answers at once and the snapshot is gone from Stat
    and List; its thin device leaves the pool shortly after (polled, bounded);
    a device still open is retried; the parent of a child whose removal is
@@ -29,6 +33,9 @@ import re
 import subprocess
 import sys
 import time
+import socket
+import urllib.error
+import urllib.request
 
 import grpc
 
@@ -82,6 +89,30 @@ def rss(h, field="VmRSS"):
     return 0
 
 
+METRICS = "127.0.0.1:19464"
+
+
+def scrape(h):
+    """thinsnapd's metrics endpoint, as Prometheus reads it: sample -> value.
+    It starts listening just after the gRPC socket appears."""
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=60) as r:
+                h.check("metrics: content type", r.headers.get("Content-Type", "").split(";")[0], "text/plain")
+                text = r.read().decode()
+            break
+        except urllib.error.URLError as e:
+            if not isinstance(e.reason, ConnectionRefusedError):
+                raise
+            time.sleep(0.1)
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
 RSS_BOUND = 48 * MiB  # above the daemon's VmRSS after its start (ASan build)
 
 
@@ -112,9 +143,14 @@ def run(name, body, *pool_args):
 
 # ---- 1. out of data space ----
 def space(h):
-    h.start()
+    h.start("--metrics-address", METRICS)
     base = rss(h)
     ids0 = h.pool_ids()
+    m0, pool = scrape(h), f'{{pool="{h.pool}"}}'
+    h.check("metrics: no snapshot at first", m0.get('thinsnap_snapshots{kind="active"}'), 0)
+    h.check("metrics: the pool's metadata used", m0.get("thinsnap_pool_metadata_used_bytes" + pool),
+            int(h.pool_status()[1].split("/")[0]) * 4096)
+    h.check("bad request: an empty key", h.prepare(""), "INVALID_ARGUMENT")
     fill = h.prepare("fill")
     written, err = write_dev(fill, 64 * MiB)
     h.ok("filling stops at the pool's end", err != 0 and written < 48 * MiB,
@@ -147,6 +183,31 @@ def space(h):
     h.check("no thin device made", h.pool_ids(), ids)
     h.check("no device activated", h.active_devs(), [os.path.basename(fill)])
 
+    # The metrics endpoint says what was done and what the pool holds.
+    m = scrape(h)
+    block = 64 << 10
+    h.ok("metrics: pool data used grew", m.get("thinsnap_pool_data_used_bytes" + pool, 0) >
+         m0.get("thinsnap_pool_data_used_bytes" + pool, 0), f"{m0} -> {m}")
+    h.check("metrics: pool data used", m.get("thinsnap_pool_data_used_bytes" + pool), used * block)
+    h.check("metrics: pool data size", m.get("thinsnap_pool_data_size_bytes" + pool), total * block)
+    h.check("metrics: pool out of data space", m.get("thinsnap_pool_out_of_data_space" + pool), 1)
+    mu, mt = (int(x) for x in st[1].split("/"))
+    h.check("metrics: pool metadata size", m.get("thinsnap_pool_metadata_size_bytes" + pool), mt * 4096)
+    h.check("metrics: snapshots by kind", [m.get(f'thinsnap_snapshots{{kind="{k}"}}') for k in ("active", "view", "committed")],
+            [1, 0, 0])
+    call = 'thinsnap_grpc_handled_total{{service="snapshots",method="{}",code="{}"}}'
+    h.check("metrics: prepares refused", m.get(call.format("prepare", "RESOURCE_EXHAUSTED")), 1)
+    h.check("metrics: views refused", m.get(call.format("view", "RESOURCE_EXHAUSTED")), 1)
+    h.check("metrics: prepares done", m.get(call.format("prepare", "OK")), 1)
+    h.check("metrics: the bad request counted", m.get(call.format("prepare", "INVALID_ARGUMENT")), 1)
+    h.check("metrics: stats of a missing key", m.get(call.format("stat", "NOT_FOUND")), 1)
+    h.check("metrics: prepare latencies counted",
+            m.get('thinsnap_grpc_handling_seconds_count{service="snapshots",method="prepare"}'), 3)
+    h.check("metrics: every prepare in the +Inf bucket",
+            m.get('thinsnap_grpc_handling_seconds_bucket{service="snapshots",method="prepare",le="+Inf"}'), 3)
+    h.ok("metrics: connections", m.get('thinsnap_grpc_connections{server="snapshots"}', 0) >= 1, str(m))
+    h.check("metrics: no limit hit", sum(v for k, v in m.items() if k.startswith("thinsnap_grpc_limit_hits_total")), 0)
+
     # Grown while thinsnapd runs: no restart, no removal.
     rc, out = extend(h, "--data-size", "96M")
     h.check("extend exits 0", rc, 0)
@@ -154,6 +215,9 @@ def space(h):
     st = h.pool_status()
     h.ok("the kernel's pool writable again", "rw" in st and "out_of_data_space" not in st, str(st))
     h.check("data blocks doubled", int(st[2].split("/")[1]), 2 * total)
+    m = scrape(h)
+    h.check("metrics: the new data size at once", m.get("thinsnap_pool_data_size_bytes" + pool), 2 * total * block)
+    h.check("metrics: no longer out of data space", m.get("thinsnap_pool_out_of_data_space" + pool), 0)
     x = h.prepare("x")
     h.ok("prepare works at once after the extend", x.startswith("/dev/mapper/"), repr(x))
     h.check("its device written", write_dev(x, 4 * MiB), (4 * MiB, 0))
@@ -172,6 +236,24 @@ def space(h):
     h.check("pool ids at the end", h.pool_ids(), ids0)
     check_rss(h, base)
     h.stop()
+    metrics_refused(h)
+
+
+def metrics_refused(h):
+    """A metrics address thinsnapd cannot serve on stops it at start, saying why."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    for address, want in ((f"127.0.0.1:{port}", f"listen for metrics on 127.0.0.1:{port}: Address already in use"),
+                          ("9464", "metrics address '9464' is not HOST:PORT")):
+        p = subprocess.run([h.bindir + "/plugin/thinsnapd", "--root", h.work + "/root", "--pool", h.pool,
+                            "--address", h.work + "/refused.sock", "--metrics-address", address],
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+        h.ok(f"metrics on {address}: thinsnapd refuses to start",
+             p.returncode != 0 and "cannot serve metrics" in p.stderr and want in p.stderr,
+             f"(exit {p.returncode}: {p.stderr[-600:]!r})")
+    taken.close()
 
 
 # ---- 2. --async-remove ----
