@@ -19,6 +19,7 @@
 struct ts_metrics {
         ts_metrics_config cfg;
         struct MHD_Daemon *mhd;
+        int fd;                 /* listening, until libmicrohttpd takes it */
         char address[80];
 };
 
@@ -376,29 +377,30 @@ static int listen_on(const char *address, char *ret_name, size_t len, ts_error *
         return fd;
 }
 
-int ts_metrics_start(const ts_metrics_config *cfg, ts_metrics **ret, ts_error **err) {
+int ts_metrics_listen(const char *address, ts_metrics **ret, ts_error **err) {
         ts_metrics *m = calloc(1, sizeof(*m));
         if (!m)
                 return ts_error_set(err, ENOMEM, "metrics");
-        m->cfg = *cfg;
-        int fd = listen_on(cfg->address, m->address, sizeof m->address, err);
-        if (fd < 0) {
+        m->fd = listen_on(address, m->address, sizeof m->address, err);
+        if (m->fd < 0) {
+                int r = m->fd;
                 free(m);
-                return fd;
+                return r;
         }
+        *ret = m;
+        return 0;
+}
+
+int ts_metrics_serve(ts_metrics *m, const ts_metrics_config *cfg, ts_error **err) {
+        m->cfg = *cfg;
         /* One thread, few connections, short timeouts: a scraper needs no
          * more, and nothing a client does here can cost the daemon much. */
         m->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request, m,
-                                  MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, 16u,
+                                  MHD_OPTION_LISTEN_SOCKET, m->fd, MHD_OPTION_CONNECTION_LIMIT, 16u,
                                   MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
-        if (!m->mhd) {
-                int e = errno ? errno : EIO;
-                close(fd);
-                free(m);
-                return ts_error_set(err, e, "serve metrics on %s", cfg->address);
-        }
-        m->cfg.address = m->address;
-        *ret = m;
+        if (!m->mhd)
+                return ts_error_set(err, errno ? errno : EIO, "serve metrics on %s", m->address);
+        m->fd = -1; /* libmicrohttpd's now: it closes it when stopped */
         return 0;
 }
 
@@ -408,7 +410,10 @@ const char *ts_metrics_address(const ts_metrics *m) {
 
 ts_metrics *ts_metrics_stop(ts_metrics *m) {
         if (m) {
-                MHD_stop_daemon(m->mhd);
+                if (m->mhd)
+                        MHD_stop_daemon(m->mhd);
+                if (m->fd >= 0)
+                        close(m->fd);
                 free(m);
         }
         return NULL;

@@ -16,7 +16,6 @@
 #define TS_METRICS_MAX_SERVERS 4
 
 typedef struct ts_metrics_config {
-        const char *address;           /* "127.0.0.1:9464", "[::1]:9464", "localhost:0" */
         const char *pool;              /* dm name of the pool; NULL: no pool figures */
         ts_snapshotter *snapshotter;   /* NULL: no snapshot figures */
         ts_prov *prov;                 /* NULL: no provisioner figures */
@@ -56,16 +55,21 @@ int ts_metrics_render(const ts_metrics_figures *f, char **ret, size_t *ret_len);
 
 typedef struct ts_metrics ts_metrics;
 
-/* Listens on cfg->address (HOST:PORT; port 0 picks one) and serves. cfg's
- * pointers must outlive the endpoint. Returns 0, -EINVAL (not HOST:PORT, or
- * a host that does not resolve: the message says which), -EADDRINUSE, or
- * -errno of socket/bind/listen or libmicrohttpd; the message names the
- * address. */
-int ts_metrics_start(const ts_metrics_config *cfg, ts_metrics **ret, ts_error **err);
+/* Listens on address ("127.0.0.1:9464", "[::1]:9464", "localhost:0": port
+ * 0 picks one) without serving yet, so that a daemon can refuse to start
+ * before it does anything else. Returns 0, -EINVAL (not HOST:PORT, or a
+ * host that does not resolve: the message says which), -EADDRINUSE, or
+ * -errno of socket/bind/listen; the message names the address. */
+int ts_metrics_listen(const char *address, ts_metrics **ret, ts_error **err);
+
+/* Serves GET /metrics from the sources cfg names, on a thread of its own.
+ * cfg's pointers must outlive the endpoint. Returns 0 or -errno of
+ * libmicrohttpd's start. */
+int ts_metrics_serve(ts_metrics *m, const ts_metrics_config *cfg, ts_error **err);
 
 /* The address it listens on, as HOST:PORT with the port chosen. */
 const char *ts_metrics_address(const ts_metrics *m);
 
-/* Stops serving (a scrape in progress finishes) and frees. Accepts NULL;
+/* Stops serving (a scrape in progress finishes), closes, frees. Accepts NULL;
  * returns NULL. */
 ts_metrics *ts_metrics_stop(ts_metrics *m);

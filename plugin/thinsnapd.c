@@ -141,19 +141,19 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
         return ts_prov_daemon_start(&pc, ret, err);
 }
 
-static int start_metrics(const char *address, const char *pool, ts_snapshotter *snap, ts_rpc_server *server,
-                         ts_prov_daemon *prov, ts_metrics **ret, ts_error **err) {
+/* Serves the metrics endpoint listening since the start. */
+static int serve_metrics(ts_metrics *m, const char *pool, ts_snapshotter *snap, ts_rpc_server *server,
+                         ts_prov_daemon *prov, ts_error **err) {
         ts_metrics_config mc = {
-                .address = address,
                 .pool = pool,
                 .snapshotter = snap,
                 .prov = prov ? ts_prov_daemon_prov(prov) : NULL,
                 .servers = { server, prov ? ts_prov_daemon_server(prov) : NULL },
                 .server_names = { "snapshots", "provisioner" },
         };
-        int r = ts_metrics_start(&mc, ret, err);
+        int r = ts_metrics_serve(m, &mc, err);
         if (r >= 0)
-                ts_log_emit(TS_LOG_INFO, 0, NULL, TS_LOG_FIELDS({ "address", ts_metrics_address(*ret) }),
+                ts_log_emit(TS_LOG_INFO, 0, NULL, TS_LOG_FIELDS({ "address", ts_metrics_address(m) }),
                             "serving metrics");
         return r;
 }
@@ -360,6 +360,13 @@ int main(int argc, char **argv) {
                 exit_code = 2;
                 goto out;
         }
+        /* Taken first: an address that cannot be served stops the start
+         * before the pool is touched. */
+        const char *metrics_address = cli.metrics_address ? cli.metrics_address : file.metrics_address;
+        if (metrics_address && (r = ts_metrics_listen(metrics_address, &metrics, &err)) < 0) {
+                log_error_err(r, err, "cannot serve metrics");
+                goto out;
+        }
 
         ts_snapshotter_config sc = {
                 .root = root,
@@ -393,8 +400,7 @@ int main(int argc, char **argv) {
                 log_error_err(r, err, "cannot start the provisioner");
                 goto out;
         }
-        const char *metrics_address = cli.metrics_address ? cli.metrics_address : file.metrics_address;
-        if (metrics_address && (r = start_metrics(metrics_address, pool, snap, server, prov, &metrics, &err)) < 0) {
+        if (metrics && (r = serve_metrics(metrics, pool, snap, server, prov, &err)) < 0) {
                 log_error_err(r, err, "cannot serve metrics");
                 goto out;
         }

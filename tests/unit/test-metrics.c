@@ -213,9 +213,10 @@ START_TEST(scrape_counts_what_was_done) {
         ts_opstats_reset();
         ck_assert_int_eq(ts_testsvc_start(&srv, NULL, NULL, 0), 0);
         ts_metrics *m = NULL;
-        ts_metrics_config cfg = { .address = "127.0.0.1:0", .servers = { srv.s }, .server_names = { "test" } };
+        ts_metrics_config cfg = { .servers = { srv.s }, .server_names = { "test" } };
         _cleanup_error_ ts_error *err = NULL;
-        ck_assert_int_eq(ts_metrics_start(&cfg, &m, &err), 0);
+        ck_assert_int_eq(ts_metrics_listen("127.0.0.1:0", &m, &err), 0);
+        ck_assert_int_eq(ts_metrics_serve(m, &cfg, &err), 0);
         ck_assert_ptr_nonnull(strstr(ts_metrics_address(m), "127.0.0.1:"));
 
         for (int i = 0; i < 3; i++)
@@ -279,18 +280,15 @@ START_TEST(bad_addresses_refused) {
                 { "127.0.0.1:notaport", -EINVAL, "notaport" },
         };
         for (size_t i = 0; i < TS_ARRAY_SIZE(bad); i++) {
-                ts_metrics_config cfg = { .address = bad[i].address };
                 ts_metrics *m = NULL;
                 _cleanup_error_ ts_error *err = NULL;
-                ck_assert_int_eq(ts_metrics_start(&cfg, &m, &err), bad[i].r);
+                ck_assert_int_eq(ts_metrics_listen(bad[i].address, &m, &err), bad[i].r);
                 ck_assert_msg(strstr(err->msg, bad[i].needle), "%s: %s", bad[i].address, err->msg);
         }
-        ts_metrics_config cfg = { .address = "127.0.0.1:0" };
         ts_metrics *a = NULL, *b = NULL;
-        ck_assert_int_eq(ts_metrics_start(&cfg, &a, NULL), 0);
-        ts_metrics_config taken = { .address = ts_metrics_address(a) };
+        ck_assert_int_eq(ts_metrics_listen("127.0.0.1:0", &a, NULL), 0);
         _cleanup_error_ ts_error *err = NULL;
-        ck_assert_int_eq(ts_metrics_start(&taken, &b, &err), -EADDRINUSE);
+        ck_assert_int_eq(ts_metrics_listen(ts_metrics_address(a), &b, &err), -EADDRINUSE);
         char want[128];
         snprintf(want, sizeof want, "listen for metrics on %s: Address already in use", ts_metrics_address(a));
         ck_assert_str_eq(err->msg, want);
