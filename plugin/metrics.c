@@ -151,7 +151,7 @@ static int render_calls(ts_buf *b, const ts_metrics_figures *f) {
 }
 
 static int render_pool(ts_buf *b, const ts_metrics_figures *f) {
-        char p[80];
+        char p[2 * 128 + 1]; /* a dm name (127 bytes at most), every byte escaped */
         label(f->pool, p, sizeof p);
         const struct {
                 const char *name, *help;
