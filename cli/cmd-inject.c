@@ -31,6 +31,7 @@ static void usage(FILE *f) {
               "  --no-mkdirs            fail when a parent directory is missing\n"
               "  --no-replace-symlink   fail when GUEST_PATH is a symlink instead of replacing it\n"
               "  --mountpoints          create /proc /sys /dev /tmp /run when absent\n"
+              "  --no-follow            refuse a TARGET that is a symlink\n"
               "  --json                 print the result as JSON on stdout\n"
               "  -h, --help             show this help\n",
               f);
@@ -38,7 +39,7 @@ static void usage(FILE *f) {
 
 int ts_cmd_inject(int argc, char **argv) {
         enum { OPT_MODE = 256, OPT_UID, OPT_GID, OPT_MTIME, OPT_NO_MKDIRS, OPT_NO_REPLACE_SYMLINK,
-               OPT_MOUNTPOINTS, OPT_JSON };
+               OPT_MOUNTPOINTS, OPT_JSON, OPT_NO_FOLLOW };
         static const struct option longopts[] = {
                 { "mode", required_argument, NULL, OPT_MODE },
                 { "uid", required_argument, NULL, OPT_UID },
@@ -48,11 +49,13 @@ int ts_cmd_inject(int argc, char **argv) {
                 { "no-replace-symlink", no_argument, NULL, OPT_NO_REPLACE_SYMLINK },
                 { "mountpoints", no_argument, NULL, OPT_MOUNTPOINTS },
                 { "json", no_argument, NULL, OPT_JSON },
+                { "no-follow", no_argument, NULL, OPT_NO_FOLLOW },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
         ts_inject_opts opts = TS_INJECT_OPTS_DEFAULT;
         bool have_mode = false, have_mtime = false, mountpoints = false, json = false;
+        unsigned open_flags = 0;
         uint64_t mtime = 0;
 
         optind = 0; /* full reset: the caller may have used getopt already */
@@ -89,6 +92,9 @@ int ts_cmd_inject(int argc, char **argv) {
                         break;
                 case OPT_JSON:
                         json = true;
+                        break;
+                case OPT_NO_FOLLOW:
+                        open_flags |= TS_INJECT_OPEN_NOFOLLOW;
                         break;
                 case 'h':
                         usage(stdout);
@@ -128,7 +134,7 @@ int ts_cmd_inject(int argc, char **argv) {
         }
 
         _cleanup_inject_ ts_inject *ij = NULL;
-        int r = ts_inject_open(target, 0, &ij, &err);
+        int r = ts_inject_open(target, open_flags, &ij, &err);
         if (r < 0)
                 return ts_cli_fail_json("inject", json, err, r);
 

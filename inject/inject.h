@@ -60,8 +60,17 @@ typedef struct ts_inject_opts {
 #define TS_INJECT_OPTS_DEFAULT                                                         \
         ((ts_inject_opts){ .mode = 0644, .mtime = TS_INJECT_MTIME_NOW, .dir_mode = 0755 })
 
+/* Flags of ts_inject_open. */
+enum {
+        /* Refuse a path whose last component is a symlink (-ELOOP), for a
+         * caller that named the device itself and wants no redirection. */
+        TS_INJECT_OPEN_NOFOLLOW = 1u << 0,
+};
+
 /* Opens the ext2/3/4 filesystem on `path` (a block device or an image file)
- * for writing. `flags` must be 0 (reserved).
+ * for writing. `flags`: 0 or TS_INJECT_OPEN_NOFOLLOW. The path is resolved
+ * once; every check is made on the descriptor it gave, so a path swapped
+ * meanwhile cannot send the writes elsewhere.
  *
  * Refuses: anything libblkid does not identify as ext2, ext3 or ext4
  * (-EMEDIUMTYPE); a filesystem that is mounted, a block device that is held
@@ -70,8 +79,10 @@ typedef struct ts_inject_opts {
  * having errors (-EUCLEAN); features it does not write: bigalloc, multi-mount protection, or
  * features libext2fs does not know (-EOPNOTSUPP; encrypted and case-folded
  * directories are refused per operation); a corrupt superblock or group descriptors, a filesystem
- * larger than its device (-EUCLEAN). A block device stays open with O_EXCL
- * until close, so it cannot be mounted meanwhile.
+ * larger than its device (-EUCLEAN); anything but a block device or a
+ * regular file (-EINVAL); a final symlink with TS_INJECT_OPEN_NOFOLLOW
+ * (-ELOOP). A block device stays open with O_EXCL until close, so it cannot
+ * be mounted meanwhile.
  * Returns 0 and *ret, or -errno with *err set. */
 int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err);
 

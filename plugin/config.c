@@ -186,12 +186,12 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                         return apply_rpc(cfg, &ts_config_rpc_keys[i], v, line, err);
         static const char *const string_keys[] = {
                 "root", "pool", "address", "mkfs", "provisioner_address", "provisioner_group",
-                "containerd_address", "namespace", "snapshotter_name",
+                "containerd_address", "namespace", "snapshotter_name", "metrics_address",
         };
         char **string_dst[] = {
                 &cfg->root, &cfg->pool, &cfg->address, &cfg->mkfs, &cfg->provisioner_address,
                 &cfg->provisioner_group, &cfg->containerd_address, &cfg->namespace,
-                &cfg->snapshotter_name,
+                &cfg->snapshotter_name, &cfg->metrics_address,
         };
         for (size_t i = 0; i < TS_ARRAY_SIZE(string_keys); i++)
                 if (strcmp(key, string_keys[i]) == 0) {
@@ -316,6 +316,8 @@ void ts_config_done(ts_config *cfg) {
         free(cfg->containerd_address);
         free(cfg->namespace);
         free(cfg->snapshotter_name);
+        free(cfg->metrics_address);
+        cfg->metrics_address = NULL;
         cfg->root = cfg->pool = cfg->address = cfg->mkfs = NULL;
         cfg->provisioner_address = cfg->provisioner_group = cfg->containerd_address = NULL;
         cfg->namespace = cfg->snapshotter_name = NULL;

@@ -20,6 +20,7 @@
  *   snapshotter_name = "thinsnap"   # containerd's name for thinsnapd
  *   max_warms = 2              # image warms running at once
  *   registry_timeout = "30s"   # a registry transfer without progress this long fails
+ *   metrics_address = "127.0.0.1:9464"   # Prometheus metrics over HTTP; unset: off
  *
  * One `key = value` per line; values are "strings" (escapes \" \\ \n \t),
  * integers or true/false. Unknown keys and bad values are errors naming the
@@ -36,7 +37,7 @@
 typedef struct ts_config {
         char *root, *pool, *address, *mkfs;
         char *provisioner_address, *provisioner_group, *containerd_address, *namespace,
-                *snapshotter_name;
+                *snapshotter_name, *metrics_address;
         uint64_t base_size;
         uint64_t max_warms;
         uint32_t registry_timeout_ms;

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/parse.h"
 #include "plugin/config.h"
+#include "plugin/metrics.h"
 #include "plugin/service.h"
 #include "plugin/snapshotter.h"
 #include "provision/daemon.h"
@@ -63,6 +64,8 @@ static const char help[] =
         "                      fails (default 30s; 500ms, 30s, 10m...)\n"
         "  --no-provisioner    serve the Snapshots API only\n"
         "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
+        "  --metrics-address HOST:PORT  serve Prometheus metrics over HTTP at\n"
+        "                      http://HOST:PORT/metrics (default: off; port 0 picks one)\n"
         "\n"
         "Limits of the gRPC server, per client (defaults far above what containerd needs):\n"
         "  --max-connections N         connections at once; past it the one idle longest\n"
@@ -138,6 +141,23 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
         return ts_prov_daemon_start(&pc, ret, err);
 }
 
+/* Serves the metrics endpoint listening since the start. */
+static int serve_metrics(ts_metrics *m, const char *pool, ts_snapshotter *snap, ts_rpc_server *server,
+                         ts_prov_daemon *prov, ts_error **err) {
+        ts_metrics_config mc = {
+                .pool = pool,
+                .snapshotter = snap,
+                .prov = prov ? ts_prov_daemon_prov(prov) : NULL,
+                .servers = { server, prov ? ts_prov_daemon_server(prov) : NULL },
+                .server_names = { "snapshots", "provisioner" },
+        };
+        int r = ts_metrics_serve(m, &mc, err);
+        if (r >= 0)
+                ts_log_emit(TS_LOG_INFO, 0, NULL, TS_LOG_FIELDS({ "address", ts_metrics_address(m) }),
+                            "serving metrics");
+        return r;
+}
+
 /* A bad command line: say why, then leave through the common clean-up. */
 #define USAGE(...)                                                                             \
         do {                                                                                   \
@@ -164,6 +184,7 @@ enum {
         OPT_REGISTRY_TIMEOUT,
         OPT_NO_PROV,
         OPT_LOG_LEVEL,
+        OPT_METRICS,
         OPT_VERSION,
         OPT_RPC, /* + the index in ts_config_rpc_keys */
 };
@@ -233,6 +254,7 @@ int main(int argc, char **argv) {
                 { "registry-timeout", required_argument, NULL, OPT_REGISTRY_TIMEOUT },
                 { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
                 { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+                { "metrics-address", required_argument, NULL, OPT_METRICS },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "help", no_argument, NULL, 'h' },
         };
@@ -245,6 +267,7 @@ int main(int argc, char **argv) {
         ts_snapshotter *snap = NULL;
         ts_rpc_server *server = NULL;
         ts_prov_daemon *prov = NULL;
+        ts_metrics *metrics = NULL;
         int r = 0;
         const char *address = NULL;
         ts_rpc_server_options rpc_opts;
@@ -274,6 +297,7 @@ int main(int argc, char **argv) {
                 case OPT_CONTAINERD: set_opt(&cli.containerd_address, optarg); break;
                 case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
                 case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
+                case OPT_METRICS: set_opt(&cli.metrics_address, optarg); break;
                 case OPT_NO_PROV: cli.no_provisioner = true; break;
                 case OPT_REGISTRY_TIMEOUT:
                         if (ts_parse_duration_ms(optarg, &cli.registry_timeout_ms) < 0)
@@ -336,6 +360,13 @@ int main(int argc, char **argv) {
                 exit_code = 2;
                 goto out;
         }
+        /* Taken first: an address that cannot be served stops the start
+         * before the pool is touched. */
+        const char *metrics_address = cli.metrics_address ? cli.metrics_address : file.metrics_address;
+        if (metrics_address && (r = ts_metrics_listen(metrics_address, &metrics, &err)) < 0) {
+                log_error_err(r, err, "cannot serve metrics");
+                goto out;
+        }
 
         ts_snapshotter_config sc = {
                 .root = root,
@@ -347,7 +378,7 @@ int main(int argc, char **argv) {
         };
         r = ts_snapshotter_open(&sc, &snap, &err);
         if (r < 0) {
-                log_error_errno(r, "cannot start: %s", ts_error_message(err, r));
+                log_error_err(r, err, "cannot start");
                 goto out;
         }
         /* Handlers run on libuv's pool (4 threads unless told): enough room
@@ -362,11 +393,15 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = ts_rpc_server_listen(server, address, mode, &err);
         if (r < 0) {
-                log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
+                log_error_err(r, err, "cannot serve on %s", address);
                 goto out;
         }
         if ((r = start_provisioner(&cli, &file, pool, sc.async_remove, &prov, &err)) < 0) {
-                log_error_errno(r, "cannot start the provisioner: %s", ts_error_message(err, r));
+                log_error_err(r, err, "cannot start the provisioner");
+                goto out;
+        }
+        if (metrics && (r = serve_metrics(metrics, pool, snap, server, prov, &err)) < 0) {
+                log_error_err(r, err, "cannot serve metrics");
                 goto out;
         }
         the_server = server;
@@ -376,19 +411,21 @@ int main(int argc, char **argv) {
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        char fields[512];
-        snprintf(fields, sizeof fields, "address=%s pool=%s root=%s base_size=%llu", address, pool, root,
-                 (unsigned long long) base_size);
-        ts_log_emit(TS_LOG_INFO, 0, fields, "serving");
+        char size[32];
+        snprintf(size, sizeof size, "%llu", (unsigned long long) base_size);
+        ts_log_emit(TS_LOG_INFO, 0, NULL,
+                    TS_LOG_FIELDS({ "address", address }, { "pool", pool }, { "root", root }, { "base_size", size }),
+                    "serving");
         r = ts_rpc_server_run(server, &err);
         the_server = NULL;
         if (r < 0) {
-                log_error_errno(r, "serving stopped: %s", ts_error_message(err, r));
+                log_error_err(r, err, "serving stopped");
                 goto out;
         }
         log_info("stopped");
         exit_code = 0;
 out:
+        ts_metrics_stop(metrics);
         ts_prov_daemon_stop(prov);
         ts_rpc_server_free(server);
         if (address && exit_code == 0)

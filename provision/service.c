@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "common/arena.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/opstats.h"
 #include "common/strv.h"
 #include "thinsnap/v1/provisioner.pb-c.h"
 
@@ -27,30 +29,31 @@ typedef Thinsnap__V1__VM VM;
 typedef struct op {
         ts_rpc_call *call;
         const char *name, *subject;
-        struct timespec t0;
+        int64_t t0;
 } op;
 
 static void op_begin(op *o, ts_rpc_call *call, const char *name, const char *subject) {
-        *o = (op) { .call = call, .name = name, .subject = subject };
-        clock_gettime(CLOCK_MONOTONIC, &o->t0);
+        *o = (op) { .call = call, .name = name, .subject = subject, .t0 = ts_clock_mono_ns() };
 }
 
 static int op_end(op *o, int code) {
+        int64_t ns = ts_clock_mono_ns() - o->t0;
+        ts_opstats_record("provisioner", o->name, code, ns);
         if (ts_log_get_level() < TS_LOG_DEBUG && code == TS_RPC_OK)
                 return code;
-        struct timespec t1;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double ms = (double) (t1.tv_sec - o->t0.tv_sec) * 1e3 +
-                    (double) (t1.tv_nsec - o->t0.tv_nsec) / 1e6;
-        char fields[256];
-        snprintf(fields, sizeof fields, "op=%s subject=\"%.64s\" ms=%.2f code=%s", o->name,
-                 o->subject ? o->subject : "", ms, ts_rpc_status_name(code));
+        double ms = (double) ns / 1e6;
+        char ms_text[32], subject[65];
+        snprintf(ms_text, sizeof ms_text, "%.2f", ms);
+        snprintf(subject, sizeof subject, "%s", o->subject ? o->subject : "");
         enum ts_log_level lvl = code == TS_RPC_OK || code == TS_RPC_NOT_FOUND ||
                                                 code == TS_RPC_ALREADY_EXISTS ||
                                                 code == TS_RPC_INVALID_ARGUMENT
                                         ? TS_LOG_DEBUG
                                         : TS_LOG_WARN;
-        ts_log_emit(lvl, 0, fields, "%s", code == TS_RPC_OK ? "done" : "failed");
+        ts_log_emit(lvl, 0, NULL,
+                    TS_LOG_FIELDS({ "op", o->name }, { "subject", subject }, { "ms", ms_text },
+                                  { "code", ts_rpc_status_name(code) }),
+                    "%s", code == TS_RPC_OK ? "done" : "failed");
         return code;
 }
 

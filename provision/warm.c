@@ -646,3 +646,12 @@ void prov_warm_stop_workers(ts_prov *p) {
                 unlink_locked(p->warms);
         pthread_mutex_unlock(&p->lock);
 }
+
+void ts_prov_warm_counts(ts_prov *p, uint64_t ret[TS_PROV_WARM_FAILED + 1]) {
+        memset(ret, 0, (TS_PROV_WARM_FAILED + 1) * sizeof(*ret));
+        pthread_mutex_lock(&p->lock);
+        for (const prov_warm *w = p->warms; w; w = w->next)
+                if ((unsigned) w->st.state <= TS_PROV_WARM_FAILED)
+                        ret[w->st.state]++;
+        pthread_mutex_unlock(&p->lock);
+}

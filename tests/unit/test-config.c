@@ -27,12 +27,14 @@ START_TEST(full_file) {
                            "async_remove = true\n"
                            "discard_on_remove = false\n"
                            "mkfs = \"/sbin/mkfs.\\\"ext4\\\"\"\n"
+                           "metrics_address = \"127.0.0.1:9464\"\n"
                            "\n";
         ck_assert_int_eq(parse(text, &c, NULL), 0);
         ck_assert_str_eq(c.root, "/var/lib/thinsnap");
         ck_assert_str_eq(c.pool, "tp");
         ck_assert_str_eq(c.address, "/run/t s.sock");
         ck_assert_str_eq(c.mkfs, "/sbin/mkfs.\"ext4\"");
+        ck_assert_str_eq(c.metrics_address, "127.0.0.1:9464");
         ck_assert_uint_eq(c.base_size, 10ULL << 30);
         ck_assert_uint_eq(c.socket_mode, 0600);
         ck_assert(c.log_level_set);
