@@ -80,6 +80,40 @@ typedef struct pool_args {
 
 enum { ARGS_OTHER, ARGS_CREATE, ARGS_EXTEND };
 
+/* One option of `pool create|extend|...`: 0, or the exit code of a usage error. */
+static int pool_opt(const char *cmd, int c, const char *arg, pool_args *a) {
+        int r;
+        switch (c) {
+        case OPT_DATA: a->req.data_path = arg; return 0;
+        case OPT_META: a->req.meta_path = arg; return 0;
+        case OPT_DATA_SIZE:
+                if ((r = ts_cli_size(cmd, "--data-size", arg, &a->req.data_size)))
+                        return r;
+                return a->req.data_size ? 0 : ts_cli_usage_error(cmd, "--data-size must not be 0");
+        case OPT_META_SIZE:
+                if ((r = ts_cli_size(cmd, "--meta-size", arg, &a->req.meta_size)))
+                        return r;
+                return a->req.meta_size ? 0 : ts_cli_usage_error(cmd, "--meta-size must not be 0");
+        case OPT_BLOCK_SIZE:
+                if ((r = ts_cli_size(cmd, "--block-size", arg, &a->req.block_size)))
+                        return r;
+                if (ts_pool_check_block_size(a->req.block_size, NULL) < 0)
+                        return ts_cli_usage_error(cmd, "--block-size '%s' must be a multiple "
+                                                       "of 64K between 64K and 1G", arg);
+                return 0;
+        case OPT_LOW_WATER:
+                return ts_cli_u64(cmd, "--low-water", arg, UINT32_MAX, &a->req.low_water_blocks);
+        case OPT_SKIP_ZERO: a->req.skip_block_zeroing = true; return 0;
+        case OPT_IGNORE_DISCARD: a->req.ignore_discard = true; return 0;
+        case OPT_NO_PASSDOWN: a->req.no_discard_passdown = true; return 0;
+        case OPT_ERROR_NO_SPACE: a->req.error_if_no_space = true; return 0;
+        case OPT_STATE_DIR: a->state_dir = arg; return 0;
+        case OPT_JSON: a->json = true; return 0;
+        case OPT_FORCE: a->force = true; return 0;
+        default: /* OPT_DELETE_FILES */ a->delete_files = true; return 0;
+        }
+}
+
 static int parse_pool_args(const char *cmd, int argc, char **argv, pool_args *a, int kind) {
         static const struct option create_opts[] = {
                 { "data", required_argument, NULL, OPT_DATA },
@@ -120,50 +154,16 @@ static int parse_pool_args(const char *cmd, int argc, char **argv, pool_args *a,
         const struct option *opts = kind == ARGS_CREATE ? create_opts : kind == ARGS_EXTEND ? extend_opts : other_opts;
         bool creating = kind == ARGS_CREATE;
         while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-                switch (c) {
-                case 'h':
+                if (c == 'h') {
                         fputs(pool_help, stdout);
                         return -1;
-                case OPT_DATA: a->req.data_path = optarg; break;
-                case OPT_META: a->req.meta_path = optarg; break;
-                case OPT_DATA_SIZE:
-                        if ((r = ts_cli_size(cmd, "--data-size", optarg, &a->req.data_size)))
-                                return r;
-                        if (a->req.data_size == 0)
-                                return ts_cli_usage_error(cmd, "--data-size must not be 0");
-                        break;
-                case OPT_META_SIZE:
-                        if ((r = ts_cli_size(cmd, "--meta-size", optarg, &a->req.meta_size)))
-                                return r;
-                        if (a->req.meta_size == 0)
-                                return ts_cli_usage_error(cmd, "--meta-size must not be 0");
-                        break;
-                case OPT_BLOCK_SIZE:
-                        if ((r = ts_cli_size(cmd, "--block-size", optarg, &a->req.block_size)))
-                                return r;
-                        if (ts_pool_check_block_size(a->req.block_size, NULL) < 0)
-                                return ts_cli_usage_error(cmd, "--block-size '%s' must be a multiple "
-                                                               "of 64K between 64K and 1G", optarg);
-                        break;
-                case OPT_LOW_WATER:
-                        if ((r = ts_cli_u64(cmd, "--low-water", optarg, UINT32_MAX,
-                                            &a->req.low_water_blocks)))
-                                return r;
-                        break;
-                case OPT_SKIP_ZERO: a->req.skip_block_zeroing = true; break;
-                case OPT_IGNORE_DISCARD: a->req.ignore_discard = true; break;
-                case OPT_NO_PASSDOWN: a->req.no_discard_passdown = true; break;
-                case OPT_ERROR_NO_SPACE: a->req.error_if_no_space = true; break;
-                case OPT_STATE_DIR: a->state_dir = optarg; break;
-                case OPT_JSON: a->json = true; break;
-                case OPT_FORCE: a->force = true; break;
-                case OPT_DELETE_FILES: a->delete_files = true; break;
-                case ':':
-                        return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-                default:
-                        return ts_cli_usage_error(cmd, "unknown option '%s' for '%s'",
-                                                  argv[optind - 1], sub);
                 }
+                if (c == ':')
+                        return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+                if (c == '?')
+                        return ts_cli_usage_error(cmd, "unknown option '%s' for '%s'", argv[optind - 1], sub);
+                if ((r = pool_opt(cmd, c, optarg, a)))
+                        return r;
         }
         if (optind >= argc)
                 return ts_cli_usage_error(cmd, "'%s' needs a pool NAME", sub);
