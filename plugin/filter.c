@@ -513,6 +513,7 @@ static int unquote(const char *t, size_t n, char **ret, size_t *ret_len) {
 
 typedef struct parser {
         scanner sc;
+        size_t *n_selectors; /* in all the strings of one request */
         ts_error **err;
 } parser;
 
@@ -593,9 +594,9 @@ static int parse_fieldpath(parser *p, selector *sel) {
 }
 
 /* Compiles sel's regexp. A regexp that Go would reject is not an error (it
- * matches nothing, as in containerd, which logs and answers false); running out
- * of memory is. */
-static int compile_regexp(selector *sel) {
+ * matches nothing, as in containerd, which logs and answers false); one over our
+ * size limit is, and so is running out of memory. */
+static int compile_regexp(parser *p, selector *sel) {
         _cleanup_free_ char *why = NULL;
         int r = ts_regexp_compile(sel->value, sel->value_len, &sel->re, &why);
         if (r == -EINVAL) {
@@ -603,6 +604,10 @@ static int compile_regexp(selector *sel) {
                           why ? why : "invalid");
                 return 0;
         }
+        if (r == -E2BIG)
+                return ts_error_setf_plain(p->err, E2BIG,
+                                           "filters: regexp \"%.*s\" compiles to more than %d KiB, over the limit",
+                                           (int) sel->value_len, sel->value, TS_REGEXP_MAX_MEM / 1024);
         return r;
 }
 
@@ -654,12 +659,16 @@ static int parse_selector(parser *p, selector *sel) {
                 return mkerr(p, pos, "expected value or quoted");
         }
         if (sel->op == OP_MATCHES)
-                return compile_regexp(sel);
+                return compile_regexp(p, sel);
         return 0;
 }
 
 static int parse_selectors(parser *p, conj *c) {
         for (;;) {
+                if (*p->n_selectors >= TS_FILTER_MAX_SELECTORS)
+                        return ts_error_setf_plain(p->err, E2BIG, "filters: more than %d selectors, over the limit",
+                                                   TS_FILTER_MAX_SELECTORS);
+                (*p->n_selectors)++;
                 selector *ns = realloc(c->sel, (c->n + 1) * sizeof(selector));
                 if (!ns)
                         return -ENOMEM;
@@ -685,13 +694,16 @@ static int parse_selectors(parser *p, conj *c) {
         }
 }
 
-static int parse_one(const char *s, size_t len, conj *ret, ts_error **err) {
+static int parse_one(const char *s, size_t len, size_t *n_selectors, conj *ret, ts_error **err) {
         conj c = {};
+        if (len > TS_FILTER_MAX_LEN)
+                return ts_error_setf_plain(err, E2BIG, "filters: a filter of %zu bytes, over the limit of %d bytes",
+                                           len, TS_FILTER_MAX_LEN);
         if (len == 0) {
                 *ret = c;
                 return 0;
         }
-        parser p = { .sc = { .in = s, .len = len }, .err = err };
+        parser p = { .sc = { .in = s, .len = len }, .n_selectors = n_selectors, .err = err };
         int r = parse_selectors(&p, &c);
         if (r < 0) {
                 conj_done(&c);
@@ -710,7 +722,8 @@ int ts_filter_parse_len(const char *s, size_t len, ts_filter **ret, ts_error **e
                 free(f);
                 return -ENOMEM;
         }
-        int r = parse_one(s, len, &f->alts[0], err);
+        size_t n_selectors = 0;
+        int r = parse_one(s, len, &n_selectors, &f->alts[0], err);
         if (r < 0) {
                 free(f->alts);
                 free(f);
@@ -726,9 +739,13 @@ int ts_filter_parse(const char *s, ts_filter **ret, ts_error **err) {
 }
 
 int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_error **err) {
+        if (n > TS_FILTER_MAX_STRINGS)
+                return ts_error_setf_plain(err, E2BIG, "filters: %zu filters, over the limit of %d", n,
+                                           TS_FILTER_MAX_STRINGS);
         _cleanup_filter_ ts_filter *f = calloc(1, sizeof(*f));
         if (!f)
                 return -ENOMEM;
+        size_t n_selectors = 0;
         if (n > 0) {
                 f->alts = calloc(n, sizeof(conj));
                 if (!f->alts)
@@ -736,7 +753,7 @@ int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_err
         }
         for (size_t i = 0; i < n; i++) {
                 const char *s = ss[i] ? ss[i] : "";
-                int r = parse_one(s, strlen(s), &f->alts[i], err);
+                int r = parse_one(s, strlen(s), &n_selectors, &f->alts[i], err);
                 if (r < 0)
                         return r;
                 f->n = i + 1;

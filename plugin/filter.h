@@ -52,6 +52,15 @@
 
 typedef struct ts_filter ts_filter;
 
+/* What one request may ask for (containerd has no such bounds; its own requests
+ * stay far below): past one, parsing fails with -E2BIG (INVALID_ARGUMENT) and a
+ * message naming the limit. So does a "~=" regexp that compiles to more than
+ * 1 MiB (TS_REGEXP_MAX_MEM: "\pL{100}" does), so a request's regexps hold at
+ * most 64 MiB. */
+#define TS_FILTER_MAX_LEN 4096      /* bytes in one filter string */
+#define TS_FILTER_MAX_SELECTORS 64  /* selectors in all the strings of one request */
+#define TS_FILTER_MAX_STRINGS 64    /* filter strings in one request */
+
 /* The adaptor: looks up fieldpath (n >= 1 components, e.g. {"labels", "a.b"}) on
  * the object userdata. Returns true with the value (ret_len bytes, need not be
  * NUL-terminated) when present, false when absent. */
@@ -59,7 +68,8 @@ typedef bool (*ts_filter_field_fn)(const char *const *fieldpath, size_t n, void 
                                    const char **ret_value, size_t *ret_len);
 
 /* Parses one filter string (NUL-terminated). "" gives a filter that matches
- * everything. Returns 0, -EINVAL (syntax; err says where and why), -ENOMEM. */
+ * everything. Returns 0, -EINVAL (syntax; err says where and why), -E2BIG (over
+ * a limit above; err names it), -ENOMEM. */
 int ts_filter_parse(const char *s, ts_filter **ret, ts_error **err);
 
 /* As ts_filter_parse for len bytes that may hold a NUL (which is an error:
@@ -68,7 +78,7 @@ int ts_filter_parse_len(const char *s, size_t len, ts_filter **ret, ts_error **e
 
 /* Parses n filter strings into one filter that matches when any of them does
  * (n == 0 matches everything). Returns 0, -EINVAL (err names the string's error),
- * -ENOMEM. */
+ * -E2BIG (over a limit above; err names it), -ENOMEM. */
 int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_error **err);
 
 /* True when the object that fn describes matches f. */

@@ -12,9 +12,10 @@ struct ts_regexp {
         ts_regexp(const re2::StringPiece &p, const RE2::Options &o) : re(p, o) {}
 };
 
-/* Bounds what one compiled expression may hold (its program and the DFA cache
- * that searches share): past it RE2 falls back to its NFA, still linear. */
-static const int64_t REGEXP_MAX_MEM = 8 << 20;
+/* Bounds what one compiled expression may hold: a program that needs more fails
+ * to compile ("pattern too large"); a search whose DFA cache fills up goes on in
+ * RE2's NFA, still linear. */
+static const int64_t REGEXP_MAX_MEM = TS_REGEXP_MAX_MEM;
 
 static char *dup_why(const char *s) {
         return strdup(s);
@@ -55,10 +56,11 @@ int ts_regexp_compile(const char *pattern, size_t len, ts_regexp **ret, char **r
                 }
                 ts_regexp *re = new ts_regexp(re2::StringPiece(pattern, len), go_options());
                 if (!re->re.ok()) {
+                        int r = re->re.error_code() == RE2::ErrorPatternTooLarge ? -E2BIG : -EINVAL;
                         if (ret_why)
                                 *ret_why = dup_why(re->re.error().c_str());
                         delete re;
-                        return -EINVAL;
+                        return r;
                 }
                 *ret = re;
                 return 0;

@@ -18,10 +18,14 @@ extern "C" {
 
 typedef struct ts_regexp ts_regexp;
 
+#define TS_REGEXP_MAX_MEM (1 << 20)
+
 /* Compiles the len bytes at pattern (they may hold NULs) with Go's syntax and
  * flags (Perl classes, \b, no implicit multi-line, "." not matching "\n").
- * Returns 0; -EINVAL when Go would reject the pattern, with *ret_why (when
- * non-NULL) set to a malloc'ed reason, or NULL when out of memory for it; -ENOMEM. */
+ * The compiled form holds at most TS_REGEXP_MAX_MEM (program and search cache).
+ * Returns 0; -EINVAL when Go would reject the pattern; -E2BIG when its program
+ * needs more than that (\pL{100}); -ENOMEM. On -EINVAL and -E2BIG, *ret_why (when
+ * ret_why is not NULL) is a malloc'ed reason, or NULL when out of memory for it. */
 int ts_regexp_compile(const char *pattern, size_t len, ts_regexp **ret, char **ret_why);
 
 /* True when re matches somewhere in the len bytes at text (unanchored search,

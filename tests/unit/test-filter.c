@@ -504,6 +504,105 @@ START_TEST(regexp_as_go) {
 }
 END_TEST
 
+/* Matching is linear in the label: patterns that make a backtracking matcher take
+ * exponential or quadratic time answer on a 200 KB label, and answer right. */
+START_TEST(pathological_regexps) {
+        size_t n = 200 * 1024;
+        char *label = malloc(n + 1);
+        ck_assert_ptr_nonnull(label);
+        memset(label, 'a', n);
+        label[n] = 0;
+        static const struct {
+                const char *filter;
+                bool match;
+        } cases[] = {
+                { "x~=\"(a|aa)*c\"", false },   { "x~=\"(a*)*b\"", false },
+                { "x~=\"(a+a+)+b\"", false },   { "x~=\"^(a|a?)+$\"", true },
+                { "x~=\"(.*a){20}b\"", false }, { "x~=\"a.*a.*a.*b\"", false },
+                { "x~=\"(a|aa)*$\"", true },
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                ts_filter *f = NULL;
+                ts_error *err = NULL;
+                int r = ts_filter_parse(cases[i].filter, &f, &err);
+                ck_assert_msg(r == 0, "%s: %s", cases[i].filter, ts_error_message(err, r));
+                ck_assert_msg(ts_filter_match(f, subject_adaptor, label) == cases[i].match, "%s", cases[i].filter);
+                ts_filter_free(f);
+        }
+        free(label);
+}
+END_TEST
+
+/* Parses the n strings ss and expects -E2BIG with a message naming limit. */
+static void assert_over_limit(const char *const *ss, size_t n, const char *limit) {
+        ts_filter *f = NULL;
+        ts_error *err = NULL;
+        int r = ts_filter_parse_all(ss, n, &f, &err);
+        ck_assert_int_eq(r, -E2BIG);
+        ck_assert_ptr_null(f);
+        ck_assert_msg(strstr(ts_error_message(err, r), limit), "%s", ts_error_message(err, r));
+        ts_error_free(err);
+}
+
+static void assert_parses(const char *const *ss, size_t n) {
+        ts_filter *f = NULL;
+        ts_error *err = NULL;
+        int r = ts_filter_parse_all(ss, n, &f, &err);
+        ck_assert_msg(r == 0, "%s", ts_error_message(err, r));
+        ts_filter_free(f);
+}
+
+/* "name==aaa...": a filter of exactly len bytes. */
+static char *filter_of_len(size_t len) {
+        char *s = malloc(len + 1);
+        ck_assert_ptr_nonnull(s);
+        memcpy(s, "name==", 6);
+        memset(s + 6, 'a', len - 6);
+        s[len] = 0;
+        return s;
+}
+
+/* "a,a,...": a filter of n selectors. */
+static char *filter_of_selectors(size_t n) {
+        char *s = malloc(2 * n);
+        ck_assert_ptr_nonnull(s);
+        for (size_t i = 0; i < n; i++) {
+                s[2 * i] = 'a';
+                s[2 * i + 1] = ',';
+        }
+        s[2 * n - 1] = 0;
+        return s;
+}
+
+START_TEST(limits) {
+        char *at = filter_of_len(TS_FILTER_MAX_LEN), *over = filter_of_len(TS_FILTER_MAX_LEN + 1);
+        assert_parses((const char *const[]) { at }, 1);
+        assert_over_limit((const char *const[]) { over }, 1, "over the limit of 4096 bytes");
+        ts_filter *f = NULL;
+        ck_assert_int_eq(ts_filter_parse_len(over, strlen(over), &f, NULL), -E2BIG);
+        free(at);
+        free(over);
+
+        char *sel = filter_of_selectors(TS_FILTER_MAX_SELECTORS), *more = filter_of_selectors(TS_FILTER_MAX_SELECTORS + 1);
+        assert_parses((const char *const[]) { sel }, 1);
+        assert_over_limit((const char *const[]) { more }, 1, "more than 64 selectors");
+        /* the bound is on the request: selectors of all its strings count */
+        assert_over_limit((const char *const[]) { sel, "name==x" }, 2, "more than 64 selectors");
+        free(sel);
+        free(more);
+
+        const char *ss[TS_FILTER_MAX_STRINGS + 1];
+        for (size_t i = 0; i <= TS_FILTER_MAX_STRINGS; i++)
+                ss[i] = "";
+        assert_parses(ss, TS_FILTER_MAX_STRINGS);
+        assert_over_limit(ss, TS_FILTER_MAX_STRINGS + 1, "65 filters, over the limit of 64");
+
+        /* a regexp whose program would pass 1 MiB; Go's own size bound is far larger */
+        assert_parses((const char *const[]) { "x~=\\pL{10}" }, 1);
+        assert_over_limit((const char *const[]) { "x~=\\pL{200}" }, 1, "more than 1024 KiB");
+}
+END_TEST
+
 /* Every allocation in parse and match may fail: the result is -ENOMEM (or a
  * clean success), never a crash or a leak (LeakSanitizer fails the test). */
 START_TEST(allocation_failures) {
@@ -547,6 +646,8 @@ int main(void) {
         tcase_add_test(tc, any_of_strings);
         tcase_add_test(tc, snapshot_adaptor);
         tcase_add_test(tc, regexp_as_go);
+        tcase_add_test(tc, pathological_regexps);
+        tcase_add_test(tc, limits);
         tcase_add_test(tc, allocation_failures);
         suite_add_tcase(s, tc);
         return ts_check_run(s);
