@@ -486,7 +486,11 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
                 ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
                 r = ts_snapdev_open(&dc, &s->dev, err);
         }
-        ts_store_options so = { .dev_id_max = cfg->dev_id_max };
+        ts_store_options so = {
+                .dev_id_max = cfg->dev_id_max,
+                .map_size = cfg->store_map_size,
+                .map_max = cfg->store_map_max,
+        };
         if (r >= 0)
                 r = ts_store_open(cfg->root, &so, &s->store, err);
         if (r >= 0)

@@ -20,6 +20,8 @@
 #define DEFAULT_MAP_MAX (1ull << 30)
 #define MIN_MAP_MAX (256ull << 10)
 #define MIN_RESERVE (64ull << 10)
+#define MAX_RESERVE (1ull << 20)
+#define RESERVE_KEY "reserve"
 
 struct ts_store {
         MDB_env *env;
@@ -44,6 +46,7 @@ struct ts_store_txn {
         MDB_txn *txn;
         bool write;
         bool map_full; /* a write failed with MDB_MAP_FULL: growing the map may help */
+        bool adds_data; /* a write that must leave the reserve alone (check_room) */
 };
 
 /* ---- the one LMDB adapter: MDB_* -> -errno ---- */
@@ -106,6 +109,13 @@ _printf_(4, 5) static int write_fail(ts_store_txn *t, ts_error **err, int rc, co
         int r = mdb_failv(err, rc, fmt, ap);
         va_end(ap);
         return r;
+}
+
+static void error_clear(ts_error **err) {
+        if (err) {
+                ts_error_free(*err);
+                *err = NULL;
+        }
 }
 
 static int64_t now_ns(void) {
@@ -586,7 +596,8 @@ static int open_env(ts_store *s, const char *root, const ts_store_options *o, ts
         s->map_size = info.me_mapsize;
         s->page_size = st.ms_psize;
         s->map_max = o->map_max > s->map_size ? o->map_max : s->map_size;
-        s->reserve = s->map_max / 16 > MIN_RESERVE ? s->map_max / 16 : MIN_RESERVE;
+        s->reserve = s->map_max / 64;
+        s->reserve = s->reserve < MIN_RESERVE ? MIN_RESERVE : s->reserve > MAX_RESERVE ? MAX_RESERVE : s->reserve;
         /* Reader slots of a process that died (a crash) would pin old pages forever. */
         int dead = 0;
         rc = mdb_reader_check(s->env, &dead);
@@ -767,6 +778,52 @@ static int grow_map(ts_store *s, uint64_t from, ts_error **err) {
         return 0;
 }
 
+/* The reserve is one value of s->reserve bytes in meta, pages LMDB keeps
+ * in one run (an overflow value): writes that add data need it in place,
+ * and put it back when a removal took it, so they never use its pages. A
+ * write that only shrinks the data (a removal, a recovery step) and finds
+ * the map full at its maximum releases it and runs again: then it finds
+ * free pages, also a run for a record that spans several (LMDB copies a
+ * record on every change, and a fragmented free list has no such run). */
+static int check_room(ts_store_txn *t, const char *what, ts_error **err) {
+        ts_store *s = t->store;
+        t->adds_data = true;
+        MDB_val k = { .mv_size = strlen(RESERVE_KEY), .mv_data = (void *) RESERVE_KEY }, v;
+        int rc = mdb_get(t->txn, s->meta, &k, &v);
+        if (rc == 0)
+                return 0;
+        if (rc != MDB_NOTFOUND)
+                return mdb_fail(err, rc, "read the store's reserve");
+        v.mv_size = s->reserve;
+        rc = mdb_put(t->txn, s->meta, &k, &v, MDB_RESERVE);
+        if (rc)
+                return write_fail(t, err, rc, "%s: put the store's reserve back", what);
+        memset(v.mv_data, 0, v.mv_size);
+        return 0;
+}
+
+static int release_reserve(ts_store_txn *t, void *userdata, ts_error **err) {
+        (void) userdata;
+        MDB_val k = { .mv_size = strlen(RESERVE_KEY), .mv_data = (void *) RESERVE_KEY };
+        int rc = mdb_del(t->txn, t->store->meta, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+                return -ENOENT;
+        if (rc)
+                return write_fail(t, err, rc, "release the store's reserve");
+        return 0;
+}
+
+/* -ENOSPC for a write the store has no room for at its largest map. */
+static int full_error(ts_store *s, ts_error **err, const char *what) {
+        uint64_t size, max;
+        ts_store_map(s, &size, &max);
+        return ts_error_setf_plain(err, ENOSPC,
+                                   "%s: snapshot store %s is full: its map is %" PRIu64 " KiB, its maximum of %" PRIu64
+                                   " KiB, of which %" PRIu64 " KiB are kept for removals; raise the maximum "
+                                   "(thinsnapd --store-map-max, store_map_max)",
+                                   what, s->root, size >> 10, max >> 10, s->reserve >> 10);
+}
+
 int ts_store_write(ts_store *s, ts_store_write_fn fn, void *userdata, ts_error **err) {
         for (;;) {
                 uint64_t size, max;
@@ -776,86 +833,26 @@ int ts_store_write(ts_store *s, ts_store_write_fn fn, void *userdata, ts_error *
                 if (r < 0)
                         return r;
                 r = fn(t, userdata, err);
-                bool full = t->map_full;
+                bool full = t->map_full, adds = t->adds_data;
                 if (r < 0)
                         ts_store_txn_abort(t);
                 else
                         r = txn_commit(t, &full, err);
                 if (r >= 0 || !full)
                         return r;
-                if (size >= max)
-                        return ts_error_prefix(err, r, "store %s: map full at its maximum of %" PRIu64 " bytes",
-                                               s->root, max);
-                if (err) {
-                        ts_error_free(*err);
-                        *err = NULL;
-                }
-                r = grow_map(s, size, err);
+                error_clear(err);
+                if (size < max)
+                        r = grow_map(s, size, err);
+                else if (!adds && fn != release_reserve &&
+                         (r = ts_store_write(s, release_reserve, NULL, NULL)) >= 0)
+                        log_debug("store released its reserve root=%s", s->root);
+                else
+                        return full_error(s, err, adds ? "new data" : "write");
                 if (r < 0)
                         return r;
         }
 }
 
-/* Pages on LMDB's free list as of the last commit: written once and reusable
- * by later writes. LMDB reads the free list in read transactions only; one
- * begun inside the caller's write transaction (MDB_NOTLS allows it) sees the
- * same committed state as mdb_env_info. */
-static int free_pages(ts_store *s, uint64_t *ret, ts_error **err) {
-        _cleanup_(mdb_txn_abortp) MDB_txn *txn = NULL;
-        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-        if (rc)
-                return mdb_fail(err, rc, "begin free list read");
-        MDB_cursor *c;
-        rc = mdb_cursor_open(txn, 0, &c);
-        if (rc)
-                return mdb_fail(err, rc, "open free list cursor");
-        uint64_t n = 0;
-        MDB_val k, v;
-        while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
-                size_t count;
-                if (v.mv_size < sizeof(count)) {
-                        rc = MDB_CORRUPTED;
-                        break;
-                }
-                memcpy(&count, v.mv_data, sizeof(count));
-                n += count;
-        }
-        mdb_cursor_close(c);
-        if (rc != MDB_NOTFOUND)
-                return mdb_fail(err, rc, "read free list");
-        *ret = n;
-        return 0;
-}
-
-/* Writes that add data (a new record, more labels) are refused while less
- * than the reserve is left below the map's maximum, so that Remove and the
- * snapshotter's recovery, which only shrink the data, always find the pages
- * they need (LMDB copies pages on write, a delete included). */
-static int check_room(ts_store_txn *t, const char *what, ts_error **err) {
-        ts_store *s = t->store;
-        MDB_envinfo info;
-        int rc = mdb_env_info(s->env, &info);
-        if (rc)
-                return mdb_fail(err, rc, "read environment");
-        uint64_t used = ((uint64_t) info.me_last_pgno + 1) * s->page_size;
-        if (used + s->reserve <= s->map_max)
-                return 0;
-        uint64_t nfree;
-        int r = free_pages(s, &nfree, err);
-        if (r < 0)
-                return r;
-        uint64_t reusable = nfree * s->page_size;
-        used = reusable < used ? used - reusable : 0;
-        if (used + s->reserve <= s->map_max)
-                return 0;
-        uint64_t size, max;
-        ts_store_map(s, &size, &max);
-        return ts_error_setf_plain(err, ENOSPC,
-                                   "%s: snapshot store %s is full: %" PRIu64 " KiB in use of its map's maximum of %" PRIu64
-                                   " KiB (map now %" PRIu64 " KiB), the last %" PRIu64
-                                   " KiB kept for removals; raise the maximum (thinsnapd --store-map-max, store_map_max)",
-                                   what, s->root, used >> 10, max >> 10, size >> 10, s->reserve >> 10);
-}
 
 /* ---- device ids ---- */
 

@@ -28,11 +28,13 @@
  *   -EIO, others   Internal            (LMDB corruption, I/O)
  * Functions taking `ts_error **err` also describe the failure there (NULL allowed).
  *
- * Room: the writes that add data (create, commit, update, base_create) fail
- * with -ENOSPC ("room", the message names the map's size and maximum) while
- * less than the reserve is left below map_max; the others (set_state,
- * remove_begin, delete, the base's set_formatted and delete) may use the
- * reserve, so that removals and crash recovery always get through.
+ * Room: the writes that add data (create, commit, update, base_create) keep a
+ * reserve of pages in place (one value of 1/64 of map_max, 64 KiB to 1 MiB);
+ * when the map is full at map_max they fail with -ENOSPC ("room": the message
+ * names the map's size, its maximum and the option that raises it). The
+ * others (set_state, remove_begin, delete, the base's set_formatted and
+ * delete) run in ts_store_write release the reserve when they find the map
+ * full at its maximum, so removals and crash recovery get through.
  *
  * A call that fails with a rule violation (-ENOENT, -EEXIST, -EINVAL, -ENAMETOOLONG,
  * -ENOTEMPTY, -EBUSY, -ENOSPC for device ids or room, -EROFS) has written nothing, and the
@@ -107,8 +109,8 @@ typedef struct ts_store_options {
         uint64_t map_size;  /* LMDB map size to start with, bytes; 0 = 32 MiB (or map_max
                              * when smaller). The map is sparse: only data uses disk. */
         uint64_t map_max;   /* ts_store_write grows the map up to this; 0 = 1 GiB, or map_size
-                             * when larger. At least 256 KiB. The last 1/16 of it (at least
-                             * 64 KiB) is kept for writes that do not add data. */
+                             * when larger. At least 256 KiB. A reserve (see Room) is kept
+                             * for writes that do not add data. */
         uint32_t dev_id_max; /* highest device id to hand out; 0 = TS_STORE_DEV_ID_MAX.
                               * Tests lower it to reach exhaustion cheaply. */
         bool no_sync;        /* MDB_NOSYNC: for tests only, gives up durability */
