@@ -199,10 +199,11 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                                 return line_error(err, line, key, "must be a non-empty string");
                         return set_string(string_dst[i], v);
                 }
-        if (strcmp(key, "base_size") == 0) {
+        if (strcmp(key, "base_size") == 0 || strcmp(key, "store_map_max") == 0) {
+                uint64_t *dst = strcmp(key, "base_size") == 0 ? &cfg->base_size : &cfg->store_map_max;
                 if (v->type == V_INT)
-                        cfg->base_size = v->i;
-                else if (v->type != V_STRING || ts_parse_size(v->s, &cfg->base_size) < 0)
+                        *dst = v->i;
+                else if (v->type != V_STRING || ts_parse_size(v->s, dst) < 0)
                         return line_error(err, line, key, "must be a size such as \"10G\" or bytes");
                 return 0;
         }

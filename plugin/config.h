@@ -5,6 +5,7 @@
  *   pool = "tp"
  *   address = "/run/thinsnap/thinsnapd.sock"
  *   base_size = "10G"          # or a number of bytes
+ *   store_map_max = "1G"       # largest the metadata store's map grows to
  *   socket_mode = "0660"
  *   log_level = "info"
  *   async_remove = false
@@ -39,6 +40,7 @@ typedef struct ts_config {
         char *provisioner_address, *provisioner_group, *containerd_address, *namespace,
                 *snapshotter_name, *metrics_address;
         uint64_t base_size;
+        uint64_t store_map_max; /* 0: not set */
         uint64_t max_warms;
         uint32_t registry_timeout_ms;
         bool no_provisioner;

@@ -48,6 +48,9 @@ static const char help[] =
         "                      discard passdown). Costs a device activation per Remove;\n"
         "                      a failed discard is logged; Remove goes on. Default off\n"
         "  --mkfs PATH         mkfs.ext4 to format the base device with\n"
+        "  --store-map-max SIZE  largest the snapshot metadata store (LMDB) grows to,\n"
+        "                      e.g. 4G (default 1G; at least 256K). Near it new\n"
+        "                      snapshots get RESOURCE_EXHAUSTED; Remove still works\n"
         "\n"
         "The provisioner (thinsnap.v1.Provisioner: warm images, cut one device per VM;\n"
         "the `thinsnap image` and `thinsnap vm` commands use it):\n"
@@ -175,6 +178,7 @@ enum {
         OPT_ASYNC,
         OPT_DISCARD,
         OPT_MKFS,
+        OPT_STORE_MAP_MAX,
         OPT_PROV_ADDRESS,
         OPT_PROV_GROUP,
         OPT_CONTAINERD,
@@ -245,6 +249,7 @@ int main(int argc, char **argv) {
                 { "async-remove", no_argument, NULL, OPT_ASYNC },
                 { "discard", no_argument, NULL, OPT_DISCARD },
                 { "mkfs", required_argument, NULL, OPT_MKFS },
+                { "store-map-max", required_argument, NULL, OPT_STORE_MAP_MAX },
                 { "provisioner-address", required_argument, NULL, OPT_PROV_ADDRESS },
                 { "provisioner-group", required_argument, NULL, OPT_PROV_GROUP },
                 { "containerd-address", required_argument, NULL, OPT_CONTAINERD },
@@ -317,6 +322,10 @@ int main(int argc, char **argv) {
                                 USAGE("--base-size '%s' is not a size (examples: 64M, 10G)",
                                                    optarg);
                         break;
+                case OPT_STORE_MAP_MAX:
+                        if (ts_parse_size(optarg, &cli.store_map_max) < 0 || cli.store_map_max == 0)
+                                USAGE("--store-map-max '%s' is not a size (examples: 512M, 4G)", optarg);
+                        break;
                 case OPT_SOCKET_MODE:
                         if (ts_parse_mode(optarg, &cli.socket_mode) < 0)
                                 USAGE("--socket-mode '%s' is not an octal mode", optarg);
@@ -375,6 +384,7 @@ int main(int argc, char **argv) {
                 .mkfs = mkfs,
                 .async_remove = async || file.async_remove,
                 .discard_on_remove = discard || file.discard_on_remove,
+                .store_map_max = cli.store_map_max ? cli.store_map_max : file.store_map_max,
         };
         r = ts_snapshotter_open(&sc, &snap, &err);
         if (r < 0) {
