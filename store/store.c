@@ -88,7 +88,7 @@ static int mdb_errno(int rc) {
 }
 
 /* Sets err from an LMDB return code, with LMDB's own text. Returns -errno. */
-static int mdb_failv(ts_error **err, int rc, const char *fmt, va_list ap) {
+_printf_(3, 0) static int mdb_failv(ts_error **err, int rc, const char *fmt, va_list ap) {
         return ts_error_setv_cause(err, mdb_errno(rc), mdb_strerror(rc), fmt, ap);
 }
 
