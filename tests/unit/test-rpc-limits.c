@@ -833,18 +833,23 @@ static int highest_fd(void) {
 
 START_TEST(accept_out_of_descriptors) {
         start(NULL, NULL, 0);
-        raw r = raw_open();
 
-        /* No descriptor left for the server to accept r with. */
+        /* No descriptor left for the server to accept r with: every free
+         * one is taken before r connects but the one r's socket gets, so
+         * the server cannot have accepted r already. */
         struct rlimit old, low;
         ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
         low = old;
-        low.rlim_cur = (rlim_t) highest_fd() + 1;
+        low.rlim_cur = (rlim_t) highest_fd() + 2;
         ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
         int fillers[1024], n = 0;
         while (n < 1024 && (fillers[n] = dup(0)) >= 0)
                 n++;
         ck_assert_int_lt(n, 1024);
+        ck_assert_int_ge(n, 1);
+        close(fillers[--n]);
+        raw r = raw_open();
+        ck_assert_int_lt(dup(0), 0);
 
         /* It is taken and closed: the client hears at once. */
         ck_assert_int_eq(read_to_close(&r, NULL), 0);
