@@ -161,13 +161,6 @@ static int serve_metrics(ts_metrics *m, const char *pool, ts_snapshotter *snap, 
         return r;
 }
 
-/* A bad command line: say why, then leave through the common clean-up. */
-#define USAGE(...)                                                                             \
-        do {                                                                                   \
-                exit_code = usage_error(__VA_ARGS__);                                          \
-                goto out;                                                                      \
-        } while (0)
-
 enum {
         OPT_ROOT = 256,
         OPT_POOL,
@@ -238,7 +231,75 @@ static int server_options(const ts_config *file, const ts_config *cli,
         return 0;
 }
 
-int main(int argc, char **argv) {
+/* The command line as given. */
+typedef struct args {
+        ts_config cli;
+        const char *config_path;
+        bool async, discard, mode_set;
+} args;
+
+/* One limit of the gRPC server from the command line: 0, or exit code 2. */
+static int take_rpc_opt(int c, const char *arg, args *a) {
+        const ts_config_rpc_key *k = &ts_config_rpc_keys[c - OPT_RPC];
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", k->flag);
+        _cleanup_error_ ts_error *err = NULL;
+        if (ts_config_set_rpc(&a->cli.rpc, k, flag, arg, &err) < 0)
+                return usage_error("%s", ts_error_message(err, -EINVAL));
+        return 0;
+}
+
+/* One option that takes a number, a size or a level: 0, or exit code 2. */
+static int take_value_opt(int c, const char *arg, args *a) {
+        ts_config *cli = &a->cli;
+        switch (c) {
+        case OPT_REGISTRY_TIMEOUT:
+                return ts_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
+                        usage_error("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)", arg) : 0;
+        case OPT_MAX_WARMS:
+                return ts_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
+                        usage_error("--max-warms '%s' is not a number from 1 to 64", arg) : 0;
+        case OPT_BASE_SIZE:
+                return ts_parse_size(arg, &cli->base_size) < 0 || cli->base_size == 0 ?
+                        usage_error("--base-size '%s' is not a size (examples: 64M, 10G)", arg) : 0;
+        case OPT_STORE_MAP_MAX:
+                return ts_parse_size(arg, &cli->store_map_max) < 0 || cli->store_map_max == 0 ?
+                        usage_error("--store-map-max '%s' is not a size (examples: 512M, 4G)", arg) : 0;
+        case OPT_SOCKET_MODE:
+                a->mode_set = true;
+                return ts_parse_mode(arg, &cli->socket_mode) < 0 ?
+                        usage_error("--socket-mode '%s' is not an octal mode", arg) : 0;
+        default: /* OPT_LOG_LEVEL */
+                cli->log_level_set = true;
+                return ts_log_parse_level(arg, &cli->log_level) < 0 ?
+                        usage_error("--log-level '%s': use error, warn, info, debug or trace", arg) : 0;
+        }
+}
+
+/* One option: 0, or exit code 2. */
+static int take_opt(int c, const char *arg, args *a) {
+        ts_config *cli = &a->cli;
+        switch (c) {
+        case OPT_ROOT: set_opt(&cli->root, arg); return 0;
+        case OPT_POOL: set_opt(&cli->pool, arg); return 0;
+        case OPT_ADDRESS: set_opt(&cli->address, arg); return 0;
+        case OPT_MKFS: set_opt(&cli->mkfs, arg); return 0;
+        case OPT_PROV_ADDRESS: set_opt(&cli->provisioner_address, arg); return 0;
+        case OPT_PROV_GROUP: set_opt(&cli->provisioner_group, arg); return 0;
+        case OPT_CONTAINERD: set_opt(&cli->containerd_address, arg); return 0;
+        case OPT_NAMESPACE: set_opt(&cli->namespace, arg); return 0;
+        case OPT_SNAPSHOTTER_NAME: set_opt(&cli->snapshotter_name, arg); return 0;
+        case OPT_METRICS: set_opt(&cli->metrics_address, arg); return 0;
+        case OPT_NO_PROV: cli->no_provisioner = true; return 0;
+        case OPT_CONFIG: a->config_path = arg; return 0;
+        case OPT_ASYNC: a->async = true; return 0;
+        case OPT_DISCARD: a->discard = true; return 0;
+        default: return c >= OPT_RPC ? take_rpc_opt(c, arg, a) : take_value_opt(c, arg, a);
+        }
+}
+
+/* Returns 0, -1 (help or version printed) or exit code 2. */
+static int parse_args(int argc, char **argv, args *a) {
         static const struct option fixed[] = {
                 { "root", required_argument, NULL, OPT_ROOT },
                 { "pool", required_argument, NULL, OPT_POOL },
@@ -263,186 +324,168 @@ int main(int argc, char **argv) {
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "help", no_argument, NULL, 'h' },
         };
-        ts_config file = { .socket_mode = 0660 };
-        ts_config cli = { 0 };
-        const char *config_path = NULL;
-        bool async = false, discard = false, mode_set = false;
-        int exit_code = 1;
-        ts_error *err = NULL;
-        ts_snapshotter *snap = NULL;
-        ts_rpc_server *server = NULL;
-        ts_prov_daemon *prov = NULL;
-        ts_metrics *metrics = NULL;
-        int r = 0;
-        const char *address = NULL;
-        ts_rpc_server_options rpc_opts;
-        int c;
         _cleanup_free_ struct option *opts = long_options(fixed, TS_ARRAY_SIZE(fixed));
         if (!opts)
-                return 1;
+                return usage_error("out of memory");
         opterr = 0;
+        int c, r;
         while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-                if (c >= OPT_RPC) {
-                        const ts_config_rpc_key *k = &ts_config_rpc_keys[c - OPT_RPC];
-                        char flag[64];
-                        snprintf(flag, sizeof(flag), "--%s", k->flag);
-                        if (ts_config_set_rpc(&cli.rpc, k, flag, optarg, &err) < 0)
-                                USAGE("%s", ts_error_message(err, -EINVAL));
-                        continue;
+                if (c == 'h' || c == OPT_VERSION) {
+                        if (c == 'h')
+                                fputs(help, stdout);
+                        else
+                                printf("thinsnapd %s\n", TS_VERSION);
+                        return -1;
                 }
-                switch (c) {
-                case 'h': fputs(help, stdout); exit_code = 0; goto out;
-                case OPT_VERSION: printf("thinsnapd %s\n", TS_VERSION); exit_code = 0; goto out;
-                case OPT_ROOT: free(cli.root); cli.root = strdup(optarg); break;
-                case OPT_POOL: free(cli.pool); cli.pool = strdup(optarg); break;
-                case OPT_ADDRESS: free(cli.address); cli.address = strdup(optarg); break;
-                case OPT_MKFS: free(cli.mkfs); cli.mkfs = strdup(optarg); break;
-                case OPT_PROV_ADDRESS: set_opt(&cli.provisioner_address, optarg); break;
-                case OPT_PROV_GROUP: set_opt(&cli.provisioner_group, optarg); break;
-                case OPT_CONTAINERD: set_opt(&cli.containerd_address, optarg); break;
-                case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
-                case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
-                case OPT_METRICS: set_opt(&cli.metrics_address, optarg); break;
-                case OPT_NO_PROV: cli.no_provisioner = true; break;
-                case OPT_REGISTRY_TIMEOUT:
-                        if (ts_parse_duration_ms(optarg, &cli.registry_timeout_ms) < 0)
-                                USAGE("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)",
-                                      optarg);
-                        break;
-                case OPT_MAX_WARMS:
-                        if (ts_parse_u64(optarg, &cli.max_warms) < 0 || cli.max_warms == 0 ||
-                            cli.max_warms > 64)
-                                USAGE("--max-warms '%s' is not a number from 1 to 64", optarg);
-                        break;
-                case OPT_CONFIG: config_path = optarg; break;
-                case OPT_ASYNC: async = true; break;
-                case OPT_DISCARD: discard = true; break;
-                case OPT_BASE_SIZE:
-                        if (ts_parse_size(optarg, &cli.base_size) < 0 || cli.base_size == 0)
-                                USAGE("--base-size '%s' is not a size (examples: 64M, 10G)",
-                                                   optarg);
-                        break;
-                case OPT_STORE_MAP_MAX:
-                        if (ts_parse_size(optarg, &cli.store_map_max) < 0 || cli.store_map_max == 0)
-                                USAGE("--store-map-max '%s' is not a size (examples: 512M, 4G)", optarg);
-                        break;
-                case OPT_SOCKET_MODE:
-                        if (ts_parse_mode(optarg, &cli.socket_mode) < 0)
-                                USAGE("--socket-mode '%s' is not an octal mode", optarg);
-                        mode_set = true;
-                        break;
-                case OPT_LOG_LEVEL:
-                        if (ts_log_parse_level(optarg, &cli.log_level) < 0)
-                                USAGE("--log-level '%s': use error, warn, info, debug or trace",
-                                                   optarg);
-                        cli.log_level_set = true;
-                        break;
-                case ':': USAGE("%s needs a value", argv[optind - 1]);
-                default: USAGE("unknown option '%s'", argv[optind - 1]);
-                }
+                if (c == ':')
+                        return usage_error("%s needs a value", argv[optind - 1]);
+                if (c == '?')
+                        return usage_error("unknown option '%s'", argv[optind - 1]);
+                if ((r = take_opt(c, optarg, a)))
+                        return r;
         }
         if (optind < argc)
-                USAGE("unexpected argument '%s'", argv[optind]);
+                return usage_error("unexpected argument '%s'", argv[optind]);
+        return 0;
+}
 
-        if (config_path && (r = ts_config_load(config_path, &file, &err)) < 0) {
-                fprintf(stderr, "thinsnapd: %s\n", ts_error_message(err, r));
-                exit_code = 2;
-                goto out;
-        }
-        /* The command line wins over the file. */
-        const char *root = cli.root ? cli.root : file.root;
-        const char *pool = cli.pool ? cli.pool : file.pool;
-        address = cli.address ? cli.address : file.address;
-        const char *mkfs = cli.mkfs ? cli.mkfs : file.mkfs;
-        uint64_t base_size = cli.base_size ? cli.base_size : file.base_size ? file.base_size : DEFAULT_BASE_SIZE;
-        uint32_t mode = mode_set ? cli.socket_mode : file.socket_mode;
-        if (cli.log_level_set)
-                ts_log_set_level(cli.log_level);
-        else if (file.log_level_set)
-                ts_log_set_level(file.log_level);
-        const char *missing = !root ? "--root" : !pool ? "--pool" : !address ? "--address" : NULL;
-        if (missing) {
-                exit_code = usage_error("%s is required", missing);
-                goto out;
-        }
-        if (server_options(&file, &cli, &rpc_opts) < 0) {
-                exit_code = 2;
-                goto out;
-        }
-        /* Taken first: an address that cannot be served stops the start
-         * before the pool is touched. */
-        const char *metrics_address = cli.metrics_address ? cli.metrics_address : file.metrics_address;
-        if (metrics_address && (r = ts_metrics_listen(metrics_address, &metrics, &err)) < 0) {
-                log_error_err(r, err, "cannot serve metrics");
-                goto out;
-        }
+/* What the daemon runs with: the command line's over the file's over the
+ * defaults. */
+typedef struct settings {
+        const char *address, *metrics_address;
+        uint32_t mode;
+        ts_rpc_server_options rpc;
+        ts_snapshotter_config sc;
+} settings;
 
-        ts_snapshotter_config sc = {
-                .root = root,
-                .pool = pool,
-                .base_size = base_size,
-                .mkfs = mkfs,
-                .async_remove = async || file.async_remove,
-                .discard_on_remove = discard || file.discard_on_remove,
-                .store_map_max = cli.store_map_max ? cli.store_map_max : file.store_map_max,
+/* Returns 0 or exit code 2 (said on stderr). */
+static int resolve(const args *a, const ts_config *file, settings *s) {
+        const ts_config *cli = &a->cli;
+        if (cli->log_level_set)
+                ts_log_set_level(cli->log_level);
+        else if (file->log_level_set)
+                ts_log_set_level(file->log_level);
+        *s = (settings) {
+                .address = cli->address ? cli->address : file->address,
+                .metrics_address = cli->metrics_address ? cli->metrics_address : file->metrics_address,
+                .mode = a->mode_set ? cli->socket_mode : file->socket_mode,
+                .sc = {
+                        .root = cli->root ? cli->root : file->root,
+                        .pool = cli->pool ? cli->pool : file->pool,
+                        .base_size = cli->base_size ? cli->base_size
+                                     : file->base_size ? file->base_size : DEFAULT_BASE_SIZE,
+                        .mkfs = cli->mkfs ? cli->mkfs : file->mkfs,
+                        .async_remove = a->async || file->async_remove,
+                        .discard_on_remove = a->discard || file->discard_on_remove,
+                        .store_map_max = cli->store_map_max ? cli->store_map_max : file->store_map_max,
+                },
         };
-        r = ts_snapshotter_open(&sc, &snap, &err);
-        if (r < 0) {
-                log_error_err(r, err, "cannot start");
-                goto out;
-        }
+        const char *missing = !s->sc.root ? "--root" : !s->sc.pool ? "--pool" : !s->address ? "--address" : NULL;
+        if (missing)
+                return usage_error("%s is required", missing);
+        return server_options(file, cli, &s->rpc) < 0 ? 2 : 0;
+}
+
+/* The Snapshots service listening on its socket. */
+static int listen_snapshots(const settings *s, ts_snapshotter *snap, ts_rpc_server **ret, ts_error **err) {
         /* Handlers run on libuv's pool (4 threads unless told): enough room
          * for a burst of Prepares to overlap their kernel round trips. */
         setenv("UV_THREADPOOL_SIZE", "16", 0);
-        raise_nofile(rpc_opts.max_connections);
-        r = ts_rpc_server_new(&rpc_opts, &server);
+        raise_nofile(s->rpc.max_connections);
+        ts_rpc_server *server = NULL;
+        int r = ts_rpc_server_new(&s->rpc, &server);
+        if (r < 0)
+                return ts_error_set(err, r, "gRPC server");
+        if ((r = ts_service_register(server, snap)) < 0)
+                ts_error_set(err, r, "register the Snapshots service");
+        if (r >= 0 && (r = ts_mkdir_parents(s->address, 0711)) < 0)
+                ts_error_set(err, r, "create the directory of %s", s->address);
         if (r >= 0)
-                r = ts_service_register(server, snap);
-        if (r >= 0 && (r = ts_mkdir_parents(address, 0711)) < 0)
-                ts_error_set(&err, r, "create the directory of %s", address);
-        if (r >= 0)
-                r = ts_rpc_server_listen(server, address, mode, &err);
+                r = ts_rpc_server_listen(server, s->address, s->mode, err);
         if (r < 0) {
-                log_error_err(r, err, "cannot serve on %s", address);
-                goto out;
+                ts_rpc_server_free(server);
+                return r;
         }
-        if ((r = start_provisioner(&cli, &file, pool, sc.async_remove, &prov, &err)) < 0) {
-                log_error_err(r, err, "cannot start the provisioner");
-                goto out;
-        }
-        if (metrics && (r = serve_metrics(metrics, pool, snap, server, prov, &err)) < 0) {
-                log_error_err(r, err, "cannot serve metrics");
-                goto out;
-        }
+        *ret = server;
+        return 0;
+}
+
+/* Runs the server until SIGTERM or SIGINT. */
+static int run_server(const settings *s, ts_rpc_server *server, ts_error **err) {
         the_server = server;
         struct sigaction sa = { .sa_handler = on_signal };
         sigemptyset(&sa.sa_mask);
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
-
         char size[32];
-        snprintf(size, sizeof size, "%llu", (unsigned long long) base_size);
+        snprintf(size, sizeof size, "%llu", (unsigned long long) s->sc.base_size);
         ts_log_emit(TS_LOG_INFO, 0, NULL,
-                    TS_LOG_FIELDS({ "address", address }, { "pool", pool }, { "root", root }, { "base_size", size }),
+                    TS_LOG_FIELDS({ "address", s->address }, { "pool", s->sc.pool }, { "root", s->sc.root },
+                                  { "base_size", size }),
                     "serving");
-        r = ts_rpc_server_run(server, &err);
+        int r = ts_rpc_server_run(server, err);
         the_server = NULL;
         if (r < 0) {
-                log_error_err(r, err, "serving stopped");
-                goto out;
+                log_error_err(r, *err, "serving stopped");
+                return r;
         }
         log_info("stopped");
-        exit_code = 0;
-out:
+        return 0;
+}
+
+/* Serves until a signal; returns the exit code. */
+static int serve(const args *a, const ts_config *file, const settings *s) {
+        ts_error *err = NULL;
+        ts_snapshotter *snap = NULL;
+        ts_rpc_server *server = NULL;
+        ts_prov_daemon *prov = NULL;
+        ts_metrics *metrics = NULL;
+        int r = 0, exit_code = 1;
+        /* Taken first: an address that cannot be served stops the start
+         * before the pool is touched. */
+        if (s->metrics_address && (r = ts_metrics_listen(s->metrics_address, &metrics, &err)) < 0)
+                log_error_err(r, err, "cannot serve metrics");
+        else if ((r = ts_snapshotter_open(&s->sc, &snap, &err)) < 0)
+                log_error_err(r, err, "cannot start");
+        else if ((r = listen_snapshots(s, snap, &server, &err)) < 0)
+                log_error_err(r, err, "cannot serve on %s", s->address);
+        else if ((r = start_provisioner(&a->cli, file, s->sc.pool, s->sc.async_remove, &prov, &err)) < 0)
+                log_error_err(r, err, "cannot start the provisioner");
+        else if (metrics && (r = serve_metrics(metrics, s->sc.pool, snap, server, prov, &err)) < 0)
+                log_error_err(r, err, "cannot serve metrics");
+        if (r >= 0) {
+                r = run_server(s, server, &err);
+                exit_code = r < 0 ? 1 : 0;
+        }
         ts_metrics_stop(metrics);
         ts_prov_daemon_stop(prov);
         ts_rpc_server_free(server);
-        if (address && exit_code == 0)
-                unlink(address);
+        if (exit_code == 0)
+                unlink(s->address);
         ts_snapshotter_close(snap);
         ts_error_free(err);
-        ts_config_done(&file);
-        ts_config_done(&cli);
         return exit_code;
+}
+
+int main(int argc, char **argv) {
+        args a = { 0 };
+        ts_config file = { .socket_mode = 0660 };
+        settings s;
+        int code = parse_args(argc, argv, &a);
+        if (code == 0 && a.config_path) {
+                _cleanup_error_ ts_error *err = NULL;
+                int r = ts_config_load(a.config_path, &file, &err);
+                if (r < 0) {
+                        fprintf(stderr, "thinsnapd: %s\n", ts_error_message(err, r));
+                        code = 2;
+                }
+        }
+        if (code == 0)
+                code = resolve(&a, &file, &s);
+        if (code == 0)
+                code = serve(&a, &file, &s);
+        ts_config_done(&file);
+        ts_config_done(&a.cli);
+        return code < 0 ? 0 : code;
 }
