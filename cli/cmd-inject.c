@@ -31,14 +31,60 @@ static void usage(FILE *f) {
               "  --no-mkdirs            fail when a parent directory is missing\n"
               "  --no-replace-symlink   fail when GUEST_PATH is a symlink instead of replacing it\n"
               "  --mountpoints          create /proc /sys /dev /tmp /run when absent\n"
+              "  --no-follow            refuse a TARGET that is a symlink\n"
               "  --json                 print the result as JSON on stdout\n"
               "  -h, --help             show this help\n",
               f);
 }
 
-int ts_cmd_inject(int argc, char **argv) {
-        enum { OPT_MODE = 256, OPT_UID, OPT_GID, OPT_MTIME, OPT_NO_MKDIRS, OPT_NO_REPLACE_SYMLINK,
-               OPT_MOUNTPOINTS, OPT_JSON };
+enum { OPT_MODE = 256, OPT_UID, OPT_GID, OPT_MTIME, OPT_NO_MKDIRS, OPT_NO_REPLACE_SYMLINK,
+       OPT_MOUNTPOINTS, OPT_JSON, OPT_NO_FOLLOW };
+
+typedef struct inject_args {
+        ts_inject_opts opts;
+        bool have_mode, have_mtime, mountpoints, json;
+        unsigned open_flags;
+        uint64_t mtime;
+        char **args; /* TARGET [HOST_FILE GUEST_PATH] */
+} inject_args;
+
+/* Returns 0, or the exit code of a usage error. */
+static int inject_opt(int c, const char *arg, inject_args *a) {
+        switch (c) {
+        case OPT_MODE:
+                a->have_mode = true;
+                return ts_parse_mode(arg, &a->opts.mode) < 0 ?
+                        ts_cli_usage_error("inject", "--mode: \"%s\" is not an octal mode (at most 07777)", arg) : 0;
+        case OPT_UID:
+                return ts_parse_u32(arg, &a->opts.uid) < 0 ?
+                        ts_cli_usage_error("inject", "--uid: \"%s\" is not a number from 0 to 4294967295", arg) : 0;
+        case OPT_GID:
+                return ts_parse_u32(arg, &a->opts.gid) < 0 ?
+                        ts_cli_usage_error("inject", "--gid: \"%s\" is not a number from 0 to 4294967295", arg) : 0;
+        case OPT_MTIME:
+                a->have_mtime = true;
+                return ts_parse_u64(arg, &a->mtime) < 0 || a->mtime > INT64_MAX ?
+                        ts_cli_usage_error("inject", "--mtime: \"%s\" is not a number of seconds", arg) : 0;
+        case OPT_NO_MKDIRS:
+                a->opts.flags |= TS_INJECT_NO_MKDIRS;
+                return 0;
+        case OPT_NO_REPLACE_SYMLINK:
+                a->opts.flags |= TS_INJECT_REFUSE_SYMLINK;
+                return 0;
+        case OPT_MOUNTPOINTS:
+                a->mountpoints = true;
+                return 0;
+        case OPT_JSON:
+                a->json = true;
+                return 0;
+        default: /* OPT_NO_FOLLOW */
+                a->open_flags |= TS_INJECT_OPEN_NOFOLLOW;
+                return 0;
+        }
+}
+
+/* Returns 0, -1 (help printed) or the exit code of a usage error. */
+static int parse_inject_args(int argc, char **argv, inject_args *a) {
         static const struct option longopts[] = {
                 { "mode", required_argument, NULL, OPT_MODE },
                 { "uid", required_argument, NULL, OPT_UID },
@@ -48,122 +94,101 @@ int ts_cmd_inject(int argc, char **argv) {
                 { "no-replace-symlink", no_argument, NULL, OPT_NO_REPLACE_SYMLINK },
                 { "mountpoints", no_argument, NULL, OPT_MOUNTPOINTS },
                 { "json", no_argument, NULL, OPT_JSON },
+                { "no-follow", no_argument, NULL, OPT_NO_FOLLOW },
                 { "help", no_argument, NULL, 'h' },
                 {},
         };
-        ts_inject_opts opts = TS_INJECT_OPTS_DEFAULT;
-        bool have_mode = false, have_mtime = false, mountpoints = false, json = false;
-        uint64_t mtime = 0;
-
+        *a = (inject_args) { .opts = TS_INJECT_OPTS_DEFAULT };
         optind = 0; /* full reset: the caller may have used getopt already */
         opterr = 0;
-        int c;
+        int c, r;
         while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-                switch (c) {
-                case OPT_MODE:
-                        if (ts_parse_mode(optarg, &opts.mode) < 0)
-                                return ts_cli_usage_error("inject", "--mode: \"%s\" is not an octal mode (at most 07777)", optarg);
-                        have_mode = true;
-                        break;
-                case OPT_UID:
-                        if (ts_parse_u32(optarg, &opts.uid) < 0)
-                                return ts_cli_usage_error("inject", "--uid: \"%s\" is not a number from 0 to 4294967295", optarg);
-                        break;
-                case OPT_GID:
-                        if (ts_parse_u32(optarg, &opts.gid) < 0)
-                                return ts_cli_usage_error("inject", "--gid: \"%s\" is not a number from 0 to 4294967295", optarg);
-                        break;
-                case OPT_MTIME:
-                        if (ts_parse_u64(optarg, &mtime) < 0 || mtime > INT64_MAX)
-                                return ts_cli_usage_error("inject", "--mtime: \"%s\" is not a number of seconds", optarg);
-                        have_mtime = true;
-                        break;
-                case OPT_NO_MKDIRS:
-                        opts.flags |= TS_INJECT_NO_MKDIRS;
-                        break;
-                case OPT_NO_REPLACE_SYMLINK:
-                        opts.flags |= TS_INJECT_REFUSE_SYMLINK;
-                        break;
-                case OPT_MOUNTPOINTS:
-                        mountpoints = true;
-                        break;
-                case OPT_JSON:
-                        json = true;
-                        break;
-                case 'h':
+                if (c == 'h') {
                         usage(stdout);
-                        return TS_EXIT_OK;
-                default:
-                        return ts_cli_usage_error("inject", "unknown or incomplete option \"%s\"", argv[optind - 1]);
+                        return -1;
                 }
+                if (c == '?' || c == ':')
+                        return ts_cli_usage_error("inject", "unknown or incomplete option \"%s\"", argv[optind - 1]);
+                if ((r = inject_opt(c, optarg, a)))
+                        return r;
         }
         int nargs = argc - optind;
-        char **args = argv + optind;
-        if (mountpoints ? nargs != 1 : nargs != 3)
-                return ts_cli_usage_error("inject", "%s", mountpoints ? "--mountpoints takes exactly one TARGET"
-                                                     : "expected TARGET HOST_FILE GUEST_PATH");
-        if (mountpoints && (have_mode || have_mtime || opts.uid || opts.gid || opts.flags))
+        a->args = argv + optind;
+        if (a->mountpoints ? nargs != 1 : nargs != 3)
+                return ts_cli_usage_error("inject", "%s", a->mountpoints ? "--mountpoints takes exactly one TARGET"
+                                                         : "expected TARGET HOST_FILE GUEST_PATH");
+        if (a->mountpoints && (a->have_mode || a->have_mtime || a->opts.uid || a->opts.gid || a->opts.flags))
                 return ts_cli_usage_error("inject", "%s", "--mountpoints takes no file options");
+        if (!a->mountpoints && a->args[2][0] != '/')
+                return ts_cli_usage_error("inject", "GUEST_PATH \"%s\" must be absolute", a->args[2]);
+        return 0;
+}
 
-        const char *target = args[0];
+/* Opens HOST_FILE (before the target, so a bad source touches nothing) and
+ * takes its mode and mtime unless given. */
+static int open_source(inject_args *a, int *ret_fd, struct stat *st, ts_error **err) {
+        _cleanup_close_ int fd = open(a->args[1], O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || fstat(fd, st) < 0)
+                return ts_error_set(err, errno, "%s", a->args[1]);
+        if (!S_ISREG(st->st_mode))
+                return ts_error_setf_plain(err, EINVAL, "%s: not a regular file", a->args[1]);
+        if (!a->have_mode)
+                a->opts.mode = st->st_mode & 07777;
+        a->opts.mtime = a->have_mtime ? (int64_t) a->mtime : (int64_t) st->st_mtim.tv_sec;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static void print_result(const inject_args *a, const struct stat *st, int created) {
+        const char *target = a->args[0];
+        if (!a->json) {
+                if (a->mountpoints)
+                        printf("%s: created %d mount point%s\n", target, created, created == 1 ? "" : "s");
+                else
+                        printf("%s: wrote %s (%lld bytes, mode %04o, %u:%u)\n", target, a->args[2],
+                               (long long) st->st_size, a->opts.mode, a->opts.uid, a->opts.gid);
+                return;
+        }
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "target", json_object_new_string(target));
+        if (a->mountpoints)
+                json_object_object_add(o, "created", json_object_new_int(created));
+        else {
+                char mode[8];
+                snprintf(mode, sizeof mode, "%04o", a->opts.mode);
+                json_object_object_add(o, "guest_path", json_object_new_string(a->args[2]));
+                json_object_object_add(o, "host_file", json_object_new_string(a->args[1]));
+                json_object_object_add(o, "bytes", json_object_new_int64(st->st_size));
+                json_object_object_add(o, "mode", json_object_new_string(mode));
+                json_object_object_add(o, "uid", json_object_new_int64(a->opts.uid));
+                json_object_object_add(o, "gid", json_object_new_int64(a->opts.gid));
+                json_object_object_add(o, "mtime", json_object_new_int64(a->opts.mtime));
+        }
+        ts_cli_print_json(o);
+}
+
+int ts_cmd_inject(int argc, char **argv) {
+        inject_args a;
+        int r = parse_inject_args(argc, argv, &a);
+        if (r)
+                return r < 0 ? TS_EXIT_OK : r;
         _cleanup_error_ ts_error *err = NULL;
         _cleanup_close_ int fd = -1;
         struct stat st = {};
-        if (!mountpoints) {
-                if (args[2][0] != '/')
-                        return ts_cli_usage_error("inject", "GUEST_PATH \"%s\" must be absolute", args[2]);
-                /* Opened before the target so a bad source touches nothing. */
-                fd = open(args[1], O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                if (fd < 0 || fstat(fd, &st) < 0) {
-                        int r = ts_error_set(&err, errno, "%s", args[1]);
-                        return ts_cli_fail_json("inject", json, err, r);
-                }
-                if (!S_ISREG(st.st_mode)) {
-                        int r = ts_error_setf_plain(&err, EINVAL, "%s: not a regular file", args[1]);
-                        return ts_cli_fail_json("inject", json, err, r);
-                }
-                if (!have_mode)
-                        opts.mode = st.st_mode & 07777;
-                opts.mtime = have_mtime ? (int64_t) mtime : (int64_t) st.st_mtim.tv_sec;
-        }
-
+        if (!a.mountpoints && (r = open_source(&a, &fd, &st, &err)) < 0)
+                return ts_cli_fail_json("inject", a.json, err, r);
         _cleanup_inject_ ts_inject *ij = NULL;
-        int r = ts_inject_open(target, 0, &ij, &err);
-        if (r < 0)
-                return ts_cli_fail_json("inject", json, err, r);
-
+        if ((r = ts_inject_open(a.args[0], a.open_flags, &ij, &err)) < 0)
+                return ts_cli_fail_json("inject", a.json, err, r);
         int created = 0;
-        if (mountpoints)
+        if (a.mountpoints)
                 r = created = ts_inject_mountpoints(ij, &err);
         else
-                r = ts_inject_write_fd(ij, fd, args[2], &opts, &err);
+                r = ts_inject_write_fd(ij, fd, a.args[2], &a.opts, &err);
+        if (r >= 0)
+                r = ts_inject_close(TAKE_PTR(ij), &err);
         if (r < 0)
-                return ts_cli_fail_json("inject", json, err, r);
-        r = ts_inject_close(TAKE_PTR(ij), &err);
-        if (r < 0)
-                return ts_cli_fail_json("inject", json, err, r);
-
-        if (json) {
-                json_object *o = json_object_new_object();
-                json_object_object_add(o, "target", json_object_new_string(target));
-                if (mountpoints)
-                        json_object_object_add(o, "created", json_object_new_int(created));
-                else {
-                        char mode[8];
-                        snprintf(mode, sizeof mode, "%04o", opts.mode);
-                        json_object_object_add(o, "guest_path", json_object_new_string(args[2]));
-                        json_object_object_add(o, "host_file", json_object_new_string(args[1]));
-                        json_object_object_add(o, "bytes", json_object_new_int64(st.st_size));
-                        json_object_object_add(o, "mode", json_object_new_string(mode));
-                        json_object_object_add(o, "uid", json_object_new_int64(opts.uid));
-                        json_object_object_add(o, "gid", json_object_new_int64(opts.gid));
-                        json_object_object_add(o, "mtime", json_object_new_int64(opts.mtime));
-                }
-                ts_cli_print_json(o);
-        } else if (mountpoints)
-                printf("%s: created %d mount point%s\n", target, created, created == 1 ? "" : "s");
-        else
-                printf("%s: wrote %s (%lld bytes, mode %04o, %u:%u)\n", target, args[2],
-                       (long long) st.st_size, opts.mode, opts.uid, opts.gid);
+                return ts_cli_fail_json("inject", a.json, err, r);
+        print_result(&a, &st, created);
         return TS_EXIT_OK;
 }

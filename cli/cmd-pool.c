@@ -17,7 +17,7 @@
 static const char pool_help[] =
         "Usage: thinsnap pool COMMAND NAME [OPTIONS]\n"
         "\n"
-        "Create, re-attach, inspect and destroy device-mapper thin pools.\n"
+        "Create, re-attach, extend, inspect and destroy device-mapper thin pools.\n"
         "\n"
         "Commands:\n"
         "  create NAME --data FILE|DEV [--data-size SIZE] --meta FILE|DEV [--meta-size SIZE]\n"
@@ -28,7 +28,13 @@ static const char pool_help[] =
         "      per data block plus room for 1024 thin devices, at least 2 MiB. The block\n"
         "      size defaults to 64 KiB. Running it again on the same pool changes nothing.\n"
         "  attach NAME\n"
-        "      Set a file-backed pool up again after a reboot, from its state file.\n"
+        "      Set a pool up again after a reboot, from its state file. The devices must\n"
+        "      be the ones create recorded (size, identity, the pool's metadata).\n"
+        "  extend NAME [--data-size SIZE] [--meta-size SIZE]\n"
+        "      Grow an active pool online: files are grown and their loop devices\n"
+        "      refreshed; a block device must have been grown first (lvextend...).\n"
+        "      Without a size, a device is taken at its size now. A pool out of data or\n"
+        "      metadata space works again at once, thinsnapd need not stop.\n"
         "  status NAME [--json]\n"
         "      Show the pool's usage, flags and active devices.\n"
         "  destroy NAME [--force] [--delete-files]\n"
@@ -72,7 +78,43 @@ typedef struct pool_args {
         ts_poolprov_request req;
 } pool_args;
 
-static int parse_pool_args(const char *cmd, int argc, char **argv, pool_args *a, bool creating) {
+enum { ARGS_OTHER, ARGS_CREATE, ARGS_EXTEND };
+
+/* One option of `pool create|extend|...`: 0, or the exit code of a usage error. */
+static int pool_opt(const char *cmd, int c, const char *arg, pool_args *a) {
+        int r;
+        switch (c) {
+        case OPT_DATA: a->req.data_path = arg; return 0;
+        case OPT_META: a->req.meta_path = arg; return 0;
+        case OPT_DATA_SIZE:
+                if ((r = ts_cli_size(cmd, "--data-size", arg, &a->req.data_size)))
+                        return r;
+                return a->req.data_size ? 0 : ts_cli_usage_error(cmd, "--data-size must not be 0");
+        case OPT_META_SIZE:
+                if ((r = ts_cli_size(cmd, "--meta-size", arg, &a->req.meta_size)))
+                        return r;
+                return a->req.meta_size ? 0 : ts_cli_usage_error(cmd, "--meta-size must not be 0");
+        case OPT_BLOCK_SIZE:
+                if ((r = ts_cli_size(cmd, "--block-size", arg, &a->req.block_size)))
+                        return r;
+                if (ts_pool_check_block_size(a->req.block_size, NULL) < 0)
+                        return ts_cli_usage_error(cmd, "--block-size '%s' must be a multiple "
+                                                       "of 64K between 64K and 1G", arg);
+                return 0;
+        case OPT_LOW_WATER:
+                return ts_cli_u64(cmd, "--low-water", arg, UINT32_MAX, &a->req.low_water_blocks);
+        case OPT_SKIP_ZERO: a->req.skip_block_zeroing = true; return 0;
+        case OPT_IGNORE_DISCARD: a->req.ignore_discard = true; return 0;
+        case OPT_NO_PASSDOWN: a->req.no_discard_passdown = true; return 0;
+        case OPT_ERROR_NO_SPACE: a->req.error_if_no_space = true; return 0;
+        case OPT_STATE_DIR: a->state_dir = arg; return 0;
+        case OPT_JSON: a->json = true; return 0;
+        case OPT_FORCE: a->force = true; return 0;
+        default: /* OPT_DELETE_FILES */ a->delete_files = true; return 0;
+        }
+}
+
+static int parse_pool_args(const char *cmd, int argc, char **argv, pool_args *a, int kind) {
         static const struct option create_opts[] = {
                 { "data", required_argument, NULL, OPT_DATA },
                 { "data-size", required_argument, NULL, OPT_DATA_SIZE },
@@ -84,6 +126,14 @@ static int parse_pool_args(const char *cmd, int argc, char **argv, pool_args *a,
                 { "ignore-discard", no_argument, NULL, OPT_IGNORE_DISCARD },
                 { "no-discard-passdown", no_argument, NULL, OPT_NO_PASSDOWN },
                 { "error-if-no-space", no_argument, NULL, OPT_ERROR_NO_SPACE },
+                { "state-dir", required_argument, NULL, OPT_STATE_DIR },
+                { "json", no_argument, NULL, OPT_JSON },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        static const struct option extend_opts[] = {
+                { "data-size", required_argument, NULL, OPT_DATA_SIZE },
+                { "meta-size", required_argument, NULL, OPT_META_SIZE },
                 { "state-dir", required_argument, NULL, OPT_STATE_DIR },
                 { "json", no_argument, NULL, OPT_JSON },
                 { "help", no_argument, NULL, 'h' },
@@ -101,51 +151,19 @@ static int parse_pool_args(const char *cmd, int argc, char **argv, pool_args *a,
         optind = 1;
         opterr = 0;
         int c, r;
-        while ((c = getopt_long(argc, argv, ":h", creating ? create_opts : other_opts, NULL)) != -1) {
-                switch (c) {
-                case 'h':
+        const struct option *opts = kind == ARGS_CREATE ? create_opts : kind == ARGS_EXTEND ? extend_opts : other_opts;
+        bool creating = kind == ARGS_CREATE;
+        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+                if (c == 'h') {
                         fputs(pool_help, stdout);
                         return -1;
-                case OPT_DATA: a->req.data_path = optarg; break;
-                case OPT_META: a->req.meta_path = optarg; break;
-                case OPT_DATA_SIZE:
-                        if ((r = ts_cli_size(cmd, "--data-size", optarg, &a->req.data_size)))
-                                return r;
-                        if (a->req.data_size == 0)
-                                return ts_cli_usage_error(cmd, "--data-size must not be 0");
-                        break;
-                case OPT_META_SIZE:
-                        if ((r = ts_cli_size(cmd, "--meta-size", optarg, &a->req.meta_size)))
-                                return r;
-                        if (a->req.meta_size == 0)
-                                return ts_cli_usage_error(cmd, "--meta-size must not be 0");
-                        break;
-                case OPT_BLOCK_SIZE:
-                        if ((r = ts_cli_size(cmd, "--block-size", optarg, &a->req.block_size)))
-                                return r;
-                        if (ts_pool_check_block_size(a->req.block_size, NULL) < 0)
-                                return ts_cli_usage_error(cmd, "--block-size '%s' must be a multiple "
-                                                               "of 64K between 64K and 1G", optarg);
-                        break;
-                case OPT_LOW_WATER:
-                        if ((r = ts_cli_u64(cmd, "--low-water", optarg, UINT32_MAX,
-                                            &a->req.low_water_blocks)))
-                                return r;
-                        break;
-                case OPT_SKIP_ZERO: a->req.skip_block_zeroing = true; break;
-                case OPT_IGNORE_DISCARD: a->req.ignore_discard = true; break;
-                case OPT_NO_PASSDOWN: a->req.no_discard_passdown = true; break;
-                case OPT_ERROR_NO_SPACE: a->req.error_if_no_space = true; break;
-                case OPT_STATE_DIR: a->state_dir = optarg; break;
-                case OPT_JSON: a->json = true; break;
-                case OPT_FORCE: a->force = true; break;
-                case OPT_DELETE_FILES: a->delete_files = true; break;
-                case ':':
-                        return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-                default:
-                        return ts_cli_usage_error(cmd, "unknown option '%s' for '%s'",
-                                                  argv[optind - 1], sub);
                 }
+                if (c == ':')
+                        return ts_cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+                if (c == '?')
+                        return ts_cli_usage_error(cmd, "unknown option '%s' for '%s'", argv[optind - 1], sub);
+                if ((r = pool_opt(cmd, c, optarg, a)))
+                        return r;
         }
         if (optind >= argc)
                 return ts_cli_usage_error(cmd, "'%s' needs a pool NAME", sub);
@@ -192,7 +210,7 @@ static int report_outcome(const pool_args *a, ts_poolprov_outcome o) {
 
 static int pool_create(int argc, char **argv) {
         pool_args a = { 0 };
-        int r = parse_pool_args("pool create", argc, argv, &a, true);
+        int r = parse_pool_args("pool create", argc, argv, &a, ARGS_CREATE);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
         _cleanup_error_ ts_error *err = NULL;
@@ -205,7 +223,7 @@ static int pool_create(int argc, char **argv) {
 
 static int pool_attach(int argc, char **argv) {
         pool_args a = { 0 };
-        int r = parse_pool_args("pool attach", argc, argv, &a, false);
+        int r = parse_pool_args("pool attach", argc, argv, &a, ARGS_OTHER);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
         _cleanup_error_ ts_error *err = NULL;
@@ -218,7 +236,7 @@ static int pool_attach(int argc, char **argv) {
 
 static int pool_destroy(int argc, char **argv) {
         pool_args a = { 0 };
-        int r = parse_pool_args("pool destroy", argc, argv, &a, false);
+        int r = parse_pool_args("pool destroy", argc, argv, &a, ARGS_OTHER);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
         _cleanup_error_ ts_error *err = NULL;
@@ -233,6 +251,45 @@ static int pool_destroy(int argc, char **argv) {
                 ts_cli_print_json(j);
         } else
                 printf("pool %s destroyed%s\n", a.name, a.delete_files ? "; files deleted" : "");
+        return TS_EXIT_OK;
+}
+
+static json_object *sizes_json(const ts_poolprov_sizes *z) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "data_size", json_object_new_uint64(z->data));
+        json_object_object_add(o, "meta_size", json_object_new_uint64(z->meta));
+        return o;
+}
+
+static int pool_extend(int argc, char **argv) {
+        pool_args a = { 0 };
+        int r = parse_pool_args("pool extend", argc, argv, &a, ARGS_EXTEND);
+        if (r)
+                return r < 0 ? TS_EXIT_OK : r;
+        _cleanup_error_ ts_error *err = NULL;
+        ts_poolprov_sizes before, after;
+        r = ts_poolprov_extend(a.state_dir, a.name, a.req.data_size, a.req.meta_size, &before, &after, &err);
+        if (r < 0)
+                return ts_cli_fail_json("pool extend", a.json, err, r);
+        bool grown = before.data != after.data || before.meta != after.meta;
+        if (a.json) {
+                json_object *j = json_object_new_object();
+                json_object_object_add(j, "pool", json_object_new_string(a.name));
+                json_object_object_add(j, "result", json_object_new_string(grown ? "extended" : "unchanged"));
+                json_object_object_add(j, "before", sizes_json(&before));
+                json_object_object_add(j, "after", sizes_json(&after));
+                ts_cli_print_json(j);
+                return TS_EXIT_OK;
+        }
+        char d0[32], d1[32], m0[32], m1[32];
+        ts_format_size(before.data, d0, sizeof d0);
+        ts_format_size(after.data, d1, sizeof d1);
+        ts_format_size(before.meta, m0, sizeof m0);
+        ts_format_size(after.meta, m1, sizeof m1);
+        if (grown)
+                printf("pool %s extended: data %s -> %s, metadata %s -> %s\n", a.name, d0, d1, m0, m1);
+        else
+                printf("pool %s is already that large (data %s, metadata %s); nothing changed\n", a.name, d1, m1);
         return TS_EXIT_OK;
 }
 
@@ -256,7 +313,7 @@ static void print_usage_line(const char *label, uint64_t used, uint64_t total, u
 
 static int pool_status(int argc, char **argv) {
         pool_args a = { 0 };
-        int r = parse_pool_args("pool status", argc, argv, &a, false);
+        int r = parse_pool_args("pool status", argc, argv, &a, ARGS_OTHER);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
         _cleanup_error_ ts_error *err = NULL;
@@ -334,12 +391,13 @@ int ts_cmd_pool(int argc, char **argv) {
         } cmds[] = {
                 { "create", pool_create },
                 { "attach", pool_attach },
+                { "extend", pool_extend },
                 { "status", pool_status },
                 { "destroy", pool_destroy },
         };
         for (size_t i = 0; i < TS_ARRAY_SIZE(cmds); i++)
                 if (strcmp(argv[1], cmds[i].name) == 0)
                         return cmds[i].fn(argc - 1, argv + 1);
-        return ts_cli_usage_error("pool", "unknown command '%s' (create, attach, status, destroy)",
+        return ts_cli_usage_error("pool", "unknown command '%s' (create, attach, extend, status, destroy)",
                                   argv[1]);
 }

@@ -15,7 +15,7 @@ static const char main_help[] =
         "Commands:\n"
         "  image    warm images into the pool and inspect them (through thinsnapd)\n"
         "  vm       cut, fill and tear down one device per VM (through thinsnapd)\n"
-        "  pool     create, attach, inspect and destroy thin pools\n"
+        "  pool     create, attach, extend, inspect and destroy thin pools\n"
         "  thin     low-level thin device operations on a pool\n"
         "  inject   write a file into a device's ext4 filesystem without mounting it\n"
         "\n"

@@ -230,6 +230,30 @@ int ts_dm_resume(const char *name, ts_error **err) {
         return simple_task(DM_DEVICE_RESUME, "resume", name, true, err);
 }
 
+int ts_dm_reload(const char *name, uint64_t sectors, const char *target, const char *params,
+                 ts_error **err) {
+        _cleanup_dm_task_ struct dm_task *load = NULL, *suspend = NULL;
+        int r = task_new(DM_DEVICE_RELOAD, name, &load, "load", err);
+        if (r < 0)
+                return r;
+        if (!dm_task_add_target(load, 0, sectors, target, params))
+                return ts_error_set(err, ENOMEM, "load %s", name);
+        r = task_run(load, false);
+        if (r < 0)
+                return ts_error_set(err, r, "load table '%s %s' into %s", target, params, name);
+        r = task_new(DM_DEVICE_SUSPEND, name, &suspend, "suspend", err);
+        if (r < 0)
+                return r;
+        if (!dm_task_no_flush(suspend))
+                return ts_error_set(err, ENOMEM, "suspend %s", name);
+        r = task_run(suspend, false);
+        if (r < 0) {
+                (void) simple_task(DM_DEVICE_CLEAR, "clear", name, false, NULL);
+                return ts_error_set(err, r, "suspend %s", name);
+        }
+        return ts_dm_resume(name, err);
+}
+
 int ts_dm_message(const char *name, const char *message, ts_error **err) {
         _cleanup_dm_task_ struct dm_task *dmt = NULL;
         int r = task_new(DM_DEVICE_TARGET_MSG, name, &dmt, "message", err);

@@ -59,6 +59,17 @@ int ts_dm_remove(const char *name, unsigned flags, ts_error **err);
 int ts_dm_suspend(const char *name, ts_error **err);
 int ts_dm_resume(const char *name, ts_error **err);
 
+/* Replaces the table of live device `name` with a single-target table
+ * (start 0, `sectors` long, `target`, `params`): loads it (a table the
+ * kernel rejects leaves the device as it was), suspends the device without
+ * flushing (I/O a thin pool queues while it is out of space must not hold
+ * the suspend) and resumes it with the new table. When the resume fails the
+ * device may be left suspended with the new table: the caller loads the old
+ * one again. Returns 0, -ENXIO (no such device), -EINVAL (table rejected)
+ * or the kernel's -errno. */
+int ts_dm_reload(const char *name, uint64_t sectors, const char *target, const char *params,
+                 ts_error **err);
+
 /* Sends a target message (sector 0) to device `name`. Returns 0 or the
  * kernel's -errno (e.g. -EEXIST, -ENODATA, -ENOSPC from dm-thin). */
 int ts_dm_message(const char *name, const char *message, ts_error **err);

@@ -167,6 +167,30 @@ int ts_loop_get(const char *file, unsigned flags, char **ret_dev, int *ret_fd, b
         return r;
 }
 
+int ts_loop_info_get(const char *dev, ts_loop_info *ret, ts_error **err) {
+        _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return ts_error_set(err, errno, "open %s", dev);
+        struct loop_info64 info;
+        if (ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
+                return ts_error_set(err, errno, "status of %s", dev);
+        *ret = (ts_loop_info) {
+                .offset = info.lo_offset,
+                .sizelimit = info.lo_sizelimit,
+                .read_only = info.lo_flags & LO_FLAGS_READ_ONLY,
+        };
+        return 0;
+}
+
+int ts_loop_set_capacity(const char *dev, ts_error **err) {
+        _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return ts_error_set(err, errno, "open %s", dev);
+        if (ioctl(fd, LOOP_SET_CAPACITY, 0) < 0)
+                return ts_error_set(err, errno, "refresh the size of %s", dev);
+        return 0;
+}
+
 int ts_loop_detach(const char *dev, ts_error **err) {
         _cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
         if (fd < 0)

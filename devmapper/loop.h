@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "common/error.h"
 
@@ -35,6 +36,21 @@ int ts_loop_find(const char *file, char **ret_dev, ts_error **err);
  * ts_loop_attach. */
 int ts_loop_get(const char *file, unsigned flags, char **ret_dev, int *ret_fd, bool *ret_attached,
                 ts_error **err);
+
+typedef struct ts_loop_info {
+        uint64_t offset;    /* where in the file the device starts */
+        uint64_t sizelimit; /* 0: to the end of the file */
+        bool read_only;
+} ts_loop_info;
+
+/* Reads how loop device `dev` maps its file. Returns 0, -ENXIO (nothing
+ * attached) or -errno. */
+int ts_loop_info_get(const char *dev, ts_loop_info *ret, ts_error **err);
+
+/* Makes loop device `dev` take the current size of its backing file
+ * (LOOP_SET_CAPACITY), after the file grew. Returns 0, -ENXIO (nothing
+ * attached) or -errno. */
+int ts_loop_set_capacity(const char *dev, ts_error **err);
 
 /* Detaches loop device `dev`. A device that is still in use detaches when
  * its last user closes it (autoclear). Returns 0, -ENXIO when nothing is

@@ -268,6 +268,55 @@ int ts_pool_open(const char *name, ts_pool **ret, ts_error **err) {
         return 0;
 }
 
+/* The size of block device maj:min in sectors, from sysfs. */
+static int dev_sectors(const char *mm, uint64_t *ret) {
+        unsigned ma, mi;
+        if (sscanf(mm, "%u:%u", &ma, &mi) != 2)
+                return -EINVAL;
+        char path[64];
+        snprintf(path, sizeof path, "/sys/dev/block/%u:%u/size", ma, mi);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return negative_errno();
+        return fscanf(f, "%" SCNu64, ret) == 1 ? 0 : -EIO;
+}
+
+int ts_pool_reload(const char *name, uint64_t data_sectors, ts_error **err) {
+        _cleanup_pool_ ts_pool *pool = NULL;
+        int r = ts_pool_open(name, &pool, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *params = NULL;
+        r = ts_dm_target_get(name, true, NULL, NULL, &params, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "pool %s", name);
+        uint64_t block = pool->params.data_block_sectors, old = pool->data_sectors, avail = 0;
+        if (data_sectors == 0)
+                data_sectors = old;
+        data_sectors -= data_sectors % block;
+        if (data_sectors < old)
+                return ts_error_setf_plain(err, EINVAL,
+                                           "pool %s: its data cannot shrink (%" PRIu64 " sectors "
+                                           "mapped, %" PRIu64 " asked for)",
+                                           name, old, data_sectors);
+        if (dev_sectors(pool->data_dev, &avail) == 0 && avail < data_sectors)
+                return ts_error_setf_plain(err, EINVAL,
+                                           "pool %s: its data device %s has %" PRIu64 " sectors, "
+                                           "fewer than the %" PRIu64 " asked for",
+                                           name, pool->data_dev, avail, data_sectors);
+        r = ts_dm_reload(name, data_sectors, "thin-pool", params, err);
+        if (r < 0) {
+                ts_error_prefix(err, r, "pool %s", name);
+                /* The kernel refused the new table at the resume: the pool
+                 * must not stay suspended. */
+                (void) ts_dm_reload(name, old, "thin-pool", params, NULL);
+                return r;
+        }
+        log_debug("reloaded pool %s: %" PRIu64 " data sectors (were %" PRIu64 ")", name,
+                  data_sectors, old);
+        return 0;
+}
+
 int ts_pool_get_status(const ts_pool *pool, ts_pool_status *ret, ts_error **err) {
         _cleanup_free_ char *type = NULL, *params = NULL;
         int r = ts_dm_target_get(pool->name, false, &type, NULL, &params, err);
@@ -289,9 +338,11 @@ int ts_pool_status_space(const char *name, const ts_pool_status *st, ts_error **
                 return 0;
         return ts_error_setf_plain(err, ENOSPC,
                                    "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
-                                   " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used",
+                                   " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used "
+                                   "(grow it with 'thinsnap pool extend %s')",
                                    name, data_full ? "data" : "metadata", st->used_data_blocks,
-                                   st->total_data_blocks, st->used_meta_blocks, st->total_meta_blocks);
+                                   st->total_data_blocks, st->used_meta_blocks, st->total_meta_blocks,
+                                   name);
 }
 
 int ts_pool_active_devices(const ts_pool *pool, char ***ret, ts_error **err) {

@@ -46,8 +46,9 @@ typedef struct ts_pool_status {
 } ts_pool_status;
 
 /* -ENOSPC with the pool's figures ("pool tp is out of data space: data 10/10
- * blocks, metadata 30/512 blocks used") when st shows no data block left or
- * metadata within 16 blocks of full; else 0. */
+ * blocks, metadata 30/512 blocks used (grow it with 'thinsnap pool extend
+ * tp')") when st shows no data block left or metadata within 16 blocks of
+ * full; else 0. */
 int ts_pool_status_space(const char *name, const ts_pool_status *st, ts_error **err);
 
 /* Checks a pool name: 1..64 characters of [A-Za-z0-9._-], not starting with
@@ -90,6 +91,17 @@ int ts_pool_create(const char *name, const char *meta_path, const char *data_pat
  * (no device of that name), -EMEDIUMTYPE (the device is not a thin-pool),
  * or -errno. */
 int ts_pool_open(const char *name, ts_pool **ret, ts_error **err);
+
+/* Reloads pool `name`'s table with the data device `data_sectors` long
+ * (rounded down to whole blocks; 0 keeps the table's length), the same
+ * devices and the same features, so that the kernel takes what grew: a
+ * longer data device, and a larger metadata device (read at the resume).
+ * Online: the pool and its thin devices are suspended for a moment, without
+ * flushing. When the new table does not resume, the old one is put back.
+ * Returns 0, -ENXIO (no such pool), -EMEDIUMTYPE, -EINVAL (shorter than the
+ * table, or longer than the data device: the message says which), or the
+ * kernel's -errno. */
+int ts_pool_reload(const char *name, uint64_t data_sectors, ts_error **err);
 
 /* Frees a pool handle; accepts NULL; returns NULL. */
 ts_pool *ts_pool_free(ts_pool *pool);

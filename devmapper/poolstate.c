@@ -18,7 +18,9 @@ ts_poolspec *ts_poolstate_free(ts_poolspec *s) {
         if (s) {
                 free(s->name);
                 free(s->data.path);
+                free(s->data.id);
                 free(s->meta.path);
+                free(s->meta.id);
                 free(s);
         }
         return NULL;
@@ -31,6 +33,8 @@ static json_object *dev_to_json(const ts_pooldev *d) {
         json_object_object_add(o, "path", json_object_new_string(d->path));
         json_object_object_add(o, "kind", json_object_new_string(d->is_file ? "file" : "block"));
         json_object_object_add(o, "size", json_object_new_uint64(d->size));
+        if (d->id)
+                json_object_object_add(o, "id", json_object_new_string(d->id));
         return o;
 }
 
@@ -114,6 +118,13 @@ static int dev_from_json(json_object *o, const char *key, ts_pooldev *d, ts_erro
         if (r < 0)
                 return ts_error_prefix(err, r, "%s", key);
         d->is_file = strcmp(kind, "file") == 0;
+        if (json_object_object_get_ex(dev, "id", NULL)) { /* absent in older states */
+                r = get_field(dev, "id", json_type_string, &v, err);
+                if (r < 0)
+                        return ts_error_prefix(err, r, "%s", key);
+                if (!(d->id = strdup(json_object_get_string(v))))
+                        return ts_error_set(err, ENOMEM, "pool state");
+        }
         if (!(d->path = strdup(path)))
                 return ts_error_set(err, ENOMEM, "pool state");
         return 0;
@@ -166,90 +177,159 @@ int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err) 
         return 0;
 }
 
-static char *state_path(const char *dir, const char *name, const char *suffix) {
+/* Opens the state directory (created 0700 when create and missing) and
+ * refuses one that another user could write to: whoever can put a file in
+ * it decides which devices `pool attach` hands to the kernel as root. */
+static int open_dir(const char *dir, bool create, ts_error **err) {
+        if (create) {
+                int r = ts_mkdir_p(dir, 0700);
+                if (r < 0)
+                        return ts_error_set(err, r, "pool state directory %s", dir);
+        }
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return ts_error_set(err, errno, "pool state directory %s", dir);
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+                int e = errno;
+                close(fd);
+                return ts_error_set(err, e, "pool state directory %s", dir);
+        }
+        if ((st.st_mode & (S_IWGRP | S_IWOTH)) || (st.st_uid != 0 && st.st_uid != geteuid())) {
+                close(fd);
+                return ts_error_setf_plain(err, EPERM,
+                                           "pool state directory %s is writable by others (mode %04o, "
+                                           "owner %u): refusing to use it; make it owned by root and "
+                                           "not group- or world-writable (chmod 0700)",
+                                           dir, (unsigned) (st.st_mode & 07777), (unsigned) st.st_uid);
+        }
+        return fd;
+}
+
+static char *state_name(const char *name, const char *suffix) {
         char *p = NULL;
-        if (asprintf(&p, "%s/%s.json%s", dir, name, suffix) < 0)
+        if (asprintf(&p, "%s.json%s", name, suffix) < 0)
                 return NULL;
         return p;
 }
 
-int ts_poolstate_write(const char *dir, const ts_poolspec *s, ts_error **err) {
-        int r = ts_mkdir_p(dir, 0700);
-        if (r < 0)
-                return ts_error_set(err, r, "pool state directory %s", dir);
-        _cleanup_free_ char *json = NULL;
-        if (ts_poolstate_to_json(s, &json) < 0)
-                return ts_error_set(err, ENOMEM, "pool state of %s", s->name);
-        _cleanup_free_ char *path = state_path(dir, s->name, "");
-        _cleanup_free_ char *tmp = state_path(dir, s->name, ".tmp");
-        if (!path || !tmp)
-                return ts_error_set(err, ENOMEM, "pool state of %s", s->name);
-
-        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return ts_error_set(err, errno, "write %s", tmp);
-        size_t len = strlen(json), off = 0;
-        while (off < len) {
-                ssize_t n = write(fd, json + off, len - off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        int e = errno;
-                        unlink(tmp);
-                        return ts_error_set(err, e, "write %s", tmp);
-                }
-                off += (size_t) n;
-        }
-        if (write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
-                int e = errno ? errno : EIO;
-                unlink(tmp);
-                return ts_error_set(err, e, "write %s", tmp);
-        }
-        if (rename(tmp, path) < 0) {
-                int e = errno;
-                unlink(tmp);
-                return ts_error_set(err, e, "rename %s to %s", tmp, path);
+static int write_all(int fd, const char *p, size_t len) {
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                p += n;
+                len -= (size_t) n;
         }
         return 0;
 }
 
+/* Creates the temporary file afresh: never through a link planted in its
+ * place, never into a file someone else opened. A stale one (a write cut
+ * short) is removed first. */
+static int create_tmp(int dirfd, const char *tmp) {
+        for (int i = 0;; i++) {
+                int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd >= 0 || errno != EEXIST || i > 0)
+                        return fd < 0 ? -errno : fd;
+                if (unlinkat(dirfd, tmp, 0) < 0 && errno != ENOENT)
+                        return -errno;
+        }
+}
+
+int ts_poolstate_write(const char *dir, const ts_poolspec *s, ts_error **err) {
+        _cleanup_close_ int dirfd = open_dir(dir, true, err);
+        if (dirfd < 0)
+                return dirfd;
+        _cleanup_free_ char *json = NULL;
+        _cleanup_free_ char *name = state_name(s->name, "");
+        _cleanup_free_ char *tmp = state_name(s->name, ".tmp");
+        if (ts_poolstate_to_json(s, &json) < 0 || !name || !tmp)
+                return ts_error_set(err, ENOMEM, "pool state of %s", s->name);
+
+        _cleanup_close_ int fd = create_tmp(dirfd, tmp);
+        if (fd < 0)
+                return ts_error_set(err, fd, "create %s/%s", dir, tmp);
+        int r = write_all(fd, json, strlen(json));
+        if (r >= 0)
+                r = write_all(fd, "\n", 1);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(dirfd, tmp, 0);
+                return ts_error_set(err, r, "write %s/%s", dir, tmp);
+        }
+        if (renameat(dirfd, tmp, dirfd, name) < 0) {
+                r = -errno;
+                (void) unlinkat(dirfd, tmp, 0);
+                return ts_error_set(err, r, "rename %s/%s to %s", dir, tmp, name);
+        }
+        /* The rename is durable only once the directory is. */
+        if (fsync(dirfd) < 0)
+                return ts_error_set(err, errno, "sync %s", dir);
+        return 0;
+}
+
+static int no_state(ts_error **err, const char *name, const char *dir, const char *file) {
+        return ts_error_setf_plain(err, ENOENT,
+                                   "no state for pool %s (%s/%s does not exist; was it made with "
+                                   "'thinsnap pool create'?)",
+                                   name, dir, file);
+}
+
 int ts_poolstate_read(const char *dir, const char *name, ts_poolspec **ret, ts_error **err) {
-        _cleanup_free_ char *path = state_path(dir, name, "");
-        if (!path)
+        _cleanup_free_ char *file = state_name(name, "");
+        if (!file)
                 return ts_error_set(err, ENOMEM, "pool state of %s", name);
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        ts_error *dir_err = NULL;
+        _cleanup_close_ int dirfd = open_dir(dir, false, &dir_err);
+        if (dirfd == -ENOENT) {
+                ts_error_free(dir_err);
+                return no_state(err, name, dir, file);
+        }
+        if (dirfd < 0)
+                return ts_error_move(err, &dir_err);
+        int fd = openat(dirfd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+                return no_state(err, name, dir, file);
+        if (fd < 0)
+                return ts_error_set(err, errno, "read %s/%s", dir, file);
+        _cleanup_fclose_ FILE *f = fdopen(fd, "re");
         if (!f) {
-                if (errno == ENOENT)
-                        return ts_error_setf_plain(err, ENOENT,
-                                                   "no state for pool %s (%s does not exist; was "
-                                                   "it made with 'thinsnap pool create'?)",
-                                                   name, path);
-                return ts_error_set(err, errno, "read %s", path);
+                close(fd);
+                return ts_error_set(err, ENOMEM, "read %s/%s", dir, file);
         }
         char buf[16384];
         size_t n = fread(buf, 1, sizeof(buf) - 1, f);
         if (ferror(f))
-                return ts_error_set(err, EIO, "read %s", path);
+                return ts_error_set(err, EIO, "read %s/%s", dir, file);
         if (n == sizeof(buf) - 1)
-                return ts_error_setf_plain(err, EINVAL, "%s: larger than a pool state can be", path);
+                return ts_error_setf_plain(err, EINVAL, "%s/%s: larger than a pool state can be", dir, file);
         buf[n] = 0;
         _cleanup_poolspec_ ts_poolspec *s = NULL;
         int r = ts_poolstate_from_json(buf, &s, err);
         if (r < 0)
-                return ts_error_prefix(err, r, "%s", path);
+                return ts_error_prefix(err, r, "%s/%s", dir, file);
         if (strcmp(s->name, name) != 0)
-                return ts_error_setf_plain(err, EINVAL, "%s names pool '%s', not '%s'", path, s->name,
-                                           name);
+                return ts_error_setf_plain(err, EINVAL, "%s/%s names pool '%s', not '%s'", dir, file,
+                                           s->name, name);
         *ret = TAKE_PTR(s);
         return 0;
 }
 
 int ts_poolstate_remove(const char *dir, const char *name, ts_error **err) {
-        _cleanup_free_ char *path = state_path(dir, name, "");
-        if (!path)
+        _cleanup_free_ char *file = state_name(name, "");
+        if (!file)
                 return ts_error_set(err, ENOMEM, "pool state of %s", name);
-        if (unlink(path) < 0 && errno != ENOENT)
-                return ts_error_set(err, errno, "remove %s", path);
+        _cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dirfd < 0)
+                return errno == ENOENT ? 0 : ts_error_set(err, errno, "pool state directory %s", dir);
+        if (unlinkat(dirfd, file, 0) < 0 && errno != ENOENT)
+                return ts_error_set(err, errno, "remove %s/%s", dir, file);
+        if (fsync(dirfd) < 0)
+                return ts_error_set(err, errno, "sync %s", dir);
         return 0;
 }
 

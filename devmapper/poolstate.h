@@ -17,6 +17,7 @@ typedef struct ts_pooldev {
         char *path;    /* a regular file (on a loop device) or a block device */
         bool is_file;
         uint64_t size; /* bytes, as created or found */
+        char *id;      /* a block device's identity (ts_poolprov_device_id), NULL: none known */
 } ts_pooldev;
 
 typedef struct ts_poolspec {
@@ -42,8 +43,11 @@ int ts_poolstate_to_json(const ts_poolspec *s, char **ret);
  * message naming the field, or -ENOMEM. */
 int ts_poolstate_from_json(const char *text, ts_poolspec **ret, ts_error **err);
 
-/* Writes <dir>/<name>.json atomically (temp file, fsync, rename), creating
- * dir (0700) when missing. Returns 0 or -errno. */
+/* Writes <dir>/<name>.json atomically (a new temp file, fsync, rename,
+ * fsync of the directory), creating dir (0700) when missing. Every call here
+ * refuses a state directory that a user other than root (or us) owns or
+ * that is group- or world-writable (-EPERM, naming its mode). Returns 0 or
+ * -errno. */
 int ts_poolstate_write(const char *dir, const ts_poolspec *s, ts_error **err);
 
 /* Reads <dir>/<name>.json. Returns 0, -ENOENT (no state for that pool),
@@ -54,5 +58,5 @@ int ts_poolstate_read(const char *dir, const char *name, ts_poolspec **ret, ts_e
 int ts_poolstate_remove(const char *dir, const char *name, ts_error **err);
 
 /* True when two specs describe the same pool (name, paths, kinds, sizes,
- * parameters). */
+ * parameters; not the devices' identities). */
 bool ts_poolstate_equal(const ts_poolspec *a, const ts_poolspec *b);

@@ -35,7 +35,18 @@
 struct group {
         char *bb;
         char *ib;
-        bool ra; /* its bitmaps were asked for ahead */
+        bool ra;        /* its bitmaps were asked for ahead */
+        bool overlaps;  /* its metadata shares blocks with other metadata */
+        bool ifull;     /* loaded, and its inode bitmap has no free inode */
+        uint32_t lie;   /* free blocks its descriptor claimed beyond its bitmap's */
+};
+
+/* One group's block bitmap, inode bitmap or inode table, for the index of
+ * every group's metadata sorted by block. */
+struct meta_extent {
+        blk64_t start;
+        uint32_t len;
+        dgrp_t group;
 };
 
 struct ts_inject {
@@ -43,6 +54,17 @@ struct ts_inject {
         char *path;
         dgrp_t ngroups;
         struct group *groups;
+        /* Built at the first group load: every group's metadata by block,
+         * so a load finds what lies in its group and checks for overlaps in
+         * O(log groups), not in a walk of every group. */
+        struct meta_extent *meta;
+        size_t nmeta;
+        blk64_t meta_max_len;
+        /* next[g]: a group at or after g that may still be worth loading
+         * (not loaded, free blocks by its descriptor); path-halved, so
+         * finding the next such group costs amortised O(1) however many
+         * loaded or full groups lie in between. ngroups + 1 entries. */
+        dgrp_t *next;
         char *scratch; /* one block */
         int fd;        /* the device or image, for the whole session: see ts_inject_open */
         bool broken;   /* a failure could not be rolled back */
@@ -214,7 +236,72 @@ static void bitmap_range(ext2fs_generic_bitmap map, uint64_t start, uint64_t n, 
         }
 }
 
-static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err);
+static int cmp_extent(const void *a, const void *b) {
+        const struct meta_extent *x = a, *y = b;
+        return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Builds the index of every group's metadata and flags each group whose
+ * bitmaps or inode table share a block with any other metadata (its own
+ * included). Sorted by start, extent i overlaps an earlier one exactly when
+ * it starts before the furthest end so far, and a later one exactly when
+ * the next one starts before its end. */
+static int build_meta_index(ts_inject *ij, ts_error **err) {
+        if (ij->meta)
+                return 0;
+        ext2_filsys fs = fs_of(ij);
+        size_t n = (size_t) ij->ngroups * 3;
+        struct meta_extent *m = calloc(n, sizeof(*m));
+        if (!m)
+                return ts_error_set(err, ENOMEM, "%s: index of group metadata", ij->path);
+        uint32_t ipb = fs->inode_blocks_per_group;
+        for (dgrp_t g = 0; g < ij->ngroups; g++) {
+                m[3 * (size_t) g] = (struct meta_extent) { ext2fs_block_bitmap_loc(fs, g), 1, g };
+                m[3 * (size_t) g + 1] = (struct meta_extent) { ext2fs_inode_bitmap_loc(fs, g), 1, g };
+                m[3 * (size_t) g + 2] = (struct meta_extent) { ext2fs_inode_table_loc(fs, g), ipb, g };
+        }
+        qsort(m, n, sizeof(*m), cmp_extent);
+        blk64_t furthest = 0;
+        for (size_t i = 0; i < n; i++) {
+                blk64_t end = m[i].start + m[i].len;
+                if ((i > 0 && m[i].start < furthest) || (i + 1 < n && m[i + 1].start < end))
+                        ij->groups[m[i].group].overlaps = true;
+                if (end > furthest)
+                        furthest = end;
+        }
+        ij->meta = m;
+        ij->nmeta = n;
+        ij->meta_max_len = ipb > 1 ? ipb : 1;
+        return 0;
+}
+
+/* Marks every group's metadata that lies in [first, last] used. */
+static void mark_meta_in(ts_inject *ij, blk64_t first, blk64_t last) {
+        blk64_t from = first >= ij->meta_max_len ? first - ij->meta_max_len + 1 : 0;
+        size_t lo = 0, hi = ij->nmeta;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (ij->meta[mid].start < from)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (size_t i = lo; i < ij->nmeta && ij->meta[i].start <= last; i++)
+                mark_range_in_group(fs_of(ij), first, last, ij->meta[i].start, ij->meta[i].len);
+}
+
+/* Before we write group g's bitmaps or inode table: none of them may share a
+ * block with other metadata. */
+static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err) {
+        int r = build_meta_index(ij, err);
+        if (r < 0)
+                return r;
+        if (ij->groups[g].overlaps)
+                return ts_error_setf_plain(err, EUCLEAN, "%s: group %u metadata overlaps other metadata",
+                                           ij->path, g);
+        return 0;
+}
+
 
 /* Reads are synchronous; these start reads that will be waited for soon, so
  * that the device serves them together with the reads in between. */
@@ -253,6 +340,16 @@ static void readahead_dir(ext2_filsys fs, const struct ext2_inode_large *in) {
         if (n > count - blk)
                 n = count - blk;
         (void) io_channel_cache_readahead(fs->io, blk, n);
+}
+
+static uint32_t zero_bits(const char *buf, blk64_t nbits) {
+        uint32_t n = 0;
+        blk64_t i = 0;
+        for (; i + 8 <= nbits; i += 8)
+                n += 8 - (uint32_t) __builtin_popcount((unsigned char) buf[i / 8]);
+        for (; i < nbits; i++)
+                n += !ext2fs_test_bit(i, buf);
+        return n;
 }
 
 /* Loads group g's bitmaps into the in-memory maps. A group whose block bitmap
@@ -309,14 +406,8 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
                 /* Never initialised: it holds only metadata, its superblock
                  * backup and descriptors and whichever groups' bitmaps and
                  * inode tables lie in it. */
-                blk64_t last = first + nblocks - 1;
                 ext2fs_reserve_super_and_bgd(fs, g, fs->block_map);
-                for (dgrp_t j = 0; j < ij->ngroups; j++) {
-                        mark_range_in_group(fs, first, last, ext2fs_block_bitmap_loc(fs, j), 1);
-                        mark_range_in_group(fs, first, last, ext2fs_inode_bitmap_loc(fs, j), 1);
-                        mark_range_in_group(fs, first, last, ext2fs_inode_table_loc(fs, j),
-                                            fs->inode_blocks_per_group);
-                }
+                mark_meta_in(ij, first, first + nblocks - 1);
         } else {
                 e = ext2fs_set_block_bitmap_range2(fs->block_map, first, nblocks, bb);
         }
@@ -328,6 +419,10 @@ static int load_group(ts_inject *ij, dgrp_t g, ts_error **err) {
                 return e ? ext2_fail(err, e, "load bitmaps of group %u", g)
                          : ts_error_set(err, EIO, "load group %u", g);
         }
+        /* A descriptor may claim more free blocks than the bitmap has (a
+         * corrupt or hostile filesystem): count only what the bitmap has. */
+        uint32_t real = zero_bits(bb, nblocks), desc = ext2fs_bg_free_blocks_count(fs, g);
+        gr->lie = desc > real ? desc - real : 0;
         gr->bb = TAKE_PTR(bb);
         gr->ib = TAKE_PTR(ib);
         return 0;
@@ -424,25 +519,67 @@ static const char *fault_op(int ftype) {
 
 static blk64_t loaded_free_blocks(ts_inject *ij) {
         blk64_t n = 0;
-        for (dgrp_t g = 0; g < ij->ngroups; g++)
-                if (ij->groups[g].bb)
-                        n += ext2fs_bg_free_blocks_count(fs_of(ij), g);
+        for (dgrp_t g = 0; g < ij->ngroups; g++) {
+                const struct group *gr = &ij->groups[g];
+                blk64_t desc = ext2fs_bg_free_blocks_count(fs_of(ij), g);
+                if (gr->bb && desc > gr->lie)
+                        n += desc - gr->lie;
+        }
         return n;
 }
 
+static bool worth_loading(ts_inject *ij, dgrp_t g) {
+        return !ij->groups[g].bb && ext2fs_bg_free_blocks_count(fs_of(ij), g) > 0;
+}
+
+/* The first group from `start` on (wrapping around) that is worth loading,
+ * or ngroups when none is. Groups loaded or without free blocks are passed
+ * over once and remembered. */
+static int next_group(ts_inject *ij, dgrp_t start, dgrp_t *ret, ts_error **err) {
+        if (!ij->next) {
+                if (!(ij->next = malloc(((size_t) ij->ngroups + 1) * sizeof(dgrp_t))))
+                        return ts_error_set(err, ENOMEM, "%s: load groups", ij->path);
+                for (dgrp_t g = 0; g <= ij->ngroups; g++)
+                        ij->next[g] = g;
+        }
+        dgrp_t *next = ij->next;
+        for (int pass = 0; pass < 2; pass++) {
+                dgrp_t g = pass ? 0 : start;
+                for (;;) {
+                        while (next[g] != g) { /* path halving */
+                                next[g] = next[next[g]];
+                                g = next[g];
+                        }
+                        if (g == ij->ngroups || worth_loading(ij, g))
+                                break;
+                        next[g] = g + 1;
+                }
+                if (g < ij->ngroups) {
+                        *ret = g;
+                        return 0;
+                }
+        }
+        *ret = ij->ngroups;
+        return 0;
+}
+
 /* Loads groups, from `start` on, until the loaded ones hold at least `need`
- * free blocks by their descriptors. */
+ * free blocks (by their descriptors, less what a descriptor was found to
+ * claim beyond its bitmap). */
 static int ensure_blocks(ts_inject *ij, blk64_t need, dgrp_t start, ts_error **err) {
-        ext2_filsys fs = fs_of(ij);
         blk64_t have = loaded_free_blocks(ij);
-        for (dgrp_t i = 0; i < ij->ngroups && have < need; i++) {
-                dgrp_t g = (start + i) % ij->ngroups;
-                if (ij->groups[g].bb || ext2fs_bg_free_blocks_count(fs, g) == 0)
-                        continue;
-                int r = load_group(ij, g, err);
+        while (have < need) {
+                dgrp_t g;
+                int r = next_group(ij, start, &g, err);
                 if (r < 0)
                         return r;
-                have += ext2fs_bg_free_blocks_count(fs, g);
+                if (g == ij->ngroups)
+                        break;
+                r = load_group(ij, g, err);
+                if (r < 0)
+                        return r;
+                blk64_t desc = ext2fs_bg_free_blocks_count(fs_of(ij), g);
+                have += desc > ij->groups[g].lie ? desc - ij->groups[g].lie : 0;
         }
         if (have < need)
                 return ts_error_setf_plain(err, ENOSPC,
@@ -455,14 +592,12 @@ static int ensure_blocks(ts_inject *ij, blk64_t need, dgrp_t start, ts_error **e
 /* Loads one more group with free blocks. Returns 1 when it did, 0 when none
  * is left. */
 static int load_more(ts_inject *ij, dgrp_t start, ts_error **err) {
-        for (dgrp_t i = 0; i < ij->ngroups; i++) {
-                dgrp_t g = (start + i) % ij->ngroups;
-                if (ij->groups[g].bb || ext2fs_bg_free_blocks_count(fs_of(ij), g) == 0)
-                        continue;
-                int r = load_group(ij, g, err);
-                return r < 0 ? r : 1;
-        }
-        return 0;
+        dgrp_t g;
+        int r = next_group(ij, start, &g, err);
+        if (r < 0 || g == ij->ngroups)
+                return r;
+        r = load_group(ij, g, err);
+        return r < 0 ? r : 1;
 }
 
 static dgrp_t group_of_ino(ts_inject *ij, ext2_ino_t ino) {
@@ -487,7 +622,7 @@ static int alloc_inode(ts_inject *ij, ext2_ino_t near, bool is_dir, ext2_ino_t *
         dgrp_t start = group_of_ino(ij, near);
         for (dgrp_t i = 0; i < ij->ngroups; i++) {
                 dgrp_t g = (start + i) % ij->ngroups;
-                if (ext2fs_bg_free_inodes_count(fs, g) == 0)
+                if (ext2fs_bg_free_inodes_count(fs, g) == 0 || ij->groups[g].ifull)
                         continue;
                 int r = load_group(ij, g, err);
                 if (r < 0)
@@ -497,8 +632,10 @@ static int alloc_inode(ts_inject *ij, ext2_ino_t near, bool is_dir, ext2_ino_t *
                         first = EXT2_FIRST_INO(fs->super);
                 if (first > last)
                         continue;
-                if (ext2fs_find_first_zero_inode_bitmap2(fs->inode_map, first, last, &ino) != 0)
+                if (ext2fs_find_first_zero_inode_bitmap2(fs->inode_map, first, last, &ino) != 0) {
+                        ij->groups[g].ifull = true; /* until an inode of it is released */
                         continue;
+                }
                 ext2fs_inode_alloc_stats2(fs, ino, +1, is_dir);
                 *ret = ino;
                 return 0;
@@ -819,6 +956,7 @@ static int release_inode(ts_inject *ij, ext2_ino_t ino, bool force, ts_error **e
         if (r < 0)
                 return r;
         ext2fs_inode_alloc_stats2(fs, ino, -1, LINUX_S_ISDIR(in.i_mode));
+        ij->groups[group_of_ino(ij, ino)].ifull = false;
         return 0;
 }
 
@@ -833,8 +971,10 @@ static void rollback_new(ts_inject *ij, ext2_ino_t ino, bool written, bool is_di
         int r = 0;
         if (written)
                 r = release_inode(ij, ino, true, &e2);
-        else
+        else {
                 ext2fs_inode_alloc_stats2(fs_of(ij), ino, -1, is_dir);
+                ij->groups[group_of_ino(ij, ino)].ifull = false;
+        }
         if (r < 0 || commit(ij, &e2) < 0) {
                 log_debug("inject: rollback of inode %u failed: %s", ino, ts_error_message(e2, -EIO));
                 ij->broken = true;
@@ -1828,6 +1968,60 @@ int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, t
         return 0;
 }
 
+int ts_inject_lstat(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, uint32_t *ret_mode,
+                    ts_error **err) {
+        struct target t;
+        int r = resolve(ij, guest_path, 0, NULL, &t, err);
+        if (r < 0)
+                return r;
+        if (!t.ino)
+                return ts_error_setf_plain(err, ENOENT, "%s: does not exist", guest_path);
+        *ret_ino = t.ino;
+        *ret_mode = t.inode.i_mode;
+        return 0;
+}
+
+/* What the filesystem's own structures take in every group: the superblock
+ * and descriptor copies (with the reserved ones), the two bitmaps and the
+ * inode table. */
+static blk64_t group_overhead(ext2_filsys fs, dgrp_t g) {
+        blk64_t super = 0, old_desc = 0, new_desc = 0;
+        blk_t used = 0;
+        if (ext2fs_super_and_bgd_loc2(fs, g, &super, &old_desc, &new_desc, &used))
+                used = 0;
+        return (blk64_t) used + 2 + fs->inode_blocks_per_group;
+}
+
+int ts_inject_usage(ts_inject *ij, uint64_t *ret_bytes, uint64_t *ret_inodes, ts_error **err) {
+        ext2_filsys fs = fs_of(ij);
+        blk64_t free_blocks = 0, overhead = fs->super->s_first_data_block;
+        uint64_t free_inodes = 0;
+        for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+                free_blocks += ext2fs_bg_free_blocks_count(fs, g);
+                free_inodes += ext2fs_bg_free_inodes_count(fs, g);
+                overhead += group_overhead(fs, g);
+        }
+        /* The resize inode maps the reserved descriptor blocks counted above
+         * through one double-indirect block of its own. */
+        if (ext2fs_has_feature_resize_inode(fs->super))
+                overhead++;
+        ext2_ino_t journal = fs->super->s_journal_inum;
+        if (ext2fs_has_feature_journal(fs->super) && journal) {
+                struct ext2_inode_large in;
+                int r = read_inode(ij, journal, &in, err);
+                if (r < 0)
+                        return r;
+                overhead += ext2fs_get_stat_i_blocks(fs, (struct ext2_inode *) &in) / (fs->blocksize / 512);
+        }
+        blk64_t total = ext2fs_blocks_count(fs->super);
+        blk64_t used = total > free_blocks + overhead ? total - free_blocks - overhead : 0;
+        uint64_t inodes = fs->super->s_inodes_count, reserved = EXT2_FIRST_INODE(fs->super) - 1;
+        /* The root directory is one of the reserved inodes and counts. */
+        *ret_inodes = inodes > free_inodes + reserved ? inodes - free_inodes - reserved + 1 : 1;
+        *ret_bytes = (uint64_t) used * fs->blocksize;
+        return 0;
+}
+
 /* ---- opening ---- */
 
 /* Probes fd with libblkid; with `ext_only` only for the ext family (and an
@@ -1975,10 +2169,12 @@ static int device_size(const char *path, int fd, const struct stat *st, uint64_t
         return 0;
 }
 
-static int check_in_use(const char *path, const struct stat *st, ts_error **err) {
+/* self names the open descriptor (/proc/self/fd/N): what is checked is
+ * what was opened; path is for the messages. */
+static int check_in_use(const char *path, const char *self, const struct stat *st, ts_error **err) {
         int mflags = 0;
         char mtpt[PATH_MAX] = "";
-        errcode_t e = ext2fs_check_mount_point(path, &mflags, mtpt, sizeof mtpt);
+        errcode_t e = ext2fs_check_mount_point(self, &mflags, mtpt, sizeof mtpt);
         if (e)
                 return ext2_fail(err, e, "%s: check mounts", path);
         if (mflags & EXT2_MF_MOUNTED)
@@ -1991,10 +2187,6 @@ static int check_in_use(const char *path, const struct stat *st, ts_error **err)
                 return ts_error_setf_plain(err, EBUSY,
                                            "%s: in use (mounted in another namespace or opened exclusively)", path);
         return 0;
-}
-
-static bool in_range(blk64_t b, blk64_t start, blk64_t len) {
-        return b >= start && b - start < len;
 }
 
 /* Every group's bitmaps and inode table must lie inside the filesystem and
@@ -2019,30 +2211,6 @@ static int check_descriptors(ts_inject *ij, const char *path, ts_error **err) {
                                                    (unsigned long long) it);
         }
         return 0;
-}
-
-/* Before we write group g's bitmaps or inode table: none of them may share a
- * block with another group's metadata. */
-static int check_group_overlap(ts_inject *ij, dgrp_t g, ts_error **err) {
-        ext2_filsys fs = fs_of(ij);
-        blk64_t ipb = fs->inode_blocks_per_group;
-        blk64_t bb = ext2fs_block_bitmap_loc(fs, g), ib = ext2fs_inode_bitmap_loc(fs, g);
-        blk64_t it = ext2fs_inode_table_loc(fs, g);
-        if (bb == ib || in_range(bb, it, ipb) || in_range(ib, it, ipb))
-                goto bad;
-        for (dgrp_t j = 0; j < fs->group_desc_count; j++) {
-                if (j == g)
-                        continue;
-                blk64_t jbb = ext2fs_block_bitmap_loc(fs, j), jib = ext2fs_inode_bitmap_loc(fs, j);
-                blk64_t jit = ext2fs_inode_table_loc(fs, j);
-                if (bb == jbb || bb == jib || ib == jbb || ib == jib || in_range(bb, jit, ipb) ||
-                    in_range(ib, jit, ipb) || in_range(jbb, it, ipb) || in_range(jib, it, ipb) ||
-                    (it < jit + ipb && jit < it + ipb))
-                        goto bad;
-        }
-        return 0;
-bad:
-        return ts_error_setf_plain(err, EUCLEAN, "%s: group %u metadata overlaps other metadata", ij->path, g);
 }
 
 static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_error **err) {
@@ -2092,26 +2260,49 @@ static int check_fs(ts_inject *ij, const char *path, const struct stat *st, ts_e
         return 0;
 }
 
-/* Opens path (stat in *st) for a session and refuses what is not an
- * ext2/3/4 filesystem nobody else uses. Returns the descriptor or -errno. */
-static int open_target(const char *path, struct stat *st, ts_error **err) {
-        if (stat(path, st) < 0)
-                return ts_error_set(err, errno, "stat %s", path);
-        bool blk = S_ISBLK(st->st_mode);
-        if (!blk && !S_ISREG(st->st_mode))
+/* Opens path without side effects (O_PATH: no device is opened yet) and
+ * refuses what is neither a block device nor a regular file. *ret_st is
+ * what the descriptor is, whatever the path names by now. */
+static int open_path(const char *path, unsigned flags, struct stat *ret_st, ts_error **err) {
+        bool nofollow = flags & TS_INJECT_OPEN_NOFOLLOW;
+        _cleanup_close_ int pfd = open(path, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+        if (pfd < 0)
+                return ts_error_set(err, errno, "open %s", path);
+        if (fstat(pfd, ret_st) < 0)
+                return ts_error_set(err, errno, "open %s", path);
+        if (S_ISLNK(ret_st->st_mode))
+                return ts_error_setf_plain(err, ELOOP, "%s: is a symlink, and following it was not asked for",
+                                           path);
+        if (!S_ISBLK(ret_st->st_mode) && !S_ISREG(ret_st->st_mode))
                 return ts_error_setf_plain(err, EINVAL, "%s: not a block device or a regular file", path);
+        return TAKE_FD(pfd);
+}
+
+/* Opens path for a session and refuses what is not an ext2/3/4 filesystem
+ * nobody else uses. The path is resolved once: every decision is made on
+ * what the descriptor is (*st, from fstat), so a path swapped meanwhile
+ * cannot redirect the writes. Returns the descriptor or -errno. */
+static int open_target(const char *path, unsigned flags, struct stat *st, ts_error **err) {
+        _cleanup_close_ int pfd = open_path(path, flags, st, err);
+        if (pfd < 0)
+                return pfd;
+        bool blk = S_ISBLK(st->st_mode);
         /* One descriptor serves the type probe, the checks and libext2fs for
          * the whole session. On a block device it is exclusive: the kernel
          * refuses it while the device is mounted (in any mount namespace) or
          * held by device-mapper, md or another exclusive opener, and nobody
          * can mount the device while we write. Keeping it open also keeps the
-         * device's page cache, which the kernel drops at the last close. */
-        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | (blk ? O_EXCL : 0));
+         * device's page cache, which the kernel drops at the last close.
+         * Opened through the O_PATH descriptor: the same inode, not the path
+         * again. */
+        char self[64];
+        snprintf(self, sizeof self, "/proc/self/fd/%d", pfd);
+        _cleanup_close_ int fd = open(self, O_RDWR | O_CLOEXEC | O_NOCTTY | (blk ? O_EXCL : 0));
         if (fd < 0 && errno == EBUSY && blk) {
                 /* Say what holds it when we can see it; a failure to look
                  * does not hide the EBUSY. */
                 _cleanup_error_ ts_error *why = NULL;
-                if (check_in_use(path, st, &why) == -EBUSY)
+                if (check_in_use(path, self, st, &why) == -EBUSY)
                         return ts_error_move(err, &why);
                 return ts_error_setf_plain(err, EBUSY,
                                            "%s: in use (mounted in another namespace or opened exclusively)",
@@ -2124,7 +2315,7 @@ static int open_target(const char *path, struct stat *st, ts_error **err) {
                 return r;
         /* An image file has no exclusive open: look for its mounts and loop
          * devices. */
-        if (!blk && (r = check_in_use(path, st, err)) < 0)
+        if (!blk && (r = check_in_use(path, self, st, err)) < 0)
                 return r;
         return TAKE_FD(fd);
 }
@@ -2176,11 +2367,11 @@ static int init_bitmaps(ts_inject *ij, const char *path, ts_error **err) {
 }
 
 int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err) {
-        if (flags)
+        if (flags & ~TS_INJECT_OPEN_NOFOLLOW)
                 return ts_error_setf_plain(err, EINVAL, "unknown open flags %#x", flags);
         pthread_once(&et_once, et_init);
         struct stat st;
-        _cleanup_close_ int fd = open_target(path, &st, err);
+        _cleanup_close_ int fd = open_target(path, flags, &st, err);
         if (fd < 0)
                 return fd;
         _cleanup_(ts_inject_freep) ts_inject *ij = calloc(1, sizeof(*ij));
@@ -2229,6 +2420,8 @@ ts_inject *ts_inject_free(ts_inject *ij) {
                         free(ij->groups[g].ib);
                 }
         free(ij->groups);
+        free(ij->meta);
+        free(ij->next);
         free(ij->scratch);
         if (ij->fd >= 0)
                 close(ij->fd);

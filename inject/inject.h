@@ -60,8 +60,17 @@ typedef struct ts_inject_opts {
 #define TS_INJECT_OPTS_DEFAULT                                                         \
         ((ts_inject_opts){ .mode = 0644, .mtime = TS_INJECT_MTIME_NOW, .dir_mode = 0755 })
 
+/* Flags of ts_inject_open. */
+enum {
+        /* Refuse a path whose last component is a symlink (-ELOOP), for a
+         * caller that named the device itself and wants no redirection. */
+        TS_INJECT_OPEN_NOFOLLOW = 1u << 0,
+};
+
 /* Opens the ext2/3/4 filesystem on `path` (a block device or an image file)
- * for writing. `flags` must be 0 (reserved).
+ * for writing. `flags`: 0 or TS_INJECT_OPEN_NOFOLLOW. The path is resolved
+ * once; every check is made on the descriptor it gave, so a path swapped
+ * meanwhile cannot send the writes elsewhere.
  *
  * Refuses: anything libblkid does not identify as ext2, ext3 or ext4
  * (-EMEDIUMTYPE); a filesystem that is mounted, a block device that is held
@@ -70,8 +79,10 @@ typedef struct ts_inject_opts {
  * having errors (-EUCLEAN); features it does not write: bigalloc, multi-mount protection, or
  * features libext2fs does not know (-EOPNOTSUPP; encrypted and case-folded
  * directories are refused per operation); a corrupt superblock or group descriptors, a filesystem
- * larger than its device (-EUCLEAN). A block device stays open with O_EXCL
- * until close, so it cannot be mounted meanwhile.
+ * larger than its device (-EUCLEAN); anything but a block device or a
+ * regular file (-EINVAL); a final symlink with TS_INJECT_OPEN_NOFOLLOW
+ * (-ELOOP). A block device stays open with O_EXCL until close, so it cannot
+ * be mounted meanwhile.
  * Returns 0 and *ret, or -errno with *err set. */
 int ts_inject_open(const char *path, unsigned flags, ts_inject **ret, ts_error **err);
 
@@ -124,6 +135,21 @@ int ts_inject_mountpoints(ts_inject *ij, ts_error **err);
  * its inode number. Returns 0 and *ret_ino, or -ENOENT, -ENOTDIR, -ELOOP,
  * -ENAMETOOLONG, -EINVAL, -EUCLEAN. */
 int ts_inject_lookup(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, ts_error **err);
+
+/* The entry guest_path names itself: a symlink in the final component is
+ * not followed (the parents are, inside the guest). Returns 0 with its
+ * inode number and mode (file type and permission bits, as st_mode), or
+ * -ENOENT, -ENOTDIR, -ELOOP, -ENAMETOOLONG, -EINVAL, -EUCLEAN. */
+int ts_inject_lstat(ts_inject *ij, const char *guest_path, uint32_t *ret_ino, uint32_t *ret_mode,
+                    ts_error **err);
+
+/* What the files of the filesystem use, as df(1) counts it: bytes of the
+ * blocks in use besides the filesystem's own structures (superblocks, group
+ * descriptors, bitmaps, inode tables, the journal, the resize inode), and
+ * inodes in use besides the reserved ones (the root directory counts). Read from the
+ * group descriptors' free counts, which a clean filesystem keeps exact.
+ * Returns 0, or -EIO when the journal inode cannot be read. */
+int ts_inject_usage(ts_inject *ij, uint64_t *ret_bytes, uint64_t *ret_inodes, ts_error **err);
 
 /* Flushes and closes; always releases the handle. Returns 0, or -EIO when the
  * final flush failed or an earlier failure could not be rolled back. */

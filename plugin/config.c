@@ -186,12 +186,12 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                         return apply_rpc(cfg, &ts_config_rpc_keys[i], v, line, err);
         static const char *const string_keys[] = {
                 "root", "pool", "address", "mkfs", "provisioner_address", "provisioner_group",
-                "containerd_address", "namespace", "snapshotter_name",
+                "containerd_address", "namespace", "snapshotter_name", "metrics_address",
         };
         char **string_dst[] = {
                 &cfg->root, &cfg->pool, &cfg->address, &cfg->mkfs, &cfg->provisioner_address,
                 &cfg->provisioner_group, &cfg->containerd_address, &cfg->namespace,
-                &cfg->snapshotter_name,
+                &cfg->snapshotter_name, &cfg->metrics_address,
         };
         for (size_t i = 0; i < TS_ARRAY_SIZE(string_keys); i++)
                 if (strcmp(key, string_keys[i]) == 0) {
@@ -199,10 +199,11 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                                 return line_error(err, line, key, "must be a non-empty string");
                         return set_string(string_dst[i], v);
                 }
-        if (strcmp(key, "base_size") == 0) {
+        if (strcmp(key, "base_size") == 0 || strcmp(key, "store_map_max") == 0) {
+                uint64_t *dst = strcmp(key, "base_size") == 0 ? &cfg->base_size : &cfg->store_map_max;
                 if (v->type == V_INT)
-                        cfg->base_size = v->i;
-                else if (v->type != V_STRING || ts_parse_size(v->s, &cfg->base_size) < 0)
+                        *dst = v->i;
+                else if (v->type != V_STRING || ts_parse_size(v->s, dst) < 0)
                         return line_error(err, line, key, "must be a size such as \"10G\" or bytes");
                 return 0;
         }
@@ -316,6 +317,8 @@ void ts_config_done(ts_config *cfg) {
         free(cfg->containerd_address);
         free(cfg->namespace);
         free(cfg->snapshotter_name);
+        free(cfg->metrics_address);
+        cfg->metrics_address = NULL;
         cfg->root = cfg->pool = cfg->address = cfg->mkfs = NULL;
         cfg->provisioner_address = cfg->provisioner_group = cfg->containerd_address = NULL;
         cfg->namespace = cfg->snapshotter_name = NULL;

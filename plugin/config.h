@@ -5,6 +5,7 @@
  *   pool = "tp"
  *   address = "/run/thinsnap/thinsnapd.sock"
  *   base_size = "10G"          # or a number of bytes
+ *   store_map_max = "1G"       # largest the metadata store's map grows to
  *   socket_mode = "0660"
  *   log_level = "info"
  *   async_remove = false
@@ -20,6 +21,7 @@
  *   snapshotter_name = "thinsnap"   # containerd's name for thinsnapd
  *   max_warms = 2              # image warms running at once
  *   registry_timeout = "30s"   # a registry transfer without progress this long fails
+ *   metrics_address = "127.0.0.1:9464"   # Prometheus metrics over HTTP; unset: off
  *
  * One `key = value` per line; values are "strings" (escapes \" \\ \n \t),
  * integers or true/false. Unknown keys and bad values are errors naming the
@@ -36,8 +38,9 @@
 typedef struct ts_config {
         char *root, *pool, *address, *mkfs;
         char *provisioner_address, *provisioner_group, *containerd_address, *namespace,
-                *snapshotter_name;
+                *snapshotter_name, *metrics_address;
         uint64_t base_size;
+        uint64_t store_map_max; /* 0: not set */
         uint64_t max_warms;
         uint32_t registry_timeout_ms;
         bool no_provisioner;

@@ -1,7 +1,6 @@
 #include "filter.h"
 
 #include <errno.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,7 +8,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "filter-internal.h"
+#include "regexp.h"
 
 /* ---- AST ---- */
 
@@ -26,8 +25,7 @@ typedef struct selector {
         enum op op;
         char *value;
         size_t value_len;
-        bool re_ok;
-        regex_t re;
+        ts_regexp *re; /* "~=" only; NULL when the regexp did not compile */
 } selector;
 
 typedef struct conj {
@@ -45,8 +43,7 @@ static void selector_done(selector *s) {
                 free(s->fieldpath[i]);
         free(s->fieldpath);
         free(s->value);
-        if (s->re_ok)
-                regfree(&s->re);
+        ts_regexp_free(s->re);
 }
 
 static void conj_done(conj *c) {
@@ -222,20 +219,16 @@ static bool is_separator_rune(int32_t r) {
         return r == ',' || r == '.';
 }
 
+/* containerd's isValueRune: letters, digits, numbers, graphic and punctuation
+ * runes, but not spaces or ",". */
 static bool is_value_rune(int32_t r) {
         if (r < 0x80)
                 return r > ' ' && r < 0x7F && r != ',';
-        size_t lo = 0, hi = TS_ARRAY_SIZE(value_rune_ranges);
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (r < value_rune_ranges[mid].lo)
-                        hi = mid;
-                else if (r > value_rune_ranges[mid].hi)
-                        lo = mid + 1;
-                else
-                        return true;
-        }
-        return false;
+        if (r > MAX_RUNE || is_space(r))
+                return false;
+        char u[4];
+        size_t n = encode_rune(r, u);
+        return ts_regexp_is_graphic(u, n);
 }
 
 static int digit_val(int32_t ch) {
@@ -520,6 +513,7 @@ static int unquote(const char *t, size_t n, char **ret, size_t *ret_len) {
 
 typedef struct parser {
         scanner sc;
+        size_t *n_selectors; /* in all the strings of one request */
         ts_error **err;
 } parser;
 
@@ -599,498 +593,22 @@ static int parse_fieldpath(parser *p, selector *sel) {
         }
 }
 
-/* ---- RE2 -> POSIX ERE ----
- *
- * Rewrites the RE2 spellings that ERE lacks and rejects, as Go's regexp/syntax
- * does, what glibc would accept with another meaning or at an exponential cost:
- * nested repetition ("a**", "x+++"), repeat counts above 1000, back-references,
- * and expansions whose nested repeat product passes RE_MAX_COPIES (glibc copies
- * the sub-tree once per repeat, so "((a{100}){100}){100}" would take gigabytes). */
-
-#define RE_MAX_REPEAT 1000
-#define RE_MAX_COPIES 1000
-#define RE_MAX_DEPTH 1000
-#define RE_MAX_LEN 65536
-
-typedef struct rebuf {
-        char *out;
-        size_t o, cap;
-        bool overflow;
-} rebuf;
-
-static void re_put(rebuf *b, const char *s, size_t n) {
-        if (b->overflow || n > b->cap - b->o) {
-                b->overflow = true;
-                return;
-        }
-        memcpy(b->out + b->o, s, n);
-        b->o += n;
-}
-
-static void re_putc(rebuf *b, char c) {
-        re_put(b, &c, 1);
-}
-
-static bool is_ere_special(char c) {
-        return strchr(".[]()*+?{}|^$\\", c) != NULL;
-}
-
-/* A literal byte outside a bracket. */
-static void re_literal(rebuf *b, char c) {
-        if (is_ere_special(c))
-                re_putc(b, '\\');
-        re_putc(b, c);
-}
-
-/* A literal byte inside a bracket: punctuation that brackets treat specially goes
- * in as a collating symbol. */
-static void re_bracket_literal(rebuf *b, char c) {
-        if (c == ']' || c == '[' || c == '-' || c == '^' || c == '\\') {
-                char sym[5] = { '[', '.', c, '.', ']' };
-                re_put(b, sym, 5);
-        } else
-                re_putc(b, c);
-}
-
-static int control_escape(char e) {
-        switch (e) {
-        case 'a':
-                return '\a';
-        case 'f':
-                return '\f';
-        case 'n':
-                return '\n';
-        case 'r':
-                return '\r';
-        case 't':
-                return '\t';
-        case 'v':
-                return '\v';
-        }
-        return -1;
-}
-
-/* \xhh or \x{h...} at re[*i] (just after the x); returns the value or -1. */
-static int32_t hex_escape(const char *re, size_t len, size_t *i) {
-        int32_t v = 0;
-        if (*i < len && re[*i] == '{') {
-                /* as Go: any number of digits while the value stays a rune */
-                size_t j = *i + 1, digits = 0;
-                while (j < len && re[j] != '}') {
-                        int d = digit_val((unsigned char) re[j]);
-                        if (d >= 16)
-                                return -1;
-                        v = v * 16 + d;
-                        if (v > MAX_RUNE)
-                                return -1;
-                        digits++;
-                        j++;
-                }
-                if (j >= len || digits == 0 || v > MAX_RUNE)
-                        return -1;
-                *i = j + 1;
-                return v;
-        }
-        for (int k = 0; k < 2; k++) {
-                if (*i >= len)
-                        return -1;
-                int d = digit_val((unsigned char) re[*i]);
-                if (d >= 16)
-                        return -1;
-                v = v * 16 + d;
-                (*i)++;
-        }
-        return v;
-}
-
-/* Parses {n}, {n,} or {n,m} at re[i]; returns its length and the copies it makes,
- * 0 when it is not a repeat (a literal "{"), -1 when it is one Go rejects. *min is
- * the least number of repeats. */
-static int parse_repeat(const char *re, size_t len, size_t i, uint64_t *copies, uint64_t *min) {
-        size_t j = i + 1;
-        uint64_t n = 0, m = 0;
-        bool have_n = false, comma = false, have_m = false;
-        while (j < len && re[j] >= '0' && re[j] <= '9') {
-                n = n * 10 + (uint64_t) (re[j] - '0');
-                if (n > 100000)
-                        n = 100000;
-                have_n = true;
-                j++;
-        }
-        if (!have_n)
-                return 0;
-        if (j < len && re[j] == ',') {
-                comma = true;
-                j++;
-                while (j < len && re[j] >= '0' && re[j] <= '9') {
-                        m = m * 10 + (uint64_t) (re[j] - '0');
-                        if (m > 100000)
-                                m = 100000;
-                        have_m = true;
-                        j++;
-                }
-        }
-        if (j >= len || re[j] != '}')
-                return 0;
-        if (n > RE_MAX_REPEAT || (have_m && (m > RE_MAX_REPEAT || m < n)))
-                return -1;
-        *min = n;
-        if (!comma)
-                *copies = n;
-        else if (have_m)
-                *copies = m;
-        else
-                *copies = n + 1;
-        if (*copies == 0)
-                *copies = 1;
-        return (int) (j - i + 1);
-}
-
-/* Translates a bracket expression starting at re[*i] == '['. Returns 0 or -1. */
-static int re_bracket(rebuf *b, const char *re, size_t len, size_t *i) {
-        size_t j = *i + 1;
-        re_putc(b, '[');
-        if (j < len && re[j] == '^') {
-                re_putc(b, '^');
-                j++;
-        }
-        bool first = true;
-        /* RE2 reads "[a-c-x]" as a range, a literal "-" and x; POSIX leaves a "-"
-         * right after a range undefined (glibc rejects it), so it goes in as [.-.]. */
-        enum { R_NONE, R_SINGLE, R_DASH } st = R_NONE;
-        bool after_range = false;
-        for (;;) {
-                if (j >= len)
-                        return -1; /* missing closing ] */
-                char c = re[j];
-                if (c == ']' && !first)
-                        break;
-                first = false;
-                if (c == '[' && j + 1 < len && re[j + 1] == ':') {
-                        const char *end = NULL;
-                        for (size_t k = j + 2; k + 1 < len; k++)
-                                if (re[k] == ':' && re[k + 1] == ']') {
-                                        end = re + k;
-                                        break;
-                                }
-                        if (!end)
-                                return -1;
-                        size_t n = (size_t) (end - (re + j)) + 2;
-                        if (n == 8 && memcmp(re + j, "[:word:]", 8) == 0)
-                                re_put(b, "[:alnum:]_", 10); /* RE2's ASCII word class */
-                        else
-                                re_put(b, re + j, n);
-                        j += n;
-                        /* a class cannot start a range: a "-" after it is literal */
-                        st = R_NONE;
-                        after_range = true;
-                        continue;
-                }
-                if (c == '\\') {
-                        if (j + 1 >= len)
-                                return -1;
-                        char e = re[j + 1];
-                        j += 2;
-                        int ctl = control_escape(e);
-                        bool is_class = e == 'd' || e == 'w' || e == 's';
-                        if (e == 'd')
-                                re_put(b, "0-9", 3);
-                        else if (e == 'w')
-                                re_put(b, "[:alnum:]_", 10);
-                        else if (e == 's')
-                                re_put(b, "[:space:]", 9);
-                        else if (ctl >= 0)
-                                re_putc(b, (char) ctl);
-                        else if (e == 'x') {
-                                int32_t v = hex_escape(re, len, &j);
-                                if (v < 0 || v >= 0x80)
-                                        return -1;
-                                re_bracket_literal(b, (char) v);
-                        } else if ((unsigned char) e < 0x80 && !((e >= '0' && e <= '9') || (e >= 'a' && e <= 'z') ||
-                                                                 (e >= 'A' && e <= 'Z')))
-                                re_bracket_literal(b, e);
-                        else
-                                return -1; /* \D \W \S \pL... cannot be said in a POSIX bracket */
-                        st = R_NONE;
-                        after_range = is_class;
-                        continue;
-                }
-                bool closes_next = j + 1 < len && re[j + 1] == ']';
-                if (c == '-' && after_range && !closes_next) {
-                        re_bracket_literal(b, c);
-                        st = R_SINGLE;
-                        after_range = false;
-                } else if (c == '-') {
-                        re_putc(b, c);
-                        st = st == R_SINGLE && !closes_next ? R_DASH : R_NONE;
-                        after_range = false;
-                } else {
-                        if (c == '[')
-                                re_bracket_literal(b, c);
-                        else
-                                re_putc(b, c);
-                        after_range = st == R_DASH;
-                        st = after_range ? R_NONE : R_SINGLE;
-                }
-                j++;
-        }
-        re_putc(b, ']');
-        *i = j + 1;
-        return 0;
-}
-
-/* Returns a malloc'ed ERE, or NULL with *why set (not valid RE2, or too costly). */
-static char *re2_to_ere(const char *re, size_t len, int *cflags, const char **why) {
-        enum { A_NONE, A_ATOM, A_REPEAT } last = A_NONE;
-        /* where the last atom starts in the output, and whether it is an anchor */
-        size_t last_start = 0;
-        bool last_anchor = false;
-        uint64_t last_weight = 1;
-        bool dotall = false;
-        *why = NULL;
-        if (len > RE_MAX_LEN) {
-                *why = "expression too long";
-                return NULL;
-        }
-        _cleanup_free_ uint64_t *frames = calloc(RE_MAX_DEPTH + 1, sizeof(uint64_t));
-        /* one input byte makes at most 5 (a "[" in a bracket becomes "[.[.]"; \w
-         * there, 2 bytes, becomes 10); the terminating NUL is outside cap */
-        rebuf b = { .out = malloc(len * 5 + 17), .cap = len * 5 + 16 };
-        if (!b.out || !frames) {
-                free(b.out);
-                return NULL; /* *why stays NULL: out of memory */
-        }
-        size_t depth = 0, i = 0;
-        frames[0] = 1;
-
-        /* leading flags: (?i) (?s) (?is) ... */
-        if (len >= 4 && re[0] == '(' && re[1] == '?') {
-                size_t j = 2;
-                int f = 0;
-                bool s = false;
-                while (j < len && (re[j] == 'i' || re[j] == 's')) {
-                        if (re[j] == 'i')
-                                f |= REG_ICASE;
-                        else
-                                s = true;
-                        j++;
-                }
-                if (j > 2 && j < len && re[j] == ')') {
-                        *cflags |= f;
-                        dotall = s;
-                        i = j + 1;
-                }
-        }
-
-#define FAIL(msg)                                                                      \
-        do {                                                                           \
-                *why = msg;                                                            \
-                free(b.out);                                                           \
-                return NULL;                                                           \
-        } while (0)
-#define ATOM()                                                                         \
-        do {                                                                           \
-                last = A_ATOM;                                                         \
-                last_weight = 1;                                                       \
-                last_start = here;                                                     \
-                last_anchor = false;                                                   \
-        } while (0)
-#define ANCHOR()                                                                       \
-        do {                                                                           \
-                ATOM();                                                                \
-                last_anchor = true;                                                    \
-        } while (0)
-
-        while (i < len) {
-                char c = re[i];
-                size_t here = b.o;
-                uint64_t copies = 0, min = 0;
-                int rep = 0;
-                if (c == '*' || c == '?')
-                        copies = 1;
-                else if (c == '+') {
-                        copies = 2; /* glibc writes a+ as aa* */
-                        min = 1;
-                } else if (c == '{') {
-                        rep = parse_repeat(re, len, i, &copies, &min);
-                        if (rep < 0)
-                                FAIL("invalid repeat count");
-                }
-                if (copies > 0) {
-                        if (last == A_NONE)
-                                FAIL("missing argument to repetition operator");
-                        if (last == A_REPEAT)
-                                FAIL("invalid nested repetition operator");
-                        uint64_t product = copies * last_weight;
-                        if (product > RE_MAX_COPIES)
-                                FAIL("expression too large");
-                        if (product > frames[depth])
-                                frames[depth] = product;
-                        size_t n = rep > 0 ? (size_t) rep : 1;
-                        if (last_anchor) {
-                                /* RE2 repeats an empty-width assertion ("^*"), glibc
-                                 * rejects it: zero or more of it is nothing, one or
-                                 * more is the assertion itself. */
-                                if (min == 0)
-                                        b.o = last_start;
-                        } else
-                                re_put(&b, re + i, n);
-                        i += n;
-                        last = A_REPEAT;
-                        if (i < len && re[i] == '?')
-                                i++; /* lazy: the same yes/no answer */
-                        continue;
-                }
-                switch (c) {
-                case '(':
-                        if (i + 1 < len && re[i + 1] == '?') {
-                                if (i + 2 < len && re[i + 2] == ':')
-                                        i += 3;
-                                else if (i + 3 < len && re[i + 2] == 'P' && re[i + 3] == '<') {
-                                        const char *gt = memchr(re + i, '>', len - i);
-                                        if (!gt)
-                                                FAIL("invalid named capture");
-                                        i = (size_t) (gt - re) + 1;
-                                } else
-                                        FAIL("unsupported group flags");
-                        } else
-                                i++;
-                        if (++depth > RE_MAX_DEPTH)
-                                FAIL("expression nests too deeply");
-                        frames[depth] = 1;
-                        re_putc(&b, '(');
-                        last = A_NONE;
-                        continue;
-                case ')': {
-                        if (depth == 0)
-                                FAIL("unexpected )");
-                        uint64_t inner = frames[depth--];
-                        if (inner > frames[depth])
-                                frames[depth] = inner;
-                        re_putc(&b, ')');
-                        i++;
-                        last = A_ATOM;
-                        last_weight = inner;
-                        continue;
-                }
-                case '|':
-                        re_putc(&b, '|');
-                        i++;
-                        last = A_NONE;
-                        continue;
-                case '[':
-                        if (re_bracket(&b, re, len, &i) < 0)
-                                FAIL("invalid character class");
-                        ATOM();
-                        continue;
-                case '.':
-                        if (dotall)
-                                re_putc(&b, '.');
-                        else
-                                re_put(&b, "[^\n]", 4); /* RE2's . does not match a newline */
-                        i++;
-                        ATOM();
-                        continue;
-                case '^':
-                case '$':
-                        re_putc(&b, c);
-                        i++;
-                        ANCHOR();
-                        continue;
-                case '{':
-                case '}':
-                case ']':
-                        re_putc(&b, '\\');
-                        re_putc(&b, c);
-                        i++;
-                        ATOM();
-                        continue;
-                case '\\': {
-                        if (i + 1 >= len)
-                                FAIL("trailing backslash at end of expression");
-                        char e = re[i + 1];
-                        i += 2;
-                        int ctl = control_escape(e);
-                        if (e == 'd')
-                                re_put(&b, "[0-9]", 5);
-                        else if (e == 'D')
-                                re_put(&b, "[^0-9]", 6);
-                        else if (e == 'A')
-                                re_putc(&b, '^');
-                        else if (e == 'z')
-                                re_putc(&b, '$');
-                        else if (e == 'w' || e == 'W' || e == 's' || e == 'S' || e == 'b' || e == 'B') {
-                                re_putc(&b, '\\');
-                                re_putc(&b, e);
-                        } else if (ctl >= 0)
-                                re_putc(&b, (char) ctl);
-                        else if (e == 'x') {
-                                int32_t v = hex_escape(re, len, &i);
-                                if (v < 0)
-                                        FAIL("invalid escape sequence");
-                                char u[4];
-                                size_t w = encode_rune(v, u);
-                                if (w == 1)
-                                        re_literal(&b, u[0]);
-                                else
-                                        re_put(&b, u, w);
-                        } else if ((unsigned char) e < 0x80 && !((e >= '0' && e <= '9') || (e >= 'a' && e <= 'z') ||
-                                                                 (e >= 'A' && e <= 'Z')))
-                                re_literal(&b, e);
-                        else
-                                FAIL("invalid escape sequence"); /* back-references, \pL, \Q... */
-                        if (e == 'A' || e == 'z' || e == 'b' || e == 'B')
-                                ANCHOR();
-                        else
-                                ATOM();
-                        continue;
-                }
-                default:
-                        re_putc(&b, c);
-                        i++;
-                        ATOM();
-                        continue;
-                }
-        }
-#undef FAIL
-#undef ATOM
-#undef ANCHOR
-        if (depth != 0 || b.overflow) {
-                free(b.out);
-                *why = b.overflow ? "expression too large" : "missing closing )";
-                return NULL;
-        }
-        b.out[b.o] = 0;
-        return b.out;
-}
-
-/* Compiles sel's regexp. A regexp that does not compile is not an error (it
- * matches nothing, as in containerd); running out of memory is. */
-static int compile_regexp(selector *sel) {
-        if (memchr(sel->value, 0, sel->value_len)) {
-                log_debug("filter regexp holds a NUL: matches nothing");
+/* Compiles sel's regexp. A regexp that Go would reject is not an error (it
+ * matches nothing, as in containerd, which logs and answers false); one over our
+ * size limit is, and so is running out of memory. */
+static int compile_regexp(parser *p, selector *sel) {
+        _cleanup_free_ char *why = NULL;
+        int r = ts_regexp_compile(sel->value, sel->value_len, &sel->re, &why);
+        if (r == -EINVAL) {
+                log_debug("error compiling filter regexp \"%s\": %s: matches nothing", sel->value,
+                          why ? why : "invalid");
                 return 0;
         }
-        int cflags = REG_EXTENDED | REG_NOSUB;
-        const char *why = NULL;
-        _cleanup_free_ char *ere = re2_to_ere(sel->value, sel->value_len, &cflags, &why);
-        if (!ere) {
-                if (!why)
-                        return -ENOMEM;
-                log_debug("error compiling filter regexp \"%s\": %s: matches nothing", sel->value, why);
-                return 0;
-        }
-        int rc = regcomp(&sel->re, ere, cflags);
-        if (rc == REG_ESPACE)
-                return -ENOMEM;
-        if (rc != 0) {
-                char buf[128];
-                regerror(rc, &sel->re, buf, sizeof(buf));
-                log_debug("error compiling filter regexp \"%s\": %s: matches nothing", sel->value, buf);
-                return 0;
-        }
-        sel->re_ok = true;
-        return 0;
+        if (r == -E2BIG)
+                return ts_error_setf_plain(p->err, E2BIG,
+                                           "filters: regexp \"%.*s\" compiles to more than %d KiB, over the limit",
+                                           (int) sel->value_len, sel->value, TS_REGEXP_MAX_MEM / 1024);
+        return r;
 }
 
 static int parse_selector(parser *p, selector *sel) {
@@ -1141,12 +659,16 @@ static int parse_selector(parser *p, selector *sel) {
                 return mkerr(p, pos, "expected value or quoted");
         }
         if (sel->op == OP_MATCHES)
-                return compile_regexp(sel);
+                return compile_regexp(p, sel);
         return 0;
 }
 
 static int parse_selectors(parser *p, conj *c) {
         for (;;) {
+                if (*p->n_selectors >= TS_FILTER_MAX_SELECTORS)
+                        return ts_error_setf_plain(p->err, E2BIG, "filters: more than %d selectors, over the limit",
+                                                   TS_FILTER_MAX_SELECTORS);
+                (*p->n_selectors)++;
                 selector *ns = realloc(c->sel, (c->n + 1) * sizeof(selector));
                 if (!ns)
                         return -ENOMEM;
@@ -1172,13 +694,16 @@ static int parse_selectors(parser *p, conj *c) {
         }
 }
 
-static int parse_one(const char *s, size_t len, conj *ret, ts_error **err) {
+static int parse_one(const char *s, size_t len, size_t *n_selectors, conj *ret, ts_error **err) {
         conj c = {};
+        if (len > TS_FILTER_MAX_LEN)
+                return ts_error_setf_plain(err, E2BIG, "filters: a filter of %zu bytes, over the limit of %d bytes",
+                                           len, TS_FILTER_MAX_LEN);
         if (len == 0) {
                 *ret = c;
                 return 0;
         }
-        parser p = { .sc = { .in = s, .len = len }, .err = err };
+        parser p = { .sc = { .in = s, .len = len }, .n_selectors = n_selectors, .err = err };
         int r = parse_selectors(&p, &c);
         if (r < 0) {
                 conj_done(&c);
@@ -1197,7 +722,8 @@ int ts_filter_parse_len(const char *s, size_t len, ts_filter **ret, ts_error **e
                 free(f);
                 return -ENOMEM;
         }
-        int r = parse_one(s, len, &f->alts[0], err);
+        size_t n_selectors = 0;
+        int r = parse_one(s, len, &n_selectors, &f->alts[0], err);
         if (r < 0) {
                 free(f->alts);
                 free(f);
@@ -1213,9 +739,13 @@ int ts_filter_parse(const char *s, ts_filter **ret, ts_error **err) {
 }
 
 int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_error **err) {
+        if (n > TS_FILTER_MAX_STRINGS)
+                return ts_error_setf_plain(err, E2BIG, "filters: %zu filters, over the limit of %d", n,
+                                           TS_FILTER_MAX_STRINGS);
         _cleanup_filter_ ts_filter *f = calloc(1, sizeof(*f));
         if (!f)
                 return -ENOMEM;
+        size_t n_selectors = 0;
         if (n > 0) {
                 f->alts = calloc(n, sizeof(conj));
                 if (!f->alts)
@@ -1223,7 +753,7 @@ int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_err
         }
         for (size_t i = 0; i < n; i++) {
                 const char *s = ss[i] ? ss[i] : "";
-                int r = parse_one(s, strlen(s), &f->alts[i], err);
+                int r = parse_one(s, strlen(s), &n_selectors, &f->alts[i], err);
                 if (r < 0)
                         return r;
                 f->n = i + 1;
@@ -1247,13 +777,8 @@ static bool selector_match(const selector *sel, ts_filter_field_fn fn, void *use
                 return present && vl == sel->value_len && memcmp(v, sel->value, vl) == 0;
         case OP_NOT_EQUAL:
                 return !(vl == sel->value_len && memcmp(v, sel->value, vl) == 0);
-        case OP_MATCHES: {
-                if (!sel->re_ok)
-                        return false;
-                /* the adaptor's value need not be NUL-terminated */
-                _cleanup_free_ char *copy = strndup(v, vl);
-                return copy && regexec(&sel->re, copy, 0, NULL, 0) == 0;
-        }
+        case OP_MATCHES:
+                return sel->re && ts_regexp_search(sel->re, v, vl);
         }
         return false;
 }

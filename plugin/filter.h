@@ -20,32 +20,18 @@
  * the value, an absent field reading as "" (so an absent field is != anything but
  * ""); "~=" searches (unanchored) the value, or "" when absent.
  *
- * Regular expressions: containerd uses Go's RE2; this uses POSIX extended regular
- * expressions (glibc regcomp, REG_EXTENDED) after translating RE2's syntax:
- *   - \d \D, \A \z, \n \t \r \f \v \a, \x41 \x{263a}, escaped punctuation,
- *     escapes inside brackets ([\]\-], [\d\w\s]), [[:word:]], a "-" after a range
- *     or class, (?:...) and (?P<name>...) groups, leading (?i) / (?s) flags, lazy
- *     quantifiers (same yes/no answer), repeated assertions (^* \b+);
- *   - "." does not match a newline unless (?s), as in RE2;
- *   - \w \W \s \S \b \B and [[:class:]] are glibc's own.
- * What Go's regexp/syntax rejects is rejected too: nested repetition (a**),
- * repeat counts above 1000, back-references, a repetition with nothing to repeat.
- * Also rejected, because glibc would copy the sub-expression once per repeat and
- * could need gigabytes: nested repeats whose product passes 1000 copies (a+ counts
- * as 2). Not supported (the selector then matches nothing): \pL classes,
- * \Q...\E, [[:^class:]], flags other than a leading (?i)/(?s) (so no (?m), (?U),
- * (?i:...)), \D \W \S inside brackets. "." and classes match one byte, not one
- * UTF-8 rune, so only exact-count patterns over non-ASCII text ("^.$" on "é")
- * answer differently. A regexp that does not compile parses fine and matches
- * nothing, as in containerd (which logs and returns false).
- * tests/unit/test-filter.c holds over a hundred regexp/subject pairs with the
- * answers of Go 1.19's regexp package; the parser itself was compared with
- * containerd's Go filters package on four thousand fuzzer-made inputs (same
- * errors, same matches).
+ * Regular expressions: Go's regexp syntax and semantics (RE2), through libre2
+ * (plugin/regexp.h): unanchored search, linear in the label's length whatever the
+ * pattern. What Go's regexp rejects (back-references, lookarounds, possessive
+ * quantifiers, \C, repeat counts above 1000...) parses fine and matches nothing,
+ * as in containerd (which logs and returns false). tests/unit/test-filter.c holds
+ * over a hundred and fifty regexp/subject pairs with the answers of Go 1.19's
+ * regexp package; the parser itself is compared with containerd's Go filters
+ * package on every seed of the filter fuzz target (same errors, same matches).
  *
  * Unicode: a bare value ends at the first rune that is not a letter, digit,
- * number, graphic or punctuation rune in Go's sense (Go 1.19's tables, Unicode
- * 13.0.0, in filter-internal.h), or at a space or ",".
+ * number, graphic or punctuation rune in Go's sense (libre2's Unicode tables),
+ * or at a space or ",".
  *
  * Quirks kept from containerd: \U escapes of eight hex digits from 8 up wrap
  * negative in Go's int32 and append one byte (the low byte) instead of failing;
@@ -66,6 +52,15 @@
 
 typedef struct ts_filter ts_filter;
 
+/* What one request may ask for (containerd has no such bounds; its own requests
+ * stay far below): past one, parsing fails with -E2BIG (INVALID_ARGUMENT) and a
+ * message naming the limit. So does a "~=" regexp that compiles to more than
+ * 1 MiB (TS_REGEXP_MAX_MEM: "\pL{100}" does), so a request's regexps hold at
+ * most 64 MiB. */
+#define TS_FILTER_MAX_LEN 4096      /* bytes in one filter string */
+#define TS_FILTER_MAX_SELECTORS 64  /* selectors in all the strings of one request */
+#define TS_FILTER_MAX_STRINGS 64    /* filter strings in one request */
+
 /* The adaptor: looks up fieldpath (n >= 1 components, e.g. {"labels", "a.b"}) on
  * the object userdata. Returns true with the value (ret_len bytes, need not be
  * NUL-terminated) when present, false when absent. */
@@ -73,7 +68,8 @@ typedef bool (*ts_filter_field_fn)(const char *const *fieldpath, size_t n, void 
                                    const char **ret_value, size_t *ret_len);
 
 /* Parses one filter string (NUL-terminated). "" gives a filter that matches
- * everything. Returns 0, -EINVAL (syntax; err says where and why), -ENOMEM. */
+ * everything. Returns 0, -EINVAL (syntax; err says where and why), -E2BIG (over
+ * a limit above; err names it), -ENOMEM. */
 int ts_filter_parse(const char *s, ts_filter **ret, ts_error **err);
 
 /* As ts_filter_parse for len bytes that may hold a NUL (which is an error:
@@ -82,7 +78,7 @@ int ts_filter_parse_len(const char *s, size_t len, ts_filter **ret, ts_error **e
 
 /* Parses n filter strings into one filter that matches when any of them does
  * (n == 0 matches everything). Returns 0, -EINVAL (err names the string's error),
- * -ENOMEM. */
+ * -E2BIG (over a limit above; err names it), -ENOMEM. */
 int ts_filter_parse_all(const char *const *ss, size_t n, ts_filter **ret, ts_error **err);
 
 /* True when the object that fn describes matches f. */

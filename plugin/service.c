@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/opstats.h"
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 
@@ -20,12 +21,11 @@ typedef struct map_entry {
 } map_entry;
 
 static int op_log(ts_rpc_call *call, const char *op, const char *key, int64_t t0, int code) {
+        int64_t ns = ts_clock_mono_ns() - t0;
+        ts_opstats_record("snapshots", op, code, ns);
         if (ts_log_get_level() >= TS_LOG_DEBUG || code != TS_RPC_OK) {
-                double ms = (double) (ts_clock_mono_ns() - t0) / 1e6;
-                char fields[512];
-                const char *ns = ts_rpc_call_namespace(call);
-                snprintf(fields, sizeof fields, "op=%s namespace=%s key=\"%s\" ms=%.2f code=%s", op,
-                         ns ? ns : "", key ? key : "", ms, ts_rpc_status_name(code));
+                char ms[32];
+                snprintf(ms, sizeof ms, "%.2f", (double) ns / 1e6);
                 /* Client mistakes are routine for containerd (NotFound on
                  * Stat, AlreadyExists on unpack); log them at debug. */
                 enum ts_log_level lvl = (code == TS_RPC_OK || code == TS_RPC_NOT_FOUND ||
@@ -33,7 +33,10 @@ static int op_log(ts_rpc_call *call, const char *op, const char *key, int64_t t0
                                          code == TS_RPC_FAILED_PRECONDITION)
                                                 ? TS_LOG_DEBUG
                                                 : TS_LOG_WARN;
-                ts_log_emit(lvl, 0, fields, "%s", code == TS_RPC_OK ? "done" : "failed");
+                ts_log_emit(lvl, 0, NULL,
+                            TS_LOG_FIELDS({ "op", op }, { "namespace", ts_rpc_call_namespace(call) },
+                                          { "key", key }, { "ms", ms }, { "code", ts_rpc_status_name(code) }),
+                            "%s", code == TS_RPC_OK ? "done" : "failed");
         }
         return code;
 }

@@ -92,18 +92,14 @@ static int thin_check_space(ts_snapdev *d, bool fresh, ts_error **err) {
         int r = pool_status(t, fresh, &st, err);
         if (r < 0)
                 return r;
-        bool data_full = st.out_of_data_space || st.used_data_blocks >= st.total_data_blocks;
-        bool meta_full = st.total_meta_blocks && st.used_meta_blocks + 16 >= st.total_meta_blocks;
+        bool full = ts_pool_status_space(t->pool->name, &st, NULL) < 0;
         bool bad = st.read_only || st.fail || st.needs_check;
-        if (!fresh && (data_full || meta_full || bad))
-                return thin_check_space(d, true, err); /* a refusal is never made on cached figures */
-        if (data_full || meta_full)
-                return ts_error_setf_plain(err, ENOSPC,
-                                           "pool %s is out of %s space: data %" PRIu64 "/%" PRIu64
-                                           " blocks, metadata %" PRIu64 "/%" PRIu64 " blocks used",
-                                           t->pool->name, data_full ? "data" : "metadata",
-                                           st.used_data_blocks, st.total_data_blocks,
-                                           st.used_meta_blocks, st.total_meta_blocks);
+        /* A refusal is never made on cached figures: the pool may have been
+         * extended (or space freed) since they were read. */
+        if (!fresh && (full || bad))
+                return thin_check_space(d, true, err);
+        if (full)
+                return ts_pool_status_space(t->pool->name, &st, err);
         if (bad)
                 return ts_error_setf_plain(err, EROFS, "pool %s is %s", t->pool->name,
                                            st.needs_check ? "marked needs_check"
@@ -275,6 +271,10 @@ static int thin_drop(ts_snapdev *d, uint32_t id, uint64_t size, bool discard, ts
                 _cleanup_error_ ts_error *e = NULL;
                 r = ts_thin_delete(t->pool, id, &e);
                 if (r != -EBUSY || i >= 40) {
+                        if (r < 0 && thin_check_space(d, true, NULL) == -ENOSPC)
+                                /* A pool out of metadata space refuses even a
+                                 * delete (EOPNOTSUPP): say why, and what helps. */
+                                return thin_check_space(d, true, err);
                         if (r < 0)
                                 return ts_error_move(err, &e);
                         status_forget(t); /* blocks were freed: the next space check reads the pool */

@@ -109,17 +109,11 @@ static void fill_mount(const ts_snapshotter *s, const ts_store_info *info, ts_mo
         m->read_only = info->kind == TS_KIND_VIEW;
 }
 
-/* Runs fn in a write transaction of its own, committed when fn succeeds. */
-static int txn_run(ts_snapshotter *s, int (*fn)(ts_store_txn *, void *, ts_error **), void *arg,
-                   ts_error **err) {
-        _cleanup_txn_ ts_store_txn *txn = NULL;
-        int r = ts_store_begin(s->store, true, &txn, err);
-        if (r < 0)
-                return r;
-        r = fn(txn, arg, err);
-        if (r < 0)
-                return r;
-        return ts_store_txn_commit(TAKE_PTR(txn), err);
+/* Runs fn in a write transaction of its own, committed when fn succeeds; a
+ * full map is grown and fn run again (store.h ts_store_write), so every fn
+ * here starts afresh from its arguments. */
+static int txn_run(ts_snapshotter *s, ts_store_write_fn fn, void *arg, ts_error **err) {
+        return ts_store_write(s->store, fn, arg, err);
 }
 
 struct base_arg {
@@ -492,7 +486,11 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
                 ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
                 r = ts_snapdev_open(&dc, &s->dev, err);
         }
-        ts_store_options so = { .dev_id_max = cfg->dev_id_max };
+        ts_store_options so = {
+                .dev_id_max = cfg->dev_id_max,
+                .map_size = cfg->store_map_size,
+                .map_max = cfg->store_map_max,
+        };
         if (r >= 0)
                 r = ts_store_open(cfg->root, &so, &s->store, err);
         if (r >= 0)
@@ -549,6 +547,7 @@ struct create_arg {
 
 static int create_record(ts_store_txn *txn, void *p, ts_error **err) {
         struct create_arg *a = p;
+        ts_store_info_done(&a->info);
         if (a->parent && *a->parent) {
                 _cleanup_store_info_ ts_store_info parent = { 0 };
                 int r = ts_store_get(txn, a->ns, a->parent, &parent, err);
@@ -780,6 +779,7 @@ struct remove_arg {
 
 static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
         struct remove_arg *a = p;
+        ts_store_info_done(&a->info);
         return ts_store_remove_begin(txn, a->ns, a->key, &a->info, err);
 }
 
@@ -836,26 +836,34 @@ struct update_arg {
         size_t n_labels;
         const char *const *paths;
         size_t n_paths;
-        ts_store_info *ret;
+        bool want_info;
+        ts_store_info info;
 };
 
 static int update_record(ts_store_txn *txn, void *p, ts_error **err) {
         struct update_arg *a = p;
+        ts_store_info_done(&a->info);
         _cleanup_store_info_ ts_store_info cur = { 0 };
         int r = ts_store_get(txn, a->ns, a->key, &cur, err);
         if (r < 0)
                 return r;
         if (cur.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", a->key);
-        return ts_store_update(txn, a->ns, a->key, a->labels, a->n_labels, a->paths, a->n_paths, a->ret,
-                               err);
+        return ts_store_update(txn, a->ns, a->key, a->labels, a->n_labels, a->paths, a->n_paths,
+                               a->want_info ? &a->info : NULL, err);
 }
 
 int ts_snapshotter_update(ts_snapshotter *s, const char *ns, const char *key, const ts_label *labels,
                           size_t n_labels, const char *const *paths, size_t n_paths,
                           ts_store_info *ret_info, ts_error **err) {
-        struct update_arg a = { ns, key, labels, n_labels, paths, n_paths, ret_info };
-        return txn_run(s, update_record, &a, err);
+        struct update_arg a = { ns, key, labels, n_labels, paths, n_paths, ret_info != NULL, { 0 } };
+        int r = txn_run(s, update_record, &a, err);
+        if (r >= 0 && ret_info) {
+                *ret_info = a.info;
+                return r;
+        }
+        ts_store_info_done(&a.info);
+        return r;
 }
 
 int ts_snapshotter_usage(ts_snapshotter *s, const char *ns, const char *key, int64_t *ret_size,

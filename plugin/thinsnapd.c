@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/parse.h"
 #include "plugin/config.h"
+#include "plugin/metrics.h"
 #include "plugin/service.h"
 #include "plugin/snapshotter.h"
 #include "provision/daemon.h"
@@ -48,6 +49,9 @@ static const char help[] =
         "                      discard passdown). Costs a device activation per Remove;\n"
         "                      a failed discard is logged; Remove goes on. Default off\n"
         "  --mkfs PATH         mkfs.ext4 to format the base device with\n"
+        "  --store-map-max SIZE  largest the snapshot metadata store (LMDB) grows to,\n"
+        "                      e.g. 4G (default 1G; at least 256K). Near it new\n"
+        "                      snapshots get RESOURCE_EXHAUSTED; Remove still works\n"
         "\n"
         "The provisioner (thinsnap.v1.Provisioner: warm images, cut one device per VM;\n"
         "the `thinsnap image` and `thinsnap vm` commands use it):\n"
@@ -64,6 +68,8 @@ static const char help[] =
         "                      fails (default 30s; 500ms, 30s, 10m...)\n"
         "  --no-provisioner    serve the Snapshots API only\n"
         "  --log-level LEVEL   error, warn, info (default), debug, trace\n"
+        "  --metrics-address HOST:PORT  serve Prometheus metrics over HTTP at\n"
+        "                      http://HOST:PORT/metrics (default: off; port 0 picks one)\n"
         "\n"
         "Limits of the gRPC server, per client (defaults far above what containerd needs):\n"
         "  --max-connections N         connections at once; past it the one idle longest\n"
@@ -139,12 +145,22 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
         return ts_prov_daemon_start(&pc, ret, err);
 }
 
-/* A bad command line: say why, then leave through the common clean-up. */
-#define USAGE(...)                                                                             \
-        do {                                                                                   \
-                exit_code = usage_error(__VA_ARGS__);                                          \
-                goto out;                                                                      \
-        } while (0)
+/* Serves the metrics endpoint listening since the start. */
+static int serve_metrics(ts_metrics *m, const char *pool, ts_snapshotter *snap, ts_rpc_server *server,
+                         ts_prov_daemon *prov, ts_error **err) {
+        ts_metrics_config mc = {
+                .pool = pool,
+                .snapshotter = snap,
+                .prov = prov ? ts_prov_daemon_prov(prov) : NULL,
+                .servers = { server, prov ? ts_prov_daemon_server(prov) : NULL },
+                .server_names = { "snapshots", "provisioner" },
+        };
+        int r = ts_metrics_serve(m, &mc, err);
+        if (r >= 0)
+                ts_log_emit(TS_LOG_INFO, 0, NULL, TS_LOG_FIELDS({ "address", ts_metrics_address(m) }),
+                            "serving metrics");
+        return r;
+}
 
 enum {
         OPT_ROOT = 256,
@@ -156,6 +172,7 @@ enum {
         OPT_ASYNC,
         OPT_DISCARD,
         OPT_MKFS,
+        OPT_STORE_MAP_MAX,
         OPT_PROV_ADDRESS,
         OPT_PROV_GROUP,
         OPT_CONTAINERD,
@@ -165,6 +182,7 @@ enum {
         OPT_REGISTRY_TIMEOUT,
         OPT_NO_PROV,
         OPT_LOG_LEVEL,
+        OPT_METRICS,
         OPT_VERSION,
         OPT_RPC, /* + the index in ts_config_rpc_keys */
 };
@@ -214,6 +232,243 @@ static int server_options(const ts_config *file, const ts_config *cli,
         return 0;
 }
 
+/* The command line as given. */
+typedef struct args {
+        ts_config cli;
+        const char *config_path;
+        bool async, discard, mode_set;
+} args;
+
+/* One limit of the gRPC server from the command line: 0, or exit code 2. */
+static int take_rpc_opt(int c, const char *arg, args *a) {
+        const ts_config_rpc_key *k = &ts_config_rpc_keys[c - OPT_RPC];
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", k->flag);
+        _cleanup_error_ ts_error *err = NULL;
+        if (ts_config_set_rpc(&a->cli.rpc, k, flag, arg, &err) < 0)
+                return usage_error("%s", ts_error_message(err, -EINVAL));
+        return 0;
+}
+
+/* One option that takes a number, a size or a level: 0, or exit code 2. */
+static int take_value_opt(int c, const char *arg, args *a) {
+        ts_config *cli = &a->cli;
+        switch (c) {
+        case OPT_REGISTRY_TIMEOUT:
+                return ts_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
+                        usage_error("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)", arg) : 0;
+        case OPT_MAX_WARMS:
+                return ts_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
+                        usage_error("--max-warms '%s' is not a number from 1 to 64", arg) : 0;
+        case OPT_BASE_SIZE:
+                return ts_parse_size(arg, &cli->base_size) < 0 || cli->base_size == 0 ?
+                        usage_error("--base-size '%s' is not a size (examples: 64M, 10G)", arg) : 0;
+        case OPT_STORE_MAP_MAX:
+                return ts_parse_size(arg, &cli->store_map_max) < 0 || cli->store_map_max == 0 ?
+                        usage_error("--store-map-max '%s' is not a size (examples: 512M, 4G)", arg) : 0;
+        case OPT_SOCKET_MODE:
+                a->mode_set = true;
+                return ts_parse_mode(arg, &cli->socket_mode) < 0 ?
+                        usage_error("--socket-mode '%s' is not an octal mode", arg) : 0;
+        default: /* OPT_LOG_LEVEL */
+                cli->log_level_set = true;
+                return ts_log_parse_level(arg, &cli->log_level) < 0 ?
+                        usage_error("--log-level '%s': use error, warn, info, debug or trace", arg) : 0;
+        }
+}
+
+/* One option: 0, or exit code 2. */
+static int take_opt(int c, const char *arg, args *a) {
+        ts_config *cli = &a->cli;
+        switch (c) {
+        case OPT_ROOT: set_opt(&cli->root, arg); return 0;
+        case OPT_POOL: set_opt(&cli->pool, arg); return 0;
+        case OPT_ADDRESS: set_opt(&cli->address, arg); return 0;
+        case OPT_MKFS: set_opt(&cli->mkfs, arg); return 0;
+        case OPT_PROV_ADDRESS: set_opt(&cli->provisioner_address, arg); return 0;
+        case OPT_PROV_GROUP: set_opt(&cli->provisioner_group, arg); return 0;
+        case OPT_CONTAINERD: set_opt(&cli->containerd_address, arg); return 0;
+        case OPT_NAMESPACE: set_opt(&cli->namespace, arg); return 0;
+        case OPT_SNAPSHOTTER_NAME: set_opt(&cli->snapshotter_name, arg); return 0;
+        case OPT_METRICS: set_opt(&cli->metrics_address, arg); return 0;
+        case OPT_NO_PROV: cli->no_provisioner = true; return 0;
+        case OPT_CONFIG: a->config_path = arg; return 0;
+        case OPT_ASYNC: a->async = true; return 0;
+        case OPT_DISCARD: a->discard = true; return 0;
+        default: return c >= OPT_RPC ? take_rpc_opt(c, arg, a) : take_value_opt(c, arg, a);
+        }
+}
+
+/* Returns 0, -1 (help or version printed) or exit code 2. */
+static int parse_args(int argc, char **argv, args *a) {
+        static const struct option fixed[] = {
+                { "root", required_argument, NULL, OPT_ROOT },
+                { "pool", required_argument, NULL, OPT_POOL },
+                { "address", required_argument, NULL, OPT_ADDRESS },
+                { "base-size", required_argument, NULL, OPT_BASE_SIZE },
+                { "config", required_argument, NULL, OPT_CONFIG },
+                { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+                { "async-remove", no_argument, NULL, OPT_ASYNC },
+                { "discard", no_argument, NULL, OPT_DISCARD },
+                { "mkfs", required_argument, NULL, OPT_MKFS },
+                { "store-map-max", required_argument, NULL, OPT_STORE_MAP_MAX },
+                { "provisioner-address", required_argument, NULL, OPT_PROV_ADDRESS },
+                { "provisioner-group", required_argument, NULL, OPT_PROV_GROUP },
+                { "containerd-address", required_argument, NULL, OPT_CONTAINERD },
+                { "namespace", required_argument, NULL, OPT_NAMESPACE },
+                { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
+                { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
+                { "registry-timeout", required_argument, NULL, OPT_REGISTRY_TIMEOUT },
+                { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
+                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+                { "metrics-address", required_argument, NULL, OPT_METRICS },
+                { "version", no_argument, NULL, OPT_VERSION },
+                { "help", no_argument, NULL, 'h' },
+        };
+        _cleanup_free_ struct option *opts = long_options(fixed, TS_ARRAY_SIZE(fixed));
+        if (!opts)
+                return usage_error("out of memory");
+        opterr = 0;
+        int c, r;
+        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+                if (c == 'h' || c == OPT_VERSION) {
+                        if (c == 'h')
+                                fputs(help, stdout);
+                        else
+                                printf("thinsnapd %s\n", TS_VERSION);
+                        return -1;
+                }
+                if (c == ':')
+                        return usage_error("%s needs a value", argv[optind - 1]);
+                if (c == '?')
+                        return usage_error("unknown option '%s'", argv[optind - 1]);
+                if ((r = take_opt(c, optarg, a)))
+                        return r;
+        }
+        if (optind < argc)
+                return usage_error("unexpected argument '%s'", argv[optind]);
+        return 0;
+}
+
+/* What the daemon runs with: the command line's over the file's over the
+ * defaults. */
+typedef struct settings {
+        const char *address, *metrics_address;
+        uint32_t mode;
+        ts_rpc_server_options rpc;
+        ts_snapshotter_config sc;
+} settings;
+
+/* Returns 0 or exit code 2 (said on stderr). */
+static int resolve(const args *a, const ts_config *file, settings *s) {
+        const ts_config *cli = &a->cli;
+        if (cli->log_level_set)
+                ts_log_set_level(cli->log_level);
+        else if (file->log_level_set)
+                ts_log_set_level(file->log_level);
+        *s = (settings) {
+                .address = cli->address ? cli->address : file->address,
+                .metrics_address = cli->metrics_address ? cli->metrics_address : file->metrics_address,
+                .mode = a->mode_set ? cli->socket_mode : file->socket_mode,
+                .sc = {
+                        .root = cli->root ? cli->root : file->root,
+                        .pool = cli->pool ? cli->pool : file->pool,
+                        .base_size = cli->base_size ? cli->base_size
+                                     : file->base_size ? file->base_size : DEFAULT_BASE_SIZE,
+                        .mkfs = cli->mkfs ? cli->mkfs : file->mkfs,
+                        .async_remove = a->async || file->async_remove,
+                        .discard_on_remove = a->discard || file->discard_on_remove,
+                        .store_map_max = cli->store_map_max ? cli->store_map_max : file->store_map_max,
+                },
+        };
+        const char *missing = !s->sc.root ? "--root" : !s->sc.pool ? "--pool" : !s->address ? "--address" : NULL;
+        if (missing)
+                return usage_error("%s is required", missing);
+        return server_options(file, cli, &s->rpc) < 0 ? 2 : 0;
+}
+
+/* The Snapshots service listening on its socket. */
+static int listen_snapshots(const settings *s, ts_snapshotter *snap, ts_rpc_server **ret, ts_error **err) {
+        /* Handlers run on libuv's pool (4 threads unless told): enough room
+         * for a burst of Prepares to overlap their kernel round trips. */
+        setenv("UV_THREADPOOL_SIZE", "16", 0);
+        raise_nofile(s->rpc.max_connections);
+        ts_rpc_server *server = NULL;
+        int r = ts_rpc_server_new(&s->rpc, &server);
+        if (r < 0)
+                return ts_error_set(err, r, "gRPC server");
+        if ((r = ts_service_register(server, snap)) < 0)
+                ts_error_set(err, r, "register the Snapshots service");
+        if (r >= 0 && (r = ts_mkdir_parents(s->address, 0711)) < 0)
+                ts_error_set(err, r, "create the directory of %s", s->address);
+        if (r >= 0)
+                r = ts_rpc_server_listen(server, s->address, s->mode, err);
+        if (r < 0) {
+                ts_rpc_server_free(server);
+                return r;
+        }
+        *ret = server;
+        return 0;
+}
+
+/* Runs the server until SIGTERM or SIGINT. */
+static int run_server(const settings *s, ts_rpc_server *server, ts_error **err) {
+        the_server = server;
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        char size[32];
+        snprintf(size, sizeof size, "%llu", (unsigned long long) s->sc.base_size);
+        ts_log_emit(TS_LOG_INFO, 0, NULL,
+                    TS_LOG_FIELDS({ "address", s->address }, { "pool", s->sc.pool }, { "root", s->sc.root },
+                                  { "base_size", size }),
+                    "serving");
+        int r = ts_rpc_server_run(server, err);
+        the_server = NULL;
+        if (r < 0) {
+                log_error_err(r, *err, "serving stopped");
+                return r;
+        }
+        log_info("stopped");
+        return 0;
+}
+
+/* Serves until a signal; returns the exit code. */
+static int serve(const args *a, const ts_config *file, const settings *s) {
+        ts_error *err = NULL;
+        ts_snapshotter *snap = NULL;
+        ts_rpc_server *server = NULL;
+        ts_prov_daemon *prov = NULL;
+        ts_metrics *metrics = NULL;
+        int r = 0, exit_code = 1;
+        /* Taken first: an address that cannot be served stops the start
+         * before the pool is touched. */
+        if (s->metrics_address && (r = ts_metrics_listen(s->metrics_address, &metrics, &err)) < 0)
+                log_error_err(r, err, "cannot serve metrics");
+        else if ((r = ts_snapshotter_open(&s->sc, &snap, &err)) < 0)
+                log_error_err(r, err, "cannot start");
+        else if ((r = listen_snapshots(s, snap, &server, &err)) < 0)
+                log_error_err(r, err, "cannot serve on %s", s->address);
+        else if ((r = start_provisioner(&a->cli, file, s->sc.pool, s->sc.async_remove, &prov, &err)) < 0)
+                log_error_err(r, err, "cannot start the provisioner");
+        else if (metrics && (r = serve_metrics(metrics, s->sc.pool, snap, server, prov, &err)) < 0)
+                log_error_err(r, err, "cannot serve metrics");
+        if (r >= 0) {
+                r = run_server(s, server, &err);
+                exit_code = r < 0 ? 1 : 0;
+        }
+        ts_metrics_stop(metrics);
+        ts_prov_daemon_stop(prov);
+        ts_rpc_server_free(server);
+        if (exit_code == 0)
+                unlink(s->address);
+        ts_snapshotter_close(snap);
+        ts_error_free(err);
+        return exit_code;
+}
+
 /* glibc gives each thread that allocates under contention an arena of its own (up to 8 per
  * CPU), and what a thread frees stays resident in its arena: with the provisioner's download,
  * unpack and handler threads that held ~13 MiB after one warm. These threads wait on
@@ -225,189 +480,24 @@ static void limit_malloc_arenas(void) {
 }
 
 int main(int argc, char **argv) {
-        static const struct option fixed[] = {
-                { "root", required_argument, NULL, OPT_ROOT },
-                { "pool", required_argument, NULL, OPT_POOL },
-                { "address", required_argument, NULL, OPT_ADDRESS },
-                { "base-size", required_argument, NULL, OPT_BASE_SIZE },
-                { "config", required_argument, NULL, OPT_CONFIG },
-                { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
-                { "async-remove", no_argument, NULL, OPT_ASYNC },
-                { "discard", no_argument, NULL, OPT_DISCARD },
-                { "mkfs", required_argument, NULL, OPT_MKFS },
-                { "provisioner-address", required_argument, NULL, OPT_PROV_ADDRESS },
-                { "provisioner-group", required_argument, NULL, OPT_PROV_GROUP },
-                { "containerd-address", required_argument, NULL, OPT_CONTAINERD },
-                { "namespace", required_argument, NULL, OPT_NAMESPACE },
-                { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
-                { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
-                { "registry-timeout", required_argument, NULL, OPT_REGISTRY_TIMEOUT },
-                { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
-                { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-                { "version", no_argument, NULL, OPT_VERSION },
-                { "help", no_argument, NULL, 'h' },
-        };
+        args a = { 0 };
         ts_config file = { .socket_mode = 0660 };
-        ts_config cli = { 0 };
-        const char *config_path = NULL;
-        bool async = false, discard = false, mode_set = false;
-        int exit_code = 1;
-        ts_error *err = NULL;
-        ts_snapshotter *snap = NULL;
-        ts_rpc_server *server = NULL;
-        ts_prov_daemon *prov = NULL;
-        int r = 0;
-        const char *address = NULL;
-        ts_rpc_server_options rpc_opts;
-        int c;
+        settings s;
         limit_malloc_arenas();
-        _cleanup_free_ struct option *opts = long_options(fixed, TS_ARRAY_SIZE(fixed));
-        if (!opts)
-                return 1;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-                if (c >= OPT_RPC) {
-                        const ts_config_rpc_key *k = &ts_config_rpc_keys[c - OPT_RPC];
-                        char flag[64];
-                        snprintf(flag, sizeof(flag), "--%s", k->flag);
-                        if (ts_config_set_rpc(&cli.rpc, k, flag, optarg, &err) < 0)
-                                USAGE("%s", ts_error_message(err, -EINVAL));
-                        continue;
-                }
-                switch (c) {
-                case 'h': fputs(help, stdout); exit_code = 0; goto out;
-                case OPT_VERSION: printf("thinsnapd %s\n", TS_VERSION); exit_code = 0; goto out;
-                case OPT_ROOT: free(cli.root); cli.root = strdup(optarg); break;
-                case OPT_POOL: free(cli.pool); cli.pool = strdup(optarg); break;
-                case OPT_ADDRESS: free(cli.address); cli.address = strdup(optarg); break;
-                case OPT_MKFS: free(cli.mkfs); cli.mkfs = strdup(optarg); break;
-                case OPT_PROV_ADDRESS: set_opt(&cli.provisioner_address, optarg); break;
-                case OPT_PROV_GROUP: set_opt(&cli.provisioner_group, optarg); break;
-                case OPT_CONTAINERD: set_opt(&cli.containerd_address, optarg); break;
-                case OPT_NAMESPACE: set_opt(&cli.namespace, optarg); break;
-                case OPT_SNAPSHOTTER_NAME: set_opt(&cli.snapshotter_name, optarg); break;
-                case OPT_NO_PROV: cli.no_provisioner = true; break;
-                case OPT_REGISTRY_TIMEOUT:
-                        if (ts_parse_duration_ms(optarg, &cli.registry_timeout_ms) < 0)
-                                USAGE("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)",
-                                      optarg);
-                        break;
-                case OPT_MAX_WARMS:
-                        if (ts_parse_u64(optarg, &cli.max_warms) < 0 || cli.max_warms == 0 ||
-                            cli.max_warms > 64)
-                                USAGE("--max-warms '%s' is not a number from 1 to 64", optarg);
-                        break;
-                case OPT_CONFIG: config_path = optarg; break;
-                case OPT_ASYNC: async = true; break;
-                case OPT_DISCARD: discard = true; break;
-                case OPT_BASE_SIZE:
-                        if (ts_parse_size(optarg, &cli.base_size) < 0 || cli.base_size == 0)
-                                USAGE("--base-size '%s' is not a size (examples: 64M, 10G)",
-                                                   optarg);
-                        break;
-                case OPT_SOCKET_MODE:
-                        if (ts_parse_mode(optarg, &cli.socket_mode) < 0)
-                                USAGE("--socket-mode '%s' is not an octal mode", optarg);
-                        mode_set = true;
-                        break;
-                case OPT_LOG_LEVEL:
-                        if (ts_log_parse_level(optarg, &cli.log_level) < 0)
-                                USAGE("--log-level '%s': use error, warn, info, debug or trace",
-                                                   optarg);
-                        cli.log_level_set = true;
-                        break;
-                case ':': USAGE("%s needs a value", argv[optind - 1]);
-                default: USAGE("unknown option '%s'", argv[optind - 1]);
+        int code = parse_args(argc, argv, &a);
+        if (code == 0 && a.config_path) {
+                _cleanup_error_ ts_error *err = NULL;
+                int r = ts_config_load(a.config_path, &file, &err);
+                if (r < 0) {
+                        fprintf(stderr, "thinsnapd: %s\n", ts_error_message(err, r));
+                        code = 2;
                 }
         }
-        if (optind < argc)
-                USAGE("unexpected argument '%s'", argv[optind]);
-
-        if (config_path && (r = ts_config_load(config_path, &file, &err)) < 0) {
-                fprintf(stderr, "thinsnapd: %s\n", ts_error_message(err, r));
-                exit_code = 2;
-                goto out;
-        }
-        /* The command line wins over the file. */
-        const char *root = cli.root ? cli.root : file.root;
-        const char *pool = cli.pool ? cli.pool : file.pool;
-        address = cli.address ? cli.address : file.address;
-        const char *mkfs = cli.mkfs ? cli.mkfs : file.mkfs;
-        uint64_t base_size = cli.base_size ? cli.base_size : file.base_size ? file.base_size : DEFAULT_BASE_SIZE;
-        uint32_t mode = mode_set ? cli.socket_mode : file.socket_mode;
-        if (cli.log_level_set)
-                ts_log_set_level(cli.log_level);
-        else if (file.log_level_set)
-                ts_log_set_level(file.log_level);
-        const char *missing = !root ? "--root" : !pool ? "--pool" : !address ? "--address" : NULL;
-        if (missing) {
-                exit_code = usage_error("%s is required", missing);
-                goto out;
-        }
-        if (server_options(&file, &cli, &rpc_opts) < 0) {
-                exit_code = 2;
-                goto out;
-        }
-
-        ts_snapshotter_config sc = {
-                .root = root,
-                .pool = pool,
-                .base_size = base_size,
-                .mkfs = mkfs,
-                .async_remove = async || file.async_remove,
-                .discard_on_remove = discard || file.discard_on_remove,
-        };
-        r = ts_snapshotter_open(&sc, &snap, &err);
-        if (r < 0) {
-                log_error_errno(r, "cannot start: %s", ts_error_message(err, r));
-                goto out;
-        }
-        /* Handlers run on libuv's pool (4 threads unless told): enough room
-         * for a burst of Prepares to overlap their kernel round trips. */
-        setenv("UV_THREADPOOL_SIZE", "16", 0);
-        raise_nofile(rpc_opts.max_connections);
-        r = ts_rpc_server_new(&rpc_opts, &server);
-        if (r >= 0)
-                r = ts_service_register(server, snap);
-        if (r >= 0 && (r = ts_mkdir_parents(address, 0711)) < 0)
-                ts_error_set(&err, r, "create the directory of %s", address);
-        if (r >= 0)
-                r = ts_rpc_server_listen(server, address, mode, &err);
-        if (r < 0) {
-                log_error_errno(r, "cannot serve on %s: %s", address, ts_error_message(err, r));
-                goto out;
-        }
-        if ((r = start_provisioner(&cli, &file, pool, sc.async_remove, &prov, &err)) < 0) {
-                log_error_errno(r, "cannot start the provisioner: %s", ts_error_message(err, r));
-                goto out;
-        }
-        the_server = server;
-        struct sigaction sa = { .sa_handler = on_signal };
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        signal(SIGPIPE, SIG_IGN);
-
-        char fields[512];
-        snprintf(fields, sizeof fields, "address=%s pool=%s root=%s base_size=%llu", address, pool, root,
-                 (unsigned long long) base_size);
-        ts_log_emit(TS_LOG_INFO, 0, fields, "serving");
-        r = ts_rpc_server_run(server, &err);
-        the_server = NULL;
-        if (r < 0) {
-                log_error_errno(r, "serving stopped: %s", ts_error_message(err, r));
-                goto out;
-        }
-        log_info("stopped");
-        exit_code = 0;
-out:
-        ts_prov_daemon_stop(prov);
-        ts_rpc_server_free(server);
-        if (address && exit_code == 0)
-                unlink(address);
-        ts_snapshotter_close(snap);
-        ts_error_free(err);
+        if (code == 0)
+                code = resolve(&a, &file, &s);
+        if (code == 0)
+                code = serve(&a, &file, &s);
         ts_config_done(&file);
-        ts_config_done(&cli);
-        return exit_code;
+        ts_config_done(&a.cli);
+        return code < 0 ? 0 : code;
 }

@@ -28,7 +28,7 @@ static void *serve(void *arg) {
         ts_error *err = NULL;
         int r = ts_rpc_server_run(d->server, &err);
         if (r < 0)
-                log_error_errno(r, "provisioner stopped serving: %s", ts_error_message(err, r));
+                log_error_err(r, err, "provisioner stopped serving");
         ts_error_free(err);
         return NULL;
 }
@@ -97,4 +97,12 @@ ts_prov_daemon *ts_prov_daemon_stop(ts_prov_daemon *d) {
         free(d->address);
         free(d);
         return NULL;
+}
+
+ts_prov *ts_prov_daemon_prov(ts_prov_daemon *d) {
+        return d->prov;
+}
+
+ts_rpc_server *ts_prov_daemon_server(ts_prov_daemon *d) {
+        return d->server;
 }

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "provision/provisioner.h"
+#include "rpc/server.h"
 
 typedef struct ts_prov_daemon ts_prov_daemon;
 
@@ -26,6 +27,10 @@ typedef struct ts_prov_daemon_config {
  * and starts serving. Returns 0, -ENOENT (no such group), or the errors of
  * ts_prov_new() and ts_rpc_server_listen(). */
 int ts_prov_daemon_start(const ts_prov_daemon_config *cfg, ts_prov_daemon **ret, ts_error **err);
+
+/* The provisioner and the server of its service (for metrics). */
+ts_prov *ts_prov_daemon_prov(ts_prov_daemon *d);
+ts_rpc_server *ts_prov_daemon_server(ts_prov_daemon *d);
 
 /* Stops serving (calls in flight finish), stops the provisioner, unlinks
  * the socket, frees. Accepts NULL; returns NULL. */

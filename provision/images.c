@@ -105,11 +105,34 @@ static int get_by_ref(ts_ctrd *c, const char *name, bool quiet, prov_image *ret,
         return r;
 }
 
+/* "prepared:sha256:<hex>": the prepared image of that user digest. */
+static int get_prepared(ts_ctrd *c, const char *digest, prov_image *ret, ts_error **err) {
+        char name[PROV_PREPARED_NAME_MAX];
+        int r = prov_prepared_name(digest, name, sizeof name, err);
+        if (r < 0)
+                return r;
+        ts_ctrd_image img = { 0 };
+        ts_error *e = NULL;
+        r = ts_ctrd_image_get(c, name, &img, &e);
+        if (r == -ENOENT) {
+                ts_error_free(e);
+                return ts_error_setf_plain(err, ENOENT, "no prepared image of %s (prepare it first: "
+                                                        "thinsnap image prepare)", digest);
+        }
+        if (r < 0)
+                return ts_error_move(err, &e);
+        r = image_from(&img, ret);
+        ts_ctrd_image_done(&img);
+        return r;
+}
+
 int prov_image_find(ts_prov *p, const char *name, prov_image *ret, ts_error **err) {
         ts_ctrd *c = NULL;
         int r = prov_ctrd(p, &c, err);
         if (r < 0)
                 return r;
+        if (strncmp(name, TS_PROV_PREPARED_FORM, strlen(TS_PROV_PREPARED_FORM)) == 0)
+                return get_prepared(c, name + strlen(TS_PROV_PREPARED_FORM), ret, err);
         if (strncmp(name, TS_DIGEST_PREFIX, strlen(TS_DIGEST_PREFIX)) == 0) {
                 if (ts_digest_validate(name) < 0)
                         return ts_error_setf_plain(err, EINVAL, "'%.80s' is not a sha256 digest "
@@ -122,6 +145,21 @@ int prov_image_find(ts_prov *p, const char *name, prov_image *ret, ts_error **er
                 return r == -ENOENT ? find_by_digest(p, c, NULL, name, ret, err) : r;
         }
         return get_by_ref(c, name, false, ret, err);
+}
+
+int prov_image_put(ts_ctrd *c, const ts_ctrd_image *img, ts_error **err) {
+        ts_error *e = NULL;
+        int r = ts_ctrd_image_create(c, img, NULL, &e);
+        if (r == -EEXIST) {
+                ts_error_free(TAKE_PTR(e));
+                char *fields[] = { "target", "labels", NULL };
+                r = ts_ctrd_image_update(c, img, fields, NULL, &e);
+                if (r == -ENOENT) { /* deleted between the two */
+                        ts_error_free(TAKE_PTR(e));
+                        r = ts_ctrd_image_create(c, img, NULL, &e);
+                }
+        }
+        return r < 0 ? ts_error_move(err, &e) : 0;
 }
 
 /* ---- chains ---- */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "ctrd/ctrd.h"
+#include "ctrd/images.h"
 #include "oci/digest.h"
 #include "oci/image.h"
 #include "provision/provisioner.h"
@@ -23,6 +24,7 @@
 #define LABEL_WARM_REF "thinsnap.warm.ref"
 #define LABEL_WARM_PLATFORM "thinsnap.warm.platform"
 #define LABEL_WARM_IMPORT "thinsnap.warm.import"
+#define LABEL_WARM_EXPECTED "thinsnap.warm.expected-digest"
 #define LABEL_IMAGE_PLATFORM "thinsnap.image.platform"
 #define LABEL_GC_EXPIRE "containerd.io/gc.expire"
 #define LABEL_SNAPSHOT_REF "containerd.io/snapshot.ref"
@@ -59,6 +61,7 @@ struct ts_prov {
         char *address, *ns, *snapshotter, *docker_config, *pool;
         unsigned max_warms, max_downloads, registry_timeout_s;
         bool async_remove;
+        ts_prov_limits limits; /* of prepared images, defaults filled in */
 
         pthread_mutex_t lock;
         pthread_cond_t changed; /* any warm's status changed, or stopping */
@@ -130,3 +133,49 @@ int prov_warm_start_workers(ts_prov *p, ts_error **err);
 
 /* Stops the workers (running warms are interrupted) and frees every warm. */
 void prov_warm_stop_workers(ts_prov *p);
+
+/* Creates the image record, or points the existing one at img's target
+ * with img's labels. Returns 0 or -errno. */
+int prov_image_put(ts_ctrd *c, const ts_ctrd_image *img, ts_error **err);
+
+/* ---- prepared images (prepare.c, prepared.c) ---- */
+
+#define LABEL_PREP "prepared.hpcc.local/"
+#define LABEL_PREP_USER_DIGEST LABEL_PREP "user-digest"
+#define LABEL_PREP_SOURCE LABEL_PREP "source"
+#define LABEL_PREP_AGENT LABEL_PREP "agent-digest"
+#define LABEL_PREP_GUEST_PATH LABEL_PREP "guest-path"
+#define LABEL_PREP_ENTRYPOINT LABEL_PREP "entrypoint"
+#define LABEL_PREP_USER_ENTRYPOINT LABEL_PREP "user-entrypoint"
+#define LABEL_PREP_USER_CMD LABEL_PREP "user-cmd"
+#define PREPARE_LEASE_PREFIX "thinsnap.prepare."
+
+/* The record name of user_digest's prepared image, "prepared.hpcc.local/
+ * img:<hex>", into buf (at least PROV_PREPARED_NAME_MAX). Returns 0 or
+ * -EINVAL naming a digest that is not one. */
+#define PROV_PREPARED_NAME_MAX (sizeof(TS_PROV_PREPARED_PREFIX) + 64)
+int prov_prepared_name(const char *user_digest, char *buf, size_t len, ts_error **err);
+
+/* The limits in force: the provisioner's, each lowered by a figure req
+ * sets (req may be NULL). */
+void prov_limits_merge(const ts_prov_limits *own, const ts_prov_limits *req, ts_prov_limits *ret);
+
+/* The provisioner's limits with the defaults for figures cfg leaves 0. */
+void prov_limits_defaults(const ts_prov_limits *cfg, ts_prov_limits *ret);
+
+/* -EDQUOT naming the limit and the figure when the manifest declares more
+ * layers or compressed bytes than lim allows (lim NULL: none); else 0. */
+int prov_limits_check_manifest(const ts_prov_limits *lim, const ts_oci_manifest *m, ts_error **err);
+
+/* The bytes of the distinct blobs (targets, manifests, configs, layers) and
+ * of the distinct snapshots (chain ids) of chains: what the images share
+ * counted once. Figures that cannot be read count 0. */
+void prov_chains_totals(ts_prov *p, ts_ctrd *c, const prov_chain *const *chains, size_t n,
+                        uint64_t *ret_content, uint64_t *ret_pool);
+
+/* The record rec as a prepared image, once it is complete: its documents,
+ * every layer's blob and its top snapshot are there. Returns 0 and *ret
+ * (and its chain), -EBADMSG (a label or name that does not fit), -ENOENT
+ * (something missing: named), -ENOMEM. */
+int prov_prepared_describe(ts_prov *p, ts_ctrd *c, const ts_ctrd_image *rec, const prov_chain **ret_chain,
+                           ts_prov_prepared **ret, ts_error **err);

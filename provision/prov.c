@@ -105,6 +105,7 @@ static int copy_config(ts_prov *p, const ts_prov_config *cfg) {
         p->max_warms = cfg->max_warms ? cfg->max_warms : DEFAULT_MAX_WARMS;
         p->max_downloads = cfg->max_downloads ? cfg->max_downloads : DEFAULT_MAX_DOWNLOADS;
         p->async_remove = cfg->async_remove;
+        prov_limits_defaults(&cfg->limits, &p->limits);
         p->registry_timeout_s = cfg->registry_timeout_s;
         return p->address && p->ns && p->snapshotter && p->docker_config ? 0 : -ENOMEM;
 }

@@ -31,6 +31,23 @@
 
 typedef struct ts_prov ts_prov;
 
+/* Caps on what a prepared image may be made of (hpcc's rootfs caps). An
+ * image over one is refused with an error (-EDQUOT) that names the limit
+ * and the figure, and nothing is published. 0: the default. */
+typedef struct ts_prov_limits {
+        unsigned max_layers;           /* layers the user's manifest declares */
+        uint64_t max_compressed_bytes; /* the sum of their sizes in the manifest */
+        uint64_t max_unpacked_bytes;   /* the user's tree unpacked, as df counts it */
+        uint64_t max_inodes;           /* its inodes */
+        uint64_t max_agent_bytes;      /* the agent file */
+} ts_prov_limits;
+
+#define TS_PROV_DEFAULT_MAX_LAYERS 128
+#define TS_PROV_DEFAULT_MAX_COMPRESSED_BYTES (16ULL << 30)
+#define TS_PROV_DEFAULT_MAX_UNPACKED_BYTES (64ULL << 30)
+#define TS_PROV_DEFAULT_MAX_INODES 4000000ULL
+#define TS_PROV_DEFAULT_MAX_AGENT_BYTES (256ULL << 20)
+
 typedef struct ts_prov_config {
         const char *containerd_address; /* NULL: TS_PROV_DEFAULT_CONTAINERD */
         const char *namespace;          /* NULL: TS_PROV_DEFAULT_NAMESPACE */
@@ -45,6 +62,7 @@ typedef struct ts_prov_config {
                                            pool says so with its figures; NULL: not known */
         bool async_remove;              /* thinsnapd removes devices in the background:
                                            teardown cannot wait for the device to go */
+        ts_prov_limits limits;          /* of prepared images */
 } ts_prov_config;
 
 #define TS_PROV_DEFAULT_CONTAINERD "/run/containerd/containerd.sock"
@@ -107,6 +125,13 @@ typedef struct ts_prov_warm_request {
         int import_fd;       /* import: a tarball opened by the caller; -1 for a pull */
         const char *import_path; /* import: for messages */
         const char *name;    /* import: the image's name; NULL: the tarball's names */
+        /* pull: refuse (-EBADMSG naming both digests) before anything is
+         * stored when the reference resolves to another digest; NULL: any.
+         * Warms join only warms with the same expectation. */
+        const char *expected_digest;
+        /* pull: refuse (-EDQUOT) a manifest over these layer and compressed
+         * byte limits before a layer is fetched; NULL: no limits. */
+        const ts_prov_limits *limits;
 } ts_prov_warm_request;
 
 typedef struct ts_prov_warm ts_prov_warm;
@@ -118,6 +143,11 @@ typedef struct ts_prov_warm ts_prov_warm;
  * it), -ENOMEM. */
 int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm **ret,
                        ts_error **err);
+
+/* The warms the queue holds now, counted by state (ret is indexed by
+ * ts_prov_warm_state; ready ones leave the queue, failed ones stay a
+ * while). Cheap: no call to containerd. */
+void ts_prov_warm_counts(ts_prov *p, uint64_t ret[TS_PROV_WARM_FAILED + 1]);
 
 /* Waits until the warm's status is newer than after_seq (0: any), or the
  * warm ended, or timeout_ms passed (-1: no limit), then copies it into
@@ -246,3 +276,96 @@ int ts_prov_vm_list(ts_prov *p, ts_prov_vm ***ret, size_t *ret_n, ts_error **err
  * when the VMs could not be listed. */
 int ts_prov_vm_gc(ts_prov *p, char *const *keep, size_t n_keep, char ***ret_removed,
                   char ***ret_failed, ts_error **err);
+
+/* ---- prepared images ----
+ *
+ * A prepared image is the user's image plus one layer that carries the
+ * agent, recorded as image "prepared.hpcc.local/img:<hex of the user's
+ * digest>". Its chain is unpacked into the pool once, so a VM cut from it
+ * (ts_prov_vm_snapshot with image "prepared:sha256:<hex>") writes nothing.
+ *
+ * The agent layer holds the agent at the guest path (mode 0755, root:root)
+ * with its missing parents (0755), and each of /proc /sys /dev /tmp /run
+ * the user's tree lacks (an existing entry of any kind is left as it is);
+ * all with mtime 0. It is a reproducible tar, gzip-compressed, in the
+ * content store; its snapshot is written without mounting anything and
+ * without Diff.Apply, and is the tree Diff.Apply of the blob would give.
+ * The record's labels: prepared.hpcc.local/user-digest, .../source (the
+ * reference), .../agent-digest, .../guest-path, .../entrypoint and, with
+ * TS_PROV_ENTRYPOINT_AGENT, the user's entrypoint and cmd as JSON arrays
+ * (.../user-entrypoint, .../user-cmd). */
+
+#define TS_PROV_PREPARED_PREFIX "prepared.hpcc.local/img:"
+#define TS_PROV_PREPARED_FORM "prepared:" /* "prepared:sha256:<hex>" names one */
+#define TS_PROV_DEFAULT_GUEST_PATH "/.hpcc/agent"
+
+typedef enum ts_prov_entrypoint {
+        TS_PROV_ENTRYPOINT_KEEP = 0, /* the config's entrypoint and cmd stay */
+        TS_PROV_ENTRYPOINT_AGENT,    /* the entrypoint becomes the agent, cmd none */
+} ts_prov_entrypoint;
+
+typedef struct ts_prov_prepare_request {
+        const char *ref;         /* where the user's image comes from */
+        const char *digest;      /* the user's digest: what ref must resolve to */
+        int agent_fd;            /* the agent, a regular file opened by the caller */
+        const char *guest_path;  /* NULL: TS_PROV_DEFAULT_GUEST_PATH */
+        ts_prov_entrypoint entrypoint;
+        bool plain_http;         /* registry options, as for a warm */
+        const char *username, *password;
+        const void *ca_pem;
+        size_t ca_pem_len;
+        ts_prov_limits limits;   /* each figure set lowers the provisioner's own */
+        /* Called with the warm's status as it changes, and with NULL about
+         * once a second while nothing changes; a negative return stops the
+         * call (-ECANCELED; the warm goes on). NULL: none. */
+        int (*progress)(void *userdata, const ts_prov_warm_status *s);
+        void *userdata;
+} ts_prov_prepare_request;
+
+typedef struct ts_prov_prepared {
+        char *user_digest, *name, *source, *agent_digest, *guest_path;
+        ts_prov_entrypoint entrypoint;
+        char *digest;   /* the prepared manifest's */
+        char *chain_id; /* its top: the parent of every VM cut from it */
+        unsigned layers;
+        uint64_t content_bytes, pool_bytes; /* as ts_prov_image has them */
+        int64_t created_ns, updated_ns;
+        bool changed;   /* ts_prov_prepare wrote it (false: it was there already) */
+} ts_prov_prepared;
+
+ts_prov_prepared *ts_prov_prepared_free(ts_prov_prepared *x);
+void ts_prov_prepared_list_free(ts_prov_prepared **v, size_t n);
+
+/* Prepares the user's image: warms ref (through the warm queue; prepares of
+ * one digest run one at a time, a later one finding the earlier's work),
+ * makes the agent layer, its snapshot, config, manifest and the record.
+ * With the record there already for the same agent, guest path and
+ * entrypoint, nothing is written or fetched. A lease with an expiry holds
+ * the pieces until the record exists; a failure leaves no record.
+ * Returns 0, -EINVAL (a bad digest, guest path or agent), -EBADMSG (ref
+ * resolves to another digest: both named), -EDQUOT (a limit), -ENOTDIR /
+ * -EISDIR (the guest path meets a non-directory or a directory in the
+ * user's tree), -EOPNOTSUPP (the snapshotter's snapshots are neither ext4
+ * block devices nor directories), and the errors of a warm. */
+int ts_prov_prepare(ts_prov *p, const ts_prov_prepare_request *req, ts_prov_prepared **ret,
+                    ts_error **err);
+
+/* Every complete prepared image, sorted by user digest. A record without
+ * the user-digest label, whose name is not that digest's, or whose
+ * content or snapshot is incomplete is logged and left out.
+ * *ret_content / *ret_pool (optional): the bytes of the distinct blobs and
+ * snapshots of the listed images (what they share is counted once). */
+int ts_prov_prepared_list(ts_prov *p, ts_prov_prepared ***ret, size_t *ret_n,
+                          uint64_t *ret_content, uint64_t *ret_pool, ts_error **err);
+
+/* Deletes the prepared image of user_digest with synchronous collection;
+ * what other images or VMs use stays. No such record is success
+ * (*ret_existed false). Returns 0, -EINVAL (not a digest), -errno. */
+int ts_prov_unprepare(ts_prov *p, const char *user_digest, bool *ret_existed, ts_error **err);
+
+/* ---- sizes ---- */
+
+/* What all images of the namespace take: the bytes of their distinct blobs
+ * in the content store and of their distinct snapshots in the pool (shared
+ * ones counted once, so a prepared image adds only its own layer). */
+int ts_prov_image_totals(ts_prov *p, uint64_t *ret_content, uint64_t *ret_pool, ts_error **err);

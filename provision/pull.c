@@ -247,8 +247,11 @@ static int pull_docs(prov_job *j, prov_source *s, prov_docs *d, ts_error **err) 
                 return r;
         if (s->ref->digest && strcmp(s->ref->digest, target->digest) != 0)
                 return ts_error_setf_plain(err, EBADMSG, "%s resolves to %s", j->name, target->digest);
+        if ((r = prov_job_check_target(j, target->digest, err)) < 0)
+                return r;
         prov_job_set_digest(j, target->digest);
-        return prov_docs_load(j, s, target, j->name, d, err);
+        r = prov_docs_load(j, s, target, j->name, d, err);
+        return r < 0 ? r : prov_limits_check_manifest(j->limits, d->m, err);
 }
 
 int prov_pull(prov_job *j, ts_error **err) {

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "common/arena.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/opstats.h"
 #include "common/strv.h"
 #include "thinsnap/v1/provisioner.pb-c.h"
 
@@ -27,30 +29,31 @@ typedef Thinsnap__V1__VM VM;
 typedef struct op {
         ts_rpc_call *call;
         const char *name, *subject;
-        struct timespec t0;
+        int64_t t0;
 } op;
 
 static void op_begin(op *o, ts_rpc_call *call, const char *name, const char *subject) {
-        *o = (op) { .call = call, .name = name, .subject = subject };
-        clock_gettime(CLOCK_MONOTONIC, &o->t0);
+        *o = (op) { .call = call, .name = name, .subject = subject, .t0 = ts_clock_mono_ns() };
 }
 
 static int op_end(op *o, int code) {
+        int64_t ns = ts_clock_mono_ns() - o->t0;
+        ts_opstats_record("provisioner", o->name, code, ns);
         if (ts_log_get_level() < TS_LOG_DEBUG && code == TS_RPC_OK)
                 return code;
-        struct timespec t1;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        double ms = (double) (t1.tv_sec - o->t0.tv_sec) * 1e3 +
-                    (double) (t1.tv_nsec - o->t0.tv_nsec) / 1e6;
-        char fields[256];
-        snprintf(fields, sizeof fields, "op=%s subject=\"%.64s\" ms=%.2f code=%s", o->name,
-                 o->subject ? o->subject : "", ms, ts_rpc_status_name(code));
+        double ms = (double) ns / 1e6;
+        char ms_text[32], subject[65];
+        snprintf(ms_text, sizeof ms_text, "%.2f", ms);
+        snprintf(subject, sizeof subject, "%s", o->subject ? o->subject : "");
         enum ts_log_level lvl = code == TS_RPC_OK || code == TS_RPC_NOT_FOUND ||
                                                 code == TS_RPC_ALREADY_EXISTS ||
                                                 code == TS_RPC_INVALID_ARGUMENT
                                         ? TS_LOG_DEBUG
                                         : TS_LOG_WARN;
-        ts_log_emit(lvl, 0, fields, "%s", code == TS_RPC_OK ? "done" : "failed");
+        ts_log_emit(lvl, 0, NULL,
+                    TS_LOG_FIELDS({ "op", o->name }, { "subject", subject }, { "ms", ms_text },
+                                  { "code", ts_rpc_status_name(code) }),
+                    "%s", code == TS_RPC_OK ? "done" : "failed");
         return code;
 }
 
@@ -326,9 +329,13 @@ static int h_list_images(ts_rpc_call *call, const ProtobufCMessage *msg, void *u
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 if (!(resp.images[i] = image_msg(&a, v[i])))
                         r = -ENOMEM;
-                resp.total_content_bytes += v[i]->content_bytes;
-                resp.total_pool_bytes += v[i]->pool_bytes;
                 resp.n_images = i + 1;
+        }
+        if (r >= 0)
+                r = ts_prov_image_totals(ud, &resp.total_content_bytes, &resp.total_pool_bytes, &err);
+        if (r < 0) {
+                ts_prov_image_list_free(v, n);
+                return fail(&o, r, err);
         }
         int code = r < 0 ? fail(&o, r, NULL) : send(&o, &resp.base);
         ts_prov_image_list_free(v, n);
@@ -573,6 +580,146 @@ static int h_gc_vms(ts_rpc_call *call, const ProtobufCMessage *msg, void *ud) {
         return gc_send(&o, removed, failed);
 }
 
+/* ---- prepared images ---- */
+
+typedef Thinsnap__V1__PreparedImage PreparedImage;
+
+static PreparedImage *prepared_msg(ts_arena *a, const ts_prov_prepared *x) {
+        PreparedImage *m = ts_arena_alloc(a, sizeof(*m));
+        if (!m)
+                return NULL;
+        thinsnap__v1__prepared_image__init(m);
+        m->user_digest = str(x->user_digest);
+        m->name = str(x->name);
+        m->source = str(x->source);
+        m->agent_digest = str(x->agent_digest);
+        m->guest_path = str(x->guest_path);
+        m->entrypoint = (char *) (x->entrypoint == TS_PROV_ENTRYPOINT_AGENT ? "agent" : "keep");
+        m->digest = str(x->digest);
+        m->chain_id = str(x->chain_id);
+        m->layers = x->layers;
+        m->content_bytes = x->content_bytes;
+        m->pool_bytes = x->pool_bytes;
+        m->created_at = x->created_ns ? timestamp(a, x->created_ns) : NULL;
+        m->updated_at = x->updated_ns ? timestamp(a, x->updated_ns) : NULL;
+        m->changed = x->changed;
+        return m;
+}
+
+/* Progress of a prepare's warm, sent on its stream; a client gone stops it. */
+static int prepare_progress(void *userdata, const ts_prov_warm_status *s) {
+        op *o = userdata;
+        if (ts_rpc_call_cancelled(o->call))
+                return -ECANCELED;
+        if (!s)
+                return 0;
+        _cleanup_arena_ ts_arena a = { 0 };
+        Thinsnap__V1__PrepareImageStatus m = THINSNAP__V1__PREPARE_IMAGE_STATUS__INIT;
+        m.warm = status_msg(&a, s);
+        return m.warm ? ts_rpc_call_send(o->call, &m.base) : -ENOMEM;
+}
+
+static void limits_from(const Thinsnap__V1__PrepareLimits *l, ts_prov_limits *ret) {
+        *ret = (ts_prov_limits) { 0 };
+        if (!l)
+                return;
+        *ret = (ts_prov_limits) {
+                .max_layers = l->max_layers,
+                .max_compressed_bytes = l->max_compressed_bytes,
+                .max_unpacked_bytes = l->max_unpacked_bytes,
+                .max_inodes = l->max_inodes,
+                .max_agent_bytes = l->max_agent_bytes,
+        };
+}
+
+static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *msg, void *ud) {
+        const Thinsnap__V1__PrepareImageRequest *req = (const void *) msg;
+        op o;
+        op_begin(&o, call, "prepare", req->digest);
+        int code = need(&o, "ref", req->ref);
+        if (code == TS_RPC_OK)
+                code = need(&o, "digest", req->digest);
+        if (code == TS_RPC_OK)
+                code = need(&o, "agent_path", req->agent_path);
+        if (code != TS_RPC_OK)
+                return code;
+        ts_error *err = NULL;
+        _cleanup_close_ int fd = -1;
+        int r = open_as_caller(call, req->agent_path, &fd, &err);
+        if (r < 0) {
+                ts_error_prefix(&err, r, "the agent");
+                return fail(&o, r, err);
+        }
+        ts_prov_prepare_request pr = {
+                .ref = req->ref,
+                .digest = req->digest,
+                .agent_fd = fd,
+                .guest_path = *req->guest_path ? req->guest_path : NULL,
+                /* The same numbers; another value is refused by name. */
+                .entrypoint = (ts_prov_entrypoint) req->entrypoint,
+                .plain_http = req->plain_http,
+                .username = *req->username ? req->username : NULL,
+                .password = *req->password ? req->password : NULL,
+                .ca_pem = req->ca_pem.data,
+                .ca_pem_len = req->ca_pem.len,
+                .progress = prepare_progress,
+                .userdata = &o,
+        };
+        limits_from(req->limits, &pr.limits);
+        ts_prov_prepared *x = NULL;
+        if ((r = ts_prov_prepare(ud, &pr, &x, &err)) < 0)
+                return fail(&o, r, err);
+        _cleanup_arena_ ts_arena a = { 0 };
+        Thinsnap__V1__PrepareImageStatus m = THINSNAP__V1__PREPARE_IMAGE_STATUS__INIT;
+        m.prepared = prepared_msg(&a, x);
+        code = m.prepared ? send(&o, &m.base) : fail(&o, -ENOMEM, NULL);
+        ts_prov_prepared_free(x);
+        return code;
+}
+
+static int h_list_prepared(ts_rpc_call *call, const ProtobufCMessage *msg, void *ud) {
+        op o;
+        op_begin(&o, call, "list-prepared", NULL);
+        ts_error *err = NULL;
+        ts_prov_prepared **v = NULL;
+        size_t n = 0;
+        Thinsnap__V1__ListPreparedImagesResponse resp = THINSNAP__V1__LIST_PREPARED_IMAGES_RESPONSE__INIT;
+        int r = ts_prov_prepared_list(ud, &v, &n, &resp.total_content_bytes, &resp.total_pool_bytes, &err);
+        if (r < 0)
+                return fail(&o, r, err);
+        _cleanup_arena_ ts_arena a = { 0 };
+        resp.images = ts_arena_array(&a, n, sizeof(*resp.images));
+        r = resp.images ? 0 : -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                if (!(resp.images[i] = prepared_msg(&a, v[i])))
+                        r = -ENOMEM;
+                resp.n_images = i + 1;
+        }
+        int code = r < 0 ? fail(&o, r, NULL) : send(&o, &resp.base);
+        ts_prov_prepared_list_free(v, n);
+        return code;
+}
+
+static int h_unprepare(ts_rpc_call *call, const ProtobufCMessage *msg, void *ud) {
+        const Thinsnap__V1__UnprepareImageRequest *req = (const void *) msg;
+        op o;
+        op_begin(&o, call, "unprepare", req->digest);
+        int code = need(&o, "digest", req->digest);
+        if (code != TS_RPC_OK)
+                return code;
+        ts_error *err = NULL;
+        bool existed = false;
+        char name[sizeof(TS_PROV_PREPARED_PREFIX) + 64];
+        int r = ts_prov_unprepare(ud, req->digest, &existed, &err);
+        if (r < 0)
+                return fail(&o, r, err);
+        snprintf(name, sizeof name, TS_PROV_PREPARED_PREFIX "%s", req->digest + strlen("sha256:"));
+        Thinsnap__V1__UnprepareImageResponse resp = THINSNAP__V1__UNPREPARE_IMAGE_RESPONSE__INIT;
+        resp.existed = existed;
+        resp.name = name;
+        return send(&o, &resp.base);
+}
+
 int ts_prov_service_register(ts_rpc_server *server, ts_prov *p) {
         static const ts_rpc_service_method methods[] = {
                 { "PullImage", h_pull, true },
@@ -586,6 +733,9 @@ int ts_prov_service_register(ts_rpc_server *server, ts_prov *p) {
                 { "Teardown", h_teardown, false },
                 { "ListVMs", h_list_vms, false },
                 { "GarbageCollectVMs", h_gc_vms, false },
+                { "PrepareImage", h_prepare, true },
+                { "ListPreparedImages", h_list_prepared, false },
+                { "UnprepareImage", h_unprepare, false },
         };
         return ts_rpc_server_add_service(server, &thinsnap__v1__provisioner__descriptor, methods,
                                          TS_ARRAY_SIZE(methods), p);

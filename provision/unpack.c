@@ -160,18 +160,7 @@ static int publish(prov_job *j, const char *name, const ts_ctrd_descriptor *targ
                 .labels = j->default_platform ? NULL : labels,
                 .target = *target,
         };
-        ts_error *e = NULL;
-        int r = ts_ctrd_image_create(j->c, &img, NULL, &e);
-        if (r == -EEXIST) {
-                ts_error_free(TAKE_PTR(e));
-                char *fields[] = { "target", "labels", NULL };
-                r = ts_ctrd_image_update(j->c, &img, fields, NULL, &e);
-                if (r == -ENOENT) { /* deleted between the two */
-                        ts_error_free(TAKE_PTR(e));
-                        r = ts_ctrd_image_create(j->c, &img, NULL, &e);
-                }
-        }
-        return r < 0 ? ts_error_move(err, &e) : 0;
+        return prov_image_put(j->c, &img, err);
 }
 
 /* Remembers the chain the warm just made, so the first VM cut from it

@@ -31,6 +31,8 @@ struct prov_warm {
         char *key; /* what makes two warms the same: name and platform */
         prov_job job;
         char *name, *platform, *username, *password, *import_path, *import_name;
+        char *expected;
+        ts_prov_limits limits;
         void *ca_pem;
         ts_prov_warm_status st;
         uint64_t significant_seq; /* the last change besides byte counts */
@@ -209,6 +211,7 @@ static prov_warm *warm_free(prov_warm *w) {
         free(w->password);
         free(w->import_path);
         free(w->import_name);
+        free(w->expected);
         free(w->ca_pem);
         ts_prov_warm_status_done(&w->st);
         free(w);
@@ -286,7 +289,8 @@ static int warm_new(ts_prov *p, const ts_prov_warm_request *req, char *name, cha
         }
         *w = (prov_warm) { .p = p, .refs = 1, .name = name, .platform = platform };
         w->job = (prov_job) { .p = p, .w = w, .import_fd = -1 };
-        int r = asprintf(&w->key, "%s\n%s", name, platform) < 0 ? -ENOMEM : 0;
+        int r = asprintf(&w->key, "%s\n%s\n%s", name, platform,
+                         req->expected_digest ? req->expected_digest : "") < 0 ? -ENOMEM : 0;
         if (r >= 0 && req->import_fd >= 0 &&
             (w->job.import_fd = fcntl(req->import_fd, F_DUPFD_CLOEXEC, 3)) < 0)
                 r = -errno;
@@ -300,6 +304,8 @@ static int warm_new(ts_prov *p, const ts_prov_warm_request *req, char *name, cha
                 r = dup_opt(req->import_path, &w->import_path);
         if (r >= 0)
                 r = dup_opt(req->import_fd >= 0 ? req->name : NULL, &w->import_name);
+        if (r >= 0)
+                r = dup_opt(req->expected_digest, &w->expected);
         if (r >= 0 && !(w->st.ref = strdup(name)))
                 r = -ENOMEM;
         if (r < 0) {
@@ -322,6 +328,11 @@ static int warm_new(ts_prov *p, const ts_prov_warm_request *req, char *name, cha
         w->job.ca_pem_len = req->ca_pem_len;
         w->job.import_path = w->import_path;
         w->job.import_name = w->import_name;
+        w->job.expected_digest = w->expected;
+        if (req->limits) {
+                w->limits = *req->limits;
+                w->job.limits = &w->limits;
+        }
         w->st.started_ns = w->st.updated_ns = prov_now_ns();
         w->st.seq = 1;
         *ret = w;
@@ -349,8 +360,10 @@ int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm
                 return r;
         pthread_mutex_lock(&p->lock);
         prov_warm *w = p->warms;
+        const char *expected = req->expected_digest ? req->expected_digest : "";
         for (; w; w = w->next)
-                if (strcmp(w->name, name) == 0 && strcmp(w->platform, platform) == 0)
+                if (strcmp(w->name, name) == 0 && strcmp(w->platform, platform) == 0 &&
+                    strcmp(w->expected ? w->expected : "", expected) == 0)
                         break;
         if (w && !w->finished) {
                 w->refs++;
@@ -439,9 +452,18 @@ static int lease_ensure(prov_job *j, ts_error **err) {
                 LABEL_WARM_REF,      (char *) j->name,
                 LABEL_WARM_PLATFORM, (char *) j->platform,
                 LABEL_GC_EXPIRE,     expire,
-                j->import_path ? LABEL_WARM_IMPORT : NULL, (char *) j->import_path,
+                LABEL_WARM_IMPORT,   (char *) j->import_path,
+                LABEL_WARM_EXPECTED, (char *) j->expected_digest,
                 NULL,
         };
+        /* Drop the pairs without a value. */
+        size_t n = 6;
+        for (size_t i = 6; labels[i]; i += 2)
+                if (labels[i + 1]) {
+                        labels[n++] = labels[i];
+                        labels[n++] = labels[i + 1];
+                }
+        labels[n] = NULL;
         ts_error *e = NULL;
         int r = ts_ctrd_lease_create(j->c, j->lease, labels, NULL, &e);
         if (r == -EEXIST) {
@@ -529,7 +551,8 @@ static void requeue(ts_prov *p, char *const *labels) {
         const char *import = ts_ctrd_label(labels, LABEL_WARM_IMPORT);
         if (!ref)
                 return;
-        ts_prov_warm_request req = { .ref = ref, .platform = platform, .import_fd = -1 };
+        ts_prov_warm_request req = { .ref = ref, .platform = platform, .import_fd = -1,
+                                     .expected_digest = ts_ctrd_label(labels, LABEL_WARM_EXPECTED) };
         _cleanup_close_ int fd = -1;
         if (import) {
                 if ((fd = open(import, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
@@ -621,5 +644,14 @@ void prov_warm_stop_workers(ts_prov *p) {
         pthread_mutex_lock(&p->lock);
         while (p->warms)
                 unlink_locked(p->warms);
+        pthread_mutex_unlock(&p->lock);
+}
+
+void ts_prov_warm_counts(ts_prov *p, uint64_t ret[TS_PROV_WARM_FAILED + 1]) {
+        memset(ret, 0, (TS_PROV_WARM_FAILED + 1) * sizeof(*ret));
+        pthread_mutex_lock(&p->lock);
+        for (const prov_warm *w = p->warms; w; w = w->next)
+                if ((unsigned) w->st.state <= TS_PROV_WARM_FAILED)
+                        ret[w->st.state]++;
         pthread_mutex_unlock(&p->lock);
 }

@@ -28,6 +28,8 @@ typedef struct prov_job {
         int import_fd;         /* import: the tarball; -1 for a pull */
         const char *import_path;
         const char *import_name; /* import: NULL means the tarball's own names */
+        const char *expected_digest; /* pull: what the reference must resolve to; NULL: any */
+        const ts_prov_limits *limits; /* pull: manifest limits; NULL: none */
 } prov_job;
 
 /* True once the provisioner is stopping: a step returns -ECANCELED soon. */
@@ -116,3 +118,7 @@ typedef int (*prov_layer_wait_fn)(void *userdata, size_t i, ts_error **err);
  * record. Returns 0 or -errno; nothing is published on failure. */
 int prov_unpack_and_publish(prov_job *j, const prov_docs *d, prov_layer_wait_fn wait,
                             void *userdata, ts_error **err);
+
+/* -EBADMSG naming both digests when the job expects another digest than
+ * target (what its reference resolved to); else 0. */
+int prov_job_check_target(const prov_job *j, const char *target, ts_error **err);

@@ -117,7 +117,20 @@ struct ts_rpc_server {
         struct ts_rpc_call *done_head;
         unsigned n_queued; /* dispatched, handler not started yet */
         bool shutdown_requested;
+
+        /* ts_rpc_server_stats, changed and read with atomics (any thread). */
+        uint64_t stat_connections, stat_calls, stat_connections_total, stat_calls_total;
+        uint64_t stat_limits[TS_RPC_LIMIT_N];
 };
+
+static inline void ts_rpc_server_stat_add(uint64_t *counter, int64_t n) {
+        __atomic_fetch_add(counter, (uint64_t) n, __ATOMIC_RELAXED);
+}
+
+/* A limit of the options was hit. */
+static inline void ts_rpc_server_limit_hit(ts_rpc_server *s, ts_rpc_limit l) {
+        ts_rpc_server_stat_add(&s->stat_limits[l], 1);
+}
 
 /* Feeds bytes to a fresh connection that has no socket, runs the loop
  * until every handler finished, then tears the connection down. What the

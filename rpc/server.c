@@ -102,6 +102,7 @@ static void conn_close(rpc_conn *c) {
         if (c->h2.closing)
                 return;
         c->server->n_conns--;
+        ts_rpc_server_stat_add(&c->server->stat_connections, -1);
         while (c->calls)
                 ts_rpc_stream_detach(c->calls);
         ts_rpc_conn_close(&c->h2, false);
@@ -146,6 +147,7 @@ static bool check_use(rpc_conn *c, uint64_t now, uint64_t *next) {
                 uint64_t due = c->created + o->handshake_timeout_ms;
                 if (now >= due) {
                         log_debug("rpc: closing a connection that sent no HTTP/2 preface");
+                        ts_rpc_server_limit_hit(c->server, TS_RPC_LIMIT_HANDSHAKE_TIMEOUT);
                         conn_abort(c);
                         return false;
                 }
@@ -153,6 +155,7 @@ static bool check_use(rpc_conn *c, uint64_t now, uint64_t *next) {
         } else if (!c->calls) {
                 uint64_t due = c->idle_since + o->idle_timeout_ms;
                 if (now >= due) {
+                        ts_rpc_server_limit_hit(c->server, TS_RPC_LIMIT_IDLE_TIMEOUT);
                         conn_retire(c);
                         return false;
                 }
@@ -169,6 +172,7 @@ static bool conn_check(rpc_conn *c, uint64_t now, uint64_t *next) {
                 uint64_t due = c->h2.write_since + c->server->opts.send_timeout_ms;
                 if (now >= due) {
                         log_debug("rpc: closing a connection that does not read");
+                        ts_rpc_server_limit_hit(c->server, TS_RPC_LIMIT_SEND_TIMEOUT);
                         conn_abort(c);
                         return false;
                 }
@@ -257,6 +261,8 @@ static int conn_new(ts_rpc_server *s, rpc_conn **ret) {
                 s->conns->prev = c;
         s->conns = c;
         s->n_conns++;
+        ts_rpc_server_stat_add(&s->stat_connections, 1);
+        ts_rpc_server_stat_add(&s->stat_connections_total, 1);
         *ret = c;
         return 0;
 }
@@ -288,6 +294,7 @@ static bool evict_idle(ts_rpc_server *s) {
         if (!oldest)
                 return false;
         log_debug("rpc: %u connections open: closing the longest idle", s->n_conns);
+        ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_CONNECTION_EVICTED);
         conn_retire(oldest);
         return true;
 }
@@ -317,6 +324,7 @@ static void serve(ts_rpc_server *s, int fd) {
 
         if (s->n_conns >= s->opts.max_connections && !evict_idle(s)) {
                 log_debug("rpc: refusing a connection: %u connections, all busy", s->n_conns);
+                ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_MAX_CONNECTIONS);
                 close(fd);
                 return;
         }
@@ -363,6 +371,7 @@ static bool accept_and_drop(ts_rpc_server *s) {
 
 static void accept_failed(ts_rpc_server *s, int e) {
         log_debug("rpc: accept: %s", strerror(e));
+        ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_ACCEPT_FAILED);
         if ((e == EMFILE || e == ENFILE) && accept_and_drop(s))
                 return;
         /* Nothing to free now (memory, descriptors): rest, then try again,
@@ -751,4 +760,36 @@ int ts_rpc_server_feed_session(ts_rpc_server *s, const uint8_t *data, size_t len
         if (lost)
                 return -ENOMEM;
         return n < 0 ? -EPROTO : 0;
+}
+
+const char *ts_rpc_limit_name(ts_rpc_limit l) {
+        static const char *const names[TS_RPC_LIMIT_N] = {
+                [TS_RPC_LIMIT_MAX_CONNECTIONS] = "max_connections",
+                [TS_RPC_LIMIT_CONNECTION_EVICTED] = "max_connections_idle_closed",
+                [TS_RPC_LIMIT_MAX_CONCURRENT_STREAMS] = "max_concurrent_streams",
+                [TS_RPC_LIMIT_MAX_HEADER_LIST_SIZE] = "max_header_list_size",
+                [TS_RPC_LIMIT_MAX_MESSAGE_SIZE] = "max_message_size",
+                [TS_RPC_LIMIT_MAX_QUEUED_CALLS] = "max_queued_calls",
+                [TS_RPC_LIMIT_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+                [TS_RPC_LIMIT_REQUEST_TIMEOUT] = "request_timeout",
+                [TS_RPC_LIMIT_IDLE_TIMEOUT] = "idle_timeout",
+                [TS_RPC_LIMIT_SEND_TIMEOUT] = "send_timeout",
+                [TS_RPC_LIMIT_ACCEPT_FAILED] = "accept_failed",
+        };
+        return (unsigned) l < TS_RPC_LIMIT_N ? names[l] : "unknown";
+}
+
+void ts_rpc_server_stats_get(ts_rpc_server *s, ts_rpc_server_stats *ret) {
+        ts_rpc_server_stats st = {
+                .connections = __atomic_load_n(&s->stat_connections, __ATOMIC_RELAXED),
+                .calls = __atomic_load_n(&s->stat_calls, __ATOMIC_RELAXED),
+                .connections_total = __atomic_load_n(&s->stat_connections_total, __ATOMIC_RELAXED),
+                .calls_total = __atomic_load_n(&s->stat_calls_total, __ATOMIC_RELAXED),
+        };
+        for (int i = 0; i < TS_RPC_LIMIT_N; i++)
+                st.limit_hits[i] = __atomic_load_n(&s->stat_limits[i], __ATOMIC_RELAXED);
+        pthread_mutex_lock(&s->lock);
+        st.queued_calls = s->n_queued;
+        pthread_mutex_unlock(&s->lock);
+        *ret = st;
 }

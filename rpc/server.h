@@ -138,6 +138,40 @@ int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_err
  * blocked on the calling thread while it runs. Returns 0 or -errno. */
 int ts_rpc_server_run(ts_rpc_server *s, ts_error **err);
 
+/* The limits of ts_rpc_server_options, as ts_rpc_server_stats counts their
+ * hits. */
+typedef enum ts_rpc_limit {
+        TS_RPC_LIMIT_MAX_CONNECTIONS,        /* a new connection closed: every one had a call */
+        TS_RPC_LIMIT_CONNECTION_EVICTED,     /* an idle connection closed to make room */
+        TS_RPC_LIMIT_MAX_CONCURRENT_STREAMS, /* a stream refused (RST_STREAM REFUSED_STREAM) */
+        TS_RPC_LIMIT_MAX_HEADER_LIST_SIZE,
+        TS_RPC_LIMIT_MAX_MESSAGE_SIZE,
+        TS_RPC_LIMIT_MAX_QUEUED_CALLS,
+        TS_RPC_LIMIT_HANDSHAKE_TIMEOUT,
+        TS_RPC_LIMIT_REQUEST_TIMEOUT,
+        TS_RPC_LIMIT_IDLE_TIMEOUT,
+        TS_RPC_LIMIT_SEND_TIMEOUT,
+        TS_RPC_LIMIT_ACCEPT_FAILED, /* out of memory or descriptors at accept */
+        TS_RPC_LIMIT_N,
+} ts_rpc_limit;
+
+/* The limit's name, as its option is called ("max_connections"). */
+const char *ts_rpc_limit_name(ts_rpc_limit l);
+
+/* What a server holds now, and what it did and refused since it was made. */
+typedef struct ts_rpc_server_stats {
+        uint64_t connections;        /* open now */
+        uint64_t calls;              /* streams with a call, now */
+        uint64_t queued_calls;       /* calls waiting for a handler thread, now */
+        uint64_t connections_total;  /* accepted */
+        uint64_t calls_total;        /* streams opened */
+        uint64_t limit_hits[TS_RPC_LIMIT_N];
+} ts_rpc_server_stats;
+
+/* Reads the server's figures. Read-only; safe from any thread for as long
+ * as the server exists. */
+void ts_rpc_server_stats_get(ts_rpc_server *s, ts_rpc_server_stats *ret);
+
 /* Asks for a graceful shutdown. Safe from any thread and from a signal
  * handler; returns at once. */
 void ts_rpc_server_shutdown(ts_rpc_server *s);

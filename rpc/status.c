@@ -39,6 +39,7 @@ int ts_rpc_status_from_errno(int errnum) {
         case EEXIST:
                 return TS_RPC_ALREADY_EXISTS;
         case EINVAL:
+        case E2BIG:
         case EBADMSG:
         case ENAMETOOLONG:
                 return TS_RPC_INVALID_ARGUMENT;

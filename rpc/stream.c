@@ -20,6 +20,7 @@ static void timer_free_cb(uv_handle_t *h) {
 }
 
 static void call_free(ts_rpc_call *call) {
+        ts_rpc_server_stat_add(&call->server->stat_calls, -1);
         if (call->timer)
                 uv_close((uv_handle_t *) call->timer, timer_free_cb);
         ts_rpc_bufq_clear(&call->out);
@@ -57,6 +58,8 @@ static int call_new(rpc_conn *c, int32_t stream_id, ts_rpc_call **ret) {
         call->conn = c;
         call->stream_id = stream_id;
         call->refs = 1;
+        ts_rpc_server_stat_add(&s->stat_calls, 1);
+        ts_rpc_server_stat_add(&s->stat_calls_total, 1);
         call->has_peer = c->has_peer;
         call->peer_uid = c->peer.uid;
         call->peer_gid = c->peer.gid;
@@ -293,16 +296,20 @@ void ts_rpc_stream_check(ts_rpc_call *call, uint64_t now, uint64_t *next_due) {
         if (!call->conn)
                 return;
         if (!call->request_done && !call->final_set && !call->finished) {
-                if (now >= call->request_due)
+                if (now >= call->request_due) {
+                        ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_REQUEST_TIMEOUT);
                         return call_fail(call, TS_RPC_DEADLINE_EXCEEDED,
                                          "request not complete within %" PRIu32 " ms",
                                          s->opts.request_timeout_ms);
+                }
                 lower(next_due, call->request_due);
         }
         if (call->stall_since && !call->finished) {
                 uint64_t due = call->stall_since + s->opts.send_timeout_ms;
-                if (now >= due)
+                if (now >= due) {
+                        ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_SEND_TIMEOUT);
                         return reset_stalled(call);
+                }
                 lower(next_due, due);
         }
 }
@@ -435,10 +442,12 @@ static void dispatch(ts_rpc_call *call) {
         if (call->n_req != 1)
                 return call_fail(call, TS_RPC_INTERNAL, "expected one request message, got %u",
                                  call->n_req);
-        if (!enqueue(call))
+        if (!enqueue(call)) {
+                ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_MAX_QUEUED_CALLS);
                 return call_fail(call, TS_RPC_RESOURCE_EXHAUSTED,
                                  "server busy: %" PRIu32 " calls wait for a handler already",
                                  s->opts.max_queued_calls);
+        }
         if (s->pool) {
                 call->job.run = job_run;
                 ts_rpc_pool_submit(s->pool, &call->job);
@@ -584,10 +593,12 @@ static void start_deadline(ts_rpc_call *call) {
 static void request_headers_done(ts_rpc_call *call) {
         ts_rpc_server *s = call->server;
 
-        if (call->headers_too_big)
+        if (call->headers_too_big) {
+                ts_rpc_server_limit_hit(s, TS_RPC_LIMIT_MAX_HEADER_LIST_SIZE);
                 return call_fail(call, TS_RPC_RESOURCE_EXHAUSTED,
                                  "request headers larger than %" PRIu32 " bytes",
                                  s->opts.max_header_list_size);
+        }
         if (!call->http_method || strcmp(call->http_method, "POST") != 0)
                 return respond_http(call, "405");
         if (!call->content_type || strncmp(call->content_type, "application/grpc", 16) != 0)
@@ -641,11 +652,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         }
         call->window_held += len;
         int r = ts_rpc_deframer_feed(&call->deframer, data, len, on_message, call);
-        if (r == -EMSGSIZE)
+        if (r == -EMSGSIZE) {
+                ts_rpc_server_limit_hit(call->server, TS_RPC_LIMIT_MAX_MESSAGE_SIZE);
                 call_fail(call, TS_RPC_RESOURCE_EXHAUSTED,
                           "request message larger than max (%" PRIu32 " bytes)",
                           call->deframer.max_message);
-        else if (r == -EBADMSG)
+        } else if (r == -EBADMSG)
                 call_fail(call, TS_RPC_INTERNAL, "bad message flag byte");
         else if (r == -ENOMEM)
                 call_fail(call, TS_RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -697,6 +709,15 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 
 /* ---- session callbacks ---- */
 
+/* A stream past max_concurrent_streams is refused by nghttp2 itself. */
+static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame, int lib_error_code,
+                            void *ud) {
+        rpc_conn *c = ud;
+        if (lib_error_code == NGHTTP2_ERR_REFUSED_STREAM)
+                ts_rpc_server_limit_hit(c->server, TS_RPC_LIMIT_MAX_CONCURRENT_STREAMS);
+        return 0;
+}
+
 static nghttp2_session_callbacks *callbacks;
 static nghttp2_option *session_option;
 static uv_once_t callbacks_once = UV_ONCE_INIT;
@@ -720,6 +741,7 @@ static void callbacks_init(void) {
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, on_frame_send);
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, on_invalid_frame);
 }
 
 const nghttp2_session_callbacks *ts_rpc_stream_callbacks(void) {

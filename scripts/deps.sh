@@ -9,6 +9,10 @@ PKGS=(
   libdevmapper-dev libext2fs-dev e2fsprogs libblkid-dev libjson-c-dev
   libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev liblmdb-dev
   libcurl4-openssl-dev libssl-dev check
+  # containerd matches "~=" filters with Go's regexp: libre2 has its syntax and linear time
+  libre2-dev
+  # thinsnapd's metrics endpoint (HTTP)
+  libmicrohttpd-dev
   # real-kernel lane (QEMU guest booting Debian's kernel)
   qemu-system-x86 busybox-static cpio kmod dmsetup udev thin-provisioning-tools
   # peers and independent clients used by tests and benchmarks

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,19 +16,37 @@
 
 #define STORE_FORMAT_VERSION 1u
 #define RECORD_VERSION 1u
-#define DEFAULT_MAP_SIZE (1ull << 30)
+#define DEFAULT_MAP_SIZE (32ull << 20)
+#define DEFAULT_MAP_MAX (1ull << 30)
+#define MIN_MAP_MAX (256ull << 10)
+#define MIN_RESERVE (64ull << 10)
+#define MAX_RESERVE (1ull << 20)
+#define RESERVE_KEY "reserve"
 
 struct ts_store {
         MDB_env *env;
         MDB_dbi snapshots, devices, bases, meta;
         uint32_t dev_id_max;
         size_t max_key;
+        char *root;
+        uint64_t map_max, reserve, page_size;
+
+        /* The map may only be resized while no transaction of this process is
+         * open (LMDB unmaps it): begin waits while a resize is pending, and the
+         * resize waits for the open transactions to end. */
+        pthread_mutex_t gate;
+        pthread_cond_t gate_cond;
+        unsigned open_txns;
+        bool resizing;
+        uint64_t map_size; /* under gate */
 };
 
 struct ts_store_txn {
         ts_store *store;
         MDB_txn *txn;
         bool write;
+        bool map_full; /* a write failed with MDB_MAP_FULL: growing the map may help */
+        bool adds_data; /* a write that must leave the reserve alone (check_room) */
 };
 
 /* ---- the one LMDB adapter: MDB_* -> -errno ---- */
@@ -69,12 +88,34 @@ static int mdb_errno(int rc) {
 }
 
 /* Sets err from an LMDB return code, with LMDB's own text. Returns -errno. */
+_printf_(3, 0) static int mdb_failv(ts_error **err, int rc, const char *fmt, va_list ap) {
+        return ts_error_setv_cause(err, mdb_errno(rc), mdb_strerror(rc), fmt, ap);
+}
+
 _printf_(3, 4) static int mdb_fail(ts_error **err, int rc, const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
-        int r = ts_error_setv_cause(err, mdb_errno(rc), mdb_strerror(rc), fmt, ap);
+        int r = mdb_failv(err, rc, fmt, ap);
         va_end(ap);
         return r;
+}
+
+/* mdb_fail for a write in t: notes a full map, so that ts_store_write grows it. */
+_printf_(4, 5) static int write_fail(ts_store_txn *t, ts_error **err, int rc, const char *fmt, ...) {
+        if (rc == MDB_MAP_FULL)
+                t->map_full = true;
+        va_list ap;
+        va_start(ap, fmt);
+        int r = mdb_failv(err, rc, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+static void error_clear(ts_error **err) {
+        if (err) {
+                ts_error_free(*err);
+                *err = NULL;
+        }
 }
 
 static int64_t now_ns(void) {
@@ -488,7 +529,7 @@ static int meta_put_u64(ts_store_txn *t, const char *name, uint64_t value, ts_er
         MDB_val k = { .mv_size = strlen(name), .mv_data = (void *) name }, v = { .mv_size = 8, .mv_data = b };
         int rc = mdb_put(t->txn, t->store->meta, &k, &v, 0);
         if (rc)
-                return mdb_fail(err, rc, "write meta %s", name);
+                return write_fail(t, err, rc, "write meta %s", name);
         return 0;
 }
 
@@ -508,8 +549,17 @@ static int resolve_options(const char *root, const ts_store_options *opts, ts_st
         ts_store_options o = opts ? *opts : (ts_store_options){};
         if (!root || !*root)
                 return ts_error_setf_plain(err, EINVAL, "store root is required");
+        if (o.map_max == 0)
+                o.map_max = o.map_size > DEFAULT_MAP_MAX ? o.map_size : DEFAULT_MAP_MAX;
+        if (o.map_max < MIN_MAP_MAX)
+                return ts_error_setf_plain(err, EINVAL, "store map maximum %" PRIu64 " bytes is below the least, %llu",
+                                           o.map_max, MIN_MAP_MAX);
         if (o.map_size == 0)
-                o.map_size = DEFAULT_MAP_SIZE;
+                o.map_size = o.map_max < DEFAULT_MAP_SIZE ? o.map_max : DEFAULT_MAP_SIZE;
+        if (o.map_size > o.map_max)
+                return ts_error_setf_plain(err, EINVAL,
+                                           "store map size %" PRIu64 " bytes is above its maximum %" PRIu64,
+                                           o.map_size, o.map_max);
         if (o.dev_id_max == 0)
                 o.dev_id_max = TS_STORE_DEV_ID_MAX;
         if (o.dev_id_max > TS_STORE_DEV_ID_MAX)
@@ -535,6 +585,19 @@ static int open_env(ts_store *s, const char *root, const ts_store_options *o, ts
         if (rc)
                 return mdb_fail(err, rc, "store %s: open", root);
         s->max_key = (size_t) mdb_env_get_maxkeysize(s->env);
+        MDB_envinfo info;
+        MDB_stat st;
+        rc = mdb_env_info(s->env, &info);
+        if (rc == 0)
+                rc = mdb_env_stat(s->env, &st);
+        if (rc)
+                return mdb_fail(err, rc, "store %s: read environment", root);
+        /* LMDB raises the map to the data already stored, whatever was asked */
+        s->map_size = info.me_mapsize;
+        s->page_size = st.ms_psize;
+        s->map_max = o->map_max > s->map_size ? o->map_max : s->map_size;
+        s->reserve = s->map_max / 64;
+        s->reserve = s->reserve < MIN_RESERVE ? MIN_RESERVE : s->reserve > MAX_RESERVE ? MAX_RESERVE : s->reserve;
         /* Reader slots of a process that died (a crash) would pin old pages forever. */
         int dead = 0;
         rc = mdb_reader_check(s->env, &dead);
@@ -594,14 +657,17 @@ int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret
         if (!s)
                 return -ENOMEM;
         s->dev_id_max = o.dev_id_max;
-        r = open_env(s, root, &o, err);
+        pthread_mutex_init(&s->gate, NULL);
+        pthread_cond_init(&s->gate_cond, NULL);
+        s->root = strdup(root);
+        r = s->root ? open_env(s, root, &o, err) : -ENOMEM;
         if (r >= 0)
                 r = open_databases(s, root, err);
         if (r < 0) {
                 ts_store_close(s);
                 return r;
         }
-        log_debug("store opened root=%s", root);
+        log_debug("store opened root=%s map_size=%" PRIu64 " map_max=%" PRIu64, root, s->map_size, s->map_max);
         *ret = s;
         return 0;
 }
@@ -609,17 +675,37 @@ int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret
 ts_store *ts_store_close(ts_store *s) {
         if (s) {
                 mdb_env_close(s->env);
+                pthread_cond_destroy(&s->gate_cond);
+                pthread_mutex_destroy(&s->gate);
+                free(s->root);
                 free(s);
         }
         return NULL;
+}
+
+static void gate_enter(ts_store *s) {
+        pthread_mutex_lock(&s->gate);
+        while (s->resizing)
+                pthread_cond_wait(&s->gate_cond, &s->gate);
+        s->open_txns++;
+        pthread_mutex_unlock(&s->gate);
+}
+
+static void gate_leave(ts_store *s) {
+        pthread_mutex_lock(&s->gate);
+        if (--s->open_txns == 0 && s->resizing)
+                pthread_cond_broadcast(&s->gate_cond);
+        pthread_mutex_unlock(&s->gate);
 }
 
 int ts_store_begin(ts_store *s, bool write, ts_store_txn **ret, ts_error **err) {
         ts_store_txn *t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
+        gate_enter(s);
         int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
         if (rc) {
+                gate_leave(s);
                 free(t);
                 return mdb_fail(err, rc, "begin %s transaction", write ? "write" : "read");
         }
@@ -629,23 +715,144 @@ int ts_store_begin(ts_store *s, bool write, ts_store_txn **ret, ts_error **err) 
         return 0;
 }
 
-int ts_store_txn_commit(ts_store_txn *t, ts_error **err) {
-        if (!t)
-                return -EINVAL;
+/* Commits t and frees it; *ret_map_full tells whether the commit failed for a
+ * full map. */
+static int txn_commit(ts_store_txn *t, bool *ret_map_full, ts_error **err) {
+        ts_store *s = t->store;
         int rc = mdb_txn_commit(t->txn);
+        *ret_map_full = t->map_full || rc == MDB_MAP_FULL;
         free(t);
+        gate_leave(s);
         if (rc)
                 return mdb_fail(err, rc, "commit transaction");
         return 0;
 }
 
+int ts_store_txn_commit(ts_store_txn *t, ts_error **err) {
+        if (!t)
+                return -EINVAL;
+        bool full;
+        return txn_commit(t, &full, err);
+}
+
 ts_store_txn *ts_store_txn_abort(ts_store_txn *t) {
         if (t) {
+                ts_store *s = t->store;
                 mdb_txn_abort(t->txn);
                 free(t);
+                gate_leave(s);
         }
         return NULL;
 }
+
+void ts_store_map(ts_store *s, uint64_t *ret_size, uint64_t *ret_max) {
+        pthread_mutex_lock(&s->gate);
+        *ret_size = s->map_size;
+        pthread_mutex_unlock(&s->gate);
+        *ret_max = s->map_max;
+}
+
+/* Doubles the map (capped at its maximum) unless another writer has grown it
+ * since it was from bytes. The caller holds no transaction. */
+static int grow_map(ts_store *s, uint64_t from, ts_error **err) {
+        pthread_mutex_lock(&s->gate);
+        while (s->resizing)
+                pthread_cond_wait(&s->gate_cond, &s->gate);
+        if (s->map_size != from) {
+                pthread_mutex_unlock(&s->gate);
+                return 0;
+        }
+        s->resizing = true;
+        while (s->open_txns > 0)
+                pthread_cond_wait(&s->gate_cond, &s->gate);
+        uint64_t size = from > s->map_max / 2 ? s->map_max : from * 2;
+        int rc = mdb_env_set_mapsize(s->env, (size_t) size);
+        if (rc == 0)
+                s->map_size = size;
+        s->resizing = false;
+        pthread_cond_broadcast(&s->gate_cond);
+        pthread_mutex_unlock(&s->gate);
+        if (rc)
+                return mdb_fail(err, rc, "store %s: grow the map to %" PRIu64 " bytes", s->root, size);
+        log_debug("store map grown root=%s map_size=%" PRIu64 " map_max=%" PRIu64, s->root, size, s->map_max);
+        return 0;
+}
+
+/* The reserve is one value of s->reserve bytes in meta, pages LMDB keeps
+ * in one run (an overflow value): writes that add data need it in place,
+ * and put it back when a removal took it, so they never use its pages. A
+ * write that only shrinks the data (a removal, a recovery step) and finds
+ * the map full at its maximum releases it and runs again: then it finds
+ * free pages, also a run for a record that spans several (LMDB copies a
+ * record on every change, and a fragmented free list has no such run). */
+static int check_room(ts_store_txn *t, const char *what, ts_error **err) {
+        ts_store *s = t->store;
+        t->adds_data = true;
+        MDB_val k = { .mv_size = strlen(RESERVE_KEY), .mv_data = (void *) RESERVE_KEY }, v;
+        int rc = mdb_get(t->txn, s->meta, &k, &v);
+        if (rc == 0)
+                return 0;
+        if (rc != MDB_NOTFOUND)
+                return mdb_fail(err, rc, "read the store's reserve");
+        v.mv_size = s->reserve;
+        rc = mdb_put(t->txn, s->meta, &k, &v, MDB_RESERVE);
+        if (rc)
+                return write_fail(t, err, rc, "%s: put the store's reserve back", what);
+        memset(v.mv_data, 0, v.mv_size);
+        return 0;
+}
+
+static int release_reserve(ts_store_txn *t, void *userdata, ts_error **err) {
+        (void) userdata;
+        MDB_val k = { .mv_size = strlen(RESERVE_KEY), .mv_data = (void *) RESERVE_KEY };
+        int rc = mdb_del(t->txn, t->store->meta, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+                return -ENOENT;
+        if (rc)
+                return write_fail(t, err, rc, "release the store's reserve");
+        return 0;
+}
+
+/* -ENOSPC for a write the store has no room for at its largest map. */
+static int full_error(ts_store *s, ts_error **err, const char *what) {
+        uint64_t size, max;
+        ts_store_map(s, &size, &max);
+        return ts_error_setf_plain(err, ENOSPC,
+                                   "%s: snapshot store %s is full: its map is %" PRIu64 " KiB, its maximum of %" PRIu64
+                                   " KiB, of which %" PRIu64 " KiB are kept for removals; raise the maximum "
+                                   "(thinsnapd --store-map-max, store_map_max)",
+                                   what, s->root, size >> 10, max >> 10, s->reserve >> 10);
+}
+
+int ts_store_write(ts_store *s, ts_store_write_fn fn, void *userdata, ts_error **err) {
+        for (;;) {
+                uint64_t size, max;
+                ts_store_map(s, &size, &max);
+                ts_store_txn *t = NULL;
+                int r = ts_store_begin(s, true, &t, err);
+                if (r < 0)
+                        return r;
+                r = fn(t, userdata, err);
+                bool full = t->map_full, adds = t->adds_data;
+                if (r < 0)
+                        ts_store_txn_abort(t);
+                else
+                        r = txn_commit(t, &full, err);
+                if (r >= 0 || !full)
+                        return r;
+                error_clear(err);
+                if (size < max)
+                        r = grow_map(s, size, err);
+                else if (!adds && fn != release_reserve &&
+                         (r = ts_store_write(s, release_reserve, NULL, NULL)) >= 0)
+                        log_debug("store released its reserve root=%s", s->root);
+                else
+                        return full_error(s, err, adds ? "new data" : "write");
+                if (r < 0)
+                        return r;
+        }
+}
+
 
 /* ---- device ids ---- */
 
@@ -699,7 +906,7 @@ static int dev_alloc(ts_store_txn *t, const MDB_val *owner, uint32_t *ret, ts_er
         MDB_val k = { .mv_size = 4, .mv_data = kb };
         rc = mdb_put(t->txn, s->devices, &k, (MDB_val *) owner, MDB_NOOVERWRITE);
         if (rc)
-                return mdb_fail(err, rc, "reserve device id %u", found);
+                return write_fail(t, err, rc, "reserve device id %u", found);
         r = meta_put_u64(t, "next_dev", found >= s->dev_id_max ? 1 : (uint64_t) found + 1, err);
         if (r < 0)
                 return r;
@@ -719,7 +926,7 @@ static int dev_set_owner(ts_store_txn *t, uint32_t id, const MDB_val *owner, boo
         }
         int rc = mdb_put(t->txn, t->store->devices, &k, (MDB_val *) owner, 0);
         if (rc)
-                return mdb_fail(err, rc, "device id %u: set owner", id);
+                return write_fail(t, err, rc, "device id %u: set owner", id);
         return 0;
 }
 
@@ -729,7 +936,7 @@ static int dev_free(ts_store_txn *t, uint32_t id, ts_error **err) {
         MDB_val k = { .mv_size = 4, .mv_data = kb };
         int rc = mdb_del(t->txn, t->store->devices, &k, NULL);
         if (rc && rc != MDB_NOTFOUND)
-                return mdb_fail(err, rc, "free device id %u", id);
+                return write_fail(t, err, rc, "free device id %u", id);
         return 0;
 }
 
@@ -843,7 +1050,7 @@ static int put_record(ts_store_txn *t, const dbkey *key, const ts_store_info *i,
         if (rc == MDB_KEYEXIST)
                 return ts_error_setf_plain(err, EEXIST, "snapshot %s: already exists", i->name);
         if (rc)
-                return mdb_fail(err, rc, "write snapshot %s", i->name);
+                return write_fail(t, err, rc, "write snapshot %s", i->name);
         return 0;
 }
 
@@ -971,7 +1178,9 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
                 return ts_error_setf_plain(err, EEXIST, "snapshot %s: already exists", key);
 
         _cleanup_store_info_ ts_store_info i = { .kind = kind, .state = TS_STATE_CREATING, .dev_size = dev_size };
-        r = new_record(ns, key, parent, labels, n_labels, &i, err);
+        r = check_room(t, key, err);
+        if (r >= 0)
+                r = new_record(ns, key, parent, labels, n_labels, &i, err);
         if (r >= 0)
                 r = assign_ids(t, &k, &i, err);
         if (r < 0)
@@ -1044,6 +1253,9 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
         if (i.state != TS_STATE_READY)
                 return ts_error_setf_plain(err, EBUSY, "snapshot %s is %s, not ready", key,
                                            ts_store_state_to_string(i.state));
+        r = check_room(t, name, err);
+        if (r < 0)
+                return r;
 
         ts_label *nl = NULL;
         size_t nn = 0;
@@ -1070,7 +1282,7 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
         MDB_val kv = kval(&k);
         int rc = mdb_del(t->txn, t->store->snapshots, &kv, NULL);
         if (rc)
-                return mdb_fail(err, rc, "delete active snapshot %s", key);
+                return write_fail(t, err, rc, "delete active snapshot %s", key);
 
         _cleanup_free_ uint8_t *ob = NULL;
         buf b = {};
@@ -1109,7 +1321,7 @@ int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error *
         MDB_val kv = kval(&k);
         int rc = mdb_del(t->txn, t->store->snapshots, &kv, NULL);
         if (rc)
-                return mdb_fail(err, rc, "delete snapshot %s", key);
+                return write_fail(t, err, rc, "delete snapshot %s", key);
         r = dev_free(t, i.dev_id, err);
         if (r < 0)
                 return r;
@@ -1166,6 +1378,8 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
                 }
         }
         labels_free(in, in_n);
+        if (r >= 0)
+                r = check_room(t, key, err);
         if (r < 0)
                 return r;
         i.updated_ns = now_ns();
@@ -1220,9 +1434,21 @@ int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_
         int r = ts_store_get(t, ns, key, &cur, err);
         if (r < 0)
                 return r;
+        /* A chain of distinct records is shorter than the number of records: a
+         * longer walk has met a record twice, a loop that only a damaged store
+         * can hold (a parent is committed before its child exists). */
+        MDB_stat st;
+        int rc = mdb_stat(t->txn, t->store->snapshots, &st);
+        if (rc)
+                return mdb_fail(err, rc, "count snapshots");
         ts_store_info *list = NULL;
         size_t n = 0;
         while (cur.parent && *cur.parent) {
+                if (n >= st.ms_entries) {
+                        ts_store_infos_free(list, n);
+                        return ts_error_setf_plain(err, EIO, "snapshot %s: parent chain loops (at %s after %zu parents)",
+                                                   key, cur.parent, n);
+                }
                 ts_store_info p = {};
                 r = ts_store_get(t, ns, cur.parent, &p, err);
                 if (r < 0) {
@@ -1275,7 +1501,7 @@ static int base_put(ts_store_txn *t, const ts_store_base *b, ts_error **err) {
         MDB_val k = { .mv_size = 8, .mv_data = kb }, v = { .mv_size = 5, .mv_data = vb };
         int rc = mdb_put(t->txn, t->store->bases, &k, &v, 0);
         if (rc)
-                return mdb_fail(err, rc, "write base device record");
+                return write_fail(t, err, rc, "write base device record");
         return 0;
 }
 
@@ -1306,6 +1532,9 @@ int ts_store_base_create(ts_store_txn *t, uint64_t size, ts_store_base *ret, ts_
                                            b.dev_id);
         if (r != -ENOENT)
                 return ts_store_base_get(t, size, &b, err);
+        r = check_room(t, "base device", err);
+        if (r < 0)
+                return r;
         uint8_t ob[9];
         ob[0] = 'B';
         be64(ob + 1, size);
@@ -1353,7 +1582,7 @@ int ts_store_base_delete(ts_store_txn *t, uint64_t size, ts_error **err) {
         MDB_val k = { .mv_size = 8, .mv_data = kb };
         int rc = mdb_del(t->txn, t->store->bases, &k, NULL);
         if (rc)
-                return mdb_fail(err, rc, "delete base device record");
+                return write_fail(t, err, rc, "delete base device record");
         return dev_free(t, b.dev_id, err);
 }
 
@@ -1400,4 +1629,18 @@ int ts_store_set_dev_cursor(ts_store_txn *t, uint32_t id, ts_error **err) {
         if (id < 1 || id > t->store->dev_id_max)
                 return ts_error_setf_plain(err, ERANGE, "device id %u outside 1..%u", id, t->store->dev_id_max);
         return meta_put_u64(t, "next_dev", id, err);
+}
+
+int ts_store_set_parent(ts_store_txn *t, const char *ns, const char *key, const char *parent, ts_error **err) {
+        _cleanup_dbkey_ dbkey k = {};
+        _cleanup_store_info_ ts_store_info i = {};
+        int r = load_for_write(t, "set parent", ns, key, &k, &i, err);
+        if (r < 0)
+                return r;
+        char *p = strdup(parent ? parent : "");
+        if (!p)
+                return -ENOMEM;
+        free(i.parent);
+        i.parent = p;
+        return store_record(t, &k, &i, NULL, err);
 }

@@ -22,13 +22,22 @@
  *   -ENOTEMPTY     FailedPrecondition  (remove of a snapshot that has children)
  *   -EBUSY         FailedPrecondition  (record is not in state READY: an operation on
  *                                       it is in progress; or commit of a non-active)
- *   -ENOSPC        ResourceExhausted   (no free thin device id; LMDB map full)
+ *   -ENOSPC        ResourceExhausted   (no free thin device id; LMDB map full, or
+ *                                       too close to its maximum for new data)
  *   -ERANGE        InvalidArgument     (device id out of the 24-bit range)
  *   -EIO, others   Internal            (LMDB corruption, I/O)
  * Functions taking `ts_error **err` also describe the failure there (NULL allowed).
  *
+ * Room: the writes that add data (create, commit, update, base_create) keep a
+ * reserve of pages in place (one value of 1/64 of map_max, 64 KiB to 1 MiB);
+ * when the map is full at map_max they fail with -ENOSPC ("room": the message
+ * names the map's size, its maximum and the option that raises it). The
+ * others (set_state, remove_begin, delete, the base's set_formatted and
+ * delete) run in ts_store_write release the reserve when they find the map
+ * full at its maximum, so removals and crash recovery get through.
+ *
  * A call that fails with a rule violation (-ENOENT, -EEXIST, -EINVAL, -ENAMETOOLONG,
- * -ENOTEMPTY, -EBUSY, -ENOSPC for device ids, -EROFS) has written nothing, and the
+ * -ENOTEMPTY, -EBUSY, -ENOSPC for device ids or room, -EROFS) has written nothing, and the
  * transaction stays usable. After any other failure (LMDB's own, -ENOMEM) the
  * transaction must be aborted.
  *
@@ -97,7 +106,11 @@ typedef struct ts_store_info {
 } ts_store_info;
 
 typedef struct ts_store_options {
-        uint64_t map_size;  /* LMDB map size in bytes; 0 = 1 GiB (sparse) */
+        uint64_t map_size;  /* LMDB map size to start with, bytes; 0 = 32 MiB (or map_max
+                             * when smaller). The map is sparse: only data uses disk. */
+        uint64_t map_max;   /* ts_store_write grows the map up to this; 0 = 1 GiB, or map_size
+                             * when larger. At least 256 KiB. A reserve (see Room) is kept
+                             * for writes that do not add data. */
         uint32_t dev_id_max; /* highest device id to hand out; 0 = TS_STORE_DEV_ID_MAX.
                               * Tests lower it to reach exhaustion cheaply. */
         bool no_sync;        /* MDB_NOSYNC: for tests only, gives up durability */
@@ -122,7 +135,8 @@ typedef struct ts_store_device {
 /* ---- environment ---- */
 
 /* Opens (creating when missing, mode 0700) the directory root and the store in it
- * (data.mdb, lock.mdb). opts may be NULL for defaults.
+ * (data.mdb, lock.mdb). opts may be NULL for defaults. A store holding more data
+ * than map_size (or map_max) opens with the map raised to its data.
  * Returns 0, -ENOENT/-EACCES/-ENOTDIR (root), -EINVAL (bad options, or a store of
  * an unknown format version), -EIO, -ENOMEM. */
 int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret, ts_error **err);
@@ -142,6 +156,18 @@ int ts_store_begin(ts_store *s, bool write, ts_store_txn **ret, ts_error **err);
 /* Commits (write) or ends (read) the transaction; always frees txn, also on failure
  * (then nothing was written). Returns 0, -ENOSPC (map full), -EIO. */
 int ts_store_txn_commit(ts_store_txn *txn, ts_error **err);
+
+/* Runs fn in a write transaction and commits it when fn returns >= 0. When fn or
+ * the commit fails for a full map, the transaction is aborted, the map grown
+ * (doubled, up to map_max) and fn run again from the start: fn must not depend
+ * on what an earlier run left in userdata. Growing waits until no transaction
+ * of this process is open, so the caller must hold none. Returns fn's or the
+ * commit's result; -ENOSPC when the map is full at its maximum. */
+typedef int (*ts_store_write_fn)(ts_store_txn *txn, void *userdata, ts_error **err);
+int ts_store_write(ts_store *s, ts_store_write_fn fn, void *userdata, ts_error **err);
+
+/* The map's current size and its maximum, in bytes. */
+void ts_store_map(ts_store *s, uint64_t *ret_size, uint64_t *ret_max);
 
 /* Aborts the transaction, discarding its writes (the way to end a read
  * transaction). Accepts NULL; returns NULL. */
@@ -182,7 +208,7 @@ int ts_store_set_state(ts_store_txn *txn, const char *ns, const char *key, ts_sn
  * containerd's order: name taken -> -EEXIST; key missing -> -ENOENT; key not active ->
  * -EBUSY (FailedPrecondition); key not READY -> -EBUSY. The parent's child count is
  * unchanged (the child is renamed, not added). Returns 0 or those, -EINVAL,
- * -ENAMETOOLONG, -EROFS, -EIO, -ENOMEM. ret_info (the committed record) may be NULL. */
+ * -ENAMETOOLONG, -ENOSPC (room), -EROFS, -EIO, -ENOMEM. ret_info (the committed record) may be NULL. */
 int ts_store_commit(ts_store_txn *txn, const char *ns, const char *key, const char *name,
                     const ts_label *labels, size_t n_labels, int64_t usage_size, int64_t usage_inodes,
                     ts_store_info *ret_info, ts_error **err);
@@ -203,8 +229,8 @@ int ts_store_delete(ts_store_txn *txn, const char *ns, const char *key, ts_error
 /* containerd's UpdateInfo. With no field paths, the labels are replaced. Field path
  * "labels" replaces all labels; "labels.<k>" sets label k to its value in labels, or
  * removes it when labels has no k (or an empty value). Any other path -> -EINVAL
- * (nothing written). updated = now. Returns 0, -ENOENT, -EINVAL, -EROFS, -EIO,
- * -ENOMEM. ret_info (the updated record) may be NULL. */
+ * (nothing written). updated = now. Returns 0, -ENOENT, -EINVAL, -ENOSPC (room), -EROFS,
+ * -EIO, -ENOMEM. ret_info (the updated record) may be NULL. */
 int ts_store_update(ts_store_txn *txn, const char *ns, const char *key, const ts_label *labels,
                     size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
                     ts_store_info *ret_info, ts_error **err);
@@ -223,7 +249,8 @@ int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *
 /* The parent chain of key, immediate parent first (containerd's ParentIDs order):
  * *ret_infos is an array of *ret_n records (0 and NULL for a snapshot without
  * parent), freed with ts_store_infos_free. Returns 0, -ENOENT (key or a parent
- * missing), -EIO, -ENOMEM. */
+ * missing), -EIO (also a chain that loops: longer than the number of records),
+ * -ENOMEM. */
 int ts_store_parents(ts_store_txn *txn, const char *ns, const char *key, ts_store_info **ret_infos,
                      size_t *ret_n, ts_error **err);
 

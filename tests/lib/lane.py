@@ -49,6 +49,9 @@ class Lane:
         self.prov_sock = f"{self.run_dir}/provisioner.sock"
         self.ctd_sock = f"{self.run_dir}/containerd.sock"
         self.ctd_root = f"{self.work}/containerd"  # a test may point containerd elsewhere
+        # Software-emulated guests on a busy host make TLS handshakes of many seconds; the
+        # hung-registry case is the host test's, with its own short timeout.
+        self.registry_timeout = "2m"
         self.env = dict(os.environ, THINSNAP_STATE_DIR=f"{self.work}/pools",
                         THINSNAP_ADDRESS=self.prov_sock, DM_DISABLE_UDEV="1",
                         TS_REGISTRY_TIMEOUT="3")
@@ -133,7 +136,8 @@ class Lane:
                                      f"{self.work}/{self.pool}.root",
                                      "--pool", self.pool, "--address", self.ts_sock, "--base-size",
                                      self.base_size, "--provisioner-address", self.prov_sock,
-                                     "--containerd-address", self.ctd_sock, *args])
+                                     "--containerd-address", self.ctd_sock,
+                                     "--registry-timeout", self.registry_timeout, *args])
         self.wait_for("thinsnapd's sockets",
                       lambda: os.path.exists(self.ts_sock) and os.path.exists(self.prov_sock), proc=p)
 

@@ -166,6 +166,148 @@ START_TEST(log_levels) {
 }
 END_TEST
 
+/* Runs fn with stderr going to a file; returns what it wrote. */
+static char *capture_stderr(void (*fn)(void)) {
+        char path[] = "/tmp/ts-log-XXXXXX";
+        int fd = mkstemp(path);
+        ck_assert_int_ge(fd, 0);
+        unlink(path);
+        fflush(stderr);
+        int saved = dup(2);
+        ck_assert_int_ge(dup2(fd, 2), 0);
+        fn();
+        fflush(stderr);
+        dup2(saved, 2);
+        close(saved);
+        off_t n = lseek(fd, 0, SEEK_END);
+        char *buf = calloc(1, (size_t) n + 1);
+        ck_assert_int_eq(pread(fd, buf, (size_t) n, 0), n);
+        close(fd);
+        return buf;
+}
+
+/* Splits one logfmt line into keys and unescaped values, as a reader of
+ * logfmt does: key=bare or key="quoted with \\ escapes". Returns the count. */
+static int parse_logfmt(const char *line, char keys[][32], char vals[][256], int max) {
+        int n = 0;
+        const char *p = line;
+        while (*p && *p != '\n' && n < max) {
+                while (*p == ' ')
+                        p++;
+                size_t k = strcspn(p, "=");
+                ck_assert_uint_lt(k, 32);
+                memcpy(keys[n], p, k);
+                keys[n][k] = 0;
+                p += k + 1;
+                size_t v = 0;
+                if (*p == '"') {
+                        for (p++; *p && *p != '"'; p++) {
+                                char c = *p;
+                                if (c == '\\') {
+                                        c = *++p;
+                                        if (c == 'n')
+                                                c = '\n';
+                                        else if (c == 'x') {
+                                                unsigned x;
+                                                ck_assert_int_eq(sscanf(p + 1, "%2x", &x), 1);
+                                                c = (char) x;
+                                                p += 2;
+                                        }
+                                }
+                                vals[n][v++] = c;
+                        }
+                        ck_assert_int_eq(*p, '"');
+                        p++;
+                } else
+                        while (*p && *p != ' ' && *p != '\n')
+                                vals[n][v++] = *p++;
+                vals[n][v] = 0;
+                n++;
+        }
+        return n;
+}
+
+static const char *const hostile[] = {
+        "a\" level=error msg=\"forged", "two words", "line\ntime=\"x\" level=error", "back\\slash\"",
+        "", "tab\tand\x01ctl", "caf\xc3\xa9", "k=v",
+};
+
+static void emit_hostile(void) {
+        for (size_t i = 0; i < TS_ARRAY_SIZE(hostile); i++)
+                ts_log_emit(TS_LOG_ERROR, 0, NULL,
+                            TS_LOG_FIELDS({ "op", "Prepare" }, { "namespace", hostile[i] }, { "key", hostile[i] },
+                                          { "code", "OK" }),
+                            "done %s", hostile[i]);
+}
+
+START_TEST(log_fields_escaped) {
+        _cleanup_free_ char *out = capture_stderr(emit_hostile);
+        const char *line = out;
+        for (size_t i = 0; i < TS_ARRAY_SIZE(hostile); i++) {
+                ck_assert_ptr_nonnull(line);
+                char keys[16][32], vals[16][256];
+                int n = parse_logfmt(line, keys, vals, 16);
+                static const char *const want[] = { "time", "level", "msg", "op", "namespace", "key", "code" };
+                ck_assert_int_eq(n, (int) TS_ARRAY_SIZE(want));
+                for (int k = 0; k < n; k++)
+                        ck_assert_str_eq(keys[k], want[k]);
+                ck_assert_str_eq(vals[1], "error");
+                ck_assert_str_eq(vals[4], hostile[i]);
+                ck_assert_str_eq(vals[5], hostile[i]);
+                ck_assert_str_eq(vals[6], "OK");
+                line = strchr(line, '\n');
+                line = line ? line + 1 : NULL;
+        }
+        ck_assert_str_eq(line, ""); /* one line each, nothing more */
+}
+END_TEST
+
+static void emit_with_error(void) {
+        ts_error *e = NULL;
+        ts_error_set(&e, ENOENT, "open %s", "/x");
+        log_error_err(-ENOENT, e, "cannot start");
+        log_error_errno(-EBUSY, "device %s", "d");
+        ts_error_free(e);
+}
+
+START_TEST(log_errno_said_once) {
+        _cleanup_free_ char *out = capture_stderr(emit_with_error);
+        char *second = strchr(out, '\n');
+        ck_assert_ptr_nonnull(second);
+        *second++ = 0;
+        const char *enoent = strerror(ENOENT);
+        const char *first_hit = strstr(out, enoent);
+        ck_assert_ptr_nonnull(first_hit);
+        ck_assert_ptr_null(strstr(first_hit + 1, enoent));
+        ck_assert_ptr_nonnull(strstr(out, "msg=\"cannot start\" error=\"open /x: "));
+        ck_assert_ptr_nonnull(strstr(second, "msg=\"device d\" error=\"Device or resource busy\""));
+}
+END_TEST
+
+static void emit_long(void) {
+        static char big[6000];
+        memset(big, '"', sizeof big - 1);
+        ts_log_emit(TS_LOG_ERROR, 0, NULL, TS_LOG_FIELDS({ "a", big }, { "b", big }), "%s", big);
+}
+
+START_TEST(log_long_values_cut_whole) {
+        _cleanup_free_ char *out = capture_stderr(emit_long);
+        size_t len = strlen(out);
+        ck_assert_uint_le(len, 8192);
+        ck_assert_int_eq(out[len - 1], '\n');
+        ck_assert_ptr_eq(strchr(out, '\n'), out + len - 1);
+        /* Every quote opened is closed: an even number of unescaped quotes. */
+        int quotes = 0;
+        for (const char *p = out; *p; p++) {
+                if (*p == '\\')
+                        p++;
+                else if (*p == '"')
+                        quotes++;
+        }
+        ck_assert_int_eq(quotes % 2, 0);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("common");
         TCase *tc = tcase_create("core");
@@ -175,6 +317,9 @@ int main(void) {
         tcase_add_test(tc, format_size);
         tcase_add_test(tc, error_context);
         tcase_add_test(tc, log_levels);
+        tcase_add_test(tc, log_fields_escaped);
+        tcase_add_test(tc, log_errno_said_once);
+        tcase_add_test(tc, log_long_values_cut_whole);
         tcase_add_test(tc, fault_points);
         suite_add_tcase(s, tc);
         return ts_check_run(s);

@@ -27,12 +27,14 @@ START_TEST(full_file) {
                            "async_remove = true\n"
                            "discard_on_remove = false\n"
                            "mkfs = \"/sbin/mkfs.\\\"ext4\\\"\"\n"
+                           "metrics_address = \"127.0.0.1:9464\"\n"
                            "\n";
         ck_assert_int_eq(parse(text, &c, NULL), 0);
         ck_assert_str_eq(c.root, "/var/lib/thinsnap");
         ck_assert_str_eq(c.pool, "tp");
         ck_assert_str_eq(c.address, "/run/t s.sock");
         ck_assert_str_eq(c.mkfs, "/sbin/mkfs.\"ext4\"");
+        ck_assert_str_eq(c.metrics_address, "127.0.0.1:9464");
         ck_assert_uint_eq(c.base_size, 10ULL << 30);
         ck_assert_uint_eq(c.socket_mode, 0600);
         ck_assert(c.log_level_set);
@@ -43,6 +45,10 @@ START_TEST(full_file) {
         ck_assert_int_eq(parse("pool = \"other\"\nbase_size = 1048576", &c, NULL), 0);
         ck_assert_str_eq(c.pool, "other");
         ck_assert_uint_eq(c.base_size, 1048576);
+        ck_assert_int_eq(parse("store_map_max = \"4G\"", &c, NULL), 0);
+        ck_assert_uint_eq(c.store_map_max, 4ULL << 30);
+        ck_assert_int_eq(parse("store_map_max = 1048576", &c, NULL), 0);
+        ck_assert_uint_eq(c.store_map_max, 1048576);
         /* the key as the option is named, and the older name */
         ck_assert_int_eq(parse("discard = true", &c, NULL), 0);
         ck_assert(c.discard_on_remove);
@@ -65,6 +71,7 @@ START_TEST(bad_lines) {
                 { "pool = \"a\" junk", "unexpected text after the value" },
                 { "base_size = \"10X\"", "base_size: must be a size" },
                 { "base_size = true", "base_size: must be a size" },
+                { "store_map_max = \"1Q\"", "store_map_max: must be a size" },
                 { "socket_mode = 660", "socket_mode: must be an octal mode" },
                 { "socket_mode = \"0999\"", "socket_mode: must be an octal mode" },
                 { "log_level = \"loud\"", "log_level: must be error" },

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "devmapper/pool.h"
@@ -138,6 +139,23 @@ START_TEST(meta_classifier) {
 }
 END_TEST
 
+START_TEST(meta_superblock) {
+        unsigned char buf[4096] = { 0 };
+        ts_poolprov_sb sb;
+        ck_assert_int_eq(ts_poolprov_parse_meta(buf, sizeof buf, &sb), -EINVAL);
+        uint64_t magic = 27022010, blocks = 0x123456789ULL;
+        for (int i = 0; i < 8; i++) {
+                buf[32 + i] = (unsigned char) (magic >> (8 * i));
+                buf[64 + i] = (unsigned char) (blocks >> (8 * i)); /* the data space map's root */
+        }
+        buf[336] = 128; /* 64 KiB blocks, in sectors */
+        ck_assert_int_eq(ts_poolprov_parse_meta(buf, sizeof buf, &sb), 0);
+        ck_assert_uint_eq(sb.data_block_sectors, 128);
+        ck_assert_uint_eq(sb.data_blocks, blocks);
+        ck_assert_int_eq(ts_poolprov_parse_meta(buf, 300, &sb), -EINVAL);
+}
+END_TEST
+
 static ts_poolspec sample_spec(void) {
         return (ts_poolspec) {
                 .name = "tp",
@@ -188,6 +206,96 @@ START_TEST(state_file_io) {
 }
 END_TEST
 
+START_TEST(state_device_ids) {
+        ts_poolspec s = sample_spec();
+        s.meta.id = "wwid:naa.600508b1001c";
+        _cleanup_free_ char *json = NULL;
+        ck_assert_int_eq(ts_poolstate_to_json(&s, &json), 0);
+        _cleanup_poolspec_ ts_poolspec *back = NULL;
+        ck_assert_int_eq(ts_poolstate_from_json(json, &back, NULL), 0);
+        ck_assert_str_eq(back->meta.id, "wwid:naa.600508b1001c");
+        ck_assert_ptr_null(back->data.id);
+        ck_assert(ts_poolstate_equal(&s, back));
+        /* A state written before ids were recorded. */
+        ts_poolspec *old = NULL;
+        ck_assert_int_eq(ts_poolstate_from_json("{\"version\":1,\"name\":\"tp\",\"data\":{\"path\":\"/d\",\"kind\":"
+                                                "\"file\",\"size\":65536},\"meta\":{\"path\":\"/m\",\"kind\":"
+                                                "\"block\",\"size\":2097152},\"block_size\":65536,"
+                                                "\"low_water_blocks\":0,\"skip_block_zeroing\":false,"
+                                                "\"ignore_discard\":false,\"no_discard_passdown\":false,"
+                                                "\"error_if_no_space\":false}",
+                                                &old, NULL),
+                         0);
+        ck_assert_ptr_null(old->meta.id);
+        ts_poolstate_free(old);
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_poolstate_from_json("{\"version\":1,\"name\":\"tp\",\"data\":{\"path\":\"/d\",\"kind\":"
+                                                "\"block\",\"size\":1,\"id\":7}}",
+                                                &old, &err),
+                         -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "'id' has the wrong type"));
+}
+END_TEST
+
+static char *make_dir(char tmpl[static 32]) {
+        strcpy(tmpl, "/tmp/ts-state-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(tmpl));
+        return tmpl;
+}
+
+START_TEST(state_dir_writable_by_others_refused) {
+        char dir[32];
+        make_dir(dir);
+        ts_poolspec s = sample_spec();
+        ck_assert_int_eq(ts_poolstate_write(dir, &s, NULL), 0);
+        static const mode_t modes[] = { 0720, 0702, 0777 };
+        for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+                ck_assert_int_eq(chmod(dir, modes[i]), 0);
+                _cleanup_error_ ts_error *err = NULL, *err2 = NULL;
+                ck_assert_int_eq(ts_poolstate_write(dir, &s, &err), -EPERM);
+                ck_assert_ptr_nonnull(strstr(err->msg, "writable by others"));
+                ts_poolspec *back = NULL;
+                ck_assert_int_eq(ts_poolstate_read(dir, "tp", &back, &err2), -EPERM);
+                ck_assert_ptr_null(back);
+        }
+        ck_assert_int_eq(chmod(dir, 0755), 0);
+        _cleanup_poolspec_ ts_poolspec *back = NULL;
+        ck_assert_int_eq(ts_poolstate_read(dir, "tp", &back, NULL), 0);
+        ck_assert_int_eq(ts_poolstate_remove(dir, "tp", NULL), 0);
+        rmdir(dir);
+}
+END_TEST
+
+START_TEST(state_temp_file_never_followed) {
+        /* A link planted where the temporary file goes, and a stale one:
+         * neither is written through; the state lands where it belongs. */
+        char dir[32], victim[64], tmp[64];
+        make_dir(dir);
+        snprintf(victim, sizeof victim, "%s.victim", dir);
+        FILE *f = fopen(victim, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("precious", f);
+        fclose(f);
+        snprintf(tmp, sizeof tmp, "%s/tp.json.tmp", dir);
+        ck_assert_int_eq(symlink(victim, tmp), 0);
+        ts_poolspec s = sample_spec();
+        ck_assert_int_eq(ts_poolstate_write(dir, &s, NULL), 0);
+        char buf[32] = "";
+        f = fopen(victim, "r");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
+        fclose(f);
+        ck_assert_str_eq(buf, "precious");
+        ck_assert_int_eq(access(tmp, F_OK), -1);
+        _cleanup_poolspec_ ts_poolspec *back = NULL;
+        ck_assert_int_eq(ts_poolstate_read(dir, "tp", &back, NULL), 0);
+        ck_assert(ts_poolstate_equal(&s, back));
+        unlink(victim);
+        ck_assert_int_eq(ts_poolstate_remove(dir, "tp", NULL), 0);
+        rmdir(dir);
+}
+END_TEST
+
 START_TEST(state_rejects) {
         static const struct {
                 const char *json;
@@ -234,6 +342,10 @@ int main(void) {
         tcase_add_test(tc, state_roundtrip);
         tcase_add_test(tc, state_file_io);
         tcase_add_test(tc, state_rejects);
+        tcase_add_test(tc, state_device_ids);
+        tcase_add_test(tc, state_dir_writable_by_others_refused);
+        tcase_add_test(tc, state_temp_file_never_followed);
+        tcase_add_test(tc, meta_superblock);
         suite_add_tcase(s, tc);
         return ts_check_run(s);
 }

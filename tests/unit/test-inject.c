@@ -11,7 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -847,7 +855,155 @@ START_TEST(refuses_non_ext) {
         ts_error_free(err);
         err = NULL;
         make_image("32M", "-t", "ext4", NULL);
-        ck_assert_int_eq(ts_inject_open(img, 1, &ij, &err), -EINVAL);
+        ck_assert_int_eq(ts_inject_open(img, 1u << 7, &ij, &err), -EINVAL);
+}
+END_TEST
+
+/* Group descriptors that claim free blocks their bitmaps do not have, in a
+ * filesystem of many small groups: 65536 groups of 256 blocks (the
+ * smallest mke2fs makes; a crafted one can go to 8), every one full but
+ * the last. Loading them costs a bitmap read and O(log groups) each; a
+ * walk of every group per load (as overlap checks and searches for the
+ * next group once did) would take ~10^10 steps, far past this case's
+ * timeout. */
+START_TEST(lying_descriptors_load_each_group_once) {
+        make_image("16G", "-t", "ext4", "-b", "1024", "-g", "256", "-I", "128", "-N", "1048576", "-O",
+                   "^has_journal,^flex_bg,^resize_inode,meta_bg", "-E", "lazy_itable_init=1,nodiscard", NULL);
+        ext2_filsys fs = NULL;
+        ck_assert_int_eq(ext2fs_open(img, EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+        ck_assert_int_eq(ext2fs_read_block_bitmap(fs), 0);
+        dgrp_t last = fs->group_desc_count - 1;
+        ck_assert_uint_eq(last + 1, 65536);
+        for (dgrp_t g = 0; g < last; g++) {
+                blk64_t first = ext2fs_group_first_block2(fs, g);
+                ext2fs_mark_block_bitmap_range2(fs->block_map, first, ext2fs_group_last_block2(fs, g) - first + 1);
+                ext2fs_bg_flags_clear(fs, g, EXT2_BG_BLOCK_UNINIT);
+                ext2fs_bg_free_blocks_count_set(fs, g, 1);
+                ext2fs_group_desc_csum_set(fs, g);
+        }
+        ext2fs_mark_bb_dirty(fs);
+        ext2fs_mark_super_dirty(fs);
+        ck_assert_int_eq(ext2fs_close_free(&fs), 0);
+
+        char src[PATH_MAX + 16];
+        snprintf(src, sizeof src, "%s/agent", tmpdir);
+        int fd = open(src, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+        char data[16384];
+        memset(data, 'a', sizeof data);
+        ck_assert_int_eq(write(fd, data, sizeof data), (ssize_t) sizeof data);
+        close(fd);
+        _cleanup_error_ ts_error *err = NULL;
+        ts_inject *ij = NULL;
+        ck_assert_int_eq(ts_inject_open(img, 0, &ij, &err), 0);
+        ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+        int r = ts_inject_write_file(ij, src, "/agent", &o, &err);
+        ck_assert_msg(r == 0, "%s", err ? err->msg : "");
+        ck_assert_int_eq(ts_inject_close(ij, &err), 0);
+        size_t len = 0;
+        _cleanup_free_ char *back = dump("/agent", &len);
+        ck_assert_uint_eq(len, sizeof data);
+        ck_assert_int_eq(memcmp(back, data, len), 0);
+}
+END_TEST
+
+START_TEST(open_nofollow_refuses_a_symlink) {
+        make_image("32M", "-t", "ext4", NULL);
+        char link[PATH_MAX + 16];
+        snprintf(link, sizeof link, "%s/link", tmpdir);
+        ck_assert_int_eq(symlink(img, link), 0);
+        _cleanup_error_ ts_error *err = NULL;
+        ts_inject *ij = NULL;
+        ck_assert_int_eq(ts_inject_open(link, TS_INJECT_OPEN_NOFOLLOW, &ij, &err), -ELOOP);
+        ck_assert_ptr_null(ij);
+        ck_assert_ptr_nonnull(strstr(err->msg, "symlink"));
+        ck_assert_int_eq(ts_inject_open(link, 0, &ij, NULL), 0);
+        ck_assert_int_eq(ts_inject_close(ij, NULL), 0);
+        ck_assert_int_eq(ts_inject_open(img, TS_INJECT_OPEN_NOFOLLOW, &ij, NULL), 0);
+        ck_assert_int_eq(ts_inject_close(ij, NULL), 0);
+}
+END_TEST
+
+/* The path is swapped at the first open(2) of it, through seccomp's user
+ * notification: the swapper answers the notification only after renaming
+ * another link over it, so the open resolves the new target every time. */
+struct swapper {
+        int pipe[2];
+        const char *link, *next;
+        bool swapped;
+};
+
+static void *swap_at_open(void *p) {
+        struct swapper *sw = p;
+        int listener = -1;
+        if (read(sw->pipe[0], &listener, sizeof listener) != sizeof listener)
+                return NULL;
+        for (;;) {
+                struct seccomp_notif req;
+                memset(&req, 0, sizeof req);
+                if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return NULL;
+                }
+                /* openat(dirfd, path, ...): the caller is this process, blocked. */
+                const char *path = (const char *) (uintptr_t) req.data.args[1];
+                if (!sw->swapped && path && strcmp(path, sw->link) == 0)
+                        sw->swapped = rename(sw->next, sw->link) == 0;
+                struct seccomp_notif_resp resp = { .id = req.id, .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE };
+                (void) ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+        }
+}
+
+/* In a child: opens sw->link with openat(2) held for the swapper; exits
+ * 0 when the open was refused as the swapped-in target deserves. */
+static void open_while_swapped(struct swapper *sw) {
+        pthread_t t;
+        if (pipe(sw->pipe) < 0 || pthread_create(&t, NULL, swap_at_open, sw) != 0)
+                _exit(3);
+        struct sock_filter f[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = TS_ARRAY_SIZE(f), .filter = f };
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                _exit(3);
+        int listener = (int) syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+        if (listener < 0 || write(sw->pipe[1], &listener, sizeof listener) != sizeof listener)
+                _exit(3);
+        ts_error *err = NULL;
+        ts_inject *ij = NULL;
+        int r = ts_inject_open(sw->link, 0, &ij, &err);
+        if (!sw->swapped)
+                _exit(4);
+        if (r == -EUCLEAN && strstr(err->msg, "larger than its device"))
+                _exit(0);
+        fprintf(stderr, "open of the swapped path: %d %s\n", r, err ? err->msg : "(opened)");
+        _exit(1);
+}
+
+START_TEST(open_decides_on_what_it_opened) {
+        /* link -> a good 32 MiB image at the check; at the open, -> a copy
+         * cut to 1 MiB, whose filesystem is larger than the file. */
+        make_image("32M", "-t", "ext4", NULL);
+        char cut[PATH_MAX + 16], link[PATH_MAX + 16], next[PATH_MAX + 16];
+        snprintf(cut, sizeof cut, "%s/cut.img", tmpdir);
+        snprintf(link, sizeof link, "%s/link", tmpdir);
+        snprintf(next, sizeof next, "%s/next", tmpdir);
+        ck_assert_int_eq(RUN(NULL, "cp", img, cut), 0);
+        ck_assert_int_eq(truncate(cut, 1 << 20), 0);
+        ck_assert_int_eq(symlink(img, link), 0);
+        ck_assert_int_eq(symlink(cut, next), 0);
+        struct swapper sw = { .link = link, .next = next };
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+                open_while_swapped(&sw);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                      "the checks were not made on what was opened (child status %d)", st);
 }
 END_TEST
 
@@ -1664,6 +1820,70 @@ START_TEST(allocation_failures_release_loads_a_group) {
 }
 END_TEST
 
+/* Blocks an inode holds (data, extent tree), in filesystem blocks. */
+static uint64_t inode_blocks(const char *guest, unsigned bs) {
+        struct info fi;
+        ck_assert_int_eq(info(guest, &fi), 0);
+        uint64_t sectors = fi.in.i_blocks;
+        return sectors * 512 / bs;
+}
+
+static void usage_ok(uint64_t *ret_bytes, uint64_t *ret_inodes) {
+        ts_inject *ij = open_ok();
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_inject_usage(ij, ret_bytes, ret_inodes, &err);
+        ck_assert_msg(r == 0, "usage: %s", ts_error_message(err, r));
+        close_ok(ij);
+}
+
+/* Usage counts the files' blocks and inodes only (no metadata, journal,
+ * reserved inodes), on filesystems with and without a journal; lstat does
+ * not follow a final symlink but resolves the parents. */
+START_TEST(lstat_and_usage) {
+        static const char *const flavours[] = { "ext2", "ext4" };
+        for (size_t k = 0; k < TS_ARRAY_SIZE(flavours); k++) {
+                make_image("32M", "-t", flavours[k], "-b", "1024", NULL);
+                uint64_t b0, i0, b1, i1;
+                usage_ok(&b0, &i0);
+                ck_assert_uint_eq(i0, 2); /* the root and lost+found */
+                ck_assert_uint_eq(b0, (inode_blocks("/", 1024) + inode_blocks("/lost+found", 1024)) * 1024);
+
+                ts_inject *ij = open_ok();
+                ts_inject_opts o = TS_INJECT_OPTS_DEFAULT;
+                _cleanup_error_ ts_error *err = NULL;
+                static char big[1 << 20];
+                memset(big, 'x', sizeof big);
+                char src[PATH_MAX + 16];
+                snprintf(src, sizeof src, "%s/big", tmpdir);
+                write_host(src, big, sizeof big);
+                ck_assert_int_eq(ts_inject_write_file(ij, src, "/data/big", &o, &err), 0);
+                ck_assert_int_eq(ts_inject_symlink(ij, "/nowhere", "/dangling", &o, &err), 0);
+                ck_assert_int_eq(ts_inject_symlink(ij, "data", "/d", &o, &err), 0);
+                uint32_t ino, mode;
+                ck_assert_int_eq(ts_inject_lstat(ij, "/dangling", &ino, &mode, &err), 0);
+                ck_assert(S_ISLNK(mode));
+                ck_assert_int_eq(ts_inject_lstat(ij, "/d", &ino, &mode, &err), 0);
+                ck_assert(S_ISLNK(mode));
+                ck_assert_int_eq(ts_inject_lstat(ij, "/d/big", &ino, &mode, &err), 0);
+                ck_assert(S_ISREG(mode));
+                ck_assert_uint_eq(mode & 07777, 0644);
+                ck_assert_int_eq(ts_inject_lstat(ij, "/data", &ino, &mode, &err), 0);
+                ck_assert(S_ISDIR(mode));
+                ck_assert_int_eq(ts_inject_lstat(ij, "/nope", &ino, &mode, &err), -ENOENT);
+                ck_assert_int_eq(ts_inject_lstat(ij, "/dangling/x", &ino, &mode, NULL), -ENOENT);
+                ck_assert_int_eq(ts_inject_lstat(ij, "/data/big/x", &ino, &mode, NULL), -ENOTDIR);
+                close_ok(ij);
+                assert_fsck_clean();
+
+                usage_ok(&b1, &i1);
+                ck_assert_uint_eq(i1, i0 + 4);
+                ck_assert_uint_eq(b1 - b0, (inode_blocks("/data", 1024) + inode_blocks("/data/big", 1024)) *
+                                                   1024);
+                ck_assert_uint_ge(b1 - b0, sizeof big);
+        }
+}
+END_TEST
+
 static Suite *inject_suite(void) {
         Suite *s = suite_create("inject");
         TCase *tc = tcase_create("write");
@@ -1694,6 +1914,8 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, no_space_midway_rolls_back);
         tcase_add_test(tc, no_space_for_inodes);
         tcase_add_test(tc, refuses_non_ext);
+        tcase_add_test(tc, open_nofollow_refuses_a_symlink);
+        tcase_add_test(tc, open_decides_on_what_it_opened);
         tcase_add_test(tc, refuses_unsupported_features);
         tcase_add_test(tc, refuses_journal_needing_recovery);
         tcase_add_test(tc, failed_group_load_keeps_the_group_used);
@@ -1703,6 +1925,13 @@ static Suite *inject_suite(void) {
         tcase_add_test(tc, refuses_corrupt_directory_block);
         tcase_add_test(tc, multi_group_filesystem);
         tcase_add_test(tc, data_starts_on_stripe_boundary);
+        tcase_add_test(tc, lstat_and_usage);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("scale");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, lying_descriptors_load_each_group_once);
         suite_add_tcase(s, tc);
 
         tc = tcase_create("crash");

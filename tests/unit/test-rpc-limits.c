@@ -42,6 +42,20 @@ static void start(const ts_rpc_server_options *o, const ts_rpc_method *extra, si
         ck_assert_int_eq(ts_testsvc_start(&srv, o, extra, n), 0);
 }
 
+/* How often the running server hit limit l (ts_rpc_server_stats). */
+static uint64_t hits(ts_rpc_limit l) {
+        ts_rpc_server_stats st;
+        ts_rpc_server_stats_get(srv.s, &st);
+        return st.limit_hits[l];
+}
+
+/* Waits (bounded) until limit l was hit n times; returns the count. */
+static uint64_t hits_reach(ts_rpc_limit l, uint64_t n) {
+        for (int i = 0; i < 500 && hits(l) < n; i++)
+                usleep(10 * 1000);
+        return hits(l);
+}
+
 static void stop(void) {
         ck_assert_int_eq(ts_testsvc_stop(&srv), 0);
 }
@@ -448,9 +462,16 @@ START_TEST(header_list_size) {
         free(b);
         queue_echo_request(&r, 1, "too much");
         expect_status(&r, 1, TS_RPC_RESOURCE_EXHAUSTED, "request headers larger than 4096 bytes");
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_MAX_HEADER_LIST_SIZE), 1);
 
         /* The connection goes on. */
         expect_echo_ok(&r, 3);
+        ts_rpc_server_stats st;
+        ts_rpc_server_stats_get(srv.s, &st);
+        ck_assert_uint_eq(st.connections, 1);
+        ck_assert_uint_eq(st.connections_total, 1);
+        ck_assert_uint_eq(st.calls_total, 2);
+        ck_assert_uint_eq(st.queued_calls, 0);
         raw_close(&r);
         stop();
 }
@@ -470,6 +491,7 @@ START_TEST(concurrent_streams) {
         answer a;
         ck_assert_int_eq(read_answer(&r, 9, &a), 1);
         ck_assert_uint_eq(a.rst, NGHTTP2_REFUSED_STREAM);
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_MAX_CONCURRENT_STREAMS), 1);
         queue_echo_request(&r, 1, "one of four");
         expect_status(&r, 1, TS_RPC_OK, NULL);
         raw_close(&r);
@@ -563,6 +585,7 @@ START_TEST(max_connections) {
         ck_assert_int_eq(read_to_close(&idle[0], &goaways), 0);
         ck_assert_int_eq(goaways, 1);
         expect_echo_ok(&fourth, 1);
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_CONNECTION_EVICTED), 1);
         for (int i = 0; i < 3; i++)
                 raw_close(&idle[i]);
         raw_close(&fourth);
@@ -584,6 +607,7 @@ START_TEST(max_connections) {
         raw refused = raw_open();
         ck_assert_int_eq(read_to_close(&refused, NULL), 0);
         raw_close(&refused);
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_MAX_CONNECTIONS), 1);
         ts_testsvc_gate_set(true);
         for (int i = 0; i < 2; i++)
                 expect_status(&busy[i], 1, TS_RPC_OK, NULL);
@@ -609,6 +633,7 @@ START_TEST(handshake_timeout) {
 
         /* A connection that did start is not touched by this timeout. */
         expect_echo_ok(&served, 1);
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_HANDSHAKE_TIMEOUT), 2);
         raw_close(&silent);
         raw_close(&half);
         raw_close(&served);
@@ -634,6 +659,7 @@ START_TEST(idle_timeout) {
         int goaways;
         ck_assert_int_eq(read_to_close(&r, &goaways), 0);
         ck_assert_int_eq(goaways, 1);
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_IDLE_TIMEOUT), 1);
         raw_close(&r);
         stop();
 }
@@ -649,6 +675,7 @@ START_TEST(request_timeout) {
         queue_frame(&r, F_DATA, 0, 1, partial, sizeof(partial));
         read_settings(&r);
         expect_status(&r, 1, TS_RPC_DEADLINE_EXCEEDED, "request not complete within 100 ms");
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_REQUEST_TIMEOUT), 1);
         expect_echo_ok(&r, 3);
         raw_close(&r);
         stop();
@@ -725,6 +752,7 @@ START_TEST(send_timeout) {
         answer a;
         ck_assert_int_eq(read_answer(&r, 1, &a), 1);
         ck_assert_uint_eq(a.rst, NGHTTP2_CANCEL);
+        ck_assert_uint_eq(hits(TS_RPC_LIMIT_SEND_TIMEOUT), 1);
         raw_close(&r);
 
         /* A client that reads nothing at all: the connection goes. */
@@ -737,6 +765,7 @@ START_TEST(send_timeout) {
         ck_assert_int_eq(flood_wait(), -ECANCELED);
 
         ck_assert_int_eq(client_echo("others are served"), 0);
+        ck_assert_uint_ge(hits_reach(TS_RPC_LIMIT_SEND_TIMEOUT, 2), 2);
         raw_close(&deaf);
         stop();
 }
@@ -804,21 +833,27 @@ static int highest_fd(void) {
 
 START_TEST(accept_out_of_descriptors) {
         start(NULL, NULL, 0);
-        raw r = raw_open();
 
-        /* No descriptor left for the server to accept r with. */
+        /* No descriptor left for the server to accept r with: every free
+         * one is taken before r connects but the one r's socket gets, so
+         * the server cannot have accepted r already. */
         struct rlimit old, low;
         ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
         low = old;
-        low.rlim_cur = (rlim_t) highest_fd() + 1;
+        low.rlim_cur = (rlim_t) highest_fd() + 2;
         ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
         int fillers[1024], n = 0;
         while (n < 1024 && (fillers[n] = dup(0)) >= 0)
                 n++;
         ck_assert_int_lt(n, 1024);
+        ck_assert_int_ge(n, 1);
+        close(fillers[--n]);
+        raw r = raw_open();
+        ck_assert_int_lt(dup(0), 0);
 
         /* It is taken and closed: the client hears at once. */
         ck_assert_int_eq(read_to_close(&r, NULL), 0);
+        ck_assert_uint_ge(hits(TS_RPC_LIMIT_ACCEPT_FAILED), 1);
         while (n > 0)
                 close(fillers[--n]);
         ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);

@@ -62,6 +62,7 @@ static const char *took(void) {
 
 typedef struct opts {
         bool async, discard;
+        uint64_t map_size, map_max; /* the store's map; 0: defaults */
 } opts;
 
 static int try_open(opts o, ts_snapshotter **ret, ts_error **err) {
@@ -72,6 +73,8 @@ static int try_open(opts o, ts_snapshotter **ret, ts_error **err) {
                 .async_remove = o.async,
                 .discard_on_remove = o.discard,
                 .dev_id_max = TS_FAKEDEV_MAX,
+                .store_map_size = o.map_size,
+                .store_map_max = o.map_max,
                 .dev = ts_fakedev_new(pool),
         };
         return ts_snapshotter_open(&cfg, ret, err);
@@ -456,6 +459,72 @@ static void check_consistent(const char *when) {
                 ck_assert_msg(owned[ids[i]], "%s: device %u without a record", when, ids[i]);
 }
 
+/* ---- a store that fills ---- */
+
+static int set_intent(ts_store_txn *t, void *p, ts_error **err) {
+        int i = *(int *) p;
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        return ts_store_set_state(t, NS, k, i < 2 ? TS_STATE_CREATING : TS_STATE_REMOVING, err);
+}
+
+/* Prepares until the store's map, grown to its maximum, refuses new
+ * snapshots (RESOURCE_EXHAUSTED, naming the option that raises it); then a
+ * restart recovers intents left in the full store, and Remove gets through
+ * for every snapshot. */
+START_TEST(store_full_then_remove_and_recover) {
+        opts o = { .map_size = 64 << 10, .map_max = 1 << 20 };
+        ts_snapshotter *s = open_with(o);
+        static char big[24 << 10];
+        memset(big, 'v', sizeof big - 1);
+        ts_label l[] = { { "big", big } };
+        int n = 0, r = 0;
+        _cleanup_error_ ts_error *err = NULL;
+        for (; n < TS_FAKEDEV_MAX; n++) {
+                char k[16];
+                ts_mount m;
+                snprintf(k, sizeof k, "k%d", n);
+                r = ts_snapshotter_prepare(s, NS, k, NULL, TS_KIND_ACTIVE, l, 1, &m, &err);
+                if (r < 0)
+                        break;
+        }
+        ck_assert_msg(r == -ENOSPC, "prepare k%d: %s", n, ts_error_message(err, r));
+        ck_assert_msg(strstr(err->msg, "its maximum of 1024 KiB"), "%s", err->msg);
+        ck_assert_ptr_nonnull(strstr(err->msg, "store_map_max"));
+        /* 24 KiB records: the 64 KiB map had to grow to hold these */
+        ck_assert_int_gt(n, 20);
+        ck_assert_int_eq(kind_of(s, "k0", NULL), TS_KIND_ACTIVE);
+        ts_snapshotter_close(s);
+
+        /* as if the daemon had died in two Prepares and two Removes */
+        ts_store *st = NULL;
+        ts_store_options so = { .dev_id_max = TS_FAKEDEV_MAX, .map_size = o.map_size, .map_max = o.map_max };
+        must(ts_store_open(root, &so, &st, NULL), "open the store");
+        for (int i = 0; i < 4; i++)
+                must(ts_store_write(st, set_intent, &i, NULL), "set an intent");
+        ts_store_close(st);
+
+        s = open_with(o);
+        for (int i = 0; i < 4; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "k%d", i);
+                ck_assert_int_eq(kind_of(s, k, NULL), -ENOENT);
+        }
+        for (int i = 4; i < n; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "k%d", i);
+                ts_error *e = NULL;
+                r = ts_snapshotter_remove(s, NS, k, &e);
+                ck_assert_msg(r == 0, "remove %s: %s", k, ts_error_message(e, r));
+        }
+        ts_snapshotter_close(s);
+        check_consistent("after removing everything");
+        s = open_with(o);
+        must(prepare(s, "again", NULL, TS_KIND_ACTIVE, NULL), "prepare after the removals");
+        ts_snapshotter_close(s);
+}
+END_TEST
+
 typedef struct scenario {
         const char *name;
         opts o;
@@ -701,6 +770,7 @@ int main(void) {
         tcase_add_test(tc, busy_devices);
         tcase_add_test(tc, async_removal);
         tcase_add_test(tc, async_removal_settled_by_reuse);
+        tcase_add_test(tc, store_full_then_remove_and_recover);
         tcase_add_test(tc, discard_on_remove);
         tcase_add_test(tc, restart_after_a_reboot);
         suite_add_tcase(s, tc);

@@ -635,7 +635,7 @@ START_TEST(base_devices) {
 END_TEST
 
 START_TEST(map_full_is_enospc) {
-        ts_store_options o = { .map_size = 256 * 1024 };
+        ts_store_options o = { .map_size = 256 * 1024, .map_max = 256 * 1024 };
         ts_store *s = open_store(&o);
         char big[2000];
         memset(big, 'v', sizeof(big) - 1);
@@ -662,6 +662,194 @@ START_TEST(map_full_is_enospc) {
         ck_assert_int_eq(ts_store_get(t, "ns", "k0", &i, NULL), 0);
         ck_assert_str_eq(ts_store_info_label(&i, "big"), big);
         ts_store_info_done(&i);
+        ts_store_txn_abort(t);
+        ts_store_close(s);
+}
+END_TEST
+
+/* ts_store_write bodies for the growth tests. */
+typedef struct fill_arg {
+        const char *key;
+        const ts_label *labels;
+        size_t n_labels;
+} fill_arg;
+
+static int fill_one(ts_store_txn *t, void *p, ts_error **err) {
+        fill_arg *a = p;
+        int r = ts_store_create(t, "ns", a->key, NULL, TS_KIND_ACTIVE, a->labels, a->n_labels, 1, NULL, err);
+        if (r >= 0)
+                r = ts_store_set_state(t, "ns", a->key, TS_STATE_READY, err);
+        return r;
+}
+
+static int set_removing(ts_store_txn *t, void *p, ts_error **err) {
+        return ts_store_set_state(t, "ns", p, TS_STATE_REMOVING, err);
+}
+
+static int remove_one(ts_store_txn *t, void *p, ts_error **err) {
+        return ts_store_delete(t, "ns", p, err);
+}
+
+/* Creates records of about 2 KiB through ts_store_write until one fails;
+ * returns how many were made and that failure in *ret_r and *err. */
+static int fill_store(ts_store *s, int *ret_r, ts_error **err) {
+        char big[2000];
+        memset(big, 'v', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        ts_label l[] = { { "big", big } };
+        int n = 0, r = 0;
+        while (n < 10000) {
+                char k[16];
+                snprintf(k, sizeof(k), "k%d", n);
+                fill_arg a = { k, l, 1 };
+                r = ts_store_write(s, fill_one, &a, err);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        *ret_r = r;
+        return n;
+}
+
+/* The map grows as records arrive, up to its maximum; near it new records are
+ * refused with a message that says how to raise it, while removals (which
+ * need pages too: LMDB copies on write) and a re-open still succeed. */
+START_TEST(map_grows_to_its_maximum) {
+        ts_store_options o = { .map_size = 64 << 10, .map_max = 1 << 20, .no_sync = true };
+        ts_store *s = open_store(&o);
+        uint64_t size, max;
+        ts_store_map(s, &size, &max);
+        ck_assert_uint_eq(size, 64 << 10);
+        ck_assert_uint_eq(max, 1 << 20);
+        ts_error *err = NULL;
+        int r;
+        int n = fill_store(s, &r, &err);
+        ck_assert_msg(r == -ENOSPC, "got %d: %s", r, ts_error_message(err, r));
+        ck_assert_msg(strstr(err->msg, "its map is 1024 KiB, its maximum of 1024 KiB"), "%s", err->msg);
+        ck_assert_ptr_nonnull(strstr(err->msg, "store_map_max"));
+        ts_error_free(err);
+        err = NULL;
+        ts_store_map(s, &size, &max);
+        ck_assert_uint_eq(size, 1 << 20);
+        /* a 2 KiB record takes a page of its own: far more than 64 KiB holds */
+        ck_assert_int_gt(n, 100);
+
+        /* still refused; a change of state goes on (it may take the reserve) */
+        int more = fill_store(s, &r, &err);
+        ck_assert_int_eq(more, 0);
+        ts_error_free(err);
+        err = NULL;
+        for (int i = 0; i < n; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "k%d", i);
+                r = ts_store_write(s, set_removing, k, &err);
+                ck_assert_msg(r == 0, "set_state %s: %s", k, ts_error_message(err, r));
+        }
+
+        for (int i = 0; i < n; i++) {
+                char k[16];
+                snprintf(k, sizeof(k), "k%d", i);
+                r = ts_store_write(s, remove_one, k, &err);
+                ck_assert_msg(r == 0, "remove %s: %s", k, ts_error_message(err, r));
+        }
+        ts_store_close(s);
+
+        s = open_store(&o);
+        ts_store_map(s, &size, &max);
+        /* LMDB opens the map at least as large as the data in it */
+        ck_assert_uint_ge(size, 64 << 10);
+        int again = fill_store(s, &r, &err);
+        ck_assert_int_eq(r, -ENOSPC);
+        ts_error_free(err);
+        ck_assert_int_ge(again, n - 2);
+        ts_store_close(s);
+}
+END_TEST
+
+START_TEST(map_options_checked) {
+        ts_store *s = NULL;
+        ts_error *err = NULL;
+        ts_store_options o = { .map_size = 2 << 20, .map_max = 1 << 20 };
+        expect_err(ts_store_open(root, &o, &s, &err), &err, -EINVAL);
+        o = (ts_store_options){ .map_max = 4096 };
+        expect_err(ts_store_open(root, &o, &s, &err), &err, -EINVAL);
+        /* a map size above the default maximum raises the maximum with it */
+        o = (ts_store_options){ .map_size = 2ull << 30 };
+        s = open_store(&o);
+        uint64_t size, max;
+        ts_store_map(s, &size, &max);
+        ck_assert_uint_eq(size, 2ull << 30);
+        ck_assert_uint_eq(max, 2ull << 30);
+        ts_store_close(s);
+}
+END_TEST
+
+/* Growing the map remaps it: readers on other threads must never see it
+ * move under them (ASan reports a read of the old map). */
+typedef struct grow_shared {
+        ts_store *s;
+        volatile int done;
+        int failures;
+} grow_shared;
+
+static int read_labels(const ts_store_info *i, void *ud) {
+        (void) ud;
+        const char *v = ts_store_info_label(i, "big");
+        return v && strlen(v) == 1999 ? 0 : -EIO;
+}
+
+static void *grow_reader(void *p) {
+        grow_shared *sh = p;
+        while (!__atomic_load_n(&sh->done, __ATOMIC_ACQUIRE)) {
+                ts_store_txn *t = NULL;
+                if (ts_store_begin(sh->s, false, &t, NULL) < 0 || ts_store_walk(t, "ns", read_labels, NULL, NULL) < 0)
+                        __atomic_add_fetch(&sh->failures, 1, __ATOMIC_RELAXED);
+                ts_store_txn_abort(t);
+        }
+        return NULL;
+}
+
+START_TEST(map_grows_under_readers) {
+        ts_store_options o = { .map_size = 64 << 10, .map_max = 4 << 20, .no_sync = true };
+        grow_shared sh = { .s = open_store(&o) };
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+                ck_assert_int_eq(pthread_create(&th[i], NULL, grow_reader, &sh), 0);
+        ts_error *err = NULL;
+        int r;
+        int n = fill_store(sh.s, &r, &err);
+        __atomic_store_n(&sh.done, 1, __ATOMIC_RELEASE);
+        for (int i = 0; i < 2; i++)
+                pthread_join(th[i], NULL);
+        ck_assert_msg(r == -ENOSPC, "got %d: %s", r, ts_error_message(err, r));
+        ts_error_free(err);
+        ck_assert_int_gt(n, 200);
+        ck_assert_int_eq(sh.failures, 0);
+        ts_store_close(sh.s);
+}
+END_TEST
+
+/* Only a damaged store holds a loop of parents; the walk reports it instead
+ * of going round it for ever. */
+START_TEST(parent_loop_is_an_error) {
+        ts_store *s = open_store(NULL);
+        ts_store_txn *t = wtxn(s);
+        ts_store_info a = mk_committed(t, "ns", "a", NULL);
+        ts_store_info b = mk_committed(t, "ns", "b", "a");
+        ts_store_info c = mk(t, "ns", "c", "b", TS_KIND_ACTIVE);
+        ts_store_info_done(&a);
+        ts_store_info_done(&b);
+        ts_store_info_done(&c);
+        ck_assert_int_eq(ts_store_set_parent(t, "ns", "a", "b", NULL), 0);
+        commit(t);
+        t = rtxn(s);
+        ts_store_info *chain = NULL;
+        size_t n = 0;
+        ts_error *err = NULL;
+        int r = ts_store_parents(t, "ns", "c", &chain, &n, &err);
+        ck_assert_msg(r == -EIO, "got %d: %s", r, ts_error_message(err, r));
+        ck_assert_ptr_nonnull(strstr(err->msg, "loops"));
+        ts_error_free(err);
         ts_store_txn_abort(t);
         ts_store_close(s);
 }
@@ -953,6 +1141,10 @@ int main(void) {
         tcase_add_test(tc, device_ids_wrap_at_24_bits);
         tcase_add_test(tc, base_devices);
         tcase_add_test(tc, map_full_is_enospc);
+        tcase_add_test(tc, map_grows_to_its_maximum);
+        tcase_add_test(tc, map_options_checked);
+        tcase_add_test(tc, map_grows_under_readers);
+        tcase_add_test(tc, parent_loop_is_an_error);
         tcase_add_test(tc, readers_with_one_writer);
         tcase_add_test(tc, two_writers);
         tcase_add_test(tc, failed_rules_leave_txn_usable);

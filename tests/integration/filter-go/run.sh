@@ -19,8 +19,12 @@ cp "$here/main.go" "$work/src/filtergo/"
         go build -o "$work/filter-go" filtergo)
 cd "$seeds"
 ls | sort > "$work/list"
-xargs "$work/filter-go" < "$work/list" > "$work/go.out"
-xargs "$diff_bin" < "$work/list" > "$work/c.out"
+xargs "$work/filter-go" < "$work/list" > "$work/go.all"
+xargs "$diff_bin" < "$work/list" > "$work/c.all"
+# inputs over thinsnap's bounds (TS_FILTER_MAX_*) are refused by design: not compared
+limited=$(grep -c ' LIMIT$' "$work/c.all" || true)
+awk 'NR == FNR { if ($2 == "LIMIT") skip[$1] = 1; next } !skip[$1]' "$work/c.all" "$work/go.all" > "$work/go.out"
+grep -v ' LIMIT$' "$work/c.all" > "$work/c.out" || true
 total=$(wc -l < "$work/list")
 compared=$(grep -vc ' SKIP$' "$work/go.out" || true)
 if ! diff -u "$work/go.out" "$work/c.out" > "$work/diff"; then
@@ -29,5 +33,5 @@ if ! diff -u "$work/go.out" "$work/c.out" > "$work/diff"; then
         echo "$((compared - failed)) passed, $failed failed"
         exit 1
 fi
-echo "filter conformance: $compared of $total inputs give the same error or matches as containerd"
+echo "filter conformance: $compared of $total inputs give the same error or matches as containerd ($limited over thinsnap's limits)"
 echo "$compared passed, 0 failed"

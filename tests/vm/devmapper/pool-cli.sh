@@ -98,13 +98,71 @@ count=$((count + 1))
 [ "$(head -c 4M /dev/mapper/tp-snap-1 | sha256sum | cut -d' ' -f1)" = "$(sum "$work/blob")" ] ||
         { echo "FAIL: data lost across attach"; fails=$((fails + 1)); }
 
+# Extend, online: thin 1 stays active and its data readable; the files and
+# the pool grow; shrinking and bad sizes are refused with nothing changed.
+expect 0 "pool tp extended: data 256 MiB -> 512 MiB, metadata 5 MiB -> 8 MiB" pool extend tp --data-size 512M --meta-size 8M
+count=$((count + 1))
+[ "$(stat -c %s "$d")" = $((512 << 20)) ] && [ "$(stat -c %s "$m")" = $((8 << 20)) ] ||
+        { echo "FAIL: files not grown: $(stat -c %s "$d") $(stat -c %s "$m")"; fails=$((fails + 1)); }
+status=$("$bin" pool status tp --json)
+count=$((count + 1))
+if [ "$(json_field data.total_blocks <<<"$status")" != 8192 ] || [ "$(json_field metadata.total_blocks <<<"$status")" != 2048 ]; then
+        echo "FAIL: pool status after extend: $status"; fails=$((fails + 1))
+fi
+count=$((count + 1))
+[ "$(head -c 4M /dev/mapper/tp-snap-1 | sha256sum | cut -d' ' -f1)" = "$(sum "$work/blob")" ] ||
+        { echo "FAIL: data changed by the extend"; fails=$((fails + 1)); }
+expect 1 "data cannot shrink (512 MiB recorded, 256 MiB asked for)" pool extend tp --data-size 256M
+expect 1 "metadata size 17 GiB is above the maximum of 16 GiB" pool extend tp --meta-size 17G
+expect 0 "nothing changed" pool extend tp
+expect 0 "\"result\":\"unchanged\"" pool extend tp --json
+expect 1 "no state for pool tq" pool extend tq --data-size 1G
+expect 2 "--data-size must not be 0" pool extend tp --data-size 0
+check "attach after extend: deactivate 1" "$bin" thin deactivate tp-snap-1
+check "simulate reboot after extend" dmsetup remove tp
+expect 0 "pool tp attached" pool attach tp
+expect 0 "of 512 MiB used" pool status tp
+
+# attach checks the devices: zeroed metadata (the kernel would format it) is refused.
+check "simulate reboot" dmsetup remove tp
+cp "$m" "$work/m.keep"
+dd if=/dev/zero of="$m" bs=4096 count=1 conv=notrunc status=none
+expect 1 "holds no thin-pool superblock" pool attach tp
+count=$((count + 1))
+[ ! -e /dev/mapper/tp ] || { echo "FAIL: attach on zeroed metadata made the pool"; fails=$((fails + 1)); }
+cp "$work/m.keep" "$m"
+expect 0 "pool tp attached" pool attach tp
+
+# A pool on block devices (loop devices set up by hand): their identity is
+# recorded; after a "reboot" that swapped the device names, attach refuses.
+truncate -s 128M "$work/bd"; truncate -s 4M "$work/bm"
+ld=$(losetup -f --show "$work/bd"); lm=$(losetup -f --show "$work/bm")
+expect 0 "pool tb created" pool create tb --data "$ld" --meta "$lm"
+count=$((count + 1))
+grep -qE "\"id\": ?\"loop:$work/bd\"" "$THINSNAP_STATE_DIR/tb.json" ||
+        { echo "FAIL: no identity recorded: $(cat "$THINSNAP_STATE_DIR/tb.json")"; fails=$((fails + 1)); }
+expect 1 "less than the 256 MiB asked for: grow the device first" pool extend tb --data-size 256M
+truncate -s 256M "$work/bd"; losetup -c "$ld"
+expect 0 "pool tb extended: data 128 MiB -> 256 MiB" pool extend tb
+check "simulate reboot (tb)" dmsetup remove tb
+losetup -d "$ld" "$lm"
+losetup "$ld" "$work/bm"; losetup "$lm" "$work/bd"
+expect 1 "data device $ld is not the one the pool was created on (that was loop:$work/bd; this is loop:$work/bm)" pool attach tb
+count=$((count + 1))
+[ ! -e /dev/mapper/tb ] || { echo "FAIL: attach on swapped devices made the pool"; fails=$((fails + 1)); }
+losetup -d "$ld" "$lm"
+losetup "$ld" "$work/bd"; losetup "$lm" "$work/bm"
+expect 0 "pool tb attached" pool attach tb
+expect 0 "pool tb destroyed" pool destroy tb
+check "destroy leaves block devices (here the user's loop devices) attached" losetup -d "$ld" "$lm"
+
 # Bad input: clear errors, nothing changed.
 before=$(ls -A "$work" | sort | tr '\n' ' ')
 expect 1 "does not exist and no size was given" pool create tq --data "$work/nd" --meta "$work/nm"
 expect 1 "directory" pool create tq --data "$work/nodir/d" --data-size 64M --meta "$work/nm"
 expect 1 "smaller than one block" pool create tq --data "$work/nd" --data-size 32K --meta "$work/nm"
 expect 1 "below the minimum of 2 MiB" pool create tq --data "$work/nd" --data-size 64M --meta "$work/nm" --meta-size 1M
-expect 1 "exists with 256 MiB, not the 1 GiB asked for" pool create tp --data "$d" --data-size 1G --meta "$m"
+expect 1 "exists with 512 MiB, not the 1 GiB asked for" pool create tp --data "$d" --data-size 1G --meta "$m"
 expect 1 "pool tp exists with a different set-up" pool create tp --data "$work/other" --data-size 64M --meta "$work/om"
 expect 1 "same path" pool create tq --data "$work/x" --data-size 64M --meta "$work/x"
 expect 1 "is in use" pool create tq --data "$d" --meta "$work/nm" --meta-size 4M

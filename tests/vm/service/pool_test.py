@@ -4,9 +4,18 @@
 
 1. space: a pool with error_if_no_space is filled through an active
    snapshot's device; Prepare and View must answer RESOURCE_EXHAUSTED naming
-   the pool and its figures, and create nothing; after the filler's Remove,
-   Prepare works again. The same for a 2 MiB metadata device filled by
-   children that each copy every leaf of their parent's mapping tree.
+   the pool and its figures, and create nothing; `thinsnap pool extend`
+   grows it while thinsnapd runs, and Prepare and the filler's writes work
+   again at once; after the filler's Remove too. The same for a 2 MiB
+   metadata device filled by children that each copy every leaf of their
+   parent's mapping tree, then driven by devices of the test's own until the
+   kernel itself runs out of metadata space (the pool turns read-only and
+   refuses even deletes: Remove answers RESOURCE_EXHAUSTED); extended, the
+   same daemon removes and prepares again. thinsnapd's memory stays bounded.
+   Its metrics endpoint, scraped over HTTP, shows the pool's figures move,
+   the calls counted by method and status code (a bad request among them),
+   and an extend at once; a metrics address in use or malformed stops
+   thinsnapd at start with a message saying so.
 2. --async-remove: Remove answers at once and the snapshot is gone from Stat
    and List; its thin device leaves the pool shortly after (polled, bounded);
    a device still open is retried; the parent of a child whose removal is
@@ -21,8 +30,12 @@ Usage: pool_test.py BUILD_DIR SOURCE_DIR"""
 import mmap
 import os
 import re
+import subprocess
 import sys
 import time
+import socket
+import urllib.error
+import urllib.request
 
 import grpc
 
@@ -61,6 +74,54 @@ def wait_for(what, cond, seconds=60):
         time.sleep(0.2)
 
 
+def extend(h, *args):
+    """`thinsnap pool extend` while thinsnapd runs; its exit status and output."""
+    p = subprocess.run([h.bindir + "/cli/thinsnap", "pool", "extend", h.pool] + list(args),
+                       env=h.env, capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def rss(h, field="VmRSS"):
+    with open(f"/proc/{h.daemon.pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+METRICS = "127.0.0.1:19464"
+
+
+def scrape(h):
+    """thinsnapd's metrics endpoint, as Prometheus reads it: sample -> value.
+    It starts listening just after the gRPC socket appears."""
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=60) as r:
+                h.check("metrics: content type", r.headers.get("Content-Type", "").split(";")[0], "text/plain")
+                text = r.read().decode()
+            break
+        except urllib.error.URLError as e:
+            if not isinstance(e.reason, ConnectionRefusedError):
+                raise
+            time.sleep(0.1)
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+RSS_BOUND = 48 * MiB  # above the daemon's VmRSS after its start (ASan build)
+
+
+def check_rss(h, base):
+    peak = rss(h, "VmHWM") - base
+    h.ok("thinsnapd's memory bounded", peak <= RSS_BOUND,
+         f"(peak {peak / MiB:.1f} MiB above the start, bound {RSS_BOUND / MiB:.0f} MiB)")
+
+
 def run(name, body, *pool_args):
     global passed, failed
     h = Harness(bindir, src, name, "tspool-")
@@ -82,8 +143,14 @@ def run(name, body, *pool_args):
 
 # ---- 1. out of data space ----
 def space(h):
-    h.start()
+    h.start("--metrics-address", METRICS)
+    base = rss(h)
     ids0 = h.pool_ids()
+    m0, pool = scrape(h), f'{{pool="{h.pool}"}}'
+    h.check("metrics: no snapshot at first", m0.get('thinsnap_snapshots{kind="active"}'), 0)
+    h.check("metrics: the pool's metadata used", m0.get("thinsnap_pool_metadata_used_bytes" + pool),
+            int(h.pool_status()[1].split("/")[0]) * 4096)
+    h.check("bad request: an empty key", h.prepare(""), "INVALID_ARGUMENT")
     fill = h.prepare("fill")
     written, err = write_dev(fill, 64 * MiB)
     h.ok("filling stops at the pool's end", err != 0 and written < 48 * MiB,
@@ -116,13 +183,77 @@ def space(h):
     h.check("no thin device made", h.pool_ids(), ids)
     h.check("no device activated", h.active_devs(), [os.path.basename(fill)])
 
+    # The metrics endpoint says what was done and what the pool holds.
+    m = scrape(h)
+    block = 64 << 10
+    h.ok("metrics: pool data used grew", m.get("thinsnap_pool_data_used_bytes" + pool, 0) >
+         m0.get("thinsnap_pool_data_used_bytes" + pool, 0), f"{m0} -> {m}")
+    h.check("metrics: pool data used", m.get("thinsnap_pool_data_used_bytes" + pool), used * block)
+    h.check("metrics: pool data size", m.get("thinsnap_pool_data_size_bytes" + pool), total * block)
+    h.check("metrics: pool out of data space", m.get("thinsnap_pool_out_of_data_space" + pool), 1)
+    mu, mt = (int(x) for x in st[1].split("/"))
+    h.check("metrics: pool metadata size", m.get("thinsnap_pool_metadata_size_bytes" + pool), mt * 4096)
+    h.check("metrics: snapshots by kind", [m.get(f'thinsnap_snapshots{{kind="{k}"}}') for k in ("active", "view", "committed")],
+            [1, 0, 0])
+    call = 'thinsnap_grpc_handled_total{{service="snapshots",method="{}",code="{}"}}'
+    h.check("metrics: prepares refused", m.get(call.format("prepare", "RESOURCE_EXHAUSTED")), 1)
+    h.check("metrics: views refused", m.get(call.format("view", "RESOURCE_EXHAUSTED")), 1)
+    h.check("metrics: prepares done", m.get(call.format("prepare", "OK")), 1)
+    h.check("metrics: the bad request counted", m.get(call.format("prepare", "INVALID_ARGUMENT")), 1)
+    h.check("metrics: stats of a missing key", m.get(call.format("stat", "NOT_FOUND")), 1)
+    h.check("metrics: prepare latencies counted",
+            m.get('thinsnap_grpc_handling_seconds_count{service="snapshots",method="prepare"}'), 3)
+    h.check("metrics: every prepare in the +Inf bucket",
+            m.get('thinsnap_grpc_handling_seconds_bucket{service="snapshots",method="prepare",le="+Inf"}'), 3)
+    h.ok("metrics: connections", m.get('thinsnap_grpc_connections{server="snapshots"}', 0) >= 1, str(m))
+    h.check("metrics: no limit hit", sum(v for k, v in m.items() if k.startswith("thinsnap_grpc_limit_hits_total")), 0)
+
+    # Grown while thinsnapd runs: no restart, no removal.
+    rc, out = extend(h, "--data-size", "96M")
+    h.check("extend exits 0", rc, 0)
+    h.ok("extend says what grew", "data 48 MiB -> 96 MiB" in out, repr(out))
+    st = h.pool_status()
+    h.ok("the kernel's pool writable again", "rw" in st and "out_of_data_space" not in st, str(st))
+    h.check("data blocks doubled", int(st[2].split("/")[1]), 2 * total)
+    m = scrape(h)
+    h.check("metrics: the new data size at once", m.get("thinsnap_pool_data_size_bytes" + pool), 2 * total * block)
+    h.check("metrics: no longer out of data space", m.get("thinsnap_pool_out_of_data_space" + pool), 0)
+    x = h.prepare("x")
+    h.ok("prepare works at once after the extend", x.startswith("/dev/mapper/"), repr(x))
+    h.check("its device written", write_dev(x, 4 * MiB), (4 * MiB, 0))
+    h.check("the filler writes on", write_dev(fill, 16 * MiB, written), (16 * MiB, 0))
+    h.check("remove it", h.remove("x"), "OK")
+    rc, out = extend(h, "--data-size", "64M")
+    h.ok("extend never shrinks", rc == 1 and "cannot shrink" in out, f"(exit {rc}: {out!r})")
+    rc, out = extend(h)
+    h.ok("extend to the sizes there are changes nothing", rc == 0 and "nothing changed" in out,
+         f"(exit {rc}: {out!r})")
+
     h.check("remove the filler", h.remove("fill"), "OK")
     x = h.prepare("x")
     h.ok("prepare works again", x.startswith("/dev/mapper/"), repr(x))
-    h.check("its device written", write_dev(x, 4 * MiB), (4 * MiB, 0))
     h.check("remove it", h.remove("x"), "OK")
     h.check("pool ids at the end", h.pool_ids(), ids0)
+    check_rss(h, base)
     h.stop()
+    metrics_refused(h)
+
+
+def metrics_refused(h):
+    """A metrics address thinsnapd cannot serve on stops it at start, saying why."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    for address, want in ((f"127.0.0.1:{port}", f"listen for metrics on 127.0.0.1:{port}: Address already in use"),
+                          ("9464", "metrics address '9464' is not HOST:PORT")):
+        p = subprocess.run([h.bindir + "/plugin/thinsnapd", "--root", h.work + "/root", "--pool", h.pool,
+                            "--address", h.work + "/refused.sock", "--metrics-address", address],
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+        h.ok(f"metrics on {address}: thinsnapd refuses to start",
+             p.returncode != 0 and "cannot serve metrics" in p.stderr and want in p.stderr,
+             f"(exit {p.returncode}: {p.stderr[-600:]!r})")
+    taken.close()
 
 
 # ---- 2. --async-remove ----
@@ -246,15 +377,36 @@ def meta_used(h):
     return tuple(int(x) for x in h.pool_status()[1].split("/"))
 
 
+def exhaust_metadata(h, origin):
+    """Snapshots of `origin` made past thinsnapd (ids from 1000, which it
+    never reaches here), each written once in every 4 MiB like the children,
+    until the kernel's pool runs out of metadata space and turns read-only.
+    Returns their ids."""
+    ids = []
+    for i in range(1000, 1040):
+        if h.dm_message(h.pool, f"create_snap {i} {origin}"):
+            break
+        ids.append(i)
+        name = f"{h.pool}-x{i}"
+        subprocess.run(["dmsetup", "create", name, "--table", f"0 {(64 * MiB) >> 9} thin /dev/mapper/{h.pool} {i}"],
+                       check=True)
+        err = write_blocks("/dev/mapper/" + name, range(0, 48 * MiB, 4 * MiB))
+        subprocess.run(["dmsetup", "remove", name], check=True)
+        if err or "ro" in h.pool_status():
+            break
+    return ids
+
+
 def metadata(h):
     """A 2 MiB metadata device filled cheaply: a committed parent with 48 MiB
     mapped, and children that each write one block in every 4 MiB of it, so
     each child copies every leaf of the parent's mapping tree."""
     h.start()
+    base = rss(h)
     big = h.prepare("big")
     h.check("write big", write_dev(big, 48 * MiB), (48 * MiB, 0))
     h.check("commit BIG", h.commit("BIG", "big"), "OK")
-    made, refused = [], None
+    made, refused, dev_of = [], None, {}
     for i in range(300):
         try:
             r = h.raw("Prepare", h.pb.PrepareSnapshotRequest(key=f"c{i}", parent="BIG"),
@@ -263,6 +415,7 @@ def metadata(h):
             refused = e
             break
         made.append(f"c{i}")
+        dev_of[f"c{i}"] = devid(r.mounts[0].source)
         err = write_blocks(r.mounts[0].source, range(0, 48 * MiB, 4 * MiB))
         if err:
             h.ok("child writes while the pool has metadata space", False, f"(c{i}: errno {err})")
@@ -285,10 +438,40 @@ def metadata(h):
     h.check("view refused too", h.view("v", "BIG"), "RESOURCE_EXHAUSTED")
     h.check("nothing recorded", h.list_names(), sorted(["BIG"] + made))
     h.check("no thin device made", h.pool_ids(limit=len(made) + 8), ids)
-    for k in made[:len(made) // 2]:
-        h.check(f"remove {k}", h.remove(k), "OK")
+
+    # The kernel itself out of metadata space: read-only, deletes refused.
+    extra = exhaust_metadata(h, devid(big))
+    st = h.pool_status()
+    print(f"pool-test tsmeta: {len(extra)} more snapshots, then {st}", flush=True)
+    h.ok("the kernel's pool ran out of metadata space", "ro" in st, str(st))
+    victim = made[0]
+    try:
+        h.raw("Remove", h.pb.RemoveSnapshotRequest(key=victim))
+        h.ok("remove on a pool out of metadata space refused", False, "(it succeeded)")
+    except grpc.RpcError as e:
+        h.check("remove on a pool out of metadata space: status", e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        h.ok("remove: message says out of metadata space and how to grow it",
+             "out of metadata space" in e.details() and "thinsnap pool extend" in e.details(), repr(e.details()))
+    h.check("prepare on the read-only pool", h.prepare("y", "BIG"), "RESOURCE_EXHAUSTED")
+
+    # Grown while the same thinsnapd runs.
+    rc, out = extend(h, "--meta-size", "8M")
+    h.check("extend exits 0", rc, 0)
+    h.ok("extend says what grew", "metadata 2 MiB -> 8 MiB" in out, repr(out))
+    st = h.pool_status()
+    h.ok("the kernel's pool writable again", "rw" in st, str(st))
+    h.check("metadata blocks", int(st[1].split("/")[1]), 2048)
+    h.ok("remove works again", h.remove(victim) in ("OK", "NOT_FOUND"), "")
+    h.check("its device left the pool", h.pool_ids(limit=len(made) + 8), [i for i in ids if i != dev_of[victim]])
+    for i in extra:
+        h.check(f"delete test device {i}", h.dm_message(h.pool, f"delete {i}"), 0)
     x = h.prepare("x", "BIG")
-    h.ok("prepare works again after removals", x.startswith("/dev/mapper/"), repr(x))
+    h.ok("prepare works again after the extend", x.startswith("/dev/mapper/"), repr(x))
+    h.check("and its device takes writes", write_blocks(x, range(0, 64 * MiB, MiB)), 0)
+    for k in made[1:len(made) // 2]:
+        h.check(f"remove {k}", h.remove(k), "OK")
+    h.check("records left", h.list_names(), sorted(["BIG", "x"] + made[len(made) // 2:]))
+    check_rss(h, base)
     h.stop()
 
 
