@@ -105,7 +105,7 @@ static int get_str(json_object *o, const char *key, bool required, const char *w
 
 static int dup_str(json_object *o, const char *key, bool required, const char *what, char **ret,
                    ts_error **err) {
-        const char *s;
+        const char *s = NULL;
         int r = get_str(o, key, required, what, &s, err);
         if (r < 0)
                 return r;
@@ -140,7 +140,7 @@ static int get_strv(json_object *o, const char *key, const char *what, char ***r
         if (!v)
                 return -ENOMEM;
         for (size_t i = 0; i < json_object_array_length(a); i++) {
-                const char *s;
+                const char *s = NULL;
                 int r = string_of(json_object_array_get_idx(a, i), what, key, &s, err);
                 if (r < 0)
                         return r;
@@ -169,7 +169,7 @@ static int get_map(json_object *o, const char *key, bool keys_only, const char *
                         return -ENOMEM;
                 if (keys_only)
                         continue;
-                const char *s;
+                const char *s = NULL;
                 int r = string_of(val, what, key, &s, err);
                 if (r < 0)
                         return r;
@@ -431,7 +431,7 @@ static int config_rootfs(ts_oci_config *c, ts_error **err) {
         if (!json_object_object_get_ex(c->json, "rootfs", &rootfs) ||
             !json_object_is_type(rootfs, json_type_object))
                 return bad(err, "config", "no \"rootfs\" object");
-        const char *type;
+        const char *type = NULL;
         int r = get_str(rootfs, "type", true, "config: rootfs", &type, err);
         if (r < 0)
                 return r;

@@ -158,7 +158,7 @@ int ts_oci_platform_parse(const char *s, ts_oci_platform **ret, ts_error **err) 
         if (!s || !*s)
                 return ts_error_setf_plain(err, EINVAL, "invalid platform: empty");
         char parts[3][PART_MAX];
-        size_t n;
+        size_t n = 0;
         int r = parse_parts(s, parts, &n, err);
         if (r < 0)
                 return r;

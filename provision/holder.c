@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,7 +12,7 @@
 #include "common/macro.h"
 
 static bool pid_holds(int proc_fd, const char *pid, dev_t dev) {
-        char path[64];
+        char path[NAME_MAX + sizeof "/fd"];
         snprintf(path, sizeof path, "%s/fd", pid);
         int fd = openat(proc_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)

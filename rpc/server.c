@@ -457,7 +457,7 @@ static int bind_socket(const char *path, mode_t mode, int *ret_fd, ts_error **er
 }
 
 int ts_rpc_server_listen(ts_rpc_server *s, const char *path, mode_t mode, ts_error **err) {
-        int fd, r;
+        int fd = -1, r;
 
         if (strlen(path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
                 return ts_error_set(err, ENAMETOOLONG, "socket path %s", path);

@@ -647,7 +647,7 @@ static int open_databases(ts_store *s, const char *root, ts_error **err) {
 }
 
 int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret, ts_error **err) {
-        ts_store_options o;
+        ts_store_options o = { 0 };
         int r = resolve_options(root, opts, &o, err);
         if (r < 0)
                 return r;
