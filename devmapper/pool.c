@@ -331,9 +331,19 @@ int ts_pool_get_status(const ts_pool *pool, ts_pool_status *ret, ts_error **err)
         return 0;
 }
 
+/* Metadata blocks kept for the devices there are: each write that breaks
+ * sharing with a parent copies mapping-tree nodes, and a kernel pool that
+ * runs out of metadata turns read-only (even deletes fail). New devices are
+ * refused while a sixteenth (at least 16 blocks) is left; figures a
+ * little old must not let a burst of Prepares and writes past it. */
+static uint64_t meta_reserve(uint64_t total) {
+        return total / 16 > 16 ? total / 16 : 16;
+}
+
 int ts_pool_status_space(const char *name, const ts_pool_status *st, ts_error **err) {
         bool data_full = st->out_of_data_space || st->used_data_blocks >= st->total_data_blocks;
-        bool meta_full = st->total_meta_blocks && st->used_meta_blocks + 16 >= st->total_meta_blocks;
+        bool meta_full = st->total_meta_blocks &&
+                         st->used_meta_blocks + meta_reserve(st->total_meta_blocks) >= st->total_meta_blocks;
         if (!data_full && !meta_full)
                 return 0;
         return ts_error_setf_plain(err, ENOSPC,

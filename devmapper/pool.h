@@ -47,8 +47,8 @@ typedef struct ts_pool_status {
 
 /* -ENOSPC with the pool's figures ("pool tp is out of data space: data 10/10
  * blocks, metadata 30/512 blocks used (grow it with 'thinsnap pool extend
- * tp')") when st shows no data block left or metadata within 16 blocks of
- * full; else 0. */
+ * tp')") when st shows no data block left or metadata within a sixteenth
+ * (at least 16 blocks) of full; else 0. */
 int ts_pool_status_space(const char *name, const ts_pool_status *st, ts_error **err);
 
 /* Checks a pool name: 1..64 characters of [A-Za-z0-9._-], not starting with
