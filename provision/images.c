@@ -456,14 +456,17 @@ static int add_warms(ts_prov *p, ts_prov_image ***v, size_t *n) {
         return r;
 }
 
+int prov_images_all(ts_prov *p, ts_ctrd **ret_c, ts_ctrd_image **ret_v, size_t *ret_n, ts_error **err) {
+        int r = prov_ctrd(p, ret_c, err);
+        return r < 0 ? r : ts_ctrd_image_list(*ret_c, NULL, ret_v, ret_n, err);
+}
+
 int ts_prov_image_list(ts_prov *p, ts_prov_image ***ret, size_t *ret_n, ts_error **err) {
         ts_ctrd *c = NULL;
-        int r = prov_ctrd(p, &c, err);
-        if (r < 0)
-                return r;
         ts_ctrd_image *v = NULL;
         size_t n = 0;
-        if ((r = ts_ctrd_image_list(c, NULL, &v, &n, err)) < 0)
+        int r = prov_images_all(p, &c, &v, &n, err);
+        if (r < 0)
                 return r;
         ts_prov_image **out = calloc(n ? n : 1, sizeof(*out));
         size_t n_out = 0;

@@ -77,6 +77,10 @@ struct ts_prov {
  * after thinsnapd). Returns 0 or -ECONNREFUSED naming the socket. */
 int prov_ctrd(ts_prov *p, ts_ctrd **ret, ts_error **err);
 
+/* Every image record in our namespace, and the connection they came over
+ * (*ret_c is borrowed, *ret_v the caller's). Returns 0 or -errno. */
+int prov_images_all(ts_prov *p, ts_ctrd **ret_c, ts_ctrd_image **ret_v, size_t *ret_n, ts_error **err);
+
 /* After a failed unpack (r): when the pool is out of space, -ENOSPC with its
  * figures replaces the error (containerd reports a write into a full thin
  * device as an I/O error). Else returns r with *err unchanged. */

@@ -65,12 +65,10 @@ void prov_chains_totals(ts_prov *p, ts_ctrd *c, const prov_chain *const *chains,
 
 int ts_prov_image_totals(ts_prov *p, uint64_t *ret_content, uint64_t *ret_pool, ts_error **err) {
         ts_ctrd *c = NULL;
-        int r = prov_ctrd(p, &c, err);
-        if (r < 0)
-                return r;
         ts_ctrd_image *v = NULL;
         size_t n = 0;
-        if ((r = ts_ctrd_image_list(c, NULL, &v, &n, err)) < 0)
+        int r = prov_images_all(p, &c, &v, &n, err);
+        if (r < 0)
                 return r;
         const prov_chain **chains = calloc(n ? n : 1, sizeof(*chains));
         size_t k = 0;
