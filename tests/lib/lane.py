@@ -36,8 +36,25 @@ def image_facts(imagedir):
     return exp
 
 
-class Lane:
+class Tally:
+    """Checks counted, one line printed for each."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def ok(self, name, cond, detail=""):
+        if cond:
+            self.passed += 1
+            print(f"ok   {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {name} {detail}", flush=True)
+        return cond
+
+
+class Lane(Tally):
     def __init__(self, bindir, srcdir, name, containerd="containerd", ctr="ctr", base_size="256M"):
+        super().__init__()
         self.bindir, self.src, self.name = bindir, srcdir, name
         self.containerd_bin, self.ctr_bin, self.base_size = containerd, ctr, base_size
         self.work = tempfile.mkdtemp(prefix=f"{name}.", dir="/tmp")
@@ -60,21 +77,12 @@ class Lane:
         self.mounts = []
         self.pools = []
         self.cleanups = []
-        self.passed = self.failed = 0
         self.t0 = time.monotonic()
 
     # ---- results ----
     def say(self, what):
         print(f"[{time.monotonic() - self.t0:6.1f}s] {what}", flush=True)
 
-    def ok(self, name, cond, detail=""):
-        if cond:
-            self.passed += 1
-            print(f"ok   {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL {name} {detail}", flush=True)
-        return cond
 
     def check(self, name, got, want):
         return self.ok(name, got == want, f"got {got!r}, want {want!r}")

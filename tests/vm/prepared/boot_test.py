@@ -22,24 +22,12 @@ import time
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
+sys.path.insert(0, os.path.join(here, "..", "..", "lib"))
 import boot  # noqa: E402
 import image  # noqa: E402
+from lane import Tally  # noqa: E402
 
 MARKER = "THINSNAP-PREPARED-AGENT"
-
-
-class Tally:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def ok(self, name, cond, detail=""):
-        if cond:
-            self.passed += 1
-            print(f"ok   {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL {name} {detail}", flush=True)
-        return cond
 
 
 def debugfs_cat(img, path):
