@@ -191,6 +191,13 @@ static int need_args(const image_args *a, int min, int max, const char *what) {
         return ts_cli_need_args(a->cmd, a->args, a->n_args, min, max, what);
 }
 
+/* A command that takes --address and --json and no operands: as parse(),
+ * operands refused. */
+static int parse_bare(int argc, char **argv, const char *cmd, image_args *a) {
+        int r = parse(argc, argv, cmd, "address json", a);
+        return r ? r : need_args(a, 0, 0, "no arguments");
+}
+
 /* The call's failure: one line on stderr, and a JSON object with --json. */
 static int failed(const image_args *a, const ts_error *err, int r) {
         return ts_cli_fail_json_as(a->cmd, a->json, a->stream, err, r);
@@ -493,11 +500,9 @@ static void print_images(const Thinsnap__V1__ListImagesResponse *resp) {
 
 static int cmd_ls(int argc, char **argv) {
         image_args a;
-        int r = parse(argc, argv, "image ls", "address json", &a);
+        int r = parse_bare(argc, argv, "image ls", &a);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
-        if ((r = need_args(&a, 0, 0, "no arguments")))
-                return r;
         Thinsnap__V1__ListImagesRequest req = THINSNAP__V1__LIST_IMAGES_REQUEST__INIT;
         _cleanup_message_ Thinsnap__V1__ListImagesResponse *resp = NULL;
         if ((r = call(&a, "ListImages", &req.base, &thinsnap__v1__list_images_response__descriptor,
@@ -582,11 +587,9 @@ static int cmd_rm(int argc, char **argv) {
 
 static int cmd_prepared(int argc, char **argv) {
         image_args a;
-        int r = parse(argc, argv, "image prepared", "address json", &a);
+        int r = parse_bare(argc, argv, "image prepared", &a);
         if (r)
                 return r < 0 ? TS_EXIT_OK : r;
-        if ((r = need_args(&a, 0, 0, "no arguments")))
-                return r;
         Thinsnap__V1__ListPreparedImagesRequest req = THINSNAP__V1__LIST_PREPARED_IMAGES_REQUEST__INIT;
         _cleanup_message_ Thinsnap__V1__ListPreparedImagesResponse *resp = NULL;
         if ((r = call(&a, "ListPreparedImages", &req.base,
