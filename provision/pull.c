@@ -118,13 +118,16 @@ static int layer_write(void *userdata, const void *p, size_t n) {
 static int download_try(downloads *dl, size_t i, const char *ref, bool *ret_resumed,
                         ts_error **err) {
         const ts_oci_descriptor *d = &dl->m->layers[i];
-        _cleanup_free_ uint8_t *buf = malloc(SINK_CHUNK);
-        if (!buf)
-                return -ENOMEM;
-        layer_sink ls = { .dl = dl, .i = i, .buf = buf };
+        layer_sink ls = { .dl = dl, .i = i };
         int r = ts_ctrd_writer_open(dl->j->c, dl->j->lease, ref, d->size, d->digest, &ls.w, err);
         if (r != 0)
                 return r;
+        /* Only for a blob to fetch: one stored already needs no buffer. */
+        _cleanup_free_ uint8_t *buf = ls.buf = malloc(SINK_CHUNK);
+        if (!buf) {
+                ts_ctrd_writer_free(ls.w);
+                return -ENOMEM;
+        }
         int64_t off = ts_ctrd_writer_offset(ls.w);
         ls.done = off > 0 ? (uint64_t) off : 0;
         *ret_resumed = off > 0;
