@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/parse.h"
+#include "store/label.h"
 
 typedef struct value {
         enum { V_STRING, V_INT, V_BOOL } type;
@@ -205,6 +206,20 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                         *dst = v->i;
                 else if (v->type != V_STRING || ts_parse_size(v->s, dst) < 0)
                         return line_error(err, line, key, "must be a size such as \"10G\" or bytes");
+                return 0;
+        }
+        if (strcmp(key, "max_labels") == 0) {
+                if (v->type != V_INT || v->i == 0 || v->i > TS_LABEL_MAX_COUNT_LIMIT)
+                        return line_error(err, line, key, "must be a number from 1 to 1048576");
+                cfg->max_labels = v->i;
+                return 0;
+        }
+        if (strcmp(key, "max_label_bytes") == 0) {
+                uint64_t n = v->type == V_INT ? (uint64_t) v->i : 0;
+                if ((v->type != V_INT && (v->type != V_STRING || ts_parse_size(v->s, &n) < 0)) ||
+                    n < TS_LABEL_MAX_SIZE || n > TS_LABEL_MAX_BYTES_LIMIT)
+                        return line_error(err, line, key, "must be a size from 4K to 4M");
+                cfg->max_label_bytes = n;
                 return 0;
         }
         if (strcmp(key, "max_warms") == 0) {

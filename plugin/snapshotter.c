@@ -490,6 +490,7 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
                 .dev_id_max = cfg->dev_id_max,
                 .map_size = cfg->store_map_size,
                 .map_max = cfg->store_map_max,
+                .labels = cfg->labels,
         };
         if (r >= 0)
                 r = ts_store_open(cfg->root, &so, &s->store, err);

@@ -120,6 +120,7 @@ typedef struct ts_snapshotter_config {
         uint32_t dev_id_max;      /* 0: the 24-bit limit (tests lower it) */
         uint64_t store_map_size;  /* the store's map to start with (store.h); 0: its default */
         uint64_t store_map_max;   /* the largest it grows to; 0: the store's default (1 GiB) */
+        ts_label_limits labels;   /* label bounds (store/label.h); 0 fields: the defaults */
         ts_snapdev *dev;          /* NULL: the thin pool `pool` (snapdev.h); else this device
                                    * layer, which the snapshotter takes over (also on failure) */
 } ts_snapshotter_config;

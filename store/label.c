@@ -19,6 +19,9 @@ int ts_label_limits_resolve(ts_label_limits *l, ts_error **err) {
                 return ts_error_setf_plain(err, EINVAL,
                                            "max_label_bytes %" PRIu64 " is outside %u..%u bytes",
                                            l->max_bytes, TS_LABEL_MAX_SIZE, TS_LABEL_MAX_BYTES_LIMIT);
+        if (l->max_count > TS_LABEL_MAX_COUNT_LIMIT)
+                return ts_error_setf_plain(err, EINVAL, "max_labels %u is above %u", l->max_count,
+                                           TS_LABEL_MAX_COUNT_LIMIT);
         return 0;
 }
 

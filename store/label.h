@@ -30,6 +30,7 @@ typedef struct ts_label {
 /* The largest max_bytes may be: a record then always fits in one reply
  * message (16 MiB) with room to spare. */
 #define TS_LABEL_MAX_BYTES_LIMIT (4u << 20)
+#define TS_LABEL_MAX_COUNT_LIMIT (1u << 20) /* the largest max_count may be */
 
 typedef struct ts_label_limits {
         uint32_t max_count; /* labels of one snapshot, also of one request; 0: the default */
@@ -37,7 +38,8 @@ typedef struct ts_label_limits {
 } ts_label_limits;
 
 /* Fills 0 fields with the defaults. Returns 0, or -EINVAL (max_bytes above
- * TS_LABEL_MAX_BYTES_LIMIT, or below TS_LABEL_MAX_SIZE; err names it). */
+ * TS_LABEL_MAX_BYTES_LIMIT or below TS_LABEL_MAX_SIZE, max_count above
+ * TS_LABEL_MAX_COUNT_LIMIT; err names it). */
 int ts_label_limits_resolve(ts_label_limits *l, ts_error **err);
 
 /* Checks the labels of a request, before anything is done with them: at

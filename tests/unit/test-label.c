@@ -41,6 +41,10 @@ START_TEST(limits_resolve) {
         l = (ts_label_limits){ .max_bytes = 100 };
         ck_assert_int_eq(ts_label_limits_resolve(&l, &err), -EINVAL);
         msg_has(err, "max_label_bytes 100");
+        err = NULL;
+        l = (ts_label_limits){ .max_count = TS_LABEL_MAX_COUNT_LIMIT + 1 };
+        ck_assert_int_eq(ts_label_limits_resolve(&l, &err), -EINVAL);
+        msg_has(err, "max_labels 1048577 is above 1048576");
 }
 END_TEST
 
