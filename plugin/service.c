@@ -305,64 +305,43 @@ static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         return op_end(&o, send_info(call, &info));
 }
 
-/* List streams its answer in batches, as containerd's service does. */
+/* List streams its answer in messages of at most 100 records, as
+ * containerd's service does, and at most LIST_MAX_BYTES: far below the
+ * 16 MiB a gRPC peer accepts, whatever the records hold (one record is
+ * bounded by the store's label limits, store/label.h). */
 #define LIST_BATCH 100
+#define LIST_MAX_BYTES (4u << 20)
 
-typedef struct list_ctx {
-        ts_rpc_call *call;
+/* An upper bound of info's size as an Info of a List reply: its strings,
+ * and for tags, lengths, kind and timestamps 64 bytes, 16 per label. */
+static size_t info_wire_bound(const ts_store_info *info) {
+        size_t n = 64 + strlen(info->name) + strlen(info->parent ? info->parent : "");
+        for (size_t i = 0; i < info->n_labels; i++)
+                n += 16 + strlen(info->labels[i].key) + strlen(info->labels[i].value);
+        return n;
+}
+
+/* Sends one batch as one ListSnapshotsResponse. */
+static int list_send(const ts_store_info *infos, size_t n, void *userdata) {
+        ts_rpc_call *call = userdata;
         info_msg msgs[LIST_BATCH];
         Info *ptrs[LIST_BATCH];
-        ts_store_info infos[LIST_BATCH];
-        size_t n;
-} list_ctx;
-
-static int list_flush(list_ctx *c) {
-        if (c->n == 0)
-                return 0;
-        Containerd__Services__Snapshots__V1__ListSnapshotsResponse resp =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
-        resp.n_info = c->n;
-        resp.info = c->ptrs;
-        int r = ts_rpc_call_send(c->call, &resp.base);
-        for (size_t i = 0; i < c->n; i++) {
-                info_msg_done(&c->msgs[i]);
-                ts_store_info_done(&c->infos[i]);
+        size_t made = 0;
+        int r = 0;
+        for (; r >= 0 && made < n; made++) {
+                r = info_to_msg(&infos[made], &msgs[made]);
+                ptrs[made] = &msgs[made].info;
         }
-        memset(c->msgs, 0, sizeof c->msgs);
-        c->n = 0;
+        if (r >= 0) {
+                Containerd__Services__Snapshots__V1__ListSnapshotsResponse resp =
+                        CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
+                resp.n_info = n;
+                resp.info = ptrs;
+                r = ts_rpc_call_send(call, &resp.base);
+        }
+        for (size_t i = 0; i < made; i++)
+                info_msg_done(&msgs[i]);
         return r;
-}
-
-/* Deep-copies what the walk hands out (valid during the callback only). */
-static int copy_info(const ts_store_info *in, ts_store_info *out) {
-        *out = *in;
-        out->namespace = strdup(in->namespace);
-        out->name = strdup(in->name);
-        out->parent = strdup(in->parent ? in->parent : "");
-        out->labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(ts_label));
-        out->n_labels = 0;
-        if (!out->namespace || !out->name || !out->parent || !out->labels)
-                return -ENOMEM;
-        for (size_t i = 0; i < in->n_labels; i++) {
-                out->labels[i].key = strdup(in->labels[i].key);
-                out->labels[i].value = strdup(in->labels[i].value);
-                out->n_labels++;
-                if (!out->labels[i].key || !out->labels[i].value)
-                        return -ENOMEM;
-        }
-        return 0;
-}
-
-static int list_one(const ts_store_info *info, void *p) {
-        list_ctx *c = p;
-        int r = copy_info(info, &c->infos[c->n]);
-        if (r >= 0)
-                r = info_to_msg(&c->infos[c->n], &c->msgs[c->n]);
-        c->ptrs[c->n] = &c->msgs[c->n].info;
-        c->n++;
-        if (r < 0)
-                return r;
-        return c->n == LIST_BATCH ? list_flush(c) : 0;
 }
 
 static int h_list(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
@@ -374,16 +353,9 @@ static int h_list(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         ts_error *err = NULL;
         _cleanup_filter_ ts_filter *filter = NULL;
         int r = ts_filter_parse_all((const char *const *) req->filters, req->n_filters, &filter, &err);
-        if (r < 0)
-                return op_end(&o, fail(call, r, err));
-        _cleanup_free_ list_ctx *c = calloc(1, sizeof(*c));
-        if (!c)
-                return op_end(&o, fail(call, -ENOMEM, NULL));
-        c->call = call;
-        r = ts_snapshotter_walk(ud, o.ns, filter, list_one, c, &err);
-        int q = list_flush(c);
         if (r >= 0)
-                r = q;
+                r = ts_snapshotter_list(ud, o.ns, filter, LIST_BATCH, LIST_MAX_BYTES, info_wire_bound, list_send,
+                                        call, &err);
         return op_end(&o, r < 0 ? fail(call, r, err) : TS_RPC_OK);
 }
 

@@ -266,6 +266,28 @@ void ts_store_info_done(ts_store_info *info) {
         memset(info, 0, sizeof(*info));
 }
 
+int ts_store_info_copy(const ts_store_info *in, ts_store_info *ret) {
+        ts_store_info c = *in;
+        c.namespace = strdup(in->namespace ? in->namespace : "");
+        c.name = strdup(in->name);
+        c.parent = strdup(in->parent ? in->parent : "");
+        c.labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(ts_label));
+        c.n_labels = 0;
+        int r = c.namespace && c.name && c.parent && c.labels ? 0 : -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < in->n_labels; i++) {
+                c.labels[i].key = strdup(in->labels[i].key);
+                c.labels[i].value = strdup(in->labels[i].value);
+                c.n_labels++;
+                if (!c.labels[i].key || !c.labels[i].value)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                ts_store_info_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
 
 void ts_store_infos_free(ts_store_info *infos, size_t n) {
         if (!infos)
@@ -1338,30 +1360,44 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
         return store_record(t, &k, &i, ret_info, err);
 }
 
-int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *userdata, ts_error **err) {
+/* Positions c at the first record of ns (NULL: of the store) whose key
+ * is after `after` (NULL: the first). start holds the search key. */
+static int walk_start(MDB_cursor *c, const char *ns, const char *after, char **start, MDB_val *k, MDB_val *v) {
+        if (!ns)
+                return mdb_cursor_get(c, k, v, MDB_FIRST);
+        size_t nl = strlen(ns), al = after ? strlen(after) : 0;
+        *start = malloc(nl + 1 + al);
+        if (!*start)
+                return ENOMEM;
+        memcpy(*start, ns, nl + 1);
+        if (after)
+                memcpy(*start + nl + 1, after, al);
+        *k = (MDB_val){ .mv_size = nl + 1 + al, .mv_data = *start };
+        int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+        if (rc == 0 && after && k->mv_size == nl + 1 + al && memcmp(k->mv_data, *start, nl + 1 + al) == 0)
+                rc = mdb_cursor_get(c, k, v, MDB_NEXT);
+        return rc;
+}
+
+int ts_store_walk_after(ts_store_txn *t, const char *ns, const char *after, ts_store_walk_fn fn, void *userdata,
+                        ts_error **err) {
+        if (after && !ns)
+                return ts_error_setf_plain(err, EINVAL, "walk: a start key needs a namespace");
         MDB_cursor *c;
         int rc = mdb_cursor_open(t->txn, t->store->snapshots, &c);
         if (rc)
                 return mdb_fail(err, rc, "open snapshot cursor");
         size_t nl = ns ? strlen(ns) : 0;
-        _cleanup_free_ char *prefix = NULL;
+        _cleanup_free_ char *start = NULL;
         MDB_val k, v;
-        if (ns) {
-                prefix = malloc(nl + 1);
-                if (!prefix) {
-                        mdb_cursor_close(c);
-                        return -ENOMEM;
-                }
-                memcpy(prefix, ns, nl);
-                prefix[nl] = 0;
-                k = (MDB_val){ .mv_size = nl + 1, .mv_data = prefix };
-                rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-        } else
-                rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-
+        rc = walk_start(c, ns, after, &start, &k, &v);
+        if (rc == ENOMEM) {
+                mdb_cursor_close(c);
+                return -ENOMEM;
+        }
         int r = 0;
         for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-                if (ns && (k.mv_size < nl + 1 || memcmp(k.mv_data, prefix, nl + 1) != 0))
+                if (ns && (k.mv_size < nl + 1 || memcmp(k.mv_data, ns, nl + 1) != 0))
                         break;
                 _cleanup_store_info_ ts_store_info i = {};
                 r = record_decode(&k, &v, &i);
@@ -1378,6 +1414,10 @@ int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *us
         if (r == 0 && rc != 0 && rc != MDB_NOTFOUND)
                 return mdb_fail(err, rc, "walk snapshots");
         return r;
+}
+
+int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *userdata, ts_error **err) {
+        return ts_store_walk_after(t, ns, NULL, fn, userdata, err);
 }
 
 int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_info **ret_infos,

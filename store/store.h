@@ -248,6 +248,13 @@ typedef int (*ts_store_walk_fn)(const ts_store_info *info, void *userdata);
 int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *userdata,
                   ts_error **err);
 
+/* ts_store_walk over the records of ns whose key sorts after `after` (NULL:
+ * all), so a long walk can be cut into transactions of its own, each going
+ * on from the last key the one before saw. Returns as ts_store_walk, and
+ * -EINVAL for a start key without a namespace. */
+int ts_store_walk_after(ts_store_txn *txn, const char *ns, const char *after, ts_store_walk_fn fn,
+                        void *userdata, ts_error **err);
+
 /* The parent chain of key, immediate parent first (containerd's ParentIDs order):
  * *ret_infos is an array of *ret_n records (0 and NULL for a snapshot without
  * parent), freed with ts_store_infos_free. Returns 0, -ENOENT (key or a parent
@@ -255,6 +262,10 @@ int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *
  * -ENOMEM. */
 int ts_store_parents(ts_store_txn *txn, const char *ns, const char *key, ts_store_info **ret_infos,
                      size_t *ret_n, ts_error **err);
+
+/* A deep copy of in (a walk's record outlives its callback this way).
+ * Returns 0 or -ENOMEM (nothing to release then). */
+int ts_store_info_copy(const ts_store_info *in, ts_store_info *ret);
 
 /* Releases what an info holds and zeroes it. Accepts NULL. */
 void ts_store_info_done(ts_store_info *info);

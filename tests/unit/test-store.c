@@ -407,6 +407,23 @@ START_TEST(walk_and_parents) {
         c = (collected){};
         ck_assert_int_eq(ts_store_walk(t, "none", collect, &c, NULL), 0);
         ck_assert_int_eq(c.n, 0);
+        /* on from a key: the ones after it (l1 l2 l3 work), a key that is
+         * gone included; never past the namespace */
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "ns", "l2", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 2);
+        ck_assert_str_eq(c.names[0], "ns/l3");
+        ck_assert_str_eq(c.names[1], "ns/work");
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "ns", "l25", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 2);
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "ns", "work", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 0);
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "n", "", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 1);
+        ck_assert_int_eq(ts_store_walk_after(t, NULL, "l2", collect, &c, NULL), -EINVAL);
 
         ts_store_info *ps = NULL;
         size_t n = 0;
