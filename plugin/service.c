@@ -9,6 +9,7 @@
 #include "common/opstats.h"
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
+#include "rpc/wire.h"
 
 typedef Containerd__Services__Snapshots__V1__Info Info;
 typedef Containerd__Services__Snapshots__V1__Info__LabelsEntry LabelsEntry;
@@ -99,6 +100,27 @@ static int fail(ts_rpc_call *call, int r, ts_error *err) {
         ts_error_free(err);
         return code;
 }
+
+/* The request of a method registered raw, decoded once the label entries
+ * at path are counted: protobuf-c allocates per entry, so a request over
+ * the count bound is refused before it costs that. */
+static int decode_labelled(ts_rpc_call *call, ts_snapshotter *s, const ProtobufCMessageDescriptor *desc,
+                           const uint32_t *path, size_t depth, ProtobufCMessage **ret) {
+        size_t len = 0, n = 0;
+        const uint8_t *p = ts_rpc_call_request(call, &len);
+        if (ts_wire_count(p, len, path, depth, &n) < 0)
+                return ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "request of %zu bytes does not decode as %s",
+                                         len, desc->name);
+        ts_error *err = NULL;
+        int r = ts_label_check_count(n, ts_snapshotter_label_limits(s), &err);
+        if (r < 0)
+                return fail(call, r, err);
+        return ts_rpc_call_decode(call, desc, ret);
+}
+
+/* Where the labels are: field 4 of Prepare, View and Commit; Update's
+ * info (2), its labels (6). */
+static const uint32_t labels_path[] = { 4 }, update_labels_path[] = { 2, 6 };
 
 /* ---- Info ---- */
 
@@ -202,13 +224,25 @@ static int do_prepare(ts_rpc_call *call, ts_snapshotter *s, const char *name, co
 }
 
 static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__prepare_snapshot_request__descriptor,
+                                   labels_path, 1, &dec);
+        if (code != TS_RPC_OK)
+                return op_log(call, "prepare", NULL, ts_clock_mono_ns(), code);
+        const Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req = (const void *) dec;
         return do_prepare(call, ud, "prepare", req->key, req->parent, req->n_labels,
                           (void **) req->labels, TS_KIND_ACTIVE);
 }
 
 static int h_view(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__ViewSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__view_snapshot_request__descriptor,
+                                   labels_path, 1, &dec);
+        if (code != TS_RPC_OK)
+                return op_log(call, "view", NULL, ts_clock_mono_ns(), code);
+        const Containerd__Services__Snapshots__V1__ViewSnapshotRequest *req = (const void *) dec;
         return do_prepare(call, ud, "view", req->key, req->parent, req->n_labels,
                           (void **) req->labels, TS_KIND_VIEW);
 }
@@ -226,9 +260,15 @@ static int h_mounts(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 }
 
 static int h_commit(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__commit_snapshot_request__descriptor,
+                                   labels_path, 1, &dec);
+        if (code != TS_RPC_OK)
+                return op_log(call, "commit", NULL, ts_clock_mono_ns(), code);
+        const Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = (const void *) dec;
         op o;
-        int code = op_begin(&o, call, "commit", "key", req->key);
+        code = op_begin(&o, call, "commit", "key", req->key);
         if (code == TS_RPC_OK)
                 code = need_key(call, "name", req->name);
         if (code != TS_RPC_OK)
@@ -281,10 +321,16 @@ static int h_stat(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 }
 
 static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__update_snapshot_request__descriptor,
+                                   update_labels_path, 2, &dec);
+        if (code != TS_RPC_OK)
+                return op_log(call, "update", NULL, ts_clock_mono_ns(), code);
+        const Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req = (const void *) dec;
         const char *key = req->info ? req->info->name : NULL;
         op o;
-        int code = op_begin(&o, call, "update", NULL, key);
+        code = op_begin(&o, call, "update", NULL, key);
         if (code == TS_RPC_OK && !req->info)
                 code = ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "info is required");
         if (code == TS_RPC_OK)
@@ -386,12 +432,22 @@ static int h_cleanup(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 
 int ts_service_register(ts_rpc_server *server, ts_snapshotter *s) {
         static const ts_rpc_service_method methods[] = {
-                { "Prepare", h_prepare, false }, { "View", h_view, false },
-                { "Mounts", h_mounts, false },   { "Commit", h_commit, false },
-                { "Remove", h_remove, false },   { "Stat", h_stat, false },
-                { "Update", h_update, false },   { "List", h_list, true },
-                { "Usage", h_usage, false },     { "Cleanup", h_cleanup, false },
+                { "Mounts", h_mounts, false }, { "Remove", h_remove, false }, { "Stat", h_stat, false },
+                { "List", h_list, true },      { "Usage", h_usage, false },   { "Cleanup", h_cleanup, false },
         };
-        return ts_rpc_server_add_service(server, &containerd__services__snapshots__v1__snapshots__descriptor,
-                                         methods, TS_ARRAY_SIZE(methods), s);
+        /* Registered raw: decode_labelled counts their labels before decoding. */
+        static const ts_rpc_service_method labelled[] = {
+                { "Prepare", h_prepare, false }, { "View", h_view, false },
+                { "Commit", h_commit, false },   { "Update", h_update, false },
+        };
+        const ProtobufCServiceDescriptor *svc = &containerd__services__snapshots__v1__snapshots__descriptor;
+        int r = ts_rpc_server_add_service(server, svc, methods, TS_ARRAY_SIZE(methods), s);
+        for (size_t i = 0; r >= 0 && i < TS_ARRAY_SIZE(labelled); i++) {
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, "/%s/%s", svc->name, labelled[i].name) < 0)
+                        return -ENOMEM;
+                ts_rpc_method m = { .path = path, .handler = labelled[i].handler, .userdata = s };
+                r = ts_rpc_server_add_method(server, &m);
+        }
+        return r;
 }

@@ -23,6 +23,7 @@ struct ts_snapshotter {
         int64_t base_mapped; /* bytes mapped in the base device */
         bool async_remove;
         bool discard;
+        ts_label_limits labels;
         ts_fault *fault; /* THINSNAPD_FAULT */
 
         pthread_mutex_t lock;
@@ -481,7 +482,10 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         s->base_size = cfg->base_size;
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
-        int r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
+        s->labels = cfg->labels;
+        int r = ts_label_limits_resolve(&s->labels, err);
+        if (r >= 0)
+                r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
         if (r >= 0 && !s->dev) {
                 ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
                 r = ts_snapdev_open(&dc, &s->dev, err);
@@ -490,7 +494,7 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
                 .dev_id_max = cfg->dev_id_max,
                 .map_size = cfg->store_map_size,
                 .map_max = cfg->store_map_max,
-                .labels = cfg->labels,
+                .labels = s->labels,
         };
         if (r >= 0)
                 r = ts_store_open(cfg->root, &so, &s->store, err);
@@ -964,6 +968,10 @@ int ts_snapshotter_list(ts_snapshotter *s, const char *ns, const ts_filter *filt
                 if (r <= 0)
                         return r;
         }
+}
+
+const ts_label_limits *ts_snapshotter_label_limits(const ts_snapshotter *s) {
+        return &s->labels;
 }
 
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {

@@ -207,5 +207,8 @@ int ts_snapshotter_list(ts_snapshotter *s, const char *ns, const ts_filter *filt
                         size_t max_bytes, ts_snapshotter_size_fn size_fn, ts_snapshotter_batch_fn batch_fn,
                         void *userdata, ts_error **err);
 
+/* The label bounds in force (the configuration's, defaults filled in). */
+const ts_label_limits *ts_snapshotter_label_limits(const ts_snapshotter *s);
+
 /* Finishes pending removals (async mode) now. Returns 0 or -errno. */
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err);

@@ -25,10 +25,17 @@ int ts_label_limits_resolve(ts_label_limits *l, ts_error **err) {
         return 0;
 }
 
-int ts_label_check_request(const ts_label *l, size_t n, const ts_label_limits *lim, ts_error **err) {
+int ts_label_check_count(size_t n, const ts_label_limits *lim, ts_error **err) {
         if (n > lim->max_count)
                 return ts_error_setf_plain(err, EINVAL, "%zu labels in the request, over the limit of %u (max_labels)",
                                            n, lim->max_count);
+        return 0;
+}
+
+int ts_label_check_request(const ts_label *l, size_t n, const ts_label_limits *lim, ts_error **err) {
+        int r = ts_label_check_count(n, lim, err);
+        if (r < 0)
+                return r;
         for (size_t i = 0; i < n; i++) {
                 if (!l[i].key || !*l[i].key)
                         return ts_error_setf_plain(err, EINVAL, "label with an empty key");

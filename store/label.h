@@ -42,6 +42,11 @@ typedef struct ts_label_limits {
  * TS_LABEL_MAX_COUNT_LIMIT; err names it). */
 int ts_label_limits_resolve(ts_label_limits *l, ts_error **err);
 
+/* Checks the number of labels a request carries (repeated keys counted as
+ * sent) against max_count. Returns 0 or -EINVAL (err names the limit and
+ * the figure). */
+int ts_label_check_count(size_t n, const ts_label_limits *lim, ts_error **err);
+
 /* Checks the labels of a request, before anything is done with them: at
  * most max_count entries (counted as sent, repeated keys included), each
  * with a non-empty key and key + value within TS_LABEL_MAX_SIZE. Returns 0
