@@ -104,18 +104,22 @@ static int fail(ts_rpc_call *call, int r, ts_error *err) {
 /* The request of a method registered raw, decoded once the label entries
  * at path are counted: protobuf-c allocates per entry, so a request over
  * the count bound is refused before it costs that. */
-static int decode_labelled(ts_rpc_call *call, ts_snapshotter *s, const ProtobufCMessageDescriptor *desc,
-                           const uint32_t *path, size_t depth, ProtobufCMessage **ret) {
+static int decode_labelled(ts_rpc_call *call, ts_snapshotter *s, const char *op_name,
+                           const ProtobufCMessageDescriptor *desc, const uint32_t *path, size_t depth,
+                           ProtobufCMessage **ret) {
+        int64_t t0 = ts_clock_mono_ns();
         size_t len = 0, n = 0;
         const uint8_t *p = ts_rpc_call_request(call, &len);
-        if (ts_wire_count(p, len, path, depth, &n) < 0)
-                return ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "request of %zu bytes does not decode as %s",
-                                         len, desc->name);
         ts_error *err = NULL;
-        int r = ts_label_check_count(n, ts_snapshotter_label_limits(s), &err);
-        if (r < 0)
-                return fail(call, r, err);
-        return ts_rpc_call_decode(call, desc, ret);
+        int code;
+        if (ts_wire_count(p, len, path, depth, &n) < 0)
+                code = ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "request of %zu bytes does not decode as %s",
+                                         len, desc->name);
+        else if (ts_label_check_count(n, ts_snapshotter_label_limits(s), &err) < 0)
+                code = fail(call, -EINVAL, err);
+        else
+                code = ts_rpc_call_decode(call, desc, ret);
+        return code == TS_RPC_OK ? code : op_log(call, op_name, NULL, t0, code);
 }
 
 /* Where the labels are: field 4 of Prepare, View and Commit; Update's
@@ -226,10 +230,11 @@ static int do_prepare(ts_rpc_call *call, ts_snapshotter *s, const char *name, co
 static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         (void) m;
         _cleanup_message_ ProtobufCMessage *dec = NULL;
-        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__prepare_snapshot_request__descriptor,
+        int code = decode_labelled(call, ud, "prepare",
+                                   &containerd__services__snapshots__v1__prepare_snapshot_request__descriptor,
                                    labels_path, 1, &dec);
         if (code != TS_RPC_OK)
-                return op_log(call, "prepare", NULL, ts_clock_mono_ns(), code);
+                return code;
         const Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req = (const void *) dec;
         return do_prepare(call, ud, "prepare", req->key, req->parent, req->n_labels,
                           (void **) req->labels, TS_KIND_ACTIVE);
@@ -238,10 +243,11 @@ static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 static int h_view(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         (void) m;
         _cleanup_message_ ProtobufCMessage *dec = NULL;
-        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__view_snapshot_request__descriptor,
+        int code = decode_labelled(call, ud, "view",
+                                   &containerd__services__snapshots__v1__view_snapshot_request__descriptor,
                                    labels_path, 1, &dec);
         if (code != TS_RPC_OK)
-                return op_log(call, "view", NULL, ts_clock_mono_ns(), code);
+                return code;
         const Containerd__Services__Snapshots__V1__ViewSnapshotRequest *req = (const void *) dec;
         return do_prepare(call, ud, "view", req->key, req->parent, req->n_labels,
                           (void **) req->labels, TS_KIND_VIEW);
@@ -262,10 +268,11 @@ static int h_mounts(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 static int h_commit(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         (void) m;
         _cleanup_message_ ProtobufCMessage *dec = NULL;
-        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__commit_snapshot_request__descriptor,
+        int code = decode_labelled(call, ud, "commit",
+                                   &containerd__services__snapshots__v1__commit_snapshot_request__descriptor,
                                    labels_path, 1, &dec);
         if (code != TS_RPC_OK)
-                return op_log(call, "commit", NULL, ts_clock_mono_ns(), code);
+                return code;
         const Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = (const void *) dec;
         op o;
         code = op_begin(&o, call, "commit", "key", req->key);
@@ -323,10 +330,11 @@ static int h_stat(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         (void) m;
         _cleanup_message_ ProtobufCMessage *dec = NULL;
-        int code = decode_labelled(call, ud, &containerd__services__snapshots__v1__update_snapshot_request__descriptor,
+        int code = decode_labelled(call, ud, "update",
+                                   &containerd__services__snapshots__v1__update_snapshot_request__descriptor,
                                    update_labels_path, 2, &dec);
         if (code != TS_RPC_OK)
-                return op_log(call, "update", NULL, ts_clock_mono_ns(), code);
+                return code;
         const Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req = (const void *) dec;
         const char *key = req->info ? req->info->name : NULL;
         op o;

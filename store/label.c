@@ -52,8 +52,8 @@ int ts_label_check_request(const ts_label *l, size_t n, const ts_label_limits *l
 int ts_label_check_set(const ts_label *l, size_t n, const ts_label_limits *lim, const char *key,
                        ts_error **err) {
         if (n > lim->max_count)
-                return ts_error_setf_plain(err, EINVAL, "snapshot %s: %zu labels, over the limit of %u (max_labels)", key,
-                                           n, lim->max_count);
+                return ts_error_setf_plain(err, EINVAL, "snapshot %s: %zu labels, over the limit of %u (max_labels)",
+                                           key, n, lim->max_count);
         uint64_t bytes = 0;
         for (size_t i = 0; i < n; i++)
                 bytes += strlen(l[i].key) + strlen(l[i].value);

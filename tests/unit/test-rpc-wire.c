@@ -70,8 +70,8 @@ START_TEST(counts_what_protobuf_c_packs) {
         memcpy(buf + len, buf, len);
         ck_assert_uint_eq(count_ok(buf, len, info_labels, 2), 5);
         ck_assert_uint_eq(count_ok(buf, 2 * len, info_labels, 2), 10);
-        ProtobufCMessage *dec = protobuf_c_message_unpack(&containerd__services__snapshots__v1__update_snapshot_request__descriptor,
-                                                          NULL, 2 * len, buf);
+        ProtobufCMessage *dec = protobuf_c_message_unpack(
+                &containerd__services__snapshots__v1__update_snapshot_request__descriptor, NULL, 2 * len, buf);
         ck_assert_ptr_nonnull(dec);
         ck_assert_uint_eq(((Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *) dec)->info->n_labels, 10);
         protobuf_c_message_free_unpacked(dec, NULL);
