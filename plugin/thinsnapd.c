@@ -15,7 +15,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "plugin/config.h"
 #include "plugin/metrics.h"
 #include "plugin/service.h"
@@ -261,28 +261,28 @@ static int take_value_opt(int c, const char *arg, args *a) {
         ts_config *cli = &a->cli;
         switch (c) {
         case OPT_REGISTRY_TIMEOUT:
-                return ts_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
+                return ts_units_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
                         usage_error("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)", arg) : 0;
         case OPT_MAX_WARMS:
-                return ts_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
+                return ts_units_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
                         usage_error("--max-warms '%s' is not a number from 1 to 64", arg) : 0;
         case OPT_BASE_SIZE:
-                return ts_parse_size(arg, &cli->base_size) < 0 || cli->base_size == 0 ?
+                return ts_units_parse_size(arg, &cli->base_size) < 0 || cli->base_size == 0 ?
                         usage_error("--base-size '%s' is not a size (examples: 64M, 10G)", arg) : 0;
         case OPT_STORE_MAP_MAX:
-                return ts_parse_size(arg, &cli->store_map_max) < 0 || cli->store_map_max == 0 ?
+                return ts_units_parse_size(arg, &cli->store_map_max) < 0 || cli->store_map_max == 0 ?
                         usage_error("--store-map-max '%s' is not a size (examples: 512M, 4G)", arg) : 0;
         case OPT_MAX_LABELS:
-                return ts_parse_u64(arg, &cli->max_labels) < 0 || cli->max_labels == 0 ||
+                return ts_units_parse_u64(arg, &cli->max_labels) < 0 || cli->max_labels == 0 ||
                                        cli->max_labels > TS_LABEL_MAX_COUNT_LIMIT ?
                         usage_error("--max-labels '%s' is not a number from 1 to 1048576", arg) : 0;
         case OPT_MAX_LABEL_BYTES:
-                return ts_parse_size(arg, &cli->max_label_bytes) < 0 || cli->max_label_bytes < TS_LABEL_MAX_SIZE ||
+                return ts_units_parse_size(arg, &cli->max_label_bytes) < 0 || cli->max_label_bytes < TS_LABEL_MAX_SIZE ||
                                        cli->max_label_bytes > TS_LABEL_MAX_BYTES_LIMIT ?
                         usage_error("--max-label-bytes '%s' is not a size from 4K to 4M", arg) : 0;
         case OPT_SOCKET_MODE:
                 a->mode_set = true;
-                return ts_parse_mode(arg, &cli->socket_mode) < 0 ?
+                return ts_units_parse_mode(arg, &cli->socket_mode) < 0 ?
                         usage_error("--socket-mode '%s' is not an octal mode", arg) : 0;
         default: /* OPT_LOG_LEVEL */
                 cli->log_level_set = true;
