@@ -136,24 +136,14 @@ func (c *Containerd) Alive() error {
 // exits with a peer gone), and destroys the pool; it reports every step
 // that failed.
 func (c *Containerd) Close() error {
-	var errs []string
+	var steps []func() error
 	if c.Client != nil {
-		if err := c.Client.Close(); err != nil {
-			errs = append(errs, "close containerd client: "+err.Error())
-		}
+		steps = append(steps, func() error { return annotate("close containerd client", c.Client.Close()) })
 	}
 	if c.Daemon != nil {
-		if err := c.Daemon.Stop(c.ts.stopTimeout); err != nil {
-			errs = append(errs, err.Error())
-		}
+		steps = append(steps, func() error { return c.Daemon.Stop(c.ts.stopTimeout) })
 	}
-	if err := c.ts.Close(); err != nil {
-		errs = append(errs, err.Error())
-	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return runSteps(append(steps, c.ts.Close)...)
 }
 
 // leased is a snapshotter whose every call is in one namespace and carries

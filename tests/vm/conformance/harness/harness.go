@@ -336,18 +336,31 @@ func NewThinsnapd(ctx context.Context, o Options, dir string) (*Thinsnapd, error
 // Close closes the connection, stops the daemon (SIGTERM, SIGKILL past the
 // stop timeout) and destroys the pool; it reports every step that failed.
 func (t *Thinsnapd) Close() error {
+	return runSteps(
+		func() error { return annotate("close connection", t.conn.Close()) },
+		func() error { return t.Daemon.Stop(t.stopTimeout) },
+		t.Pool.Destroy)
+}
+
+// runSteps runs every step whatever the ones before did, and reports every
+// failure in one error.
+func runSteps(steps ...func() error) error {
 	var errs []string
-	if err := t.conn.Close(); err != nil {
-		errs = append(errs, "close connection: "+err.Error())
-	}
-	if err := t.Daemon.Stop(t.stopTimeout); err != nil {
-		errs = append(errs, err.Error())
-	}
-	if err := t.Pool.Destroy(); err != nil {
-		errs = append(errs, err.Error())
+	for _, step := range steps {
+		if err := step(); err != nil {
+			errs = append(errs, err.Error())
+		}
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// annotate prefixes a non-nil err with what failed.
+func annotate(what string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
@@ -383,17 +396,9 @@ func NewDevmapper(ctx context.Context, o Options, dir string) (*Devmapper, error
 
 // Close closes the snapshotter and destroys its pool with its devices.
 func (d *Devmapper) Close() error {
-	var errs []string
-	if err := d.Snapshotter.Close(); err != nil {
-		errs = append(errs, "close devmapper snapshotter: "+err.Error())
-	}
-	if err := d.Pool.Destroy(); err != nil {
-		errs = append(errs, err.Error())
-	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return runSteps(
+		func() error { return annotate("close devmapper snapshotter", d.Snapshotter.Close()) },
+		d.Pool.Destroy)
 }
 
 // VmRSS returns a process's resident set size in bytes from /proc/PID/status.
