@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "bench/bench.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "rpc/call.h"
 #include "rpc/client.h"
 #include "thinsnap/v1/provisioner.pb-c.h"
@@ -98,7 +98,7 @@ static void parse(int argc, char **argv, args *a) {
                 else if (strcmp(f, "-image") == 0) a->image = v;
                 else if (strcmp(f, "-digest") == 0) a->digest = v;
                 else if (strcmp(f, "-agent") == 0) a->agent = v;
-                else if (strcmp(f, "-vms") != 0 || ts_parse_u32(v, &a->vms) < 0)
+                else if (strcmp(f, "-vms") != 0 || ts_units_parse_u32(v, &a->vms) < 0)
                         a->vms = 0;
         }
         if (!a->address || !a->image || !a->digest || !a->agent || a->vms < 1 || a->vms > 999 ||
