@@ -483,7 +483,8 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         s->discard = cfg->discard_on_remove;
         int r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
         if (r >= 0 && !s->dev) {
-                ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
+                ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs,
+                                        .fault = s->fault };
                 r = ts_snapdev_open(&dc, &s->dev, err);
         }
         ts_store_options so = {
