@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -479,11 +480,20 @@ static void limit_malloc_arenas(void) {
                 mallopt(M_ARENA_MAX, 2);
 }
 
+/* With transparent huge pages "always" (Debian's kernels), a thread's stack or a malloc arena
+ * that touches one byte of a 2 MiB-aligned range gets the whole 2 MiB resident: measured at
+ * idle, 11.7 MiB with huge pages and 7.6 MiB without. Nothing here gains from huge pages. */
+static void refuse_huge_pages(void) {
+        if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0)
+                log_debug_errno(-errno, "transparent huge pages stay on for thinsnapd");
+}
+
 int main(int argc, char **argv) {
         args a = { 0 };
         ts_config file = { .socket_mode = 0660 };
         settings s;
         limit_malloc_arenas();
+        refuse_huge_pages();
         int code = parse_args(argc, argv, &a);
         if (code == 0 && a.config_path) {
                 _cleanup_error_ ts_error *err = NULL;

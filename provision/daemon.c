@@ -13,7 +13,9 @@
 #include "provision/service.h"
 #include "rpc/server.h"
 
-#define DEFAULT_HANDLER_THREADS 16
+/* Calls wait on containerd, which does the work: a burst of VMs gets a thread
+ * each (threads start as calls wait and end when idle). */
+#define DEFAULT_HANDLER_THREADS 64
 
 struct ts_prov_daemon {
         ts_prov *prov;

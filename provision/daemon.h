@@ -18,7 +18,7 @@ typedef struct ts_prov_daemon_config {
         const char *address;      /* the service's socket */
         mode_t socket_mode;       /* 0: 0660 */
         const char *socket_group; /* NULL: the daemon's group */
-        unsigned handler_threads; /* 0: 16 */
+        unsigned handler_threads; /* at most; 0: 64 */
 } ts_prov_daemon_config;
 
 #define TS_PROV_DEFAULT_ADDRESS "/run/thinsnap/provisioner.sock"

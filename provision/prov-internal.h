@@ -2,8 +2,9 @@
  * connection to containerd, the image resolution every operation starts
  * with, and the labels and names the provisioner writes.
  *
- * Locking: p->lock guards the warm list, every warm's status and the image
- * cache; it is never held across a call to containerd or a registry. */
+ * Locking: p->lock guards the warm list, every warm's status, the image
+ * cache and the VM device cache; it is never held across a call to
+ * containerd or a registry. */
 #pragma once
 
 #include <pthread.h>
@@ -68,6 +69,7 @@ struct ts_prov {
         ts_ctrd *ctrd;          /* made on first use */
         prov_warm *warms;       /* queued, running, failed */
         prov_chain *chains;
+        void *vm_devices;       /* tsearch tree: the device of each VM cut here */
         bool stopping;
         pthread_t *workers;
         unsigned n_workers;
@@ -121,6 +123,11 @@ int prov_chain_get(ts_prov *p, const ts_ctrd_descriptor *target, const char *pla
 /* Remembers a chain learned while warming. Takes ownership of c. */
 const prov_chain *prov_chain_add(ts_prov *p, prov_chain *c);
 prov_chain *prov_chain_free(prov_chain *c);
+
+/* ---- VMs (vm.c) ---- */
+
+/* Forgets every VM's device (at ts_prov_free). */
+void prov_vm_devices_free(ts_prov *p);
 
 /* ---- warms (warm.c) ---- */
 

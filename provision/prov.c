@@ -146,6 +146,7 @@ ts_prov *ts_prov_free(ts_prov *p) {
                 n = c->next;
                 prov_chain_free(c);
         }
+        prov_vm_devices_free(p);
         ts_ctrd_free(p->ctrd);
         free(p->address);
         free(p->ns);

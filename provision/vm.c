@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <search.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -73,6 +74,81 @@ void ts_prov_vm_list_free(ts_prov_vm **v, size_t n) {
 static const char *dm_name(const char *device) {
         const char *slash = strrchr(device, '/');
         return slash ? slash + 1 : device;
+}
+
+/* The device of each VM cut by this process, so teardown needs no Mounts
+ * round trip. thinsnapd never reuses a device name (snapshot ids
+ * only grow), so an entry left by a VM removed behind our back names no
+ * device at all. After a restart the cache is empty: Mounts answers. */
+typedef struct vm_device {
+        char *device;
+        char vm[];
+} vm_device;
+
+static int vm_device_cmp(const void *a, const void *b) {
+        return strcmp(((const vm_device *) a)->vm, ((const vm_device *) b)->vm);
+}
+
+static void vm_device_free(void *v) {
+        if (v)
+                free(((vm_device *) v)->device);
+        free(v);
+}
+
+static vm_device *vm_device_key(const char *vm) {
+        vm_device *k = calloc(1, sizeof(*k) + strlen(vm) + 1);
+        if (k)
+                strcpy(k->vm, vm);
+        return k;
+}
+
+/* Best effort: without memory, teardown asks containerd instead. */
+static void device_remember(ts_prov *p, const char *vm, const char *device) {
+        vm_device *d = vm_device_key(vm);
+        if (!d || !(d->device = strdup(device))) {
+                vm_device_free(d);
+                return;
+        }
+        pthread_mutex_lock(&p->lock);
+        vm_device **slot = tsearch(d, &p->vm_devices, vm_device_cmp);
+        if (slot && *slot != d) {
+                vm_device_free(*slot);
+                *slot = d;
+        } else if (!slot)
+                vm_device_free(d);
+        pthread_mutex_unlock(&p->lock);
+}
+
+/* A copy of the VM's remembered device; NULL if none (or no memory). */
+static char *device_recall(ts_prov *p, const char *vm) {
+        _cleanup_free_ vm_device *k = vm_device_key(vm);
+        char *device = NULL;
+        if (!k)
+                return NULL;
+        pthread_mutex_lock(&p->lock);
+        vm_device **slot = tfind(k, &p->vm_devices, vm_device_cmp);
+        if (slot)
+                device = strdup((*slot)->device);
+        pthread_mutex_unlock(&p->lock);
+        return device;
+}
+
+static void device_forget(ts_prov *p, const char *vm) {
+        _cleanup_free_ vm_device *k = vm_device_key(vm);
+        if (!k)
+                return;
+        pthread_mutex_lock(&p->lock);
+        vm_device **slot = tfind(k, &p->vm_devices, vm_device_cmp);
+        vm_device *d = slot ? *slot : NULL;
+        if (d)
+                tdelete(k, &p->vm_devices, vm_device_cmp);
+        pthread_mutex_unlock(&p->lock);
+        vm_device_free(d);
+}
+
+void prov_vm_devices_free(ts_prov *p) {
+        tdestroy(p->vm_devices, vm_device_free);
+        p->vm_devices = NULL;
 }
 
 /* The VM's device: the block device its snapshot's mount names. */
@@ -263,6 +339,8 @@ static int cut(ts_prov *p, const ts_prov_snapshot_request *req, const prov_image
         if ((r = vm_new(req->vm_id, &n, img, &vm)) >= 0 && (r = vm_set_mounts(vm, m)) >= 0)
                 r = set_owner(req, vm->device, err);
         ts_ctrd_mounts_free(m);
+        if (r >= 0 && vm->device[0] == '/')
+                device_remember(p, req->vm_id, vm->device);
         if (r < 0) {
                 ts_prov_vm_free(vm);
                 return r;
@@ -315,23 +393,24 @@ int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_err
                 r = prov_ctrd(p, &c, err);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *device = NULL;
+        _cleanup_free_ char *device = device_recall(p, vm_id);
         ts_error *e = NULL;
-        r = device_of(p, n.key, &device, &e);
-        bool had_snapshot = r >= 0;
-        if (r < 0 && r != -ENOENT)
+        if (!device && (r = device_of(p, n.key, &device, &e)) < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
         e = ts_error_free(e);
         if (device && (r = check_unused(vm_id, device, 0, err)) < 0)
                 return r;
-        if (had_snapshot && (r = ts_ctrd_snapshot_remove(c, p->snapshotter, n.key, &e)) < 0 && r != -ENOENT)
+        r = ts_ctrd_snapshot_remove(c, p->snapshotter, n.key, &e);
+        bool had_snapshot = r >= 0;
+        if (r < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
-        ts_error_free(TAKE_PTR(e));
+        e = ts_error_free(e);
         r = ts_ctrd_lease_delete(c, n.lease, true, &e);
         bool had_lease = r >= 0;
         if (r < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
         e = ts_error_free(e);
+        device_forget(p, vm_id);
         if (device && !p->async_remove && (r = check_gone(vm_id, device, err)) < 0)
                 return r;
         if (ret_existed)

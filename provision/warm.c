@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -520,6 +521,13 @@ static prov_warm *next_pending_locked(ts_prov *p) {
         return NULL;
 }
 
+static bool warm_running_locked(const ts_prov *p) {
+        for (const prov_warm *w = p->warms; w; w = w->next)
+                if (!w->finished && w->st.state != TS_PROV_WARM_PENDING)
+                        return true;
+        return false;
+}
+
 static void *worker(void *arg) {
         ts_prov *p = arg;
         pthread_mutex_lock(&p->lock);
@@ -538,6 +546,14 @@ static void *worker(void *arg) {
                 int r = run_job(&w->job, &err);
                 finish(w, r, err);
                 pthread_mutex_lock(&p->lock);
+                /* The last warm's buffers (downloads, content writes) are
+                 * free now: give their pages back instead of keeping the
+                 * peak of a pull resident in the daemon. */
+                if (!warm_running_locked(p)) {
+                        pthread_mutex_unlock(&p->lock);
+                        malloc_trim(0);
+                        pthread_mutex_lock(&p->lock);
+                }
         }
         pthread_mutex_unlock(&p->lock);
         return NULL;

@@ -3,73 +3,120 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "rpc/pool-internal.h"
 
 struct ts_rpc_pool {
         pthread_mutex_t lock;
-        pthread_cond_t cond;
+        pthread_cond_t work; /* a job queued, or stopping */
+        pthread_cond_t gone; /* a thread ended */
         ts_rpc_job *head, *tail;
         bool stopping;
-        unsigned n_threads;
-        pthread_t threads[];
+        unsigned max_threads, n_threads, n_idle, n_queued;
+        unsigned idle_ms;
 };
 
-static void *thread_main(void *p) {
-        ts_rpc_pool *pool = p;
+/* Waits for work; false when a spare thread has waited idle_ms for
+ * nothing and should end. Called with p->lock held. */
+static bool wait_for_work(ts_rpc_pool *p) {
+        p->n_idle++;
+        int r = 0;
+        if (p->n_threads > 1) {
+                struct timespec until;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_sec += p->idle_ms / 1000;
+                until.tv_nsec += (long) (p->idle_ms % 1000) * 1000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                        until.tv_sec++;
+                        until.tv_nsec -= 1000000000L;
+                }
+                r = pthread_cond_timedwait(&p->work, &p->lock, &until);
+        } else
+                pthread_cond_wait(&p->work, &p->lock);
+        p->n_idle--;
+        return !(r == ETIMEDOUT && !p->head && p->n_threads > 1);
+}
 
-        pthread_mutex_lock(&pool->lock);
+static void *thread_main(void *arg) {
+        ts_rpc_pool *p = arg;
+
+        pthread_mutex_lock(&p->lock);
         for (;;) {
-                ts_rpc_job *j = pool->head;
+                ts_rpc_job *j = p->head;
                 if (!j) {
-                        if (pool->stopping)
+                        if (p->stopping || !wait_for_work(p))
                                 break;
-                        pthread_cond_wait(&pool->cond, &pool->lock);
                         continue;
                 }
-                pool->head = j->next;
-                if (!pool->head)
-                        pool->tail = NULL;
-                pthread_mutex_unlock(&pool->lock);
+                p->head = j->next;
+                if (!p->head)
+                        p->tail = NULL;
+                p->n_queued--;
+                pthread_mutex_unlock(&p->lock);
                 j->run(j);
-                pthread_mutex_lock(&pool->lock);
+                pthread_mutex_lock(&p->lock);
         }
-        pthread_mutex_unlock(&pool->lock);
+        p->n_threads--;
+        pthread_cond_broadcast(&p->gone);
+        /* Last touch of p: ts_rpc_pool_free may free it once we unlock. */
+        pthread_mutex_unlock(&p->lock);
         return NULL;
 }
 
-static void stop_and_join(ts_rpc_pool *p) {
+/* One more detached thread, with every signal blocked: signals go to the
+ * process's own threads, never to a handler. Called with p->lock held. */
+static int start_thread(ts_rpc_pool *p) {
+        pthread_attr_t attr;
+        pthread_t t;
+        sigset_t all, old;
+        int r = -pthread_attr_init(&attr);
+        if (r < 0)
+                return r;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = -pthread_create(&t, &attr, thread_main, p);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        if (r >= 0)
+                p->n_threads++;
+        return r;
+}
+
+static void stop_and_wait(ts_rpc_pool *p) {
         pthread_mutex_lock(&p->lock);
         p->stopping = true;
-        pthread_cond_broadcast(&p->cond);
+        pthread_cond_broadcast(&p->work);
+        while (p->n_threads > 0)
+                pthread_cond_wait(&p->gone, &p->lock);
         pthread_mutex_unlock(&p->lock);
-        for (unsigned i = 0; i < p->n_threads; i++)
-                pthread_join(p->threads[i], NULL);
-        pthread_cond_destroy(&p->cond);
+        pthread_cond_destroy(&p->gone);
+        pthread_cond_destroy(&p->work);
         pthread_mutex_destroy(&p->lock);
         free(p);
 }
 
-int ts_rpc_pool_new(unsigned n_threads, ts_rpc_pool **ret) {
-        ts_rpc_pool *p = calloc(1, sizeof(*p) + n_threads * sizeof(pthread_t));
-        sigset_t all, old;
-        int r = 0;
-
+int ts_rpc_pool_new(unsigned max_threads, unsigned idle_ms, ts_rpc_pool **ret) {
+        if (max_threads < 1)
+                return -EINVAL;
+        ts_rpc_pool *p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_mutex_init(&p->lock, NULL);
-        pthread_cond_init(&p->cond, NULL);
-        /* Signals go to the process's own threads, never to a handler. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        for (; p->n_threads < n_threads; p->n_threads++) {
-                r = -pthread_create(&p->threads[p->n_threads], NULL, thread_main, p);
-                if (r < 0)
-                        break;
-        }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_cond_init(&p->work, &ca);
+        pthread_cond_init(&p->gone, NULL);
+        pthread_condattr_destroy(&ca);
+        p->max_threads = max_threads;
+        p->idle_ms = idle_ms ? idle_ms : TS_RPC_POOL_IDLE_MS;
+        pthread_mutex_lock(&p->lock);
+        int r = start_thread(p);
+        pthread_mutex_unlock(&p->lock);
         if (r < 0) {
-                stop_and_join(p);
+                stop_and_wait(p);
                 return r;
         }
         *ret = p;
@@ -84,12 +131,23 @@ void ts_rpc_pool_submit(ts_rpc_pool *p, ts_rpc_job *j) {
         else
                 p->head = j;
         p->tail = j;
-        pthread_cond_signal(&p->cond);
+        p->n_queued++;
+        /* A thread that fails to start leaves the job to the running ones. */
+        if (p->n_queued > p->n_idle && p->n_threads < p->max_threads)
+                (void) start_thread(p);
+        pthread_cond_signal(&p->work);
         pthread_mutex_unlock(&p->lock);
+}
+
+unsigned ts_rpc_pool_threads(ts_rpc_pool *p) {
+        pthread_mutex_lock(&p->lock);
+        unsigned n = p->n_threads;
+        pthread_mutex_unlock(&p->lock);
+        return n;
 }
 
 ts_rpc_pool *ts_rpc_pool_free(ts_rpc_pool *p) {
         if (p)
-                stop_and_join(p);
+                stop_and_wait(p);
         return NULL;
 }

@@ -613,7 +613,7 @@ int ts_rpc_server_new(const ts_rpc_server_options *opts, ts_rpc_server **ret) {
         if (r < 0)
                 goto fail_async;
         if (s->opts.handler_threads > 0) {
-                r = ts_rpc_pool_new(s->opts.handler_threads, &s->pool);
+                r = ts_rpc_pool_new(s->opts.handler_threads, 0, &s->pool);
                 if (r < 0) {
                         uv_close((uv_handle_t *) &s->async, NULL);
                         uv_run(&s->loop, UV_RUN_DEFAULT);

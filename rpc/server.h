@@ -72,8 +72,9 @@ typedef struct ts_rpc_server_options {
         uint32_t send_timeout_ms;        /* a reply's output without progress; 0: 60 s */
         size_t stream_queue_bytes;       /* bound of a call's unsent output; 0: 4 MiB */
         uint32_t shutdown_grace_ms;      /* wait for calls in flight; 0: 30 s */
-        /* Threads of this server's own that run its handlers; 0: libuv's
-         * process-wide pool (UV_THREADPOOL_SIZE threads), shared with every
+        /* At most this many threads of this server's own run its handlers,
+         * started as calls wait for one and ended after 30 s without work
+         * (down to one); 0: libuv's process-wide pool (UV_THREADPOOL_SIZE threads), shared with every
          * server of the process that uses it. A server whose handlers wait
          * on a peer that calls back into this process needs its own. */
         uint32_t handler_threads;

@@ -622,6 +622,83 @@ static void wait_queued(ts_rpc_server *s, unsigned n) {
         }
 }
 
+/* A job of pool_grows_and_ends: counts itself, then waits for the gate. */
+typedef struct pool_job {
+        ts_rpc_job job;
+        pthread_mutex_t *lock;
+        pthread_cond_t *cond;
+        unsigned *started, *done;
+        bool *open;
+} pool_job;
+
+static void pool_job_run(ts_rpc_job *j) {
+        pool_job *pj = (pool_job *) j;
+        pthread_mutex_lock(pj->lock);
+        (*pj->started)++;
+        pthread_cond_broadcast(pj->cond);
+        while (!*pj->open)
+                pthread_cond_wait(pj->cond, pj->lock);
+        (*pj->done)++;
+        pthread_cond_broadcast(pj->cond);
+        pthread_mutex_unlock(pj->lock);
+}
+
+static void pool_wait_threads(ts_rpc_pool *p, unsigned n) {
+        for (int i = 0; i < 10000 && ts_rpc_pool_threads(p) != n; i++)
+                usleep(1000);
+        ck_assert_uint_eq(ts_rpc_pool_threads(p), n);
+}
+
+START_TEST(pool_grows_and_ends) {
+        pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+        unsigned started = 0, done = 0;
+        bool open = false;
+        pool_job jobs[6];
+        ts_rpc_pool *p = NULL;
+
+        ck_assert_int_eq(ts_rpc_pool_new(0, 0, &p), -EINVAL);
+        ck_assert_int_eq(ts_rpc_pool_new(4, 50, &p), 0);
+        ck_assert_uint_eq(ts_rpc_pool_threads(p), 1);
+        for (int i = 0; i < 6; i++) {
+                jobs[i] = (pool_job) { { NULL, pool_job_run }, &lock, &cond, &started, &done, &open };
+                ts_rpc_pool_submit(p, &jobs[i].job);
+        }
+        /* Four run at once (the maximum), two wait; none waits for a thread
+         * while fewer than four run. */
+        pthread_mutex_lock(&lock);
+        while (started < 4)
+                pthread_cond_wait(&cond, &lock);
+        pthread_mutex_unlock(&lock);
+        ck_assert_uint_eq(ts_rpc_pool_threads(p), 4);
+        usleep(100 * 1000);
+        pthread_mutex_lock(&lock);
+        ck_assert_uint_eq(started, 4);
+        open = true;
+        pthread_cond_broadcast(&cond);
+        while (done < 6)
+                pthread_cond_wait(&cond, &lock);
+        pthread_mutex_unlock(&lock);
+        /* Idle past 50 ms: the spare threads end, one stays. */
+        pool_wait_threads(p, 1);
+        usleep(200 * 1000);
+        ck_assert_uint_eq(ts_rpc_pool_threads(p), 1);
+        /* It grows again for the next burst, and free runs what is queued. */
+        open = false;
+        started = done = 0;
+        for (int i = 0; i < 3; i++)
+                ts_rpc_pool_submit(p, &jobs[i].job);
+        pthread_mutex_lock(&lock);
+        while (started < 3)
+                pthread_cond_wait(&cond, &lock);
+        open = true;
+        pthread_cond_broadcast(&cond);
+        pthread_mutex_unlock(&lock);
+        ck_assert_ptr_null(ts_rpc_pool_free(p));
+        ck_assert_uint_eq(done, 3);
+}
+END_TEST
+
 START_TEST(own_handler_threads) {
         /* blocked: handlers wait (as a provisioner's wait on containerd);
          * other: on libuv's pool, must still answer meanwhile. libuv's
@@ -784,6 +861,7 @@ int main(void) {
         tcase_add_test(tc, shutdown_grace);
         tcase_add_test(tc, socket_file);
         tcase_add_test(tc, messages_cut);
+        tcase_add_test(tc, pool_grows_and_ends);
         tcase_add_test(tc, own_handler_threads);
         tcase_add_test(tc, queue_bound_own_threads);
         tcase_add_test(tc, queue_bound_libuv_pool);

@@ -116,6 +116,12 @@ def vms(lane, ref, other, exp):
     lane.ok("the snapshot is gone", not os.path.exists(d1))
     lane.ok("teardown again: no such VM", "no such VM" in lane.thinsnap("vm", "teardown", "vm1")
             .stdout)
+    # A VM removed behind the provisioner's back: teardown finds nothing left.
+    lane.thinsnap("vm", "snapshot", "gone", other)
+    lane.ctr("snapshots", "--snapshotter", "native", "rm", "thinsnap-vm-gone")
+    lane.ctr("leases", "rm", "thinsnap.vm.gone")
+    lane.ok("teardown of a VM removed meanwhile: no such VM",
+            "no such VM" in lane.thinsnap("vm", "teardown", "gone").stdout)
     for i in range(3):
         lane.thinsnap("vm", "snapshot", f"g{i}", other)
     gc = lane.thinsnap("vm", "gc", "--keep", "vm2", "--keep", "g1", "--json")
