@@ -10,8 +10,8 @@
    (a `zero` target) is never removed: Remove of the snapshot is refused
    with the device named and leaves both as they were, and a start whose
    recovery meets one refuses to start, naming it.
-3. Recovery itself killed, again and again: a simulated reboot (every
-   snapshot device removed) every other round, then a start killed by
+3. Recovery itself killed, 16 times: a simulated reboot (every snapshot
+   device removed) every other round, then a start killed by
    THINSNAPD_FAULT=recover:after-create or recover:after-load (between the
    device's create and its table load, or the load and the resume) at a
    different device each time; then a clean start: every active and view
@@ -36,7 +36,7 @@ prepare, view, stat, commit, remove, mounts = h.prepare, h.view, h.stat, h.commi
 pool_ids, active_devs = h.pool_ids, h.active_devs
 MNT = os.path.join(work, "mnt")
 os.makedirs(MNT)
-ROUNDS = 20
+ROUNDS = 16  # each point at each of the 4 devices after a reboot, and again without one
 
 
 def dmsetup(*args):
@@ -156,7 +156,7 @@ try:
         reboot = i % 2 == 0
         if reboot:
             dmsetup("remove", *devs)
-        point = "after-create" if i % 4 < 2 else "after-load"
+        point = "after-create" if i < ROUNDS // 2 else "after-load"
         nth = (i // 2) % len(devs) + 1 if reboot else 1
         rc = h.start_once(f"recover:{point}:{nth}")
         killed += rc == -9
