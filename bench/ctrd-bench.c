@@ -12,7 +12,7 @@
 #include <sys/random.h>
 
 #include "bench/bench.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "ctrd/content.h"
 #include "ctrd/leases.h"
 #include "ctrd/writer.h"
@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         ts_ctrd *c = NULL;
         ts_error *err = NULL;
         uint64_t mib = 0, runs = 0;
-        if (argc != 4 || ts_parse_u64(argv[2], &mib) < 0 || ts_parse_u64(argv[3], &runs) < 0 ||
+        if (argc != 4 || ts_units_parse_u64(argv[2], &mib) < 0 || ts_units_parse_u64(argv[3], &runs) < 0 ||
             mib == 0 || mib > 4096) {
                 fprintf(stderr, "usage: ctrd-bench SOCKET SIZE_MIB(1..4096) RUNS\n");
                 return 2;

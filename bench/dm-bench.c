@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "devmapper/loop.h"
 #include "devmapper/pool.h"
 #include "devmapper/thin.h"
@@ -168,7 +168,7 @@ int main(int argc, char **argv) {
         int cycles = 200;
         if (argc > 1) {
                 uint32_t v;
-                if (ts_parse_u32(argv[1], &v) < 0 || v == 0 || v > 100000) {
+                if (ts_units_parse_u32(argv[1], &v) < 0 || v == 0 || v > 100000) {
                         fprintf(stderr, "usage: dm-bench [CYCLES]\n");
                         return 2;
                 }

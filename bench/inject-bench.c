@@ -26,7 +26,7 @@
 #include "common/error.h"
 #include "common/macro.h"
 #include "bench/bench.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "inject/inject.h"
 
 static double p50(double *v, int n) {
@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
                 switch (c) {
                 case 'r':
-                        if (ts_parse_u32(optarg, &runs) < 0 || runs == 0 || runs > 10000) {
+                        if (ts_units_parse_u32(optarg, &runs) < 0 || runs == 0 || runs > 10000) {
                                 fprintf(stderr, "inject-bench: --runs '%s' must be 1..10000\n", optarg);
                                 return 2;
                         }
@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
                         double pi = p50(inj + base, (int) runs), pp = p50(peer + base, (int) runs);
                         double pi0 = p50(inj + base0, (int) runs);
                         char size[32];
-                        ts_format_size((uint64_t) st.st_size, size, sizeof size);
+                        ts_units_format_size((uint64_t) st.st_size, size, sizeof size);
                         printf("| %s | %s | %.1f | %.1f | %.2f× | %.2f× |\n", label[d], size, pi, pp, pi / pp,
                                pi / pi0);
                 }

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/parse.h"
+#include "common/units.h"
 #include "devmapper/poolstate.h"
 
 int ts_cli_fail(const char *cmd, const ts_error *err, int r) {
@@ -44,7 +44,7 @@ int ts_cli_usage_error(const char *cmd, const char *fmt, ...) {
 }
 
 int ts_cli_size(const char *cmd, const char *opt, const char *value, uint64_t *ret) {
-        int r = ts_parse_size(value, ret);
+        int r = ts_units_parse_size(value, ret);
         if (r == -ERANGE)
                 return ts_cli_usage_error(cmd, "%s '%s' is too large", opt, value);
         if (r < 0)
@@ -55,7 +55,7 @@ int ts_cli_size(const char *cmd, const char *opt, const char *value, uint64_t *r
 
 int ts_cli_u64(const char *cmd, const char *opt, const char *value, uint64_t max, uint64_t *ret) {
         uint64_t v;
-        int r = ts_parse_u64(value, &v);
+        int r = ts_units_parse_u64(value, &v);
         if (r < 0 || v > max)
                 return ts_cli_usage_error(cmd, "%s '%s' is not a whole number from 0 to %llu", opt,
                                           value, (unsigned long long) max);

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "pbjson.h"
 #include "progress.h"
 #include "provclient.h"
@@ -487,15 +487,15 @@ static void print_images(const Thinsnap__V1__ListImagesResponse *resp) {
                 image_state(img, st, sizeof st);
                 printf("%-48s %-12s %-14s %6u %10s %10s\n", img->name,
                        *img->digest ? short_digest(img->digest, d, sizeof d) : "-", st, img->layers,
-                       ts_format_size(img->content_bytes, cs, sizeof cs),
-                       ts_format_size(img->pool_bytes, ps, sizeof ps));
+                       ts_units_format_size(img->content_bytes, cs, sizeof cs),
+                       ts_units_format_size(img->pool_bytes, ps, sizeof ps));
                 if (img->warm && img->warm->state == THINSNAP__V1__WARM_STATUS__STATE__FAILED)
                         printf("    error: %s\n", img->warm->error);
         }
         char cs[32], ps[32];
         printf("%zu image%s, content %s, pool %s\n", resp->n_images, resp->n_images == 1 ? "" : "s",
-               ts_format_size(resp->total_content_bytes, cs, sizeof cs),
-               ts_format_size(resp->total_pool_bytes, ps, sizeof ps));
+               ts_units_format_size(resp->total_content_bytes, cs, sizeof cs),
+               ts_units_format_size(resp->total_pool_bytes, ps, sizeof ps));
 }
 
 static int cmd_ls(int argc, char **argv) {
@@ -610,13 +610,13 @@ static int cmd_prepared(int argc, char **argv) {
                         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
                 printf("%-12s %-40s %-12s %-6s %10s %10s  %s\n", short_digest(x->user_digest, u, sizeof u),
                        x->source, short_digest(x->agent_digest, ag, sizeof ag), x->entrypoint,
-                       ts_format_size(x->content_bytes, cs, sizeof cs),
-                       ts_format_size(x->pool_bytes, ps, sizeof ps), when);
+                       ts_units_format_size(x->content_bytes, cs, sizeof cs),
+                       ts_units_format_size(x->pool_bytes, ps, sizeof ps), when);
         }
         char cs[32], ps[32];
         printf("%zu prepared image%s, content %s, pool %s (shared parts counted once)\n", resp->n_images,
-               resp->n_images == 1 ? "" : "s", ts_format_size(resp->total_content_bytes, cs, sizeof cs),
-               ts_format_size(resp->total_pool_bytes, ps, sizeof ps));
+               resp->n_images == 1 ? "" : "s", ts_units_format_size(resp->total_content_bytes, cs, sizeof cs),
+               ts_units_format_size(resp->total_pool_bytes, ps, sizeof ps));
         return TS_EXIT_OK;
 }
 

@@ -13,7 +13,7 @@
 
 #include "common/error.h"
 #include "common/macro.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "inject/inject.h"
 
 static void usage(FILE *f) {
@@ -53,17 +53,17 @@ static int inject_opt(int c, const char *arg, inject_args *a) {
         switch (c) {
         case OPT_MODE:
                 a->have_mode = true;
-                return ts_parse_mode(arg, &a->opts.mode) < 0 ?
+                return ts_units_parse_mode(arg, &a->opts.mode) < 0 ?
                         ts_cli_usage_error("inject", "--mode: \"%s\" is not an octal mode (at most 07777)", arg) : 0;
         case OPT_UID:
-                return ts_parse_u32(arg, &a->opts.uid) < 0 ?
+                return ts_units_parse_u32(arg, &a->opts.uid) < 0 ?
                         ts_cli_usage_error("inject", "--uid: \"%s\" is not a number from 0 to 4294967295", arg) : 0;
         case OPT_GID:
-                return ts_parse_u32(arg, &a->opts.gid) < 0 ?
+                return ts_units_parse_u32(arg, &a->opts.gid) < 0 ?
                         ts_cli_usage_error("inject", "--gid: \"%s\" is not a number from 0 to 4294967295", arg) : 0;
         case OPT_MTIME:
                 a->have_mtime = true;
-                return ts_parse_u64(arg, &a->mtime) < 0 || a->mtime > INT64_MAX ?
+                return ts_units_parse_u64(arg, &a->mtime) < 0 || a->mtime > INT64_MAX ?
                         ts_cli_usage_error("inject", "--mtime: \"%s\" is not a number of seconds", arg) : 0;
         case OPT_NO_MKDIRS:
                 a->opts.flags |= TS_INJECT_NO_MKDIRS;

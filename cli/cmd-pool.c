@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "common/strv.h"
 #include "devmapper/dm.h"
 #include "devmapper/pool.h"
@@ -282,10 +282,10 @@ static int pool_extend(int argc, char **argv) {
                 return TS_EXIT_OK;
         }
         char d0[32], d1[32], m0[32], m1[32];
-        ts_format_size(before.data, d0, sizeof d0);
-        ts_format_size(after.data, d1, sizeof d1);
-        ts_format_size(before.meta, m0, sizeof m0);
-        ts_format_size(after.meta, m1, sizeof m1);
+        ts_units_format_size(before.data, d0, sizeof d0);
+        ts_units_format_size(after.data, d1, sizeof d1);
+        ts_units_format_size(before.meta, m0, sizeof m0);
+        ts_units_format_size(after.meta, m1, sizeof m1);
         if (grown)
                 printf("pool %s extended: data %s -> %s, metadata %s -> %s\n", a.name, d0, d1, m0, m1);
         else
@@ -307,8 +307,8 @@ static void print_usage_line(const char *label, uint64_t used, uint64_t total, u
         char u[32], t[32], b[32];
         double pct = total ? 100.0 * (double) used / (double) total : 0.0;
         printf("%-14s %s of %s used (%.1f%%; %" PRIu64 "/%" PRIu64 " blocks of %s)\n", label,
-               ts_format_size(used * block, u, sizeof u), ts_format_size(total * block, t, sizeof t),
-               pct, used, total, ts_format_size(block, b, sizeof b));
+               ts_units_format_size(used * block, u, sizeof u), ts_units_format_size(total * block, t, sizeof t),
+               pct, used, total, ts_units_format_size(block, b, sizeof b));
 }
 
 static int pool_status(int argc, char **argv) {
@@ -364,7 +364,7 @@ static int pool_status(int argc, char **argv) {
         printf("%-14s %" PRIu64 "\n", "transaction", st.transaction_id);
         print_usage_line("data", st.used_data_blocks, st.total_data_blocks, block);
         print_usage_line("metadata", st.used_meta_blocks, st.total_meta_blocks, 4096);
-        printf("%-14s %s\n", "block size", ts_format_size(block, b, sizeof b));
+        printf("%-14s %s\n", "block size", ts_units_format_size(block, b, sizeof b));
         printf("%-14s %" PRIu64 " blocks\n", "low water", pool->params.low_water_blocks);
         printf("%-14s %s%s\n", "data device", pool->data_dev, "");
         if (spec)

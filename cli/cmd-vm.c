@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "common/strv.h"
 #include "pbjson.h"
 #include "provclient.h"
@@ -80,7 +80,7 @@ static int parse_owner(vm_args *a, const char *v) {
         char *colon = strchr(buf, ':');
         if (colon)
                 *colon = '\0';
-        if (!colon || ts_parse_u32(buf, &a->uid) < 0 || ts_parse_u32(colon + 1, &a->gid) < 0)
+        if (!colon || ts_units_parse_u32(buf, &a->uid) < 0 || ts_units_parse_u32(colon + 1, &a->gid) < 0)
                 return ts_cli_usage_error(a->cmd, "--owner '%s' is not UID:GID (numbers)", v);
         a->has_owner = true;
         return 0;
@@ -93,13 +93,13 @@ static int vm_opt(void *ud, int c, const char *arg) {
         case OPT_JSON: a->json = true; return 0;
         case OPT_OWNER: return parse_owner(a, arg);
         case OPT_MODE:
-                if (ts_parse_mode(arg, &a->mode) < 0)
+                if (ts_units_parse_mode(arg, &a->mode) < 0)
                         return ts_cli_usage_error(a->cmd, "--mode '%s' is not an octal mode", arg);
                 a->has_mode = true;
                 return 0;
         case OPT_UID:
         case OPT_GID:
-                if (ts_parse_u32(arg, c == OPT_UID ? &a->uid : &a->gid) < 0)
+                if (ts_units_parse_u32(arg, c == OPT_UID ? &a->uid : &a->gid) < 0)
                         return ts_cli_usage_error(a->cmd, "--%s '%s' is not a number",
                                                   c == OPT_UID ? "uid" : "gid", arg);
                 return 0;
@@ -244,7 +244,7 @@ static int cmd_ls(vm_args *a) {
                 const Thinsnap__V1__VM *vm = resp->vms[i];
                 char size[32];
                 printf("%-24s %-32s %-40s %10s\n", vm->vm_id, vm->image, vm->device,
-                       ts_format_size(vm->size_bytes, size, sizeof size));
+                       ts_units_format_size(vm->size_bytes, size, sizeof size));
         }
         return TS_EXIT_OK;
 }

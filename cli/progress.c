@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/parse.h"
+#include "common/units.h"
 #include "cli.h"
 #include "pbjson.h"
 
@@ -32,8 +32,8 @@ static void headline(const Thinsnap__V1__WarmStatus *s, char *buf, size_t len) {
                 break;
         case THINSNAP__V1__WARM_STATUS__STATE__PULLING:
                 snprintf(buf, len, "%s: pulling %s of %s", s->ref,
-                         ts_format_size(s->bytes_done, a, sizeof a),
-                         ts_format_size(s->bytes_total, b, sizeof b));
+                         ts_units_format_size(s->bytes_done, a, sizeof a),
+                         ts_units_format_size(s->bytes_total, b, sizeof b));
                 break;
         case THINSNAP__V1__WARM_STATUS__STATE__UNPACKING:
                 snprintf(buf, len, "%s: unpacking layer %u of %u", s->ref, s->layer, s->layers);
@@ -54,8 +54,8 @@ static void bar_line(const Thinsnap__V1__LayerProgress *b) {
         memset(bar + fill, '-', BAR - fill);
         bar[BAR] = '\0';
         fprintf(stderr, "\033[2K  %.12s [%s] %s / %s%s\n", hex ? hex + 1 : b->digest, bar,
-                ts_format_size(b->cached ? b->total : b->done, a, sizeof a),
-                ts_format_size(b->total, t, sizeof t), b->cached ? " (present)" : "");
+                ts_units_format_size(b->cached ? b->total : b->done, a, sizeof a),
+                ts_units_format_size(b->total, t, sizeof t), b->cached ? " (present)" : "");
 }
 
 static void draw(ts_cli_progress *p, const Thinsnap__V1__WarmStatus *s) {

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 
 struct ts_fault {
         char *op;          /* "<op>\0<point>", one allocation */
@@ -37,7 +37,7 @@ int ts_fault_from_env(const char *name, ts_fault **ret, ts_error **err) {
                 f->point = f->op + strlen(f->op); /* matches no point */
         if (count) {
                 *count = '\0';
-                if (ts_parse_u32(count + 1, &f->nth) < 0 || f->nth == 0) {
+                if (ts_units_parse_u32(count + 1, &f->nth) < 0 || f->nth == 0) {
                         ts_fault_free(f);
                         return ts_error_setf_plain(err, EINVAL, "%s=%s: bad count \"%s\"", name, v,
                                                    strrchr(v, ':') + 1);

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "dm.h"
 #include "loop.h"
 #include "pool.h"
@@ -183,8 +183,8 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                         return ts_error_setf_plain(err, EINVAL,
                                                    "%s file %s exists with %s, not the %s asked for",
                                                    p->role, p->dev.path,
-                                                   ts_format_size(p->dev.size, a, sizeof a),
-                                                   ts_format_size(want, b, sizeof b));
+                                                   ts_units_format_size(p->dev.size, a, sizeof a),
+                                                   ts_units_format_size(want, b, sizeof b));
                 }
                 return 0;
         }
@@ -200,8 +200,8 @@ static int plan_dev(devplan *p, const char *path, uint64_t want, uint64_t dflt, 
                         return ts_error_setf_plain(err, EINVAL,
                                                    "%s device %s has %s, less than the %s asked for",
                                                    p->role, p->dev.path,
-                                                   ts_format_size(p->dev.size, a, sizeof a),
-                                                   ts_format_size(want, b, sizeof b));
+                                                   ts_units_format_size(p->dev.size, a, sizeof a),
+                                                   ts_units_format_size(want, b, sizeof b));
                 }
                 if (want)
                         p->dev.size = want;
@@ -276,18 +276,18 @@ static int check_sizes(const ts_poolprov_request *req, const devplan *data, cons
         char a[32], b[32];
         if (data->dev.size < block)
                 return ts_error_setf_plain(err, EINVAL, "data size %s is smaller than one block (%s)",
-                                           ts_format_size(data->dev.size, a, sizeof a),
-                                           ts_format_size(block, b, sizeof b));
+                                           ts_units_format_size(data->dev.size, a, sizeof a),
+                                           ts_units_format_size(block, b, sizeof b));
         if (data->dev.size % TS_SECTOR_SIZE)
                 return ts_error_setf_plain(err, EINVAL,
                                            "data size %" PRIu64 " is not a multiple of 512 bytes",
                                            data->dev.size);
         if (meta->dev.size < TS_POOL_MIN_META_BYTES)
                 return ts_error_setf_plain(err, EINVAL, "metadata size %s is below the minimum of 2 MiB",
-                                           ts_format_size(meta->dev.size, a, sizeof a));
+                                           ts_units_format_size(meta->dev.size, a, sizeof a));
         if (meta->dev.size > TS_POOL_MAX_META_BYTES)
                 return ts_error_setf_plain(err, EINVAL, "metadata size %s is above the maximum of 16 GiB",
-                                           ts_format_size(meta->dev.size, a, sizeof a));
+                                           ts_units_format_size(meta->dev.size, a, sizeof a));
         if (meta->dev.size % 4096)
                 return ts_error_setf_plain(err, EINVAL,
                                            "metadata size %" PRIu64 " is not a multiple of 4 KiB",
@@ -496,8 +496,8 @@ static int plan_recorded(devplan *p, const char *pool, const ts_pooldev *rec, ts
                 return ts_error_setf_plain(err, EINVAL,
                                            "pool %s: %s %s has %s, less than the %s recorded: it is not "
                                            "the %s the pool was created on, or it was cut short",
-                                           pool, p->role, rec->path, ts_format_size(now, a, sizeof a),
-                                           ts_format_size(rec->size, b, sizeof b),
+                                           pool, p->role, rec->path, ts_units_format_size(now, a, sizeof a),
+                                           ts_units_format_size(rec->size, b, sizeof b),
                                            rec->is_file ? "file" : "device");
         return 0;
 }
@@ -659,11 +659,11 @@ static int plan_growth(const char *pool, const char *role, const ts_pooldev *d, 
         if (!want)
                 want = now;
         char a[32], b[32];
-        ts_format_size(want, b, sizeof b);
+        ts_units_format_size(want, b, sizeof b);
         if (want < d->size)
                 return ts_error_setf_plain(err, EINVAL, "pool %s: %s cannot shrink (%s recorded, %s asked for)",
-                                           pool, role, ts_format_size(d->size, a, sizeof a), b);
-        ts_format_size(now, a, sizeof a);
+                                           pool, role, ts_units_format_size(d->size, a, sizeof a), b);
+        ts_units_format_size(now, a, sizeof a);
         if (!d->is_file && want > now)
                 return ts_error_setf_plain(err, EINVAL,
                                            "pool %s: %s device %s has %s, less than the %s asked for: grow "
@@ -688,7 +688,7 @@ static int check_growth(const char *pool, const ts_poolprov_sizes *want, ts_erro
                                            "multiple of 4 KiB", pool, want->meta);
         if (want->meta > TS_POOL_MAX_META_BYTES)
                 return ts_error_setf_plain(err, EINVAL, "pool %s: metadata size %s is above the maximum "
-                                           "of 16 GiB", pool, ts_format_size(want->meta, a, sizeof a));
+                                           "of 16 GiB", pool, ts_units_format_size(want->meta, a, sizeof a));
         return 0;
 }
 

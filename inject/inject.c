@@ -21,7 +21,7 @@
 
 #include "common/fault.h"
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "inject/io-internal.h"
 
 #define MAX_SYMLINKS 40

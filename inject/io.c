@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "common/macro.h"
-#include "common/parse.h"
+#include "common/units.h"
 
 #define NAME_PREFIX "thinsnap-fd:"
 /* Enough for every block one operation writes between two barriers in the
@@ -205,7 +205,7 @@ static errcode_t hold(struct tio *t, unsigned long long blk, const char *buf) {
 static errcode_t tio_open(const char *name, int flags, io_channel *ret) {
         size_t plen = strlen(NAME_PREFIX);
         uint32_t fd = 0;
-        if (!name || strncmp(name, NAME_PREFIX, plen) != 0 || ts_parse_u32(name + plen, &fd) < 0 || fd > INT_MAX)
+        if (!name || strncmp(name, NAME_PREFIX, plen) != 0 || ts_units_parse_u32(name + plen, &fd) < 0 || fd > INT_MAX)
                 return EXT2_ET_BAD_DEVICE_NAME;
         struct stat st;
         if (fstat((int) fd, &st) < 0)

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/parse.h"
+#include "common/units.h"
+#include "store/label.h"
 
 typedef struct value {
         enum { V_STRING, V_INT, V_BOOL } type;
@@ -81,7 +82,7 @@ static const char *parse_value(const char *p, const char *end, value *v) {
                 v->b = word[0] == 't';
                 return NULL;
         }
-        if (ts_parse_u64(word, &v->i) == 0) {
+        if (ts_units_parse_u64(word, &v->i) == 0) {
                 v->type = V_INT;
                 return NULL;
         }
@@ -131,13 +132,13 @@ int ts_config_set_rpc(ts_rpc_server_options *o, const ts_config_rpc_key *k, cons
 
         switch (k->kind) {
         case TS_CONFIG_COUNT:
-                r = ts_parse_u32(text, dst) < 0 || *dst == 0 ? -EINVAL : 0;
+                r = ts_units_parse_u32(text, dst) < 0 || *dst == 0 ? -EINVAL : 0;
                 if (r < 0)
                         return ts_error_setf_plain(err, EINVAL, "%s: '%.64s' is not a count above 0",
                                                    name, text);
                 return 0;
         case TS_CONFIG_SIZE:
-                r = ts_parse_size(text, &size);
+                r = ts_units_parse_size(text, &size);
                 if (r < 0 || size == 0 || size > UINT32_MAX)
                         return ts_error_setf_plain(err, EINVAL,
                                                    "%s: '%.64s' is not a size above 0 and below "
@@ -146,7 +147,7 @@ int ts_config_set_rpc(ts_rpc_server_options *o, const ts_config_rpc_key *k, cons
                 *dst = (uint32_t) size;
                 return 0;
         default:
-                if (ts_parse_duration_ms(text, dst) < 0)
+                if (ts_units_parse_duration_ms(text, dst) < 0)
                         return ts_error_setf_plain(err, EINVAL,
                                                    "%s: '%.64s' is not a duration above 0 "
                                                    "(examples: 500ms, 30s, 10m, 1h)",
@@ -203,8 +204,22 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                 uint64_t *dst = strcmp(key, "base_size") == 0 ? &cfg->base_size : &cfg->store_map_max;
                 if (v->type == V_INT)
                         *dst = v->i;
-                else if (v->type != V_STRING || ts_parse_size(v->s, dst) < 0)
+                else if (v->type != V_STRING || ts_units_parse_size(v->s, dst) < 0)
                         return line_error(err, line, key, "must be a size such as \"10G\" or bytes");
+                return 0;
+        }
+        if (strcmp(key, "max_labels") == 0) {
+                if (v->type != V_INT || v->i == 0 || v->i > TS_LABEL_MAX_COUNT_LIMIT)
+                        return line_error(err, line, key, "must be a number from 1 to 1048576");
+                cfg->max_labels = v->i;
+                return 0;
+        }
+        if (strcmp(key, "max_label_bytes") == 0) {
+                uint64_t n = v->type == V_INT ? (uint64_t) v->i : 0;
+                if ((v->type != V_INT && (v->type != V_STRING || ts_units_parse_size(v->s, &n) < 0)) ||
+                    n < TS_LABEL_MAX_SIZE || n > TS_LABEL_MAX_BYTES_LIMIT)
+                        return line_error(err, line, key, "must be a size from 4K to 4M");
+                cfg->max_label_bytes = n;
                 return 0;
         }
         if (strcmp(key, "max_warms") == 0) {
@@ -214,7 +229,7 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                 return 0;
         }
         if (strcmp(key, "registry_timeout") == 0) {
-                if (v->type != V_STRING || ts_parse_duration_ms(v->s, &cfg->registry_timeout_ms) < 0)
+                if (v->type != V_STRING || ts_units_parse_duration_ms(v->s, &cfg->registry_timeout_ms) < 0)
                         return line_error(err, line, key, "must be a duration such as \"30s\"");
                 return 0;
         }
@@ -225,7 +240,7 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                 return 0;
         }
         if (strcmp(key, "socket_mode") == 0) {
-                if (v->type != V_STRING || ts_parse_mode(v->s, &cfg->socket_mode) < 0)
+                if (v->type != V_STRING || ts_units_parse_mode(v->s, &cfg->socket_mode) < 0)
                         return line_error(err, line, key, "must be an octal mode string such as \"0660\"");
                 return 0;
         }

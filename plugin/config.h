@@ -6,6 +6,8 @@
  *   address = "/run/thinsnap/thinsnapd.sock"
  *   base_size = "10G"          # or a number of bytes
  *   store_map_max = "1G"       # largest the metadata store's map grows to
+ *   max_labels = 4096          # labels of one snapshot (store/label.h)
+ *   max_label_bytes = "1M"     # their keys + values
  *   socket_mode = "0660"
  *   log_level = "info"
  *   async_remove = false
@@ -41,6 +43,7 @@ typedef struct ts_config {
                 *snapshotter_name, *metrics_address;
         uint64_t base_size;
         uint64_t store_map_max; /* 0: not set */
+        uint64_t max_labels, max_label_bytes; /* 0: not set */
         uint64_t max_warms;
         uint32_t registry_timeout_ms;
         bool no_provisioner;

@@ -268,7 +268,7 @@ int ts_metrics_gather(const ts_metrics_config *cfg, ts_metrics_figures *ret) {
                 return r;
         int failed = (cfg->pool && gather_pool(cfg->pool, &f) < 0) + (gather_resident(&f) < 0);
         if (cfg->snapshotter) {
-                f.has_snapshots = ts_snapshotter_walk(cfg->snapshotter, NULL, NULL, count_kind, f.snapshots,
+                f.has_snapshots = ts_snapshotter_walk(cfg->snapshotter, NULL, NULL, NULL, count_kind, f.snapshots,
                                                       NULL) >= 0;
                 failed += !f.has_snapshots;
         }

@@ -9,6 +9,7 @@
 #include "common/opstats.h"
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
+#include "rpc/wire.h"
 
 typedef Containerd__Services__Snapshots__V1__Info Info;
 typedef Containerd__Services__Snapshots__V1__Info__LabelsEntry LabelsEntry;
@@ -99,6 +100,31 @@ static int fail(ts_rpc_call *call, int r, ts_error *err) {
         ts_error_free(err);
         return code;
 }
+
+/* The request of a method registered raw, decoded once the label entries
+ * at path are counted: protobuf-c allocates per entry, so a request over
+ * the count bound is refused before it costs that. */
+static int decode_labelled(ts_rpc_call *call, ts_snapshotter *s, const char *op_name,
+                           const ProtobufCMessageDescriptor *desc, const uint32_t *path, size_t depth,
+                           ProtobufCMessage **ret) {
+        int64_t t0 = ts_clock_mono_ns();
+        size_t len = 0, n = 0;
+        const uint8_t *p = ts_rpc_call_request(call, &len);
+        ts_error *err = NULL;
+        int code;
+        if (ts_wire_count(p, len, path, depth, &n) < 0)
+                code = ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "request of %zu bytes does not decode as %s",
+                                         len, desc->name);
+        else if (ts_label_check_count(n, ts_snapshotter_label_limits(s), &err) < 0)
+                code = fail(call, -EINVAL, err);
+        else
+                code = ts_rpc_call_decode(call, desc, ret);
+        return code == TS_RPC_OK ? code : op_log(call, op_name, NULL, t0, code);
+}
+
+/* Where the labels are: field 4 of Prepare, View and Commit; Update's
+ * info (2), its labels (6). */
+static const uint32_t labels_path[] = { 4 }, update_labels_path[] = { 2, 6 };
 
 /* ---- Info ---- */
 
@@ -202,13 +228,27 @@ static int do_prepare(ts_rpc_call *call, ts_snapshotter *s, const char *name, co
 }
 
 static int h_prepare(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, "prepare",
+                                   &containerd__services__snapshots__v1__prepare_snapshot_request__descriptor,
+                                   labels_path, 1, &dec);
+        if (code != TS_RPC_OK)
+                return code;
+        const Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req = (const void *) dec;
         return do_prepare(call, ud, "prepare", req->key, req->parent, req->n_labels,
                           (void **) req->labels, TS_KIND_ACTIVE);
 }
 
 static int h_view(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__ViewSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, "view",
+                                   &containerd__services__snapshots__v1__view_snapshot_request__descriptor,
+                                   labels_path, 1, &dec);
+        if (code != TS_RPC_OK)
+                return code;
+        const Containerd__Services__Snapshots__V1__ViewSnapshotRequest *req = (const void *) dec;
         return do_prepare(call, ud, "view", req->key, req->parent, req->n_labels,
                           (void **) req->labels, TS_KIND_VIEW);
 }
@@ -226,9 +266,16 @@ static int h_mounts(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 }
 
 static int h_commit(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, "commit",
+                                   &containerd__services__snapshots__v1__commit_snapshot_request__descriptor,
+                                   labels_path, 1, &dec);
+        if (code != TS_RPC_OK)
+                return code;
+        const Containerd__Services__Snapshots__V1__CommitSnapshotRequest *req = (const void *) dec;
         op o;
-        int code = op_begin(&o, call, "commit", "key", req->key);
+        code = op_begin(&o, call, "commit", "key", req->key);
         if (code == TS_RPC_OK)
                 code = need_key(call, "name", req->name);
         if (code != TS_RPC_OK)
@@ -281,10 +328,17 @@ static int h_stat(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 }
 
 static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
-        const Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req = (const void *) m;
+        (void) m;
+        _cleanup_message_ ProtobufCMessage *dec = NULL;
+        int code = decode_labelled(call, ud, "update",
+                                   &containerd__services__snapshots__v1__update_snapshot_request__descriptor,
+                                   update_labels_path, 2, &dec);
+        if (code != TS_RPC_OK)
+                return code;
+        const Containerd__Services__Snapshots__V1__UpdateSnapshotRequest *req = (const void *) dec;
         const char *key = req->info ? req->info->name : NULL;
         op o;
-        int code = op_begin(&o, call, "update", NULL, key);
+        code = op_begin(&o, call, "update", NULL, key);
         if (code == TS_RPC_OK && !req->info)
                 code = ts_rpc_call_error(call, TS_RPC_INVALID_ARGUMENT, "info is required");
         if (code == TS_RPC_OK)
@@ -305,64 +359,43 @@ static int h_update(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         return op_end(&o, send_info(call, &info));
 }
 
-/* List streams its answer in batches, as containerd's service does. */
+/* List streams its answer in messages of at most 100 records, as
+ * containerd's service does, and at most LIST_MAX_BYTES: far below the
+ * 16 MiB a gRPC peer accepts, whatever the records hold (one record is
+ * bounded by the store's label limits, store/label.h). */
 #define LIST_BATCH 100
+#define LIST_MAX_BYTES (4u << 20)
 
-typedef struct list_ctx {
-        ts_rpc_call *call;
+/* An upper bound of info's size as an Info of a List reply: its strings,
+ * and for tags, lengths, kind and timestamps 64 bytes, 16 per label. */
+static size_t info_wire_bound(const ts_store_info *info) {
+        size_t n = 64 + strlen(info->name) + strlen(info->parent ? info->parent : "");
+        for (size_t i = 0; i < info->n_labels; i++)
+                n += 16 + strlen(info->labels[i].key) + strlen(info->labels[i].value);
+        return n;
+}
+
+/* Sends one batch as one ListSnapshotsResponse. */
+static int list_send(const ts_store_info *infos, size_t n, void *userdata) {
+        ts_rpc_call *call = userdata;
         info_msg msgs[LIST_BATCH];
         Info *ptrs[LIST_BATCH];
-        ts_store_info infos[LIST_BATCH];
-        size_t n;
-} list_ctx;
-
-static int list_flush(list_ctx *c) {
-        if (c->n == 0)
-                return 0;
-        Containerd__Services__Snapshots__V1__ListSnapshotsResponse resp =
-                CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
-        resp.n_info = c->n;
-        resp.info = c->ptrs;
-        int r = ts_rpc_call_send(c->call, &resp.base);
-        for (size_t i = 0; i < c->n; i++) {
-                info_msg_done(&c->msgs[i]);
-                ts_store_info_done(&c->infos[i]);
+        size_t made = 0;
+        int r = 0;
+        for (; r >= 0 && made < n; made++) {
+                r = info_to_msg(&infos[made], &msgs[made]);
+                ptrs[made] = &msgs[made].info;
         }
-        memset(c->msgs, 0, sizeof c->msgs);
-        c->n = 0;
+        if (r >= 0) {
+                Containerd__Services__Snapshots__V1__ListSnapshotsResponse resp =
+                        CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
+                resp.n_info = n;
+                resp.info = ptrs;
+                r = ts_rpc_call_send(call, &resp.base);
+        }
+        for (size_t i = 0; i < made; i++)
+                info_msg_done(&msgs[i]);
         return r;
-}
-
-/* Deep-copies what the walk hands out (valid during the callback only). */
-static int copy_info(const ts_store_info *in, ts_store_info *out) {
-        *out = *in;
-        out->namespace = strdup(in->namespace);
-        out->name = strdup(in->name);
-        out->parent = strdup(in->parent ? in->parent : "");
-        out->labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(ts_label));
-        out->n_labels = 0;
-        if (!out->namespace || !out->name || !out->parent || !out->labels)
-                return -ENOMEM;
-        for (size_t i = 0; i < in->n_labels; i++) {
-                out->labels[i].key = strdup(in->labels[i].key);
-                out->labels[i].value = strdup(in->labels[i].value);
-                out->n_labels++;
-                if (!out->labels[i].key || !out->labels[i].value)
-                        return -ENOMEM;
-        }
-        return 0;
-}
-
-static int list_one(const ts_store_info *info, void *p) {
-        list_ctx *c = p;
-        int r = copy_info(info, &c->infos[c->n]);
-        if (r >= 0)
-                r = info_to_msg(&c->infos[c->n], &c->msgs[c->n]);
-        c->ptrs[c->n] = &c->msgs[c->n].info;
-        c->n++;
-        if (r < 0)
-                return r;
-        return c->n == LIST_BATCH ? list_flush(c) : 0;
 }
 
 static int h_list(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
@@ -374,16 +407,9 @@ static int h_list(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
         ts_error *err = NULL;
         _cleanup_filter_ ts_filter *filter = NULL;
         int r = ts_filter_parse_all((const char *const *) req->filters, req->n_filters, &filter, &err);
-        if (r < 0)
-                return op_end(&o, fail(call, r, err));
-        _cleanup_free_ list_ctx *c = calloc(1, sizeof(*c));
-        if (!c)
-                return op_end(&o, fail(call, -ENOMEM, NULL));
-        c->call = call;
-        r = ts_snapshotter_walk(ud, o.ns, filter, list_one, c, &err);
-        int q = list_flush(c);
         if (r >= 0)
-                r = q;
+                r = ts_snapshotter_list(ud, o.ns, filter, LIST_BATCH, LIST_MAX_BYTES, info_wire_bound, list_send,
+                                        call, &err);
         return op_end(&o, r < 0 ? fail(call, r, err) : TS_RPC_OK);
 }
 
@@ -414,12 +440,22 @@ static int h_cleanup(ts_rpc_call *call, const ProtobufCMessage *m, void *ud) {
 
 int ts_service_register(ts_rpc_server *server, ts_snapshotter *s) {
         static const ts_rpc_service_method methods[] = {
-                { "Prepare", h_prepare, false }, { "View", h_view, false },
-                { "Mounts", h_mounts, false },   { "Commit", h_commit, false },
-                { "Remove", h_remove, false },   { "Stat", h_stat, false },
-                { "Update", h_update, false },   { "List", h_list, true },
-                { "Usage", h_usage, false },     { "Cleanup", h_cleanup, false },
+                { "Mounts", h_mounts, false }, { "Remove", h_remove, false }, { "Stat", h_stat, false },
+                { "List", h_list, true },      { "Usage", h_usage, false },   { "Cleanup", h_cleanup, false },
         };
-        return ts_rpc_server_add_service(server, &containerd__services__snapshots__v1__snapshots__descriptor,
-                                         methods, TS_ARRAY_SIZE(methods), s);
+        /* Registered raw: decode_labelled counts their labels before decoding. */
+        static const ts_rpc_service_method labelled[] = {
+                { "Prepare", h_prepare, false }, { "View", h_view, false },
+                { "Commit", h_commit, false },   { "Update", h_update, false },
+        };
+        const ProtobufCServiceDescriptor *svc = &containerd__services__snapshots__v1__snapshots__descriptor;
+        int r = ts_rpc_server_add_service(server, svc, methods, TS_ARRAY_SIZE(methods), s);
+        for (size_t i = 0; r >= 0 && i < TS_ARRAY_SIZE(labelled); i++) {
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, "/%s/%s", svc->name, labelled[i].name) < 0)
+                        return -ENOMEM;
+                ts_rpc_method m = { .path = path, .handler = labelled[i].handler, .userdata = s };
+                r = ts_rpc_server_add_method(server, &m);
+        }
+        return r;
 }

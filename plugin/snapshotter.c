@@ -24,6 +24,7 @@ struct ts_snapshotter {
         int64_t base_mapped; /* bytes mapped in the base device */
         bool async_remove;
         bool discard;
+        ts_label_limits labels;
         ts_fault *fault; /* THINSNAPD_FAULT */
 
         pthread_mutex_t lock;
@@ -498,7 +499,10 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         s->base_size = cfg->base_size;
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
-        int r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
+        s->labels = cfg->labels;
+        int r = ts_label_limits_resolve(&s->labels, err);
+        if (r >= 0)
+                r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
         if (r >= 0 && !s->dev) {
                 ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs,
                                         .fault = s->fault };
@@ -508,6 +512,7 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
                 .dev_id_max = cfg->dev_id_max,
                 .map_size = cfg->store_map_size,
                 .map_max = cfg->store_map_max,
+                .labels = s->labels,
         };
         if (r >= 0)
                 r = ts_store_open(cfg->root, &so, &s->store, err);
@@ -919,14 +924,75 @@ static int walk_one(const ts_store_info *info, void *p) {
         return a->fn(info, a->userdata);
 }
 
-int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter,
+int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter, const char *after,
                         ts_store_walk_fn fn, void *userdata, ts_error **err) {
         _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r < 0)
                 return r;
         struct walk_arg a = { filter, fn, userdata };
-        return ts_store_walk(txn, ns, walk_one, &a, err);
+        return ts_store_walk_after(txn, ns, after, walk_one, &a, err);
+}
+
+/* One batch of ts_snapshotter_list being filled by a walk. */
+typedef struct list_batch {
+        ts_store_info *infos;
+        size_t n, bytes, max_count, max_bytes;
+        ts_snapshotter_size_fn size_fn;
+} list_batch;
+
+/* 1 when the batch is full: the walk stops, and a record that did not fit
+ * starts the next batch. */
+static int batch_one(const ts_store_info *info, void *p) {
+        list_batch *b = p;
+        size_t size = b->size_fn(info);
+        if (b->n > 0 && b->bytes + size > b->max_bytes)
+                return 1;
+        int r = ts_store_info_copy(info, &b->infos[b->n]);
+        if (r < 0)
+                return r;
+        b->n++;
+        b->bytes += size;
+        return b->n == b->max_count ? 1 : 0;
+}
+
+static void batch_clear(list_batch *b) {
+        for (size_t i = 0; i < b->n; i++)
+                ts_store_info_done(&b->infos[i]);
+        b->n = b->bytes = 0;
+}
+
+int ts_snapshotter_list(ts_snapshotter *s, const char *ns, const ts_filter *filter, size_t max_count,
+                        size_t max_bytes, ts_snapshotter_size_fn size_fn, ts_snapshotter_batch_fn batch_fn,
+                        void *userdata, ts_error **err) {
+        if (!ns || max_count == 0)
+                return -EINVAL;
+        _cleanup_free_ ts_store_info *infos = calloc(max_count, sizeof(*infos));
+        if (!infos)
+                return -ENOMEM;
+        list_batch b = { .infos = infos, .max_count = max_count, .max_bytes = max_bytes, .size_fn = size_fn };
+        _cleanup_free_ char *after = NULL;
+        for (;;) {
+                int r = ts_snapshotter_walk(s, ns, filter, after, batch_one, &b, err);
+                if (r >= 0 && b.n > 0) {
+                        int q = batch_fn(b.infos, b.n, userdata);
+                        if (q < 0)
+                                r = q;
+                }
+                if (r == 1) {
+                        free(after);
+                        after = strdup(b.infos[b.n - 1].name);
+                        if (!after)
+                                r = -ENOMEM;
+                }
+                batch_clear(&b);
+                if (r <= 0)
+                        return r;
+        }
+}
+
+const ts_label_limits *ts_snapshotter_label_limits(const ts_snapshotter *s) {
+        return &s->labels;
 }
 
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {

@@ -127,6 +127,7 @@ typedef struct ts_snapshotter_config {
         uint32_t dev_id_max;      /* 0: the 24-bit limit (tests lower it) */
         uint64_t store_map_size;  /* the store's map to start with (store.h); 0: its default */
         uint64_t store_map_max;   /* the largest it grows to; 0: the store's default (1 GiB) */
+        ts_label_limits labels;   /* label bounds (store/label.h); 0 fields: the defaults */
         ts_snapdev *dev;          /* NULL: the thin pool `pool` (snapdev.h); else this device
                                    * layer, which the snapshotter takes over (also on failure) */
 } ts_snapshotter_config;
@@ -186,10 +187,35 @@ int ts_snapshotter_update(ts_snapshotter *s, const char *ns, const char *key, co
 int ts_snapshotter_usage(ts_snapshotter *s, const char *ns, const char *key, int64_t *ret_size,
                          int64_t *ret_inodes, ts_error **err);
 
-/* Calls fn for every READY snapshot of ns that matches filter (NULL: all).
- * A non-zero return of fn stops the walk and is returned. */
-int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter,
+/* Calls fn, in key order, for every READY snapshot of ns that matches
+ * filter (NULL: all) and whose key sorts after `after` (NULL: from the
+ * first; needs ns). A non-zero return of fn stops the walk and is returned.
+ * The walk reads one consistent view of the store, ended before this
+ * returns: a caller that sends what fn collected holds no transaction
+ * while it waits. */
+int ts_snapshotter_walk(ts_snapshotter *s, const char *ns, const ts_filter *filter, const char *after,
                         ts_store_walk_fn fn, void *userdata, ts_error **err);
+
+/* What a record costs in a reply (an upper bound), and what takes a batch. */
+typedef size_t (*ts_snapshotter_size_fn)(const ts_store_info *info);
+typedef int (*ts_snapshotter_batch_fn)(const ts_store_info *infos, size_t n, void *userdata);
+
+/* The snapshots of ts_snapshotter_walk (ns required), handed to batch_fn in
+ * batches of at most max_count (>= 1) records whose size_fn figures add up
+ * to at most max_bytes (a record larger than that comes alone). Each batch
+ * is copied out of a read transaction of its own, ended before batch_fn
+ * runs, and the next one goes on after the batch's last key: a client slow
+ * to take a batch never holds the store. Records may change between
+ * batches: each key shows at most once, in key order, but a record removed
+ * or added meanwhile shows as the batch that reaches its key finds it (as a
+ * Commit, a rename, may show under both names or neither). Returns 0,
+ * batch_fn's negative return, or as ts_snapshotter_walk. */
+int ts_snapshotter_list(ts_snapshotter *s, const char *ns, const ts_filter *filter, size_t max_count,
+                        size_t max_bytes, ts_snapshotter_size_fn size_fn, ts_snapshotter_batch_fn batch_fn,
+                        void *userdata, ts_error **err);
+
+/* The label bounds in force (the configuration's, defaults filled in). */
+const ts_label_limits *ts_snapshotter_label_limits(const ts_snapshotter *s);
 
 /* Finishes pending removals (async mode) now. Returns 0 or -errno. */
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err);

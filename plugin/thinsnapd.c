@@ -15,7 +15,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "plugin/config.h"
 #include "plugin/metrics.h"
 #include "plugin/service.h"
@@ -53,6 +53,9 @@ static const char help[] =
         "  --store-map-max SIZE  largest the snapshot metadata store (LMDB) grows to,\n"
         "                      e.g. 4G (default 1G; at least 256K). Near it new\n"
         "                      snapshots get RESOURCE_EXHAUSTED; Remove still works\n"
+        "  --max-labels N      labels of one snapshot, and of one request (default 4096)\n"
+        "  --max-label-bytes SIZE  keys + values of one snapshot's labels (default 1M,\n"
+        "                      4K to 4M); each label's key + value at most 4096 bytes\n"
         "\n"
         "The provisioner (thinsnap.v1.Provisioner: warm images, cut one device per VM;\n"
         "the `thinsnap image` and `thinsnap vm` commands use it):\n"
@@ -174,6 +177,8 @@ enum {
         OPT_DISCARD,
         OPT_MKFS,
         OPT_STORE_MAP_MAX,
+        OPT_MAX_LABELS,
+        OPT_MAX_LABEL_BYTES,
         OPT_PROV_ADDRESS,
         OPT_PROV_GROUP,
         OPT_CONTAINERD,
@@ -256,20 +261,28 @@ static int take_value_opt(int c, const char *arg, args *a) {
         ts_config *cli = &a->cli;
         switch (c) {
         case OPT_REGISTRY_TIMEOUT:
-                return ts_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
+                return ts_units_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
                         usage_error("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)", arg) : 0;
         case OPT_MAX_WARMS:
-                return ts_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
+                return ts_units_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
                         usage_error("--max-warms '%s' is not a number from 1 to 64", arg) : 0;
         case OPT_BASE_SIZE:
-                return ts_parse_size(arg, &cli->base_size) < 0 || cli->base_size == 0 ?
+                return ts_units_parse_size(arg, &cli->base_size) < 0 || cli->base_size == 0 ?
                         usage_error("--base-size '%s' is not a size (examples: 64M, 10G)", arg) : 0;
         case OPT_STORE_MAP_MAX:
-                return ts_parse_size(arg, &cli->store_map_max) < 0 || cli->store_map_max == 0 ?
+                return ts_units_parse_size(arg, &cli->store_map_max) < 0 || cli->store_map_max == 0 ?
                         usage_error("--store-map-max '%s' is not a size (examples: 512M, 4G)", arg) : 0;
+        case OPT_MAX_LABELS:
+                return ts_units_parse_u64(arg, &cli->max_labels) < 0 || cli->max_labels == 0 ||
+                                       cli->max_labels > TS_LABEL_MAX_COUNT_LIMIT ?
+                        usage_error("--max-labels '%s' is not a number from 1 to 1048576", arg) : 0;
+        case OPT_MAX_LABEL_BYTES:
+                return ts_units_parse_size(arg, &cli->max_label_bytes) < 0 || cli->max_label_bytes < TS_LABEL_MAX_SIZE ||
+                                       cli->max_label_bytes > TS_LABEL_MAX_BYTES_LIMIT ?
+                        usage_error("--max-label-bytes '%s' is not a size from 4K to 4M", arg) : 0;
         case OPT_SOCKET_MODE:
                 a->mode_set = true;
-                return ts_parse_mode(arg, &cli->socket_mode) < 0 ?
+                return ts_units_parse_mode(arg, &cli->socket_mode) < 0 ?
                         usage_error("--socket-mode '%s' is not an octal mode", arg) : 0;
         default: /* OPT_LOG_LEVEL */
                 cli->log_level_set = true;
@@ -313,6 +326,8 @@ static int parse_args(int argc, char **argv, args *a) {
                 { "discard", no_argument, NULL, OPT_DISCARD },
                 { "mkfs", required_argument, NULL, OPT_MKFS },
                 { "store-map-max", required_argument, NULL, OPT_STORE_MAP_MAX },
+                { "max-labels", required_argument, NULL, OPT_MAX_LABELS },
+                { "max-label-bytes", required_argument, NULL, OPT_MAX_LABEL_BYTES },
                 { "provisioner-address", required_argument, NULL, OPT_PROV_ADDRESS },
                 { "provisioner-group", required_argument, NULL, OPT_PROV_GROUP },
                 { "containerd-address", required_argument, NULL, OPT_CONTAINERD },
@@ -380,6 +395,10 @@ static int resolve(const args *a, const ts_config *file, settings *s) {
                         .async_remove = a->async || file->async_remove,
                         .discard_on_remove = a->discard || file->discard_on_remove,
                         .store_map_max = cli->store_map_max ? cli->store_map_max : file->store_map_max,
+                        .labels = {
+                                .max_count = (uint32_t) (cli->max_labels ? cli->max_labels : file->max_labels),
+                                .max_bytes = cli->max_label_bytes ? cli->max_label_bytes : file->max_label_bytes,
+                        },
                 },
         };
         const char *missing = !s->sc.root ? "--root" : !s->sc.pool ? "--pool" : !s->address ? "--address" : NULL;

@@ -16,4 +16,4 @@ CC=clang cmake -S . -B build/clang -DTS_WERROR=ON -DTS_FUZZ=ON -DTS_VM_TESTS=OFF
 cmake --build build/clang -j"$jobs"
 
 ctest --test-dir build/asan --output-on-failure -j"$jobs"
-ctest --test-dir build/clang --output-on-failure -L fuzz
+ctest --test-dir build/clang --output-on-failure -L fuzz -j"$jobs"

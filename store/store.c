@@ -27,6 +27,7 @@ struct ts_store {
         MDB_env *env;
         MDB_dbi snapshots, devices, bases, meta;
         uint32_t dev_id_max;
+        ts_label_limits labels;
         size_t max_key;
         char *root;
         uint64_t map_max, reserve, page_size;
@@ -253,89 +254,6 @@ static uint64_t from_be64(const uint8_t *p) {
         return v;
 }
 
-/* ---- labels ---- */
-
-static void labels_free(ts_label *l, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-                free(l[i].key);
-                free(l[i].value);
-        }
-        free(l);
-}
-
-static int label_cmp(const void *a, const void *b) {
-        return strcmp(((const ts_label *) a)->key, ((const ts_label *) b)->key);
-}
-
-/* Sets label key=value in a sorted array (value "" or NULL removes it). */
-static int labels_set(ts_label **l, size_t *n, const char *key, const char *value) {
-        size_t lo = 0, hi = *n;
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                int c = strcmp((*l)[mid].key, key);
-                if (c == 0) {
-                        if (!value || !*value) {
-                                free((*l)[mid].key);
-                                free((*l)[mid].value);
-                                memmove(*l + mid, *l + mid + 1, (*n - mid - 1) * sizeof(ts_label));
-                                (*n)--;
-                                return 0;
-                        }
-                        char *v = strdup(value);
-                        if (!v)
-                                return -ENOMEM;
-                        free((*l)[mid].value);
-                        (*l)[mid].value = v;
-                        return 0;
-                }
-                if (c < 0)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        if (!value || !*value)
-                return 0;
-        ts_label *nl = realloc(*l, (*n + 1) * sizeof(ts_label));
-        if (!nl)
-                return -ENOMEM;
-        *l = nl;
-        char *k = strdup(key), *v = strdup(value);
-        if (!k || !v) {
-                free(k);
-                free(v);
-                return -ENOMEM;
-        }
-        memmove(nl + lo + 1, nl + lo, (*n - lo) * sizeof(ts_label));
-        nl[lo] = (ts_label){ .key = k, .value = v };
-        (*n)++;
-        return 0;
-}
-
-/* A sorted, unique, non-empty-valued copy of the caller's labels (later wins). */
-static int labels_normalise(const ts_label *in, size_t n, ts_label **ret, size_t *ret_n) {
-        ts_label *l = NULL;
-        size_t ln = 0;
-        for (size_t i = 0; i < n; i++) {
-                if (!in[i].key) {
-                        labels_free(l, ln);
-                        return -EINVAL;
-                }
-                int r = labels_set(&l, &ln, in[i].key, in[i].value);
-                if (r < 0) {
-                        labels_free(l, ln);
-                        return r;
-                }
-        }
-        *ret = l;
-        *ret_n = ln;
-        return 0;
-}
-
-static const ts_label *labels_find(const ts_label *l, size_t n, const char *key) {
-        ts_label k = { .key = (char *) key };
-        return n ? bsearch(&k, l, n, sizeof(ts_label), label_cmp) : NULL;
-}
-
 /* ---- records ---- */
 
 void ts_store_info_done(ts_store_info *info) {
@@ -344,10 +262,32 @@ void ts_store_info_done(ts_store_info *info) {
         free(info->namespace);
         free(info->name);
         free(info->parent);
-        labels_free(info->labels, info->n_labels);
+        ts_label_free(info->labels, info->n_labels);
         memset(info, 0, sizeof(*info));
 }
 
+int ts_store_info_copy(const ts_store_info *in, ts_store_info *ret) {
+        ts_store_info c = *in;
+        c.namespace = strdup(in->namespace ? in->namespace : "");
+        c.name = strdup(in->name);
+        c.parent = strdup(in->parent ? in->parent : "");
+        c.labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(ts_label));
+        c.n_labels = 0;
+        int r = c.namespace && c.name && c.parent && c.labels ? 0 : -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < in->n_labels; i++) {
+                c.labels[i].key = strdup(in->labels[i].key);
+                c.labels[i].value = strdup(in->labels[i].value);
+                c.n_labels++;
+                if (!c.labels[i].key || !c.labels[i].value)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                ts_store_info_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
 
 void ts_store_infos_free(ts_store_info *infos, size_t n) {
         if (!infos)
@@ -358,7 +298,7 @@ void ts_store_infos_free(ts_store_info *infos, size_t n) {
 }
 
 const char *ts_store_info_label(const ts_store_info *info, const char *key) {
-        const ts_label *l = labels_find(info->labels, info->n_labels, key);
+        const ts_label *l = ts_label_find(info->labels, info->n_labels, key);
         return l ? l->value : NULL;
 }
 
@@ -565,6 +505,9 @@ static int resolve_options(const char *root, const ts_store_options *opts, ts_st
         if (o.dev_id_max > TS_STORE_DEV_ID_MAX)
                 return ts_error_setf_plain(err, EINVAL, "device id limit %u exceeds the 24-bit maximum %u",
                                            o.dev_id_max, TS_STORE_DEV_ID_MAX);
+        int r = ts_label_limits_resolve(&o.labels, err);
+        if (r < 0)
+                return r;
         *ret = o;
         return 0;
 }
@@ -657,6 +600,7 @@ int ts_store_open(const char *root, const ts_store_options *opts, ts_store **ret
         if (!s)
                 return -ENOMEM;
         s->dev_id_max = o.dev_id_max;
+        s->labels = o.labels;
         pthread_mutex_init(&s->gate, NULL);
         pthread_cond_init(&s->gate_cond, NULL);
         s->root = strdup(root);
@@ -1119,18 +1063,35 @@ static int check_parent(ts_store_txn *t, const char *ns, const char *parent, ts_
         return 0;
 }
 
+/* The normal form of a request's labels for snapshot key, within the
+ * store's bounds (label.h). */
+static int labels_of_request(ts_store_txn *t, const char *key, const ts_label *in, size_t n, ts_label **ret,
+                             size_t *ret_n, ts_error **err) {
+        ts_label *l = NULL;
+        size_t ln = 0;
+        int r = ts_label_check_request(in, n, &t->store->labels, err);
+        if (r >= 0)
+                r = ts_label_normalise(in, n, &l, &ln);
+        if (r >= 0)
+                r = ts_label_check_set(l, ln, &t->store->labels, key, err);
+        if (r < 0) {
+                ts_label_free(l, ln);
+                return r;
+        }
+        *ret = l;
+        *ret_n = ln;
+        return 0;
+}
+
 /* Fills the names and labels of a new record i. */
-static int new_record(const char *ns, const char *key, const char *parent, const ts_label *labels,
-                      size_t n_labels, ts_store_info *i, ts_error **err) {
+static int new_record(ts_store_txn *t, const char *ns, const char *key, const char *parent,
+                      const ts_label *labels, size_t n_labels, ts_store_info *i, ts_error **err) {
         i->namespace = strdup(ns);
         i->name = strdup(key);
         i->parent = strdup(parent ? parent : "");
         if (!i->namespace || !i->name || !i->parent)
                 return -ENOMEM;
-        int r = labels_normalise(labels, n_labels, &i->labels, &i->n_labels);
-        if (r < 0)
-                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
-        return 0;
+        return labels_of_request(t, key, labels, n_labels, &i->labels, &i->n_labels, err);
 }
 
 /* Gives record i (key k) a device id and the next snapshot id. The device
@@ -1180,7 +1141,7 @@ int ts_store_create(ts_store_txn *t, const char *ns, const char *key, const char
         _cleanup_store_info_ ts_store_info i = { .kind = kind, .state = TS_STATE_CREATING, .dev_size = dev_size };
         r = check_room(t, key, err);
         if (r >= 0)
-                r = new_record(ns, key, parent, labels, n_labels, &i, err);
+                r = new_record(t, ns, key, parent, labels, n_labels, &i, err);
         if (r >= 0)
                 r = assign_ids(t, &k, &i, err);
         if (r < 0)
@@ -1259,10 +1220,10 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
 
         ts_label *nl = NULL;
         size_t nn = 0;
-        r = labels_normalise(labels, n_labels, &nl, &nn);
+        r = labels_of_request(t, name, labels, n_labels, &nl, &nn, err);
         if (r < 0)
-                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
-        labels_free(i.labels, i.n_labels);
+                return r;
+        ts_label_free(i.labels, i.n_labels);
         i.labels = nl;
         i.n_labels = nn;
 
@@ -1333,6 +1294,54 @@ int ts_store_delete(ts_store_txn *t, const char *ns, const char *key, ts_error *
         return 0;
 }
 
+/* Update's new labels for record i (containerd's UpdateInfo): "labels",
+ * or no path, replaces them all; "labels.<k>" paths set or remove k. The
+ * result is checked against the bounds. */
+static int labels_apply_update(ts_store_txn *t, const char *key, ts_store_info *i, const ts_label *labels,
+                               size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
+                               ts_error **err) {
+        bool all = n_fieldpaths == 0;
+        size_t n_keys = 0;
+        for (size_t f = 0; f < n_fieldpaths; f++) {
+                const char *p = fieldpaths[f];
+                if (p && strncmp(p, "labels.", 7) == 0)
+                        n_keys++;
+                else if (p && strcmp(p, "labels") == 0)
+                        all = true;
+                else
+                        return ts_error_setf_plain(err, EINVAL, "cannot update %s field on snapshot %s",
+                                                   p ? p : "(null)", key);
+        }
+        ts_label *in = NULL;
+        size_t in_n = 0;
+        int r = ts_label_check_request(labels, n_labels, &t->store->labels, err);
+        if (r >= 0)
+                r = ts_label_normalise(labels, n_labels, &in, &in_n);
+        if (r < 0)
+                return r;
+        if (all) {
+                /* "labels.<k>" next to "labels" sets k to its value in the
+                 * new set too, so the result is the new set. */
+                ts_label_free(i->labels, i->n_labels);
+                i->labels = in;
+                i->n_labels = in_n;
+                return ts_label_check_set(i->labels, i->n_labels, &t->store->labels, key, err);
+        }
+        _cleanup_free_ const char **keys = malloc(n_keys * sizeof(*keys));
+        if (!keys) {
+                ts_label_free(in, in_n);
+                return -ENOMEM;
+        }
+        for (size_t f = 0, j = 0; f < n_fieldpaths; f++)
+                if (strncmp(fieldpaths[f], "labels.", 7) == 0)
+                        keys[j++] = fieldpaths[f] + 7;
+        r = ts_label_apply(&i->labels, &i->n_labels, keys, n_keys, in, in_n);
+        ts_label_free(in, in_n);
+        if (r < 0)
+                return r;
+        return ts_label_check_set(i->labels, i->n_labels, &t->store->labels, key, err);
+}
+
 int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_label *labels,
                     size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
                     ts_store_info *ret_info, ts_error **err) {
@@ -1342,42 +1351,7 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
         if (r < 0)
                 return r;
 
-        ts_label *in = NULL;
-        size_t in_n = 0;
-        r = labels_normalise(labels, n_labels, &in, &in_n);
-        if (r < 0)
-                return r == -EINVAL ? ts_error_setf_plain(err, EINVAL, "label without a key") : r;
-
-        if (n_fieldpaths == 0) {
-                labels_free(i.labels, i.n_labels);
-                i.labels = TAKE_PTR(in);
-                i.n_labels = in_n;
-                in_n = 0;
-        } else {
-                for (size_t f = 0; f < n_fieldpaths; f++) {
-                        const char *p = fieldpaths[f];
-                        if (p && strncmp(p, "labels.", 7) == 0) {
-                                const ts_label *l = labels_find(in, in_n, p + 7);
-                                r = labels_set(&i.labels, &i.n_labels, p + 7, l ? l->value : NULL);
-                                if (r < 0)
-                                        break;
-                        } else if (p && strcmp(p, "labels") == 0) {
-                                ts_label *copy = NULL;
-                                size_t cn = 0;
-                                r = labels_normalise(in, in_n, &copy, &cn);
-                                if (r < 0)
-                                        break;
-                                labels_free(i.labels, i.n_labels);
-                                i.labels = copy;
-                                i.n_labels = cn;
-                        } else {
-                                r = ts_error_setf_plain(err, EINVAL, "cannot update %s field on snapshot %s",
-                                                        p ? p : "(null)", key);
-                                break;
-                        }
-                }
-        }
-        labels_free(in, in_n);
+        r = labels_apply_update(t, key, &i, labels, n_labels, fieldpaths, n_fieldpaths, err);
         if (r >= 0)
                 r = check_room(t, key, err);
         if (r < 0)
@@ -1386,30 +1360,44 @@ int ts_store_update(ts_store_txn *t, const char *ns, const char *key, const ts_l
         return store_record(t, &k, &i, ret_info, err);
 }
 
-int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *userdata, ts_error **err) {
+/* Positions c at the first record of ns (NULL: of the store) whose key
+ * is after `after` (NULL: the first). start holds the search key. */
+static int walk_start(MDB_cursor *c, const char *ns, const char *after, char **start, MDB_val *k, MDB_val *v) {
+        if (!ns)
+                return mdb_cursor_get(c, k, v, MDB_FIRST);
+        size_t nl = strlen(ns), al = after ? strlen(after) : 0;
+        *start = malloc(nl + 1 + al);
+        if (!*start)
+                return ENOMEM;
+        memcpy(*start, ns, nl + 1);
+        if (after)
+                memcpy(*start + nl + 1, after, al);
+        *k = (MDB_val){ .mv_size = nl + 1 + al, .mv_data = *start };
+        int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+        if (rc == 0 && after && k->mv_size == nl + 1 + al && memcmp(k->mv_data, *start, nl + 1 + al) == 0)
+                rc = mdb_cursor_get(c, k, v, MDB_NEXT);
+        return rc;
+}
+
+int ts_store_walk_after(ts_store_txn *t, const char *ns, const char *after, ts_store_walk_fn fn, void *userdata,
+                        ts_error **err) {
+        if (after && !ns)
+                return ts_error_setf_plain(err, EINVAL, "walk: a start key needs a namespace");
         MDB_cursor *c;
         int rc = mdb_cursor_open(t->txn, t->store->snapshots, &c);
         if (rc)
                 return mdb_fail(err, rc, "open snapshot cursor");
         size_t nl = ns ? strlen(ns) : 0;
-        _cleanup_free_ char *prefix = NULL;
+        _cleanup_free_ char *start = NULL;
         MDB_val k, v;
-        if (ns) {
-                prefix = malloc(nl + 1);
-                if (!prefix) {
-                        mdb_cursor_close(c);
-                        return -ENOMEM;
-                }
-                memcpy(prefix, ns, nl);
-                prefix[nl] = 0;
-                k = (MDB_val){ .mv_size = nl + 1, .mv_data = prefix };
-                rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-        } else
-                rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-
+        rc = walk_start(c, ns, after, &start, &k, &v);
+        if (rc == ENOMEM) {
+                mdb_cursor_close(c);
+                return -ENOMEM;
+        }
         int r = 0;
         for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-                if (ns && (k.mv_size < nl + 1 || memcmp(k.mv_data, prefix, nl + 1) != 0))
+                if (ns && (k.mv_size < nl + 1 || memcmp(k.mv_data, ns, nl + 1) != 0))
                         break;
                 _cleanup_store_info_ ts_store_info i = {};
                 r = record_decode(&k, &v, &i);
@@ -1426,6 +1414,10 @@ int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *us
         if (r == 0 && rc != 0 && rc != MDB_NOTFOUND)
                 return mdb_fail(err, rc, "walk snapshots");
         return r;
+}
+
+int ts_store_walk(ts_store_txn *t, const char *ns, ts_store_walk_fn fn, void *userdata, ts_error **err) {
+        return ts_store_walk_after(t, ns, NULL, fn, userdata, err);
 }
 
 int ts_store_parents(ts_store_txn *t, const char *ns, const char *key, ts_store_info **ret_infos,

@@ -17,7 +17,8 @@
  *   -ENOENT        NotFound            (no such key / parent)
  *   -EEXIST        AlreadyExists       (key or commit name taken)
  *   -EINVAL        InvalidArgument     (bad kind, parent not committed, empty key,
- *                                       unknown update field path)
+ *                                       unknown update field path, labels past
+ *                                       a bound of store/label.h)
  *   -ENAMETOOLONG  InvalidArgument     (namespace + key longer than LMDB's key limit)
  *   -ENOTEMPTY     FailedPrecondition  (remove of a snapshot that has children)
  *   -EBUSY         FailedPrecondition  (record is not in state READY: an operation on
@@ -58,6 +59,7 @@
 
 #include "common/error.h"
 #include "common/macro.h"
+#include "store/label.h"
 
 /* Largest thin device id dm-thin accepts (24 bits). Id 0 is never handed out. */
 #define TS_STORE_DEV_ID_MAX 0xffffffu
@@ -81,11 +83,6 @@ typedef enum ts_snapshot_state {
         TS_STATE_READY = 2,    /* device exists; record is what containerd sees */
         TS_STATE_REMOVING = 3, /* remove decided; the device may or may not still exist */
 } ts_snapshot_state;
-
-typedef struct ts_label {
-        char *key;
-        char *value;
-} ts_label;
 
 typedef struct ts_store_info {
         char *namespace;
@@ -114,6 +111,8 @@ typedef struct ts_store_options {
         uint32_t dev_id_max; /* highest device id to hand out; 0 = TS_STORE_DEV_ID_MAX.
                               * Tests lower it to reach exhaustion cheaply. */
         bool no_sync;        /* MDB_NOSYNC: for tests only, gives up durability */
+        ts_label_limits labels; /* label bounds of create, commit and update (label.h);
+                                 * 0 fields: the defaults */
 } ts_store_options;
 
 /* A base device: formatted once per (pool, size); Prepare without a parent snapshots it. */
@@ -184,8 +183,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ts_store_txn *, ts_store_txn_abort);
  * committed snapshot (-EINVAL when not committed; -ENOENT when it is being removed);
  * key must be new (-EEXIST). Allocates the next snapshot id and a free thin device id
  * (-ENOSPC when none is left), increments the parent's child count. Labels with an
- * empty value are dropped; a repeated key keeps its last value. created = updated =
- * now. Returns 0, -EINVAL (kind not view/active, empty namespace or key),
+ * empty value are dropped; a repeated key keeps its last value; labels past a bound
+ * of label.h (checked before anything else is looked at) are -EINVAL. created =
+ * updated = now. Returns 0, -EINVAL (kind not view/active, empty namespace or key),
  * -ENAMETOOLONG, -ENOENT, -EEXIST, -ENOSPC, -EROFS, -EIO, -ENOMEM. ret_info may be
  * NULL. */
 int ts_store_create(ts_store_txn *txn, const char *ns, const char *key, const char *parent,
@@ -204,7 +204,8 @@ int ts_store_set_state(ts_store_txn *txn, const char *ns, const char *key, ts_sn
 
 /* containerd's CommitActive: renames the READY active snapshot key to name as a
  * committed snapshot, keeping id, dev_id, dev_size and parent; labels are replaced by
- * the given ones (not inherited); created = updated = now; usage recorded. Checked in
+ * the given ones (not inherited, bounded as in create); created = updated = now;
+ * usage recorded. Checked in
  * containerd's order: name taken -> -EEXIST; key missing -> -ENOENT; key not active ->
  * -EBUSY (FailedPrecondition); key not READY -> -EBUSY. The parent's child count is
  * unchanged (the child is renamed, not added). Returns 0 or those, -EINVAL,
@@ -229,7 +230,8 @@ int ts_store_delete(ts_store_txn *txn, const char *ns, const char *key, ts_error
 /* containerd's UpdateInfo. With no field paths, the labels are replaced. Field path
  * "labels" replaces all labels; "labels.<k>" sets label k to its value in labels, or
  * removes it when labels has no k (or an empty value). Any other path -> -EINVAL
- * (nothing written). updated = now. Returns 0, -ENOENT, -EINVAL, -ENOSPC (room), -EROFS,
+ * (nothing written). The request's labels and the resulting set are bounded as in
+ * create (-EINVAL). updated = now. Returns 0, -ENOENT, -EINVAL, -ENOSPC (room), -EROFS,
  * -EIO, -ENOMEM. ret_info (the updated record) may be NULL. */
 int ts_store_update(ts_store_txn *txn, const char *ns, const char *key, const ts_label *labels,
                     size_t n_labels, const char *const *fieldpaths, size_t n_fieldpaths,
@@ -246,6 +248,13 @@ typedef int (*ts_store_walk_fn)(const ts_store_info *info, void *userdata);
 int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *userdata,
                   ts_error **err);
 
+/* ts_store_walk over the records of ns whose key sorts after `after` (NULL:
+ * all), so a long walk can be cut into transactions of its own, each going
+ * on from the last key the one before saw. Returns as ts_store_walk, and
+ * -EINVAL for a start key without a namespace. */
+int ts_store_walk_after(ts_store_txn *txn, const char *ns, const char *after, ts_store_walk_fn fn,
+                        void *userdata, ts_error **err);
+
 /* The parent chain of key, immediate parent first (containerd's ParentIDs order):
  * *ret_infos is an array of *ret_n records (0 and NULL for a snapshot without
  * parent), freed with ts_store_infos_free. Returns 0, -ENOENT (key or a parent
@@ -253,6 +262,10 @@ int ts_store_walk(ts_store_txn *txn, const char *ns, ts_store_walk_fn fn, void *
  * -ENOMEM. */
 int ts_store_parents(ts_store_txn *txn, const char *ns, const char *key, ts_store_info **ret_infos,
                      size_t *ret_n, ts_error **err);
+
+/* A deep copy of in (a walk's record outlives its callback this way).
+ * Returns 0 or -ENOMEM (nothing to release then). */
+int ts_store_info_copy(const ts_store_info *in, ts_store_info *ret);
 
 /* Releases what an info holds and zeroes it. Accepts NULL. */
 void ts_store_info_done(ts_store_info *info);

@@ -9,36 +9,36 @@
 #include "common/error.h"
 #include "common/fault.h"
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "tests/unit/ts-check.h"
 
 START_TEST(size_suffixes) {
         uint64_t v;
-        ck_assert_int_eq(ts_parse_size("512", &v), 0);
+        ck_assert_int_eq(ts_units_parse_size("512", &v), 0);
         ck_assert_uint_eq(v, 512);
-        ck_assert_int_eq(ts_parse_size("64M", &v), 0);
+        ck_assert_int_eq(ts_units_parse_size("64M", &v), 0);
         ck_assert_uint_eq(v, 64ULL << 20);
-        ck_assert_int_eq(ts_parse_size("10G", &v), 0);
+        ck_assert_int_eq(ts_units_parse_size("10G", &v), 0);
         ck_assert_uint_eq(v, 10ULL << 30);
-        ck_assert_int_eq(ts_parse_size("4KiB", &v), 0);
+        ck_assert_int_eq(ts_units_parse_size("4KiB", &v), 0);
         ck_assert_uint_eq(v, 4096);
-        ck_assert_int_eq(ts_parse_size("1t", &v), 0);
+        ck_assert_int_eq(ts_units_parse_size("1t", &v), 0);
         ck_assert_uint_eq(v, 1ULL << 40);
-        ck_assert_int_eq(ts_parse_size("0", &v), 0);
+        ck_assert_int_eq(ts_units_parse_size("0", &v), 0);
         ck_assert_uint_eq(v, 0);
 }
 END_TEST
 
 START_TEST(size_rejects) {
         uint64_t v = 7;
-        ck_assert_int_eq(ts_parse_size("", &v), -EINVAL);
-        ck_assert_int_eq(ts_parse_size("M", &v), -EINVAL);
-        ck_assert_int_eq(ts_parse_size("-1G", &v), -EINVAL);
-        ck_assert_int_eq(ts_parse_size("1.5G", &v), -EINVAL);
-        ck_assert_int_eq(ts_parse_size("10X", &v), -EINVAL);
-        ck_assert_int_eq(ts_parse_size(" 10", &v), -EINVAL);
-        ck_assert_int_eq(ts_parse_size("16384P", &v), -ERANGE);
-        ck_assert_int_eq(ts_parse_size("99999999999999999999", &v), -ERANGE);
+        ck_assert_int_eq(ts_units_parse_size("", &v), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_size("M", &v), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_size("-1G", &v), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_size("1.5G", &v), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_size("10X", &v), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_size(" 10", &v), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_size("16384P", &v), -ERANGE);
+        ck_assert_int_eq(ts_units_parse_size("99999999999999999999", &v), -ERANGE);
         ck_assert_uint_eq(v, 7); /* untouched on failure */
 }
 END_TEST
@@ -46,26 +46,26 @@ END_TEST
 START_TEST(numbers) {
         uint64_t v;
         uint32_t w;
-        ck_assert_int_eq(ts_parse_u64("18446744073709551615", &v), 0);
+        ck_assert_int_eq(ts_units_parse_u64("18446744073709551615", &v), 0);
         ck_assert_uint_eq(v, UINT64_MAX);
-        ck_assert_int_eq(ts_parse_u64("18446744073709551616", &v), -ERANGE);
-        ck_assert_int_eq(ts_parse_u32("4294967296", &w), -ERANGE);
-        ck_assert_int_eq(ts_parse_u32("12a", &w), -EINVAL);
-        ck_assert_int_eq(ts_parse_u32("", &w), -EINVAL);
-        ck_assert_int_eq(ts_parse_mode("0755", &w), 0);
+        ck_assert_int_eq(ts_units_parse_u64("18446744073709551616", &v), -ERANGE);
+        ck_assert_int_eq(ts_units_parse_u32("4294967296", &w), -ERANGE);
+        ck_assert_int_eq(ts_units_parse_u32("12a", &w), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_u32("", &w), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_mode("0755", &w), 0);
         ck_assert_uint_eq(w, 0755);
-        ck_assert_int_eq(ts_parse_mode("4755", &w), 0);
+        ck_assert_int_eq(ts_units_parse_mode("4755", &w), 0);
         ck_assert_uint_eq(w, 04755);
-        ck_assert_int_eq(ts_parse_mode("0789", &w), -EINVAL);
-        ck_assert_int_eq(ts_parse_mode("17777", &w), -ERANGE);
+        ck_assert_int_eq(ts_units_parse_mode("0789", &w), -EINVAL);
+        ck_assert_int_eq(ts_units_parse_mode("17777", &w), -ERANGE);
 }
 END_TEST
 
 START_TEST(format_size) {
         char buf[32];
-        ck_assert_str_eq(ts_format_size(512, buf, sizeof buf), "512 B");
-        ck_assert_str_eq(ts_format_size(1 << 20, buf, sizeof buf), "1 MiB");
-        ck_assert_str_eq(ts_format_size(3ULL << 29, buf, sizeof buf), "1.5 GiB");
+        ck_assert_str_eq(ts_units_format_size(512, buf, sizeof buf), "512 B");
+        ck_assert_str_eq(ts_units_format_size(1 << 20, buf, sizeof buf), "1 MiB");
+        ck_assert_str_eq(ts_units_format_size(3ULL << 29, buf, sizeof buf), "1.5 GiB");
 }
 END_TEST
 

@@ -49,6 +49,11 @@ START_TEST(full_file) {
         ck_assert_uint_eq(c.store_map_max, 4ULL << 30);
         ck_assert_int_eq(parse("store_map_max = 1048576", &c, NULL), 0);
         ck_assert_uint_eq(c.store_map_max, 1048576);
+        ck_assert_int_eq(parse("max_labels = 100\nmax_label_bytes = \"64K\"", &c, NULL), 0);
+        ck_assert_uint_eq(c.max_labels, 100);
+        ck_assert_uint_eq(c.max_label_bytes, 64 << 10);
+        ck_assert_int_eq(parse("max_label_bytes = 4096", &c, NULL), 0);
+        ck_assert_uint_eq(c.max_label_bytes, 4096);
         /* the key as the option is named, and the older name */
         ck_assert_int_eq(parse("discard = true", &c, NULL), 0);
         ck_assert(c.discard_on_remove);
@@ -72,6 +77,12 @@ START_TEST(bad_lines) {
                 { "base_size = \"10X\"", "base_size: must be a size" },
                 { "base_size = true", "base_size: must be a size" },
                 { "store_map_max = \"1Q\"", "store_map_max: must be a size" },
+                { "max_labels = 0", "max_labels: must be a number from 1 to 1048576" },
+                { "max_labels = 1048577", "max_labels: must be a number from 1 to 1048576" },
+                { "max_labels = \"9\"", "max_labels: must be a number" },
+                { "max_label_bytes = \"5M\"", "max_label_bytes: must be a size from 4K to 4M" },
+                { "max_label_bytes = 4095", "max_label_bytes: must be a size from 4K to 4M" },
+                { "max_label_bytes = \"x\"", "max_label_bytes: must be a size" },
                 { "socket_mode = 660", "socket_mode: must be an octal mode" },
                 { "socket_mode = \"0999\"", "socket_mode: must be an octal mode" },
                 { "log_level = \"loud\"", "log_level: must be error" },

@@ -514,16 +514,17 @@ static int set_intent(ts_store_txn *t, void *p, ts_error **err) {
 START_TEST(store_full_then_remove_and_recover) {
         opts o = { .map_size = 64 << 10, .map_max = 1 << 20 };
         ts_snapshotter *s = open_with(o);
-        static char big[24 << 10];
+        /* 24 KiB of labels in six, each within containerd's 4096 bytes */
+        static char big[4000];
         memset(big, 'v', sizeof big - 1);
-        ts_label l[] = { { "big", big } };
+        ts_label l[] = { { "b0", big }, { "b1", big }, { "b2", big }, { "b3", big }, { "b4", big }, { "b5", big } };
         int n = 0, r = 0;
         _cleanup_error_ ts_error *err = NULL;
         for (; n < TS_FAKEDEV_MAX; n++) {
                 char k[16];
                 ts_mount m;
                 snprintf(k, sizeof k, "k%d", n);
-                r = ts_snapshotter_prepare(s, NS, k, NULL, TS_KIND_ACTIVE, l, 1, &m, &err);
+                r = ts_snapshotter_prepare(s, NS, k, NULL, TS_KIND_ACTIVE, l, TS_ARRAY_SIZE(l), &m, &err);
                 if (r < 0)
                         break;
         }
@@ -798,6 +799,76 @@ START_TEST(named_fault_points) {
 }
 END_TEST
 
+static int fail_take(const ts_store_info *infos, size_t n, void *p) {
+        (void) infos, (void) n, (void) p;
+        return -ECANCELED;
+}
+
+/* ts_snapshotter_list: batches bounded by count and by size, every key
+ * once in key order, and no read transaction held while a batch is taken:
+ * the taker grows the store's map (which waits for every transaction to
+ * end) and changes records the walk has not reached yet. */
+typedef struct listed {
+        ts_snapshotter *s;
+        char keys[64][16];
+        size_t n, batches, max_batch, writes;
+} listed;
+
+static size_t cost(const ts_store_info *info) {
+        return strcmp(info->name, "k05") == 0 ? 1000 : 100; /* k05 is over max_bytes */
+}
+
+static int take(const ts_store_info *infos, size_t n, void *p) {
+        listed *l = p;
+        for (size_t i = 0; i < n; i++)
+                snprintf(l->keys[l->n++], sizeof l->keys[0], "%s", infos[i].name);
+        l->max_batch = n > l->max_batch ? n : l->max_batch;
+        if (l->batches++ == 0) {
+                static char big[4000];
+                memset(big, 'v', sizeof big - 1);
+                ts_label lb[] = { { "b0", big }, { "b1", big }, { "b2", big }, { "b3", big } };
+                ts_mount m;
+                for (int i = 0; i < 8; i++) { /* 128 KiB of labels: the 64 KiB map grows */
+                        char k[16];
+                        snprintf(k, sizeof k, "z%d", i);
+                        must(ts_snapshotter_prepare(l->s, NS, k, NULL, TS_KIND_ACTIVE, lb, 4, &m, NULL), k);
+                }
+                must(ts_snapshotter_remove(l->s, NS, "k20", NULL), "remove k20");
+                must(prepare(l->s, "a00", NULL, TS_KIND_ACTIVE, NULL), "prepare a00");
+        }
+        return 0;
+}
+
+START_TEST(list_in_batches) {
+        ts_snapshotter *s = open_with((opts) { .map_size = 64 << 10, .map_max = 4 << 20 });
+        for (int i = 0; i < 30; i++) {
+                char k[16];
+                snprintf(k, sizeof k, "k%02d", i);
+                must(prepare(s, k, NULL, TS_KIND_ACTIVE, NULL), k);
+        }
+        listed l = { .s = s };
+        _cleanup_error_ ts_error *err = NULL;
+        int r = ts_snapshotter_list(s, NS, NULL, 4, 350, cost, take, &l, &err);
+        ck_assert_msg(r == 0, "list: %s", ts_error_message(err, r));
+        /* k00..k29 less k20, then z0..z7 (after the cursor); a00 was behind it */
+        ck_assert_uint_eq(l.n, 29 + 8);
+        for (size_t i = 1; i < l.n; i++)
+                ck_assert_int_lt(strcmp(l.keys[i - 1], l.keys[i]), 0);
+        ck_assert_str_eq(l.keys[0], "k00");
+        ck_assert_str_eq(l.keys[l.n - 1], "z7");
+        for (size_t i = 0; i < l.n; i++)
+                ck_assert_str_ne(l.keys[i], "k20");
+        /* at most 3 records of 100 in 350 bytes; k05 alone */
+        ck_assert_uint_eq(l.max_batch, 3);
+        ck_assert_str_eq(l.keys[5], "k05");
+        ck_assert_uint_ge(l.batches, 13);
+
+        /* a taker's failure ends the list with it */
+        ck_assert_int_eq(ts_snapshotter_list(s, NS, NULL, 4, 350, cost, fail_take, NULL, NULL), -ECANCELED);
+        ts_snapshotter_close(s);
+}
+END_TEST
+
 int main(void) {
         ts_log_set_level(TS_LOG_ERROR);
         Suite *s = suite_create("snapshotter");
@@ -810,6 +881,7 @@ int main(void) {
         tcase_add_test(tc, async_removal);
         tcase_add_test(tc, async_removal_settled_by_reuse);
         tcase_add_test(tc, store_full_then_remove_and_recover);
+        tcase_add_test(tc, list_in_batches);
         tcase_add_test(tc, discard_on_remove);
         tcase_add_test(tc, restart_after_a_reboot);
         tcase_add_test(tc, allocation_failure_leaves_no_key_locked);

@@ -407,6 +407,23 @@ START_TEST(walk_and_parents) {
         c = (collected){};
         ck_assert_int_eq(ts_store_walk(t, "none", collect, &c, NULL), 0);
         ck_assert_int_eq(c.n, 0);
+        /* on from a key: the ones after it (l1 l2 l3 work), a key that is
+         * gone included; never past the namespace */
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "ns", "l2", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 2);
+        ck_assert_str_eq(c.names[0], "ns/l3");
+        ck_assert_str_eq(c.names[1], "ns/work");
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "ns", "l25", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 2);
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "ns", "work", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 0);
+        c = (collected){};
+        ck_assert_int_eq(ts_store_walk_after(t, "n", "", collect, &c, NULL), 0);
+        ck_assert_int_eq(c.n, 1);
+        ck_assert_int_eq(ts_store_walk_after(t, NULL, "l2", collect, &c, NULL), -EINVAL);
 
         ts_store_info *ps = NULL;
         size_t n = 0;
@@ -1126,6 +1143,75 @@ START_TEST(allocation_failures) {
 }
 END_TEST
 
+/* The label bounds (store/label.h) on create, commit and update: a refusal
+ * names the limit and writes nothing; Update's result is what is bounded. */
+static void label_count(ts_store_txn *t, const char *key, size_t want) {
+        ts_store_info i = {};
+        ck_assert_int_eq(ts_store_get(t, "ns", key, &i, NULL), 0);
+        ck_assert_uint_eq(i.n_labels, want);
+        ts_store_info_done(&i);
+}
+
+static void err_has(int r, ts_error **errp, const char *want) {
+        ck_assert_int_eq(r, -EINVAL);
+        ck_assert_msg(*errp && strstr((*errp)->msg, want), "message \"%s\" lacks \"%s\"",
+                      *errp ? (*errp)->msg : "", want);
+        ts_error_free(*errp);
+        *errp = NULL;
+}
+
+START_TEST(label_bounds) {
+        ts_store_options o = { .labels = { .max_count = 3, .max_bytes = 4096 } };
+        ts_store *s = open_store(&o);
+        ts_store_txn *t = wtxn(s);
+        ts_error *err = NULL;
+        ts_label four[] = { { "a", "1" }, { "b", "2" }, { "c", "3" }, { "d", "4" } };
+        err_has(ts_store_create(t, "ns", "k", NULL, TS_KIND_ACTIVE, four, 4, 1, NULL, &err), &err,
+                "4 labels in the request, over the limit of 3 (max_labels)");
+        char big[4000];
+        memset(big, 'v', sizeof big - 1);
+        big[sizeof big - 1] = 0;
+        ts_label heavy[] = { { "a", big }, { "b", big } };
+        err_has(ts_store_create(t, "ns", "k", NULL, TS_KIND_ACTIVE, heavy, 2, 1, NULL, &err), &err,
+                "snapshot k: labels of 8000 bytes, over the limit of 4096 bytes (max_label_bytes)");
+        ts_label empty[] = { { "", "x" } };
+        err_has(ts_store_create(t, "ns", "k", NULL, TS_KIND_ACTIVE, empty, 1, 1, NULL, &err), &err,
+                "label with an empty key");
+        ck_assert_int_eq(ts_store_get(t, "ns", "k", NULL, NULL), -ENOENT);
+
+        ck_assert_int_eq(ts_store_create(t, "ns", "k", NULL, TS_KIND_ACTIVE, four, 3, 1, NULL, NULL), 0);
+        ck_assert_int_eq(ts_store_set_state(t, "ns", "k", TS_STATE_READY, NULL), 0);
+        /* a fourth label through labels.<k>: the result is over, nothing changes */
+        const char *add_d[] = { "labels.d" };
+        err_has(ts_store_update(t, "ns", "k", four, 4, add_d, 1, NULL, &err), &err,
+                "4 labels in the request");
+        ts_label d[] = { { "d", "4" } };
+        err_has(ts_store_update(t, "ns", "k", d, 1, add_d, 1, NULL, &err), &err,
+                "snapshot k: 4 labels, over the limit of 3 (max_labels)");
+        label_count(t, "k", 3);
+        /* d in, a out in one call: within the bound */
+        const char *swap[] = { "labels.d", "labels.a" };
+        ck_assert_int_eq(ts_store_update(t, "ns", "k", d, 1, swap, 2, NULL, NULL), 0);
+        label_count(t, "k", 3);
+        ts_label one_big[] = { { "b", big } }, two_big[] = { { "b", big }, { "c", big } };
+        const char *set_bc[] = { "labels.b", "labels.c" };
+        err_has(ts_store_update(t, "ns", "k", two_big, 2, set_bc, 2, NULL, &err), &err,
+                "snapshot k: labels of 8002 bytes, over the limit of 4096 bytes (max_label_bytes)");
+        err_has(ts_store_commit(t, "ns", "k", "c", heavy, 2, 0, 0, NULL, &err), &err, "snapshot c: labels of 8000");
+        ck_assert_int_eq(ts_store_commit(t, "ns", "k", "c", one_big, 1, 0, 0, NULL, NULL), 0);
+        label_count(t, "c", 1);
+        commit(t);
+        ts_store_close(s);
+
+        /* the bounds are checked when the store opens */
+        o.labels.max_bytes = TS_LABEL_MAX_BYTES_LIMIT + 1;
+        ts_store *bad = NULL;
+        ck_assert_int_eq(ts_store_open(root, &o, &bad, &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "max_label_bytes"));
+        ts_error_free(err);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("store");
@@ -1135,6 +1221,7 @@ int main(void) {
         tcase_add_test(tc, commit_rules);
         tcase_add_test(tc, remove_rules);
         tcase_add_test(tc, update_rules);
+        tcase_add_test(tc, label_bounds);
         tcase_add_test(tc, walk_and_parents);
         tcase_add_test(tc, persistence_and_crash_states);
         tcase_add_test(tc, device_ids_next_fit);

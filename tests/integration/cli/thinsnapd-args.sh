@@ -35,6 +35,11 @@ printf 'max_connections = 16\nidle_timeout = 5\n' > "$tmp/rpc.toml"
 expect 2 "config line 2: idle_timeout: must be a duration string" --config "$tmp/rpc.toml"
 expect 2 "--max-warms '0' is not a number from 1 to 64" --root /tmp/r --max-warms 0
 expect 0 "--provisioner-address SOCKET" --help
+expect 0 "--max-label-bytes SIZE" --help
+expect 2 "--max-labels '0' is not a number from 1 to 1048576" --max-labels 0
+expect 2 "--max-label-bytes '8M' is not a size from 4K to 4M" --max-label-bytes 8M
+printf 'max_label_bytes = 100\n' > "$tmp/labels.toml"
+expect 2 "config line 1: max_label_bytes: must be a size from 4K to 4M" --config "$tmp/labels.toml"
 printf 'max_warms = 100\n' > "$tmp/warms.toml"
 expect 2 "config line 1: max_warms: must be a number from 1 to 64" --config "$tmp/warms.toml"
 printf 'provisioner = "yes"\n' > "$tmp/prov.toml"

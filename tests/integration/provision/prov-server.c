@@ -15,13 +15,13 @@
 #include <stdlib.h>
 
 #include "common/log.h"
-#include "common/parse.h"
+#include "common/units.h"
 #include "provision/daemon.h"
 
 static uint64_t env_u64(const char *name) {
         const char *v = getenv(name);
         uint64_t n = 0;
-        if (v && ts_parse_u64(v, &n) < 0) {
+        if (v && ts_units_parse_u64(v, &n) < 0) {
                 fprintf(stderr, "prov-server: %s='%s' is not a number\n", name, v);
                 exit(2);
         }

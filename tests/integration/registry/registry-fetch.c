@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/parse.h"
+#include "common/units.h"
 #include "oci/digest.h"
 #include "registry/registry.h"
 
@@ -286,10 +286,10 @@ int main(int argc, char **argv) {
                 case 'p': o.password = optarg; break;
                 case 'd': o.docker_config = optarg; break;
                 case 'P': platform = optarg; break;
-                case 'a': if (ts_parse_u32(optarg, &v) < 0) return 2; o.max_attempts = v; break;
-                case 't': if (ts_parse_u32(optarg, &v) < 0) return 2; o.timeout_s = v; break;
-                case 'j': if (ts_parse_u32(optarg, &jobs) < 0 || jobs == 0) return 2; break;
-                case 'o': if (ts_parse_u64(optarg, &offset) < 0) return 2; break;
+                case 'a': if (ts_units_parse_u32(optarg, &v) < 0) return 2; o.max_attempts = v; break;
+                case 't': if (ts_units_parse_u32(optarg, &v) < 0) return 2; o.timeout_s = v; break;
+                case 'j': if (ts_units_parse_u32(optarg, &jobs) < 0 || jobs == 0) return 2; break;
+                case 'o': if (ts_units_parse_u64(optarg, &offset) < 0) return 2; break;
                 default: return 2;
                 }
         }

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/parse.h"
+#include "common/units.h"
 #include "testsvc.h"
 
 static ts_rpc_server *server;
@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
         int r, c, idx;
 
         while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
-                if (c != 0 || ts_parse_u32(optarg, values[idx]) < 0) {
+                if (c != 0 || ts_units_parse_u32(optarg, values[idx]) < 0) {
                         fprintf(stderr, "bad option\n");
                         return 2;
                 }
@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "usage: %s SOCKET [MAX_MESSAGE_BYTES] [--OPTION N]...\n", argv[0]);
                 return 2;
         }
-        if (argc - optind == 2 && ts_parse_u32(argv[optind + 1], &opts.max_message_size) < 0) {
+        if (argc - optind == 2 && ts_units_parse_u32(argv[optind + 1], &opts.max_message_size) < 0) {
                 fprintf(stderr, "bad size %s\n", argv[optind + 1]);
                 return 2;
         }

@@ -3,7 +3,12 @@
 //
 //   - thinsnapd, reached through containerd's own proxy client
 //     (snapshots/proxy) over gRPC on a unix socket, with a fresh pool and a
-//     fresh daemon for every case; or
+//     fresh daemon for every case;
+//   - thinsnapd behind a containerd daemon (-ts.containerd): one pool,
+//     thinsnapd, and containerd of the given binary with thinsnapd as proxy
+//     plugin "thinsnap" for the run, the suite driving the containerd
+//     client's snapshot service for "thinsnap", each case in a namespace and
+//     under a lease of its own; or
 //   - containerd's Go devmapper snapshotter, in-process, with a fresh pool
 //     for every case (the peer: it proves the harness and the lane).
 //
@@ -13,7 +18,9 @@ package conformance
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,7 +47,9 @@ var (
 	flagBlockSize = flag.String("ts.block-size", "64K", "pool block size")
 	flagBaseSize  = flag.String("ts.base-size", "64M", "size of a parentless snapshot (--base-size)")
 	flagStop      = flag.Duration("ts.stop-timeout", 30*time.Second, "how long thinsnapd may take to exit on SIGTERM")
-	flagReady     = flag.Duration("ts.ready-timeout", 60*time.Second, "how long thinsnapd may take to listen")
+	flagReady     = flag.Duration("ts.ready-timeout", 60*time.Second, "how long a daemon may take to listen")
+	flagCtrd      = flag.String("ts.containerd", "", "path of a containerd binary to put between the suite and thinsnapd")
+	flagCtrdCfg   = flag.Int("ts.containerd-config-version", 2, "containerd config version: 2 (containerd 1.x) or 3 (2.x)")
 )
 
 func options() harness.Options {
@@ -69,6 +78,10 @@ func TestSnapshotterConformance(t *testing.T) {
 		if _, err := os.Stat(o.Thinsnapd); err != nil {
 			t.Fatalf("thinsnapd: %v", err)
 		}
+		if *flagCtrd != "" {
+			throughContainerd(t, o, harness.ContainerdOptions{Binary: *flagCtrd, ConfigVersion: *flagCtrdCfg})
+			return
+		}
 		testsuite.SnapshotterSuite(t, "thinsnapd", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
 			ts, err := harness.NewThinsnapd(ctx, o, root)
 			if err != nil {
@@ -87,4 +100,36 @@ func TestSnapshotterConformance(t *testing.T) {
 	default:
 		t.Fatalf("-ts.snapshotter %q: want thinsnapd or devmapper", *flagSnapshotter)
 	}
+}
+
+// throughContainerd runs the suite through one containerd (with one pool and
+// one thinsnapd) for the whole run: starting a containerd takes seconds
+// under TCG, and containerd keeps the cases apart by namespace as it keeps
+// its own tenants apart. Each case gets a namespace and a lease of its own;
+// its cleanup deletes the lease (containerd's GC then removes the case's
+// snapshots from thinsnapd) and fails if either daemon has died.
+func throughContainerd(t *testing.T, o harness.Options, co harness.ContainerdOptions) {
+	c, err := harness.NewContainerd(context.Background(), o, co, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	var seq int64
+	testsuite.SnapshotterSuite(t, "containerd", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
+		ns := fmt.Sprintf("case-%d", atomic.AddInt64(&seq, 1))
+		sn, release, err := c.Snapshotter(ctx, ns)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sn, func() error {
+			if err := release(); err != nil {
+				return err
+			}
+			return c.Alive()
+		}, nil
+	})
 }

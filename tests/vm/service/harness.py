@@ -203,6 +203,14 @@ class Harness:
                                             metadata=[("containerd-namespace", "default")], timeout=120)
                       for i in resp.info)
 
+    def rss(self, field="VmRSS"):
+        """The daemon's memory, bytes: VmRSS now, or VmHWM (its peak)."""
+        with open(f"/proc/{self.daemon.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
     def dump_log(self):
         self.log.flush()
         print("--- thinsnapd log")

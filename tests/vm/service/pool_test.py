@@ -81,14 +81,6 @@ def extend(h, *args):
     return p.returncode, p.stdout + p.stderr
 
 
-def rss(h, field="VmRSS"):
-    with open(f"/proc/{h.daemon.pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 METRICS = "127.0.0.1:19464"
 
 
@@ -117,7 +109,7 @@ RSS_BOUND = 48 * MiB  # above the daemon's VmRSS after its start (ASan build)
 
 
 def check_rss(h, base):
-    peak = rss(h, "VmHWM") - base
+    peak = h.rss("VmHWM") - base
     h.ok("thinsnapd's memory bounded", peak <= RSS_BOUND,
          f"(peak {peak / MiB:.1f} MiB above the start, bound {RSS_BOUND / MiB:.0f} MiB)")
 
@@ -144,7 +136,7 @@ def run(name, body, *pool_args):
 # ---- 1. out of data space ----
 def space(h):
     h.start("--metrics-address", METRICS)
-    base = rss(h)
+    base = h.rss()
     ids0 = h.pool_ids()
     m0, pool = scrape(h), f'{{pool="{h.pool}"}}'
     h.check("metrics: no snapshot at first", m0.get('thinsnap_snapshots{kind="active"}'), 0)
@@ -402,7 +394,7 @@ def metadata(h):
     mapped, and children that each write one block in every 4 MiB of it, so
     each child copies every leaf of the parent's mapping tree."""
     h.start()
-    base = rss(h)
+    base = h.rss()
     big = h.prepare("big")
     h.check("write big", write_dev(big, 48 * MiB), (48 * MiB, 0))
     h.check("commit BIG", h.commit("BIG", "big"), "OK")

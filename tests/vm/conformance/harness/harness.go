@@ -152,8 +152,9 @@ func (p *Pool) Destroy() error {
 	return runTool(p.thinsnap, "pool", "destroy", p.Name, "--force", "--delete-files")
 }
 
-// Daemon is a running thinsnapd.
+// Daemon is a running daemon (thinsnapd, or containerd in front of it).
 type Daemon struct {
+	Name    string // the program's base name, for messages
 	Socket  string
 	LogPath string
 	cmd     *exec.Cmd
@@ -196,31 +197,38 @@ func StartDaemon(o *Options, root, pool, socket, logPath string) (*Daemon, error
 	if o.Thinsnapd == "" {
 		return nil, errors.New("no thinsnapd given (flag or TS_THINSNAPD)")
 	}
-	if _, err := os.Stat(o.Thinsnapd); err != nil {
-		return nil, fmt.Errorf("thinsnapd: %w", err)
+	return startListening(o.Thinsnapd, []string{"--root", root, "--pool", pool, "--address", socket,
+		"--base-size", o.BaseSize, "--no-provisioner"}, socket, logPath, o.ReadyTimeout)
+}
+
+// startListening runs bin with args, stdout and stderr in logPath, and waits
+// up to timeout until socket accepts a connection.
+func startListening(bin string, args []string, socket, logPath string, timeout time.Duration) (*Daemon, error) {
+	name := filepath.Base(bin)
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(o.Thinsnapd, "--root", root, "--pool", pool, "--address", socket,
-		"--base-size", o.BaseSize, "--no-provisioner")
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start thinsnapd: %w", err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	d := &Daemon{Socket: socket, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	d := &Daemon{Name: name, Socket: socket, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		d.waitErr = cmd.Wait()
 		close(d.done)
 	}()
-	deadline := time.Now().Add(o.ReadyTimeout)
+	deadline := time.Now().Add(timeout)
 	for {
 		if d.exited() {
-			return nil, fmt.Errorf("thinsnapd exited before listening on %s (%v); log:\n%s",
-				socket, d.waitErr, d.LogTail())
+			return nil, fmt.Errorf("%s exited before listening on %s (%v); log:\n%s",
+				name, socket, d.waitErr, d.LogTail())
 		}
 		if fi, err := os.Stat(socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			c, err := net.DialTimeout("unix", socket, time.Second)
@@ -231,8 +239,8 @@ func StartDaemon(o *Options, root, pool, socket, logPath string) (*Daemon, error
 		}
 		if time.Now().After(deadline) {
 			d.kill()
-			return nil, fmt.Errorf("thinsnapd did not listen on %s within %v; log:\n%s",
-				socket, o.ReadyTimeout, d.LogTail())
+			return nil, fmt.Errorf("%s did not listen on %s within %v; log:\n%s",
+				name, socket, timeout, d.LogTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -247,20 +255,20 @@ func (d *Daemon) kill() {
 // the daemon is killed and Stop fails. A non-zero exit status also fails.
 func (d *Daemon) Stop(timeout time.Duration) error {
 	if d.exited() {
-		return fmt.Errorf("thinsnapd had already exited (%v); log:\n%s", d.waitErr, d.LogTail())
+		return fmt.Errorf("%s had already exited (%v); log:\n%s", d.Name, d.waitErr, d.LogTail())
 	}
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("SIGTERM thinsnapd: %w", err)
+		return fmt.Errorf("SIGTERM %s: %w", d.Name, err)
 	}
 	select {
 	case <-d.done:
 	case <-time.After(timeout):
 		d.kill()
-		return fmt.Errorf("thinsnapd did not exit within %v of SIGTERM; killed; log:\n%s",
-			timeout, d.LogTail())
+		return fmt.Errorf("%s did not exit within %v of SIGTERM; killed; log:\n%s",
+			d.Name, timeout, d.LogTail())
 	}
 	if d.waitErr != nil {
-		return fmt.Errorf("thinsnapd exited after SIGTERM with %v; log:\n%s", d.waitErr, d.LogTail())
+		return fmt.Errorf("%s exited after SIGTERM with %v; log:\n%s", d.Name, d.waitErr, d.LogTail())
 	}
 	return nil
 }
@@ -328,18 +336,31 @@ func NewThinsnapd(ctx context.Context, o Options, dir string) (*Thinsnapd, error
 // Close closes the connection, stops the daemon (SIGTERM, SIGKILL past the
 // stop timeout) and destroys the pool; it reports every step that failed.
 func (t *Thinsnapd) Close() error {
+	return runSteps(
+		func() error { return annotate("close connection", t.conn.Close()) },
+		func() error { return t.Daemon.Stop(t.stopTimeout) },
+		t.Pool.Destroy)
+}
+
+// runSteps runs every step whatever the ones before did, and reports every
+// failure in one error.
+func runSteps(steps ...func() error) error {
 	var errs []string
-	if err := t.conn.Close(); err != nil {
-		errs = append(errs, "close connection: "+err.Error())
-	}
-	if err := t.Daemon.Stop(t.stopTimeout); err != nil {
-		errs = append(errs, err.Error())
-	}
-	if err := t.Pool.Destroy(); err != nil {
-		errs = append(errs, err.Error())
+	for _, step := range steps {
+		if err := step(); err != nil {
+			errs = append(errs, err.Error())
+		}
 	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// annotate prefixes a non-nil err with what failed.
+func annotate(what string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
@@ -375,17 +396,9 @@ func NewDevmapper(ctx context.Context, o Options, dir string) (*Devmapper, error
 
 // Close closes the snapshotter and destroys its pool with its devices.
 func (d *Devmapper) Close() error {
-	var errs []string
-	if err := d.Snapshotter.Close(); err != nil {
-		errs = append(errs, "close devmapper snapshotter: "+err.Error())
-	}
-	if err := d.Pool.Destroy(); err != nil {
-		errs = append(errs, err.Error())
-	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return runSteps(
+		func() error { return annotate("close devmapper snapshotter", d.Snapshotter.Close()) },
+		d.Pool.Destroy)
 }
 
 // VmRSS returns a process's resident set size in bytes from /proc/PID/status.

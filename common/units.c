@@ -1,4 +1,4 @@
-#include "parse.h"
+#include "units.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,7 +27,7 @@ static int parse_digits(const char *s, uint64_t *ret, const char **end) {
         return 0;
 }
 
-int ts_parse_u64(const char *s, uint64_t *ret) {
+int ts_units_parse_u64(const char *s, uint64_t *ret) {
         uint64_t v;
         const char *end;
         int r = parse_digits(s, &v, &end);
@@ -39,9 +39,9 @@ int ts_parse_u64(const char *s, uint64_t *ret) {
         return 0;
 }
 
-int ts_parse_u32(const char *s, uint32_t *ret) {
+int ts_units_parse_u32(const char *s, uint32_t *ret) {
         uint64_t v;
-        int r = ts_parse_u64(s, &v);
+        int r = ts_units_parse_u64(s, &v);
         if (r < 0)
                 return r;
         if (v > UINT32_MAX)
@@ -50,7 +50,7 @@ int ts_parse_u32(const char *s, uint32_t *ret) {
         return 0;
 }
 
-int ts_parse_mode(const char *s, uint32_t *ret) {
+int ts_units_parse_mode(const char *s, uint32_t *ret) {
         uint32_t v = 0;
         if (!s || !*s)
                 return -EINVAL;
@@ -65,7 +65,7 @@ int ts_parse_mode(const char *s, uint32_t *ret) {
         return 0;
 }
 
-int ts_parse_size(const char *s, uint64_t *ret) {
+int ts_units_parse_size(const char *s, uint64_t *ret) {
         static const struct {
                 const char *suffix;
                 unsigned shift;
@@ -91,7 +91,7 @@ int ts_parse_size(const char *s, uint64_t *ret) {
         return -EINVAL;
 }
 
-char *ts_format_size(uint64_t bytes, char *buf, size_t len) {
+char *ts_units_format_size(uint64_t bytes, char *buf, size_t len) {
         static const char *names[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
         unsigned i = 0;
         uint64_t whole = bytes, rem = 0;
@@ -107,7 +107,7 @@ char *ts_format_size(uint64_t bytes, char *buf, size_t len) {
         return buf;
 }
 
-int ts_parse_duration_ms(const char *s, uint32_t *ret) {
+int ts_units_parse_duration_ms(const char *s, uint32_t *ret) {
         static const struct {
                 const char *unit;
                 uint64_t ms;
@@ -120,7 +120,7 @@ int ts_parse_duration_ms(const char *s, uint32_t *ret) {
                 return -EINVAL;
         memcpy(num, s, digits);
         num[digits] = 0;
-        if (ts_parse_u64(num, &v) < 0)
+        if (ts_units_parse_u64(num, &v) < 0)
                 return -EINVAL;
         for (size_t i = 0; i < TS_ARRAY_SIZE(units); i++)
                 if (strcmp(s + digits, units[i].unit) == 0) {
