@@ -130,6 +130,20 @@ int ts_dm_check_available(ts_error **err) {
                                    "load dm_thin_pool (modprobe dm_thin_pool)");
 }
 
+static void info_from(const struct dm_info *info, ts_dm_info *ret) {
+        *ret = (ts_dm_info) {
+                .exists = info->exists,
+                .suspended = info->suspended,
+                .read_only = info->read_only,
+                .live_table = info->live_table,
+                .inactive_table = info->inactive_table,
+                .open_count = info->open_count,
+                .major = info->major,
+                .minor = info->minor,
+                .target_count = info->target_count,
+        };
+}
+
 int ts_dm_info_get(const char *name, ts_dm_info *ret, ts_error **err) {
         _cleanup_dm_task_ struct dm_task *dmt = NULL;
         int r = task_new(DM_DEVICE_INFO, name, &dmt, "info", err);
@@ -141,21 +155,18 @@ int ts_dm_info_get(const char *name, ts_dm_info *ret, ts_error **err) {
         struct dm_info info;
         if (!dm_task_get_info(dmt, &info))
                 return ts_error_set(err, EIO, "info %s", name);
-        *ret = (ts_dm_info) {
-                .exists = info.exists,
-                .suspended = info.suspended,
-                .read_only = info.read_only,
-                .live_table = info.live_table,
-                .open_count = info.open_count,
-                .major = info.major,
-                .minor = info.minor,
-                .target_count = info.target_count,
-        };
+        info_from(&info, ret);
         return 0;
 }
 
 int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const char *target,
                  const char *params, bool read_only, ts_error **err) {
+        return ts_dm_create_stepped(name, uuid, sectors, target, params, read_only, NULL, NULL, err);
+}
+
+int ts_dm_create_stepped(const char *name, const char *uuid, uint64_t sectors, const char *target,
+                         const char *params, bool read_only, ts_dm_step_fn step, void *userdata,
+                         ts_error **err) {
         /* Create, load and resume as three tasks rather than libdevmapper's
          * one-call create: the ioctl count is the same, and a rejected table
          * keeps the kernel's own errno instead of that of the clean-up. */
@@ -176,6 +187,8 @@ int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const cha
                         r = -EEXIST;
                 return ts_error_set(err, r, "create %s", name);
         }
+        if (step)
+                step(userdata, "create");
 
         r = task_new(DM_DEVICE_RELOAD, name, &load, "load", err);
         if (r >= 0 && read_only && !dm_task_set_ro(load))
@@ -187,6 +200,8 @@ int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const cha
                 if (r < 0)
                         ts_error_set(err, r, "create %s: load table '%s %s'", name, target, params);
         }
+        if (r >= 0 && step)
+                step(userdata, "load");
         if (r >= 0) {
                 r = ts_dm_resume(name, err);
                 if (r < 0)
@@ -267,38 +282,111 @@ int ts_dm_message(const char *name, const char *message, ts_error **err) {
         return 0;
 }
 
-int ts_dm_target_get(const char *name, bool table, char **ret_type, uint64_t *ret_sectors,
-                     char **ret_params, ts_error **err) {
-        const char *op = table ? "table" : "status";
+/* Runs a table or status query of name (with its open count when asked);
+ * the task is handed out for its targets (NULL when there is no device). */
+static int query(int type, const char *name, bool inactive, bool open_count, struct dm_task **ret_task,
+                 ts_dm_info *ret_info, ts_error **err) {
+        const char *op = type == DM_DEVICE_TABLE ? "table" : "status";
         _cleanup_dm_task_ struct dm_task *dmt = NULL;
-        int r = task_new(table ? DM_DEVICE_TABLE : DM_DEVICE_STATUS, name, &dmt, op, err);
+        int r = task_new(type, name, &dmt, op, err);
         if (r < 0)
                 return r;
-        dm_task_no_open_count(dmt);
+        if (inactive && !dm_task_query_inactive_table(dmt))
+                return ts_error_set(err, ENOMEM, "%s %s", op, name);
+        if (!open_count)
+                dm_task_no_open_count(dmt);
         r = task_run(dmt, false);
+        if (r == -ENXIO) { /* libdevmapper says so for info and status only */
+                *ret_info = (ts_dm_info) { .exists = false };
+                *ret_task = NULL;
+                return 0;
+        }
         if (r < 0)
                 return ts_error_set(err, r, "%s %s", op, name);
         struct dm_info info;
         if (!dm_task_get_info(dmt, &info))
                 return ts_error_set(err, EIO, "%s %s", op, name);
+        info_from(&info, ret_info);
+        *ret_task = TAKE_PTR(dmt);
+        return 0;
+}
+
+/* The first target of a queried task (NULL type: none), copied; and how
+ * many there are. */
+static int first_target(struct dm_task *dmt, const char *name, char **ret_type, uint64_t *ret_sectors,
+                        char **ret_params, unsigned *ret_targets, ts_error **err) {
+        uint64_t first_length = 0;
+        char *type = NULL, *params = NULL;
+        unsigned n = 0;
+        void *next = NULL;
+        do {
+                uint64_t start, length;
+                char *ty = NULL, *pa = NULL;
+                next = dm_get_next_target(dmt, next, &start, &length, &ty, &pa);
+                if (!ty)
+                        break;
+                if (n++ == 0) {
+                        type = ty;
+                        params = pa;
+                        first_length = length;
+                }
+        } while (next);
+        _cleanup_free_ char *t = type ? strdup(type) : NULL;
+        _cleanup_free_ char *p = type ? strdup(params ? params : "") : NULL;
+        if (type && (!t || !p))
+                return ts_error_set(err, ENOMEM, "table %s", name);
+        *ret_type = TAKE_PTR(t);
+        *ret_sectors = first_length;
+        *ret_params = TAKE_PTR(p);
+        if (ret_targets)
+                *ret_targets = n;
+        return 0;
+}
+
+int ts_dm_target_get(const char *name, bool table, char **ret_type, uint64_t *ret_sectors,
+                     char **ret_params, ts_error **err) {
+        const char *op = table ? "table" : "status";
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        ts_dm_info info;
+        int r = query(table ? DM_DEVICE_TABLE : DM_DEVICE_STATUS, name, false, false, &dmt, &info, err);
+        if (r < 0)
+                return r;
         if (!info.exists)
                 return ts_error_set(err, ENXIO, "%s %s", op, name);
-        uint64_t start, length;
-        char *type = NULL, *params = NULL;
-        (void) dm_get_next_target(dmt, NULL, &start, &length, &type, &params);
+        _cleanup_free_ char *type = NULL, *params = NULL;
+        uint64_t sectors;
+        r = first_target(dmt, name, &type, &sectors, &params, NULL, err);
+        if (r < 0)
+                return r;
         if (!type)
                 return ts_error_setf_plain(err, ENODATA, "%s %s: device has no live table", op,
                                            name);
-        _cleanup_free_ char *t = strdup(type);
-        _cleanup_free_ char *p = strdup(params ? params : "");
-        if (!t || !p)
-                return ts_error_set(err, ENOMEM, "%s %s", op, name);
         if (ret_type)
-                *ret_type = TAKE_PTR(t);
+                *ret_type = TAKE_PTR(type);
         if (ret_sectors)
-                *ret_sectors = length;
+                *ret_sectors = sectors;
         if (ret_params)
-                *ret_params = TAKE_PTR(p);
+                *ret_params = TAKE_PTR(params);
+        return 0;
+}
+
+int ts_dm_table_query(const char *name, bool inactive, ts_dm_info *ret_info, char **ret_type,
+                      char **ret_params, unsigned *ret_targets, ts_error **err) {
+        _cleanup_dm_task_ struct dm_task *dmt = NULL;
+        ts_dm_info info;
+        int r = query(DM_DEVICE_TABLE, name, inactive, true, &dmt, &info, err);
+        if (r < 0)
+                return r;
+        char *type = NULL, *params = NULL;
+        uint64_t sectors;
+        unsigned n = 0;
+        if (info.exists && (r = first_target(dmt, name, &type, &sectors, &params, &n, err)) < 0)
+                return r;
+        *ret_info = info;
+        *ret_type = type;
+        *ret_params = params;
+        if (ret_targets)
+                *ret_targets = n;
         return 0;
 }
 

@@ -19,6 +19,7 @@ typedef struct ts_dm_info {
         bool suspended;
         bool read_only;
         bool live_table;
+        bool inactive_table; /* loaded, not resumed yet */
         int32_t open_count;
         uint32_t major;
         uint32_t minor;
@@ -44,6 +45,17 @@ int ts_dm_info_get(const char *name, ts_dm_info *ret, ts_error **err);
  * -EINVAL (table rejected), -ENOMEM, or the kernel's -errno. */
 int ts_dm_create(const char *name, const char *uuid, uint64_t sectors, const char *target,
                  const char *params, bool read_only, ts_error **err);
+
+/* Called by ts_dm_create_stepped after each of its first two steps:
+ * "create" (the device exists with no table) and "load" (its table is
+ * loaded, not live yet), so a crash test can kill the process where the
+ * kernel holds a half-made device. */
+typedef void (*ts_dm_step_fn)(void *userdata, const char *step);
+
+/* ts_dm_create, calling step (NULL: none) between its steps. */
+int ts_dm_create_stepped(const char *name, const char *uuid, uint64_t sectors, const char *target,
+                         const char *params, bool read_only, ts_dm_step_fn step, void *userdata,
+                         ts_error **err);
 
 /* Flags for ts_dm_remove. */
 enum {
@@ -80,6 +92,14 @@ int ts_dm_message(const char *name, const char *message, ts_error **err);
  * (no live table) or -errno. */
 int ts_dm_target_get(const char *name, bool table, char **ret_type, uint64_t *ret_sectors,
                      char **ret_params, ts_error **err);
+
+/* Reads device `name`'s info and the first of its targets in its live table
+ * (inactive: the table loaded but not resumed yet): *ret_type is NULL when
+ * there is no such table, and ret_targets counts its targets. A missing
+ * device is not an error: ret_info->exists is false. The strings (NULL
+ * without a table) are owned by the caller. Returns 0 or -errno. */
+int ts_dm_table_query(const char *name, bool inactive, ts_dm_info *ret_info, char **ret_type,
+                      char **ret_params, unsigned *ret_targets, ts_error **err);
 
 /* Lists the dm device names that hold (use) block device maj:min, read from
  * sysfs holders/. *ret is a NULL-terminated array owned by the caller (free

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include "common/log.h"
@@ -74,6 +76,15 @@ int ts_thin_snap(const ts_pool *pool, uint32_t id, uint32_t origin_id, const cha
 
 int ts_thin_activate(const ts_pool *pool, const char *name, uint32_t id, uint64_t size_bytes,
                      unsigned flags, ts_error **err) {
+        return ts_thin_activate_stepped(pool, name, id, size_bytes, flags, NULL, NULL, err);
+}
+
+static void thin_table(const ts_pool *pool, uint32_t id, char buf[static 64]) {
+        snprintf(buf, 64, "%" PRIu32 ":%" PRIu32 " %" PRIu32, pool->major, pool->minor, id);
+}
+
+int ts_thin_activate_stepped(const ts_pool *pool, const char *name, uint32_t id, uint64_t size_bytes,
+                             unsigned flags, ts_dm_step_fn step, void *userdata, ts_error **err) {
         int r = ts_thin_check_id(id, err);
         if (r < 0)
                 return r;
@@ -83,13 +94,49 @@ int ts_thin_activate(const ts_pool *pool, const char *name, uint32_t id, uint64_
                                            "multiple of 512 bytes",
                                            name, size_bytes);
         char params[64];
-        snprintf(params, sizeof(params), "%" PRIu32 ":%" PRIu32 " %" PRIu32, pool->major,
-                 pool->minor, id);
-        r = ts_dm_create(name, NULL, size_bytes / TS_SECTOR_SIZE, "thin", params,
-                         flags & TS_THIN_READ_ONLY, err);
+        thin_table(pool, id, params);
+        r = ts_dm_create_stepped(name, NULL, size_bytes / TS_SECTOR_SIZE, "thin", params,
+                                 flags & TS_THIN_READ_ONLY, step, userdata, err);
         if (r < 0)
                 return ts_error_prefix(err, r, "activate thin %" PRIu32 " of pool %s", id,
                                        pool->name);
+        return 0;
+}
+
+/* The node /dev/mapper/<name> is the block device info names. */
+static bool node_in_place(const char *name, const ts_dm_info *info) {
+        char path[256];
+        struct stat st;
+        snprintf(path, sizeof path, "/dev/mapper/%s", name);
+        return stat(path, &st) == 0 && S_ISBLK(st.st_mode) && major(st.st_rdev) == info->major &&
+               minor(st.st_rdev) == info->minor;
+}
+
+int ts_thin_probe(const ts_pool *pool, const char *name, uint32_t id, ts_thin_found *ret,
+                  ts_error **err) {
+        ts_dm_info info;
+        _cleanup_free_ char *type = NULL, *params = NULL;
+        unsigned n = 0;
+        int r = ts_dm_table_query(name, false, &info, &type, &params, &n, err);
+        if (r >= 0 && info.exists && !type && info.inactive_table)
+                r = ts_dm_table_query(name, true, &info, &type, &params, &n, err);
+        if (r < 0)
+                return r;
+        char want[64];
+        thin_table(pool, id, want);
+        if (type && (n != 1 || strcmp(type, "thin") != 0 || strcmp(params, want) != 0))
+                return ts_error_setf_plain(err, EMEDIUMTYPE,
+                                           "device %s is not thin device %" PRIu32 " of pool %s "
+                                           "(its %stable: %s %s%s): left as it is",
+                                           name, id, pool->name, info.live_table ? "" : "inactive ",
+                                           type, params, n > 1 ? " ..." : "");
+        *ret = (ts_thin_found) {
+                .exists = info.exists,
+                .usable = info.exists && info.live_table && !info.suspended && node_in_place(name, &info),
+                .live_table = info.live_table,
+                .suspended = info.suspended,
+                .open_count = info.open_count,
+        };
         return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "dm.h"
 #include "pool.h"
 
 #define TS_THIN_MAX_ID ((1U << 24) - 1)
@@ -42,6 +43,29 @@ int ts_thin_snap(const ts_pool *pool, uint32_t id, uint32_t origin_id, const cha
  * of that name exists), -EINVAL, or -errno; on failure no device is left. */
 int ts_thin_activate(const ts_pool *pool, const char *name, uint32_t id, uint64_t size_bytes,
                      unsigned flags, ts_error **err);
+
+/* ts_thin_activate, calling step (NULL: none) between the device's create,
+ * its table load and its resume (ts_dm_create_stepped). */
+int ts_thin_activate_stepped(const ts_pool *pool, const char *name, uint32_t id, uint64_t size_bytes,
+                             unsigned flags, ts_dm_step_fn step, void *userdata, ts_error **err);
+
+/* What /dev/mapper/<name> holds, when it is thin device id of a pool. */
+typedef struct ts_thin_found {
+        bool exists;
+        bool usable;     /* a live table, not suspended, node in place: use it as it is */
+        bool live_table; /* else: an inactive table, or none at all */
+        bool suspended;
+        int32_t open_count;
+} ts_thin_found;
+
+/* Looks at device <name> before it is removed or taken as thin device id
+ * of pool: its live table, else its inactive one (a load not resumed),
+ * must be the one target `thin <pool maj:min> <id>`, or it has no table at
+ * all (a create whose load never came). Absent: ret->exists is false.
+ * Returns 0; -EMEDIUMTYPE when it holds anything else (the message names
+ * its table): it is not this pool's to remove; or -errno. */
+int ts_thin_probe(const ts_pool *pool, const char *name, uint32_t id, ts_thin_found *ret,
+                  ts_error **err);
 
 /* Deactivates /dev/mapper/<name>. While it is busy (held open), retries
  * with backoff (about 1.3 s in all) before returning -EBUSY; with

@@ -27,6 +27,7 @@ typedef struct thin {
         ts_snapdev dev;
         ts_pool *pool;
         char *root, *mkfs;
+        ts_fault *fault; /* borrowed */
 
         pthread_mutex_t lock;
         /* Pool status is read at most every STATUS_TTL_NS before a Prepare,
@@ -136,12 +137,36 @@ static bool deferred_take(thin *t, uint32_t id) {
         return found;
 }
 
+/* Looks at device id's name before the device is removed or taken as it
+ * is (ts_thin_probe): a device of that name that is not this pool's thin
+ * device id is refused with -EMEDIUMTYPE and left alone. It guards against
+ * a device someone else made under the name while thinsnapd was down, not
+ * against one swapped in between the look and the removal. */
+static int probe(thin *t, uint32_t id, char name[static NAME_MAX_LEN], ts_thin_found *ret,
+                 ts_error **err) {
+        dev_name(t, id, name);
+        return ts_thin_probe(t->pool, name, id, ret, err);
+}
+
+/* Deactivates device id (ts_thin_deactivate's flags) once probe says it is ours. */
+static int deactivate_checked(thin *t, uint32_t id, unsigned flags, ts_error **err) {
+        char name[NAME_MAX_LEN];
+        ts_thin_found p;
+        int r = probe(t, id, name, &p, err);
+        if (r < 0 || !p.exists)
+                return r;
+        return ts_thin_deactivate(name, flags, err);
+}
+
 static int thin_release(ts_snapdev *d, uint32_t id, ts_error **err) {
         thin *t = THIN(d);
         char name[NAME_MAX_LEN];
-        dev_name(t, id, name);
+        ts_thin_found p;
+        int r = probe(t, id, name, &p, err);
+        if (r < 0 || !p.exists)
+                return r;
         /* A device still open is removed by the kernel at its last close. */
-        int r = ts_dm_remove(name, 0, NULL);
+        r = ts_dm_remove(name, 0, NULL);
         if (r == -EBUSY) {
                 ts_dm_info di;
                 r = ts_dm_remove(name, TS_DM_REMOVE_DEFERRED, err);
@@ -181,22 +206,56 @@ static int thin_activate(ts_snapdev *d, uint32_t id, uint64_t size, ts_error **e
 }
 
 static int thin_deactivate(ts_snapdev *d, uint32_t id, ts_error **err) {
-        char name[NAME_MAX_LEN];
-        dev_name(THIN(d), id, name);
-        return ts_thin_deactivate(name, 0, err);
+        return deactivate_checked(THIN(d), id, 0, err);
+}
+
+/* Kills the process at recover:after-create or recover:after-load when
+ * THINSNAPD_FAULT names it: a device made half by a recovery cut short. */
+static void recover_step(void *p, const char *step) {
+        char point[32];
+        snprintf(point, sizeof point, "after-%s", step);
+        ts_fault_point(((thin *) p)->fault, "recover", point);
+}
+
+/* Makes device id, which probe found unusable (no live table, suspended or
+ * without its node: what a process killed while making it leaves), usable
+ * again: removed, to be activated again (returns 1), or, when held open,
+ * resumed, which makes its node and takes a loaded table live (returns 0). */
+static int revive(thin *t, uint32_t id, const char *name, const ts_thin_found *p, ts_error **err) {
+        log_warn("device %s was left unusable (%s): making it again", name,
+                 !p->live_table ? "no live table" : p->suspended ? "suspended" : "no device node");
+        if (p->open_count == 0) {
+                int r = ts_dm_remove(name, 0, err);
+                return r < 0 && r != -ENXIO ? r : 1;
+        }
+        int r = ts_dm_resume(name, err);
+        if (r < 0)
+                return ts_error_prefix(err, r, "device %s is unusable and held open", name);
+        ts_thin_found q;
+        r = ts_thin_probe(t->pool, name, id, &q, err);
+        if (r >= 0 && !q.usable)
+                r = ts_error_setf_plain(err, EBUSY, "device %s is unusable and held open: close its "
+                                        "users", name);
+        return r < 0 ? r : 0;
 }
 
 static int thin_settle(ts_snapdev *d, uint32_t id, uint64_t size, bool active, ts_error **err) {
         thin *t = THIN(d);
         char name[NAME_MAX_LEN];
-        dev_name(t, id, name);
-        if (!active)
-                return ts_thin_deactivate(name, TS_THIN_DEFERRED, err);
-        ts_dm_info info;
-        int r = ts_dm_info_get(name, &info, err);
-        if (r < 0 || info.exists)
+        ts_thin_found p;
+        int r = probe(t, id, name, &p, err);
+        if (r < 0)
                 return r;
-        r = ts_thin_activate(t->pool, name, id, size, 0, err);
+        if (!active) {
+                if (p.exists && p.suspended && p.open_count > 0)
+                        (void) ts_dm_resume(name, NULL); /* its user's I/O waits on the suspend */
+                return p.exists ? ts_thin_deactivate(name, TS_THIN_DEFERRED, err) : 0;
+        }
+        if (p.usable)
+                return 0;
+        if (p.exists && (r = revive(t, id, name, &p, err)) <= 0)
+                return r;
+        r = ts_thin_activate_stepped(t->pool, name, id, size, 0, recover_step, t, err);
         return r < 0 ? r : 1;
 }
 
@@ -259,7 +318,7 @@ static int thin_drop(ts_snapdev *d, uint32_t id, uint64_t size, bool discard, ts
         thin *t = THIN(d);
         char name[NAME_MAX_LEN];
         dev_name(t, id, name);
-        int r = ts_thin_deactivate(name, 0, err);
+        int r = deactivate_checked(t, id, 0, err);
         if (r < 0)
                 return r;
         if (discard)
@@ -369,7 +428,7 @@ static int thin_base(ts_snapdev *d, uint32_t id, uint64_t size, bool format, int
         ts_thin_status st = { 0 };
         if (r >= 0)
                 r = ts_thin_get_status(name, &st, err);
-        int q = ts_thin_deactivate(name, 0, r < 0 ? NULL : err);
+        int q = deactivate_checked(t, id, 0, r < 0 ? NULL : err);
         if (r >= 0 && q < 0)
                 r = q;
         if (r < 0)
@@ -425,6 +484,7 @@ int ts_snapdev_open(const ts_snapdev_config *cfg, ts_snapdev **ret, ts_error **e
         if (!t)
                 return ts_error_set(err, ENOMEM, "pool %s", cfg->pool);
         t->dev.ops = &thin_ops;
+        t->fault = cfg->fault;
         pthread_mutex_init(&t->lock, NULL);
         t->root = strdup(cfg->root);
         t->mkfs = strdup(cfg->mkfs ? cfg->mkfs : "mkfs.ext4");

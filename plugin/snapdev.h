@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/fault.h"
 
 typedef struct ts_snapdev ts_snapdev;
 
@@ -43,8 +44,10 @@ typedef struct ts_snapdev_ops {
         /* The bytes mapped in active device id. -ENXIO (not active). */
         int (*mapped)(ts_snapdev *d, uint32_t id, int64_t *ret, ts_error **err);
         /* Brings device id to what its record says after a stop or a reboot:
-         * active (activated when absent: returns 1 then) or inactive (a device
-         * still open is removed at its last close). */
+         * active (activated when absent or unusable, returns 1 then: a device
+         * left without a live table, suspended or without its node by a
+         * process killed while making it is made again) or inactive (a
+         * device still open is removed at its last close). */
         int (*settle)(ts_snapdev *d, uint32_t id, uint64_t size, bool active, ts_error **err);
         /* The base device id of size bytes: when format, creates it (an
          * existing one, left by an interrupted format, is reused), formats it
@@ -67,9 +70,14 @@ typedef struct ts_snapdev_config {
         const char *pool; /* dm name of an existing thin pool */
         const char *root; /* a directory for the base device's one mount */
         const char *mkfs; /* mkfs.ext4 to run once per pool and size; NULL: "mkfs.ext4" */
+        ts_fault *fault;  /* crash points recover:after-create and recover:after-load, where
+                             settle makes a device (borrowed; NULL: none) */
 } ts_snapdev_config;
 
-/* Opens the thin pool cfg->pool as a device layer. Refuses a pool that
+/* Opens the thin pool cfg->pool as a device layer. A device is removed
+ * by its name only when that name holds this pool's thin device of the
+ * id (or a device with no table, an activation cut short): anything else
+ * is left as it is, with -EMEDIUMTYPE naming it. Refuses a pool that
  * needs_check (-EUCLEAN), is failed or read-only (-EROFS); -ENXIO (no such
  * pool), -ENODEV (no device-mapper), or -errno. */
 int ts_snapdev_open(const ts_snapdev_config *cfg, ts_snapdev **ret, ts_error **err);

@@ -1,5 +1,6 @@
 #include "snapshotter.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -28,7 +29,7 @@ struct ts_snapshotter {
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
-        char **held; /* keys in operation */
+        struct held_key *held; /* keys in operation */
 
         /* async removal */
         pthread_t reaper;
@@ -50,57 +51,71 @@ static void fault(ts_snapshotter *s, const char *op, const char *point) {
 
 /* ---- per-key serialisation ---- */
 
-static char *key_id(const char *ns, const char *key) {
-        char *id = NULL;
-        if (asprintf(&id, "%s\x1f%s", ns, key) < 0)
+/* A key in operation, "<ns>\x1f<key>". lock_keys allocates one per key
+ * and hands them out in a key_lock, so unlock_keys only unlinks and frees:
+ * it cannot fail and leave a key locked for ever. */
+typedef struct held_key {
+        struct held_key *next;
+        char id[];
+} held_key;
+
+typedef struct key_lock {
+        held_key *k[2];
+} key_lock;
+
+static held_key *held_new(const char *ns, const char *key) {
+        size_t a = strlen(ns), b = strlen(key);
+        held_key *h = malloc(sizeof(*h) + a + b + 2);
+        if (!h)
                 return NULL;
-        return id;
+        h->next = NULL;
+        memcpy(h->id, ns, a);
+        h->id[a] = '\x1f';
+        memcpy(h->id + a + 1, key, b + 1);
+        return h;
 }
 
-static bool held(char **v, const char *id) {
-        for (char **p = v; p && *p; p++)
-                if (strcmp(*p, id) == 0)
+static bool is_held(const ts_snapshotter *s, const held_key *k) {
+        for (const held_key *h = s->held; k && h; h = h->next)
+                if (strcmp(h->id, k->id) == 0)
                         return true;
         return false;
 }
 
-static int lock_keys(ts_snapshotter *s, const char *ns, const char *k1, const char *k2) {
-        _cleanup_free_ char *a = key_id(ns, k1), *b = k2 ? key_id(ns, k2) : NULL;
-        if (!a || (k2 && !b))
+/* Waits until neither key (k2 may be NULL) is in operation, then holds
+ * both; *ret is what unlock_keys takes. Returns 0 or -ENOMEM. */
+static int lock_keys(ts_snapshotter *s, const char *ns, const char *k1, const char *k2, key_lock *ret) {
+        key_lock l = { { held_new(ns, k1), k2 ? held_new(ns, k2) : NULL } };
+        if (!l.k[0] || (k2 && !l.k[1])) {
+                free(l.k[0]);
+                free(l.k[1]);
                 return -ENOMEM;
+        }
         pthread_mutex_lock(&s->lock);
-        while (held(s->held, a) || (b && held(s->held, b)))
+        while (is_held(s, l.k[0]) || is_held(s, l.k[1]))
                 pthread_cond_wait(&s->cond, &s->lock);
-        int r = ts_strv_push(&s->held, a);
-        if (r >= 0 && b && (r = ts_strv_push(&s->held, b)) < 0) {
-                size_t n = ts_strv_length(s->held);
-                free(s->held[n - 1]);
-                s->held[n - 1] = NULL;
+        for (size_t i = 0; i < 2 && l.k[i]; i++) {
+                l.k[i]->next = s->held;
+                s->held = l.k[i];
         }
         pthread_mutex_unlock(&s->lock);
-        return r;
+        *ret = l;
+        return 0;
 }
 
-static void unlock_key_locked(ts_snapshotter *s, const char *id) {
-        size_t n = ts_strv_length(s->held);
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(s->held[i], id) == 0) {
-                        free(s->held[i]);
-                        s->held[i] = s->held[n - 1];
-                        s->held[n - 1] = NULL;
-                        return;
-                }
-}
-
-static void unlock_keys(ts_snapshotter *s, const char *ns, const char *k1, const char *k2) {
-        _cleanup_free_ char *a = key_id(ns, k1), *b = k2 ? key_id(ns, k2) : NULL;
+static void unlock_keys(ts_snapshotter *s, key_lock *l) {
         pthread_mutex_lock(&s->lock);
-        if (a)
-                unlock_key_locked(s, a);
-        if (b)
-                unlock_key_locked(s, b);
+        for (size_t i = 0; i < 2; i++)
+                for (held_key **p = &s->held; l->k[i] && *p; p = &(*p)->next)
+                        if (*p == l->k[i]) {
+                                *p = l->k[i]->next;
+                                break;
+                        }
         pthread_cond_broadcast(&s->cond);
         pthread_mutex_unlock(&s->lock);
+        free(l->k[0]);
+        free(l->k[1]);
+        *l = (key_lock) { { NULL, NULL } };
 }
 
 /* ---- records and the base device ---- */
@@ -360,14 +375,15 @@ static int reap_once(ts_snapshotter *s, ts_error **err) {
                 pthread_mutex_unlock(&s->lock);
                 if (stopping) /* the next start's reconciliation finishes the rest */
                         break;
-                int q = lock_keys(s, e->ns, e->key, NULL);
+                key_lock kl;
+                int q = lock_keys(s, e->ns, e->key, NULL, &kl);
                 if (q < 0) {
                         failed++;
                         continue;
                 }
                 ts_error *e2 = NULL;
                 q = settle_removal_locked(s, e->ns, e->key, NULL, &e2);
-                unlock_keys(s, e->ns, e->key, NULL);
+                unlock_keys(s, &kl);
                 if (q < 0) {
                         failed++;
                         log_warn("async remove of %s/%s: %s (retried later)", e->ns, e->key,
@@ -406,12 +422,13 @@ static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
         txn = ts_store_txn_abort(txn);
         int done = 0;
         for (char **k = a.keys; r >= 0 && k && *k; k++) {
-                r = lock_keys(s, ns, *k, NULL);
+                key_lock kl;
+                r = lock_keys(s, ns, *k, NULL, &kl);
                 if (r < 0)
                         break;
                 ts_error *e = NULL;
                 r = settle_removal_locked(s, ns, *k, NULL, &e);
-                unlock_keys(s, ns, *k, NULL);
+                unlock_keys(s, &kl);
                 if (r < 0)
                         log_warn("remove %s/%s: finishing the removal of its child %s: %s", ns, key, *k,
                                  ts_error_message(e, r));
@@ -487,7 +504,8 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         if (r >= 0)
                 r = ts_fault_from_env("THINSNAPD_FAULT", &s->fault, err);
         if (r >= 0 && !s->dev) {
-                ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs };
+                ts_snapdev_config dc = { .pool = cfg->pool, .root = cfg->root, .mkfs = cfg->mkfs,
+                                        .fault = s->fault };
                 r = ts_snapdev_open(&dc, &s->dev, err);
         }
         ts_store_options so = {
@@ -530,7 +548,7 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
         }
         ts_store_close(s->store);
         ts_snapdev_free(s->dev);
-        ts_strv_free(s->held);
+        assert(!s->held); /* every operation has returned */
         ts_fault_free(s->fault);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
@@ -635,7 +653,8 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         int r = ts_snapdev_check_space(s->dev, false, err);
         if (r < 0)
                 return r;
-        r = lock_keys(s, ns, key, NULL);
+        key_lock kl;
+        r = lock_keys(s, ns, key, NULL, &kl);
         if (r < 0)
                 return ts_error_set(err, r, "prepare %s", key);
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
@@ -650,7 +669,7 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
                         fill_mount(s, &a.info, ret_mount);
         }
         ts_store_info_done(&a.info);
-        unlock_keys(s, ns, key, NULL);
+        unlock_keys(s, &kl);
         return r;
 }
 
@@ -731,7 +750,8 @@ static int commit_record(ts_store_txn *txn, void *p, ts_error **err) {
 
 int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, const char *key,
                           const ts_label *labels, size_t n_labels, ts_error **err) {
-        int r = lock_keys(s, ns, key, name);
+        key_lock kl;
+        int r = lock_keys(s, ns, key, name, &kl);
         if (r < 0)
                 return ts_error_set(err, r, "commit %s", key);
         _cleanup_store_info_ ts_store_info info = { 0 };
@@ -773,7 +793,7 @@ out:
                                  ts_error_message(e2, q));
                 ts_error_free(e2);
         }
-        unlock_keys(s, ns, key, name);
+        unlock_keys(s, &kl);
         return r;
 }
 
@@ -789,7 +809,8 @@ static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
 }
 
 int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
-        int r = lock_keys(s, ns, key, NULL);
+        key_lock kl;
+        int r = lock_keys(s, ns, key, NULL, &kl);
         if (r < 0)
                 return ts_error_set(err, r, "remove %s", key);
         struct remove_arg a = { ns, key, { 0 } };
@@ -826,7 +847,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
         r = finish_remove(s, ns, key, a.info.dev_id, a.info.dev_size, err);
 out:
         ts_store_info_done(&a.info);
-        unlock_keys(s, ns, key, NULL);
+        unlock_keys(s, &kl);
         return r;
 }
 

@@ -21,6 +21,8 @@
  * intent. Each operation holds an in-process lock on its key (Commit also on
  * the new name) from start to end: a Remove slipping between a Commit's
  * release and its rename would delete a device the Commit is publishing.
+ * Taking a lock may fail (-ENOMEM); giving it back allocates nothing and
+ * cannot.
  * Stat, List and Mounts show READY records only.
  *
  * Open: the pool is refused when needs_check (-EUCLEAN), failed or read-only
@@ -30,7 +32,10 @@
  * (it must not keep the daemon down: the reaper, a reuse of the key or the
  * next start finishes it); READY committed is made inactive (at its last
  * close when held); READY active or view is activated when absent (after a
- * reboot none is). Formatted base devices are made inactive; a base whose
+ * reboot none is) or unusable (no live table, suspended or no node: what a
+ * start killed while activating it leaves), and taken as it is otherwise.
+ * A device under D's name that is not D of this pool is never removed: the
+ * open fails naming it. Formatted base devices are made inactive; a base whose
  * format did not finish is dropped with its record. Then the base device.
  *
  * Base device, at open, once per pool and base size:
@@ -96,7 +101,9 @@
  * THINSNAPD_FAULT=<op>:<point>[:<n>] (common/fault.h) kills the process at a
  * named step for the crash tests: prepare:after-record, after-snap,
  * after-activate; commit:after-deactivate; remove:after-mark,
- * after-deactivate, after-delete. tests/unit/test-snapshotter.c kills it
+ * after-deactivate, after-delete; recover:after-create, after-load (open,
+ * between a device's create and its table load, and the load and the
+ * resume; snapdev.h). tests/unit/test-snapshotter.c kills it
  * before and after every device call as well, on a fake device layer. */
 #pragma once
 

@@ -1,5 +1,7 @@
 #include "failalloc.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,8 @@ void *__real_reallocarray(void *p, size_t a, size_t b) __attribute__((weak));
 void *__real_aligned_alloc(size_t align, size_t n) __attribute__((weak));
 void *__wrap_reallocarray(void *p, size_t a, size_t b);
 void *__wrap_aligned_alloc(size_t align, size_t n);
+/* Used by the tests that add --wrap=asprintf; the others leave it unused. */
+int __wrap_asprintf(char **ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static unsigned long armed, counted;
 static int fired;
@@ -72,4 +76,14 @@ void *__wrap_reallocarray(void *p, size_t a, size_t b) {
 
 void *__wrap_aligned_alloc(size_t align, size_t n) {
         return fail_now() ? NULL : __real_aligned_alloc(align, n);
+}
+
+int __wrap_asprintf(char **ret, const char *fmt, ...) {
+        if (fail_now())
+                return -1;
+        va_list ap;
+        va_start(ap, fmt);
+        int r = vasprintf(ret, fmt, ap);
+        va_end(ap);
+        return r;
 }

@@ -1,7 +1,7 @@
 /* Allocation-failure injection for unit tests: link with
  * -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
  * (ts_failalloc_link_options in tests/unit/CMakeLists.txt), and optionally
- * --wrap=reallocarray,--wrap=aligned_alloc. Only calls from the
+ * --wrap=reallocarray,--wrap=aligned_alloc,--wrap=asprintf. Only calls from the
  * test binary's own objects and our static libraries are counted; libc's and
  * LMDB's internal allocations are not. */
 #pragma once

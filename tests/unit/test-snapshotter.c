@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "plugin/snapshotter.h"
+#include "tests/unit/failalloc.h"
 #include "tests/unit/fakedev.h"
 #include "tests/unit/ts-check.h"
 
@@ -459,6 +460,44 @@ static void check_consistent(const char *when) {
                 ck_assert_msg(owned[ids[i]], "%s: device %u without a record", when, ids[i]);
 }
 
+/* ---- allocation failures ---- */
+
+/* Prepare k, commit it as K, remove K: as far as it goes. */
+static void prepare_commit_remove(ts_snapshotter *s, const char *k, const char *K) {
+        int r = prepare(s, k, NULL, TS_KIND_ACTIVE, NULL);
+        if (r >= 0)
+                r = ts_snapshotter_commit(s, NS, K, k, NULL, 0, NULL);
+        if (r >= 0)
+                (void) ts_snapshotter_remove(s, NS, K, NULL);
+}
+
+/* Whatever allocation fails in an operation, its keys are free once it
+ * returns: the key locks allocate when taken, never when given back. A key
+ * left locked would hang the removals below (the test's timeout). */
+START_TEST(allocation_failure_leaves_no_key_locked) {
+        ts_snapshotter *s = open_snap();
+        unsigned long n = 1;
+        for (;; n++) {
+                char k[24], K[24];
+                snprintf(k, sizeof k, "k%lu", n);
+                snprintf(K, sizeof K, "K%lu", n);
+                ts_failalloc_arm(n);
+                prepare_commit_remove(s, k, K);
+                bool fired = ts_failalloc_fired();
+                ts_failalloc_arm(0);
+                int r = ts_snapshotter_remove(s, NS, K, NULL);
+                ck_assert_msg(r == 0 || r == -ENOENT, "allocation %lu failed: remove %s: %s", n, K, strerror(-r));
+                r = ts_snapshotter_remove(s, NS, k, NULL);
+                ck_assert_msg(r == 0 || r == -ENOENT, "allocation %lu failed: remove %s: %s", n, k, strerror(-r));
+                if (!fired)
+                        break;
+        }
+        ck_assert_uint_gt(n, 3); /* lock, operation and unlock of each step were tried */
+        ts_snapshotter_close(s);
+        check_consistent("after the allocation failures");
+}
+END_TEST
+
 /* ---- a store that fills ---- */
 
 static int set_intent(ts_store_txn *t, void *p, ts_error **err) {
@@ -845,6 +884,7 @@ int main(void) {
         tcase_add_test(tc, list_in_batches);
         tcase_add_test(tc, discard_on_remove);
         tcase_add_test(tc, restart_after_a_reboot);
+        tcase_add_test(tc, allocation_failure_leaves_no_key_locked);
         suite_add_tcase(s, tc);
         TCase *crash = tcase_create("crash");
         tcase_add_checked_fixture(crash, setup, teardown);

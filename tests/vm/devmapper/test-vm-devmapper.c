@@ -295,6 +295,72 @@ START_TEST(thin_errors) {
 }
 END_TEST
 
+/* What ts_thin_probe saw at each step of an activation. */
+struct steps {
+        const char *name;
+        uint32_t id;
+        char seen[2][16];
+        ts_thin_found at[2];
+        int n;
+};
+
+static void probe_step(void *p, const char *step) {
+        struct steps *s = p;
+        ck_assert_int_lt(s->n, 2);
+        snprintf(s->seen[s->n], sizeof s->seen[0], "%s", step);
+        ck_assert_int_eq(ts_thin_probe(pool, s->name, s->id, &s->at[s->n], NULL), 0);
+        s->n++;
+}
+
+/* ts_thin_probe tells a usable thin device of the pool from one a process
+ * killed while making it leaves (no table, a table not live, suspended, no
+ * node), and refuses a device of the name that is anything else. */
+START_TEST(thin_probe_states) {
+        char a[64];
+        dev_name(a, sizeof a, 30);
+        ts_thin_found f;
+        ck_assert_int_eq(ts_thin_probe(pool, a, 30, &f, NULL), 0);
+        ck_assert(!f.exists && !f.usable);
+
+        ck_assert_int_eq(ts_thin_create(pool, 30, NULL), 0);
+        struct steps st = { .name = a, .id = 30 };
+        ck_assert_int_eq(ts_thin_activate_stepped(pool, a, 30, 8 * MiB, 0, probe_step, &st, NULL), 0);
+        ck_assert_int_eq(st.n, 2);
+        ck_assert_str_eq(st.seen[0], "create");
+        ck_assert(st.at[0].exists && !st.at[0].live_table && !st.at[0].usable);
+        ck_assert_str_eq(st.seen[1], "load");
+        ck_assert(st.at[1].exists && !st.at[1].live_table && !st.at[1].usable);
+        ck_assert_int_eq(ts_thin_probe(pool, a, 30, &f, NULL), 0);
+        ck_assert(f.exists && f.live_table && f.usable && !f.suspended);
+
+        ck_assert_int_eq(ts_dm_suspend(a, NULL), 0);
+        ck_assert_int_eq(ts_thin_probe(pool, a, 30, &f, NULL), 0);
+        ck_assert(f.exists && f.suspended && !f.usable);
+        ck_assert_int_eq(ts_dm_resume(a, NULL), 0);
+
+        char node[128];
+        snprintf(node, sizeof node, "/dev/mapper/%s", a);
+        ck_assert_int_eq(unlink(node), 0);
+        ck_assert_int_eq(ts_thin_probe(pool, a, 30, &f, NULL), 0);
+        ck_assert(f.exists && f.live_table && !f.usable);
+
+        /* Another id of the pool under this id's name is not this device. */
+        ts_error *err = NULL;
+        ck_assert_int_eq(ts_thin_probe(pool, a, 31, &f, &err), -EMEDIUMTYPE);
+        ck_assert_msg(strstr(err->msg, "is not thin device 31 of pool"), "%s", err->msg);
+        err = ts_error_free(err);
+        ck_assert_int_eq(ts_thin_deactivate(a, 0, NULL), 0);
+
+        /* Nor is any other target. */
+        ck_assert_int_eq(ts_dm_create(a, NULL, 8, "zero", "", false, NULL), 0);
+        ck_assert_int_eq(ts_thin_probe(pool, a, 30, &f, &err), -EMEDIUMTYPE);
+        ck_assert_msg(strstr(err->msg, "(its table: zero )"), "%s", err->msg);
+        err = ts_error_free(err);
+        ck_assert_int_eq(ts_dm_remove(a, 0, NULL), 0);
+        ck_assert_int_eq(ts_thin_delete(pool, 30, NULL), 0);
+}
+END_TEST
+
 struct closer {
         int fd;
         int ms;
@@ -497,6 +563,7 @@ int main(void) {
         tcase_add_test(tc, thin_lifecycle);
         tcase_add_test(tc, snap_of_inactive_origin);
         tcase_add_test(tc, thin_errors);
+        tcase_add_test(tc, thin_probe_states);
         tcase_add_test(tc, deactivate_busy);
         tcase_add_test(tc, destroy_force_takes_thins_down);
         tcase_add_test(tc, pool_create_errors);

@@ -118,7 +118,8 @@ class Harness:
             if os.path.exists(self.sock):
                 break
             if self.daemon.poll() is not None:
-                sys.exit(f"thinsnapd exited {self.daemon.returncode} at start; see {self.log.name}")
+                self.dump_log()
+                sys.exit(f"thinsnapd exited {self.daemon.returncode} at start")
             time.sleep(0.1)
         self.chan = grpc.insecure_channel("unix:" + self.sock)
         grpc.channel_ready_future(self.chan).result(timeout=60)
@@ -127,6 +128,26 @@ class Harness:
         self.chan.close()
         self.daemon.send_signal(signal.SIGTERM)
         self.check("graceful stop", self.daemon.wait(timeout=120), 0)
+
+    def start_once(self, fault=None):
+        """Starts thinsnapd (with THINSNAPD_FAULT=fault) and waits until it
+        exits (returns its status) or serves (then stops it; None)."""
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        d = subprocess.Popen([self.bindir + "/plugin/thinsnapd", "--root", self.work + "/root",
+                              "--pool", self.pool, "--address", self.sock, "--base-size", "64M"],
+                             stderr=self.log, env=dict(self.env, THINSNAPD_FAULT=fault or ""))
+        for _ in range(3000):
+            if d.poll() is not None:
+                return d.returncode
+            if os.path.exists(self.sock):
+                d.send_signal(signal.SIGTERM)
+                d.wait(timeout=120)
+                return None
+            time.sleep(0.1)
+        d.kill()
+        d.wait()
+        return None
 
     def crashed(self):
         """Waits for the fault switch to kill the daemon."""
@@ -157,6 +178,10 @@ class Harness:
 
     def view(self, key, parent=""):
         r = self.call("View", self.pb.ViewSnapshotRequest(key=key, parent=parent), self.pb.ViewSnapshotResponse)
+        return r if isinstance(r, str) else r.mounts[0].source
+
+    def mounts(self, key):
+        r = self.call("Mounts", self.pb.MountsRequest(key=key), self.pb.MountsResponse)
         return r if isinstance(r, str) else r.mounts[0].source
 
     def stat(self, key):
