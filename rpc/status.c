@@ -47,6 +47,7 @@ int ts_rpc_status_from_errno(int errnum) {
         case ENOTEMPTY:
         case ENOTDIR:
         case EISDIR:
+        case EMEDIUMTYPE: /* a device that is not what it must be: not ours */
                 return TS_RPC_FAILED_PRECONDITION;
         case ENOSPC:
         case EDQUOT:

@@ -316,6 +316,7 @@ START_TEST(errno_mapping) {
         ck_assert_int_eq(ts_rpc_status_from_errno(-EOPNOTSUPP), TS_RPC_UNIMPLEMENTED);
         ck_assert_int_eq(ts_rpc_status_from_errno(-ECONNREFUSED), TS_RPC_UNAVAILABLE);
         ck_assert_int_eq(ts_rpc_status_from_errno(-EIO), TS_RPC_INTERNAL);
+        ck_assert_int_eq(ts_rpc_status_from_errno(-EMEDIUMTYPE), TS_RPC_FAILED_PRECONDITION);
         /* Round trips for the codes containerd's errdefs use. */
         int codes[] = { TS_RPC_NOT_FOUND, TS_RPC_ALREADY_EXISTS, TS_RPC_INVALID_ARGUMENT,
                         TS_RPC_FAILED_PRECONDITION, TS_RPC_RESOURCE_EXHAUSTED, TS_RPC_UNAVAILABLE,

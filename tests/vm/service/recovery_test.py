@@ -119,9 +119,9 @@ try:
     check("foreign: created", dmsetup("create", name_of(x), "--table", "0 8 zero").returncode, 0)
     try:
         h.raw("Remove", h.pb.RemoveSnapshotRequest(key="x"))
-        check("foreign: remove refused", "OK", "INTERNAL")
+        check("foreign: remove refused", "OK", "FAILED_PRECONDITION")
     except grpc.RpcError as e:
-        check("foreign: remove refused", e.code().name, "INTERNAL")
+        check("foreign: remove refused", e.code().name, "FAILED_PRECONDITION")
         ok("foreign: the refusal names the device and its table",
            f"device {name_of(x)} is not thin device {x} of pool {POOL}" in e.details() and
            "zero" in e.details(), e.details())
