@@ -12,7 +12,9 @@ is still served, and that the daemon's peak memory stayed under a bound.
    Prepare and on Update by labels.<k> paths; nothing is stored; List works.
 3. records whose List reply exceeds 16 MiB in all, each within the bounds:
    listed completely, in several messages of at most 4 MiB, with their labels
-   intact; Stat answers the largest; a filtered List works.
+   intact; Stat answers the largest; a filtered List works, and so does one
+   with regexps that backtrack exponentially in a backtracking matcher, over
+   every record's 4 KiB labels.
 4. the List filter limits through a gRPC peer: a filter over 4 KiB, more than
    64 filter strings, more than 64 selectors: INVALID_ARGUMENT naming each.
 
@@ -204,6 +206,14 @@ def big_list(h):
     flt = h.pb.ListSnapshotsRequest(filters=['labels.who=="rec07"'])
     got = [i.name for resp in fn(flt, metadata=MD, timeout=300) for i in resp.info]
     h.check("filtered list", got, ["rec07"])
+    # A regexp that backtracks exponentially on "vvv…" without a match, against each record's
+    # largest labels (4 KiB of "v"): linear with RE2, so answered and bounded.
+    flt = h.pb.ListSnapshotsRequest(filters=['labels.l00000~="^(v|vv)*(v+)+w$",labels.l00001~="(v*)*w"'])
+    got = [i.name for resp in fn(flt, metadata=MD, timeout=300) for i in resp.info]
+    h.check("a pathological regexp over 18 x 4 KiB labels: answered, no match", got, [])
+    flt = h.pb.ListSnapshotsRequest(filters=['labels.l00000~="^(v|vv)*(v+)+$"'])
+    got = [i.name for resp in fn(flt, metadata=MD, timeout=300) for i in resp.info]
+    h.check("the same regexp, matching: every record", got, keys)
     st = h.raw("Stat", h.pb.StatSnapshotRequest(key="rec17"), h.pb.StatSnapshotResponse)
     h.check("stat of a 1 MiB record", st.info.labels.get("who"), "rec17")
     for k in keys:
