@@ -109,7 +109,8 @@ static bool allowed_opt(const char *allowed, const char *name) {
 }
 
 int ts_cli_getopt(const ts_cli_opts *o, int argc, char **argv,
-                  int (*fn)(void *ud, int opt, const char *arg), void *ud, int *ret_optind) {
+                  int (*fn)(void *ud, int opt, const char *arg), void *ud, char ***ret_args,
+                  int *ret_n) {
         optind = 1;
         opterr = 0;
         int c;
@@ -129,7 +130,8 @@ int ts_cli_getopt(const ts_cli_opts *o, int argc, char **argv,
                 if (r)
                         return r;
         }
-        *ret_optind = optind;
+        *ret_args = argv + optind;
+        *ret_n = argc - optind;
         return 0;
 }
 

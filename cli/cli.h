@@ -29,10 +29,11 @@ typedef struct ts_cli_opts {
 
 /* Runs getopt_long over argv; each option of o->allowed goes to fn(ud,
  * value, optarg), which returns 0 or an exit code; any other is a usage
- * error naming it. Returns 0 with *ret_optind at the first operand, -1
- * after printing the help on stdout, or an exit code. */
+ * error naming it. Returns 0 with the operands (*ret_args, *ret_n: the
+ * rest of argv), -1 after printing the help on stdout, or an exit code. */
 int ts_cli_getopt(const ts_cli_opts *o, int argc, char **argv,
-                  int (*fn)(void *ud, int opt, const char *arg), void *ud, int *ret_optind);
+                  int (*fn)(void *ud, int opt, const char *arg), void *ud, char ***ret_args,
+                  int *ret_n);
 
 /* The operand count: 0, or TS_EXIT_USAGE saying "expected <what>" or
  * naming the first one too many (max < 0: no limit). */

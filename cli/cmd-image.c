@@ -180,11 +180,7 @@ static int parse(int argc, char **argv, const char *cmd, const char *allowed, im
         ts_cli_opts o = { cmd, image_opts, OPT_ADDRESS, allowed, image_help };
         *a = (image_args) { .cmd = cmd };
         thinsnap__v1__prepare_limits__init(&a->limits);
-        int first = 0;
-        int r = ts_cli_getopt(&o, argc, argv, image_opt, a, &first);
-        a->args = argv + first;
-        a->n_args = argc - first;
-        return r;
+        return ts_cli_getopt(&o, argc, argv, image_opt, a, &a->args, &a->n_args);
 }
 
 static int need_args(const image_args *a, int min, int max, const char *what) {

@@ -126,11 +126,7 @@ static const struct option vm_opts[] = {
 static int parse(int argc, char **argv, const char *cmd, const char *allowed, vm_args *a) {
         ts_cli_opts o = { cmd, vm_opts, OPT_ADDRESS, allowed, vm_help };
         *a = (vm_args) { .cmd = cmd };
-        int first = 0;
-        int r = ts_cli_getopt(&o, argc, argv, vm_opt, a, &first);
-        a->args = argv + first;
-        a->n_args = argc - first;
-        return r;
+        return ts_cli_getopt(&o, argc, argv, vm_opt, a, &a->args, &a->n_args);
 }
 
 static int need_args(const vm_args *a, int min, int max, const char *what) {
