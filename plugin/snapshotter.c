@@ -449,8 +449,7 @@ static void *reaper_main(void *p) {
         for (;;) {
                 if (retry_s && !s->reap_pending && !s->stopping) {
                         /* A removal failed (its device still open, say): try again later. */
-                        int64_t at = ts_clock_mono_ns() + (int64_t) retry_s * 1000000000LL;
-                        struct timespec until = { at / 1000000000LL, at % 1000000000LL };
+                        struct timespec until = ts_clock_mono_after((uint64_t) retry_s * 1000);
                         while (!s->reap_pending && !s->stopping &&
                                pthread_cond_timedwait(&s->cond, &s->lock, &until) != ETIMEDOUT)
                                 ;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strv.h"
 #include "ctrd/leases.h"
@@ -392,16 +393,6 @@ int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm
         return 0;
 }
 
-static void deadline_after(struct timespec *ts, int ms) {
-        clock_gettime(CLOCK_MONOTONIC, ts);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (long) (ms % 1000) * 1000000L;
-        if (ts->tv_nsec >= 1000000000L) {
-                ts->tv_sec++;
-                ts->tv_nsec -= 1000000000L;
-        }
-}
-
 static bool deadline_passed(const struct timespec *t) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -412,10 +403,8 @@ int ts_prov_warm_wait(ts_prov_warm *h, uint64_t after_seq, int timeout_ms,
                       ts_prov_warm_status *ret) {
         prov_warm *w = (prov_warm *) h;
         ts_prov *p = w->p;
-        struct timespec until, progress;
-        if (timeout_ms >= 0)
-                deadline_after(&until, timeout_ms);
-        deadline_after(&progress, after_seq ? PROGRESS_INTERVAL_MS : 0);
+        struct timespec until = ts_clock_mono_after(timeout_ms >= 0 ? (uint64_t) timeout_ms : 0);
+        struct timespec progress = ts_clock_mono_after(after_seq ? PROGRESS_INTERVAL_MS : 0);
         pthread_mutex_lock(&p->lock);
         for (;;) {
                 bool newer = w->st.seq > after_seq;
@@ -623,8 +612,7 @@ static void *recovery(void *arg) {
                 told = true;
                 ts_error_free(err);
                 pthread_mutex_lock(&p->lock);
-                struct timespec until;
-                deadline_after(&until, RECOVER_RETRY_S * 1000);
+                struct timespec until = ts_clock_mono_after(RECOVER_RETRY_S * 1000);
                 if (!p->stopping)
                         pthread_cond_timedwait(&p->changed, &p->lock, &until);
                 pthread_mutex_unlock(&p->lock);

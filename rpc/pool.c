@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "rpc/pool-internal.h"
 
 struct ts_rpc_pool {
@@ -23,14 +24,7 @@ static bool wait_for_work(ts_rpc_pool *p) {
         p->n_idle++;
         int r = 0;
         if (p->n_threads > 1) {
-                struct timespec until;
-                clock_gettime(CLOCK_MONOTONIC, &until);
-                until.tv_sec += p->idle_ms / 1000;
-                until.tv_nsec += (long) (p->idle_ms % 1000) * 1000000L;
-                if (until.tv_nsec >= 1000000000L) {
-                        until.tv_sec++;
-                        until.tv_nsec -= 1000000000L;
-                }
+                struct timespec until = ts_clock_mono_after(p->idle_ms);
                 r = pthread_cond_timedwait(&p->work, &p->lock, &until);
         } else
                 pthread_cond_wait(&p->work, &p->lock);
