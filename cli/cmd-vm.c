@@ -215,7 +215,8 @@ static int cmd_teardown(vm_args *a) {
                         json_object_object_add(o, "vm_id", json_object_new_string(req.vm_id));
                         json_object_array_add(all, o);
                 } else
-                        printf("%s: %s\n", req.vm_id, resp->existed ? "torn down" : "no such VM");
+                        printf("%s: %s%s%s\n", req.vm_id, resp->existed ? "torn down" : "no such VM",
+                               *resp->device ? ": " : "", resp->device);
         }
         if (a->json)
                 ts_cli_print_json(TAKE_PTR(all));

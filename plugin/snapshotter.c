@@ -16,6 +16,8 @@
 #include "plugin/snapdev.h"
 #include "plugin/snapfilter.h"
 
+#define EARLY_MAX 256
+
 struct ts_snapshotter {
         ts_store *store;
         ts_snapdev *dev;
@@ -30,6 +32,11 @@ struct ts_snapshotter {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         struct held_key *held; /* keys in operation */
+
+        /* Removed by ts_snapshotter_remove_device, not yet asked to remove
+         * by containerd's collector (a ring; under lock). */
+        struct early { char *ns, *key; } early[EARLY_MAX];
+        unsigned early_next;
 
         /* async removal */
         pthread_t reaper;
@@ -548,6 +555,10 @@ ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
         ts_store_close(s->store);
         ts_snapdev_free(s->dev);
         assert(!s->held); /* every operation has returned */
+        for (unsigned i = 0; i < EARLY_MAX; i++) {
+                free(s->early[i].ns);
+                free(s->early[i].key);
+        }
         ts_fault_free(s->fault);
         pthread_cond_destroy(&s->cond);
         pthread_mutex_destroy(&s->lock);
@@ -798,21 +809,27 @@ out:
 
 struct remove_arg {
         const char *ns, *key;
+        uint32_t dev_id; /* 0: any; else key must still have this device */
         ts_store_info info;
 };
 
 static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
         struct remove_arg *a = p;
         ts_store_info_done(&a->info);
-        return ts_store_remove_begin(txn, a->ns, a->key, &a->info, err);
+        int r = ts_store_remove_begin(txn, a->ns, a->key, &a->info, err);
+        if (r >= 0 && a->dev_id && a->info.dev_id != a->dev_id)
+                r = ts_error_setf_plain(err, ENOENT, "snapshot %s no longer has device %u", a->key,
+                                        a->dev_id);
+        return r;
 }
 
-int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+static int remove_key(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
+                      ts_error **err) {
         key_lock kl;
         int r = lock_keys(s, ns, key, NULL, &kl);
         if (r < 0)
                 return ts_error_set(err, r, "remove %s", key);
-        struct remove_arg a = { ns, key, { 0 } };
+        struct remove_arg a = { ns, key, dev_id, { 0 } };
         r = txn_run(s, remove_begin, &a, err);
         if (r == -ENOTEMPTY && settle_children(s, ns, key) > 0) {
                 /* Its last children were asynchronous removals not reaped yet. */
@@ -847,6 +864,108 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
 out:
         ts_store_info_done(&a.info);
         unlock_keys(s, &kl);
+        return r;
+}
+
+static void early_clear(struct early *e) {
+        free(e->ns);
+        free(e->key);
+        *e = (struct early) { 0 };
+}
+
+/* Remembers a key removed ahead of containerd's collector; the oldest is
+ * forgotten when the ring is full. */
+static void early_add(ts_snapshotter *s, const char *ns, const char *key) {
+        struct early e = { strdup(ns), strdup(key) };
+        if (!e.ns || !e.key) {
+                early_clear(&e);
+                return;
+        }
+        pthread_mutex_lock(&s->lock);
+        early_clear(&s->early[s->early_next]);
+        s->early[s->early_next] = e;
+        s->early_next = (s->early_next + 1) % EARLY_MAX;
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* Whether key was removed ahead of containerd's collector (then forgotten). */
+static bool early_take(ts_snapshotter *s, const char *ns, const char *key) {
+        bool found = false;
+        pthread_mutex_lock(&s->lock);
+        for (unsigned i = 0; i < EARLY_MAX && !found; i++) {
+                struct early *e = &s->early[i];
+                found = e->key && strcmp(e->key, key) == 0 && strcmp(e->ns, ns) == 0;
+                if (found)
+                        early_clear(e);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return found;
+}
+
+int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        int r = remove_key(s, ns, key, 0, err);
+        if (r == -ENOENT && early_take(s, ns, key)) {
+                /* Only containerd's collector asks for a key containerd has
+                 * forgotten: the provisioner removed it already. */
+                error_clear(err);
+                return 0;
+        }
+        return r;
+}
+
+/* The device id of one of this snapshotter's device paths: the number it
+ * ends in, if the device layer names that id's device so. */
+static bool device_id_of(ts_snapshotter *s, const char *device, uint32_t *ret) {
+        size_t n = strlen(device), k = n;
+        while (k > 0 && device[k - 1] >= '0' && device[k - 1] <= '9')
+                k--;
+        if (k == n || n - k > 10)
+                return false;
+        unsigned long long id = strtoull(device + k, NULL, 10);
+        if (id == 0 || id > UINT32_MAX)
+                return false;
+        char path[sizeof(((ts_mount *) 0)->source)];
+        ts_snapdev_path(s->dev, (uint32_t) id, path, sizeof path);
+        *ret = (uint32_t) id;
+        return strcmp(path, device) == 0;
+}
+
+struct owner {
+        char *ns, *key;
+};
+
+static int owner_copy(const ts_store_device *d, void *p) {
+        struct owner *o = p;
+        if (d->is_base)
+                return 0;
+        o->ns = strdup(d->namespace);
+        o->key = strdup(d->key);
+        return o->ns && o->key ? 0 : -ENOMEM;
+}
+
+/* The last part of a key: containerd names a proxy's keys <ns>/<id>/<name>. */
+static bool key_named(const char *key, const char *name) {
+        const char *slash = strrchr(key, '/');
+        return strcmp(slash ? slash + 1 : key, name) == 0;
+}
+
+int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const char *name,
+                                 ts_error **err) {
+        uint32_t id;
+        if (!device_id_of(s, device, &id))
+                return ts_error_setf_plain(err, EINVAL, "%s is not a device of this snapshotter", device);
+        struct owner o = { 0 };
+        _cleanup_txn_ ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r >= 0)
+                r = ts_store_device_get(txn, id, owner_copy, &o, err);
+        txn = ts_store_txn_abort(txn);
+        if (r >= 0 && (!o.key || !key_named(o.key, name)))
+                r = ts_error_setf_plain(err, ENOENT, "device %s is not snapshot %s's", device, name);
+        if (r >= 0 && (r = remove_key(s, o.ns, o.key, id, err)) >= 0)
+                early_add(s, o.ns, o.key);
+        free(o.ns);
+        free(o.key);
         return r;
 }
 

@@ -121,10 +121,14 @@ static void set_opt(char **dst, const char *v) {
         *dst = strdup(v);
 }
 
+static int remove_device(void *snapshotter, const char *device, const char *name, ts_error **err) {
+        return ts_snapshotter_remove_device(snapshotter, device, name, err);
+}
+
 /* The provisioner's settings: the command line wins over the file. */
 static int start_provisioner(const ts_config *cli, const ts_config *file,
-                             const char *pool, bool async_remove, ts_prov_daemon **ret,
-                             ts_error **err) {
+                             const ts_snapshotter_config *sc, ts_snapshotter *snap,
+                             ts_prov_daemon **ret, ts_error **err) {
         if (cli->no_provisioner || file->no_provisioner)
                 return 0;
         ts_prov_daemon_config pc = {
@@ -138,8 +142,10 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
                         .registry_timeout_s = ((cli->registry_timeout_ms ? cli->registry_timeout_ms
                                                                          : file->registry_timeout_ms) +
                                                999) / 1000,
-                        .pool = pool,
-                        .async_remove = async_remove,
+                        .pool = sc->pool,
+                        .async_remove = sc->async_remove,
+                        .remove_device = remove_device,
+                        .remove_device_ctx = snap,
                 },
                 .address = cli->provisioner_address ? cli->provisioner_address
                                                     : file->provisioner_address,
@@ -471,7 +477,7 @@ static int serve(const args *a, const ts_config *file, const settings *s) {
                 log_error_err(r, err, "cannot start");
         else if ((r = listen_snapshots(s, snap, &server, &err)) < 0)
                 log_error_err(r, err, "cannot serve on %s", s->address);
-        else if ((r = start_provisioner(&a->cli, file, s->sc.pool, s->sc.async_remove, &prov, &err)) < 0)
+        else if ((r = start_provisioner(&a->cli, file, &s->sc, snap, &prov, &err)) < 0)
                 log_error_err(r, err, "cannot start the provisioner");
         else if (metrics && (r = serve_metrics(metrics, s->sc.pool, snap, server, prov, &err)) < 0)
                 log_error_err(r, err, "cannot serve metrics");

@@ -105,6 +105,8 @@ static int copy_config(ts_prov *p, const ts_prov_config *cfg) {
         p->max_warms = cfg->max_warms ? cfg->max_warms : DEFAULT_MAX_WARMS;
         p->max_downloads = cfg->max_downloads ? cfg->max_downloads : DEFAULT_MAX_DOWNLOADS;
         p->async_remove = cfg->async_remove;
+        p->remove_device = cfg->remove_device;
+        p->remove_device_ctx = cfg->remove_device_ctx;
         prov_limits_defaults(&cfg->limits, &p->limits);
         p->registry_timeout_s = cfg->registry_timeout_s;
         return p->address && p->ns && p->snapshotter && p->docker_config ? 0 : -ENOMEM;

@@ -62,6 +62,14 @@ typedef struct ts_prov_config {
                                            pool says so with its figures; NULL: not known */
         bool async_remove;              /* thinsnapd removes devices in the background:
                                            teardown cannot wait for the device to go */
+        /* Inside thinsnapd: removes from thinsnapd itself the snapshot whose
+         * device is device and whose key ends in name. Teardown calls it once
+         * containerd has forgotten the VM's snapshot, while containerd deletes
+         * the lease and collects, so that teardowns take their devices out
+         * side by side rather than one after another in containerd's
+         * collector. NULL: the collector does it. */
+        int (*remove_device)(void *ctx, const char *device, const char *name, ts_error **err);
+        void *remove_device_ctx;
         ts_prov_limits limits;          /* of prepared images */
 } ts_prov_config;
 
@@ -264,9 +272,11 @@ int ts_prov_vm_inject(ts_prov *p, const ts_prov_inject_request *req, char **ret_
 
 /* Removes the VM's snapshot and deletes its lease with synchronous
  * collection; the device is gone from the kernel when it returns. *ret_existed
- * (optional) tells whether there was such a VM. Returns 0, -EINVAL, -EBUSY
- * (the device is open: the holder is named, the lease stays). */
-int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_error **err);
+ * (optional) tells whether there was such a VM, *ret_device (optional,
+ * malloc()ed, NULL when not known) which device it had. Returns 0, -EINVAL,
+ * -EBUSY (the device is open: the holder is named, the lease stays). */
+int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, char **ret_device,
+                        ts_error **err);
 
 int ts_prov_vm_list(ts_prov *p, ts_prov_vm ***ret, size_t *ret_n, ts_error **err);
 

@@ -510,11 +510,14 @@ static int h_teardown(ts_rpc_call *call, const ProtobufCMessage *msg, void *ud) 
                 return code;
         ts_error *err = NULL;
         bool existed = false;
-        int r = ts_prov_vm_teardown(ud, req->vm_id, &existed, &err);
+        _cleanup_free_ char *device = NULL;
+        int r = ts_prov_vm_teardown(ud, req->vm_id, &existed, &device, &err);
         if (r < 0)
                 return fail(&o, r, err);
         Thinsnap__V1__TeardownResponse resp = THINSNAP__V1__TEARDOWN_RESPONSE__INIT;
         resp.existed = existed;
+        if (device)
+                resp.device = device;
         return send(&o, &resp.base);
 }
 

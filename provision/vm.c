@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <linux/fs.h>
 #include <stdio.h>
@@ -385,9 +386,50 @@ static int check_gone(const char *vm, const char *device, ts_error **err) {
                                    vm, device);
 }
 
-int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_error **err) {
+/* Inside thinsnapd, once containerd has forgotten the VM's snapshot,
+ * thinsnapd removes it on a thread of its own while containerd deletes the
+ * lease and collects. Left to containerd's collector, the snapshots of
+ * concurrent teardowns would go one at a time; here their removals (kernel
+ * round trips that wait more than they work) overlap. What fails here is
+ * left to the collector (and check_gone). */
+typedef struct device_removal {
+        ts_prov *p;
+        const char *vm, *device, *key;
+        pthread_t thread;
+        bool on_thread;
+} device_removal;
+
+static void *removal_run(void *arg) {
+        device_removal *d = arg;
+        ts_error *e = NULL;
+        int r = d->p->remove_device(d->p->remove_device_ctx, d->device, d->key, &e);
+        if (r < 0 && r != -ENOENT)
+                log_warn("VM %s: device %s is left to containerd's collector: %s", d->vm, d->device,
+                         ts_error_message(e, r));
+        ts_error_free(e);
+        return NULL;
+}
+
+/* Starts the removal; runs it here when no thread can be started. */
+static void removal_start(device_removal *d) {
+        if (!d->p->remove_device)
+                return;
+        d->on_thread = pthread_create(&d->thread, NULL, removal_run, d) == 0;
+        if (!d->on_thread)
+                removal_run(d);
+}
+
+static void removal_wait(device_removal *d) {
+        if (d->on_thread)
+                pthread_join(d->thread, NULL);
+}
+
+int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, char **ret_device,
+                        ts_error **err) {
         vm_names n;
         ts_ctrd *c = NULL;
+        if (ret_device)
+                *ret_device = NULL;
         int r = vm_names_of(vm_id, &n, err);
         if (r >= 0)
                 r = prov_ctrd(p, &c, err);
@@ -405,7 +447,11 @@ int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_err
         if (r < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
         e = ts_error_free(e);
+        device_removal removal = { .p = p, .vm = vm_id, .device = device, .key = n.key };
+        if (had_snapshot && device)
+                removal_start(&removal);
         r = ts_ctrd_lease_delete(c, n.lease, true, &e);
+        removal_wait(&removal);
         bool had_lease = r >= 0;
         if (r < 0 && r != -ENOENT)
                 return ts_error_move(err, &e);
@@ -417,6 +463,8 @@ int ts_prov_vm_teardown(ts_prov *p, const char *vm_id, bool *ret_existed, ts_err
                 *ret_existed = had_snapshot || had_lease;
         if (had_snapshot || had_lease)
                 log_info("VM %s torn down%s%s", vm_id, device ? ": " : "", device ? device : "");
+        if (ret_device && (had_snapshot || had_lease))
+                *ret_device = TAKE_PTR(device);
         return 0;
 }
 
@@ -532,7 +580,7 @@ int ts_prov_vm_gc(ts_prov *p, char *const *keep, size_t n_keep, char ***ret_remo
                 if (kept(keep, n_keep, v[i]->id))
                         continue;
                 ts_error *e = NULL;
-                int q = ts_prov_vm_teardown(p, v[i]->id, NULL, &e);
+                int q = ts_prov_vm_teardown(p, v[i]->id, NULL, NULL, &e);
                 _cleanup_free_ char *line = NULL;
                 if (q >= 0)
                         r = ts_strv_push(&removed, v[i]->id);

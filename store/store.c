@@ -893,6 +893,39 @@ static int owner_snapshot(const dbkey *key, buf *b, MDB_val *ret) {
         return 0;
 }
 
+/* One entry of the device table as a ts_store_device; the owner's names
+ * point into *ret_copy (malloc()ed) or are NULL for a base device. */
+static int device_parse(const MDB_val *k, const MDB_val *v, ts_store_device *d, char **ret_copy,
+                        ts_error **err) {
+        *ret_copy = NULL;
+        if (k->mv_size != 4 || v->mv_size < 1)
+                return ts_error_setf_plain(err, EIO, "device table: corrupt entry");
+        *d = (ts_store_device) { .dev_id = from_be32(k->mv_data) };
+        const uint8_t *p = v->mv_data;
+        if (p[0] == 'B' && v->mv_size == 9) {
+                d->is_base = true;
+                d->base_size = from_be64(p + 1);
+                return 0;
+        }
+        if (p[0] != 'S')
+                return ts_error_setf_plain(err, EIO, "device %u: corrupt owner", d->dev_id);
+        /* "S" ns \0 key, the key not NUL-terminated in the map */
+        char *copy = malloc(v->mv_size);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, p + 1, v->mv_size - 1);
+        copy[v->mv_size - 1] = 0;
+        size_t nl = strnlen(copy, v->mv_size - 1);
+        if (nl + 1 >= v->mv_size) {
+                free(copy);
+                return ts_error_setf_plain(err, EIO, "device %u: corrupt owner", d->dev_id);
+        }
+        d->namespace = copy;
+        d->key = copy + nl + 1;
+        *ret_copy = copy;
+        return 0;
+}
+
 int ts_store_device_walk(ts_store_txn *t, ts_store_device_fn fn, void *userdata, ts_error **err) {
         MDB_cursor *c;
         int rc = mdb_cursor_open(t->txn, t->store->devices, &c);
@@ -901,37 +934,11 @@ int ts_store_device_walk(ts_store_txn *t, ts_store_device_fn fn, void *userdata,
         MDB_val k, v;
         int r = 0;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-                if (k.mv_size != 4 || v.mv_size < 1) {
-                        r = ts_error_setf_plain(err, EIO, "device table: corrupt entry");
-                        break;
-                }
-                ts_store_device d = { .dev_id = from_be32(k.mv_data) };
-                const uint8_t *p = v.mv_data;
+                ts_store_device d;
                 _cleanup_free_ char *copy = NULL;
-                if (p[0] == 'B' && v.mv_size == 9) {
-                        d.is_base = true;
-                        d.base_size = from_be64(p + 1);
-                } else if (p[0] == 'S') {
-                        /* "S" ns \0 key, the key not NUL-terminated in the map */
-                        copy = malloc(v.mv_size);
-                        if (!copy) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        memcpy(copy, p + 1, v.mv_size - 1);
-                        copy[v.mv_size - 1] = 0;
-                        size_t nl = strnlen(copy, v.mv_size - 1);
-                        if (nl + 1 >= v.mv_size) {
-                                r = ts_error_setf_plain(err, EIO, "device %u: corrupt owner", d.dev_id);
-                                break;
-                        }
-                        d.namespace = copy;
-                        d.key = copy + nl + 1;
-                } else {
-                        r = ts_error_setf_plain(err, EIO, "device %u: corrupt owner", d.dev_id);
-                        break;
-                }
-                r = fn(&d, userdata);
+                r = device_parse(&k, &v, &d, &copy, err);
+                if (r == 0)
+                        r = fn(&d, userdata);
                 if (r != 0)
                         break;
         }
@@ -939,6 +946,22 @@ int ts_store_device_walk(ts_store_txn *t, ts_store_device_fn fn, void *userdata,
         if (r == 0 && rc != MDB_NOTFOUND && rc != 0)
                 return mdb_fail(err, rc, "walk device ids");
         return r;
+}
+
+int ts_store_device_get(ts_store_txn *t, uint32_t dev_id, ts_store_device_fn fn, void *userdata,
+                        ts_error **err) {
+        uint8_t kb[4];
+        be32(kb, dev_id);
+        MDB_val k = { .mv_size = 4, .mv_data = kb }, v;
+        int rc = mdb_get(t->txn, t->store->devices, &k, &v);
+        if (rc == MDB_NOTFOUND)
+                return ts_error_setf_plain(err, ENOENT, "device id %u: not in use", dev_id);
+        if (rc)
+                return mdb_fail(err, rc, "read device id");
+        ts_store_device d;
+        _cleanup_free_ char *copy = NULL;
+        int r = device_parse(&k, &v, &d, &copy, err);
+        return r < 0 ? r : fn(&d, userdata);
 }
 
 /* ---- snapshot records ---- */

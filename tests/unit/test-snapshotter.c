@@ -193,6 +193,48 @@ START_TEST(refusals_touch_no_device) {
 }
 END_TEST
 
+/* The provisioner's removal by device: only the snapshot that has the
+ * device and the name; containerd's collector, asking for it afterwards,
+ * is answered as if it had removed it itself. */
+START_TEST(remove_by_device) {
+        ts_snapshotter *s = open_snap();
+        ts_mount m, other;
+        must(prepare(s, "default/7/thinsnap-vm-a", NULL, TS_KIND_ACTIVE, &m), "prepare vm a");
+        must(prepare(s, "default/8/thinsnap-vm-b", NULL, TS_KIND_ACTIVE, &other), "prepare vm b");
+        took();
+        _cleanup_error_ ts_error *err = NULL;
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/mapper/elsewhere-snap-2", "thinsnap-vm-a",
+                                                      &err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(ts_error_message(err, -EINVAL), "not a device of this snapshotter"));
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/", "thinsnap-vm-a", NULL), -EINVAL);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/99", "thinsnap-vm-a", NULL), -ENOENT);
+        /* b's device under a's name, the base device, a name a's key only ends in: not a's. */
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, other.source, "thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/1", "thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, "vm-a", NULL), -ENOENT);
+        ck_assert_str_eq(took(), "");
+
+        must(ts_snapshotter_remove_device(s, m.source, "thinsnap-vm-a", NULL), "remove a by device");
+        ck_assert_str_eq(took(), "deactivate 2, drop 2");
+        ck_assert_int_eq(kind_of(s, "default/7/thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, "thinsnap-vm-a", NULL), -ENOENT);
+        /* The collector's Remove finds it done, once; a key never there is -ENOENT. */
+        must(ts_snapshotter_remove(s, NS, "default/7/thinsnap-vm-a", NULL), "the collector's remove");
+        ck_assert_int_eq(ts_snapshotter_remove(s, NS, "default/7/thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove(s, NS, "default/9/thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_str_eq(took(), "");
+        ck_assert_int_eq(kind_of(s, "default/8/thinsnap-vm-b", NULL), TS_KIND_ACTIVE);
+
+        /* A busy device stays, with its record. */
+        ts_fakedev_hold(pool, 3);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, other.source, "thinsnap-vm-b", NULL), -EBUSY);
+        ck_assert_int_eq(kind_of(s, "default/8/thinsnap-vm-b", NULL), TS_KIND_ACTIVE);
+        ts_fakedev_unhold(pool, 3);
+        must(ts_snapshotter_remove_device(s, other.source, "thinsnap-vm-b", NULL), "remove b by device");
+        ts_snapshotter_close(s);
+}
+END_TEST
+
 /* ---- failures of the pool ---- */
 
 START_TEST(pool_out_of_space) {
@@ -876,6 +918,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, operations_and_their_device_calls);
         tcase_add_test(tc, refusals_touch_no_device);
+        tcase_add_test(tc, remove_by_device);
         tcase_add_test(tc, pool_out_of_space);
         tcase_add_test(tc, busy_devices);
         tcase_add_test(tc, async_removal);

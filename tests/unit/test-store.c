@@ -508,6 +508,16 @@ START_TEST(persistence_and_crash_states) {
         }
         ck_assert_int_eq(bases, 1);
         ck_assert(found_creating);
+        /* one device id's owner */
+        devs one = {};
+        ck_assert_int_eq(ts_store_device_get(t, creating.dev_id, collect_dev, &one, NULL), 0);
+        ck_assert_int_eq(one.n, 1);
+        ck_assert_str_eq(one.keys[0], "creating");
+        ck_assert_int_eq(ts_store_device_get(t, b.dev_id, collect_dev, &one, NULL), 0);
+        ck_assert(one.base[1]);
+        ts_error *gerr = NULL;
+        expect_err(ts_store_device_get(t, 4000, collect_dev, &one, &gerr), &gerr, -ENOENT);
+        ck_assert_int_eq(one.n, 2);
         ts_store_base *bl = NULL;
         size_t bn = 0;
         ck_assert_int_eq(ts_store_base_list(t, &bl, &bn, NULL), 0);
