@@ -5,10 +5,12 @@
 #include "warm.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strv.h"
 #include "ctrd/content.h"
@@ -142,6 +144,7 @@ static int download_try(downloads *dl, size_t i, const char *ref, bool *ret_resu
 
 static int download_one(downloads *dl, size_t i, ts_error **err) {
         const ts_oci_descriptor *d = &dl->m->layers[i];
+        int64_t t0 = ts_clock_mono_ns();
         char ref[128];
         prov_ingest_ref("layer", d->digest, ref, sizeof ref);
         for (int attempt = 0;; attempt++) {
@@ -150,6 +153,7 @@ static int download_one(downloads *dl, size_t i, ts_error **err) {
                 int r = download_try(dl, i, ref, &resumed, &e);
                 if (r == 1) { /* stored already */
                         prov_job_blob_progress(dl->j, i, 0, true);
+                        log_debug("layer %s: in containerd already", d->digest);
                         return 0;
                 }
                 if (r == -EBADMSG) /* the ingest holds bytes that are not the blob: drop them */
@@ -161,6 +165,8 @@ static int download_one(downloads *dl, size_t i, ts_error **err) {
                 }
                 if (r < 0)
                         return ts_error_prefix(err, ts_error_move(err, &e), "layer %s", d->digest);
+                log_debug("layer %s: %" PRId64 " bytes stored in %.1f ms", d->digest, d->size,
+                          (double) (ts_clock_mono_ns() - t0) / 1e6);
                 return 0;
         }
 }

@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strv.h"
 #include "ctrd/content.h"
@@ -129,10 +130,13 @@ static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const char 
         int r = snapshot_labels(layer, chain_id, &labels);
         if (r < 0)
                 return r;
+        int64_t t0 = ts_clock_mono_ns();
         if ((r = prepare(j, parent, chain_id, labels, key, sizeof key, &m, err)) != 0)
                 return r > 0 ? 0 : r;
+        int64_t t1 = ts_clock_mono_ns();
         r = apply(j, layer, m, diff_id, err);
         ts_ctrd_mounts_free(m);
+        int64_t t2 = ts_clock_mono_ns();
         if (r >= 0) {
                 ts_error *e = NULL;
                 r = ts_ctrd_snapshot_commit(j->c, j->lease, j->p->snapshotter, chain_id, key, labels, &e);
@@ -148,6 +152,9 @@ static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const char 
                 drop(j, key);
                 return r;
         }
+        log_debug("layer %s unpacked: prepare %.1f ms, apply %.1f ms, commit %.1f ms", layer->digest,
+                  (double) (t1 - t0) / 1e6, (double) (t2 - t1) / 1e6,
+                  (double) (ts_clock_mono_ns() - t2) / 1e6);
         /* Set once the apply has verified the uncompressed digest. */
         return label_blob(j, layer->digest, LABEL_UNCOMPRESSED, diff_id, err);
 }
@@ -200,9 +207,13 @@ static int unpack_all(prov_job *j, const ts_oci_manifest *m, const ts_oci_config
                 if (prov_job_cancelled(j))
                         return -ECANCELED;
                 prov_job_set_layer(j, (unsigned) i + 1, (unsigned) n);
+                int64_t t0 = ts_clock_mono_ns();
                 int r = exists(j, chain[i], err);
-                if (r == 0 && wait)
+                if (r == 0 && wait) {
                         r = wait(userdata, i, err);
+                        log_debug("layer %zu of %zu: its blob waited for %.1f ms", i + 1, n,
+                                  (double) (ts_clock_mono_ns() - t0) / 1e6);
+                }
                 if (r == 0)
                         r = unpack_layer(j, &m->layers[i], i ? chain[i - 1] : NULL, chain[i],
                                          cfg->diff_ids[i], err);
