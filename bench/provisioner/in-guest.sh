@@ -4,7 +4,7 @@
 #
 #   in-guest.sh --registry DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
 #               [--vms N] [--warms N] [--base-size SIZE] [--thinsnap-flow CMD]
-#               [--also-warm REF]... [--flows go,thinsnap]
+#               [--also-warm REF]... [--prewarm REF] [--flows go,thinsnap]
 #
 # DIR is a registry's storage (`tests/lib/registry.py start DIR`) into which the image was
 # pushed as bench/img:v1 on the host (skopeo takes minutes under TCG). Serves a copy of it
@@ -14,7 +14,9 @@
 #   go-thinsnapd  containerd's Go client, thinsnapd as containerd's proxy plugin `thinsnap`;
 #   thinsnap      the thinsnap provisioner's own API (flow_thinsnap below: the third column).
 # --also-warm REF: another image in the same registry that the thinsnap flow warms (untimed)
-# before its VMs, so thinsnapd's memory is sampled with several images; --flows: which flows
+# before its VMs, so thinsnapd's memory is sampled with several images; --prewarm REF: an image
+# every flow pulls and deletes, untimed, before its first warm (no first warm then pays for
+# client code paged in over 9p for the first time); --flows: which flows
 # run (go: both Go flows, thinsnap: the third; default both).
 # Each flow writes OUT/<flow>.json (bench/provisioner/README.md); a flow that is not run writes
 # {"flow": ..., "skipped": reason}.
@@ -26,7 +28,7 @@ usage() {
         exit 2
 }
 
-registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow= also=() flows=go,thinsnap
+registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow= also=() prewarm=() flows=go,thinsnap
 vms=50 warms=3 base_size=128M
 while [ $# -gt 0 ]; do
         case $1 in
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
         --base-size) base_size=${2:-}; shift 2 || usage ;;
         --thinsnap-flow) thinsnap_flow=${2:-}; shift 2 || usage ;;
         --also-warm) also+=(-also-warm "${2:-}"); shift 2 || usage ;;
+        --prewarm) prewarm=(-prewarm "${2:-}"); shift 2 || usage ;;
         --flows) flows=${2:-}; shift 2 || usage ;;
         *) echo "in-guest: unknown argument '$1'" >&2; usage ;;
         esac
@@ -223,7 +226,7 @@ setup_go_thinsnapd() {
 run_go_flows() {
         say "go flows: $warms warms, $vms VMs one by one, $vms at once, in lockstep"
         "$go_flow" -namespace "$ns" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
-                -out "$out" "${go_flows[@]}" || die "a Go flow failed (see its JSON)"
+                -out "$out" "${prewarm[@]}" "${go_flows[@]}" || die "a Go flow failed (see its JSON)"
         local p
         for p in "${daemons[@]}"; do
                 stop "$p"
@@ -251,7 +254,7 @@ flow_thinsnap() {
         say "thinsnap: $warms warms, $vms VMs one by one, $vms at once"
         $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
                 -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd \
-                "${also[@]}" ||
+                "${also[@]}" "${prewarm[@]}" ||
                 die "the thinsnap flow failed (see thinsnap.json)"
         stop "$ctd_pid"
         stop "$tsd_pid"

@@ -4,6 +4,8 @@
 // one file per flow (bench/provisioner-table.py turns them into a table of
 // ratios):
 //
+//   - prewarm (with -prewarm REF): REF pulled and deleted again, untimed, so
+//     that no flow's first warm pays for client code not run yet;
 //   - warm: Pull with unpack into the snapshotter from a registry (plain HTTP
 //     with -plain-http), WARMS times; between two warms the image is deleted
 //     with synchronous GC so each warm starts from nothing;
@@ -54,6 +56,7 @@ var (
 	flagVMs         = flag.Int("vms", 50, "per-VM snapshots made one after another")
 	flagConcurrent  = flag.Int("concurrent", -1, "per-VM snapshots made at once (-1: as many as -vms, 0: none)")
 	flagWarms       = flag.Int("warms", 3, "times the image is warmed (each from nothing)")
+	flagPrewarm     = flag.String("prewarm", "", "an image each flow pulls and deletes, untimed, before its first warm")
 	flagOut         = flag.String("out", ".", "directory for the samples, FLOW.json per flow")
 	flagTimeout     = flag.Duration("timeout", 90*time.Minute, "give up after this long")
 )
