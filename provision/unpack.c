@@ -122,8 +122,17 @@ static int label_blob(prov_job *j, const char *digest, const char *key, const ch
         return ts_ctrd_content_update_labels(j->c, digest, labels, NULL, err);
 }
 
-static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const char *parent,
-                        const char *chain_id, const char *diff_id, ts_error **err) {
+/* A layer's blob, for which the unpack waits once its snapshot is prepared
+ * (as containerd's own unpacker does): the Prepare overlaps the download. */
+typedef struct layer_blob {
+        prov_layer_wait_fn wait; /* NULL: the blob is in already */
+        void *userdata;
+        size_t i;
+} layer_blob;
+
+static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const layer_blob *blob,
+                        const char *parent, const char *chain_id, const char *diff_id,
+                        ts_error **err) {
         _cleanup_strv_free_ char **labels = NULL;
         ts_ctrd_mounts *m = NULL;
         char key[256];
@@ -134,9 +143,13 @@ static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const char 
         if ((r = prepare(j, parent, chain_id, labels, key, sizeof key, &m, err)) != 0)
                 return r > 0 ? 0 : r;
         int64_t t1 = ts_clock_mono_ns();
-        r = apply(j, layer, m, diff_id, err);
-        ts_ctrd_mounts_free(m);
+        if (blob->wait)
+                r = blob->wait(blob->userdata, blob->i, err);
         int64_t t2 = ts_clock_mono_ns();
+        if (r >= 0)
+                r = apply(j, layer, m, diff_id, err);
+        ts_ctrd_mounts_free(m);
+        int64_t t3 = ts_clock_mono_ns();
         if (r >= 0) {
                 ts_error *e = NULL;
                 r = ts_ctrd_snapshot_commit(j->c, j->lease, j->p->snapshotter, chain_id, key, labels, &e);
@@ -152,9 +165,9 @@ static int unpack_layer(prov_job *j, const ts_oci_descriptor *layer, const char 
                 drop(j, key);
                 return r;
         }
-        log_debug("layer %s unpacked: prepare %.1f ms, apply %.1f ms, commit %.1f ms", layer->digest,
-                  (double) (t1 - t0) / 1e6, (double) (t2 - t1) / 1e6,
-                  (double) (ts_clock_mono_ns() - t2) / 1e6);
+        log_debug("layer %s unpacked: prepare %.1f ms, then its blob %.1f ms, apply %.1f ms, "
+                  "commit %.1f ms", layer->digest, (double) (t1 - t0) / 1e6, (double) (t2 - t1) / 1e6,
+                  (double) (t3 - t2) / 1e6, (double) (ts_clock_mono_ns() - t3) / 1e6);
         /* Set once the apply has verified the uncompressed digest. */
         return label_blob(j, layer->digest, LABEL_UNCOMPRESSED, diff_id, err);
 }
@@ -207,15 +220,10 @@ static int unpack_all(prov_job *j, const ts_oci_manifest *m, const ts_oci_config
                 if (prov_job_cancelled(j))
                         return -ECANCELED;
                 prov_job_set_layer(j, (unsigned) i + 1, (unsigned) n);
-                int64_t t0 = ts_clock_mono_ns();
+                layer_blob blob = { wait, userdata, i };
                 int r = exists(j, chain[i], err);
-                if (r == 0 && wait) {
-                        r = wait(userdata, i, err);
-                        log_debug("layer %zu of %zu: its blob waited for %.1f ms", i + 1, n,
-                                  (double) (ts_clock_mono_ns() - t0) / 1e6);
-                }
                 if (r == 0)
-                        r = unpack_layer(j, &m->layers[i], i ? chain[i - 1] : NULL, chain[i],
+                        r = unpack_layer(j, &m->layers[i], &blob, i ? chain[i - 1] : NULL, chain[i],
                                          cfg->diff_ids[i], err);
                 if (r < 0)
                         return ts_error_prefix(err, r, "layer %zu of %zu (%s)", i + 1, n,

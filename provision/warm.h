@@ -114,8 +114,9 @@ int prov_import(prov_job *j, ts_error **err);
 typedef int (*prov_layer_wait_fn)(void *userdata, size_t i, ts_error **err);
 
 /* Unpacks the manifest's layers into the snapshotter layer by layer (the
- * chain's ids), as containerd's own unpacker does, then publishes the image
- * record. Returns 0 or -errno; nothing is published on failure. */
+ * chain's ids), as containerd's own unpacker does (each layer's snapshot is
+ * prepared before its blob is waited for), then publishes the image record.
+ * Returns 0 or -errno; nothing is published on failure. */
 int prov_unpack_and_publish(prov_job *j, const prov_docs *d, prov_layer_wait_fn wait,
                             void *userdata, ts_error **err);
 
