@@ -823,8 +823,14 @@ static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
         return r;
 }
 
+static void early_put(ts_snapshotter *s, struct early *e);
+
+/* Removes key; dev_id (0: any) is the device it must still have. remember
+ * (NULL: none) is put in the ring of early removals (taken from the caller)
+ * before the key is unlocked, so that no Remove waiting for the key finds it
+ * gone and not remembered. */
 static int remove_key(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
-                      ts_error **err) {
+                      struct early *remember, ts_error **err) {
         key_lock kl;
         int r = lock_keys(s, ns, key, NULL, &kl);
         if (r < 0)
@@ -862,6 +868,8 @@ static int remove_key(ts_snapshotter *s, const char *ns, const char *key, uint32
         fault(s, "remove", "after-deactivate");
         r = finish_remove(s, ns, key, a.info.dev_id, a.info.dev_size, err);
 out:
+        if (r >= 0 && remember)
+                early_put(s, remember);
         ts_store_info_done(&a.info);
         unlock_keys(s, &kl);
         return r;
@@ -873,19 +881,15 @@ static void early_clear(struct early *e) {
         *e = (struct early) { 0 };
 }
 
-/* Remembers a key removed ahead of containerd's collector; the oldest is
- * forgotten when the ring is full. */
-static void early_add(ts_snapshotter *s, const char *ns, const char *key) {
-        struct early e = { strdup(ns), strdup(key) };
-        if (!e.ns || !e.key) {
-                early_clear(&e);
-                return;
-        }
+/* Remembers a key removed ahead of containerd's collector (takes *e); the
+ * oldest is forgotten when the ring is full. */
+static void early_put(ts_snapshotter *s, struct early *e) {
         pthread_mutex_lock(&s->lock);
         early_clear(&s->early[s->early_next]);
-        s->early[s->early_next] = e;
+        s->early[s->early_next] = *e;
         s->early_next = (s->early_next + 1) % EARLY_MAX;
         pthread_mutex_unlock(&s->lock);
+        *e = (struct early) { 0 };
 }
 
 /* Whether key was removed ahead of containerd's collector (then forgotten). */
@@ -903,7 +907,7 @@ static bool early_take(ts_snapshotter *s, const char *ns, const char *key) {
 }
 
 int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
-        int r = remove_key(s, ns, key, 0, err);
+        int r = remove_key(s, ns, key, 0, NULL, err);
         if (r == -ENOENT && early_take(s, ns, key)) {
                 /* Only containerd's collector asks for a key containerd has
                  * forgotten: the provisioner removed it already. */
@@ -915,7 +919,7 @@ int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts
 
 /* The device id of one of this snapshotter's device paths: the number it
  * ends in, if the device layer names that id's device so. */
-static bool device_id_of(ts_snapshotter *s, const char *device, uint32_t *ret) {
+static bool device_id_of(ts_snapshotter *s, const char *device, uint32_t *ret_id) {
         size_t n = strlen(device), k = n;
         while (k > 0 && device[k - 1] >= '0' && device[k - 1] <= '9')
                 k--;
@@ -926,16 +930,15 @@ static bool device_id_of(ts_snapshotter *s, const char *device, uint32_t *ret) {
                 return false;
         char path[sizeof(((ts_mount *) 0)->source)];
         ts_snapdev_path(s->dev, (uint32_t) id, path, sizeof path);
-        *ret = (uint32_t) id;
-        return strcmp(path, device) == 0;
+        if (strcmp(path, device) != 0)
+                return false;
+        *ret_id = (uint32_t) id;
+        return true;
 }
 
-struct owner {
-        char *ns, *key;
-};
-
+/* The owner of a device: its namespace and key (both NULL: a base device). */
 static int owner_copy(const ts_store_device *d, void *p) {
-        struct owner *o = p;
+        struct early *o = p;
         if (d->is_base)
                 return 0;
         o->ns = strdup(d->namespace);
@@ -943,29 +946,34 @@ static int owner_copy(const ts_store_device *d, void *p) {
         return o->ns && o->key ? 0 : -ENOMEM;
 }
 
-/* The last part of a key: containerd names a proxy's keys <ns>/<id>/<name>. */
-static bool key_named(const char *key, const char *name) {
+/* Whether key is <ns>/<id>/<name>, as containerd names a proxy's keys. */
+static bool key_is(const char *key, const char *ns, const char *name) {
+        size_t n = strlen(ns);
         const char *slash = strrchr(key, '/');
-        return strcmp(slash ? slash + 1 : key, name) == 0;
+        return strncmp(key, ns, n) == 0 && key[n] == '/' && slash && slash > key + n &&
+               strcmp(slash + 1, name) == 0;
 }
 
-int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const char *name,
-                                 ts_error **err) {
+int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const char *ns,
+                                 const char *name, ts_error **err) {
         uint32_t id;
         if (!device_id_of(s, device, &id))
                 return ts_error_setf_plain(err, EINVAL, "%s is not a device of this snapshotter", device);
-        struct owner o = { 0 };
+        struct early o = { 0 };
         _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, err);
         if (r >= 0)
                 r = ts_store_device_get(txn, id, owner_copy, &o, err);
         txn = ts_store_txn_abort(txn);
-        if (r >= 0 && (!o.key || !key_named(o.key, name)))
-                r = ts_error_setf_plain(err, ENOENT, "device %s is not snapshot %s's", device, name);
-        if (r >= 0 && (r = remove_key(s, o.ns, o.key, id, err)) >= 0)
-                early_add(s, o.ns, o.key);
-        free(o.ns);
-        free(o.key);
+        if (r >= 0 && (!o.key || !key_is(o.key, ns, name)))
+                r = ts_error_setf_plain(err, ENOENT, "device %s is not snapshot %s/.../%s's", device, ns,
+                                        name);
+        if (r >= 0) {
+                /* Removed under copies of its names: the ring takes o's. */
+                _cleanup_free_ char *rns = strdup(o.ns), *rkey = strdup(o.key);
+                r = rns && rkey ? remove_key(s, rns, rkey, id, &o, err) : -ENOMEM;
+        }
+        early_clear(&o);
         return r;
 }
 

@@ -172,16 +172,16 @@ int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, c
 int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err);
 
 /* Removes the snapshot whose device is device (a path from its mount) if
- * the last part of its key ('/'-separated, as containerd names a proxy's
- * keys) is name, as ts_snapshotter_remove does. The provisioner in
+ * its key is <ns>/<id>/<name>, as containerd names a proxy's keys (ns:
+ * containerd's namespace), as ts_snapshotter_remove does. The provisioner in
  * thinsnapd calls it once containerd has forgotten a VM's snapshot, ahead of
  * containerd's collector, which removes snapshots one at a time: the key is
- * remembered (the last 256), and the collector's own Remove of it later
- * answers 0 rather than -ENOENT (which would stop its pass). Returns 0,
- * -EINVAL (not a device of this pool), -ENOENT (no snapshot of that name
- * has the device), or as ts_snapshotter_remove. */
-int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const char *name,
-                                 ts_error **err);
+ * remembered (the last 256) before it is unlocked, and the collector's own
+ * Remove of it later answers 0 rather than -ENOENT (which would stop its
+ * pass). Returns 0, -EINVAL (not a device of this pool), -ENOENT (no such
+ * snapshot has the device), -ENOMEM, or as ts_snapshotter_remove. */
+int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const char *ns,
+                                 const char *name, ts_error **err);
 
 /* The record of key (READY records only; others are -ENOENT). Release
  * *ret_info with ts_store_info_done. */

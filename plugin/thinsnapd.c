@@ -121,8 +121,9 @@ static void set_opt(char **dst, const char *v) {
         *dst = strdup(v);
 }
 
-static int remove_device(void *snapshotter, const char *device, const char *name, ts_error **err) {
-        return ts_snapshotter_remove_device(snapshotter, device, name, err);
+static int remove_device(void *snapshotter, const char *device, const char *ns, const char *name,
+                         ts_error **err) {
+        return ts_snapshotter_remove_device(snapshotter, device, ns, name, err);
 }
 
 /* The provisioner's settings: the command line wins over the file. */

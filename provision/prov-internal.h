@@ -62,7 +62,8 @@ struct ts_prov {
         char *address, *ns, *snapshotter, *docker_config, *pool;
         unsigned max_warms, max_downloads, registry_timeout_s;
         bool async_remove;
-        int (*remove_device)(void *ctx, const char *device, const char *name, ts_error **err);
+        int (*remove_device)(void *ctx, const char *device, const char *ns, const char *name,
+                             ts_error **err);
         void *remove_device_ctx;
         ts_prov_limits limits; /* of prepared images, defaults filled in */
 

@@ -63,12 +63,14 @@ typedef struct ts_prov_config {
         bool async_remove;              /* thinsnapd removes devices in the background:
                                            teardown cannot wait for the device to go */
         /* Inside thinsnapd: removes from thinsnapd itself the snapshot whose
-         * device is device and whose key ends in name. Teardown calls it once
+         * device is device and whose key is containerd's <ns>/<id>/<name>
+         * (ns: the provisioner's namespace). Teardown calls it once
          * containerd has forgotten the VM's snapshot, while containerd deletes
          * the lease and collects, so that teardowns take their devices out
          * side by side rather than one after another in containerd's
          * collector. NULL: the collector does it. */
-        int (*remove_device)(void *ctx, const char *device, const char *name, ts_error **err);
+        int (*remove_device)(void *ctx, const char *device, const char *ns, const char *name,
+                             ts_error **err);
         void *remove_device_ctx;
         ts_prov_limits limits;          /* of prepared images */
 } ts_prov_config;

@@ -402,8 +402,9 @@ typedef struct device_removal {
 static void *removal_run(void *arg) {
         device_removal *d = arg;
         ts_error *e = NULL;
-        int r = d->p->remove_device(d->p->remove_device_ctx, d->device, d->key, &e);
-        if (r < 0 && r != -ENOENT)
+        int r = d->p->remove_device(d->p->remove_device_ctx, d->device, d->p->ns, d->key, &e);
+        /* -EINVAL: not thinsnapd's device (the provisioner drives another snapshotter). */
+        if (r < 0 && r != -ENOENT && r != -EINVAL)
                 log_warn("VM %s: device %s is left to containerd's collector: %s", d->vm, d->device,
                          ts_error_message(e, r));
         ts_error_free(e);

@@ -291,7 +291,7 @@ typedef int (*ts_store_device_fn)(const ts_store_device *dev, void *userdata);
 int ts_store_device_walk(ts_store_txn *txn, ts_store_device_fn fn, void *userdata, ts_error **err);
 
 /* Calls fn once with the owner of device id dev_id. Returns fn's result, or
- * -ENOENT (no record or base device has it), -EIO. */
+ * -ENOENT (no record or base device has it), -ENOMEM, -EIO. */
 int ts_store_device_get(ts_store_txn *txn, uint32_t dev_id, ts_store_device_fn fn, void *userdata,
                         ts_error **err);
 

@@ -203,21 +203,22 @@ START_TEST(remove_by_device) {
         must(prepare(s, "default/8/thinsnap-vm-b", NULL, TS_KIND_ACTIVE, &other), "prepare vm b");
         took();
         _cleanup_error_ ts_error *err = NULL;
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/mapper/elsewhere-snap-2", "thinsnap-vm-a",
-                                                      &err), -EINVAL);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/mapper/elsewhere-snap-2", "default",
+                                                      "thinsnap-vm-a", &err), -EINVAL);
         ck_assert_ptr_nonnull(strstr(ts_error_message(err, -EINVAL), "not a device of this snapshotter"));
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/", "thinsnap-vm-a", NULL), -EINVAL);
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/99", "thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/", NS, "thinsnap-vm-a", NULL), -EINVAL);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/99", NS, "thinsnap-vm-a", NULL), -ENOENT);
         /* b's device under a's name, the base device, a name a's key only ends in: not a's. */
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, other.source, "thinsnap-vm-a", NULL), -ENOENT);
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/1", "thinsnap-vm-a", NULL), -ENOENT);
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, "vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, other.source, NS, "thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, "/dev/fake/1", NS, "thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, NS, "vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, "other", "thinsnap-vm-a", NULL), -ENOENT);
         ck_assert_str_eq(took(), "");
 
-        must(ts_snapshotter_remove_device(s, m.source, "thinsnap-vm-a", NULL), "remove a by device");
+        must(ts_snapshotter_remove_device(s, m.source, NS, "thinsnap-vm-a", NULL), "remove a by device");
         ck_assert_str_eq(took(), "deactivate 2, drop 2");
         ck_assert_int_eq(kind_of(s, "default/7/thinsnap-vm-a", NULL), -ENOENT);
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, "thinsnap-vm-a", NULL), -ENOENT);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, m.source, NS, "thinsnap-vm-a", NULL), -ENOENT);
         /* The collector's Remove finds it done, once; a key never there is -ENOENT. */
         must(ts_snapshotter_remove(s, NS, "default/7/thinsnap-vm-a", NULL), "the collector's remove");
         ck_assert_int_eq(ts_snapshotter_remove(s, NS, "default/7/thinsnap-vm-a", NULL), -ENOENT);
@@ -227,11 +228,26 @@ START_TEST(remove_by_device) {
 
         /* A busy device stays, with its record. */
         ts_fakedev_hold(pool, 3);
-        ck_assert_int_eq(ts_snapshotter_remove_device(s, other.source, "thinsnap-vm-b", NULL), -EBUSY);
+        ck_assert_int_eq(ts_snapshotter_remove_device(s, other.source, NS, "thinsnap-vm-b", NULL), -EBUSY);
         ck_assert_int_eq(kind_of(s, "default/8/thinsnap-vm-b", NULL), TS_KIND_ACTIVE);
         ts_fakedev_unhold(pool, 3);
-        must(ts_snapshotter_remove_device(s, other.source, "thinsnap-vm-b", NULL), "remove b by device");
+        must(ts_snapshotter_remove_device(s, other.source, NS, "thinsnap-vm-b", NULL), "remove b by device");
         ts_snapshotter_close(s);
+}
+END_TEST
+
+/* With asynchronous removal: the collector's Remove, coming while the
+ * reaper has not finished, also finds the early removal done. */
+START_TEST(remove_by_device_async) {
+        ts_snapshotter *s = open_with((opts) { .async = true });
+        ts_mount m;
+        must(prepare(s, "default/7/thinsnap-vm-a", NULL, TS_KIND_ACTIVE, &m), "prepare vm a");
+        must(ts_snapshotter_remove_device(s, m.source, NS, "thinsnap-vm-a", NULL), "remove a by device");
+        ck_assert_int_eq(kind_of(s, "default/7/thinsnap-vm-a", NULL), -ENOENT);
+        must(ts_snapshotter_remove(s, NS, "default/7/thinsnap-vm-a", NULL), "the collector's remove");
+        ck_assert_int_eq(ts_snapshotter_remove(s, NS, "default/7/thinsnap-vm-a", NULL), -ENOENT);
+        ts_snapshotter_close(s);
+        ck_assert(!pool->dev[2].exists);
 }
 END_TEST
 
@@ -919,6 +935,7 @@ int main(void) {
         tcase_add_test(tc, operations_and_their_device_calls);
         tcase_add_test(tc, refusals_touch_no_device);
         tcase_add_test(tc, remove_by_device);
+        tcase_add_test(tc, remove_by_device_async);
         tcase_add_test(tc, pool_out_of_space);
         tcase_add_test(tc, busy_devices);
         tcase_add_test(tc, async_removal);
