@@ -970,7 +970,8 @@ int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const ch
                                         name);
         if (r >= 0) {
                 /* Removed under copies of its names: the ring takes o's. */
-                _cleanup_free_ char *rns = strdup(o.ns), *rkey = strdup(o.key);
+                _cleanup_free_ char *rns = strdup(o.ns);
+                _cleanup_free_ char *rkey = strdup(o.key);
                 r = rns && rkey ? remove_key(s, rns, rkey, id, &o, err) : -ENOMEM;
         }
         early_clear(&o);
