@@ -17,7 +17,8 @@
 # before its VMs, so thinsnapd's memory is sampled with several images; --prewarm REF: an image
 # every flow pulls and deletes, untimed, before its first warm (no first warm then pays for
 # client code paged in over 9p for the first time); --flows: which flows
-# run (go: both Go flows, thinsnap: the third; default both).
+# run (go: both Go flows, go-thinsnapd: the Go flow on thinsnapd alone, thinsnap: the third;
+# default go,thinsnap).
 # Each flow writes OUT/<flow>.json (bench/provisioner/README.md); a flow that is not run writes
 # {"flow": ..., "skipped": reason}.
 set -euo pipefail
@@ -265,6 +266,11 @@ start_registry
 case ",$flows," in
 *,go,*)
         setup_go_devmapper
+        setup_go_thinsnapd
+        run_go_flows
+        ;;
+*,go-thinsnapd,*)
+        skipped go-devmapper "not asked for (--flows $flows)"
         setup_go_thinsnapd
         run_go_flows
         ;;
