@@ -6,15 +6,19 @@
 #include <grp.h>
 #include <limits.h>
 #include <libdevmapper.h>
+#include <linux/dm-ioctl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/macro.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct dm_task *, dm_task_destroy)
 #define _cleanup_dm_task_ _cleanup_(dm_task_destroyp)
@@ -28,11 +32,14 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
  * node_del below). */
 static pthread_mutex_t node_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Nodes as distributions build libdevmapper to make them (and as udev
- * makes block devices): root:disk, 0660. */
+/* Nodes as Debian and Fedora build libdevmapper to make them (and as udev
+ * makes block devices): root:disk, 0660. Upstream's default is root, 0600. */
 #define NODE_MODE 0660
 static pthread_once_t disk_once = PTHREAD_ONCE_INIT;
 static gid_t disk_gid_value;
+
+/* Whether libdevmapper synchronises with udev (set once by do_init). */
+static bool udev_sync;
 
 _printf_(5, 6) static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
                       const char *f, ...) {
@@ -49,9 +56,11 @@ _printf_(5, 6) static void dm_log_cb(int level, const char *file, int line, int 
 static void do_init(void) {
         dm_log_with_errno_init(dm_log_cb);
         /* Without a running udev, waiting on a udev cookie would hang or time
-         * out; let libdevmapper create and remove the nodes itself. */
+         * out; the nodes are made without it (see "nodes without udev"). */
         if (access("/run/udev/control", F_OK) != 0)
                 dm_udev_set_sync_support(0);
+        /* Decided once, here, where no other thread asks libdevmapper yet. */
+        udev_sync = dm_udev_get_sync_support() != 0;
 }
 
 void ts_dm_init(void) {
@@ -90,7 +99,7 @@ static int task_run(struct dm_task *dmt, bool node_change) {
 
         pthread_mutex_lock(&node_lock);
         uint32_t cookie = 0;
-        bool use_cookie = dm_udev_get_sync_support() && dm_task_set_cookie(dmt, &cookie, 0);
+        bool use_cookie = udev_sync && dm_task_set_cookie(dmt, &cookie, 0);
         int r = task_result(dmt, dm_task_run(dmt));
         if (use_cookie)
                 (void) dm_udev_wait(cookie);
@@ -106,20 +115,24 @@ static int task_run(struct dm_task *dmt, bool node_change) {
  * its one list under node_lock. Measured in the VM lane, that lock put a
  * burst of activations or removals in a row: 50 thin removals took 2 s one
  * after another, against about 0.2 s side by side. So without udev a resume
- * or a removal leaves libdevmapper no node operation (a resume adds its
- * node only with DM_ADD_NODE_ON_RESUME and a read-ahead to set; a removal
- * by device number has no name to unlink) and the node is made or unlinked
- * here, by the thread that owns the device. */
+ * leaves libdevmapper no node operation (it adds a node only with
+ * DM_ADD_NODE_ON_RESUME, and a read-ahead only when one is set), a removal
+ * is one DM_DEV_REMOVE ioctl of our own (libdevmapper's removal by name
+ * always queues the unlink, and one by device number could remove another
+ * device that took the number of one gone meanwhile), and the node is made
+ * or unlinked here, by the calling thread. */
 
 static bool nodes_here(void) {
         ts_dm_init();
-        return !dm_udev_get_sync_support();
+        return !udev_sync;
 }
 
 static void disk_gid_lookup(void) {
+        long size = sysconf(_SC_GETGR_R_SIZE_MAX);
+        size_t n = size > 0 ? (size_t) size : 16384;
+        _cleanup_free_ char *buf = malloc(n);
         struct group g, *found = NULL;
-        char buf[1024];
-        if (getgrnam_r("disk", &g, buf, sizeof buf, &found) == 0 && found)
+        if (buf && getgrnam_r("disk", &g, buf, n, &found) == 0 && found)
                 disk_gid_value = found->gr_gid;
 }
 
@@ -128,25 +141,31 @@ static int node_path(const char *name, char path[static PATH_MAX]) {
         return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
-/* /dev/mapper/<name> as the block device major:minor. */
+/* /dev/mapper/<name> as the block device major:minor: kept when it is that
+ * device already (a symlink to it too), else made under a name of its own
+ * and renamed over whatever is there, so the path is never missing and no
+ * symlink is followed. */
 static int node_add(const char *name, uint32_t major, uint32_t minor) {
-        char path[PATH_MAX];
+        char path[PATH_MAX], tmp[PATH_MAX];
         int r = node_path(name, path);
         if (r < 0)
                 return r;
         dev_t dev = makedev(major, minor);
         struct stat st;
-        if (lstat(path, &st) == 0) {
-                if (S_ISBLK(st.st_mode) && st.st_rdev == dev)
-                        return 0;
-                if (unlink(path) < 0 && errno != ENOENT)
-                        return -errno;
-        }
+        if (stat(path, &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == dev)
+                return 0;
+        int n = snprintf(tmp, sizeof tmp, "%s/.%s.%ld", dm_dir(), name, (long) gettid());
+        if (n < 0 || n >= (int) sizeof tmp)
+                return -ENAMETOOLONG;
         pthread_once(&disk_once, disk_gid_lookup);
-        if (mknod(path, S_IFBLK | NODE_MODE, dev) < 0 && errno != EEXIST)
+        (void) unlink(tmp); /* left by a process killed here */
+        if (mknod(tmp, S_IFBLK | NODE_MODE, dev) < 0)
                 return -errno;
-        if (chown(path, 0, disk_gid_value) < 0 || chmod(path, NODE_MODE) < 0)
-                return -errno;
+        if (chown(tmp, 0, disk_gid_value) < 0 || chmod(tmp, NODE_MODE) < 0 || rename(tmp, path) < 0) {
+                r = -errno;
+                (void) unlink(tmp);
+                return r;
+        }
         return 0;
 }
 
@@ -176,27 +195,27 @@ static int resume_here(const char *name, ts_error **err) {
         return r < 0 ? ts_error_set(err, r, "resume %s: make its node", name) : 0;
 }
 
-/* Removes `name` by its device number (which cannot change meanwhile: the
- * caller owns the device) and unlinks its node. */
+/* DM_DEV_REMOVE of `name` (the kernel finds it by name, atomically), then
+ * its node unlinked. The kernel's answers: -ENXIO, -EBUSY... */
 static int remove_here(const char *name, unsigned flags, ts_error **err) {
-        ts_dm_info info;
-        int r = ts_dm_info_get(name, &info, err);
-        if (r < 0)
-                return r;
-        if (!info.exists)
-                return ts_error_setf_plain(err, ENXIO, "remove %s: no such device", name);
-        _cleanup_dm_task_ struct dm_task *dmt = NULL;
-        r = task_new(DM_DEVICE_REMOVE, NULL, &dmt, "remove", err);
-        if (r < 0)
-                return r;
-        if (!dm_task_set_major(dmt, (int) info.major) || !dm_task_set_minor(dmt, (int) info.minor))
-                return ts_error_set(err, ENOMEM, "remove %s", name);
-        if ((flags & TS_DM_REMOVE_DEFERRED) && !dm_task_deferred_remove(dmt))
-                return ts_error_set(err, ENOMEM, "remove %s", name);
-        r = task_run(dmt, false);
-        if (r < 0)
-                return ts_error_set(err, r, "remove %s", name);
-        r = node_del(name);
+        struct dm_ioctl io = {
+                .version = { DM_VERSION_MAJOR, 0, 0 },
+                .data_size = sizeof io,
+                .data_start = sizeof io,
+                .flags = (flags & TS_DM_REMOVE_DEFERRED) ? DM_DEFERRED_REMOVE : 0,
+        };
+        if (strlen(name) >= sizeof io.name)
+                return ts_error_setf_plain(err, EINVAL, "remove: invalid device name '%s'", name);
+        strcpy(io.name, name);
+        char control[PATH_MAX];
+        if (snprintf(control, sizeof control, "%s/control", dm_dir()) >= (int) sizeof control)
+                return ts_error_setf_plain(err, ENAMETOOLONG, "remove %s: %s/control", name, dm_dir());
+        _cleanup_close_ int fd = open(control, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return ts_error_set(err, errno, "remove %s: open %s", name, control);
+        if (ioctl(fd, DM_DEV_REMOVE, &io) < 0)
+                return ts_error_set(err, errno, "remove %s", name);
+        int r = node_del(name);
         return r < 0 ? ts_error_set(err, r, "remove %s: unlink its node", name) : 0;
 }
 

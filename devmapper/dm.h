@@ -4,9 +4,9 @@
  * (from dm_task_get_errno), its log lines go to our logger at debug level,
  * and device nodes are guaranteed to exist (or be gone) when a call returns,
  * with udev (a real host: cookie + dm_udev_wait) or without it (a guest or a
- * container: libdevmapper makes a pool's node, and thinsnap makes and
- * unlinks the nodes at resume and removal itself, root:disk 0660, so that
- * devices are activated and removed side by side; see dm.c). */
+ * container: the node is made at each resume and unlinked at each removal
+ * here rather than by libdevmapper, root:disk 0660, so that devices are
+ * activated and removed side by side; see dm.c). */
 #pragma once
 
 #include <stdbool.h>
