@@ -38,8 +38,22 @@ static pthread_mutex_t node_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t disk_once = PTHREAD_ONCE_INIT;
 static gid_t disk_gid_value;
 
-/* Whether libdevmapper synchronises with udev (set once by do_init). */
+/* Whether libdevmapper synchronises with udev: asked once, at the first
+ * task that makes or removes a node. Not at ts_dm_init: libdevmapper asks
+ * the kernel for that (its version check), and on a kernel without
+ * device-mapper it would make /dev/mapper/control on the way. */
+static pthread_once_t udev_once = PTHREAD_ONCE_INIT;
 static bool udev_sync;
+
+static void udev_decide(void) {
+        udev_sync = dm_udev_get_sync_support() != 0;
+}
+
+static bool udev_synced(void) {
+        ts_dm_init();
+        pthread_once(&udev_once, udev_decide);
+        return udev_sync;
+}
 
 _printf_(5, 6) static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_class,
                       const char *f, ...) {
@@ -59,8 +73,6 @@ static void do_init(void) {
          * out; the nodes are made without it (see "nodes without udev"). */
         if (access("/run/udev/control", F_OK) != 0)
                 dm_udev_set_sync_support(0);
-        /* Decided once, here, where no other thread asks libdevmapper yet. */
-        udev_sync = dm_udev_get_sync_support() != 0;
 }
 
 void ts_dm_init(void) {
@@ -99,7 +111,7 @@ static int task_run(struct dm_task *dmt, bool node_change) {
 
         pthread_mutex_lock(&node_lock);
         uint32_t cookie = 0;
-        bool use_cookie = udev_sync && dm_task_set_cookie(dmt, &cookie, 0);
+        bool use_cookie = udev_synced() && dm_task_set_cookie(dmt, &cookie, 0);
         int r = task_result(dmt, dm_task_run(dmt));
         if (use_cookie)
                 (void) dm_udev_wait(cookie);
@@ -123,8 +135,7 @@ static int task_run(struct dm_task *dmt, bool node_change) {
  * or unlinked here, by the calling thread. */
 
 static bool nodes_here(void) {
-        ts_dm_init();
-        return !udev_sync;
+        return !udev_synced();
 }
 
 static void disk_gid_lookup(void) {
