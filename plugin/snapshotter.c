@@ -823,14 +823,14 @@ static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
         return r;
 }
 
-static void early_put(ts_snapshotter *s, struct early *e);
+static void early_put(ts_snapshotter *s, const char *ns, const char *key);
 
-/* Removes key; dev_id (0: any) is the device it must still have. remember
- * (NULL: none) is put in the ring of early removals (taken from the caller)
- * before the key is unlocked, so that no Remove waiting for the key finds it
- * gone and not remembered. */
+/* Removes key; dev_id (0: any) is the device it must still have. With
+ * remember, the key is put in the ring of early removals before it is
+ * unlocked, so that no Remove waiting for the key finds it gone and not
+ * remembered. */
 static int remove_key(ts_snapshotter *s, const char *ns, const char *key, uint32_t dev_id,
-                      struct early *remember, ts_error **err) {
+                      bool remember, ts_error **err) {
         key_lock kl;
         int r = lock_keys(s, ns, key, NULL, &kl);
         if (r < 0)
@@ -869,7 +869,7 @@ static int remove_key(ts_snapshotter *s, const char *ns, const char *key, uint32
         r = finish_remove(s, ns, key, a.info.dev_id, a.info.dev_size, err);
 out:
         if (r >= 0 && remember)
-                early_put(s, remember);
+                early_put(s, ns, key);
         ts_store_info_done(&a.info);
         unlock_keys(s, &kl);
         return r;
@@ -881,15 +881,21 @@ static void early_clear(struct early *e) {
         *e = (struct early) { 0 };
 }
 
-/* Remembers a key removed ahead of containerd's collector (takes *e); the
- * oldest is forgotten when the ring is full. */
-static void early_put(ts_snapshotter *s, struct early *e) {
+/* Remembers a key removed ahead of containerd's collector; the oldest is
+ * forgotten when the ring is full. Without memory it is not remembered: the
+ * collector's Remove of it then fails with NotFound and its pass ends early,
+ * to be taken up by the next. */
+static void early_put(ts_snapshotter *s, const char *ns, const char *key) {
+        struct early e = { strdup(ns), strdup(key) };
+        if (!e.ns || !e.key) {
+                early_clear(&e);
+                return;
+        }
         pthread_mutex_lock(&s->lock);
         early_clear(&s->early[s->early_next]);
-        s->early[s->early_next] = *e;
+        s->early[s->early_next] = e;
         s->early_next = (s->early_next + 1) % EARLY_MAX;
         pthread_mutex_unlock(&s->lock);
-        *e = (struct early) { 0 };
 }
 
 /* Whether key was removed ahead of containerd's collector (then forgotten). */
@@ -907,7 +913,7 @@ static bool early_take(ts_snapshotter *s, const char *ns, const char *key) {
 }
 
 int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
-        int r = remove_key(s, ns, key, 0, NULL, err);
+        int r = remove_key(s, ns, key, 0, false, err);
         if (r == -ENOENT && early_take(s, ns, key)) {
                 /* Only containerd's collector asks for a key containerd has
                  * forgotten: the provisioner removed it already. */
@@ -968,12 +974,8 @@ int ts_snapshotter_remove_device(ts_snapshotter *s, const char *device, const ch
         if (r >= 0 && (!o.key || !key_is(o.key, ns, name)))
                 r = ts_error_setf_plain(err, ENOENT, "device %s is not snapshot %s/.../%s's", device, ns,
                                         name);
-        if (r >= 0) {
-                /* Removed under copies of its names: the ring takes o's. */
-                _cleanup_free_ char *rns = strdup(o.ns);
-                _cleanup_free_ char *rkey = strdup(o.key);
-                r = rns && rkey ? remove_key(s, rns, rkey, id, &o, err) : -ENOMEM;
-        }
+        if (r >= 0)
+                r = remove_key(s, o.ns, o.key, id, true, err);
         early_clear(&o);
         return r;
 }
