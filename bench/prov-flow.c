@@ -3,7 +3,7 @@
  * written with containerd's Go client (bench/provisioner). The same steps, the same JSON:
  *
  *   prov-flow -address SOCK -image REF [-plain-http] [-vms N] [-warms N] [-concurrent N]
- *             [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME] [-also-warm REF]...
+ *             [-rounds N] [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME] [-also-warm REF]...
  *             [-prewarm REF]
  *
  *   prewarm     -prewarm's image pulled and removed again, untimed, before the first warm,
@@ -15,7 +15,8 @@
  *               several images warm;
  *   vm_snapshot Snapshot(vm, image), -vms times one after another; teardown: Teardown of each;
  *   concurrent  -concurrent Snapshots released at once (each call, start -> last, first ->
- *               last completion), then their Teardowns at once. */
+ *               last completion), then their Teardowns at once; -rounds times (default 3),
+ *               since one burst's spread varies a lot from run to run. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@
 
 typedef struct args {
         const char *address, *image, *flow, *out, *rss_name, *prewarm, *also[MAX_ALSO];
-        int vms, warms, concurrent, rss_pid, n_also;
+        int vms, warms, concurrent, rounds, rss_pid, n_also;
         bool plain_http;
 } args;
 
@@ -289,20 +290,38 @@ static int sequential(run *r, ts_error **err) {
         return e;
 }
 
-static int parallel(run *r, ts_error **err) {
+/* One round: the snapshots at once, then their teardowns; appends to the
+ * arrays of "concurrent" (one sample per round). */
+static int parallel(run *r, json_object *c, int round) {
         int n = r->a->concurrent;
         double total, spread, down_total, down_spread;
         int failed = concurrently(r, n, snapshot, "concurrent_vm_snapshot", &total, &spread);
-        char when[64];
-        snprintf(when, sizeof when, "with %d concurrent VMs", n);
-        sample_rss(r, when);
+        if (round == 0) {
+                char when[64];
+                snprintf(when, sizeof when, "with %d concurrent VMs", n);
+                sample_rss(r, when);
+        }
         failed += concurrently(r, n, teardown, "concurrent_teardown", &down_total, &down_spread);
+        json_object *v;
+        if (json_object_object_get_ex(c, "total_ms", &v))
+                json_object_array_add(v, json_object_new_double(total));
+        if (json_object_object_get_ex(c, "spread_ms", &v))
+                json_object_array_add(v, json_object_new_double(spread));
+        if (json_object_object_get_ex(c, "teardown_total_ms", &v))
+                json_object_array_add(v, json_object_new_double(down_total));
+        return failed;
+}
+
+static int rounds(run *r, ts_error **err) {
         json_object *c = json_object_new_object();
-        json_object_object_add(c, "n", json_object_new_int(n));
-        json_object_object_add(c, "total_ms", json_object_new_double(total));
-        json_object_object_add(c, "spread_ms", json_object_new_double(spread));
-        json_object_object_add(c, "teardown_total_ms", json_object_new_double(down_total));
+        json_object_object_add(c, "n", json_object_new_int(r->a->concurrent));
+        json_object_object_add(c, "total_ms", json_object_new_array());
+        json_object_object_add(c, "spread_ms", json_object_new_array());
+        json_object_object_add(c, "teardown_total_ms", json_object_new_array());
         json_object_object_add(r->res, "concurrent", c);
+        int failed = 0;
+        for (int i = 0; !failed && i < r->a->rounds; i++)
+                failed = parallel(r, c, i);
         return failed ? ts_error_setf_plain(err, EIO, "%d concurrent calls failed", failed) : 0;
 }
 
@@ -332,7 +351,7 @@ static int flow(run *r, ts_error **err) {
                 e = sequential(r, err);
         sample_rss(r, "after teardown");
         if (e >= 0 && r->a->concurrent > 0)
-                e = parallel(r, err);
+                e = rounds(r, err);
         sample_rss(r, "at the end");
         return e;
 }
@@ -350,7 +369,7 @@ static int parse_int(const char *flag, const char *v, int min) {
 }
 
 static void parse(int argc, char **argv, args *a) {
-        *a = (args) { .flow = "thinsnap", .vms = 50, .warms = 3, .concurrent = -1 };
+        *a = (args) { .flow = "thinsnap", .vms = 50, .warms = 3, .concurrent = -1, .rounds = 3 };
         for (int i = 1; i < argc; i++) {
                 const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
                 if (strcmp(f, "-plain-http") == 0) {
@@ -376,6 +395,7 @@ static void parse(int argc, char **argv, args *a) {
                 else if (strcmp(f, "-vms") == 0) a->vms = parse_int(f, v, 1);
                 else if (strcmp(f, "-warms") == 0) a->warms = parse_int(f, v, 1);
                 else if (strcmp(f, "-concurrent") == 0) a->concurrent = parse_int(f, v, 0);
+                else if (strcmp(f, "-rounds") == 0) a->rounds = parse_int(f, v, 1);
                 else if (strcmp(f, "-rss-pid") == 0) a->rss_pid = parse_int(f, v, 1);
                 else {
                         fprintf(stderr, "prov-flow: unknown flag %s\n", f);
@@ -384,7 +404,7 @@ static void parse(int argc, char **argv, args *a) {
         }
         if (!a->address || !a->image) {
                 fprintf(stderr, "usage: prov-flow -address SOCK -image REF [-plain-http] [-vms N] "
-                                "[-warms N] [-concurrent N] [-flow NAME] [-out FILE] [-rss-pid PID] "
+                                "[-warms N] [-concurrent N] [-rounds N] [-flow NAME] [-out FILE] [-rss-pid PID] "
                                 "[-rss-name NAME] [-also-warm REF]... [-prewarm REF]\n");
                 exit(2);
         }

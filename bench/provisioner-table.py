@@ -4,8 +4,8 @@
   provisioner-table.py [--ref FLOW]... FLOW.json...
 
 Each file is what bench/provisioner (or any flow with the same JSON form) wrote for one flow:
-"flow", "ops_ms" (operation -> samples in ms), "concurrent" (n, total_ms, spread_ms,
-teardown_total_ms), "rss" ([{when, kib}]) of "rss_process", "problems", "failed"; or
+"flow", "ops_ms" (operation -> samples in ms), "concurrent" (n, and one sample per round of
+total_ms, spread_ms, teardown_total_ms; a single number counts as one round), "rss" ([{when, kib}]) of "rss_process", "problems", "failed"; or
 {"flow", "skipped"}. Columns come in the order of the files. Ratios are FLOW / REF for every
 reference flow (--ref, default go-devmapper and go-thinsnapd) against every flow after it;
 lower is better. Markdown on stdout.
@@ -28,10 +28,10 @@ ROWS = [
     ("concurrent_vm_snapshot", "concurrent per-VM snapshot, each call"),
     ("concurrent_teardown", "concurrent teardown, each call"),
 ]
-CONC = [
-    ("spread_ms", "concurrent snapshots: first → last completion (spread)"),
-    ("total_ms", "concurrent snapshots: start → last completion"),
-    ("teardown_total_ms", "concurrent teardowns: start → last completion"),
+CONC = [  # one sample per round of N calls at once
+    ("spread_ms", "concurrent snapshots: first → last completion (spread), per round"),
+    ("total_ms", "concurrent snapshots: start → last completion, per round"),
+    ("teardown_total_ms", "concurrent teardowns: start → last completion, per round"),
 ]
 
 
@@ -84,8 +84,13 @@ def op(f, name, p):
     return percentile(f.get("ops_ms", {}).get(name, []), p)
 
 
-def conc(f, key):
-    return (f.get("concurrent") or {}).get(key)
+def conc_samples(f, key):
+    v = (f.get("concurrent") or {}).get(key)
+    return [] if v is None else v if isinstance(v, list) else [v]
+
+
+def conc(f, key, p):
+    return percentile(conc_samples(f, key), p)
 
 
 def main():
@@ -105,9 +110,10 @@ def main():
     print("## Provisioner benchmark: warm, per-VM snapshot, teardown")
     print()
     print("One guest run; each flow on a fresh thin pool and a fresh containerd, the same image "
-          "(%s, %s) from the same local registry, %s VMs. Ratios: lower is better."
+          "(%s, %s) from the same local registry, %s VMs; the rows \"per round\" have one "
+          "sample per round of %s calls at once. Ratios: lower is better."
           % (first.get("image", "?"), (first.get("image_digest") or "?")[:19] + "…",
-             first.get("vms", "?")))
+             first.get("vms", "?"), (first.get("concurrent") or {}).get("n", "?")))
     print()
     for f in flows:
         who = "" if f.get("skipped") else " (%s on %s)" % (f.get("client", "?"),
@@ -124,8 +130,8 @@ def main():
         cells = ["%s | %s" % (fmt_ms(op(f, key, .5)), fmt_ms(op(f, key, .95))) for f in flows]
         print("| %s | %d | %s |" % (label, n, " | ".join(cells)))
     for key, label in CONC:
-        n = max((f.get("concurrent") or {}).get("n", 0) for f in flows)
-        cells = [c for f in flows for c in (fmt_ms(conc(f, key)), "")]
+        n = max(len(conc_samples(f, key)) for f in flows)
+        cells = ["%s | %s" % (fmt_ms(conc(f, key, .5)), fmt_ms(conc(f, key, .95))) for f in flows]
         print("| %s | %d | %s |" % (label, n, " | ".join(cells)))
     print()
 
@@ -140,7 +146,9 @@ def main():
                      for x, r in pairs]
             print("| %s | %s |" % (label, " | ".join(cells)))
         for key, label in CONC:
-            cells = [fmt_ratio(conc(by[x], key), conc(by[r], key)) for x, r in pairs]
+            cells = ["%s (%s)" % (fmt_ratio(conc(by[x], key, .5), conc(by[r], key, .5)),
+                                  fmt_ratio(conc(by[x], key, .95), conc(by[r], key, .95)))
+                     for x, r in pairs]
             print("| %s | %s |" % (label, " | ".join(cells)))
         print()
 

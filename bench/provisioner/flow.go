@@ -250,8 +250,9 @@ func (f *flow) clean(ctx context.Context) error {
 	return f.unwarm(ctx)
 }
 
-// parallel cuts n VMs at once, then tears them down at once.
-func (f *flow) parallel(ctx context.Context, n int) error {
+// parallel cuts n VMs at once, then tears them down at once; the samples of
+// a round are added to those of the rounds before.
+func (f *flow) parallel(ctx context.Context, n, round int) error {
 	devs := make([]string, n)
 	vm := func(i int) string { return fmt.Sprintf("cvm-%03d", i) }
 	snaps, err := concurrent.Run(n, func(i int) (err error) {
@@ -261,18 +262,25 @@ func (f *flow) parallel(ctx context.Context, n int) error {
 	if err != nil {
 		return fmt.Errorf("%d concurrent snapshots: %w", n, err)
 	}
-	f.res.Ops[opConcSnapshot] = ms(snaps.Latency...)
-	f.res.Concurrent = &concurrentResult{N: n, TotalMS: ms(snaps.Total)[0], SpreadMS: ms(snaps.Spread)[0]}
+	f.res.add(opConcSnapshot, snaps.Latency...)
+	if f.res.Concurrent == nil {
+		f.res.Concurrent = &concurrentResult{N: n}
+	}
+	c := f.res.Concurrent
+	c.TotalMS = append(c.TotalMS, ms(snaps.Total)...)
+	c.SpreadMS = append(c.SpreadMS, ms(snaps.Spread)...)
 	for i, dev := range devs {
 		f.checkDevice(vm(i), dev, true)
 	}
-	f.res.sampleRSS(fmt.Sprintf("with %d concurrent VMs", n))
+	if round == 0 {
+		f.res.sampleRSS(fmt.Sprintf("with %d concurrent VMs", n))
+	}
 	downs, err := concurrent.Run(n, func(i int) error { return f.teardown(ctx, vm(i), nil) })
 	if err != nil {
 		return fmt.Errorf("%d concurrent teardowns: %w", n, err)
 	}
-	f.res.Ops[opConcTeardown] = ms(downs.Latency...)
-	f.res.Concurrent.TeardownTotalMS = ms(downs.Total)[0]
+	f.res.add(opConcTeardown, downs.Latency...)
+	c.TeardownTotalMS = append(c.TeardownTotalMS, ms(downs.Total)...)
 	for i, dev := range devs {
 		f.checkDevice(vm(i), dev, false)
 	}
@@ -297,8 +305,9 @@ func lockstep(flows []*flow, round int, op func(f *flow) error) {
 
 // run runs the flows side by side, one operation of each in turn: warms
 // (each from nothing), VMS snapshots one after another, their teardowns;
-// then, one flow after the other, CONC snapshots at once and their teardowns.
-func run(ctx context.Context, flows []*flow, warms, vms, conc int) {
+// then, one flow after the other, CONC snapshots at once and their teardowns,
+// rounds times.
+func run(ctx context.Context, flows []*flow, warms, vms, conc, rounds int) {
 	lockstep(flows, 0, func(f *flow) error {
 		f.res.sampleRSS("at start")
 		if err := f.clean(ctx); err != nil || *flagPrewarm == "" {
@@ -319,8 +328,8 @@ func run(ctx context.Context, flows []*flow, warms, vms, conc int) {
 	}
 	lockstep(flows, 0, func(f *flow) error {
 		f.res.sampleRSS("after teardown")
-		if conc > 0 {
-			if err := f.parallel(ctx, conc); err != nil {
+		for i := 0; conc > 0 && i < rounds; i++ {
+			if err := f.parallel(ctx, conc, i); err != nil {
 				return err
 			}
 		}

@@ -3,7 +3,7 @@
 # builds everything on the host and runs this in one guest:
 #
 #   in-guest.sh --registry DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
-#               [--vms N] [--warms N] [--base-size SIZE] [--thinsnap-flow CMD]
+#               [--vms N] [--warms N] [--rounds N] [--base-size SIZE] [--thinsnap-flow CMD]
 #               [--also-warm REF]... [--prewarm REF] [--flows go,thinsnap]
 #
 # DIR is a registry's storage (`tests/lib/registry.py start DIR`) into which the image was
@@ -30,7 +30,7 @@ usage() {
 }
 
 registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow= also=() prewarm=() flows=go,thinsnap
-vms=50 warms=3 base_size=128M
+vms=50 warms=3 rounds=3 base_size=128M
 while [ $# -gt 0 ]; do
         case $1 in
         --registry) registry_src=${2:-}; shift 2 || usage ;;
@@ -39,6 +39,7 @@ while [ $# -gt 0 ]; do
         --thinsnapd) thinsnapd=${2:-}; shift 2 || usage ;;
         --out) out=${2:-}; shift 2 || usage ;;
         --vms) vms=${2:-}; shift 2 || usage ;;
+        --rounds) rounds=${2:-}; shift 2 || usage ;;
         --warms) warms=${2:-}; shift 2 || usage ;;
         --base-size) base_size=${2:-}; shift 2 || usage ;;
         --thinsnap-flow) thinsnap_flow=${2:-}; shift 2 || usage ;;
@@ -225,8 +226,8 @@ setup_go_thinsnapd() {
 # The Go flows run side by side in one provisioner-bench, one operation of each in turn, so
 # that a host whose load changes during the run weighs on both alike.
 run_go_flows() {
-        say "go flows: $warms warms, $vms VMs one by one, $vms at once, in lockstep"
-        "$go_flow" -namespace "$ns" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
+        say "go flows: $warms warms, $vms VMs one by one, $vms at once ($rounds rounds), in lockstep"
+        "$go_flow" -namespace "$ns" -image "$ref" -plain-http -vms "$vms" -warms "$warms" -rounds "$rounds" \
                 -out "$out" "${prewarm[@]}" "${go_flows[@]}" || die "a Go flow failed (see its JSON)"
         local p
         for p in "${daemons[@]}"; do
@@ -239,7 +240,7 @@ run_go_flows() {
 # both containerd's Snapshots API and the Provisioner, a fresh containerd with thinsnap as its
 # proxy plugin, and the program given as --thinsnap-flow CMD (bench/prov-flow, which
 # bench/run-provisioner-bench.sh builds and passes), run as
-#   CMD -address PROVISIONER-SOCKET -image REF -plain-http -vms N -warms N -flow thinsnap
+#   CMD -address PROVISIONER-SOCKET -image REF -plain-http -vms N -warms N -rounds N -flow thinsnap
 #       -out OUT/thinsnap.json -rss-pid PID -rss-name thinsnapd
 # and writing provisioner-bench's JSON. It runs after the Go flows, not in lockstep with them
 # (a driver for the Provisioner API inside bench/provisioner would join the lockstep: it would
@@ -252,8 +253,8 @@ flow_thinsnap() {
         start_thinsnapd pb-tp "$sock" "$prov" /run/pb-thinsnap/containerd.sock
         start_containerd thinsnap "$(printf '%s\n' '[proxy_plugins.thinsnap]' \
                 '  type = "snapshot"' "  address = \"$sock\"")"
-        say "thinsnap: $warms warms, $vms VMs one by one, $vms at once"
-        $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" \
+        say "thinsnap: $warms warms, $vms VMs one by one, $vms at once ($rounds rounds)"
+        $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" -rounds "$rounds" \
                 -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd \
                 "${also[@]}" "${prewarm[@]}" ||
                 die "the thinsnap flow failed (see thinsnap.json)"

@@ -14,7 +14,8 @@
 //     id under that lease;
 //   - teardown of each: snapshotter Remove, lease Delete with synchronous GC;
 //   - CONCURRENT per-VM snapshots released at once (each call's latency, and
-//     the spread first -> last completion), then their teardowns at once.
+//     the spread first -> last completion), then their teardowns at once;
+//     ROUNDS times, since one burst's spread varies a lot from run to run.
 //
 // With -rss it also records a process's VmRSS between the phases.
 // Run it where the snapshotter's devices are visible (the VM lane), as root.
@@ -55,6 +56,7 @@ var (
 	flagPlainHTTP   = flag.Bool("plain-http", false, "talk to the registry over plain HTTP")
 	flagVMs         = flag.Int("vms", 50, "per-VM snapshots made one after another")
 	flagConcurrent  = flag.Int("concurrent", -1, "per-VM snapshots made at once (-1: as many as -vms, 0: none)")
+	flagRounds      = flag.Int("rounds", 3, "times the concurrent snapshots and teardowns are run")
 	flagWarms       = flag.Int("warms", 3, "times the image is warmed (each from nothing)")
 	flagPrewarm     = flag.String("prewarm", "", "an image each flow pulls and deletes, untimed, before its first warm")
 	flagOut         = flag.String("out", ".", "directory for the samples, FLOW.json per flow")
@@ -83,11 +85,12 @@ const (
 	opTeardownLease   = "teardown.lease_delete"
 )
 
+// concurrentResult has one sample per round.
 type concurrentResult struct {
-	N               int     `json:"n"`
-	TotalMS         float64 `json:"total_ms"`  // release until the last snapshot completed
-	SpreadMS        float64 `json:"spread_ms"` // first completion until the last
-	TeardownTotalMS float64 `json:"teardown_total_ms"`
+	N               int       `json:"n"`
+	TotalMS         []float64 `json:"total_ms"`  // release until the last snapshot completed
+	SpreadMS        []float64 `json:"spread_ms"` // first completion until the last
+	TeardownTotalMS []float64 `json:"teardown_total_ms"`
 }
 
 type rssSample struct {
@@ -123,7 +126,7 @@ func ms(ds ...time.Duration) []float64 {
 	return out
 }
 
-func (r *result) add(op string, d time.Duration) { r.Ops[op] = append(r.Ops[op], ms(d)...) }
+func (r *result) add(op string, ds ...time.Duration) { r.Ops[op] = append(r.Ops[op], ms(ds...)...) }
 
 func (r *result) problem(format string, args ...interface{}) {
 	msg := fmt.Sprintf(format, args...)
@@ -240,8 +243,8 @@ func main() {
 	if len(flagFlows) == 0 || *flagImage == "" {
 		usage("-image and -flow (or -snapshotter) are required")
 	}
-	if *flagVMs < 1 || *flagWarms < 1 {
-		usage("-vms and -warms must be at least 1")
+	if *flagVMs < 1 || *flagWarms < 1 || *flagRounds < 1 {
+		usage("-vms, -warms and -rounds must be at least 1")
 	}
 	if *flagConcurrent < 0 {
 		*flagConcurrent = *flagVMs
@@ -264,7 +267,7 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), *flagNamespace), *flagTimeout)
 	defer cancel()
-	run(ctx, flows, *flagWarms, *flagVMs, *flagConcurrent)
+	run(ctx, flows, *flagWarms, *flagVMs, *flagConcurrent, *flagRounds)
 	status := 0
 	for _, f := range flows {
 		if err := write(f.res); err != nil {
