@@ -43,6 +43,7 @@ struct ts_rpc_client_call {
         bool done;
         int status;
         char *message;
+        pthread_cond_t cond; /* this call's state changed: a message, its end */
 };
 
 struct ts_rpc_client {
@@ -53,7 +54,9 @@ struct ts_rpc_client {
         ts_rpc_conn h2;
 
         pthread_mutex_t lock;
-        pthread_cond_t cond; /* any call state change */
+        /* Each call has a condition of its own: with one for the whole
+         * connection, every message woke every thread waiting on any call. */
+        pthread_condattr_t cond_attr; /* CLOCK_MONOTONIC, for the calls' conditions */
         ts_rpc_client_call *dirty_head;
         bool async_open;
         bool dead;     /* connection gone: no new calls */
@@ -71,6 +74,7 @@ static void call_free_now(ts_rpc_client_call *cc) {
         free(cc->method);
         free(cc->message);
         ts_rpc_deframer_done(&cc->deframer);
+        pthread_cond_destroy(&cc->cond);
         free(cc);
 }
 
@@ -87,7 +91,7 @@ static void finish_locked(ts_rpc_client_call *cc, int code, const char *msg) {
         cc->status = code;
         free(cc->message);
         cc->message = strdup(msg ? msg : "");
-        pthread_cond_broadcast(&cc->client->cond);
+        pthread_cond_broadcast(&cc->cond);
 }
 
 static void mark_dirty_locked(ts_rpc_client_call *cc) {
@@ -178,7 +182,7 @@ static int on_message(void *userdata, bool compressed, uint8_t *msg, size_t len)
         free(msg);
         pthread_mutex_lock(&c->lock);
         ts_rpc_bufq_push(&cc->in, b);
-        pthread_cond_broadcast(&c->cond);
+        pthread_cond_broadcast(&cc->cond);
         pthread_mutex_unlock(&c->lock);
         return 0;
 }
@@ -423,11 +427,8 @@ static int client_new(ts_rpc_client **ret) {
                 return r;
         }
         pthread_mutex_init(&c->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&c->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        pthread_condattr_init(&c->cond_attr);
+        pthread_condattr_setclock(&c->cond_attr, CLOCK_MONOTONIC);
         c->h2.userdata = c;
         c->h2.lost = client_lost;
         *ret = c;
@@ -444,7 +445,7 @@ static void client_destroy(ts_rpc_client *c) {
         uv_run(&c->loop, UV_RUN_DEFAULT);
         ts_rpc_conn_done(&c->h2);
         uv_loop_close(&c->loop);
-        pthread_cond_destroy(&c->cond);
+        pthread_condattr_destroy(&c->cond_attr);
         pthread_mutex_destroy(&c->lock);
         free(c);
 }
@@ -512,7 +513,7 @@ ts_rpc_client *ts_rpc_client_free(ts_rpc_client *c) {
         pthread_join(c->thread, NULL);
         uv_loop_close(&c->loop);
         ts_rpc_conn_done(&c->h2);
-        pthread_cond_destroy(&c->cond);
+        pthread_condattr_destroy(&c->cond_attr);
         pthread_mutex_destroy(&c->lock);
         free(c);
         return NULL;
@@ -550,6 +551,7 @@ int ts_rpc_client_call_start(ts_rpc_client *c, const char *method,
                 return ts_error_set(err, ENOMEM, "call");
         cc->client = c;
         cc->refs = 1;
+        pthread_cond_init(&cc->cond, &c->cond_attr);
         ts_rpc_deframer_init(&cc->deframer, opts->max_message_size);
         cc->method = strdup(method);
         if (!cc->method)
@@ -674,12 +676,12 @@ static bool wait_locked(ts_rpc_client_call *cc) {
         ts_rpc_client *c = cc->client;
 
         if (!cc->deadline) {
-                pthread_cond_wait(&c->cond, &c->lock);
+                pthread_cond_wait(&cc->cond, &c->lock);
                 return true;
         }
         struct timespec ts = { .tv_sec = (time_t) (cc->deadline / 1000000000u),
                                .tv_nsec = (long) (cc->deadline % 1000000000u) };
-        if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) == ETIMEDOUT &&
+        if (pthread_cond_timedwait(&cc->cond, &c->lock, &ts) == ETIMEDOUT &&
             ts_rpc_conn_now_ns() >= cc->deadline && !cc->done) {
                 finish_locked(cc, TS_RPC_DEADLINE_EXCEEDED, "deadline exceeded");
                 cc->cancel_requested = true;
