@@ -3,8 +3,8 @@
  * written with containerd's Go client (bench/provisioner). The same steps, the same JSON:
  *
  *   prov-flow -address SOCK -image REF [-plain-http] [-vms N] [-warms N] [-concurrent N]
- *             [-rounds N] [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME] [-also-warm REF]...
- *             [-prewarm REF]
+ *             [-rounds N] [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME]
+ *             [-also-warm REF]... [-prewarm REF]
  *
  *   prewarm     -prewarm's image pulled and removed again, untimed, before the first warm,
  *               as the Go flows do: no first warm pays for code its client has not run yet
@@ -404,8 +404,8 @@ static void parse(int argc, char **argv, args *a) {
         }
         if (!a->address || !a->image) {
                 fprintf(stderr, "usage: prov-flow -address SOCK -image REF [-plain-http] [-vms N] "
-                                "[-warms N] [-concurrent N] [-rounds N] [-flow NAME] [-out FILE] [-rss-pid PID] "
-                                "[-rss-name NAME] [-also-warm REF]... [-prewarm REF]\n");
+                                "[-warms N] [-concurrent N] [-rounds N] [-flow NAME] [-out FILE] "
+                                "[-rss-pid PID] [-rss-name NAME] [-also-warm REF]... [-prewarm REF]\n");
                 exit(2);
         }
         if (a->concurrent < 0)
