@@ -290,8 +290,14 @@ static int sequential(run *r, ts_error **err) {
         return e;
 }
 
-/* One round: the snapshots at once, then their teardowns; appends to the
- * arrays of "concurrent" (one sample per round). */
+/* Adds a round's sample to the array key of "concurrent". */
+static void add_round(json_object *c, const char *key, double ms) {
+        json_object *v;
+        if (json_object_object_get_ex(c, key, &v))
+                json_object_array_add(v, json_object_new_double(ms));
+}
+
+/* One round: the snapshots at once, then their teardowns. */
 static int parallel(run *r, json_object *c, int round) {
         int n = r->a->concurrent;
         double total, spread, down_total, down_spread;
@@ -302,13 +308,9 @@ static int parallel(run *r, json_object *c, int round) {
                 sample_rss(r, when);
         }
         failed += concurrently(r, n, teardown, "concurrent_teardown", &down_total, &down_spread);
-        json_object *v;
-        if (json_object_object_get_ex(c, "total_ms", &v))
-                json_object_array_add(v, json_object_new_double(total));
-        if (json_object_object_get_ex(c, "spread_ms", &v))
-                json_object_array_add(v, json_object_new_double(spread));
-        if (json_object_object_get_ex(c, "teardown_total_ms", &v))
-                json_object_array_add(v, json_object_new_double(down_total));
+        add_round(c, "total_ms", total);
+        add_round(c, "spread_ms", spread);
+        add_round(c, "teardown_total_ms", down_total);
         return failed;
 }
 
