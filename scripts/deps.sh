@@ -9,6 +9,8 @@ PKGS=(
   libdevmapper-dev libext2fs-dev e2fsprogs libblkid-dev libjson-c-dev
   libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libuv1-dev liblmdb-dev
   libcurl4-openssl-dev libssl-dev check
+  # thinsnap image import: OCI layout and docker save tarballs
+  libarchive-dev
   # containerd matches "~=" filters with Go's regexp: libre2 has its syntax and linear time
   libre2-dev
   # thinsnapd's metrics endpoint (HTTP)
