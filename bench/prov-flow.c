@@ -4,7 +4,7 @@
  *
  *   prov-flow -address SOCK -image REF [-plain-http] [-vms N] [-warms N] [-concurrent N]
  *             [-rounds N] [-flow NAME] [-out FILE] [-rss-pid PID] [-rss-name NAME]
- *             [-also-warm REF]... [-prewarm REF]
+ *             [-also-warm REF]... [-prewarm REF] [-turn-in FIFO -turn-out FIFO]
  *
  *   prewarm     -prewarm's image pulled and removed again, untimed, before the first warm,
  *               as the Go flows do: no first warm pays for code its client has not run yet
@@ -16,7 +16,10 @@
  *   vm_snapshot Snapshot(vm, image), -vms times one after another; teardown: Teardown of each;
  *   concurrent  -concurrent Snapshots released at once (each call, start -> last, first ->
  *               last completion), then their Teardowns at once; -rounds times (default 3),
- *               since one burst's spread varies a lot from run to run. */
+ *               since one burst's spread varies a lot from run to run; with -turn-in and
+ *               -turn-out each round waits for its turn: "ready ROUND" written to -turn-out,
+ *               a line "go" read from -turn-in, "done ROUND" written after it (in-guest.sh
+ *               passes the turns between this flow's rounds and the Go flows'). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@
 
 typedef struct args {
         const char *address, *image, *flow, *out, *rss_name, *prewarm, *also[MAX_ALSO];
+        const char *turn_in, *turn_out;
         int vms, warms, concurrent, rounds, rss_pid, n_also;
         bool plain_http;
 } args;
@@ -42,6 +46,7 @@ typedef struct args {
 typedef struct run {
         const args *a;
         ts_rpc_client *c;
+        FILE *turn_in, *turn_out; /* NULL without -turn-in and -turn-out */
         json_object *res, *ops, *rss, *problems;
 } run;
 
@@ -314,6 +319,50 @@ static int parallel(run *r, json_object *c, int round) {
         return failed;
 }
 
+/* ---- turns with another program's rounds ---- */
+
+/* Opens -turn-out for writing, then -turn-in for reading: the order in which
+ * the other end opens them, or both would wait for ever. */
+static int turns_open(run *r, ts_error **err) {
+        if (!r->a->turn_in)
+                return 0;
+        if (!(r->turn_out = fopen(r->a->turn_out, "we")))
+                return ts_error_set(err, errno, "open %s", r->a->turn_out);
+        setvbuf(r->turn_out, NULL, _IOLBF, 0);
+        if (!(r->turn_in = fopen(r->a->turn_in, "re")))
+                return ts_error_set(err, errno, "open %s", r->a->turn_in);
+        return 0;
+}
+
+static void turns_close(run *r) {
+        if (r->turn_in)
+                fclose(r->turn_in);
+        if (r->turn_out)
+                fclose(r->turn_out);
+}
+
+/* Says the round is ready and waits for a line "go". */
+static int turn_begin(run *r, int round, ts_error **err) {
+        if (!r->turn_out)
+                return 0;
+        char line[64];
+        if (fprintf(r->turn_out, "ready %d\n", round) < 0)
+                return ts_error_set(err, errno ? errno : EIO, "turn of round %d: write", round);
+        if (!fgets(line, sizeof line, r->turn_in))
+                return ts_error_setf_plain(err, EPIPE, "turn of round %d: %s closed", round,
+                                           r->a->turn_in);
+        if (strcmp(line, "go\n") != 0)
+                return ts_error_setf_plain(err, EPROTO, "turn of round %d: expected \"go\", got \"%.*s\"",
+                                           round, (int) strcspn(line, "\n"), line);
+        return 0;
+}
+
+static int turn_end(run *r, int round, ts_error **err) {
+        if (r->turn_out && fprintf(r->turn_out, "done %d\n", round) < 0)
+                return ts_error_set(err, errno ? errno : EIO, "end of round %d: write", round);
+        return 0;
+}
+
 static int rounds(run *r, ts_error **err) {
         json_object *c = json_object_new_object();
         json_object_object_add(c, "n", json_object_new_int(r->a->concurrent));
@@ -321,10 +370,17 @@ static int rounds(run *r, ts_error **err) {
         json_object_object_add(c, "spread_ms", json_object_new_array());
         json_object_object_add(c, "teardown_total_ms", json_object_new_array());
         json_object_object_add(r->res, "concurrent", c);
-        int failed = 0;
-        for (int i = 0; !failed && i < r->a->rounds; i++)
-                failed = parallel(r, c, i);
-        return failed ? ts_error_setf_plain(err, EIO, "%d concurrent calls failed", failed) : 0;
+        for (int i = 0; i < r->a->rounds; i++) {
+                int e = turn_begin(r, i, err);
+                if (e < 0)
+                        return e;
+                int failed = parallel(r, c, i);
+                if (failed)
+                        return ts_error_setf_plain(err, EIO, "%d concurrent calls failed", failed);
+                if ((e = turn_end(r, i, err)) < 0)
+                        return e;
+        }
+        return 0;
 }
 
 static int flow(run *r, ts_error **err) {
@@ -389,6 +445,8 @@ static void parse(int argc, char **argv, args *a) {
                 else if (strcmp(f, "-out") == 0) a->out = v;
                 else if (strcmp(f, "-rss-name") == 0) a->rss_name = v;
                 else if (strcmp(f, "-prewarm") == 0) a->prewarm = v;
+                else if (strcmp(f, "-turn-in") == 0) a->turn_in = v;
+                else if (strcmp(f, "-turn-out") == 0) a->turn_out = v;
                 else if (strcmp(f, "-also-warm") == 0 && a->n_also < MAX_ALSO) a->also[a->n_also++] = v;
                 else if (strcmp(f, "-also-warm") == 0) {
                         fprintf(stderr, "prov-flow: at most %d -also-warm images\n", MAX_ALSO);
@@ -407,7 +465,12 @@ static void parse(int argc, char **argv, args *a) {
         if (!a->address || !a->image) {
                 fprintf(stderr, "usage: prov-flow -address SOCK -image REF [-plain-http] [-vms N] "
                                 "[-warms N] [-concurrent N] [-rounds N] [-flow NAME] [-out FILE] "
-                                "[-rss-pid PID] [-rss-name NAME] [-also-warm REF]... [-prewarm REF]\n");
+                                "[-rss-pid PID] [-rss-name NAME] [-also-warm REF]... [-prewarm REF] "
+                                "[-turn-in FIFO -turn-out FIFO]\n");
+                exit(2);
+        }
+        if (!a->turn_in != !a->turn_out) {
+                fprintf(stderr, "prov-flow: -turn-in and -turn-out go together\n");
                 exit(2);
         }
         if (a->concurrent < 0)
@@ -444,7 +507,9 @@ int main(int argc, char **argv) {
         if (a.rss_name)
                 json_object_object_add(res, "rss_process", json_object_new_string(a.rss_name));
         ts_error *err = NULL;
-        int e = ts_rpc_client_connect(a.address, &r.c, &err);
+        int e = turns_open(&r, &err);
+        if (e >= 0)
+                e = ts_rpc_client_connect(a.address, &r.c, &err);
         if (e >= 0)
                 e = flow(&r, &err);
         if (e < 0) {
@@ -453,6 +518,7 @@ int main(int argc, char **argv) {
         }
         ts_error_free(err);
         ts_rpc_client_free(r.c);
+        turns_close(&r);
         int w = write_out(&a, res);
         if (w < 0)
                 fprintf(stderr, "prov-flow: write %s: %s\n", a.out ? a.out : "stdout", strerror(-w));

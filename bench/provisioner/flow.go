@@ -305,9 +305,9 @@ func lockstep(flows []*flow, round int, op func(f *flow) error) {
 
 // run runs the flows side by side, one operation of each in turn: warms
 // (each from nothing), VMS snapshots one after another, their teardowns;
-// then, one flow after the other, CONC snapshots at once and their teardowns,
-// rounds times.
-func run(ctx context.Context, flows []*flow, warms, vms, conc, rounds int) {
+// then, rounds times, CONC snapshots at once and their teardowns, one flow
+// after the other, each round in its turn when t is given.
+func run(ctx context.Context, flows []*flow, t *turns, warms, vms, conc, rounds int) {
 	lockstep(flows, 0, func(f *flow) error {
 		f.res.sampleRSS("at start")
 		if err := f.clean(ctx); err != nil || *flagPrewarm == "" {
@@ -326,14 +326,17 @@ func run(ctx context.Context, flows []*flow, warms, vms, conc, rounds int) {
 	for i := 0; i < vms; i++ {
 		lockstep(flows, i, func(f *flow) error { return f.timedTeardown(ctx, i) })
 	}
-	lockstep(flows, 0, func(f *flow) error {
-		f.res.sampleRSS("after teardown")
-		for i := 0; conc > 0 && i < rounds; i++ {
-			if err := f.parallel(ctx, conc, i); err != nil {
-				return err
-			}
+	lockstep(flows, 0, func(f *flow) error { f.res.sampleRSS("after teardown"); return nil })
+	for i := 0; conc > 0 && i < rounds; i++ {
+		if err := t.begin(i); err != nil {
+			lockstep(flows, i, func(f *flow) error { return err })
+			break
 		}
-		f.res.sampleRSS("at the end")
-		return nil
-	})
+		lockstep(flows, i, func(f *flow) error { return f.parallel(ctx, conc, i) })
+		if err := t.end(i); err != nil {
+			lockstep(flows, i, func(f *flow) error { return err })
+			break
+		}
+	}
+	lockstep(flows, 0, func(f *flow) error { f.res.sampleRSS("at the end"); return nil })
 }

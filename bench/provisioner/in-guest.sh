@@ -12,7 +12,8 @@
 # of its own, all pulling the same image from the same registry (the Go flows side by side):
 #   go-devmapper  containerd's Go client, containerd's built-in devmapper snapshotter;
 #   go-thinsnapd  containerd's Go client, thinsnapd as containerd's proxy plugin `thinsnap`;
-#   thinsnap      the thinsnap provisioner's own API (flow_thinsnap below: the third column).
+#   thinsnap      the thinsnap provisioner's own API (setup_thinsnap below: the third column);
+# the concurrent rounds of the Go flows and of the thinsnap flow take turns (run_in_turns).
 # --also-warm REF: another image in the same registry that the thinsnap flow warms (untimed)
 # before its VMs, so thinsnapd's memory is sampled with several images; --prewarm REF: an image
 # every flow pulls and deletes, untimed, before its first warm (no first warm then pays for
@@ -30,7 +31,7 @@ usage() {
 }
 
 registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow= also=() prewarm=() flows=go,thinsnap
-vms=50 warms=3 rounds=3 base_size=128M
+vms=50 warms=3 rounds=5 base_size=128M
 while [ $# -gt 0 ]; do
         case $1 in
         --registry) registry_src=${2:-}; shift 2 || usage ;;
@@ -225,61 +226,162 @@ setup_go_thinsnapd() {
 
 # The Go flows run side by side in one provisioner-bench, one operation of each in turn, so
 # that a host whose load changes during the run weighs on both alike.
-run_go_flows() {
-        say "go flows: $warms warms, $vms VMs one by one, $vms at once ($rounds rounds), in lockstep"
-        "$go_flow" -namespace "$ns" -image "$ref" -plain-http -vms "$vms" -warms "$warms" -rounds "$rounds" \
-                -out "$out" "${prewarm[@]}" "${go_flows[@]}" || die "a Go flow failed (see its JSON)"
+# go_argv: the Go program's command line (after setup_go_*)
+go_argv() {
+        go_argv=("$go_flow" -namespace "$ns" -image "$ref" -plain-http -vms "$vms" -warms "$warms"
+                -rounds "$rounds" -out "$out" "${prewarm[@]}" "${go_flows[@]}")
+}
+
+stop_daemons() {
         local p
         for p in "${daemons[@]}"; do
                 stop "$p"
         done
+        daemons=()
 }
 
-# ---- HOOK: the thinsnap provisioner's own flow (the third column) ------------------------------
+run_go_flows() {
+        say "go flows: $warms warms, $vms VMs one by one, $vms at once ($rounds rounds), in lockstep"
+        go_argv
+        "${go_argv[@]}" || die "a Go flow failed (see its JSON)"
+        stop_daemons
+}
+
+# ---- the thinsnap provisioner's own flow (the third column) ------------------------------------
 # The same steps through thinsnap.v1.Provisioner on thinsnapd: a fresh pool, thinsnapd serving
 # both containerd's Snapshots API and the Provisioner, a fresh containerd with thinsnap as its
 # proxy plugin, and the program given as --thinsnap-flow CMD (bench/prov-flow, which
 # bench/run-provisioner-bench.sh builds and passes), run as
 #   CMD -address PROVISIONER-SOCKET -image REF -plain-http -vms N -warms N -rounds N -flow thinsnap
 #       -out OUT/thinsnap.json -rss-pid PID -rss-name thinsnapd
-# and writing provisioner-bench's JSON. It runs after the Go flows, not in lockstep with them
-# (a driver for the Provisioner API inside bench/provisioner would join the lockstep: it would
-# add `-flow thinsnap=...` to go_flows before run_go_flows). bench/provisioner-table.py prints
-# it as a third column with its ratios against both Go flows.
-flow_thinsnap() {
-        [ -n "$thinsnap_flow" ] || { skipped thinsnap "no --thinsnap-flow program given"; return 0; }
-        local sock=/run/pb-thinsnap/thinsnapd.sock prov=/run/pb-thinsnap/provisioner.sock
+# and writing provisioner-bench's JSON. bench/provisioner-table.py prints it as a third column
+# with its ratios against both Go flows.
+setup_thinsnap() {
+        local sock=/run/pb-thinsnap/thinsnapd.sock
+        ts_prov=/run/pb-thinsnap/provisioner.sock
         new_pool pb-tp
-        start_thinsnapd pb-tp "$sock" "$prov" /run/pb-thinsnap/containerd.sock
+        start_thinsnapd pb-tp "$sock" "$ts_prov" /run/pb-thinsnap/containerd.sock
         start_containerd thinsnap "$(printf '%s\n' '[proxy_plugins.thinsnap]' \
                 '  type = "snapshot"' "  address = \"$sock\"")"
+        daemons+=("$ctd_pid" "$tsd_pid")
+        ts_rss_pid=$tsd_pid
+}
+
+# thinsnap_argv: the thinsnap flow's command line (after setup_thinsnap)
+thinsnap_argv() {
+        local cmd
+        read -r -a cmd <<<"$thinsnap_flow"
+        thinsnap_argv=("${cmd[@]}" -address "$ts_prov" -image "$ref" -plain-http -vms "$vms"
+                -warms "$warms" -rounds "$rounds" -flow thinsnap -out "$out/thinsnap.json"
+                -rss-pid "$ts_rss_pid" -rss-name thinsnapd "${also[@]}" "${prewarm[@]}")
+}
+
+run_thinsnap_flow() {
+        setup_thinsnap
         say "thinsnap: $warms warms, $vms VMs one by one, $vms at once ($rounds rounds)"
-        $thinsnap_flow -address "$prov" -image "$ref" -plain-http -vms "$vms" -warms "$warms" -rounds "$rounds" \
-                -flow thinsnap -out "$out/thinsnap.json" -rss-pid "$tsd_pid" -rss-name thinsnapd \
-                "${also[@]}" "${prewarm[@]}" ||
-                die "the thinsnap flow failed (see thinsnap.json)"
-        stop "$ctd_pid"
-        stop "$tsd_pid"
+        thinsnap_argv
+        "${thinsnap_argv[@]}" || die "the thinsnap flow failed (see thinsnap.json)"
+        stop_daemons
+}
+
+# ---- both, the concurrent rounds taking turns --------------------------------------------------
+# The Go program runs its warms and one-by-one VMs first, then the thinsnap flow its own (each
+# alone in the guest, as before); then their concurrent rounds take turns (the first one
+# alternating), so that a host whose load drifts during the run weighs on both alike. Each
+# program writes "ready ROUND" to its FIFO turn-NAME.out, waits for "go" on turn-NAME.in and
+# writes "done ROUND" after the round (-turn-in, -turn-out).
+
+# start_turns NAME CMD...: runs CMD with its turn FIFOs in the background; sets turn_pid_NAME,
+# turn_rd_NAME and turn_wr_NAME (its FIFOs, opened in the order the program opens them)
+start_turns() {
+        local name=$1 fin=$work/turn-$1.in fout=$work/turn-$1.out fd pid
+        shift
+        mkfifo "$fin" "$fout"
+        "$@" -turn-in "$fin" -turn-out "$fout" &
+        pid=$!
+        pids+=("$pid")
+        printf -v "turn_pid_$name" %s "$pid"
+        exec {fd}<"$fout"
+        printf -v "turn_rd_$name" %s "$fd"
+        exec {fd}>"$fin"
+        printf -v "turn_wr_$name" %s "$fd"
+}
+
+# expect NAME LINE: the next line from NAME's program is LINE
+expect() {
+        local fd=turn_rd_$1 line
+        read -r line <&"${!fd}" || die "the $1 flow stopped before '$2' (see its JSON)"
+        [ "$line" = "$2" ] || die "the $1 flow said '$line', not '$2'"
+}
+
+# turn NAME ROUND: NAME's program runs round ROUND (it said it is ready)
+turn() {
+        local fd=turn_wr_$1
+        say "round $2: $1"
+        echo go >&"${!fd}"
+        expect "$1" "done $2"
+}
+
+# finish NAME WHAT: NAME's program exits, successfully
+finish() {
+        local pid=turn_pid_$1 rd=turn_rd_$1 wr=turn_wr_$1
+        local rfd=${!rd} wfd=${!wr}
+        exec {rfd}<&- {wfd}>&-
+        wait "${!pid}" || die "$2 failed (see its JSON)"
+}
+
+run_in_turns() {
+        say "go flows: $warms warms, $vms VMs one by one, in lockstep"
+        go_argv
+        start_turns go "${go_argv[@]}"
+        expect go "ready 0"
+        setup_thinsnap
+        say "thinsnap: $warms warms, $vms VMs one by one"
+        thinsnap_argv
+        start_turns thinsnap "${thinsnap_argv[@]}"
+        expect thinsnap "ready 0"
+        say "$vms at once, $rounds rounds, the flows taking turns"
+        local r first second
+        for ((r = 0; r < rounds; r++)); do
+                first=go second=thinsnap
+                [ $((r % 2)) = 0 ] || { first=thinsnap second=go; }
+                [ "$r" = 0 ] || expect "$first" "ready $r"
+                turn "$first" "$r"
+                [ "$r" = 0 ] || expect "$second" "ready $r"
+                turn "$second" "$r"
+        done
+        finish go "a Go flow"
+        finish thinsnap "the thinsnap flow"
+        stop_daemons
 }
 
 say "starting docker-registry with $ref"
 start_registry
+go_on= ts_on=
 case ",$flows," in
 *,go,*)
         setup_go_devmapper
         setup_go_thinsnapd
-        run_go_flows
+        go_on=1
         ;;
 *,go-thinsnapd,*)
         skipped go-devmapper "not asked for (--flows $flows)"
         setup_go_thinsnapd
-        run_go_flows
+        go_on=1
         ;;
 *) skipped go-devmapper "not asked for (--flows $flows)"
    skipped go-thinsnapd "not asked for (--flows $flows)" ;;
 esac
 case ",$flows," in
-*,thinsnap,*) flow_thinsnap ;;
+*,thinsnap,*)
+        if [ -n "$thinsnap_flow" ]; then ts_on=1; else skipped thinsnap "no --thinsnap-flow program given"; fi ;;
 *) skipped thinsnap "not asked for (--flows $flows)" ;;
 esac
+if [ -n "$go_on" ] && [ -n "$ts_on" ]; then
+        run_in_turns
+elif [ -n "$go_on" ]; then
+        run_go_flows
+elif [ -n "$ts_on" ]; then
+        run_thinsnap_flow
+fi
 say "done"

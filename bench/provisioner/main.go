@@ -15,7 +15,8 @@
 //   - teardown of each: snapshotter Remove, lease Delete with synchronous GC;
 //   - CONCURRENT per-VM snapshots released at once (each call's latency, and
 //     the spread first -> last completion), then their teardowns at once;
-//     ROUNDS times, since one burst's spread varies a lot from run to run.
+//     ROUNDS times, since one burst's spread varies a lot from run to run;
+//     with -turn-in and -turn-out each round waits for its turn (turn.go).
 //
 // With -rss it also records a process's VmRSS between the phases.
 // Run it where the snapshotter's devices are visible (the VM lane), as root.
@@ -61,6 +62,8 @@ var (
 	flagPrewarm     = flag.String("prewarm", "", "an image each flow pulls and deletes, untimed, before its first warm")
 	flagOut         = flag.String("out", ".", "directory for the samples, FLOW.json per flow")
 	flagTimeout     = flag.Duration("timeout", 90*time.Minute, "give up after this long")
+	flagTurnIn      = flag.String("turn-in", "", "a FIFO to read \"go\" from before each concurrent round (with -turn-out)")
+	flagTurnOut     = flag.String("turn-out", "", "a FIFO to write \"ready ROUND\" and \"done ROUND\" to around each concurrent round")
 )
 
 func init() {
@@ -265,9 +268,14 @@ func main() {
 		}
 	}
 
+	t, err := openTurns(*flagTurnIn, *flagTurnOut)
+	if err != nil {
+		usage("%v", err)
+	}
+
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), *flagNamespace), *flagTimeout)
 	defer cancel()
-	run(ctx, flows, *flagWarms, *flagVMs, *flagConcurrent, *flagRounds)
+	run(ctx, flows, t, *flagWarms, *flagVMs, *flagConcurrent, *flagRounds)
 	status := 0
 	for _, f := range flows {
 		if err := write(f.res); err != nil {
