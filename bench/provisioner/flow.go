@@ -30,6 +30,7 @@ type flow struct {
 	resolver    remotes.Resolver
 	res         *result
 	devs        []string // the devices of the sequential VMs, by VM
+	rounds      int      // concurrent rounds of this flow: -rounds, or less with -flow-rounds
 }
 
 // Lease, key and label names of a VM, as thinsnap's provisioner names them.
@@ -332,7 +333,12 @@ func run(ctx context.Context, flows []*flow, t *turns, warms, vms, conc, rounds 
 			lockstep(flows, i, func(f *flow) error { return err })
 			break
 		}
-		lockstep(flows, i, func(f *flow) error { return f.parallel(ctx, conc, i) })
+		lockstep(flows, i, func(f *flow) error {
+			if i >= f.rounds {
+				return nil
+			}
+			return f.parallel(ctx, conc, i)
+		})
 		if err := t.end(i); err != nil {
 			lockstep(flows, i, func(f *flow) error { return err })
 			break

@@ -50,6 +50,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 var (
 	flagFlows       listFlag
 	flagRSS         listFlag
+	flagFlowRounds  listFlag
 	flagAddress     = flag.String("address", "/run/containerd/containerd.sock", "containerd's socket (without -flow)")
 	flagSnapshotter = flag.String("snapshotter", "", "snapshotter to warm into and cut VMs from (without -flow)")
 	flagNamespace   = flag.String("namespace", "bench", "containerd namespace")
@@ -70,6 +71,7 @@ func init() {
 	flag.Var(&flagFlows, "flow", "NAME=SNAPSHOTTER@ADDRESS: a flow to run (repeat for side by side; "+
 		"default go-SNAPSHOTTER=SNAPSHOTTER@ADDRESS from -snapshotter and -address)")
 	flag.Var(&flagRSS, "rss", "FLOW=PID:NAME: record process PID's VmRSS (NAME, e.g. thinsnapd) in FLOW's samples")
+	flag.Var(&flagFlowRounds, "flow-rounds", "FLOW=N: FLOW runs only the first N of the -rounds concurrent rounds")
 }
 
 // Operation names in the JSON; bench/provisioner-table.py knows them.
@@ -218,6 +220,22 @@ func newFlow(spec string) (*flow, error) {
 			Hosts: docker.ConfigureDefaultRegistries(hostOpts...)})}, nil
 }
 
+// setRounds parses FLOW=N onto its flow: at most -rounds.
+func setRounds(flows []*flow, spec string) error {
+	name, count, ok := strings.Cut(spec, "=")
+	n, err := strconv.Atoi(count)
+	if !ok || err != nil || n < 1 || n > *flagRounds {
+		return fmt.Errorf("-flow-rounds %q: want FLOW=N, N from 1 to -rounds (%d)", spec, *flagRounds)
+	}
+	for _, f := range flows {
+		if f.res.Flow == name {
+			f.rounds = n
+			return nil
+		}
+	}
+	return fmt.Errorf("-flow-rounds %q: no flow %q", spec, name)
+}
+
 // setRSS parses FLOW=PID:NAME onto its flow.
 func setRSS(flows []*flow, spec string) error {
 	name, rest, ok1 := strings.Cut(spec, "=")
@@ -260,7 +278,13 @@ func main() {
 			os.Exit(1)
 		}
 		defer f.client.Close()
+		f.rounds = *flagRounds
 		flows = append(flows, f)
+	}
+	for _, spec := range flagFlowRounds {
+		if err := setRounds(flows, spec); err != nil {
+			usage("%v", err)
+		}
 	}
 	for _, spec := range flagRSS {
 		if err := setRSS(flows, spec); err != nil {
