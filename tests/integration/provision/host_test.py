@@ -8,6 +8,7 @@ vm-provision-e2e runs the same flows on thinsnapd), the provisioner's service
     host_test.py BINDIR SRCDIR PROV_SERVER
 
 Exits 77 (skipped) when not root or when containerd, docker-registry or skopeo are missing."""
+import concurrent.futures
 import json
 import os
 import shutil
@@ -128,10 +129,43 @@ def vms(lane, ref, other, exp):
     lane.check("gc: removed", sorted(gc.get("removed", [])), ["g0", "g2"])
     p = lane.thinsnap("vm", "gc", check=False)
     lane.ok("gc without --keep or --all is refused", p.returncode == 2, p.stderr)
+    together(lane, ref, other, exp, vm2.get("image_digest"))
     for vm_id in ("a b", "x" * 65, ""):
         p = lane.thinsnap("vm", "snapshot", vm_id, ref, check=False)
         lane.ok(f"VM id {vm_id[:8]!r} refused", p.returncode in (1, 2) and
                 ("INVALID_ARGUMENT" in p.stderr or "expected" in p.stderr), p.stderr)
+
+
+def together(lane, ref, other, exp, other_digest):
+    """Snapshots of one image at the same time each get the whole image; a snapshot sees the
+    image record as it is when the call begins (a name moved to another image)."""
+    n = 8
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        got = list(ex.map(lambda i: lane.thinsnap("vm", "snapshot", f"c{i}", ref, "--json"),
+                          range(n)))
+    lane.ok(f"{n} snapshots of one image at once: each with the image and its digest",
+            all(v and v.get("image") == ref and v.get("image_digest") == exp["target_digest"]
+                for v in got), got)
+    lane.check(f"... {n} VMs", len({v.get("vm_id") for v in got if v}), n)
+    missing = ref.replace("/hc/a:", "/hc/none:")
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        ps = list(ex.map(lambda i: lane.thinsnap("vm", "snapshot", f"m{i}", missing, check=False),
+                         range(4)))
+    lane.ok("4 snapshots of an image not warm, at once: each NOT_FOUND naming it",
+            all(p.returncode == 1 and "NOT_FOUND" in p.stderr and missing in p.stderr for p in ps),
+            [p.stderr for p in ps])
+    alias = "docker.io/test/retag:v1"
+    lane.ctr("images", "tag", ref, alias)
+    lane.check("a snapshot by another name of the image",
+               lane.thinsnap("vm", "snapshot", "r1", alias, "--json").get("image_digest"),
+               exp["target_digest"])
+    lane.ctr("images", "tag", "--force", other, alias)
+    lane.check("the name moved to another image: the next snapshot has the new one",
+               lane.thinsnap("vm", "snapshot", "r2", alias, "--json").get("image_digest"),
+               other_digest)
+    for vm_id in [f"c{i}" for i in range(n)] + ["r1", "r2"]:
+        lane.thinsnap("vm", "teardown", vm_id)
+    lane.ctr("images", "rm", alias)
 
 
 def imports(lane, archive, docker_archive, exp):
