@@ -4,9 +4,10 @@
 # written with containerd's Go client, on containerd's Go devmapper snapshotter and on
 # thinsnapd, then prints markdown tables with the ratios (bench/provisioner/README.md).
 #   bench/run-provisioner-bench.sh [--build DIR] [--timeout S] [--out DIR] [-- GUEST-ARGS...]
-# GUEST-ARGS go to bench/provisioner/in-guest.sh (--vms N, --warms N, --rounds N, --base-size SIZE,
-# --flows LIST). The samples of each flow stay in OUT/flows/*.json (default
-# DIR/provisioner-bench); bench/provisioner-table.py prints the tables from them again.
+# GUEST-ARGS go to bench/provisioner/in-guest.sh (--vms N, --warms N, --rounds N,
+# --devmapper-rounds N, --base-size SIZE, --flows LIST). The samples of each flow stay in
+# OUT/flows/*.json (default DIR/provisioner-bench); bench/provisioner-table.py prints the tables
+# from them again.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
