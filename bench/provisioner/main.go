@@ -270,6 +270,12 @@ func main() {
 	if *flagConcurrent < 0 {
 		*flagConcurrent = *flagVMs
 	}
+	// The turns first: if anything below fails, the other end of the FIFOs sees this program
+	// end rather than waiting for it to open them.
+	t, err := openTurns(*flagTurnIn, *flagTurnOut)
+	if err != nil {
+		usage("%v", err)
+	}
 	var flows []*flow
 	for _, spec := range flagFlows {
 		f, err := newFlow(spec)
@@ -290,11 +296,6 @@ func main() {
 		if err := setRSS(flows, spec); err != nil {
 			usage("%v", err)
 		}
-	}
-
-	t, err := openTurns(*flagTurnIn, *flagTurnOut)
-	if err != nil {
-		usage("%v", err)
 	}
 
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), *flagNamespace), *flagTimeout)
