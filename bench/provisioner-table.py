@@ -93,6 +93,12 @@ def conc(f, key, p):
     return percentile(conc_samples(f, key), p)
 
 
+def counts(ns):
+    """The sample counts of a row: one number, or one per flow (a/b/c) where they differ."""
+    ns = [n for n in ns if n]
+    return "0" if not ns else str(ns[0]) if len(set(ns)) == 1 else "/".join(map(str, ns))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ref", action="append", help="a reference flow for the ratios")
@@ -126,13 +132,13 @@ def main():
     print("| measure | n | " + " | ".join("%s p50 | %s p95" % (n, n) for n in names) + " |")
     print("|---|---:|" + "---:|---:|" * len(names))
     for key, label in rows:
-        n = max(len(f.get("ops_ms", {}).get(key, [])) for f in flows)
+        n = counts(len(f.get("ops_ms", {}).get(key, [])) for f in flows)
         cells = ["%s | %s" % (fmt_ms(op(f, key, .5)), fmt_ms(op(f, key, .95))) for f in flows]
-        print("| %s | %d | %s |" % (label, n, " | ".join(cells)))
+        print("| %s | %s | %s |" % (label, n, " | ".join(cells)))
     for key, label in CONC:
-        n = max(len(conc_samples(f, key)) for f in flows)
+        n = counts(len(conc_samples(f, key)) for f in flows)
         cells = ["%s | %s" % (fmt_ms(conc(f, key, .5)), fmt_ms(conc(f, key, .95))) for f in flows]
-        print("| %s | %d | %s |" % (label, n, " | ".join(cells)))
+        print("| %s | %s | %s |" % (label, n, " | ".join(cells)))
     print()
 
     if pairs:
