@@ -535,9 +535,9 @@ static int add_nv(ts_rpc_client_call *cc, const char *name, const char *value) {
         return 0;
 }
 
-int ts_rpc_client_call_start(ts_rpc_client *c, const char *method,
-                             const ts_rpc_call_options *opts, ts_rpc_client_call **ret,
-                             ts_error **err) {
+/* A call of method with its request headers, not yet known to the loop. */
+static int call_new(ts_rpc_client *c, const char *method, const ts_rpc_call_options *opts,
+                    ts_rpc_client_call **ret, ts_error **err) {
         static const ts_rpc_call_options none = { 0 };
         char tbuf[16];
         int r = 0;
@@ -581,17 +581,34 @@ int ts_rpc_client_call_start(ts_rpc_client *c, const char *method,
                 call_free_now(cc);
                 return ts_error_set(err, -r, "call %s", method);
         }
+        *ret = cc;
+        return 0;
+}
 
+/* Hands cc, with what it has to send so far, to the loop: the loop starts
+ * its stream. Frees cc when the connection is gone. */
+static int call_post(ts_rpc_client_call *cc, ts_error **err) {
+        ts_rpc_client *c = cc->client;
         pthread_mutex_lock(&c->lock);
         if (c->dead || c->stopping) {
                 pthread_mutex_unlock(&c->lock);
+                int r = ts_error_set(err, ECONNRESET, "call %s: connection closed", cc->method);
                 call_free_now(cc);
-                return ts_error_set(err, ECONNRESET, "call %s: connection closed", method);
+                return r;
         }
         mark_dirty_locked(cc);
         pthread_mutex_unlock(&c->lock);
-        *ret = cc;
         return 0;
+}
+
+int ts_rpc_client_call_start(ts_rpc_client *c, const char *method,
+                             const ts_rpc_call_options *opts, ts_rpc_client_call **ret,
+                             ts_error **err) {
+        ts_rpc_client_call *cc = NULL;
+        int r = call_new(c, method, opts, &cc, err);
+        if (r >= 0 && (r = call_post(cc, err)) >= 0)
+                *ret = cc;
+        return r;
 }
 
 static int call_failure_locked(ts_rpc_client_call *cc, ts_error **err) {
@@ -621,13 +638,20 @@ static int queue_out(ts_rpc_client_call *cc, ts_rpc_buf *b, ts_error **err) {
         return 0;
 }
 
-int ts_rpc_client_call_send(ts_rpc_client_call *cc, const void *data, size_t len, ts_error **err) {
+/* The gRPC frame of a message of method. */
+static int frame_bytes(const char *method, const void *data, size_t len, ts_rpc_buf **ret,
+                       ts_error **err) {
         if (len > UINT32_MAX)
-                return ts_error_set(err, EMSGSIZE, "%s: message of %zu bytes", cc->method, len);
+                return ts_error_set(err, EMSGSIZE, "%s: message of %zu bytes", method, len);
+        if (ts_rpc_buf_frame_bytes(data, len, ret) < 0)
+                return ts_error_set(err, ENOMEM, "%s: message", method);
+        return 0;
+}
+
+int ts_rpc_client_call_send(ts_rpc_client_call *cc, const void *data, size_t len, ts_error **err) {
         ts_rpc_buf *b;
-        if (ts_rpc_buf_frame_bytes(data, len, &b) < 0)
-                return ts_error_set(err, ENOMEM, "%s: message", cc->method);
-        return queue_out(cc, b, err);
+        int r = frame_bytes(cc->method, data, len, &b, err);
+        return r < 0 ? r : queue_out(cc, b, err);
 }
 
 int ts_rpc_client_call_send_message(ts_rpc_client_call *cc, const ProtobufCMessage *msg,
@@ -774,14 +798,23 @@ int ts_rpc_client_unary_bytes(ts_rpc_client *c, const char *method,
         size_t len = 0;
         int r;
 
-        r = ts_rpc_client_call_start(c, method, opts, &cc, err);
+        /* The request and its end go to the loop with the call: one wake-up,
+         * and its frames leave in one write. */
+        ts_rpc_buf *b;
+        r = frame_bytes(method, req, req_len, &b, err);
         if (r < 0)
                 return r;
-        r = ts_rpc_client_call_send(cc, req, req_len, err);
-        if (r >= 0)
-                r = ts_rpc_client_call_close_send(cc);
-        if (r >= 0)
-                r = ts_rpc_client_call_recv(cc, &m, &len, err);
+        r = call_new(c, method, opts, &cc, err);
+        if (r < 0) {
+                free(b);
+                return r;
+        }
+        ts_rpc_bufq_push(&cc->out, b);
+        cc->send_closed = true;
+        r = call_post(cc, err);
+        if (r < 0)
+                return r;
+        r = ts_rpc_client_call_recv(cc, &m, &len, err);
         if (r == 0)
                 r = ts_error_set(err, EBADMSG, "%s: OK status without a response", method);
         if (r > 0) {
