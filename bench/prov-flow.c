@@ -18,7 +18,8 @@
  *               last completion), then their Teardowns at once; -rounds times (default 3),
  *               since one burst's spread varies a lot from run to run; with -turn-in and
  *               -turn-out each round waits for its turn: "ready ROUND" written to -turn-out,
- *               a line "go" read from -turn-in, "done ROUND" written after it (in-guest.sh
+ *               a line "go" read from -turn-in; "snapped ROUND" and another "go" between
+ *               its snapshots and its teardowns; "done ROUND" written after it (in-guest.sh
  *               passes the turns between this flow's rounds and the Go flows'). */
 #include <errno.h>
 #include <pthread.h>
@@ -232,11 +233,17 @@ static int concurrently(run *r, int n, int (*fn)(run *, const char *, ts_error *
                 abort();
         pthread_mutex_init(&c.lock, NULL);
         pthread_barrier_init(&c.go, NULL, (unsigned) n + 1);
+        /* Small stacks, as a VM manager's would be for calls that wait: the
+         * default 8 MiB ones cost the guest a cleared huge page each. */
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
         for (int i = 0; i < n; i++) {
                 a[i] = (conc_arg) { &c, i };
-                if (pthread_create(&t[i], NULL, conc_one, &a[i]))
+                if (pthread_create(&t[i], &attr, conc_one, &a[i]))
                         abort();
         }
+        pthread_attr_destroy(&attr);
         double release = ts_bench_now_ms();
         pthread_barrier_wait(&c.go);
         for (int i = 0; i < n; i++)
@@ -295,30 +302,6 @@ static int sequential(run *r, ts_error **err) {
         return e;
 }
 
-/* Adds a round's sample to the array key of "concurrent". */
-static void add_round(json_object *c, const char *key, double ms) {
-        json_object *v;
-        if (json_object_object_get_ex(c, key, &v))
-                json_object_array_add(v, json_object_new_double(ms));
-}
-
-/* One round: the snapshots at once, then their teardowns. */
-static int parallel(run *r, json_object *c, int round) {
-        int n = r->a->concurrent;
-        double total, spread, down_total, down_spread;
-        int failed = concurrently(r, n, snapshot, "concurrent_vm_snapshot", &total, &spread);
-        if (round == 0) {
-                char when[64];
-                snprintf(when, sizeof when, "with %d concurrent VMs", n);
-                sample_rss(r, when);
-        }
-        failed += concurrently(r, n, teardown, "concurrent_teardown", &down_total, &down_spread);
-        add_round(c, "total_ms", total);
-        add_round(c, "spread_ms", spread);
-        add_round(c, "teardown_total_ms", down_total);
-        return failed;
-}
-
 /* ---- turns with another program's rounds ---- */
 
 /* Opens -turn-out for writing, then -turn-in for reading: the order in which
@@ -341,12 +324,12 @@ static void turns_close(run *r) {
                 fclose(r->turn_out);
 }
 
-/* Says the round is ready and waits for a line "go". */
-static int turn_begin(run *r, int round, ts_error **err) {
+/* Writes "WORD ROUND" and waits for a line "go". */
+static int turn_say(run *r, const char *word, int round, ts_error **err) {
         if (!r->turn_out)
                 return 0;
         char line[64];
-        if (fprintf(r->turn_out, "ready %d\n", round) < 0)
+        if (fprintf(r->turn_out, "%s %d\n", word, round) < 0)
                 return ts_error_set(err, errno ? errno : EIO, "turn of round %d: write", round);
         if (!fgets(line, sizeof line, r->turn_in))
                 return ts_error_setf_plain(err, EPIPE, "turn of round %d: %s closed", round,
@@ -357,10 +340,45 @@ static int turn_begin(run *r, int round, ts_error **err) {
         return 0;
 }
 
+/* Says the round is ready and waits for its turn. */
+static int turn_begin(run *r, int round, ts_error **err) {
+        return turn_say(r, "ready", round, err);
+}
+
 static int turn_end(run *r, int round, ts_error **err) {
         if (r->turn_out && fprintf(r->turn_out, "done %d\n", round) < 0)
                 return ts_error_set(err, errno ? errno : EIO, "end of round %d: write", round);
         return 0;
+}
+
+/* Adds a round's sample to the array key of "concurrent". */
+static void add_round(json_object *c, const char *key, double ms) {
+        json_object *v;
+        if (json_object_object_get_ex(c, key, &v))
+                json_object_array_add(v, json_object_new_double(ms));
+}
+
+/* One round: the snapshots at once, then their teardowns. */
+static int parallel(run *r, json_object *c, int round) {
+        int n = r->a->concurrent;
+        double total, spread, down_total, down_spread;
+        int failed = concurrently(r, n, snapshot, "concurrent_vm_snapshot", &total, &spread);
+        if (round == 0) {
+                char when[64];
+                snprintf(when, sizeof when, "with %d concurrent VMs", n);
+                sample_rss(r, when);
+        }
+        ts_error *err = NULL;
+        if (turn_say(r, "snapped", round, &err) < 0) { /* the turns are broken: stop the run */
+                fprintf(stderr, "prov-flow: %s\n", err->msg);
+                ts_error_free(err);
+                return n;
+        }
+        failed += concurrently(r, n, teardown, "concurrent_teardown", &down_total, &down_spread);
+        add_round(c, "total_ms", total);
+        add_round(c, "spread_ms", spread);
+        add_round(c, "teardown_total_ms", down_total);
+        return failed;
 }
 
 static int rounds(run *r, ts_error **err) {

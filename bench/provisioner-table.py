@@ -1,14 +1,17 @@
 #!/usr/bin/python3
 """Prints the provisioner benchmark's tables from the JSON samples of its flows.
 
-  provisioner-table.py [--ref FLOW]... FLOW.json...
+  provisioner-table.py [--ref FLOW]... [--cpu CPU.jsonl] FLOW.json...
 
 Each file is what bench/provisioner (or any flow with the same JSON form) wrote for one flow:
 "flow", "ops_ms" (operation -> samples in ms), "concurrent" (n, and one sample per round of
 total_ms, spread_ms, teardown_total_ms; a single number counts as one round), "rss" ([{when, kib}]) of "rss_process", "problems", "failed"; or
 {"flow", "skipped"}. Columns come in the order of the files. Ratios are FLOW / REF for every
 reference flow (--ref, default go-devmapper and go-thinsnapd) against every flow after it;
-lower is better. Markdown on stdout.
+lower is better. CPU.jsonl (in-guest.sh) has a line per part of a concurrent round that one flow
+ran alone: {"flow", "round", "phase", "hz", "ticks": {"busy", "idle", COMMAND: ticks...}}; its
+table gives the guest's CPU per VM in each phase, by process, the mean over the rounds.
+Markdown on stdout.
 """
 
 import argparse
@@ -99,9 +102,60 @@ def counts(ns):
     return "0" if not ns else str(ns[0]) if len(set(ns)) == 1 else "/".join(map(str, ns))
 
 
+# Commands in CPU.jsonl under the names the CPU table gives them (the flows' own programs as
+# one row; comm is cut at 15 characters).
+CPU_ROWS = [
+    ("containerd", "containerd"),
+    ("thinsnapd", "thinsnapd"),
+    ("client", "the flow's program"),
+    ("kworker", "kernel workers"),
+    ("other", "everything else"),
+    ("busy", "the guest, busy"),
+    ("idle", "the guest, idle"),
+]
+CLIENTS = {"prov-flow", "provisioner-ben"}
+
+
+def cpu_table(path, names, n_vms):
+    """Prints the guest's CPU per VM by process and phase, for the flows that have lines."""
+    acc = {}
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            e = json.loads(line)
+            key = (e["flow"], e["phase"])
+            sums, rounds = acc.setdefault(key, ({}, [0]))
+            rounds[0] += 1
+            ms = 1000.0 / e.get("hz", 100)
+            for cmd, t in e["ticks"].items():
+                row = cmd if cmd in ("busy", "idle", "containerd", "thinsnapd", "kworker") else \
+                    "client" if cmd in CLIENTS else "other"
+                sums[row] = sums.get(row, 0) + t * ms
+    flows = [n for n in names if any(k[0] == n for k in acc)]
+    if not flows or not n_vms:
+        return
+    print("### CPU per VM in the concurrent rounds (the guest's clock ticks, mean over the rounds)")
+    print()
+    print("| phase | process | " + " | ".join(flows) + " |")
+    print("|---|---|" + "---:|" * len(flows))
+    for phase, label in (("snapshots", "snapshots"), ("teardowns", "teardowns")):
+        for row, rlabel in CPU_ROWS:
+            cells = []
+            for fl in flows:
+                sums, rounds = acc.get((fl, phase), ({}, [0]))
+                cells.append("%.2f ms" % (sums.get(row, 0) / rounds[0] / n_vms) if rounds[0] else "—")
+            print("| %s | %s | %s |" % (label, rlabel, " | ".join(cells)))
+    print()
+    print("rounds: " + ", ".join("%s %d" % (fl, acc.get((fl, "snapshots"), ({}, [0]))[1][0])
+                                 for fl in flows))
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ref", action="append", help="a reference flow for the ratios")
+    ap.add_argument("--cpu", help="the guest's CPU in the concurrent rounds (in-guest.sh's cpu.jsonl)")
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
     flows = [load(p) for p in a.files]
@@ -157,6 +211,9 @@ def main():
                      for x, r in pairs]
             print("| %s | %s |" % (label, " | ".join(cells)))
         print()
+
+    if a.cpu:
+        cpu_table(a.cpu, names, (first.get("concurrent") or {}).get("n"))
 
     rss = [f for f in flows if f.get("rss")]
     if rss:

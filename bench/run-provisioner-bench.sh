@@ -6,8 +6,8 @@
 #   bench/run-provisioner-bench.sh [--build DIR] [--timeout S] [--out DIR] [-- GUEST-ARGS...]
 # GUEST-ARGS go to bench/provisioner/in-guest.sh (--vms N, --warms N, --rounds N,
 # --devmapper-rounds N, --base-size SIZE, --flows LIST). The samples of each flow stay in
-# OUT/flows/*.json (default DIR/provisioner-bench); bench/provisioner-table.py prints the tables
-# from them again.
+# OUT/flows/*.json (default DIR/provisioner-bench), the guest's CPU in the concurrent rounds in
+# OUT/flows/cpu.jsonl; bench/provisioner-table.py prints the tables from them again.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
@@ -71,7 +71,7 @@ TMPDIR=$out/vm tests/vm/run --keep --cache "${cache:-$build/vm-cache}" --timeout
   --thinsnap "$thinsnap" --thinsnapd "$thinsnapd" --out /run/ts-vm/flows "${thinsnap_flow[@]}" \
   "${extra[@]}" "$@" || status=$?
 for d in "$out"/vm/ts-vm.*; do
-  cp "$d"/flows/*.json "$out/flows/" 2>/dev/null || true
+  cp "$d"/flows/*.json "$d"/flows/cpu.jsonl "$out/flows/" 2>/dev/null || true
 done
 rm -rf "$out/vm"
 flows=()
@@ -83,5 +83,7 @@ if [ ${#flows[@]} -eq 0 ]; then
   exit 1
 fi
 echo
-/usr/bin/python3 bench/provisioner-table.py "${flows[@]}" || status=1
+cpu=()
+[ ! -f "$out/flows/cpu.jsonl" ] || cpu=(--cpu "$out/flows/cpu.jsonl")
+/usr/bin/python3 bench/provisioner-table.py "${cpu[@]}" "${flows[@]}" || status=1
 exit "$status"

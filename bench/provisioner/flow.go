@@ -253,7 +253,7 @@ func (f *flow) clean(ctx context.Context) error {
 
 // parallel cuts n VMs at once, then tears them down at once; the samples of
 // a round are added to those of the rounds before.
-func (f *flow) parallel(ctx context.Context, n, round int) error {
+func (f *flow) parallel(ctx context.Context, n, round int, t *turns) error {
 	devs := make([]string, n)
 	vm := func(i int) string { return fmt.Sprintf("cvm-%03d", i) }
 	snaps, err := concurrent.Run(n, func(i int) (err error) {
@@ -275,6 +275,9 @@ func (f *flow) parallel(ctx context.Context, n, round int) error {
 	}
 	if round == 0 {
 		f.res.sampleRSS(fmt.Sprintf("with %d concurrent VMs", n))
+	}
+	if err := t.mid(round); err != nil {
+		return err
 	}
 	downs, err := concurrent.Run(n, func(i int) error { return f.teardown(ctx, vm(i), nil) })
 	if err != nil {
@@ -337,7 +340,7 @@ func run(ctx context.Context, flows []*flow, t *turns, warms, vms, conc, rounds 
 			if i >= f.rounds {
 				return nil
 			}
-			return f.parallel(ctx, conc, i)
+			return f.parallel(ctx, conc, i, t)
 		})
 		if err := t.end(i); err != nil {
 			lockstep(flows, i, func(f *flow) error { return err })

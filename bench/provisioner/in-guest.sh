@@ -294,8 +294,9 @@ run_thinsnap_flow() {
 # The Go program runs its warms and one-by-one VMs first, then the thinsnap flow its own (each
 # alone in the guest, as before); then their concurrent rounds take turns (the first one
 # alternating), so that a host whose load drifts during the run weighs on both alike. Each
-# program writes "ready ROUND" to its FIFO turn-NAME.out, waits for "go" on turn-NAME.in and
-# writes "done ROUND" after the round (-turn-in, -turn-out).
+# program writes "ready ROUND" to its FIFO turn-NAME.out, waits for "go" on turn-NAME.in,
+# writes "snapped ROUND" when the round's snapshots are done, waits for "go" again, and writes
+# "done ROUND" after their teardowns (-turn-in, -turn-out).
 
 # start_turns NAME CMD...: runs CMD with its turn FIFOs in the background; sets turn_pid_NAME,
 # turn_rd_NAME and turn_wr_NAME (its FIFOs, opened in the order the program opens them)
@@ -320,12 +321,49 @@ expect() {
         [ "$line" = "$2" ] || die "the $1 flow said '$line', not '$2'"
 }
 
-# turn NAME ROUND: NAME's program runs round ROUND (it said it is ready)
+# The guest's CPU in each turn, by process, goes to OUT/cpu.jsonl: one line per phase of a
+# round that one flow ran alone ({"flow", "round", "phase": snapshots|teardowns, "hz",
+# "ticks": {"busy", "idle", COMMAND: utime + stime...}}; kernel workers count as "kworker").
+
+# cpu_ticks FILE: the guest's busy and idle clock ticks, then each process's pid, command and
+# utime + stime
+cpu_ticks() {
+        awk 'FILENAME == "/proc/stat" { if ($1 == "cpu") { print "busy busy", $2 + $3 + $4 + $7 + $8; print "idle idle", $5 + $6 } next }
+             { c = $2; gsub(/[()]/, "", c); if (c ~ /^kworker/) c = "kworker"; print FILENAME, c, $14 + $15 }' \
+                /proc/stat /proc/[0-9]*/stat 2>/dev/null >"$1" || true
+}
+
+# cpu_record FLOW ROUND PHASE: the ticks since the last cpu_ticks into $work/cpu.before, as a
+# line of OUT/cpu.jsonl (none without FLOW); then starts the next phase's count
+cpu_record() {
+        cpu_ticks "$work/cpu.after"
+        [ -z "$1" ] || awk -v flow="$1" -v round="$2" -v phase="$3" -v hz="$(getconf CLK_TCK)" \
+                'NR == FNR { b[$1] = $3; next }
+                 { d = $3 - b[$1]; if (d > 0) t[$2] += d }
+                 END { printf "{\"flow\": \"%s\", \"round\": %d, \"phase\": \"%s\", \"hz\": %d, \"ticks\": {", flow, round, phase, hz
+                       n = 0; for (c in t) printf "%s\"%s\": %d", (n++ ? ", " : ""), c, t[c]; print "}}" }' \
+                "$work/cpu.before" "$work/cpu.after" >>"$out/cpu.jsonl"
+        mv "$work/cpu.after" "$work/cpu.before"
+}
+
+# turn NAME ROUND: NAME's program runs round ROUND (it said it is ready): its snapshots, then
+# on "snapped ROUND" its teardowns, until "done ROUND"
 turn() {
-        local fd=turn_wr_$1
+        local fd=turn_wr_$1 rd=turn_rd_$1 line flow=$1
+        # The Go program runs go-devmapper's rounds in the same turns: its CPU is not one flow's.
+        [ "$1" = thinsnap ] || flow=go-thinsnapd
+        [ "$1" = thinsnap ] || [ -z "$go_dm" ] || [ "$2" -ge "$dm_rounds" ] || flow=
         say "round $2: $1"
+        cpu_ticks "$work/cpu.before"
         echo go >&"${!fd}"
-        expect "$1" "done $2"
+        while read -r line <&"${!rd}"; do
+                case $line in
+                "snapped $2") cpu_record "$flow" "$2" snapshots; echo go >&"${!fd}" ;;
+                "done $2") cpu_record "$flow" "$2" teardowns; return 0 ;;
+                *) die "the $1 flow said '$line' in round $2" ;;
+                esac
+        done
+        die "the $1 flow stopped in round $2 (see its JSON)"
 }
 
 # finish NAME WHAT: NAME's program exits, successfully
@@ -363,12 +401,12 @@ run_in_turns() {
 
 say "starting docker-registry with $ref"
 start_registry
-go_on= ts_on=
+go_on= ts_on= go_dm=
 case ",$flows," in
 *,go,*)
         setup_go_devmapper
         setup_go_thinsnapd
-        go_on=1
+        go_on=1 go_dm=1
         ;;
 *,go-thinsnapd,*)
         skipped go-devmapper "not asked for (--flows $flows)"

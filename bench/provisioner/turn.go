@@ -9,7 +9,9 @@ import (
 
 // turns lets another program's rounds take turns with ours: before each
 // concurrent round we write "ready ROUND" on -turn-out and wait for a line
-// "go" on -turn-in; after it we write "done ROUND". in-guest.sh passes the
+// "go" on -turn-in; between its snapshots and its teardowns we write
+// "snapped ROUND" and wait for "go" again (in-guest.sh counts the guest's
+// CPU of each part); after it we write "done ROUND". in-guest.sh passes the
 // turns between this program and the thinsnap flow's, so a host whose load
 // drifts during the run weighs on the rounds of both alike.
 type turns struct {
@@ -39,19 +41,25 @@ func openTurns(in, out string) (*turns, error) {
 }
 
 // begin says round is ready to run and waits for its turn.
-func (t *turns) begin(round int) error {
+func (t *turns) begin(round int) error { return t.sayAndWait("ready", round) }
+
+// mid says round's snapshots are done and waits for a "go" to tear them down.
+func (t *turns) mid(round int) error { return t.sayAndWait("snapped", round) }
+
+// sayAndWait writes "WORD ROUND" and reads a line "go".
+func (t *turns) sayAndWait(word string, round int) error {
 	if t == nil {
 		return nil
 	}
-	if _, err := fmt.Fprintf(t.out, "ready %d\n", round); err != nil {
-		return fmt.Errorf("turn of round %d: %w", round, err)
+	if _, err := fmt.Fprintf(t.out, "%s %d\n", word, round); err != nil {
+		return fmt.Errorf("%s %d: %w", word, round, err)
 	}
 	line, err := t.in.ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("turn of round %d: %w", round, err)
+		return fmt.Errorf("%s %d: %w", word, round, err)
 	}
 	if strings.TrimSpace(line) != "go" {
-		return fmt.Errorf("turn of round %d: got %q, expected \"go\"", round, line)
+		return fmt.Errorf("%s %d: got %q, expected \"go\"", word, round, line)
 	}
 	return nil
 }
