@@ -8,11 +8,16 @@
  *
  * Cycle A: create_snap from an inactive origin + activate.
  * Cycle B: deactivate + delete.
- * Prints a markdown table of p50/p95 per cycle and the ratios. Needs root
+ * Burst: BURST_N cycles A at once on BURST_THREADS threads (as many as
+ * thinsnapd's Snapshots service runs at once), BURST_ROUNDS times, through
+ * the library and the bare ioctls: how soon the kernel can hand out a burst
+ * of VM devices, whoever asks for them.
+ * Prints markdown tables of p50/p95 per cycle and the ratios. Needs root
  * and dm-thin: run it in the VM lane (bench/run-dm-bench.sh). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/dm-ioctl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +169,93 @@ static int lib_drop(const ts_pool *pool, uint32_t id, const char *name) {
 enum { LIB, DMSETUP, FLOOR, NPATHS };
 static const char *path_names[NPATHS] = { "library (thinsnap)", "dmsetup processes", "bare ioctls (floor)" };
 
+/* ---- bursts ---- */
+#define BURST_N 50
+#define BURST_THREADS 16
+#define BURST_ROUNDS 9
+
+typedef struct burst {
+        const ts_pool *pool;
+        int path;
+        uint32_t first_id;
+        pthread_mutex_t lock;
+        int next, failed;
+        double done_ms[BURST_N];
+} burst;
+
+static void *burst_thread(void *p) {
+        burst *b = p;
+        for (;;) {
+                pthread_mutex_lock(&b->lock);
+                int i = b->next < BURST_N ? b->next++ : -1;
+                pthread_mutex_unlock(&b->lock);
+                if (i < 0)
+                        return NULL;
+                uint32_t id = b->first_id + (uint32_t) i;
+                char name[64];
+                snprintf(name, sizeof name, "burst-%u", id);
+                int r = b->path == LIB ? lib_cut(b->pool, id, 1, name) : raw_cut(b->pool, id, 1, name);
+                double done = ts_bench_now_ms();
+                pthread_mutex_lock(&b->lock);
+                b->done_ms[i] = done;
+                if (r < 0)
+                        b->failed = r;
+                pthread_mutex_unlock(&b->lock);
+        }
+}
+
+/* One burst of path; *ret_total (start -> last) and *ret_spread (first ->
+ * last) in ms. Its devices are dropped again, untimed. */
+static void burst_round(const ts_pool *pool, int path, uint32_t first_id, double *ret_total,
+                        double *ret_spread) {
+        burst b = { .pool = pool, .path = path, .first_id = first_id };
+        pthread_mutex_init(&b.lock, NULL);
+        pthread_t t[BURST_THREADS];
+        double t0 = ts_bench_now_ms();
+        for (int i = 0; i < BURST_THREADS; i++)
+                if (pthread_create(&t[i], NULL, burst_thread, &b) != 0)
+                        die("burst thread", -EAGAIN);
+        for (int i = 0; i < BURST_THREADS; i++)
+                pthread_join(t[i], NULL);
+        if (b.failed < 0)
+                die(path_names[path], b.failed);
+        ts_bench_sort(b.done_ms, BURST_N);
+        *ret_total = b.done_ms[BURST_N - 1] - t0;
+        *ret_spread = b.done_ms[BURST_N - 1] - b.done_ms[0];
+        for (int i = 0; i < BURST_N; i++) {
+                uint32_t id = first_id + (uint32_t) i;
+                char name[64];
+                snprintf(name, sizeof name, "burst-%u", id);
+                int r = lib_drop(pool, id, name);
+                if (r < 0)
+                        die("drop a burst's device", r);
+        }
+        pthread_mutex_destroy(&b.lock);
+}
+
+/* The bursts of the library and of the bare ioctls, taking turns. */
+static void bursts(const ts_pool *pool, uint32_t first_id) {
+        static const int paths[] = { LIB, FLOOR };
+        double total[2][BURST_ROUNDS], spread[2][BURST_ROUNDS];
+        for (int i = 0; i < BURST_ROUNDS; i++)
+                for (int k = 0; k < 2; k++) {
+                        int j = (i + k) % 2;
+                        burst_round(pool, paths[j], first_id, &total[j][i], &spread[j][i]);
+                        first_id += BURST_N;
+                }
+        printf("\n%d cuts (create_snap + activate) at once on %d threads, %d rounds per path\n\n",
+               BURST_N, BURST_THREADS, BURST_ROUNDS);
+        printf("| path | start → last p50 | p95 | first → last p50 | p95 | per device (start → last / %d) |\n",
+               BURST_N);
+        printf("|---|---:|---:|---:|---:|---:|\n");
+        for (int j = 0; j < 2; j++) {
+                double t50 = pct(total[j], BURST_ROUNDS, 0.50), t95 = pct(total[j], BURST_ROUNDS, 0.95);
+                printf("| %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.2f ms |\n", path_names[paths[j]],
+                       t50, t95, pct(spread[j], BURST_ROUNDS, 0.50), pct(spread[j], BURST_ROUNDS, 0.95),
+                       t50 / BURST_N);
+        }
+}
+
 int main(int argc, char **argv) {
         int cycles = 200;
         if (argc > 1) {
@@ -266,6 +358,7 @@ int main(int argc, char **argv) {
                d50[LIB] / d50[DMSETUP]);
         printf("| library / floor | %.2f× | %.2f× | ≤ 1.5× |\n", c50[LIB] / c50[FLOOR],
                d50[LIB] / d50[FLOOR]);
+        bursts(pool, 1000 + (uint32_t) (cycles * NPATHS));
 
         ts_pool_destroy(pool_name, true, NULL);
         unlink(data);
