@@ -116,8 +116,9 @@ CPU_ROWS = [
 CLIENTS = {"prov-flow", "provisioner-ben"}
 
 
-def cpu_table(path, names, n_vms):
-    """Prints the guest's CPU per VM by process and phase, for the flows that have lines."""
+def cpu_table(path, by):
+    """Prints the guest's CPU per VM by process and phase, for the flows that have lines (by:
+    flow name -> its JSON; each flow's VMs per round are its own concurrent.n)."""
     acc = {}
     with open(path) as f:
         for line in f:
@@ -132,8 +133,9 @@ def cpu_table(path, names, n_vms):
                 row = cmd if cmd in ("busy", "idle", "containerd", "thinsnapd", "kworker") else \
                     "client" if cmd in CLIENTS else "other"
                 sums[row] = sums.get(row, 0) + t * ms
-    flows = [n for n in names if any(k[0] == n for k in acc)]
-    if not flows or not n_vms:
+    n_vms = {n: (f.get("concurrent") or {}).get("n") for n, f in by.items()}
+    flows = [n for n in by if n_vms[n] and any(k[0] == n for k in acc)]
+    if not flows:
         return
     print("### CPU per VM in the concurrent rounds (the guest's clock ticks, mean over the rounds)")
     print()
@@ -144,7 +146,7 @@ def cpu_table(path, names, n_vms):
             cells = []
             for fl in flows:
                 sums, rounds = acc.get((fl, phase), ({}, [0]))
-                cells.append("%.2f ms" % (sums.get(row, 0) / rounds[0] / n_vms) if rounds[0] else "—")
+                cells.append("%.2f ms" % (sums.get(row, 0) / rounds[0] / n_vms[fl]) if rounds[0] else "—")
             print("| %s | %s | %s |" % (label, rlabel, " | ".join(cells)))
     print()
     print("rounds: " + ", ".join("%s %d" % (fl, acc.get((fl, "snapshots"), ({}, [0]))[1][0])
@@ -213,7 +215,7 @@ def main():
         print()
 
     if a.cpu:
-        cpu_table(a.cpu, names, (first.get("concurrent") or {}).get("n"))
+        cpu_table(a.cpu, by)
 
     rss = [f for f in flows if f.get("rss")]
     if rss:

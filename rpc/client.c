@@ -800,13 +800,13 @@ int ts_rpc_client_unary_bytes(ts_rpc_client *c, const char *method,
 
         /* The request and its end go to the loop with the call: one wake-up,
          * and its frames leave in one write. */
-        ts_rpc_buf *b;
-        r = frame_bytes(method, req, req_len, &b, err);
+        r = call_new(c, method, opts, &cc, err);
         if (r < 0)
                 return r;
-        r = call_new(c, method, opts, &cc, err);
+        ts_rpc_buf *b;
+        r = frame_bytes(method, req, req_len, &b, err);
         if (r < 0) {
-                free(b);
+                call_free_now(cc);
                 return r;
         }
         ts_rpc_bufq_push(&cc->out, b);

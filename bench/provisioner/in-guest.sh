@@ -326,20 +326,26 @@ expect() {
 # "ticks": {"busy", "idle", COMMAND: utime + stime...}}; kernel workers count as "kworker").
 
 # cpu_ticks FILE: the guest's busy and idle clock ticks, then each process's pid, command and
-# utime + stime
+# utime + stime (cat goes on past a process that ends meanwhile; the command is what is between
+# the first "(" and the last ")", without characters JSON would need escaped)
 cpu_ticks() {
-        awk 'FILENAME == "/proc/stat" { if ($1 == "cpu") { print "busy busy", $2 + $3 + $4 + $7 + $8; print "idle idle", $5 + $6 } next }
-             { c = $2; gsub(/[()]/, "", c); if (c ~ /^kworker/) c = "kworker"; print FILENAME, c, $14 + $15 }' \
-                /proc/stat /proc/[0-9]*/stat 2>/dev/null >"$1" || true
+        { cat /proc/stat; cat /proc/[0-9]*/stat; } 2>/dev/null |
+                awk '$1 == "cpu" { print "busy busy", $2 + $3 + $4 + $7 + $8; print "idle idle", $5 + $6; next }
+                     $1 ~ /^[0-9]+$/ && match($0, /\(.*\)/) {
+                             c = substr($0, RSTART + 1, RLENGTH - 2); gsub(/["\\[:space:]]/, "_", c)
+                             if (c ~ /^kworker/) c = "kworker"
+                             n = split(substr($0, RSTART + RLENGTH + 1), f, " "); print $1, c, f[12] + f[13] }' \
+                        >"$1" || true
 }
 
 # cpu_record FLOW ROUND PHASE: the ticks since the last cpu_ticks into $work/cpu.before, as a
-# line of OUT/cpu.jsonl (none without FLOW); then starts the next phase's count
+# line of OUT/cpu.jsonl (none without FLOW): a process counts when it is in both readings under
+# the same command; then starts the next phase's count
 cpu_record() {
         cpu_ticks "$work/cpu.after"
         [ -z "$1" ] || awk -v flow="$1" -v round="$2" -v phase="$3" -v hz="$(getconf CLK_TCK)" \
-                'NR == FNR { b[$1] = $3; next }
-                 { d = $3 - b[$1]; if (d > 0) t[$2] += d }
+                'NR == FNR { b[$1 " " $2] = $3; next }
+                 ($1 " " $2) in b { d = $3 - b[$1 " " $2]; if (d > 0) t[$2] += d }
                  END { printf "{\"flow\": \"%s\", \"round\": %d, \"phase\": \"%s\", \"hz\": %d, \"ticks\": {", flow, round, phase, hz
                        n = 0; for (c in t) printf "%s\"%s\": %d", (n++ ? ", " : ""), c, t[c]; print "}}" }' \
                 "$work/cpu.before" "$work/cpu.after" >>"$out/cpu.jsonl"
@@ -347,9 +353,10 @@ cpu_record() {
 }
 
 # turn NAME ROUND: NAME's program runs round ROUND (it said it is ready): its snapshots, then
-# on "snapped ROUND" its teardowns, until "done ROUND"
+# on "snapped ROUND" its teardowns, until "done ROUND". A round without "snapped" (its flow
+# failed or had no more rounds) records nothing.
 turn() {
-        local fd=turn_wr_$1 rd=turn_rd_$1 line flow=$1
+        local fd=turn_wr_$1 rd=turn_rd_$1 line flow=$1 snapped=
         # The Go program runs go-devmapper's rounds in the same turns: its CPU is not one flow's.
         [ "$1" = thinsnap ] || flow=go-thinsnapd
         [ "$1" = thinsnap ] || [ -z "$go_dm" ] || [ "$2" -ge "$dm_rounds" ] || flow=
@@ -358,8 +365,8 @@ turn() {
         echo go >&"${!fd}"
         while read -r line <&"${!rd}"; do
                 case $line in
-                "snapped $2") cpu_record "$flow" "$2" snapshots; echo go >&"${!fd}" ;;
-                "done $2") cpu_record "$flow" "$2" teardowns; return 0 ;;
+                "snapped $2") cpu_record "$flow" "$2" snapshots; snapped=1; echo go >&"${!fd}" ;;
+                "done $2") cpu_record "${snapped:+$flow}" "$2" teardowns; return 0 ;;
                 *) die "the $1 flow said '$line' in round $2" ;;
                 esac
         done
