@@ -24,6 +24,9 @@
 #define FAILED_KEPT 32
 /* How often recovery asks again while containerd does not answer. */
 #define RECOVER_RETRY_S 5
+/* A resumed warm that finds our snapshotter unavailable through containerd
+ * waits 1, 2, 4... up to this many seconds between tries. */
+#define RESUME_RETRY_MAX_S 32
 /* Byte counts reach a waiter at most this often. */
 #define PROGRESS_INTERVAL_MS 100
 
@@ -354,8 +357,9 @@ static void trim_failed_locked(ts_prov *p) {
         }
 }
 
-int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm **ret,
-                       ts_error **err) {
+/* ts_prov_warm_start; resumed: a warm a stop interrupted, queued again. */
+static int warm_queue(ts_prov *p, const ts_prov_warm_request *req, bool resumed, ts_prov_warm **ret,
+                      ts_error **err) {
         char *name = NULL, *platform = NULL;
         int r = request_identity(req, &name, &platform, err);
         if (r < 0)
@@ -379,6 +383,7 @@ int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm
                 unlink_locked(w); /* a failed warm of the same image: start afresh */
         r = warm_new(p, req, name, platform, &w);
         if (r >= 0) {
+                w->job.resumed = resumed;
                 prov_warm **tail = &p->warms;
                 while (*tail)
                         tail = &(*tail)->next;
@@ -393,10 +398,24 @@ int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm
         return 0;
 }
 
+int ts_prov_warm_start(ts_prov *p, const ts_prov_warm_request *req, ts_prov_warm **ret,
+                       ts_error **err) {
+        return warm_queue(p, req, false, ret, err);
+}
+
 static bool deadline_passed(const struct timespec *t) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/* Waits s seconds, or less when the provisioner stops. */
+static void pause_s(ts_prov *p, unsigned s) {
+        struct timespec until = ts_clock_mono_after((uint64_t) s * 1000);
+        pthread_mutex_lock(&p->lock);
+        while (!p->stopping && !deadline_passed(&until))
+                pthread_cond_timedwait(&p->changed, &p->lock, &until);
+        pthread_mutex_unlock(&p->lock);
 }
 
 int ts_prov_warm_wait(ts_prov_warm *h, uint64_t after_seq, int timeout_ms,
@@ -503,6 +522,24 @@ static void finish(prov_warm *w, int r, ts_error *err) {
         ts_error_free(err);
 }
 
+/* Runs a warm's job. A warm resumed at start may find containerd up but not
+ * yet able to reach this daemon's snapshotter again (containerd's connection
+ * to it backs off after the restart, and answers UNAVAILABLE meanwhile):
+ * then it is tried again, after 1, 2, 4... seconds, for about a minute. A stop
+ * meanwhile keeps it for the next start (-ECANCELED). */
+static int run_warm(prov_warm *w, ts_error **err) {
+        int r = run_job(&w->job, err);
+        for (unsigned s = 1; r == -ECONNREFUSED && w->job.resumed && s <= RESUME_RETRY_MAX_S; s *= 2) {
+                log_info("warm of %s: %s; trying again in %u s", w->name, ts_error_message(*err, r), s);
+                *err = ts_error_free(*err);
+                pause_s(w->p, s);
+                if (prov_job_cancelled(&w->job))
+                        return ts_error_setf_plain(err, ECANCELED, "warm of %s: stopping", w->name);
+                r = run_job(&w->job, err);
+        }
+        return r;
+}
+
 static prov_warm *next_pending_locked(ts_prov *p) {
         for (prov_warm *w = p->warms; w; w = w->next)
                 if (!w->finished && w->st.state == TS_PROV_WARM_PENDING)
@@ -532,7 +569,7 @@ static void *worker(void *arg) {
                 touch_locked(w, true);
                 pthread_mutex_unlock(&p->lock);
                 ts_error *err = NULL;
-                int r = run_job(&w->job, &err);
+                int r = run_warm(w, &err);
                 finish(w, r, err);
                 pthread_mutex_lock(&p->lock);
                 /* The last warm's buffers (downloads, content writes) are
@@ -570,7 +607,7 @@ static void requeue(ts_prov *p, char *const *labels) {
         }
         ts_error *err = NULL;
         ts_prov_warm *w = NULL;
-        if (ts_prov_warm_start(p, &req, &w, &err) < 0)
+        if (warm_queue(p, &req, true, &w, &err) < 0)
                 log_warn("interrupted warm of %s not resumed: %s", ref, err->msg);
         else
                 log_info("resuming the interrupted warm of %s", ref);
@@ -611,11 +648,7 @@ static void *recovery(void *arg) {
                                  "is: %s", err->msg);
                 told = true;
                 ts_error_free(err);
-                pthread_mutex_lock(&p->lock);
-                struct timespec until = ts_clock_mono_after(RECOVER_RETRY_S * 1000);
-                if (!p->stopping)
-                        pthread_cond_timedwait(&p->changed, &p->lock, &until);
-                pthread_mutex_unlock(&p->lock);
+                pause_s(p, RECOVER_RETRY_S);
         }
         return NULL;
 }

@@ -30,6 +30,7 @@ typedef struct prov_job {
         const char *import_name; /* import: NULL means the tarball's own names */
         const char *expected_digest; /* pull: what the reference must resolve to; NULL: any */
         const ts_prov_limits *limits; /* pull: manifest limits; NULL: none */
+        bool resumed; /* queued again at start, after a stop interrupted it */
 } prov_job;
 
 /* True once the provisioner is stopping: a step returns -ECANCELED soon. */
