@@ -212,9 +212,11 @@ static void burst_round(const ts_pool *pool, int path, uint32_t first_id, double
         pthread_mutex_init(&b.lock, NULL);
         pthread_t t[BURST_THREADS];
         double t0 = ts_bench_now_ms();
-        for (int i = 0; i < BURST_THREADS; i++)
-                if (pthread_create(&t[i], NULL, burst_thread, &b) != 0)
-                        die("burst thread", -EAGAIN);
+        for (int i = 0; i < BURST_THREADS; i++) {
+                int e = pthread_create(&t[i], NULL, burst_thread, &b);
+                if (e != 0)
+                        die("start a burst thread", -e);
+        }
         for (int i = 0; i < BURST_THREADS; i++)
                 pthread_join(t[i], NULL);
         if (b.failed < 0)
