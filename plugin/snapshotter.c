@@ -1,9 +1,11 @@
 #include "snapshotter.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,12 @@
 #include "plugin/snapfilter.h"
 
 #define EARLY_MAX 256
+
+/* Spares: active snapshots of a parent cut ahead (snapshotter.h, Spares). */
+#define SPARE_PREFIX "~spare/"
+#define SPARES_LABEL "containerd.io/snapshot/thinsnap.spares"
+#define SPARES_LABEL_MAX 1024
+#define SPARE_QUIET_MS 100 /* the filler cuts once Prepares have paused this long */
 
 struct ts_snapshotter {
         ts_store *store;
@@ -41,7 +49,30 @@ struct ts_snapshotter {
         /* async removal */
         pthread_t reaper;
         bool reaper_running, stopping, reap_pending;
+
+        /* spares (under lock) */
+        uint32_t spares_max;
+        struct spare_want *wants; /* parents whose spares to top up */
+        uint64_t spare_seq;       /* the last spare key's number */
+        int64_t last_prepare_ns;  /* when the last Prepare began (monotonic) */
+        uint32_t spare_quiet_ms;
+        pthread_t filler;
+        bool filler_running;
 };
+
+static bool is_spare_key(const char *key) {
+        return key && strncmp(key, SPARE_PREFIX, strlen(SPARE_PREFIX)) == 0;
+}
+
+/* A parent whose spares the filler is to top up to n. */
+typedef struct spare_want {
+        struct spare_want *next;
+        char *ns, *parent;
+        uint32_t n;
+} spare_want;
+
+static void *filler_main(void *p);
+static void want_free(spare_want *w);
 
 static void error_clear(ts_error **err) {
         if (err) {
@@ -403,30 +434,76 @@ static int reap_once(ts_snapshotter *s, ts_error **err) {
         return r < 0 ? r : failed;
 }
 
-struct children_arg {
-        const char *parent;
-        char **keys;
+struct remove_arg {
+        const char *ns, *key;
+        uint32_t dev_id; /* 0: any; else key must still have this device */
+        ts_store_info info;
 };
 
-static int removing_child(const ts_store_info *info, void *p) {
-        struct children_arg *a = p;
-        if (info->state != TS_STATE_REMOVING || !info->parent || strcmp(info->parent, a->parent) != 0)
-                return 0;
-        return ts_strv_push(&a->keys, info->name);
+static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
+        struct remove_arg *a = p;
+        ts_store_info_done(&a->info);
+        int r = ts_store_remove_begin(txn, a->ns, a->key, &a->info, err);
+        if (r >= 0 && a->dev_id && a->info.dev_id != a->dev_id)
+                r = ts_error_setf_plain(err, ENOENT, "snapshot %s no longer has device %u", a->key,
+                                        a->dev_id);
+        return r;
 }
 
-/* Finishes the pending asynchronous removals of key's children (key's lock
- * held: children are locked after their parent, never the other way round).
- * Returns how many are gone now (finished here or by the reaper meanwhile),
- * or a negative errno when one could not be finished. */
+struct children_arg {
+        const char *parent;
+        char **keys;   /* children whose asynchronous removal is pending */
+        char **spares; /* READY spares */
+        unsigned others;
+};
+
+static int sort_child(const ts_store_info *info, void *p) {
+        struct children_arg *a = p;
+        if (!info->parent || strcmp(info->parent, a->parent) != 0)
+                return 0;
+        if (info->state == TS_STATE_REMOVING)
+                return ts_strv_push(&a->keys, info->name);
+        if (is_spare_key(info->name) && info->state == TS_STATE_READY)
+                return ts_strv_push(&a->spares, info->name);
+        a->others++;
+        return 0;
+}
+
+/* With its lock held: removes the READY spare key (1), or finishes its
+ * pending removal (1), or finds it gone (0). */
+static int drop_child_locked(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        if (!is_spare_key(key))
+                return settle_removal_locked(s, ns, key, NULL, err);
+        struct remove_arg a = { ns, key, 0, { 0 } };
+        int r = txn_run(s, remove_begin, &a, err);
+        if (r >= 0)
+                r = finish_remove(s, ns, key, a.info.dev_id, a.info.dev_size, err);
+        else if (r == -EBUSY) { /* REMOVING already */
+                error_clear(err);
+                r = settle_removal_locked(s, ns, key, NULL, err);
+        }
+        ts_store_info_done(&a.info);
+        return r == -ENOENT ? 0 : r < 0 ? r : 1;
+}
+
+/* Removes what keeps key from being removed when nothing else does: its
+ * children's pending asynchronous removals, and its spares when no other
+ * child is left (key's lock held: children are locked after their parent,
+ * never the other way round). Returns how many are gone now (finished here
+ * or by the reaper meanwhile), or a negative errno when one could not be
+ * finished. */
 static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
-        struct children_arg a = { key, NULL };
+        struct children_arg a = { key, NULL, NULL, 0 };
         _cleanup_txn_ ts_store_txn *txn = NULL;
         int r = ts_store_begin(s->store, false, &txn, NULL);
         if (r < 0)
                 return r;
-        r = ts_store_walk(txn, ns, removing_child, &a, NULL);
+        r = ts_store_walk(txn, ns, sort_child, &a, NULL);
         txn = ts_store_txn_abort(txn);
+        if (r >= 0 && a.others == 0)
+                for (char **k = a.spares; r >= 0 && k && *k; k++)
+                        r = ts_strv_push(&a.keys, *k);
+        ts_strv_free(a.spares);
         int done = 0;
         for (char **k = a.keys; r >= 0 && k && *k; k++) {
                 key_lock kl;
@@ -434,10 +511,10 @@ static int settle_children(ts_snapshotter *s, const char *ns, const char *key) {
                 if (r < 0)
                         break;
                 ts_error *e = NULL;
-                r = settle_removal_locked(s, ns, *k, NULL, &e);
+                r = drop_child_locked(s, ns, *k, &e);
                 unlock_keys(s, &kl);
                 if (r < 0)
-                        log_warn("remove %s/%s: finishing the removal of its child %s: %s", ns, key, *k,
+                        log_warn("remove %s/%s: removing its child %s: %s", ns, key, *k,
                                  ts_error_message(e, r));
                 ts_error_free(e);
                 done += r >= 0;
@@ -505,6 +582,11 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
         s->base_size = cfg->base_size;
         s->async_remove = cfg->async_remove;
         s->discard = cfg->discard_on_remove;
+        s->spares_max = cfg->spares_max;
+        s->spare_quiet_ms = cfg->spare_quiet_ms ? cfg->spare_quiet_ms : SPARE_QUIET_MS;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now); /* spare keys go on past those left by a stop */
+        s->spare_seq = (uint64_t) now.tv_sec * 1000000000u + (uint64_t) now.tv_nsec;
         s->labels = cfg->labels;
         int r = ts_label_limits_resolve(&s->labels, err);
         if (r >= 0)
@@ -534,6 +616,13 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
                 else
                         s->reaper_running = true;
         }
+        if (r >= 0 && s->spares_max) {
+                r = -pthread_create(&s->filler, NULL, filler_main, s);
+                if (r < 0)
+                        ts_error_set(err, r, "start the spares thread");
+                else
+                        s->filler_running = true;
+        }
         if (r < 0) {
                 ts_snapshotter_close(s);
                 return r;
@@ -545,12 +634,18 @@ int ts_snapshotter_open(const ts_snapshotter_config *cfg, ts_snapshotter **ret, 
 ts_snapshotter *ts_snapshotter_close(ts_snapshotter *s) {
         if (!s)
                 return NULL;
-        if (s->reaper_running) {
-                pthread_mutex_lock(&s->lock);
-                s->stopping = true;
-                pthread_cond_broadcast(&s->cond);
-                pthread_mutex_unlock(&s->lock);
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        if (s->reaper_running)
                 pthread_join(s->reaper, NULL);
+        if (s->filler_running)
+                pthread_join(s->filler, NULL);
+        while (s->wants) {
+                spare_want *w = s->wants;
+                s->wants = w->next;
+                want_free(w);
         }
         ts_store_close(s->store);
         ts_snapdev_free(s->dev);
@@ -576,6 +671,7 @@ struct create_arg {
         uint64_t size;
         uint32_t origin;
         ts_store_info info;
+        bool adopted; /* info is a spare's record, renamed to key */
 };
 
 static int create_record(ts_store_txn *txn, void *p, ts_error **err) {
@@ -657,10 +753,238 @@ static int rollback_prepare(ts_snapshotter *s, const struct create_arg *a, bool 
         return -ENOSPC;
 }
 
+/* Prepare 1-3 for a->key, whose lock (and its parent's, for a spare) is held. */
+static int prepare_locked(ts_snapshotter *s, struct create_arg *a, ts_mount *ret_mount, ts_error **err) {
+        int r = record_prepare(s, a, err);
+        if (r < 0)
+                return r;
+        bool snapped = false;
+        r = make_device(s, a, &snapped, err);
+        if (r < 0)
+                return rollback_prepare(s, a, snapped, r, err);
+        if (ret_mount)
+                fill_mount(s, &a->info, ret_mount);
+        return 0;
+}
+
+/* ---- spares ---- */
+
+/* How many spares a Prepare's labels ask its parent to keep: 0 without the
+ * label or with spares off; at most spares_max. */
+static int spares_wanted(const ts_snapshotter *s, const ts_label *labels, size_t n, uint32_t *ret,
+                         ts_error **err) {
+        *ret = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (strcmp(labels[i].key, SPARES_LABEL) != 0)
+                        continue;
+                const char *v = labels[i].value;
+                char *end = NULL;
+                errno = 0;
+                unsigned long k = strtoul(v, &end, 10);
+                if (!isdigit((unsigned char) v[0]) || *end || errno || k > SPARES_LABEL_MAX)
+                        return ts_error_setf_plain(err, EINVAL, "label %s: '%.32s' is not a number "
+                                                                "from 0 to %u", SPARES_LABEL, v,
+                                                   SPARES_LABEL_MAX);
+                *ret = k < s->spares_max ? (uint32_t) k : s->spares_max;
+        }
+        return 0;
+}
+
+/* "~spare/<parent's snapshot id>/": the keys of a parent's spares begin so. */
+typedef struct spare_scan {
+        char prefix[48];
+        char first_ready[80];
+        uint32_t n;
+} spare_scan;
+
+static void spare_prefix(uint64_t parent_id, spare_scan *sc) {
+        snprintf(sc->prefix, sizeof sc->prefix, SPARE_PREFIX "%" PRIu64 "/", parent_id);
+}
+
+/* Counts a parent's spares, noting the first READY one; 1 past them. */
+static int spare_seen(const ts_store_info *info, void *p) {
+        spare_scan *sc = p;
+        if (strncmp(info->name, sc->prefix, strlen(sc->prefix)) != 0)
+                return 1;
+        if (info->state == TS_STATE_READY && !sc->first_ready[0])
+                snprintf(sc->first_ready, sizeof sc->first_ready, "%s", info->name);
+        sc->n++;
+        return 0;
+}
+
+/* The spares of committed snapshot parent (-ENOENT: no such parent). */
+static int spares_scan(ts_store_txn *txn, const char *ns, const char *parent, uint64_t *ret_parent_id,
+                       spare_scan *sc, ts_error **err) {
+        _cleanup_store_info_ ts_store_info p = { 0 };
+        int r = ts_store_get(txn, ns, parent, &p, err);
+        if (r < 0)
+                return r;
+        *sc = (spare_scan) { .n = 0 };
+        spare_prefix(p.id, sc);
+        *ret_parent_id = p.id;
+        r = ts_store_walk_after(txn, ns, sc->prefix, spare_seen, sc, err);
+        return r < 0 ? r : 0;
+}
+
+/* In one transaction, the parent's first READY spare becomes key (a->adopted)
+ * unless there is none or the key is taken (Prepare's own steps then answer). */
+static int adopt_record(ts_store_txn *txn, void *p, ts_error **err) {
+        struct create_arg *a = p;
+        ts_store_info_done(&a->info);
+        a->adopted = false;
+        spare_scan sc;
+        uint64_t parent_id;
+        ts_error *e = NULL;
+        int r = spares_scan(txn, a->ns, a->parent, &parent_id, &sc, &e);
+        if (r >= 0 && sc.first_ready[0])
+                r = ts_store_adopt(txn, a->ns, sc.first_ready, a->key, a->labels, a->n_labels, &a->info,
+                                   &e);
+        else if (r >= 0)
+                return 0;
+        if (r == -ENOENT || r == -EEXIST) {
+                ts_error_free(e);
+                return 0;
+        }
+        if (r < 0)
+                return ts_error_move(err, &e);
+        a->adopted = true;
+        return 0;
+}
+
+static void want_free(spare_want *w) {
+        if (w) {
+                free(w->ns);
+                free(w->parent);
+                free(w);
+        }
+}
+
+/* Asks the filler to keep n spares of parent; a parent asked for already
+ * keeps the larger n. Without memory nothing is asked: the next Prepare asks
+ * again. */
+static void filler_ask(ts_snapshotter *s, const char *ns, const char *parent, uint32_t n) {
+        pthread_mutex_lock(&s->lock);
+        spare_want *w = s->wants;
+        while (w && (strcmp(w->ns, ns) != 0 || strcmp(w->parent, parent) != 0))
+                w = w->next;
+        if (w && n > w->n)
+                w->n = n;
+        if (!w && (w = calloc(1, sizeof(*w)))) {
+                w->ns = strdup(ns);
+                w->parent = strdup(parent);
+                w->n = n;
+                if (w->ns && w->parent) {
+                        w->next = s->wants;
+                        s->wants = w;
+                } else
+                        want_free(w);
+        }
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* Waits (lock held) until no Prepare began for spare_quiet_ms; false at a stop. */
+static bool wait_quiet(ts_snapshotter *s) {
+        for (;;) {
+                if (s->stopping)
+                        return false;
+                int64_t since_ms = (ts_clock_mono_ns() - s->last_prepare_ns) / 1000000;
+                if (since_ms >= (int64_t) s->spare_quiet_ms)
+                        return true;
+                struct timespec until = ts_clock_mono_after(s->spare_quiet_ms - (uint64_t) since_ms);
+                pthread_cond_timedwait(&s->cond, &s->lock, &until);
+        }
+}
+
+/* Cuts one spare of parent (its lock and the spare's held from record to
+ * READY: a Remove of the parent waits for it), once Prepares pause when
+ * quiet. */
+static int cut_spare(ts_snapshotter *s, const char *ns, const char *parent, uint64_t parent_id,
+                     bool quiet, ts_error **err) {
+        int r = ts_snapdev_check_space(s->dev, false, err);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&s->lock);
+        uint64_t seq = ++s->spare_seq;
+        bool go = !quiet || wait_quiet(s);
+        pthread_mutex_unlock(&s->lock);
+        if (!go)
+                return -ECANCELED;
+        char key[80];
+        snprintf(key, sizeof key, SPARE_PREFIX "%" PRIu64 "/%020" PRIu64, parent_id, seq);
+        key_lock kl;
+        r = lock_keys(s, ns, parent, key, &kl);
+        if (r < 0)
+                return ts_error_set(err, r, "spare of %s", parent);
+        struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = TS_KIND_ACTIVE,
+                                .size = s->base_size, .origin = s->base_id };
+        r = prepare_locked(s, &a, NULL, err);
+        ts_store_info_done(&a.info);
+        unlock_keys(s, &kl);
+        return r;
+}
+
+/* Tops the spares of w's parent up to w->n. */
+static void fill(ts_snapshotter *s, const spare_want *w, bool quiet) {
+        _cleanup_error_ ts_error *e = NULL;
+        _cleanup_txn_ ts_store_txn *txn = NULL;
+        spare_scan sc;
+        uint64_t parent_id = 0;
+        int r = ts_store_begin(s->store, false, &txn, &e);
+        if (r >= 0)
+                r = spares_scan(txn, w->ns, w->parent, &parent_id, &sc, &e);
+        txn = ts_store_txn_abort(txn);
+        for (uint32_t have = r >= 0 ? sc.n : 0; r >= 0 && have < w->n; have++)
+                r = cut_spare(s, w->ns, w->parent, parent_id, quiet, &e);
+        if (r < 0 && r != -ECANCELED && r != -ENOENT)
+                log_warn("spares of %s/%s: %s (more are cut when a Prepare asks again)", w->ns, w->parent,
+                         ts_error_message(e, r));
+}
+
+/* The next parent to top up (lock held), or NULL. */
+static spare_want *want_take(ts_snapshotter *s) {
+        spare_want *w = s->wants;
+        if (w)
+                s->wants = w->next;
+        return w;
+}
+
+/* The filler: tops up what Prepares ask for once they pause (snapshotter.h,
+ * Spares). */
+static void *filler_main(void *p) {
+        ts_snapshotter *s = p;
+        pthread_mutex_lock(&s->lock);
+        for (;;) {
+                while (!s->wants && !s->stopping)
+                        pthread_cond_wait(&s->cond, &s->lock);
+                if (!wait_quiet(s))
+                        break;
+                spare_want *w = want_take(s); /* NULL: taken by ts_snapshotter_fill_spares */
+                pthread_mutex_unlock(&s->lock);
+                if (w)
+                        fill(s, w, true);
+                want_free(w);
+                pthread_mutex_lock(&s->lock);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
 int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, const char *parent,
                            ts_snapshot_kind kind, const ts_label *labels, size_t n_labels,
                            ts_mount *ret_mount, ts_error **err) {
-        int r = ts_snapdev_check_space(s->dev, false, err);
+        if (is_spare_key(key))
+                return ts_error_setf_plain(err, EINVAL, "prepare %s: keys beginning with %s are "
+                                                        "thinsnapd's own", key, SPARE_PREFIX);
+        uint32_t want;
+        int r = spares_wanted(s, labels, n_labels, &want, err);
+        if (r < 0)
+                return r;
+        bool spares = want > 0 && kind == TS_KIND_ACTIVE && parent && *parent;
+        pthread_mutex_lock(&s->lock);
+        s->last_prepare_ns = ts_clock_mono_ns();
+        pthread_mutex_unlock(&s->lock);
+        r = ts_snapdev_check_space(s->dev, false, err);
         if (r < 0)
                 return r;
         key_lock kl;
@@ -669,28 +993,33 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
                 return ts_error_set(err, r, "prepare %s", key);
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = kind, .labels = labels,
                                 .n_labels = n_labels, .size = s->base_size, .origin = s->base_id };
-        r = record_prepare(s, &a, err);
-        if (r >= 0) {
-                bool snapped = false;
-                r = make_device(s, &a, &snapped, err);
-                if (r < 0)
-                        r = rollback_prepare(s, &a, snapped, r, err);
-                else
-                        fill_mount(s, &a.info, ret_mount);
-        }
+        r = spares ? txn_run(s, adopt_record, &a, err) : 0;
+        if (r >= 0 && a.adopted)
+                fill_mount(s, &a.info, ret_mount);
+        else if (r >= 0)
+                r = prepare_locked(s, &a, ret_mount, err);
         ts_store_info_done(&a.info);
         unlock_keys(s, &kl);
-        return r;
+        if (r >= 0 && spares)
+                filler_ask(s, ns, parent, want);
+        return r < 0 ? r : 0;
+}
+
+/* Not found: a snapshot that does not exist for containerd (a spare's key). */
+static int not_found(const char *key, ts_error **err) {
+        return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", key);
 }
 
 static int get_ready(ts_snapshotter *s, const char *ns, const char *key, ts_store_info *ret,
                      ts_error **err) {
+        if (is_spare_key(key))
+                return not_found(key, err);
         int r = read_record(s, ns, key, ret, err);
         if (r < 0)
                 return r;
         if (ret->state != TS_STATE_READY) {
                 ts_store_info_done(ret);
-                return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", key);
+                return not_found(key, err);
         }
         return 0;
 }
@@ -760,6 +1089,9 @@ static int commit_record(ts_store_txn *txn, void *p, ts_error **err) {
 
 int ts_snapshotter_commit(ts_snapshotter *s, const char *ns, const char *name, const char *key,
                           const ts_label *labels, size_t n_labels, ts_error **err) {
+        if (is_spare_key(name))
+                return ts_error_setf_plain(err, EINVAL, "commit %s as %s: names beginning with %s are "
+                                                        "thinsnapd's own", key, name, SPARE_PREFIX);
         key_lock kl;
         int r = lock_keys(s, ns, key, name, &kl);
         if (r < 0)
@@ -804,22 +1136,6 @@ out:
                 ts_error_free(e2);
         }
         unlock_keys(s, &kl);
-        return r;
-}
-
-struct remove_arg {
-        const char *ns, *key;
-        uint32_t dev_id; /* 0: any; else key must still have this device */
-        ts_store_info info;
-};
-
-static int remove_begin(ts_store_txn *txn, void *p, ts_error **err) {
-        struct remove_arg *a = p;
-        ts_store_info_done(&a->info);
-        int r = ts_store_remove_begin(txn, a->ns, a->key, &a->info, err);
-        if (r >= 0 && a->dev_id && a->info.dev_id != a->dev_id)
-                r = ts_error_setf_plain(err, ENOENT, "snapshot %s no longer has device %u", a->key,
-                                        a->dev_id);
         return r;
 }
 
@@ -913,6 +1229,8 @@ static bool early_take(ts_snapshotter *s, const char *ns, const char *key) {
 }
 
 int ts_snapshotter_remove(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        if (is_spare_key(key))
+                return not_found(key, err);
         int r = remove_key(s, ns, key, 0, false, err);
         if (r == -ENOENT && early_take(s, ns, key)) {
                 /* Only containerd's collector asks for a key containerd has
@@ -1002,8 +1320,8 @@ static int update_record(ts_store_txn *txn, void *p, ts_error **err) {
         int r = ts_store_get(txn, a->ns, a->key, &cur, err);
         if (r < 0)
                 return r;
-        if (cur.state != TS_STATE_READY)
-                return ts_error_setf_plain(err, ENOENT, "snapshot %s does not exist", a->key);
+        if (cur.state != TS_STATE_READY || is_spare_key(a->key))
+                return not_found(a->key, err);
         return ts_store_update(txn, a->ns, a->key, a->labels, a->n_labels, a->paths, a->n_paths,
                                a->want_info ? &a->info : NULL, err);
 }
@@ -1046,7 +1364,7 @@ struct walk_arg {
 
 static int walk_one(const ts_store_info *info, void *p) {
         struct walk_arg *a = p;
-        if (info->state != TS_STATE_READY)
+        if (info->state != TS_STATE_READY || is_spare_key(info->name))
                 return 0;
         if (a->filter && !ts_filter_match(a->filter, ts_snapfilter_field, (void *) info))
                 return 0;
@@ -1129,4 +1447,16 @@ int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {
                 return 0;
         int r = reap_once(s, err);
         return r < 0 ? r : 0;
+}
+
+void ts_snapshotter_fill_spares(ts_snapshotter *s) {
+        for (;;) {
+                pthread_mutex_lock(&s->lock);
+                spare_want *w = want_take(s);
+                pthread_mutex_unlock(&s->lock);
+                if (!w)
+                        return;
+                fill(s, w, false);
+                want_free(w);
+        }
 }

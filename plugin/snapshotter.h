@@ -93,6 +93,32 @@
  *   4. txn: delete the record (D is free again, reused as late as possible;
  *      the parent loses a child).
  *
+ * ---- Spares ----
+ *
+ * A Prepare of an active snapshot on a parent, labelled
+ * containerd.io/snapshot/thinsnap.spares=N (containerd passes labels under
+ * containerd.io/snapshot/ to its backend), asks that parent to keep N spares
+ * (at most spares_max; 0 in the configuration turns spares off and the label
+ * is then one like any other): active snapshots of the parent cut ahead
+ * under keys "~spare/<parent's snapshot id>/<n>", which containerd never
+ * makes (its keys begin with a namespace) and never sees: Stat, Mounts,
+ * Usage, Update and Remove answer -ENOENT, Walk and List skip them, Prepare
+ * and Commit refuse such a key (-EINVAL). Such a Prepare first takes the
+ * parent's first READY spare: one transaction renames it to the key with the
+ * request's labels (ts_store_adopt); no device step, and its device holds
+ * what a fresh cut would, the parent being committed. Either way the filler
+ * is asked to top the parent's spares up to N.
+ *
+ * The filler, a thread, waits until no Prepare has begun for spare_quiet_ms,
+ * then cuts each missing spare with Prepare's own steps 0-3 (the crash
+ * protocol above covers it: a CREATING spare is rolled back at open, a READY
+ * one activated like any active snapshot), holding the parent's lock and the
+ * spare's. A cut that fails is logged and ends the top-up until a Prepare
+ * asks again.
+ *
+ * Remove of a parent whose only children left are spares removes the spares
+ * first (as Remove 1, 3, 4); one with other children keeps them.
+ *
  * The reaper (async_remove): a thread finishes every REMOVING record, under
  * its key's lock, when a Remove wakes it and at open; a removal that fails
  * (a device still held) is retried after 1 s, doubling up to 60 s. At close
@@ -124,6 +150,9 @@ typedef struct ts_snapshotter_config {
         const char *mkfs;         /* mkfs.ext4 to run once per pool and size; NULL: "mkfs.ext4" */
         bool async_remove;        /* Remove returns once the intent is recorded */
         bool discard_on_remove;   /* discard an active device's blocks before delete */
+        uint32_t spares_max;      /* most spares a Prepare may ask its parent to keep (Spares);
+                                   * 0: spares off, the label is ignored */
+        uint32_t spare_quiet_ms;  /* spares are cut once Prepares paused this long; 0: 100 */
         uint32_t dev_id_max;      /* 0: the 24-bit limit (tests lower it) */
         uint64_t store_map_size;  /* the store's map to start with (store.h); 0: its default */
         uint64_t store_map_max;   /* the largest it grows to; 0: the store's default (1 GiB) */
@@ -231,3 +260,7 @@ const ts_label_limits *ts_snapshotter_label_limits(const ts_snapshotter *s);
 
 /* Finishes pending removals (async mode) now. Returns 0 or -errno. */
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err);
+
+/* Cuts the spares Prepares asked for (Spares) now, without waiting for a
+ * pause. A spare that cannot be cut is logged. */
+void ts_snapshotter_fill_spares(ts_snapshotter *s);

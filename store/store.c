@@ -1206,10 +1206,13 @@ int ts_store_set_state(ts_store_txn *t, const char *ns, const char *key, ts_snap
         return put_record(t, &k, &i, false, err);
 }
 
-int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char *name,
-                    const ts_label *labels, size_t n_labels, int64_t usage_size, int64_t usage_inodes,
-                    ts_store_info *ret_info, ts_error **err) {
-        int r = need_write(t, "commit snapshot", err);
+/* Renames the READY active snapshot key to name, as kind, with labels
+ * replaced and created = updated = now: Commit, and the adoption of a spare. */
+static int rename_active(ts_store_txn *t, const char *ns, const char *key, const char *name,
+                         const ts_label *labels, size_t n_labels, ts_snapshot_kind kind,
+                         int64_t usage_size, int64_t usage_inodes, ts_store_info *ret_info,
+                         ts_error **err) {
+        int r = need_write(t, kind == TS_KIND_COMMITTED ? "commit snapshot" : "adopt snapshot", err);
         if (r < 0)
                 return r;
         _cleanup_dbkey_ dbkey k = {}, nk = {};
@@ -1224,7 +1227,8 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
         if (r < 0)
                 return r;
         if (r > 0)
-                return ts_error_setf_plain(err, EEXIST, "committed snapshot %s: already exists", name);
+                return ts_error_setf_plain(err, EEXIST, "%ssnapshot %s: already exists",
+                                           kind == TS_KIND_COMMITTED ? "committed " : "", name);
 
         _cleanup_store_info_ ts_store_info i = {};
         r = get_record(t, &k, &i, NULL);
@@ -1255,7 +1259,7 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
                 return -ENOMEM;
         free(i.name);
         i.name = newname;
-        i.kind = TS_KIND_COMMITTED;
+        i.kind = kind;
         i.created_ns = i.updated_ns = now_ns();
         i.usage_size = usage_size;
         i.usage_inodes = usage_inodes;
@@ -1280,6 +1284,18 @@ int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char
                 return r;
         hand_out(&i, ret_info);
         return 0;
+}
+
+int ts_store_commit(ts_store_txn *t, const char *ns, const char *key, const char *name,
+                    const ts_label *labels, size_t n_labels, int64_t usage_size, int64_t usage_inodes,
+                    ts_store_info *ret_info, ts_error **err) {
+        return rename_active(t, ns, key, name, labels, n_labels, TS_KIND_COMMITTED, usage_size,
+                             usage_inodes, ret_info, err);
+}
+
+int ts_store_adopt(ts_store_txn *t, const char *ns, const char *key, const char *name,
+                   const ts_label *labels, size_t n_labels, ts_store_info *ret_info, ts_error **err) {
+        return rename_active(t, ns, key, name, labels, n_labels, TS_KIND_ACTIVE, 0, 0, ret_info, err);
 }
 
 int ts_store_remove_begin(ts_store_txn *t, const char *ns, const char *key, ts_store_info *ret_info,

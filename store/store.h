@@ -214,6 +214,16 @@ int ts_store_commit(ts_store_txn *txn, const char *ns, const char *key, const ch
                     const ts_label *labels, size_t n_labels, int64_t usage_size, int64_t usage_inodes,
                     ts_store_info *ret_info, ts_error **err);
 
+/* Hands the READY active snapshot key (a spare the snapshotter cut ahead)
+ * over to name, an active snapshot with the same id, device and parent; labels
+ * are replaced by the given ones (bounded as in create); created = updated =
+ * now. Checked as Commit: name taken -> -EEXIST; key missing -> -ENOENT; key
+ * not active or not READY -> -EBUSY. The parent's child count is unchanged.
+ * Returns 0 or those, -EINVAL, -ENAMETOOLONG, -ENOSPC (room), -EROFS, -EIO,
+ * -ENOMEM. ret_info (the adopted record) may be NULL. */
+int ts_store_adopt(ts_store_txn *txn, const char *ns, const char *key, const char *name,
+                   const ts_label *labels, size_t n_labels, ts_store_info *ret_info, ts_error **err);
+
 /* First step of Remove: checks key exists (-ENOENT), has no children (-ENOTEMPTY,
  * containerd's "cannot remove snapshot with child") and is READY (-EBUSY), then sets
  * state REMOVING. ret_info (the record, state REMOVING) may be NULL.

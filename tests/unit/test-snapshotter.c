@@ -63,6 +63,7 @@ static const char *took(void) {
 
 typedef struct opts {
         bool async, discard;
+        uint32_t spares_max; /* the filler cuts only when a test asks it to */
         uint64_t map_size, map_max; /* the store's map; 0: defaults */
 } opts;
 
@@ -74,6 +75,8 @@ static int try_open(opts o, ts_snapshotter **ret, ts_error **err) {
                 .async_remove = o.async,
                 .discard_on_remove = o.discard,
                 .dev_id_max = TS_FAKEDEV_MAX,
+                .spares_max = o.spares_max,
+                .spare_quiet_ms = 3600 * 1000,
                 .store_map_size = o.map_size,
                 .store_map_max = o.map_max,
                 .dev = ts_fakedev_new(pool),
@@ -724,6 +727,130 @@ static void make_active(ts_snapshotter *s) {
         must(prepare(s, "x", "P", TS_KIND_ACTIVE, NULL), "prepare x");
 }
 
+/* ---- spares ---- */
+
+#define SPARES "containerd.io/snapshot/thinsnap.spares"
+
+static int prepare_spared(ts_snapshotter *s, const char *key, const char *value, ts_mount *ret) {
+        ts_label l[] = { { (char *) SPARES, (char *) value } };
+        ts_mount m;
+        return ts_snapshotter_prepare(s, NS, key, "P", TS_KIND_ACTIVE, l, 1, ret ? ret : &m, NULL);
+}
+
+static int count_key(const ts_store_info *info, void *p) {
+        (void) info;
+        (*(int *) p)++;
+        return 0;
+}
+
+static int visible(ts_snapshotter *s) {
+        int n = 0;
+        must(ts_snapshotter_walk(s, NS, NULL, NULL, count_key, &n, NULL), "walk");
+        return n;
+}
+
+static unsigned active_devices(void) {
+        unsigned n = 0;
+        for (unsigned i = 1; i <= TS_FAKEDEV_MAX; i++)
+                n += pool->dev[i].active;
+        return n;
+}
+
+/* A Prepare asking for spares takes one when there is one, with no device
+ * call; the spares stay out of containerd's sight and go with their parent. */
+START_TEST(spares_cut_ahead_and_taken) {
+        ts_snapshotter *s = open_with((opts) { .spares_max = 8 });
+        make_parent(s); /* P: device 2 */
+        took();
+
+        ts_mount m;
+        must(prepare_spared(s, "vm1", "3", &m), "vm1");
+        ck_assert_str_eq(took(), "snap 3 2, activate 3"); /* none yet: cut as usual */
+        ts_snapshotter_fill_spares(s);
+        ck_assert_str_eq(took(), "snap 4 2, activate 4, snap 5 2, activate 5, snap 6 2, activate 6");
+        ck_assert_uint_eq(active_devices(), 4);
+        ck_assert_int_eq(visible(s), 2); /* P and vm1 */
+
+        must(prepare_spared(s, "vm2", "3", &m), "vm2");
+        ck_assert_str_eq(took(), ""); /* a spare: no device call */
+        ck_assert_str_eq(m.source, "/dev/fake/4");
+        ts_store_info info;
+        must(ts_snapshotter_stat(s, NS, "vm2", &info, NULL), "stat vm2");
+        ck_assert_int_eq(info.kind, TS_KIND_ACTIVE);
+        ck_assert_str_eq(info.parent, "P");
+        ck_assert_str_eq(ts_store_info_label(&info, SPARES), "3");
+        ts_store_info_done(&info);
+        must(ts_snapshotter_mounts(s, NS, "vm2", &m, NULL), "mounts vm2");
+        ck_assert_str_eq(m.source, "/dev/fake/4");
+        ts_snapshotter_fill_spares(s); /* back to 3 */
+        ck_assert_str_eq(took(), "snap 7 2, activate 7");
+
+        /* without the label: a cut of its own, no spare taken */
+        must(prepare(s, "vm3", "P", TS_KIND_ACTIVE, &m), "vm3");
+        ck_assert_str_eq(took(), "snap 8 2, activate 8");
+        ts_snapshotter_fill_spares(s);
+        ck_assert_str_eq(took(), "");
+
+        /* no key of a spare reaches containerd, nor can be made or named */
+        ck_assert_int_eq(visible(s), 4);
+        ck_assert_int_eq(ts_snapshotter_mounts(s, NS, "~spare/1/1", &m, NULL), -ENOENT);
+        ck_assert_int_eq(prepare(s, "~spare/x", "P", TS_KIND_ACTIVE, NULL), -EINVAL);
+        ck_assert_int_eq(ts_snapshotter_commit(s, NS, "~spare/y", "vm3", NULL, 0, NULL), -EINVAL);
+        ck_assert_str_eq(took(), "");
+
+        /* a committed spare-made snapshot is one like any other */
+        must(ts_snapshotter_commit(s, NS, "C", "vm2", NULL, 0, NULL), "commit vm2");
+        took();
+
+        /* the parent goes once its own children have: its spares with it */
+        ck_assert_int_eq(ts_snapshotter_remove(s, NS, "P", NULL), -ENOTEMPTY);
+        must(ts_snapshotter_remove(s, NS, "vm1", NULL), "remove vm1");
+        must(ts_snapshotter_remove(s, NS, "C", NULL), "remove C");
+        must(ts_snapshotter_remove(s, NS, "vm3", NULL), "remove vm3");
+        took();
+        must(ts_snapshotter_remove(s, NS, "P", NULL), "remove P");
+        ck_assert_str_eq(took(), "drop 5, drop 6, drop 7, deactivate 2, drop 2");
+        uint32_t ids[TS_FAKEDEV_MAX];
+        ck_assert_uint_eq(ts_fakedev_existing(pool, ids), 1); /* the base */
+        ts_snapshotter_close(s);
+}
+END_TEST
+
+/* Spares survive a restart (activated again after a reboot); bad labels are
+ * refused before anything is done; with spares off the label changes nothing. */
+START_TEST(spares_restart_and_refusals) {
+        ts_snapshotter *s = open_with((opts) { .spares_max = 2 });
+        make_parent(s);
+        must(prepare_spared(s, "vm1", "5", NULL), "vm1"); /* 5: at most spares_max */
+        ts_snapshotter_fill_spares(s);
+        ck_assert_uint_eq(active_devices(), 3);
+        took();
+        ck_assert_int_eq(prepare_spared(s, "vm2", "x", NULL), -EINVAL);
+        ck_assert_int_eq(prepare_spared(s, "vm2", "", NULL), -EINVAL);
+        ck_assert_int_eq(prepare_spared(s, "vm2", "-1", NULL), -EINVAL);
+        ck_assert_int_eq(prepare_spared(s, "vm2", "1025", NULL), -EINVAL);
+        ck_assert_str_eq(took(), "");
+        ts_snapshotter_close(s);
+
+        ts_fakedev_reboot(pool);
+        s = open_with((opts) { .spares_max = 2 });
+        ck_assert_uint_eq(active_devices(), 3); /* vm1 and the two spares */
+        took();
+        ts_mount m;
+        must(prepare_spared(s, "vm2", "2", &m), "vm2");
+        ck_assert_str_eq(took(), "");
+        ts_snapshotter_close(s);
+
+        s = open_snap(); /* spares off: the label is taken as any other */
+        took();
+        must(prepare_spared(s, "vm3", "2", &m), "vm3");
+        ck_assert_str_eq(took(), "snap 6 2, activate 6");
+        ts_snapshotter_fill_spares(s);
+        ck_assert_str_eq(took(), "");
+        ts_snapshotter_close(s);
+}
+END_TEST
+
 static int op_prepare(ts_snapshotter *s) {
         return prepare(s, "x", "P", TS_KIND_ACTIVE, NULL);
 }
@@ -945,6 +1072,8 @@ int main(void) {
         tcase_add_test(tc, discard_on_remove);
         tcase_add_test(tc, restart_after_a_reboot);
         tcase_add_test(tc, allocation_failure_leaves_no_key_locked);
+        tcase_add_test(tc, spares_cut_ahead_and_taken);
+        tcase_add_test(tc, spares_restart_and_refusals);
         suite_add_tcase(s, tc);
         TCase *crash = tcase_create("crash");
         tcase_add_checked_fixture(crash, setup, teardown);

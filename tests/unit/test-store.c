@@ -460,6 +460,73 @@ static int collect_dev(const ts_store_device *d, void *ud) {
         return 0;
 }
 
+/* A spare cut ahead is handed over to a new key: still active, same device. */
+START_TEST(adopt_rules) {
+        ts_store *s = open_store(NULL);
+        ts_store_txn *t = wtxn(s);
+        ts_error *err = NULL;
+        ts_store_info base = mk_committed(t, "ns", "base", NULL);
+        ts_label sl[] = { { "spare", "yes" } };
+        ts_store_info sp = {};
+        ck_assert_int_eq(ts_store_create(t, "ns", "~spare/1", "base", TS_KIND_ACTIVE, sl, 1, 1 << 30, &sp, NULL), 0);
+        ts_store_info v = mk(t, "ns", "ro", "base", TS_KIND_VIEW);
+        ts_store_info taken = mk(t, "ns", "taken", "base", TS_KIND_ACTIVE);
+
+        /* CREATING is not adoptable yet; the rest as Commit checks them */
+        expect_err(ts_store_adopt(t, "ns", "~spare/1", "vm", NULL, 0, NULL, &err), &err, -EBUSY);
+        ck_assert_int_eq(ts_store_set_state(t, "ns", "~spare/1", TS_STATE_READY, NULL), 0);
+        err = NULL;
+        expect_err(ts_store_adopt(t, "ns", "~spare/1", "taken", NULL, 0, NULL, &err), &err, -EEXIST);
+        err = NULL;
+        expect_err(ts_store_adopt(t, "ns", "missing", "vm", NULL, 0, NULL, &err), &err, -ENOENT);
+        err = NULL;
+        expect_err(ts_store_adopt(t, "ns", "ro", "vm", NULL, 0, NULL, &err), &err, -EBUSY);
+        err = NULL;
+        expect_err(ts_store_adopt(t, "ns", "base", "vm", NULL, 0, NULL, &err), &err, -EBUSY);
+
+        ts_label vl[] = { { "containerd.io/snapshot/thinsnap.spares", "4" } };
+        ts_store_info a = {};
+        ck_assert_int_eq(ts_store_adopt(t, "ns", "~spare/1", "vm", vl, 1, &a, NULL), 0);
+        ck_assert_str_eq(a.name, "vm");
+        ck_assert_int_eq(a.kind, TS_KIND_ACTIVE);
+        ck_assert_int_eq(a.state, TS_STATE_READY);
+        ck_assert_uint_eq(a.id, sp.id);
+        ck_assert_uint_eq(a.dev_id, sp.dev_id);
+        ck_assert_uint_eq(a.dev_size, 1 << 30);
+        ck_assert_str_eq(a.parent, "base");
+        ck_assert_int_ge(a.created_ns, sp.created_ns);
+        ck_assert_int_eq(a.created_ns, a.updated_ns);
+        ck_assert_uint_eq(a.n_labels, 1);
+        ck_assert_ptr_null(ts_store_info_label(&a, "spare"));
+        ck_assert_str_eq(ts_store_info_label(&a, "containerd.io/snapshot/thinsnap.spares"), "4");
+
+        /* the device's owner follows: the adopted key is what a device lookup finds */
+        ts_store_info g = {};
+        err = NULL;
+        expect_err(ts_store_get(t, "ns", "~spare/1", &g, &err), &err, -ENOENT);
+        ck_assert_int_eq(ts_store_get(t, "ns", "vm", &g, NULL), 0);
+        ck_assert_uint_eq(g.dev_id, sp.dev_id);
+        ts_store_info_done(&g);
+        devs one = {};
+        ck_assert_int_eq(ts_store_device_get(t, sp.dev_id, collect_dev, &one, NULL), 0);
+        ck_assert_int_eq(one.n, 1);
+        ck_assert_str_eq(one.keys[0], "vm");
+        ck_assert_int_eq(ts_store_get(t, "ns", "base", &g, NULL), 0);
+        ck_assert_uint_eq(g.children, 3); /* "ro", "taken" and the adopted "vm" */
+        ts_store_info_done(&g);
+        /* it is an active snapshot like any other: it commits and removes */
+        ck_assert_int_eq(ts_store_commit(t, "ns", "vm", "layer", NULL, 0, 0, 0, NULL, NULL), 0);
+        ts_store_txn_commit(t, NULL);
+
+        ts_store_info_done(&base);
+        ts_store_info_done(&sp);
+        ts_store_info_done(&v);
+        ts_store_info_done(&taken);
+        ts_store_info_done(&a);
+        ts_store_close(s);
+}
+END_TEST
+
 START_TEST(persistence_and_crash_states) {
         ts_store *s = open_store(NULL);
         ts_store_txn *t = wtxn(s);
@@ -1229,6 +1296,7 @@ int main(void) {
         tcase_add_test(tc, create_and_get);
         tcase_add_test(tc, create_rules);
         tcase_add_test(tc, commit_rules);
+        tcase_add_test(tc, adopt_rules);
         tcase_add_test(tc, remove_rules);
         tcase_add_test(tc, update_rules);
         tcase_add_test(tc, label_bounds);
