@@ -222,6 +222,16 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                 cfg->max_label_bytes = n;
                 return 0;
         }
+        if (strcmp(key, "spares_max") == 0 || strcmp(key, "vm_spares") == 0) {
+                if (v->type != V_INT || v->i > 1024)
+                        return line_error(err, line, key, "must be a number from 0 to 1024");
+                if (key[0] == 's') {
+                        cfg->spares_max = v->i;
+                        cfg->spares_max_set = true;
+                } else
+                        cfg->vm_spares = v->i;
+                return 0;
+        }
         if (strcmp(key, "max_warms") == 0) {
                 if (v->type != V_INT || v->i == 0 || v->i > 64)
                         return line_error(err, line, key, "must be a number from 1 to 64");

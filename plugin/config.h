@@ -22,6 +22,8 @@
  *   namespace = "thinsnap"     # the provisioner's containerd namespace
  *   snapshotter_name = "thinsnap"   # containerd's name for thinsnapd
  *   max_warms = 2              # image warms running at once
+ *   spares_max = 64            # most spares a Prepare may ask its parent to keep; 0: off
+ *   vm_spares = 0              # spares of each image's top the provisioner asks for
  *   registry_timeout = "30s"   # a registry transfer without progress this long fails
  *   metrics_address = "127.0.0.1:9464"   # Prometheus metrics over HTTP; unset: off
  *
@@ -45,6 +47,8 @@ typedef struct ts_config {
         uint64_t store_map_max; /* 0: not set */
         uint64_t max_labels, max_label_bytes; /* 0: not set */
         uint64_t max_warms;
+        uint64_t spares_max, vm_spares;
+        bool spares_max_set;
         uint32_t registry_timeout_ms;
         bool no_provisioner;
         uint32_t socket_mode;

@@ -24,6 +24,7 @@
 #include "rpc/server.h"
 
 #define DEFAULT_BASE_SIZE (10ULL << 30)
+#define DEFAULT_SPARES_MAX 64
 
 static const char help[] =
         "Usage: thinsnapd --root DIR --pool NAME --address SOCKET [OPTIONS]\n"
@@ -56,6 +57,10 @@ static const char help[] =
         "  --max-labels N      labels of one snapshot, and of one request (default 4096)\n"
         "  --max-label-bytes SIZE  keys + values of one snapshot's labels (default 1M,\n"
         "                      4K to 4M); each label's key + value at most 4096 bytes\n"
+        "  --spares-max N      most spares a Prepare labelled\n"
+        "                      containerd.io/snapshot/thinsnap.spares=N may ask its parent\n"
+        "                      to keep: devices cut ahead, taken by the next such Prepare\n"
+        "                      with no device step (default 64; 0: off)\n"
         "\n"
         "The provisioner (thinsnap.v1.Provisioner: warm images, cut one device per VM;\n"
         "the `thinsnap image` and `thinsnap vm` commands use it):\n"
@@ -68,6 +73,9 @@ static const char help[] =
         "  --snapshotter-name NAME  the name containerd's config gives thinsnapd in\n"
         "                      [proxy_plugins] (default " TS_PROV_DEFAULT_SNAPSHOTTER ")\n"
         "  --max-warms N       image warms running at once (default 2)\n"
+        "  --vm-spares N       spares of each image to keep for the next VMs: a VM's\n"
+        "                      Prepare then takes one, and more are cut once VMs pause\n"
+        "                      (default 0: none; at most --spares-max)\n"
         "  --registry-timeout DURATION  a registry transfer without progress this long\n"
         "                      fails (default 30s; 500ms, 30s, 10m...)\n"
         "  --no-provisioner    serve the Snapshots API only\n"
@@ -145,6 +153,7 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
                                                999) / 1000,
                         .pool = sc->pool,
                         .async_remove = sc->async_remove,
+                        .vm_spares = (unsigned) (cli->vm_spares ? cli->vm_spares : file->vm_spares),
                         .remove_device = remove_device,
                         .remove_device_ctx = snap,
                 },
@@ -192,6 +201,8 @@ enum {
         OPT_NAMESPACE,
         OPT_SNAPSHOTTER_NAME,
         OPT_MAX_WARMS,
+        OPT_SPARES_MAX,
+        OPT_VM_SPARES,
         OPT_REGISTRY_TIMEOUT,
         OPT_NO_PROV,
         OPT_LOG_LEVEL,
@@ -270,6 +281,13 @@ static int take_value_opt(int c, const char *arg, args *a) {
         case OPT_REGISTRY_TIMEOUT:
                 return ts_units_parse_duration_ms(arg, &cli->registry_timeout_ms) < 0 ?
                         usage_error("--registry-timeout '%s' is not a duration (500ms, 30s, 10m)", arg) : 0;
+        case OPT_SPARES_MAX:
+                a->cli.spares_max_set = true;
+                return ts_units_parse_u64(arg, &cli->spares_max) < 0 || cli->spares_max > 1024 ?
+                        usage_error("--spares-max '%s' is not a number from 0 to 1024", arg) : 0;
+        case OPT_VM_SPARES:
+                return ts_units_parse_u64(arg, &cli->vm_spares) < 0 || cli->vm_spares > 1024 ?
+                        usage_error("--vm-spares '%s' is not a number from 0 to 1024", arg) : 0;
         case OPT_MAX_WARMS:
                 return ts_units_parse_u64(arg, &cli->max_warms) < 0 || cli->max_warms == 0 || cli->max_warms > 64 ?
                         usage_error("--max-warms '%s' is not a number from 1 to 64", arg) : 0;
@@ -341,6 +359,8 @@ static int parse_args(int argc, char **argv, args *a) {
                 { "namespace", required_argument, NULL, OPT_NAMESPACE },
                 { "snapshotter-name", required_argument, NULL, OPT_SNAPSHOTTER_NAME },
                 { "max-warms", required_argument, NULL, OPT_MAX_WARMS },
+                { "spares-max", required_argument, NULL, OPT_SPARES_MAX },
+                { "vm-spares", required_argument, NULL, OPT_VM_SPARES },
                 { "registry-timeout", required_argument, NULL, OPT_REGISTRY_TIMEOUT },
                 { "no-provisioner", no_argument, NULL, OPT_NO_PROV },
                 { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
@@ -401,6 +421,9 @@ static int resolve(const args *a, const ts_config *file, settings *s) {
                         .mkfs = cli->mkfs ? cli->mkfs : file->mkfs,
                         .async_remove = a->async || file->async_remove,
                         .discard_on_remove = a->discard || file->discard_on_remove,
+                        .spares_max = (uint32_t) (cli->spares_max_set   ? cli->spares_max
+                                                  : file->spares_max_set ? file->spares_max
+                                                                         : DEFAULT_SPARES_MAX),
                         .store_map_max = cli->store_map_max ? cli->store_map_max : file->store_map_max,
                         .labels = {
                                 .max_count = (uint32_t) (cli->max_labels ? cli->max_labels : file->max_labels),

@@ -19,6 +19,8 @@
 
 /* Labels this provisioner writes (and containerd's own that it reads). */
 #define LABEL_VM "thinsnap.vm"
+/* Passed by containerd to thinsnapd: keep this many spares of the parent. */
+#define LABEL_SPARES "containerd.io/snapshot/thinsnap.spares"
 #define LABEL_VM_IMAGE "thinsnap.vm.image"
 #define LABEL_VM_DIGEST "thinsnap.vm.image-digest"
 #define LABEL_VM_DEVICE "thinsnap.vm.device"
@@ -62,6 +64,7 @@ struct ts_prov {
         char *address, *ns, *snapshotter, *docker_config, *pool;
         unsigned max_warms, max_downloads, registry_timeout_s;
         bool async_remove;
+        unsigned vm_spares; /* ts_prov_config */
         int (*remove_device)(void *ctx, const char *device, const char *ns, const char *name,
                              ts_error **err);
         void *remove_device_ctx;

@@ -105,6 +105,7 @@ static int copy_config(ts_prov *p, const ts_prov_config *cfg) {
         p->max_warms = cfg->max_warms ? cfg->max_warms : DEFAULT_MAX_WARMS;
         p->max_downloads = cfg->max_downloads ? cfg->max_downloads : DEFAULT_MAX_DOWNLOADS;
         p->async_remove = cfg->async_remove;
+        p->vm_spares = cfg->vm_spares;
         p->remove_device = cfg->remove_device;
         p->remove_device_ctx = cfg->remove_device_ctx;
         prov_limits_defaults(&cfg->limits, &p->limits);

@@ -62,6 +62,9 @@ typedef struct ts_prov_config {
                                            pool says so with its figures; NULL: not known */
         bool async_remove;              /* thinsnapd removes devices in the background:
                                            teardown cannot wait for the device to go */
+        unsigned vm_spares;             /* spares of an image's top chain a VM's Prepare asks
+                                           thinsnapd to keep (its label
+                                           containerd.io/snapshot/thinsnap.spares); 0: none */
         /* Inside thinsnapd: removes from thinsnapd itself the snapshot whose
          * device is device and whose key is containerd's <ns>/<id>/<name>
          * (ns: the provisioner's namespace). Teardown calls it once

@@ -308,7 +308,9 @@ static int lease_create(ts_prov *p, const ts_prov_snapshot_request *req, const v
  * or one cut short after its Prepare) is the VM's device. */
 static int prepare(ts_prov *p, const vm_names *n, const char *parent, const char *id,
                    ts_ctrd_mounts **ret, ts_error **err) {
-        char *labels[] = { LABEL_VM, (char *) id, NULL };
+        char spares[16];
+        snprintf(spares, sizeof spares, "%u", p->vm_spares);
+        char *labels[] = { LABEL_VM, (char *) id, p->vm_spares ? LABEL_SPARES : NULL, spares, NULL };
         ts_error *e = NULL;
         int r = ts_ctrd_snapshot_prepare(p->ctrd, n->lease, p->snapshotter, n->key, parent, labels,
                                          ret, &e);

@@ -50,6 +50,7 @@ while [ $# -gt 0 ]; do
         --also-warm) also+=(-also-warm "${2:-}"); shift 2 || usage ;;
         --prewarm) prewarm=(-prewarm "${2:-}"); shift 2 || usage ;;
         --flows) flows=${2:-}; shift 2 || usage ;;
+        --vm-spares) vm_spares=${2:-}; shift 2 || usage ;;
         *) echo "in-guest: unknown argument '$1'" >&2; usage ;;
         esac
 done
@@ -158,7 +159,8 @@ new_pool() {
 # sets tsd_pid
 start_thinsnapd() {
         local pool=$1 sock=$2 prov=${3:-} args=(--no-provisioner)
-        [ -z "$prov" ] || args=(--provisioner-address "$prov" --containerd-address "$4" --namespace "$ns")
+        [ -z "$prov" ] || args=(--provisioner-address "$prov" --containerd-address "$4" --namespace "$ns"
+                --vm-spares "${vm_spares:-0}")
         mkdir -p "$(dirname "$sock")"
         logs+=("$work/thinsnapd-$pool.log")
         "$thinsnapd" --root "$work/thinsnapd-$pool" --pool "$pool" --address "$sock" \
@@ -352,9 +354,24 @@ cpu_record() {
         mv "$work/cpu.after" "$work/cpu.before"
 }
 
+# pool_quiet POOL: waits (at most 60 s) until POOL's transaction id has not moved for 300 ms:
+# what a flow's thinsnapd does after its calls returned (the spares it cuts once VMs pause,
+# --vm-spares) is its flow's work, in its turn and its CPU count, not the next flow's
+pool_quiet() {
+        local last= now same=0 i
+        for ((i = 0; i < 600 && same < 3; i++)); do
+                now=$("$thinsnap" pool status "$1" | awk '$1 == "transaction" { print $2 }') ||
+                        die "thinsnap pool status $1 failed"
+                [ -n "$now" ] || die "thinsnap pool status $1: no transaction id"
+                if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; fi
+                last=$now
+                sleep 0.1
+        done
+}
+
 # turn NAME ROUND: NAME's program runs round ROUND (it said it is ready): its snapshots, then
-# on "snapped ROUND" its teardowns, until "done ROUND". A round without "snapped" (its flow
-# failed or had no more rounds) records nothing.
+# on "snapped ROUND" its teardowns, until "done ROUND", and until its pool is quiet. A round
+# without "snapped" (its flow failed or had no more rounds) records nothing.
 turn() {
         local fd=turn_wr_$1 rd=turn_rd_$1 line flow=$1 snapped=
         # The Go program runs go-devmapper's rounds in the same turns: its CPU is not one flow's.
@@ -366,7 +383,11 @@ turn() {
         while read -r line <&"${!rd}"; do
                 case $line in
                 "snapped $2") cpu_record "$flow" "$2" snapshots; snapped=1; echo go >&"${!fd}" ;;
-                "done $2") cpu_record "${snapped:+$flow}" "$2" teardowns; return 0 ;;
+                "done $2")
+                        # Only the thinsnap flow's thinsnapd works on after its calls returned.
+                        [ "$1" != thinsnap ] || pool_quiet pb-tp
+                        cpu_record "${snapped:+$flow}" "$2" teardowns
+                        return 0 ;;
                 *) die "the $1 flow said '$line' in round $2" ;;
                 esac
         done

@@ -918,6 +918,50 @@ static void after_first_open(ts_snapshotter *s, const char *when) {
         must(prepare(s, "x", NULL, TS_KIND_ACTIVE, NULL), when);
 }
 
+/* A Prepare asking for spares, then the filler's cuts. */
+static int op_prepare_spares(ts_snapshotter *s) {
+        int r = prepare_spared(s, "x", "2", NULL);
+        if (r >= 0)
+                ts_snapshotter_fill_spares(s);
+        return r;
+}
+
+/* x is there or not; what a crash left of the spares is handed out, and
+ * they are topped up again when a Prepare asks (what was asked is lost). */
+static void after_prepare_spares(ts_snapshotter *s, const char *when) {
+        int r = kind_of(s, "x", NULL);
+        ck_assert_msg(r == -ENOENT || r == TS_KIND_ACTIVE, "%s: x is %d", when, r);
+        if (r == -ENOENT)
+                must(prepare_spared(s, "x", "2", NULL), when);
+        must(prepare_spared(s, "w", "2", NULL), when);
+        ts_snapshotter_fill_spares(s);
+        ck_assert_msg(active_devices() == 4, "%s: %u devices active, want x, w and 2 spares", when,
+                      active_devices());
+        took();
+        must(prepare_spared(s, "y", "2", NULL), when);
+        ck_assert_str_eq(took(), "");
+}
+
+static void make_spares(ts_snapshotter *s) {
+        make_parent(s);
+        must(prepare_spared(s, "x", "2", NULL), "prepare x");
+        ts_snapshotter_fill_spares(s);
+        must(ts_snapshotter_remove(s, NS, "x", NULL), "remove x");
+}
+
+static int op_remove_parent(ts_snapshotter *s) {
+        return ts_snapshotter_remove(s, NS, "P", NULL);
+}
+
+static void after_remove_parent(ts_snapshotter *s, const char *when) {
+        int r = kind_of(s, "P", NULL);
+        ck_assert_msg(r == -ENOENT || r == TS_KIND_COMMITTED, "%s: P is %d", when, r);
+        if (r != -ENOENT)
+                must(op_remove_parent(s), when);
+        uint32_t ids[TS_FAKEDEV_MAX];
+        ck_assert_msg(ts_fakedev_existing(pool, ids) == 1, "%s: devices left besides the base", when);
+}
+
 static const scenario scenarios[] = {
         { "first open (the base's format)", { 0 }, true, NULL, NULL, after_first_open },
         { "prepare", { 0 }, false, make_parent, op_prepare, after_prepare_active },
@@ -927,6 +971,10 @@ static const scenario scenarios[] = {
         { "remove", { 0 }, false, make_active, op_remove, after_remove },
         { "remove with discard", { .discard = true }, false, make_active, op_remove, after_remove },
         { "asynchronous remove", { .async = true }, false, make_active, op_remove_reaped, after_remove },
+        { "prepare asking for spares, and their cuts", { .spares_max = 4 }, false, make_parent,
+          op_prepare_spares, after_prepare_spares },
+        { "remove of a parent with spares", { .spares_max = 4 }, false, make_spares, op_remove_parent,
+          after_remove_parent },
 };
 
 START_TEST(crash_between_any_two_steps) {
