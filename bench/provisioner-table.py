@@ -10,7 +10,9 @@ total_ms, spread_ms, teardown_total_ms; a single number counts as one round), "r
 reference flow (--ref, default go-devmapper and go-thinsnapd) against every flow after it;
 lower is better. CPU.jsonl (in-guest.sh) has a line per part of a concurrent round that one flow
 ran alone: {"flow", "round", "phase", "hz", "ticks": {"busy", "idle", COMMAND: ticks...}}; its
-table gives the guest's CPU per VM in each phase, by process, the mean over the rounds.
+table gives the guest's CPU per VM in each phase (snapshots, teardowns, and "after": from the
+last teardown until the flow's pool is quiet, where thinsnapd cuts spares), by process, the
+mean over the rounds, and the guest's busy time per VM over the whole round.
 Markdown on stdout.
 """
 
@@ -141,13 +143,24 @@ def cpu_table(path, by):
     print()
     print("| phase | process | " + " | ".join(flows) + " |")
     print("|---|---|" + "---:|" * len(flows))
-    for phase, label in (("snapshots", "snapshots"), ("teardowns", "teardowns")):
+    phases = [("snapshots", "snapshots"), ("teardowns", "teardowns")]
+    if any(k[1] == "after" for k in acc):
+        phases.append(("after", "after the calls (spares)"))
+    for phase, label in phases:
         for row, rlabel in CPU_ROWS:
             cells = []
             for fl in flows:
                 sums, rounds = acc.get((fl, phase), ({}, [0]))
                 cells.append("%.2f ms" % (sums.get(row, 0) / rounds[0] / n_vms[fl]) if rounds[0] else "—")
             print("| %s | %s | %s |" % (label, rlabel, " | ".join(cells)))
+    cells = []
+    for fl in flows:
+        total = 0.0
+        for phase, _ in phases:
+            sums, rounds = acc.get((fl, phase), ({}, [0]))
+            total += sums.get("busy", 0) / rounds[0] / n_vms[fl] if rounds[0] else 0
+        cells.append("%.2f ms" % total)
+    print("| the round | the guest, busy | %s |" % " | ".join(cells))
     print()
     print("rounds: " + ", ".join("%s %d" % (fl, acc.get((fl, "snapshots"), ({}, [0]))[1][0])
                                  for fl in flows))

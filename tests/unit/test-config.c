@@ -54,6 +54,11 @@ START_TEST(full_file) {
         ck_assert_uint_eq(c.max_label_bytes, 64 << 10);
         ck_assert_int_eq(parse("max_label_bytes = 4096", &c, NULL), 0);
         ck_assert_uint_eq(c.max_label_bytes, 4096);
+        ck_assert(!c.spares_max_set);
+        ck_assert_int_eq(parse("spares_max = 0\nvm_spares = 50", &c, NULL), 0);
+        ck_assert(c.spares_max_set);
+        ck_assert_uint_eq(c.spares_max, 0);
+        ck_assert_uint_eq(c.vm_spares, 50);
         /* the key as the option is named, and the older name */
         ck_assert_int_eq(parse("discard = true", &c, NULL), 0);
         ck_assert(c.discard_on_remove);
@@ -87,6 +92,8 @@ START_TEST(bad_lines) {
                 { "socket_mode = \"0999\"", "socket_mode: must be an octal mode" },
                 { "log_level = \"loud\"", "log_level: must be error" },
                 { "async_remove = 1", "async_remove: must be true or false" },
+                { "spares_max = 1025", "spares_max: must be a number from 0 to 1024" },
+                { "vm_spares = \"8\"", "vm_spares: must be a number from 0 to 1024" },
                 { "= 1", "line 1: expected `key = value`" },
                 { "pool =", "a value is missing" },
                 { "pool = \"a\tb\"", "control character" },
