@@ -5,7 +5,7 @@
 # thinsnapd, then prints markdown tables with the ratios (bench/provisioner/README.md).
 #   bench/run-provisioner-bench.sh [--build DIR] [--timeout S] [--out DIR] [-- GUEST-ARGS...]
 # GUEST-ARGS go to bench/provisioner/in-guest.sh (--vms N, --warms N, --rounds N,
-# --devmapper-rounds N, --base-size SIZE, --flows LIST). The samples of each flow stay in
+# --devmapper-rounds N, --base-size SIZE, --flows LIST, --vm-spares N). The samples of each flow stay in
 # OUT/flows/*.json (default DIR/provisioner-bench), the guest's CPU in the concurrent rounds in
 # OUT/flows/cpu.jsonl; bench/provisioner-table.py prints the tables from them again.
 set -euo pipefail

@@ -5,7 +5,7 @@
 #   in-guest.sh --registry DIR --go-flow BIN --thinsnap CLI --thinsnapd DAEMON --out DIR
 #               [--vms N] [--warms N] [--rounds N] [--devmapper-rounds N] [--base-size SIZE]
 #               [--thinsnap-flow CMD]
-#               [--also-warm REF]... [--prewarm REF] [--flows go,thinsnap]
+#               [--also-warm REF]... [--prewarm REF] [--flows go,thinsnap] [--vm-spares N]
 #
 # DIR is a registry's storage (`tests/lib/registry.py start DIR`) into which the image was
 # pushed as bench/img:v1 on the host (skopeo takes minutes under TCG). Serves a copy of it
@@ -21,7 +21,9 @@
 # client code paged in over 9p for the first time); --flows: which flows
 # run (go: both Go flows, go-thinsnapd: the Go flow on thinsnapd alone, thinsnap: the third;
 # default go,thinsnap); --rounds: concurrent rounds (default 15; a burst's spread moves a lot
-# from one to the next), of which go-devmapper runs the first --devmapper-rounds (default 3).
+# from one to the next), of which go-devmapper runs the first --devmapper-rounds (default 3);
+# --vm-spares: the thinsnap flow's thinsnapd keeps this many spares of the image (default: as
+# many as VMs in a round, as a VM manager starting such bursts would; 0: none).
 # Each flow writes OUT/<flow>.json (bench/provisioner/README.md); a flow that is not run writes
 # {"flow": ..., "skipped": reason}.
 set -euo pipefail
@@ -33,7 +35,7 @@ usage() {
 }
 
 registry_src= go_flow= thinsnap= thinsnapd= out= thinsnap_flow= also=() prewarm=() flows=go,thinsnap
-vms=50 warms=3 rounds=15 dm_rounds=3 base_size=128M
+vms=50 warms=3 rounds=15 dm_rounds=3 base_size=128M vm_spares=
 while [ $# -gt 0 ]; do
         case $1 in
         --registry) registry_src=${2:-}; shift 2 || usage ;;
@@ -160,7 +162,7 @@ new_pool() {
 start_thinsnapd() {
         local pool=$1 sock=$2 prov=${3:-} args=(--no-provisioner)
         [ -z "$prov" ] || args=(--provisioner-address "$prov" --containerd-address "$4" --namespace "$ns"
-                --vm-spares "${vm_spares:-0}")
+                --vm-spares "${vm_spares:-$vms}")
         mkdir -p "$(dirname "$sock")"
         logs+=("$work/thinsnapd-$pool.log")
         "$thinsnapd" --root "$work/thinsnapd-$pool" --pool "$pool" --address "$sock" \
