@@ -11,7 +11,7 @@ reference flow (--ref, default go-devmapper and go-thinsnapd) against every flow
 lower is better. CPU.jsonl (in-guest.sh) has a line per part of a concurrent round that one flow
 ran alone: {"flow", "round", "phase", "hz", "ticks": {"busy", "idle", COMMAND: ticks...}}; its
 table gives the guest's CPU per VM in each phase (snapshots, teardowns, and "after": from the
-last teardown until the flow's pool is quiet, where thinsnapd cuts spares), by process, the
+last teardown until the flow's thinsnapd is idle, where it cuts spares), by process, the
 mean over the rounds, and the guest's busy time per VM over the whole round.
 Markdown on stdout.
 """

@@ -209,6 +209,11 @@ int ts_metrics_render(const ts_metrics_figures *f, char **ret, size_t *ret_len) 
         if (r >= 0 && f->has_snapshots)
                 r = render_counts(&b, "thinsnap_snapshots", "Snapshots by kind.", "kind", kinds, f->snapshots,
                                   TS_ARRAY_SIZE(kinds));
+        if (r >= 0 && f->has_snapshots)
+                r = head(&b, "thinsnap_spares", "gauge",
+                         "Devices cut ahead for Prepares that ask for spares (not among thinsnap_snapshots).");
+        if (r >= 0 && f->has_snapshots)
+                r = put(&b, "thinsnap_spares %llu\n", (unsigned long long) f->spares);
         if (r >= 0)
                 r = render_rpc(&b, f);
         if (r >= 0)
@@ -269,7 +274,8 @@ int ts_metrics_gather(const ts_metrics_config *cfg, ts_metrics_figures *ret) {
         int failed = (cfg->pool && gather_pool(cfg->pool, &f) < 0) + (gather_resident(&f) < 0);
         if (cfg->snapshotter) {
                 f.has_snapshots = ts_snapshotter_walk(cfg->snapshotter, NULL, NULL, NULL, count_kind, f.snapshots,
-                                                      NULL) >= 0;
+                                                      NULL) >= 0 &&
+                                  ts_snapshotter_spares(cfg->snapshotter, &f.spares, NULL) >= 0;
                 failed += !f.has_snapshots;
         }
         for (int i = 0; i < TS_METRICS_MAX_SERVERS; i++)

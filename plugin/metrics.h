@@ -31,6 +31,7 @@ typedef struct ts_metrics_figures {
         bool out_of_data_space, read_only, needs_check;
         bool has_snapshots;
         uint64_t snapshots[TS_KIND_COMMITTED + 1];             /* by ts_snapshot_kind */
+        uint64_t spares;                                       /* with has_snapshots */
         const char *server_names[TS_METRICS_MAX_SERVERS];
         ts_rpc_server_stats servers[TS_METRICS_MAX_SERVERS];
         ts_opstat *calls;                                     /* owned: free() */

@@ -1449,6 +1449,20 @@ int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err) {
         return r < 0 ? r : 0;
 }
 
+static int count_spare(const ts_store_info *info, void *p) {
+        *(uint64_t *) p += is_spare_key(info->name) && info->state == TS_STATE_READY;
+        return 0;
+}
+
+int ts_snapshotter_spares(ts_snapshotter *s, uint64_t *ret, ts_error **err) {
+        _cleanup_txn_ ts_store_txn *txn = NULL;
+        int r = ts_store_begin(s->store, false, &txn, err);
+        if (r < 0)
+                return r;
+        *ret = 0;
+        return ts_store_walk(txn, NULL, count_spare, ret, err);
+}
+
 void ts_snapshotter_fill_spares(ts_snapshotter *s) {
         for (;;) {
                 pthread_mutex_lock(&s->lock);

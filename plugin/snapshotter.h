@@ -98,8 +98,9 @@
  * A Prepare of an active snapshot on a parent, labelled
  * containerd.io/snapshot/thinsnap.spares=N (containerd passes labels under
  * containerd.io/snapshot/ to its backend), asks that parent to keep N spares
- * (at most spares_max; 0 in the configuration turns spares off and the label
- * is then one like any other): active snapshots of the parent cut ahead
+ * (at most spares_max; 0 in the configuration turns spares off: the label is
+ * still checked, a number from 0 to 1024, and asks for nothing): active
+ * snapshots of the parent cut ahead
  * under keys "~spare/<parent's snapshot id>/<n>", which containerd never
  * makes (its keys begin with a namespace) and never sees: Stat, Mounts,
  * Usage, Update and Remove answer -ENOENT, Walk and List skip them, Prepare
@@ -151,7 +152,7 @@ typedef struct ts_snapshotter_config {
         bool async_remove;        /* Remove returns once the intent is recorded */
         bool discard_on_remove;   /* discard an active device's blocks before delete */
         uint32_t spares_max;      /* most spares a Prepare may ask its parent to keep (Spares);
-                                   * 0: spares off, the label is ignored */
+                                   * 0: spares off, the label asks for nothing */
         uint32_t spare_quiet_ms;  /* spares are cut once Prepares paused this long; 0: 100 */
         uint32_t dev_id_max;      /* 0: the 24-bit limit (tests lower it) */
         uint64_t store_map_size;  /* the store's map to start with (store.h); 0: its default */
@@ -260,6 +261,9 @@ const ts_label_limits *ts_snapshotter_label_limits(const ts_snapshotter *s);
 
 /* Finishes pending removals (async mode) now. Returns 0 or -errno. */
 int ts_snapshotter_cleanup(ts_snapshotter *s, ts_error **err);
+
+/* How many spares are ready, in every namespace. Returns 0 or -errno. */
+int ts_snapshotter_spares(ts_snapshotter *s, uint64_t *ret, ts_error **err);
 
 /* Cuts the spares Prepares asked for (Spares) now, without waiting for a
  * pause. A spare that cannot be cut is logged. */

@@ -356,25 +356,27 @@ cpu_record() {
         mv "$work/cpu.after" "$work/cpu.before"
 }
 
-# pool_quiet POOL: waits (at most 60 s) until POOL's transaction id has not moved for half a
-# second: what a flow's thinsnapd does after its calls returned (the spares it cuts once VMs
-# pause, --vm-spares) is its flow's work, in its turn and its CPU count (the phase "after"),
-# not the next flow's. Each look is a process: its CPU counts in that phase too.
-pool_quiet() {
-        local last= now same=0 i
+# quiet PID: waits (at most 60 s) until process PID has used no CPU for half a second (its
+# clock ticks unchanged over two looks, a quarter of a second apart): what the thinsnap flow's
+# thinsnapd does after its calls returned (the spares it cuts once VMs pause, --vm-spares; its
+# kernel work runs in its own context) is that flow's work, in its turn and its CPU count (the
+# phase "after"), not the next flow's. It starts no process, so adds nothing to that count.
+quiet() {
+        local last=-1 same=0 i line
+        local -a f
+        [ -n "${quiet_fd:-}" ] || { mkfifo "$work/quiet"; exec {quiet_fd}<>"$work/quiet"; }
         for ((i = 0; i < 240 && same < 2; i++)); do
-                now=$("$thinsnap" pool status "$1" | awk '$1 == "transaction" { print $2 }') ||
-                        die "thinsnap pool status $1 failed"
-                [ -n "$now" ] || die "thinsnap pool status $1: no transaction id"
-                if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; fi
-                last=$now
-                sleep 0.25
+                read -r line <"/proc/$1/stat" || die "process $1 is gone"
+                read -ra f <<<"${line##*) }"
+                if [ $((f[11] + f[12])) = "$last" ]; then same=$((same + 1)); else same=0; fi
+                last=$((f[11] + f[12]))
+                read -r -t 0.25 -u "$quiet_fd" line || true
         done
 }
 
 # turn NAME ROUND: NAME's program runs round ROUND (it said it is ready): its snapshots, then
-# on "snapped ROUND" its teardowns, until "done ROUND", then (the thinsnap flow) until its pool
-# is quiet. A round without "snapped" (its flow failed or had no more rounds) records nothing.
+# on "snapped ROUND" its teardowns, until "done ROUND", then (the thinsnap flow) until its
+# thinsnapd is idle. A round without "snapped" (its flow failed or had no more rounds) records nothing.
 turn() {
         local fd=turn_wr_$1 rd=turn_rd_$1 line flow=$1 snapped=
         # The Go program runs go-devmapper's rounds in the same turns: its CPU is not one flow's.
@@ -390,7 +392,7 @@ turn() {
                         cpu_record "${snapped:+$flow}" "$2" teardowns
                         # Only the thinsnap flow's thinsnapd works on after its calls returned.
                         [ "$1" = thinsnap ] || return 0
-                        pool_quiet pb-tp
+                        quiet "$ts_rss_pid"
                         cpu_record "${snapped:+$flow}" "$2" after
                         return 0 ;;
                 *) die "the $1 flow said '$line' in round $2" ;;

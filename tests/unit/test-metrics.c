@@ -86,6 +86,7 @@ START_TEST(render_exact_text) {
                 .read_only = true,
                 .has_snapshots = true,
                 .snapshots = { [TS_KIND_VIEW] = 1, [TS_KIND_ACTIVE] = 4, [TS_KIND_COMMITTED] = 7 },
+                .spares = 6,
                 .server_names = { [1] = "a\\\"b" },
                 .servers = { [1] = { .connections = 2, .connections_total = 9, .calls = 1, .calls_total = 40,
                                      .limit_hits = { [TS_RPC_LIMIT_MAX_QUEUED_CALLS] = 3 } } },
@@ -122,6 +123,9 @@ START_TEST(render_exact_text) {
         "thinsnap_snapshots{kind=\"view\"} 1\n"
         "thinsnap_snapshots{kind=\"active\"} 4\n"
         "thinsnap_snapshots{kind=\"committed\"} 7\n"
+        "# HELP thinsnap_spares Devices cut ahead for Prepares that ask for spares (not among thinsnap_snapshots).\n"
+        "# TYPE thinsnap_spares gauge\n"
+        "thinsnap_spares 6\n"
         "# HELP thinsnap_grpc_connections Connections open.\n"
         "# TYPE thinsnap_grpc_connections gauge\n"
         "thinsnap_grpc_connections{server=\"a\\\\\\\"b\"} 2\n"

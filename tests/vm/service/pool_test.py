@@ -491,7 +491,7 @@ def head(path, n=MiB):
 
 
 def spares(h):
-    h.start()
+    h.start("--metrics-address", METRICS)
     ids0 = h.pool_ids()
     p = h.prepare("p")
     h.check("write p", write_dev(p, MiB), (MiB, 0))
@@ -505,6 +505,10 @@ def spares(h):
          f"({h.pool_ids()})")
     spare_ids = set(h.pool_ids()) - set(ids0) - {devid(vm1)}
     h.check("none of them shows", h.list_names(), ["P", "vm1"])
+    m = scrape(h)
+    h.check("metrics: three spares, two snapshots", (m.get("thinsnap_spares"),
+            m.get('thinsnap_snapshots{kind="active"}'), m.get('thinsnap_snapshots{kind="committed"}')),
+            (3, 1, 1))
 
     vm2 = prepare_spared(h, "vm2", "3")
     h.ok("vm2 is handed a spare", devid(vm2) in spare_ids, f"({vm2}, spares {sorted(spare_ids)})")
@@ -517,7 +521,7 @@ def spares(h):
 
     # They come back after a restart, active.
     h.stop()
-    h.start()
+    h.start("--metrics-address", METRICS)
     before = h.pool_ids()
     vm3 = prepare_spared(h, "vm3", "3")
     h.ok("after a restart vm3 is handed a spare", devid(vm3) in before and devid(vm3) != devid(vm2),
@@ -532,6 +536,7 @@ def spares(h):
     h.check("remove P", h.remove("P"), "OK")
     h.check("nothing left in the pool", h.pool_ids(), ids0)
     h.check("no device active", h.active_devs(), [])
+    h.check("metrics: no spare left", scrape(h).get("thinsnap_spares"), 0)
     h.stop()
 
 
