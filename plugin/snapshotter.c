@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -965,6 +966,11 @@ static void *filler_main(void *p) {
                         fill(s, w, true);
                 want_free(w);
                 pthread_mutex_lock(&s->lock);
+                if (!s->wants) { /* what a top-up of many spares freed need not stay resident */
+                        pthread_mutex_unlock(&s->lock);
+                        malloc_trim(0);
+                        pthread_mutex_lock(&s->lock);
+                }
         }
         pthread_mutex_unlock(&s->lock);
         return NULL;

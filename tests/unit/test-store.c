@@ -89,6 +89,22 @@ static int expect_err(int r, ts_error **errp, int want) {
         return r;
 }
 
+/* A rename (Commit, adopting a spare) keeps the snapshot's id, device, size and
+ * parent, sets created = updated = now, and replaces the labels by key=value. */
+static void assert_renamed(const ts_store_info *got, const ts_store_info *was, const char *dropped,
+                           const char *key, const char *value) {
+        ck_assert_uint_eq(got->id, was->id);
+        ck_assert_uint_eq(got->dev_id, was->dev_id);
+        ck_assert_uint_eq(got->dev_size, was->dev_size);
+        ck_assert_str_eq(got->parent, was->parent);
+        ck_assert_int_eq(got->state, TS_STATE_READY);
+        ck_assert_int_ge(got->created_ns, was->created_ns);
+        ck_assert_int_eq(got->created_ns, got->updated_ns);
+        ck_assert_uint_eq(got->n_labels, 1);
+        ck_assert_ptr_null(ts_store_info_label(got, dropped));
+        ck_assert_str_eq(ts_store_info_label(got, key), value);
+}
+
 START_TEST(create_and_get) {
         ts_store *s = open_store(NULL);
         ts_store_txn *t = wtxn(s);
@@ -217,19 +233,11 @@ START_TEST(commit_rules) {
         ck_assert_int_eq(ts_store_commit(t, "ns", "work", "layer2", cl, 1, 12345, 67, &c, NULL), 0);
         ck_assert_str_eq(c.name, "layer2");
         ck_assert_int_eq(c.kind, TS_KIND_COMMITTED);
-        ck_assert_int_eq(c.state, TS_STATE_READY);
-        ck_assert_uint_eq(c.id, a.id);         /* same snapshot id */
-        ck_assert_uint_eq(c.dev_id, a.dev_id); /* same thin device */
         ck_assert_uint_eq(c.dev_size, 1 << 30);
-        ck_assert_str_eq(c.parent, "base");
         ck_assert_int_eq(c.usage_size, 12345);
         ck_assert_int_eq(c.usage_inodes, 67);
-        ck_assert_int_ge(c.created_ns, a.created_ns);
-        ck_assert_int_eq(c.created_ns, c.updated_ns);
-        /* labels replaced, not inherited */
-        ck_assert_uint_eq(c.n_labels, 1);
-        ck_assert_ptr_null(ts_store_info_label(&c, "keep"));
-        ck_assert_str_eq(ts_store_info_label(&c, "containerd.io/snapshot.ref"), "sha256:1");
+        /* same snapshot id and thin device; labels replaced, not inherited */
+        assert_renamed(&c, &a, "keep", "containerd.io/snapshot.ref", "sha256:1");
 
         ts_store_info g = {};
         err = NULL;
@@ -489,16 +497,8 @@ START_TEST(adopt_rules) {
         ck_assert_int_eq(ts_store_adopt(t, "ns", "~spare/1", "vm", vl, 1, &a, NULL), 0);
         ck_assert_str_eq(a.name, "vm");
         ck_assert_int_eq(a.kind, TS_KIND_ACTIVE);
-        ck_assert_int_eq(a.state, TS_STATE_READY);
-        ck_assert_uint_eq(a.id, sp.id);
-        ck_assert_uint_eq(a.dev_id, sp.dev_id);
-        ck_assert_uint_eq(a.dev_size, 1 << 30);
         ck_assert_str_eq(a.parent, "base");
-        ck_assert_int_ge(a.created_ns, sp.created_ns);
-        ck_assert_int_eq(a.created_ns, a.updated_ns);
-        ck_assert_uint_eq(a.n_labels, 1);
-        ck_assert_ptr_null(ts_store_info_label(&a, "spare"));
-        ck_assert_str_eq(ts_store_info_label(&a, "containerd.io/snapshot/thinsnap.spares"), "4");
+        assert_renamed(&a, &sp, "spare", "containerd.io/snapshot/thinsnap.spares", "4");
 
         /* the device's owner follows: the adopted key is what a device lookup finds */
         ts_store_info g = {};
