@@ -228,8 +228,10 @@ static int apply(ts_config *cfg, const char *key, value *v, unsigned line, ts_er
                 if (key[0] == 's') {
                         cfg->spares_max = v->i;
                         cfg->spares_max_set = true;
-                } else
+                } else {
                         cfg->vm_spares = v->i;
+                        cfg->vm_spares_set = true;
+                }
                 return 0;
         }
         if (strcmp(key, "max_warms") == 0) {

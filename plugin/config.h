@@ -48,7 +48,7 @@ typedef struct ts_config {
         uint64_t max_labels, max_label_bytes; /* 0: not set */
         uint64_t max_warms;
         uint64_t spares_max, vm_spares;
-        bool spares_max_set;
+        bool spares_max_set, vm_spares_set;
         uint32_t registry_timeout_ms;
         bool no_provisioner;
         uint32_t socket_mode;

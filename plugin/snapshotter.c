@@ -6,7 +6,6 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -464,27 +463,43 @@ static int sort_child(const ts_store_info *info, void *p) {
                 return 0;
         if (info->state == TS_STATE_REMOVING)
                 return ts_strv_push(&a->keys, info->name);
-        if (is_spare_key(info->name) && info->state == TS_STATE_READY)
+        if (is_spare_key(info->name))
                 return ts_strv_push(&a->spares, info->name);
         a->others++;
         return 0;
 }
 
-/* With its lock held: removes the READY spare key (1), or finishes its
- * pending removal (1), or finds it gone (0). */
-static int drop_child_locked(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
-        if (!is_spare_key(key))
-                return settle_removal_locked(s, ns, key, NULL, err);
-        struct remove_arg a = { ns, key, 0, { 0 } };
-        int r = txn_run(s, remove_begin, &a, err);
-        if (r >= 0)
-                r = finish_remove(s, ns, key, a.info.dev_id, a.info.dev_size, err);
-        else if (r == -EBUSY) { /* REMOVING already */
+/* With its lock held (and its parent's): removes the spare key, whatever its
+ * state: READY (marked REMOVING first), REMOVING, or CREATING left by a
+ * rollback that failed (no spare is in the making while its parent is
+ * locked). A spare was never written: no discard. 1 when removed, 0 when
+ * gone already. */
+static int drop_spare_locked(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        _cleanup_store_info_ ts_store_info info = { 0 };
+        int r = read_record(s, ns, key, &info, err);
+        if (r == -ENOENT) {
                 error_clear(err);
-                r = settle_removal_locked(s, ns, key, NULL, err);
+                return 0;
         }
-        ts_store_info_done(&a.info);
-        return r == -ENOENT ? 0 : r < 0 ? r : 1;
+        if (r >= 0 && info.state == TS_STATE_READY) {
+                struct remove_arg a = { ns, key, info.dev_id, { 0 } };
+                r = txn_run(s, remove_begin, &a, err);
+                ts_store_info_done(&a.info);
+        }
+        if (r >= 0)
+                r = ts_snapdev_drop(s->dev, info.dev_id, info.dev_size, false, err);
+        if (r >= 0) {
+                struct key_arg k = { ns, key };
+                r = txn_run(s, delete_record, &k, err);
+        }
+        return r < 0 ? r : 1;
+}
+
+/* With its lock held: removes the spare key, or finishes the pending removal
+ * of another child (1), or finds it gone (0). */
+static int drop_child_locked(ts_snapshotter *s, const char *ns, const char *key, ts_error **err) {
+        return is_spare_key(key) ? drop_spare_locked(s, ns, key, err)
+                                 : settle_removal_locked(s, ns, key, NULL, err);
 }
 
 /* Removes what keeps key from being removed when nothing else does: its
@@ -671,6 +686,7 @@ struct create_arg {
         size_t n_labels;
         uint64_t size;
         uint32_t origin;
+        uint64_t parent_id; /* a spare's: its parent must still be this snapshot */
         ts_store_info info;
         bool adopted; /* info is a spare's record, renamed to key */
 };
@@ -683,6 +699,9 @@ static int create_record(ts_store_txn *txn, void *p, ts_error **err) {
                 int r = ts_store_get(txn, a->ns, a->parent, &parent, err);
                 if (r < 0)
                         return r;
+                if (a->parent_id && parent.id != a->parent_id) /* removed and made again */
+                        return ts_error_setf_plain(err, ENOENT, "snapshot %s is another one now",
+                                                   a->parent);
                 a->size = parent.dev_size;
                 a->origin = parent.dev_id;
         }
@@ -918,7 +937,7 @@ static int cut_spare(ts_snapshotter *s, const char *ns, const char *parent, uint
         if (r < 0)
                 return ts_error_set(err, r, "spare of %s", parent);
         struct create_arg a = { .ns = ns, .key = key, .parent = parent, .kind = TS_KIND_ACTIVE,
-                                .size = s->base_size, .origin = s->base_id };
+                                .size = s->base_size, .origin = s->base_id, .parent_id = parent_id };
         r = prepare_locked(s, &a, NULL, err);
         ts_store_info_done(&a.info);
         unlock_keys(s, &kl);
@@ -982,6 +1001,8 @@ int ts_snapshotter_prepare(ts_snapshotter *s, const char *ns, const char *key, c
         if (is_spare_key(key))
                 return ts_error_setf_plain(err, EINVAL, "prepare %s: keys beginning with %s are "
                                                         "thinsnapd's own", key, SPARE_PREFIX);
+        if (is_spare_key(parent))
+                return ts_error_setf_plain(err, ENOENT, "parent snapshot %s does not exist", parent);
         uint32_t want;
         int r = spares_wanted(s, labels, n_labels, &want, err);
         if (r < 0)

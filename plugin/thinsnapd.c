@@ -153,7 +153,7 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
                                                999) / 1000,
                         .pool = sc->pool,
                         .async_remove = sc->async_remove,
-                        .vm_spares = (unsigned) (cli->vm_spares ? cli->vm_spares : file->vm_spares),
+                        .vm_spares = (unsigned) (cli->vm_spares_set ? cli->vm_spares : file->vm_spares),
                         .remove_device = remove_device,
                         .remove_device_ctx = snap,
                 },
@@ -162,6 +162,9 @@ static int start_provisioner(const ts_config *cli, const ts_config *file,
                 .socket_group = cli->provisioner_group ? cli->provisioner_group
                                                        : file->provisioner_group,
         };
+        if (pc.prov.vm_spares > sc->spares_max)
+                log_warn("--vm-spares %u is more than --spares-max %u: a VM's image keeps %u spares",
+                         pc.prov.vm_spares, (unsigned) sc->spares_max, (unsigned) sc->spares_max);
         return ts_prov_daemon_start(&pc, ret, err);
 }
 
@@ -286,6 +289,7 @@ static int take_value_opt(int c, const char *arg, args *a) {
                 return ts_units_parse_u64(arg, &cli->spares_max) < 0 || cli->spares_max > 1024 ?
                         usage_error("--spares-max '%s' is not a number from 0 to 1024", arg) : 0;
         case OPT_VM_SPARES:
+                a->cli.vm_spares_set = true;
                 return ts_units_parse_u64(arg, &cli->vm_spares) < 0 || cli->vm_spares > 1024 ?
                         usage_error("--vm-spares '%s' is not a number from 0 to 1024", arg) : 0;
         case OPT_MAX_WARMS:

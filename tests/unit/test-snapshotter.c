@@ -749,6 +749,32 @@ static int visible(ts_snapshotter *s) {
         return n;
 }
 
+/* The keys of the spares in the store (no snapshotter may be open). */
+typedef struct keys {
+        char v[8][80];
+        int n;
+} keys;
+
+static int spare_key(const ts_store_info *info, void *p) {
+        keys *k = p;
+        if (strncmp(info->name, "~spare/", 7) == 0 && k->n < 8)
+                snprintf(k->v[k->n++], sizeof k->v[0], "%s", info->name);
+        return 0;
+}
+
+static keys spare_keys(void) {
+        keys k = { .n = 0 };
+        ts_store *st = NULL;
+        ts_store_options so = { .dev_id_max = TS_FAKEDEV_MAX };
+        must(ts_store_open(root, &so, &st, NULL), "open the store");
+        ts_store_txn *t = NULL;
+        must(ts_store_begin(st, false, &t, NULL), "begin");
+        must(ts_store_walk(t, NS, spare_key, &k, NULL), "walk");
+        ts_store_txn_abort(t);
+        ts_store_close(st);
+        return k;
+}
+
 static unsigned active_devices(void) {
         unsigned n = 0;
         for (unsigned i = 1; i <= TS_FAKEDEV_MAX; i++)
@@ -793,10 +819,28 @@ START_TEST(spares_cut_ahead_and_taken) {
 
         /* no key of a spare reaches containerd, nor can be made or named */
         ck_assert_int_eq(visible(s), 4);
-        ck_assert_int_eq(ts_snapshotter_mounts(s, NS, "~spare/1/1", &m, NULL), -ENOENT);
-        ck_assert_int_eq(prepare(s, "~spare/x", "P", TS_KIND_ACTIVE, NULL), -EINVAL);
+        ts_snapshotter_close(s);
+        keys k = spare_keys();
+        ck_assert_int_eq(k.n, 3);
+        s = open_with((opts) { .spares_max = 8 });
+        took();
+        for (int i = 0; i < k.n; i++) {
+                const char *sp = k.v[i];
+                int64_t size, inodes;
+                ts_store_info si;
+                ts_label l[] = { { (char *) "x", (char *) "y" } };
+                ck_assert_int_eq(ts_snapshotter_stat(s, NS, sp, &si, NULL), -ENOENT);
+                ck_assert_int_eq(ts_snapshotter_mounts(s, NS, sp, &m, NULL), -ENOENT);
+                ck_assert_int_eq(ts_snapshotter_usage(s, NS, sp, &size, &inodes, NULL), -ENOENT);
+                ck_assert_int_eq(ts_snapshotter_update(s, NS, sp, l, 1, NULL, 0, NULL, NULL), -ENOENT);
+                ck_assert_int_eq(ts_snapshotter_remove(s, NS, sp, NULL), -ENOENT);
+                ck_assert_int_eq(ts_snapshotter_commit(s, NS, "X", sp, NULL, 0, NULL), -ENOENT);
+                ck_assert_int_eq(prepare(s, "child", sp, TS_KIND_ACTIVE, NULL), -ENOENT);
+                ck_assert_int_eq(prepare(s, sp, "P", TS_KIND_ACTIVE, NULL), -EINVAL);
+        }
         ck_assert_int_eq(ts_snapshotter_commit(s, NS, "~spare/y", "vm3", NULL, 0, NULL), -EINVAL);
         ck_assert_str_eq(took(), "");
+        ck_assert_uint_eq(active_devices(), 6); /* vm1, vm2, vm3 and the spares */
 
         /* a committed spare-made snapshot is one like any other */
         must(ts_snapshotter_commit(s, NS, "C", "vm2", NULL, 0, NULL), "commit vm2");
@@ -812,6 +856,31 @@ START_TEST(spares_cut_ahead_and_taken) {
         ck_assert_str_eq(took(), "drop 5, drop 6, drop 7, deactivate 2, drop 2");
         uint32_t ids[TS_FAKEDEV_MAX];
         ck_assert_uint_eq(ts_fakedev_existing(pool, ids), 1); /* the base */
+        ts_snapshotter_close(s);
+}
+END_TEST
+
+/* A parent's spares are its own: not those of a parent whose id begins with
+ * the same digits (P is snapshot 1, Q snapshot 10). */
+START_TEST(spares_of_one_parent_only) {
+        ts_snapshotter *s = open_with((opts) { .spares_max = 8 });
+        make_parent(s); /* P: id 1, device 2 */
+        char key[16];
+        for (int i = 2; i <= 9; i++) { /* ids 2..9 */
+                snprintf(key, sizeof key, "t%d", i);
+                must(prepare(s, key, NULL, TS_KIND_ACTIVE, NULL), key);
+        }
+        must(prepare(s, "q", NULL, TS_KIND_ACTIVE, NULL), "prepare q"); /* id 10 */
+        must(ts_snapshotter_commit(s, NS, "Q", "q", NULL, 0, NULL), "commit q");
+        ts_label l[] = { { (char *) SPARES, (char *) "2" } };
+        ts_mount m;
+        must(ts_snapshotter_prepare(s, NS, "onq", "Q", TS_KIND_ACTIVE, l, 1, &m, NULL), "onq");
+        ts_snapshotter_fill_spares(s);
+        took();
+        must(prepare_spared(s, "onp", "1", &m), "onp");
+        ck_assert_str_eq(took(), "snap 15 2, activate 15"); /* cut from P: Q's spares are Q's */
+        must(ts_snapshotter_prepare(s, NS, "onq2", "Q", TS_KIND_ACTIVE, l, 1, &m, NULL), "onq2");
+        ck_assert_str_eq(took(), "");
         ts_snapshotter_close(s);
 }
 END_TEST
@@ -953,11 +1022,17 @@ static int op_remove_parent(ts_snapshotter *s) {
         return ts_snapshotter_remove(s, NS, "P", NULL);
 }
 
+/* Remove of the parent, and the removals the reaper would do next. */
+static int op_remove_parent_reaped(ts_snapshotter *s) {
+        int r = op_remove_parent(s);
+        return r < 0 ? r : ts_snapshotter_cleanup(s, NULL);
+}
+
 static void after_remove_parent(ts_snapshotter *s, const char *when) {
         int r = kind_of(s, "P", NULL);
         ck_assert_msg(r == -ENOENT || r == TS_KIND_COMMITTED, "%s: P is %d", when, r);
         if (r != -ENOENT)
-                must(op_remove_parent(s), when);
+                must(op_remove_parent_reaped(s), when);
         uint32_t ids[TS_FAKEDEV_MAX];
         ck_assert_msg(ts_fakedev_existing(pool, ids) == 1, "%s: devices left besides the base", when);
 }
@@ -975,6 +1050,8 @@ static const scenario scenarios[] = {
           op_prepare_spares, after_prepare_spares },
         { "remove of a parent with spares", { .spares_max = 4 }, false, make_spares, op_remove_parent,
           after_remove_parent },
+        { "asynchronous remove of a parent with spares", { .spares_max = 4, .async = true }, false,
+          make_spares, op_remove_parent_reaped, after_remove_parent },
 };
 
 START_TEST(crash_between_any_two_steps) {
@@ -1122,6 +1199,7 @@ int main(void) {
         tcase_add_test(tc, allocation_failure_leaves_no_key_locked);
         tcase_add_test(tc, spares_cut_ahead_and_taken);
         tcase_add_test(tc, spares_restart_and_refusals);
+        tcase_add_test(tc, spares_of_one_parent_only);
         suite_add_tcase(s, tc);
         TCase *crash = tcase_create("crash");
         tcase_add_checked_fixture(crash, setup, teardown);
