@@ -118,7 +118,16 @@
  * asks again.
  *
  * Remove of a parent whose only children left are spares removes the spares
- * first (as Remove 1, 3, 4); one with other children keeps them.
+ * first (as Remove 1, 3, 4, without discards: a spare was never written, and
+ * a CREATING one, left by a rollback that failed, too: none is in the making
+ * while the parent is locked); one with other children keeps them.
+ *
+ * An adoption renames a spare without taking the spare's lock: it takes a
+ * READY spare only, in one write transaction, and every other change to a
+ * spare (the filler making it READY, its parent's Remove marking it
+ * REMOVING) is a write transaction of its own, so one of them sees the
+ * other's result. A top-up asked for is kept in memory only: after a stop
+ * the next labelled Prepare asks again.
  *
  * The reaper (async_remove): a thread finishes every REMOVING record, under
  * its key's lock, when a Remove wakes it and at open; a removal that fails
