@@ -22,7 +22,6 @@
 
 /* Spares: active snapshots of a parent cut ahead (snapshotter.h, Spares). */
 #define SPARE_PREFIX "~spare/"
-#define SPARES_LABEL "containerd.io/snapshot/thinsnap.spares"
 #define SPARES_LABEL_MAX 1024
 #define SPARE_QUIET_MS 100 /* the filler cuts once Prepares have paused this long */
 
@@ -795,7 +794,7 @@ static int spares_wanted(const ts_snapshotter *s, const ts_label *labels, size_t
                          ts_error **err) {
         *ret = 0;
         for (size_t i = 0; i < n; i++) {
-                if (strcmp(labels[i].key, SPARES_LABEL) != 0)
+                if (strcmp(labels[i].key, TS_SNAPSHOTTER_SPARES_LABEL) != 0)
                         continue;
                 const char *v = labels[i].value;
                 char *end = NULL;
@@ -803,7 +802,7 @@ static int spares_wanted(const ts_snapshotter *s, const ts_label *labels, size_t
                 unsigned long k = strtoul(v, &end, 10);
                 if (!isdigit((unsigned char) v[0]) || *end || errno || k > SPARES_LABEL_MAX)
                         return ts_error_setf_plain(err, EINVAL, "label %s: '%.32s' is not a number "
-                                                                "from 0 to %u", SPARES_LABEL, v,
+                                                                "from 0 to %u", TS_SNAPSHOTTER_SPARES_LABEL, v,
                                                    SPARES_LABEL_MAX);
                 *ret = k < s->spares_max ? (uint32_t) k : s->spares_max;
         }

@@ -153,6 +153,9 @@
 
 typedef struct ts_snapshotter ts_snapshotter;
 
+/* The label of a Prepare that asks for spares (Spares). */
+#define TS_SNAPSHOTTER_SPARES_LABEL "containerd.io/snapshot/thinsnap.spares"
+
 typedef struct ts_snapshotter_config {
         const char *root;         /* state directory (LMDB store) */
         const char *pool;         /* dm name of an existing thin pool */

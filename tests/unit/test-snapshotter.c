@@ -729,7 +729,7 @@ static void make_active(ts_snapshotter *s) {
 
 /* ---- spares ---- */
 
-#define SPARES "containerd.io/snapshot/thinsnap.spares"
+#define SPARES TS_SNAPSHOTTER_SPARES_LABEL
 
 static int prepare_spared(ts_snapshotter *s, const char *key, const char *value, ts_mount *ret) {
         ts_label l[] = { { (char *) SPARES, (char *) value } };
